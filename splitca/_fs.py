@@ -1,0 +1,166 @@
+"""Filesystem primitives: atomic writes with explicit modes, durable appends, cross-process locks."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import LockTimeout, StoreError
+
+__all__ = [
+    "FileLock",
+    "append_line",
+    "atomic_write",
+    "discard",
+    "fsync_dir",
+    "publish",
+    "read_bytes",
+    "stage",
+]
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry change (create, rename, unlink) to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def stage(path: Path, data: bytes, *, mode: int, durable: bool = True) -> Path:
+    """Write *data* to a temporary sibling of *path* with *mode*, fsynced; return its path.
+
+    Pair with :func:`publish`. Splitting the two lets a caller do the cheap rename
+    inside a short critical section while the write and fsync happen outside it.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.fchmod(fd, mode)  # umask must not widen or narrow the mode we chose
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise StoreError(f"could not write {path}: {exc.strerror or exc}") from exc
+    return tmp
+
+
+def publish(tmp: Path, path: Path, *, durable: bool = True) -> None:
+    """Rename a staged file over *path* (atomic), then make the rename durable."""
+    try:
+        os.replace(tmp, path)
+        if durable:
+            fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise StoreError(f"could not write {path}: {exc.strerror or exc}") from exc
+
+
+def discard(tmp: Path) -> None:
+    """Remove a staged file that will not be published."""
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int, durable: bool = True) -> None:
+    """Replace *path* with *data* so readers see the old file or the new one, never a torn one.
+
+    The data goes to a temporary file in the same directory, which gets *mode*, is
+    fsynced, and is renamed over *path*; then the directory is fsynced. On any
+    failure (for example ENOSPC) the temporary file is removed and *path* is untouched.
+
+    Raises:
+      StoreError: the write failed; the message names the path and the OS error.
+    """
+    publish(stage(path, data, mode=mode, durable=durable), path, durable=durable)
+
+
+def append_line(path: Path, line: bytes, *, mode: int) -> None:
+    """Append one newline-terminated record to *path* durably.
+
+    A single ``write`` on an ``O_APPEND`` descriptor. Readers must tolerate a torn
+    last line after a crash (see :func:`splitca.store.parse_inventory`); callers
+    serialise appends with a lock.
+    """
+    if not line.endswith(b"\n"):
+        raise ValueError("append_line needs a newline-terminated record")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+        try:
+            # If a previous crash left a torn last line, start ours on a fresh line.
+            size = os.fstat(fd).st_size
+            if size:
+                with open(path, "rb") as f:
+                    f.seek(size - 1)
+                    if f.read(1) != b"\n":
+                        line = b"\n" + line
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(errno.ENOSPC, "short write")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StoreError(f"could not append to {path}: {exc.strerror or exc}") from exc
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """Return the file's bytes, or None if it does not exist."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+class FileLock:
+    """An exclusive lock shared by threads and processes, on a lock file.
+
+    ``flock`` on a freshly opened descriptor excludes other processes *and* other
+    threads of this process (each open is its own open file description), unlike
+    POSIX record locks. Waits are bounded: :class:`LockTimeout` after *timeout*.
+    """
+
+    def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    @contextlib.contextmanager
+    def __call__(self, timeout: float | None = None) -> Iterator[None]:
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"could not open lock {self.path}: {exc.strerror}") from exc
+        try:
+            delay = 0.0005
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LockTimeout(
+                            f"timed out after {limit:g}s waiting for lock {self.path.name}"
+                        ) from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.02)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock

@@ -1,0 +1,751 @@
+"""The CA's use cases: set up, take CSRs, sign, revoke, clean, renew, report, keep the CRL fresh."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+
+from . import _fs, pki
+from .audit import SYSTEM, Actor, AuditLog
+from .config import Settings
+from .errors import Conflict, InvalidRequest, NotFound, PolicyViolation, StoreError
+from .index import Index, Row, own_crl
+from .policy import Approved, Autosigner, CsrRules, check_subject, make_autosigner, vet
+from .store import KEY_MODE, PRIVATE_MODE, CADir, inventory_line
+
+__all__ = ["CertificateAuthority", "SetupResult", "SubmitResult"]
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class SetupResult:
+    created: bool
+    messages: list[str]
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """What happened to a submitted CSR."""
+
+    certname: str
+    signed: bool
+    reason: str
+    serial: int | None = None
+
+
+@dataclass
+class BulkSignResult:
+    signed: list[str] = field(default_factory=list)
+    no_csr: list[str] = field(default_factory=list)
+    signing_errors: list[str] = field(default_factory=list)
+    messages: dict[str, str] = field(default_factory=dict)
+
+
+class CertificateAuthority:
+    """One CA over one cadir. Safe to share between threads and to run in several processes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+        autosigner: Autosigner | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.cadir = CADir(settings.cadir)
+        self.index = Index(self.cadir)
+        self.audit = audit if audit is not None else AuditLog(settings.effective_audit_log)
+        self.rules = CsrRules(
+            allow_subject_alt_names=settings.allow_subject_alt_names,
+            allow_authorization_extensions=settings.allow_authorization_extensions,
+            allow_legacy_signatures=settings.allow_legacy_signatures,
+            min_rsa_bits=settings.min_rsa_bits,
+        )
+        self._autosigner = autosigner
+        self._key_lock = threading.Lock()
+        self._key: tuple[str, CertificateIssuerPrivateKeyTypes, x509.Certificate] | None = None
+
+    # --- opening -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, settings: Settings, **kwargs: object) -> CertificateAuthority:
+        """Open an existing CA; raise StoreError if the cadir is not a CA."""
+        ca = cls(settings, **kwargs)  # type: ignore[arg-type]
+        missing = ca.cadir.missing_ca_files()
+        if missing:
+            names = ", ".join(p.name for p in missing)
+            raise StoreError(
+                f"{settings.cadir} is not a CA directory (missing {names}); run 'splitca setup' first"
+            )
+        ca.cadir.ensure_dirs()
+        ca.index.refresh()
+        return ca
+
+    @property
+    def autosigner(self) -> Autosigner:
+        if self._autosigner is None:
+            self._autosigner = make_autosigner(
+                self.settings.autosign,
+                timeout=self.settings.autosign_timeout.total_seconds(),
+                settings=self.settings,
+                audit=self.audit,
+            )
+        return self._autosigner
+
+    def signing_material(self) -> tuple[CertificateIssuerPrivateKeyTypes, x509.Certificate]:
+        """The CA key and certificate, loaded once and reloaded if the files change."""
+        stamp = _fs_stamp(self.cadir.cakey) + "|" + _fs_stamp(self.cadir.cacert)
+        with self._key_lock:
+            if self._key is None or self._key[0] != stamp:
+                key = pki.load_private_key(self.cadir.read_ca_key())
+                certs = pki.load_certificates(self.cadir.read_ca_cert())
+                if not certs:
+                    raise StoreError(f"{self.cadir.cacert} holds no certificate")
+                self._key = (stamp, key, certs[0])
+            return self._key[1], self._key[2]
+
+    # --- setup ---------------------------------------------------------------------------
+    @classmethod
+    def setup(cls, settings: Settings, *, clock: Callable[[], dt.datetime] = utcnow) -> SetupResult:
+        """Create a CA in an empty cadir; change nothing if one exists.
+
+        Raises:
+          StoreError: the cadir holds part of a CA (never overwritten).
+        """
+        ca = cls(settings, clock=clock)
+        cadir = ca.cadir
+        cadir.ensure_dirs()
+        with cadir.lock("setup")():
+            present = [
+                p for p in (cadir.cacert, cadir.cakey, cadir.cacrl, cadir.serial_file) if p.exists()
+            ]
+            if len(present) == 4:
+                msgs = [f"CA already exists in {cadir.root}; nothing changed."]
+                msgs += ca._ensure_server_identity()
+                return SetupResult(False, msgs)
+            if present:
+                raise StoreError(
+                    f"Cannot initialize CA with partial state in {cadir.root}: found "
+                    f"{', '.join(p.name for p in present)} but not all of ca_crt.pem, ca_key.pem, "
+                    "ca_crl.pem, serial. Restore the missing files or move the directory away; "
+                    "splitca never replaces a CA key."
+                )
+            now = clock()
+            key = pki.generate_private_key(
+                settings.key_type, rsa_bits=settings.key_size, curve=settings.ec_curve
+            )
+            cert = pki.build_ca_certificate(
+                key, settings.effective_ca_name, now=now, ttl=settings.ca_ttl
+            )
+            crl = pki.build_crl(
+                ca_key=key,
+                ca_cert=cert,
+                entries=(),
+                number=0,
+                this_update=now - dt.timedelta(minutes=1),
+                next_update=now + settings.crl_ttl,
+            )
+            # The key is written last: a crash before it leaves no key and so no usable
+            # partial CA, and the next setup tells the operator exactly what it found.
+            cadir.write_public(cadir.cacrl, pki.pem(crl))
+            cadir.write_public(cadir.capub, pki.public_key_pem(key.public_key()))
+            cadir.write_public(cadir.cacert, pki.pem(cert))
+            cadir.write_public(cadir.infra_crl, pki.pem(crl))
+            for empty in (cadir.infra_inventory, cadir.infra_serials):
+                if not empty.exists():
+                    cadir.write_public(empty, b"")
+            cadir.write_serial(2)
+            cadir.append_inventory(
+                1,
+                pki.puppet_time(cert.not_valid_before_utc),
+                pki.puppet_time(cert.not_valid_after_utc),
+                settings.effective_ca_name,
+            )
+            cadir.write_key(cadir.cakey, pki.private_key_pem(key), mode=KEY_MODE)
+            msgs = [
+                f"Created CA '{settings.effective_ca_name}' in {cadir.root} ({_describe_key(key)})."
+            ]
+            ca.index.refresh()
+            msgs += ca._ensure_server_identity()
+            ca.audit.event(
+                "setup", SYSTEM, ca_name=settings.effective_ca_name, cadir=str(cadir.root)
+            )
+            return SetupResult(True, msgs)
+
+    def _ensure_server_identity(self) -> list[str]:
+        """The CA host's own TLS certificate (with pp_cli_auth, as puppetserver's), made once."""
+        cert_path = self.settings.effective_server_cert
+        key_path = self.settings.effective_server_key
+        if cert_path.exists() and key_path.exists():
+            return []
+        if self.settings.server_cert is not None:
+            raise StoreError(f"server_cert {cert_path} or server_key {key_path} does not exist")
+        alt = pki.parse_alt_names(self.settings.dns_alt_names)
+        key_pem, cert = self.generate(
+            self.settings.certname, alt_names=alt, ca_client=True, actor=SYSTEM, replace=True
+        )
+        cert_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        self.cadir.write_key(key_path, key_pem, mode=PRIVATE_MODE)
+        self.cadir.write_public(cert_path, pki.pem(cert))
+        names = ", ".join(
+            pki.general_name_str(n)
+            for n in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        )
+        return [f"Issued the CA server's certificate {cert_path} for {names}."]
+
+    # --- reading ----------------------------------------------------------------------------
+    def ca_certificate_pem(self) -> bytes:
+        return self.cadir.read_ca_cert()
+
+    def crl_pem(self) -> bytes:
+        return self.cadir.read_crl()
+
+    def certificate_pem(self, certname: str) -> bytes | None:
+        """The signed certificate file, served verbatim (no parsing), or None."""
+        if not pki.is_safe_name(certname):
+            return None
+        return _fs.read_bytes(self.cadir.cert_path(certname))
+
+    def csr_pem(self, certname: str) -> bytes | None:
+        if not pki.is_safe_name(certname):
+            return None
+        return _fs.read_bytes(self.cadir.csr_path(certname))
+
+    def status(self, certname: str) -> Row | None:
+        if not pki.is_safe_name(certname):
+            return None
+        return self.index.status(certname)
+
+    def statuses(self, state: str | None = None) -> Iterator[Row]:
+        return self.index.rows(state)
+
+    def state_of(self, certname: str) -> str | None:
+        row = self.status(certname)
+        return None if row is None else row.state
+
+    def expirations(self) -> dict[str, dict[str, str]]:
+        certs = pki.load_certificates(self.cadir.read_ca_cert())
+        crls = [x509.load_pem_x509_crl(b) for b in pki.split_pem(self.cadir.read_crl(), "X509 CRL")]
+        return {
+            "ca-certs": {
+                pki.first_cn(c.subject) or c.subject.rfc4514_string(): pki.puppet_time(
+                    c.not_valid_after_utc
+                )
+                for c in certs
+            },
+            "crls": {
+                pki.first_cn(c.issuer) or c.issuer.rfc4514_string(): pki.puppet_time(
+                    c.next_update_utc
+                )
+                for c in crls
+                if c.next_update_utc is not None
+            },
+        }
+
+    # --- CSR intake ------------------------------------------------------------------------
+    def submit_csr(self, certname: str, body: bytes, *, actor: Actor = SYSTEM) -> SubmitResult:
+        """PUT certificate_request: validate, store as pending, autosign if policy says so.
+
+        Unlike puppetserver, a CSR that could never be signed under this CA's policy
+        (weak crypto, bad signature, disallowed SANs or extensions) is refused before
+        anything is written, so the cadir holds no junk.
+
+        Raises:
+          InvalidRequest: not one PEM CSR.
+          PolicyViolation: puppetserver's validation kinds and messages (HTTP 400).
+        """
+        csr = pki.load_csr(body)
+        info = pki.inspect_csr(csr)
+        cn = info.cn
+        fields = {
+            "certname": certname,
+            "fingerprint": pki.fingerprints(pki.der(csr))["SHA256"],
+            "sans": [pki.general_name_str(n) for n in info.sans],
+            "extensions": [e.oid.dotted_string for e in info.extensions],
+        }
+        try:
+            if cn is not None and pki.is_safe_name(cn) and not self.settings.allow_duplicate_certs:
+                state = self.state_of(cn)
+                if state is not None:
+                    raise PolicyViolation(
+                        "duplicate-cert",
+                        cn,
+                        f"{cn} already has a {state} certificate; ignoring certificate request",
+                    )
+            check_subject(certname, cn)
+            approved = vet(csr, certname, self.rules, info=info)
+        except PolicyViolation as exc:
+            self.audit.event("csr-refused", actor, **fields, kind=exc.kind, message=str(exc))
+            raise
+        self.audit.event("csr-received", actor, **fields)
+        decision = self.autosigner.decide(certname, body, info)
+        self.audit.event(
+            "autosign-decision",
+            actor,
+            certname=certname,
+            sign=decision.sign,
+            reason=decision.reason,
+            **decision.details,
+        )
+        pem = pki.pem(csr)
+        with self.cadir.name_lock(certname)():
+            if decision.sign:
+                cert = self._issue(approved, ttl=None)
+                self._publish_cert(certname, cert, drop_csr=self.cadir.csr_path(certname).exists())
+                self.audit.event(
+                    "sign",
+                    Actor("autosign", actor.name, actor.address),
+                    **self._cert_fields(cert, certname),
+                    reason=decision.reason,
+                )
+                return SubmitResult(certname, True, decision.reason, cert.serial_number)
+            tmp = self.cadir.stage(self.cadir.csr_path(certname), pem)
+            with self.index.transaction() as conn:
+                _fs.publish(tmp, self.cadir.csr_path(certname))
+                self.index.put_csr(conn, certname, csr, reason=decision.reason)
+                self.index.record(conn, "requests")
+        log.info("Saved CSR for %s (pending: %s)", certname, decision.reason)
+        return SubmitResult(certname, False, decision.reason)
+
+    def delete_csr(self, certname: str, *, actor: Actor = SYSTEM) -> None:
+        if not pki.is_safe_name(certname) or not self.cadir.csr_path(certname).exists():
+            raise NotFound(f"No certificate request for {certname}")
+        with self.cadir.name_lock(certname)(), self.index.transaction() as conn:
+            _unlink(self.cadir.csr_path(certname))
+            self.index.delete_csr(conn, certname)
+            self.index.record(conn, "requests")
+        self.audit.event("csr-deleted", actor, certname=certname)
+
+    # --- signing ---------------------------------------------------------------------------
+    def _next_serial(self) -> int:
+        with self.cadir.lock("serial")():
+            serial = self.cadir.read_serial()
+            floor = self.index.max_issued_serial() + 1
+            if serial < floor:
+                log.warning(
+                    "serial file says %X but serial %X was already issued (restored backup?); using %X",
+                    serial,
+                    floor - 1,
+                    floor,
+                )
+                serial = floor
+            self.cadir.write_serial(serial + 1)
+        return serial
+
+    def _issue(self, approved: Approved, ttl: dt.timedelta | None) -> x509.Certificate:
+        """Sign *approved* with a fresh serial and record it in the inventory (not yet published)."""
+        key, ca_cert = self.signing_material()
+        now = self.clock()
+        not_after = now + (ttl or self.settings.effective_cert_ttl)
+        not_after = min(not_after, ca_cert.not_valid_after_utc)
+        serial = self._next_serial()
+        cert = pki.build_leaf_certificate(
+            ca_key=key,
+            ca_cert=ca_cert,
+            public_key=approved.public_key,
+            certname=approved.certname,
+            serial=serial,
+            not_before=now - self.settings.backdate,
+            not_after=not_after,
+            alt_names=approved.alt_names,
+            extensions=approved.extensions,
+        )
+        # Inventory first: a certificate a client has received is always in the inventory.
+        line = inventory_line(
+            serial,
+            pki.puppet_time(cert.not_valid_before_utc),
+            pki.puppet_time(cert.not_valid_after_utc),
+            approved.certname,
+        )
+        with self.cadir.lock("inventory")():
+            _fs.append_line(self.cadir.inventory, line, mode=0o644)
+            with self.index.transaction() as conn:
+                self.index.add_inventory(conn, line)
+        return cert
+
+    def _publish_cert(self, certname: str, cert: x509.Certificate, *, drop_csr: bool) -> None:
+        """Atomically put signed/<name>.pem in place (and drop the CSR) with the index updated."""
+        path = self.cadir.cert_path(certname)
+        tmp = self.cadir.stage(path, pki.pem(cert))
+        with self.index.transaction() as conn:
+            _fs.publish(tmp, path)
+            self.index.put_cert(conn, certname, cert)
+            changed = ["signed"]
+            if drop_csr:
+                _unlink(self.cadir.csr_path(certname))
+                self.index.delete_csr(conn, certname)
+                changed.append("requests")
+            self.index.record(conn, *changed)
+        log.info("Signed certificate for %s (serial %d)", certname, cert.serial_number)
+
+    def _cert_fields(self, cert: x509.Certificate, certname: str) -> dict[str, object]:
+        try:
+            sans = [
+                pki.general_name_str(n)
+                for n in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            ]
+        except x509.ExtensionNotFound:
+            sans = []
+        return {
+            "certname": certname,
+            "serial": cert.serial_number,
+            "fingerprint": pki.fingerprints(pki.der(cert))["SHA256"],
+            "sans": sans,
+            "extensions": [e.oid.dotted_string for e in cert.extensions],
+            "not_after": pki.puppet_time(cert.not_valid_after_utc),
+        }
+
+    def sign(
+        self,
+        certname: str,
+        *,
+        ttl: dt.timedelta | None = None,
+        allow_alt_names: bool = False,
+        actor: Actor = SYSTEM,
+    ) -> x509.Certificate:
+        """Sign the pending CSR for *certname*.
+
+        Raises:
+          NotFound: nothing at all is known about *certname*.
+          Conflict: no pending CSR ("Cannot sign certificate for host X without a certificate request").
+          PolicyViolation: the CSR fails a signing check.
+        """
+        if not pki.is_safe_name(certname):
+            raise NotFound("Invalid certificate subject.")
+        with self.cadir.name_lock(certname)():
+            data = _fs.read_bytes(self.cadir.csr_path(certname))
+            if data is None:
+                if self.cadir.cert_path(certname).exists():
+                    raise Conflict(
+                        f"Cannot sign certificate for host {certname} without a certificate request"
+                    )
+                raise NotFound("Invalid certificate subject.")
+            try:
+                csr = pki.load_csr(data)
+            except InvalidRequest as exc:
+                raise PolicyViolation(
+                    "invalid-csr", certname, f"Stored CSR for {certname} is unreadable: {exc}"
+                ) from None
+            info = pki.inspect_csr(csr)
+            check_subject(certname, info.cn)
+            approved = vet(csr, certname, self.rules, allow_alt_names=allow_alt_names, info=info)
+            cert = self._issue(approved, ttl)
+            self._publish_cert(certname, cert, drop_csr=True)
+        self.audit.event("sign", actor, **self._cert_fields(cert, certname))
+        return cert
+
+    def sign_many(
+        self, certnames: Iterable[str], *, allow_alt_names: bool = False, actor: Actor = SYSTEM
+    ) -> BulkSignResult:
+        """Bulk sign (POST /sign): every name lands in signed, no-csr or signing-errors."""
+        result = BulkSignResult()
+        for name in certnames:
+            try:
+                self.sign(name, allow_alt_names=allow_alt_names, actor=actor)
+                result.signed.append(name)
+            except (NotFound, Conflict):
+                result.no_csr.append(name)
+            except PolicyViolation as exc:
+                result.signing_errors.append(name)
+                result.messages[name] = str(exc)
+        return result
+
+    def sign_all(self, *, allow_alt_names: bool = False, actor: Actor = SYSTEM) -> BulkSignResult:
+        return self.sign_many(
+            self.index.pending_names(), allow_alt_names=allow_alt_names, actor=actor
+        )
+
+    def generate(
+        self,
+        certname: str,
+        *,
+        alt_names: Iterable[x509.GeneralName] = (),
+        ca_client: bool = False,
+        key_type: str = "rsa",
+        key_size: int = 4096,
+        actor: Actor = SYSTEM,
+        replace: bool = False,
+    ) -> tuple[bytes, x509.Certificate]:
+        """Make a key and a certificate for *certname* here (trusted: SANs allowed).
+
+        ``ca_client`` adds ``pp_cli_auth`` so the certificate can administer this CA.
+
+        Raises:
+          Conflict: a certificate or CSR for *certname* already exists.
+        """
+        if problem := pki.certname_problem(certname):
+            raise InvalidRequest(f"{certname!r}: {problem}")
+        with self.cadir.name_lock(certname)():
+            if not replace:
+                state = self.state_of(certname)
+                if state is not None:
+                    raise Conflict(
+                        f"{certname} already has a {state} certificate; "
+                        f"run 'splitca clean {certname}' first to replace it"
+                    )
+            key = pki.generate_private_key(key_type, rsa_bits=key_size)
+            exts = (pki.cli_auth_extension(),) if ca_client else ()
+            approved = Approved(certname, key.public_key(), tuple(alt_names), exts)
+            cert = self._issue(approved, ttl=None)
+            self._publish_cert(certname, cert, drop_csr=self.cadir.csr_path(certname).exists())
+        self.audit.event(
+            "generate", actor, ca_client=ca_client, **self._cert_fields(cert, certname)
+        )
+        return pki.private_key_pem(key), cert
+
+    def renew(self, cert: x509.Certificate, *, actor: Actor = SYSTEM) -> x509.Certificate:
+        """certificate_renewal: same subject, key and extensions; new serial and validity.
+
+        Raises:
+          InvalidRequest: the certificate was not issued by this CA ("does not match signature").
+          Conflict: it is revoked.
+        """
+        _, ca_cert = self.signing_material()
+        try:
+            aki = cert.extensions.get_extension_for_class(
+                x509.AuthorityKeyIdentifier
+            ).value.key_identifier
+        except x509.ExtensionNotFound:
+            aki = None
+        if aki != pki.ca_key_identifier(ca_cert):
+            raise InvalidRequest("Certificate present, but does not match signature")
+        if self.index.is_revoked(cert.serial_number):
+            raise Conflict("Certificate is revoked and cannot be renewed")
+        certname = pki.first_cn(cert.subject) or ""
+        if not pki.is_safe_name(certname):
+            raise InvalidRequest("No valid certificate found in renewal request")
+        keep = {
+            x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+            x509.oid.ExtensionOID.BASIC_CONSTRAINTS,
+            x509.oid.ExtensionOID.EXTENDED_KEY_USAGE,
+            x509.oid.ExtensionOID.KEY_USAGE,
+            x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+            x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+            pki.NETSCAPE_COMMENT,
+        }
+        exts = tuple(e for e in cert.extensions if e.oid not in keep)
+        try:
+            sans = tuple(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+        except x509.ExtensionNotFound:
+            sans = ()
+        with self.cadir.name_lock(certname)():
+            new = self._issue(
+                Approved(certname, cert.public_key(), sans, exts),
+                self.settings.auto_renewal_cert_ttl,
+            )
+            self._publish_cert(certname, new, drop_csr=False)
+        self.audit.event(
+            "renew", actor, previous_serial=cert.serial_number, **self._cert_fields(new, certname)
+        )
+        return new
+
+    # --- revocation -------------------------------------------------------------------------
+    def serials_for(self, certname: str) -> list[int]:
+        """Every serial ever issued to *certname*: the current cert plus the inventory."""
+        serials = set(self.index.inventory_serials(certname))
+        row = self.index.cert(certname)
+        if row is not None and row.serial is not None:
+            serials.add(row.serial)
+        return sorted(serials)
+
+    def revoke(
+        self,
+        certnames: Iterable[str],
+        *,
+        reason: x509.ReasonFlags = x509.ReasonFlags.key_compromise,
+        actor: Actor = SYSTEM,
+    ) -> tuple[dict[str, list[int]], list[str]]:
+        """Revoke every certificate of each name, with ONE CRL re-sign for the whole batch.
+
+        Returns:
+          ({name: serials newly revoked or already revoked}, [names with nothing to revoke]).
+        """
+        found: dict[str, list[int]] = {}
+        missing: list[str] = []
+        for name in certnames:
+            serials = self.serials_for(name) if pki.is_safe_name(name) else []
+            if serials:
+                found[name] = serials
+            else:
+                missing.append(name)
+        all_serials = {s for ss in found.values() for s in ss}
+        if all_serials:
+            added = self._add_to_crl(all_serials, reason)
+            for name, serials in found.items():
+                self.audit.event(
+                    "revoke",
+                    actor,
+                    certname=name,
+                    serials=serials,
+                    newly_revoked=[s for s in serials if s in added],
+                    reason=reason.name,
+                )
+        return found, missing
+
+    def _add_to_crl(self, serials: set[int], reason: x509.ReasonFlags) -> set[int]:
+        with self.cadir.lock("crl")():
+            current = self.index.revocations()
+            known = {e.serial for e in current}
+            now = self.clock()
+            new = [pki.Revocation(s, now, reason) for s in sorted(serials - known)]
+            if new:
+                self._write_crl(current + new, now, added=new)
+        return {e.serial for e in new}
+
+    def _write_crl(
+        self,
+        entries: list[pki.Revocation],
+        now: dt.datetime,
+        *,
+        added: list[pki.Revocation] | None = None,
+    ) -> x509.CertificateRevocationList:
+        """Sign and atomically install a new CA CRL (caller holds the crl lock)."""
+        key, ca_cert = self.signing_material()
+        number = self.index.crl_number() + 1
+        crl = pki.build_crl(
+            ca_key=key,
+            ca_cert=ca_cert,
+            entries=entries,
+            number=number,
+            this_update=now - dt.timedelta(minutes=1),
+            next_update=now + self.settings.crl_ttl,
+        )
+        data = pki.pem(crl)
+        # Keep any other CRLs of the chain (intermediate-CA setups) after ours.
+        existing = self.cadir.read_cached(self.cadir.cacrl) or b""
+        for block in pki.split_pem(existing, "X509 CRL"):
+            if x509.load_pem_x509_crl(block).issuer != ca_cert.subject:
+                data += block + b"\n"
+        tmp = self.cadir.stage(self.cadir.cacrl, data)
+        with self.index.transaction() as conn:
+            _fs.publish(tmp, self.cadir.cacrl)
+            if added is not None:
+                self.index.add_revoked(conn, added, number)
+            else:
+                self.index.replace_revoked(conn, entries, number)
+            self.index.record(conn, "crl")
+        log.info("Published CRL number %d with %d entries", number, len(entries))
+        return crl
+
+    def crl_info(self) -> dict[str, object]:
+        _, ca_cert = self.signing_material()
+        crl = own_crl(self.cadir.read_crl(), self.cadir.read_ca_cert())
+        if crl is None:
+            raise StoreError(f"{self.cadir.cacrl} holds no CRL")
+        now = self.clock()
+        next_update = crl.next_update_utc
+        return {
+            "issuer": crl.issuer.rfc4514_string(),
+            "crl_number": pki.crl_number(crl),
+            "this_update": crl.last_update_utc.isoformat(),
+            "next_update": next_update.isoformat() if next_update else None,
+            "seconds_to_next_update": int((next_update - now).total_seconds())
+            if next_update
+            else None,
+            "entries": self.index.revoked_count(),
+            "bytes": len(self.cadir.read_crl()),
+            "signature_valid": crl.is_signature_valid(ca_cert.public_key()),  # type: ignore[arg-type]
+        }
+
+    def crl_needs_refresh(self) -> bool:
+        crl = own_crl(self.cadir.read_crl(), self.cadir.read_ca_cert())
+        if crl is None or crl.next_update_utc is None:
+            return True
+        return crl.next_update_utc - self.clock() < self.settings.effective_crl_refresh_margin
+
+    def refresh_crl(self, *, force: bool = False, actor: Actor = SYSTEM) -> bool:
+        """Re-issue the CRL (new number, fresh nextUpdate) if it is due or *force*.
+
+        With ``crl_prune_expired`` the entries of certificates that have expired (per
+        the inventory) are dropped, as RFC 5280 allows.
+        """
+        with self.cadir.lock("crl")():
+            if not force and not self.crl_needs_refresh():
+                return False
+            now = self.clock()
+            entries = self.index.revocations()
+            pruned = 0
+            if self.settings.crl_prune_expired:
+                expired = self.index.expired_serials(now)
+                kept = [e for e in entries if e.serial not in expired]
+                pruned = len(entries) - len(kept)
+                entries = kept
+            crl = self._write_crl(entries, now)
+        self.audit.event(
+            "crl-refresh",
+            actor,
+            crl_number=pki.crl_number(crl),
+            entries=len(entries),
+            pruned=pruned,
+        )
+        return True
+
+    # --- clean and delete -----------------------------------------------------------------------
+    def clean(
+        self, certnames: Iterable[str], *, actor: Actor = SYSTEM
+    ) -> tuple[list[str], list[str]]:
+        """Revoke, then delete signed/<name>.pem (puppetserver's clean). One CRL re-sign.
+
+        Returns (cleaned names, names that had nothing to revoke).
+        """
+        names = list(dict.fromkeys(certnames))
+        found, missing = self.revoke(names, actor=actor)
+        for name in found:
+            with self.cadir.name_lock(name)(), self.index.transaction() as conn:
+                _unlink(self.cadir.cert_path(name))
+                self.index.delete_cert(conn, name)
+                self.index.record(conn, "signed")
+            self.audit.event("clean", actor, certname=name, serials=found[name])
+        return list(found), missing
+
+    def delete(self, certname: str, *, actor: Actor = SYSTEM) -> None:
+        """DELETE certificate_status: remove the cert and CSR files, without revoking."""
+        if not pki.is_safe_name(certname) or self.index.status(certname) is None:
+            raise NotFound("Invalid certificate subject.")
+        with self.cadir.name_lock(certname)(), self.index.transaction() as conn:
+            _unlink(self.cadir.cert_path(certname))
+            _unlink(self.cadir.csr_path(certname))
+            self.index.delete_cert(conn, certname)
+            self.index.delete_csr(conn, certname)
+            self.index.record(conn, "signed", "requests")
+        self.audit.event("delete", actor, certname=certname)
+
+
+def _unlink(path: os.PathLike[str]) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"Path {path} exists but could not be deleted: {exc.strerror}") from exc
+
+
+def _fs_stamp(path: os.PathLike[str]) -> str:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "missing"
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _describe_key(key: CertificateIssuerPrivateKeyTypes) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if isinstance(key, rsa.RSAPrivateKey):
+        return f"RSA {key.key_size}"
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return f"EC {key.curve.name}"
+    return type(key).__name__

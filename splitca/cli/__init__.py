@@ -1,0 +1,8 @@
+"""The `splitca` command line: the group and every command module that plugs into it."""
+
+from __future__ import annotations
+
+from . import ca as _ca  # noqa: F401 - registers the CA commands
+from ._base import cli, main
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,485 @@
+"""Operator commands for the CA itself: setup, serve, list, sign, revoke, clean, generate, crl, index."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+
+import click
+from cryptography import x509
+
+from .. import pki
+from ..audit import Actor
+from ..authority import CertificateAuthority
+from ..config import parse_duration
+from ..errors import ConfigError, InvalidRequest, NotFound, SplitCAError
+from ..index import Row
+from ._base import Ctx, cli, echo_json, format_option, pass_ctx
+
+log = logging.getLogger(__name__)
+CLI_ACTOR = Actor("cli")
+
+
+def _split_names(values: tuple[str, ...]) -> list[str]:
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+# --- setup and serve ------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--certname", help="This CA host's certname (default: the host's FQDN).")
+@click.option(
+    "--ca-name", help='Subject CN of the CA certificate (default "Puppet CA: <certname>").'
+)
+@click.option(
+    "--dns-alt-names",
+    help="Alt names for the CA server's TLS certificate, e.g. puppet,IP:127.0.0.1.",
+)
+@click.option("--key-type", type=click.Choice(["rsa", "ec"]), help="CA key type (default rsa).")
+@click.option("--key-size", type=int, help="RSA key size in bits (default 4096).")
+@click.option(
+    "--ec-curve", type=click.Choice(["P-256", "P-384"]), help="EC curve with --key-type ec."
+)
+@click.option("--ca-ttl", help="CA certificate lifetime, e.g. 5y or 15y (default 5y).")
+@format_option
+@pass_ctx
+def setup(
+    c: Ctx,
+    certname: str | None,
+    ca_name: str | None,
+    dns_alt_names: str | None,
+    key_type: str | None,
+    key_size: int | None,
+    ec_curve: str | None,
+    ca_ttl: str | None,
+    fmt: str,
+) -> None:
+    """Create a CA in the cadir (puppetserver's layout). Safe to re-run.
+
+    Writes ca_crt.pem, ca_key.pem (0640), ca_pub.pem, ca_crl.pem, serial,
+    inventory.txt, signed/ and requests/, plus this host's TLS certificate with
+    pp_cli_auth. If a CA already exists nothing is changed; a partial CA is
+    reported and never overwritten.
+    """
+    c.override(
+        certname=certname,
+        ca_name=ca_name,
+        dns_alt_names=dns_alt_names,
+        key_type=key_type,
+        key_size=key_size,
+        ec_curve=ec_curve,
+        ca_ttl=ca_ttl,
+    )
+    result = CertificateAuthority.setup(c.settings)
+    if fmt == "json":
+        echo_json(
+            {"created": result.created, "cadir": str(c.settings.cadir), "messages": result.messages}
+        )
+    else:
+        for msg in result.messages:
+            click.echo(msg)
+
+
+@cli.command()
+@click.option("--listen", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default 8140).")
+@click.option(
+    "--workers", type=int, help="Worker processes sharing the port (default: one per CPU)."
+)
+@click.option("--threads", type=int, help="Threads per worker (default 16).")
+@click.option("--autosign", help="Override autosign: true, false, registry, or a path.")
+@pass_ctx
+def serve(
+    c: Ctx,
+    listen: str | None,
+    port: int | None,
+    workers: int | None,
+    threads: int | None,
+    autosign: str | None,
+) -> None:
+    """Run the CA's HTTPS API (Puppet's /puppet-ca/v1 and legacy paths) in the foreground.
+
+    Stops cleanly on SIGTERM or Ctrl-C. Point agents at it with
+    'puppet ssl bootstrap --ca_server HOST --ca_port PORT'.
+    """
+    from ..server import serve as run
+
+    if logging.getLogger().level == logging.WARNING:  # neither -v nor -q given
+        logging.getLogger().setLevel(logging.INFO)  # a server's access log belongs on stderr
+
+    value: bool | str | None = autosign
+    if autosign is not None and autosign.lower() in ("true", "false"):
+        value = autosign.lower() == "true"
+    c.override(listen=listen, port=port, workers=workers, threads=threads, autosign=value)
+
+    def ready(url: str) -> None:
+        click.echo(f"splitca: CA ready at {url}/puppet-ca/v1 (cadir {c.settings.cadir})", err=True)
+
+    raise SystemExit(run(c.settings, ready=ready))
+
+
+# --- listing -----------------------------------------------------------------------------
+
+
+def _text_line(row: Row) -> str:
+    d = row.as_dict()
+    alt = d.get("subject_alt_names") or []
+    extra = f"\talt names: {json.dumps(alt)}" if alt else ""
+    auth = d.get("authorization_extensions") or {}
+    if auth:
+        extra += f"\tauthorization extensions: {json.dumps(auth)}"
+    if row.state == "requested" and row.reason:
+        extra += f"\tpending: {row.reason}"
+    if "not_after" in d:
+        extra += f"\texpires: {d['not_after']}"
+    return f"    {row.name:<40} (SHA256)  {d['fingerprint']}{extra}"
+
+
+@cli.command(name="list")
+@click.option(
+    "--pending",
+    "state",
+    flag_value="requested",
+    help="Only CSRs waiting for signing (the default).",
+)
+@click.option("--signed", "state", flag_value="signed", help="Only valid signed certificates.")
+@click.option("--revoked", "state", flag_value="revoked", help="Only revoked certificates.")
+@click.option("--all", "state", flag_value="all", help="Everything: pending, signed and revoked.")
+@format_option
+@pass_ctx
+def list_(c: Ctx, state: str | None, fmt: str) -> None:
+    """List CSRs and certificates, from the index (fast at 100k certificates).
+
+    JSON output is an array of puppetserver certificate_status objects; pending
+    entries carry "pending_reason" explaining why they were not signed.
+    """
+    state = state or "requested"
+    rows = c.ca.statuses(None if state == "all" else state)
+    if fmt == "json":
+        out = click.get_text_stream("stdout")
+        out.write("[")
+        first = True
+        for row in rows:
+            text = row.json()
+            if row.reason:
+                text = text[:-1] + f',"pending_reason":{json.dumps(row.reason)}}}'
+            out.write(text if first else "," + text)
+            first = False
+        out.write("]\n")
+        return
+    titles = {
+        "requested": "Requested Certificates:",
+        "signed": "Signed Certificates:",
+        "revoked": "Revoked Certificates:",
+    }
+    groups: dict[str, list[Row]] = {"requested": [], "signed": [], "revoked": []}
+    for row in rows:
+        groups[row.state].append(row)
+    shown = 0
+    for key, title in titles.items():
+        if groups[key]:
+            click.echo(title)
+            for row in groups[key]:
+                click.echo(_text_line(row))
+            shown += len(groups[key])
+    if not shown:
+        click.echo(
+            "No certificates to list" if state == "all" else f"No {state} certificates to list"
+        )
+
+
+@cli.command()
+@click.argument("certname")
+@format_option
+@pass_ctx
+def status(c: Ctx, certname: str, fmt: str) -> None:
+    """Show one certname's certificate_status (certificate if signed, else CSR)."""
+    row = c.ca.status(certname)
+    if row is None:
+        raise NotFound(f"nothing is known about {certname}")
+    if fmt == "json":
+        d = row.as_dict()
+        if row.reason:
+            d["pending_reason"] = row.reason
+        echo_json(d)
+    else:
+        click.echo(f"{row.name}: {row.state}")
+        click.echo(_text_line(row))
+
+
+# --- sign, revoke, clean ---------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("certnames", nargs=-1)
+@click.option("--all", "sign_all", is_flag=True, help="Sign every pending CSR.")
+@click.option(
+    "--allow-dns-alt-names",
+    is_flag=True,
+    help="Sign even if the CSR has subject alt names (this signing only).",
+)
+@click.option("--ttl", help="Certificate lifetime, e.g. 90d or 1y (default: cert_ttl or ca_ttl).")
+@format_option
+@pass_ctx
+def sign(
+    c: Ctx,
+    certnames: tuple[str, ...],
+    sign_all: bool,
+    allow_dns_alt_names: bool,
+    ttl: str | None,
+    fmt: str,
+) -> None:
+    """Sign pending CSRs: 'splitca sign NAME...' or 'splitca sign --all'.
+
+    Exits non-zero if any name could not be signed (and says why).
+    """
+    names = _split_names(certnames)
+    if sign_all == bool(names):
+        raise click.UsageError("give CERTNAME(s) or --all, not both and not neither")
+    if sign_all:
+        names = c.ca.index.pending_names()
+    lifetime = parse_duration(ttl, key="--ttl") if ttl else None
+    results: list[dict[str, object]] = []
+    failed = 0
+    for name in names:
+        try:
+            cert = c.ca.sign(
+                name, ttl=lifetime, allow_alt_names=allow_dns_alt_names, actor=CLI_ACTOR
+            )
+            results.append(
+                {
+                    "certname": name,
+                    "signed": True,
+                    "serial": cert.serial_number,
+                    "fingerprint": pki.fingerprints(pki.der(cert))["SHA256"],
+                }
+            )
+        except SplitCAError as exc:
+            failed += 1
+            results.append({"certname": name, "signed": False, "error": str(exc)})
+    if fmt == "json":
+        echo_json(results)
+    else:
+        if not names:
+            click.echo("No pending CSRs to sign.")
+        for r in results:
+            if r["signed"]:
+                click.echo(
+                    f"Signed certificate for {r['certname']} (serial {r['serial']}, SHA256 {r['fingerprint']})"
+                )
+            else:
+                click.echo(f"Error: could not sign {r['certname']}: {r['error']}", err=True)
+    if failed:
+        raise SystemExit(4)
+
+
+_REASONS = {r.name: r for r in x509.ReasonFlags if r not in (x509.ReasonFlags.remove_from_crl,)}
+
+
+@cli.command()
+@click.argument("certnames", nargs=-1, required=True)
+@click.option(
+    "--reason",
+    type=click.Choice(sorted(_REASONS)),
+    default="key_compromise",
+    show_default=True,
+    help="CRL reason code (puppetserver uses key_compromise).",
+)
+@format_option
+@pass_ctx
+def revoke(c: Ctx, certnames: tuple[str, ...], reason: str, fmt: str) -> None:
+    """Revoke every certificate issued to each CERTNAME, with one CRL re-sign for the batch.
+
+    Names may be given as separate arguments or comma-separated. Names with
+    nothing to revoke are reported and make the exit code 3.
+    """
+    names = _split_names(certnames)
+    found, missing = c.ca.revoke(names, reason=_REASONS[reason], actor=CLI_ACTOR)
+    if fmt == "json":
+        echo_json({"revoked": found, "not_found": missing})
+    else:
+        for name, serials in found.items():
+            click.echo(
+                f"Revoked {name} (serial{'s' if len(serials) > 1 else ''} {', '.join(map(str, serials))})"
+            )
+        for name in missing:
+            click.echo(f"Error: no certificate to revoke for {name}", err=True)
+    if missing:
+        raise SystemExit(3)
+
+
+@cli.command()
+@click.argument("certnames", nargs=-1, required=True)
+@format_option
+@pass_ctx
+def clean(c: Ctx, certnames: tuple[str, ...], fmt: str) -> None:
+    """Revoke and delete the certificates of CERTNAMEs so the hosts can re-enroll."""
+    names = _split_names(certnames)
+    cleaned, missing = c.ca.clean(names, actor=CLI_ACTOR)
+    pending = [n for n in missing if c.ca.csr_pem(n) is not None]
+    for name in pending:
+        c.ca.delete_csr(name, actor=CLI_ACTOR)
+    missing = [n for n in missing if n not in pending]
+    if fmt == "json":
+        echo_json({"cleaned": cleaned, "csr_deleted": pending, "not_found": missing})
+    else:
+        for name in cleaned:
+            click.echo(f"Cleaned {name}: revoked and deleted its certificate")
+        for name in pending:
+            click.echo(f"Deleted the pending CSR of {name}")
+        for name in missing:
+            click.echo(f"Error: nothing to clean for {name}", err=True)
+    if missing:
+        raise SystemExit(3)
+
+
+# --- generate --------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("certname")
+@click.option(
+    "--dns-alt-names",
+    "alt",
+    help="Comma-separated alt names: puppet,master1.example.com,IP:10.0.0.5.",
+)
+@click.option(
+    "--ca-client", is_flag=True, help="Add pp_cli_auth: the certificate may administer this CA."
+)
+@click.option(
+    "--ssldir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write files in Puppet's ssldir layout (default ./<certname>-ssl).",
+)
+@click.option("--key-type", type=click.Choice(["rsa", "ec"]), default="rsa", show_default=True)
+@click.option("--key-size", type=int, default=4096, show_default=True, help="RSA key size.")
+@format_option
+@pass_ctx
+def generate(
+    c: Ctx,
+    certname: str,
+    alt: str | None,
+    ca_client: bool,
+    ssldir: Path | None,
+    key_type: str,
+    key_size: int,
+    fmt: str,
+) -> None:
+    """Issue a key and certificate here, for a compile master or an admin client.
+
+    \b
+    Files (Puppet's ssldir layout, so puppet and Apache can use them as is):
+      SSLDIR/private_keys/CERTNAME.pem   the key, mode 0600
+      SSLDIR/certs/CERTNAME.pem          the certificate
+      SSLDIR/certs/ca.pem                the CA certificate
+      SSLDIR/crl.pem                     the current CRL
+    \b
+    Example (compile master):
+      splitca generate master1.example.com --dns-alt-names puppet,master1.example.com
+    """
+    try:
+        alt_names = pki.parse_alt_names(alt.split(",")) if alt else []
+    except ValueError as exc:
+        raise InvalidRequest(f"--dns-alt-names: {exc}") from None
+    if key_type == "rsa" and key_size not in (2048, 3072, 4096):
+        raise ConfigError("--key-size: must be 2048, 3072 or 4096")
+    out = ssldir or Path(f"{certname}-ssl")
+    key_pem, cert = c.ca.generate(
+        certname,
+        alt_names=alt_names,
+        ca_client=ca_client,
+        key_type=key_type,
+        key_size=key_size,
+        actor=CLI_ACTOR,
+    )
+    for sub in ("private_keys", "certs"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    (out / "private_keys").chmod(0o750)
+    paths = {
+        "key": out / "private_keys" / f"{certname}.pem",
+        "cert": out / "certs" / f"{certname}.pem",
+        "ca": out / "certs" / "ca.pem",
+        "crl": out / "crl.pem",
+    }
+    c.ca.cadir.write_key(paths["key"], key_pem, mode=0o600)
+    c.ca.cadir.write_public(paths["cert"], pki.pem(cert))
+    c.ca.cadir.write_public(paths["ca"], c.ca.ca_certificate_pem())
+    c.ca.cadir.write_public(paths["crl"], c.ca.crl_pem())
+    if fmt == "json":
+        echo_json(
+            {
+                "certname": certname,
+                "serial": cert.serial_number,
+                **{k: str(v) for k, v in paths.items()},
+            }
+        )
+    else:
+        click.echo(
+            f"Issued {certname} (serial {cert.serial_number}{', pp_cli_auth' if ca_client else ''})"
+        )
+        for k, v in paths.items():
+            click.echo(f"  {k:<5} {v}")
+
+
+# --- CRL maintenance ---------------------------------------------------------------------------
+
+
+@cli.group()
+def crl() -> None:
+    """Show or re-issue the CA's CRL."""
+
+
+@crl.command(name="show")
+@format_option
+@pass_ctx
+def crl_show(c: Ctx, fmt: str) -> None:
+    """Show the CRL's number, dates, size and entry count."""
+    info = c.ca.crl_info()
+    if fmt == "json":
+        echo_json(info)
+        return
+    for key, value in info.items():
+        click.echo(f"{key:<24} {value}")
+
+
+@crl.command(name="refresh")
+@click.option("--force", is_flag=True, help="Re-issue even if nextUpdate is still far away.")
+@format_option
+@pass_ctx
+def crl_refresh(c: Ctx, force: bool, fmt: str) -> None:
+    """Re-issue the CRL if it is due (within crl_refresh_margin of nextUpdate), pruning expired entries.
+
+    Meant for a timer; 'splitca serve' also does this in the background.
+    """
+    done = c.ca.refresh_crl(force=force, actor=CLI_ACTOR)
+    info = c.ca.crl_info()
+    if fmt == "json":
+        echo_json({"reissued": done, **info})
+    elif done:
+        click.echo(f"Re-issued CRL number {info['crl_number']}, next update {info['next_update']}")
+    else:
+        click.echo(
+            f"CRL number {info['crl_number']} is fresh until {info['next_update']}; nothing to do"
+        )
+
+
+# --- index maintenance -------------------------------------------------------------------------
+
+
+@cli.group()
+def index() -> None:
+    """Maintain splitca's index of the cadir (normally automatic)."""
+
+
+@index.command(name="rebuild")
+@pass_ctx
+def index_rebuild(c: Ctx) -> None:
+    """Re-read every file in the cadir into the index (after restoring a backup, say)."""
+    started = dt.datetime.now(dt.UTC)
+    c.ca.index.rebuild()
+    counts = c.ca.index.counts()
+    secs = (dt.datetime.now(dt.UTC) - started).total_seconds()
+    click.echo(f"Index rebuilt in {secs:.1f}s: {counts}")

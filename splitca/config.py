@@ -1,0 +1,279 @@
+"""Configuration: one frozen Settings object loaded from YAML, validated, with derived cadir paths."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import ipaddress
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_CONFIG_PATH", "Settings", "parse_duration"]
+
+DEFAULT_CONFIG_PATH = Path("/etc/splitca/splitca.yaml")
+
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdy]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "y": 365 * 86400}
+MAX_TTL = dt.timedelta(seconds=1576800000)  # puppetserver's 50-year ceiling
+
+
+def parse_duration(value: object, *, key: str = "duration") -> dt.timedelta:
+    """Puppet-style durations: ``90`` (seconds), ``30m``, ``12h``, ``7d``, ``5y``.
+
+    Raises:
+      ConfigError: naming *key* when the value is not a duration.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a duration like 7d, got {value!r}")
+    if isinstance(value, int):
+        seconds = value
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = int(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ConfigError(f"{key}: expected a duration like 90, 30m, 12h, 7d or 5y; got {value!r}")
+    if seconds <= 0:
+        raise ConfigError(f"{key}: must be positive, got {value!r}")
+    return dt.timedelta(seconds=seconds)
+
+
+def _default_certname() -> str:
+    name = socket.getfqdn().lower().rstrip(".")
+    return name if name and name != "localhost.localdomain" else "localhost"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every setting of the CA and its edges. Documented key by key in docs/configuration.md."""
+
+    # --- the CA and its files ---
+    cadir: Path = Path("/etc/puppetlabs/puppetserver/ca")
+    certname: str = field(default_factory=_default_certname)
+    ca_name: str = ""  # "" -> "Puppet CA: <certname>"
+    dns_alt_names: tuple[str, ...] = ("puppet",)
+    key_type: str = "rsa"
+    key_size: int = 4096
+    ec_curve: str = "P-256"
+    ca_ttl: dt.timedelta = dt.timedelta(days=5 * 365)
+    cert_ttl: dt.timedelta | None = None  # None -> ca_ttl, as puppetserver
+    backdate: dt.timedelta = dt.timedelta(days=1)
+    # --- CSR policy ---
+    autosign: bool | str = (
+        False  # false | true | /path/to/autosign.conf | /path/to/exe | "registry"
+    )
+    autosign_timeout: dt.timedelta = dt.timedelta(seconds=5)
+    allow_subject_alt_names: bool = False
+    allow_authorization_extensions: bool = False
+    allow_duplicate_certs: bool = False
+    allow_legacy_signatures: bool = False  # MD5/SHA-1 CSRs (Puppet 2.6 agents)
+    min_rsa_bits: int = 2048
+    # --- CRL ---
+    crl_ttl: dt.timedelta = dt.timedelta(days=7)
+    crl_refresh_margin: dt.timedelta | None = None  # None -> half of crl_ttl
+    crl_prune_expired: bool = True
+    # --- HTTP ---
+    listen: str = "127.0.0.1"
+    port: int = 8140
+    workers: int = 0  # 0 -> one per CPU
+    threads: int = 16
+    socket_timeout: dt.timedelta = dt.timedelta(seconds=10)
+    max_body_bytes: int = 64 * 1024
+    admin_certnames: tuple[str, ...] = ()
+    legacy_routes: bool = True
+    puppet_version: str = "7.23.0"
+    allow_auto_renewal: bool = True
+    auto_renewal_cert_ttl: dt.timedelta = dt.timedelta(days=90)
+    server_cert: Path | None = None  # None -> cadir/server/<certname>.pem, made by setup
+    server_key: Path | None = None
+    # --- enrollment and audit ---
+    registry: str = (
+        ""  # "" -> <cadir>/registry ; a directory, an http(s):// prefix, or s3://bucket/prefix
+    )
+    registry_ttl: dt.timedelta = dt.timedelta(hours=1)
+    audit_log: Path | None = None  # None -> <cadir>/audit.log
+    log_level: str = "INFO"
+
+    # ----------------------------------------------------------------------------------
+    @property
+    def effective_ca_name(self) -> str:
+        return self.ca_name or f"Puppet CA: {self.certname}"
+
+    @property
+    def effective_cert_ttl(self) -> dt.timedelta:
+        return self.cert_ttl or self.ca_ttl
+
+    @property
+    def effective_crl_refresh_margin(self) -> dt.timedelta:
+        return self.crl_refresh_margin or self.crl_ttl / 2
+
+    @property
+    def effective_audit_log(self) -> Path:
+        return self.audit_log or self.cadir / "audit.log"
+
+    @property
+    def effective_registry(self) -> str:
+        return self.registry or str(self.cadir / "registry")
+
+    @property
+    def effective_server_cert(self) -> Path:
+        return self.server_cert or self.cadir / "server" / f"{self.certname}.pem"
+
+    @property
+    def effective_server_key(self) -> Path:
+        return self.server_key or self.cadir / "server" / f"{self.certname}.key"
+
+    # ----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: Path | None, overrides: Mapping[str, Any] | None = None) -> Settings:
+        """Load *path* (if given), apply *overrides* (CLI flags), validate.
+
+        Raises:
+          ConfigError: naming the file and the bad key.
+        """
+        raw: dict[str, Any] = {}
+        if path is not None:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise ConfigError(f"config file {path} does not exist") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc}") from None
+            try:
+                loaded = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+            if loaded is None:
+                loaded = {}
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+            raw.update(loaded)
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                raw[key] = value
+        try:
+            return cls.from_mapping(raw)
+        except ConfigError as exc:
+            if path is not None:
+                raise ConfigError(f"{path}: {exc}") from None
+            raise
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> Settings:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(str(k) for k in raw if k not in known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; see docs/configuration.md")
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            values[key] = _coerce(key, known[key].type, value)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        new = dataclasses.replace(self, **changes)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        """Cross-field checks. Raises ConfigError naming the key."""
+        from .pki import certname_problem, parse_alt_names
+
+        if problem := certname_problem(self.certname):
+            raise ConfigError(f"certname: {self.certname!r} is invalid: {problem}")
+        if self.key_type not in ("rsa", "ec"):
+            raise ConfigError(f"key_type: must be rsa or ec, got {self.key_type!r}")
+        if self.key_type == "rsa" and self.key_size not in (2048, 3072, 4096, 8192):
+            raise ConfigError(f"key_size: must be 2048, 3072, 4096 or 8192, got {self.key_size}")
+        if self.ec_curve not in ("P-256", "P-384"):
+            raise ConfigError(f"ec_curve: must be P-256 or P-384, got {self.ec_curve!r}")
+        for key in ("ca_ttl", "cert_ttl", "auto_renewal_cert_ttl"):
+            value = getattr(self, key)
+            if value is not None and value > MAX_TTL:
+                raise ConfigError(f"{key}: must be at most 50 years")
+        if self.crl_ttl < dt.timedelta(hours=1):
+            raise ConfigError("crl_ttl: must be at least 1h")
+        if self.effective_crl_refresh_margin >= self.crl_ttl:
+            raise ConfigError("crl_refresh_margin: must be shorter than crl_ttl")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"port: must be 1-65535, got {self.port}")
+        try:
+            ipaddress.ip_address(self.listen)
+        except ValueError:
+            if not re.fullmatch(r"[A-Za-z0-9.-]+", self.listen):
+                raise ConfigError(f"listen: not an address or host name: {self.listen!r}") from None
+        if not 0 <= self.workers <= 64:
+            raise ConfigError("workers: must be 0 (one per CPU) to 64")
+        if not 1 <= self.threads <= 1000:
+            raise ConfigError("threads: must be 1 to 1000")
+        if not 1024 <= self.max_body_bytes <= 16 * 1024 * 1024:
+            raise ConfigError("max_body_bytes: must be 1024 to 16777216")
+        if not 1024 <= self.min_rsa_bits <= 16384:
+            raise ConfigError("min_rsa_bits: must be 1024 to 16384")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError("log_level: must be DEBUG, INFO, WARNING or ERROR")
+        try:
+            parse_alt_names(self.dns_alt_names)
+        except ValueError as exc:
+            raise ConfigError(f"dns_alt_names: {exc}") from None
+        for name in self.admin_certnames:
+            if certname_problem(name):
+                raise ConfigError(f"admin_certnames: {name!r} is not a valid certname")
+        if (
+            isinstance(self.autosign, str)
+            and self.autosign not in ("registry",)
+            and not self.autosign.startswith("/")
+        ):
+            raise ConfigError(
+                "autosign: must be true, false, registry, or an absolute path "
+                f"to an autosign.conf or policy executable; got {self.autosign!r}"
+            )
+        if any(c in self.ca_name for c in "\n\r\x00"):
+            raise ConfigError("ca_name: must be one line")
+
+
+def _coerce(key: str, annotation: object, value: Any) -> Any:
+    """Turn a YAML value into the field's type, or raise ConfigError naming *key*."""
+    ann = str(annotation)
+    if ann.startswith("dt.timedelta"):
+        if value is None and "None" in ann:
+            return None
+        return parse_duration(value, key=key)
+    if ann.startswith("Path"):
+        if value is None and "None" in ann:
+            return None
+        if not isinstance(value, str | Path) or not str(value):
+            raise ConfigError(f"{key}: expected a path, got {value!r}")
+        if "\x00" in str(value):
+            raise ConfigError(f"{key}: path contains a NUL byte")
+        return Path(value)
+    if ann == "bool | str":
+        if isinstance(value, bool | str):
+            return value
+        raise ConfigError(f"{key}: expected true, false, registry or a path; got {value!r}")
+    if ann == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if ann == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if ann == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if ann.startswith("tuple[str"):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        return tuple(v.strip() for v in value)
+    raise ConfigError(f"{key}: unsupported setting type {ann}")  # pragma: no cover

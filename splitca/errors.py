@@ -1,0 +1,73 @@
+"""The exception hierarchy: every error splitca raises on purpose, with no HTTP or exit codes."""
+
+from __future__ import annotations
+
+
+class SplitCAError(Exception):
+    """Base for every error splitca raises on purpose."""
+
+
+class ConfigError(SplitCAError):
+    """The configuration (file, flag or environment) is invalid."""
+
+
+class InvalidRequest(SplitCAError):
+    """The input is malformed: not a CSR, bad JSON, bad name."""
+
+
+class BodyTooLarge(InvalidRequest):
+    """A request body is larger than the configured limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Request body is larger than {limit} bytes.")
+        self.limit = limit
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """A request body has a Content-Type the endpoint does not take."""
+
+
+class NotFound(SplitCAError):
+    """The named object (certificate, CSR, registration) does not exist."""
+
+
+class Forbidden(SplitCAError):
+    """The caller is not allowed to do this."""
+
+
+class Conflict(SplitCAError):
+    """The object exists but is in the wrong state for this operation."""
+
+
+class PolicyViolation(SplitCAError):
+    """A CSR is well formed but this CA refuses it.
+
+    ``kind`` is one of puppetserver's CSR failure kinds: ``duplicate-cert``,
+    ``hostname-mismatch``, ``invalid-subject-name``, ``disallowed-extension``,
+    ``invalid-signature``, or splitca's own ``weak-key`` and ``weak-signature``.
+    """
+
+    def __init__(self, kind: str, certname: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.certname = certname
+
+
+class LockTimeout(SplitCAError):
+    """A cadir lock could not be taken in time."""
+
+
+class StoreError(SplitCAError):
+    """The cadir is missing, corrupt, or could not be written (for example a full disk)."""
+
+
+class RemoteError(SplitCAError):
+    """A remote service (the CA, a registry) failed or answered something unusable."""
+
+
+class CRLRejected(SplitCAError):
+    """A fetched CRL failed verification; ``check`` names the failed check."""
+
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(message)
+        self.check = check

@@ -1,0 +1,626 @@
+"""Pure X.509 helpers over `cryptography`: Puppet's profiles, OIDs, names, fingerprints; no I/O."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
+from cryptography.x509.oid import AttributeOID, ExtensionOID, NameOID
+
+from .errors import InvalidRequest
+
+__all__ = [
+    "PP_AUTH_ARC",
+    "PP_CLI_AUTH",
+    "CsrInfo",
+    "Revocation",
+    "build_ca_certificate",
+    "build_crl",
+    "build_leaf_certificate",
+    "certname_problem",
+    "fingerprints",
+    "generate_private_key",
+    "load_csr",
+    "puppet_time",
+]
+
+# --- Puppet's OID arcs (puppet-ca-api.md section 7.6) ---------------------------------
+PUPPETLABS = "1.3.6.1.4.1.34380"
+PP_REG_ARC = PUPPETLABS + ".1.1"
+PP_PRIV_ARC = PUPPETLABS + ".1.2"
+PP_AUTH_ARC = PUPPETLABS + ".1.3"
+PP_CLI_AUTH = x509.ObjectIdentifier(PP_AUTH_ARC + ".39")
+NETSCAPE_COMMENT = x509.ObjectIdentifier("2.16.840.1.113730.1.13")
+NETSCAPE_COMMENT_TEXT = b"Puppet Server Internal Certificate"
+
+_REG_NAMES = [
+    "pp_uuid",
+    "pp_instance_id",
+    "pp_image_name",
+    "pp_preshared_key",
+    "pp_cost_center",
+    "pp_product",
+    "pp_project",
+    "pp_application",
+    "pp_service",
+    "pp_employee",
+    "pp_created_by",
+    "pp_environment",
+    "pp_role",
+    "pp_software_version",
+    "pp_department",
+    "pp_cluster",
+    "pp_provisioner",
+    "pp_region",
+    "pp_datacenter",
+    "pp_zone",
+    "pp_network",
+    "pp_securitypolicy",
+    "pp_cloudplatform",
+    "pp_apptier",
+    "pp_hostname",
+    "pp_owner",
+]
+SHORT_NAMES: dict[str, str] = {f"{PP_REG_ARC}.{i}": n for i, n in enumerate(_REG_NAMES, 1)}
+SHORT_NAMES.update(
+    {
+        PP_AUTH_ARC + ".1": "pp_authorization",
+        PP_AUTH_ARC + ".13": "pp_auth_role",
+        PP_AUTH_ARC + ".39": "pp_cli_auth",
+    }
+)
+OIDS_BY_SHORT_NAME = {v: k for k, v in SHORT_NAMES.items()}
+
+MAX_CERTNAME_LENGTH = 250  # "<name>.pem" must fit in a 255-byte file name
+
+# Equivalent of puppetserver's validate-subject! (see puppet-ca-api.md section 4.2),
+# including its tolerance of trailing dots (Java's String.split drops trailing empties).
+_LABELS_RE = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_-]*[a-z0-9_])*\.*")
+
+
+def certname_problem(name: str) -> str | None:
+    """Return puppetserver's message for an invalid certname, or None if it is valid."""
+    if any(c.isupper() for c in name):
+        return "Certificate names must be lower case."
+    if "*" in name:
+        return f"Subject contains a wildcard, which is not allowed: {name}"
+    if (
+        not name
+        or len(name) > MAX_CERTNAME_LENGTH
+        or name.endswith("-")
+        or not name.isascii()
+        or _LABELS_RE.fullmatch(name) is None
+    ):
+        return "Subject hostname format is invalid"
+    return None
+
+
+def is_safe_name(name: str) -> bool:
+    """True if *name* can be used as a file name in the cadir (no path tricks at all)."""
+    return certname_problem(name) is None
+
+
+def puppet_time(when: dt.datetime) -> str:
+    """Format a time the way puppetserver does in JSON and inventory: ``2031-11-23T20:25:45UTC``."""
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SUTC")
+
+
+def colon_hex(digest: bytes) -> str:
+    return ":".join(f"{b:02X}" for b in digest)
+
+
+def fingerprints(der: bytes) -> dict[str, str]:
+    """puppetserver's ``fingerprints`` object for DER bytes (cert or CSR)."""
+    sha256 = colon_hex(hashlib.sha256(der).digest())
+    return {
+        "SHA1": colon_hex(hashlib.sha1(der).digest()),
+        "SHA256": sha256,
+        "SHA512": colon_hex(hashlib.sha512(der).digest()),
+        "default": sha256,
+    }
+
+
+# --- keys ------------------------------------------------------------------------------
+
+_CURVES: dict[str, ec.EllipticCurve] = {
+    "P-256": ec.SECP256R1(),
+    "prime256v1": ec.SECP256R1(),
+    "secp256r1": ec.SECP256R1(),
+    "P-384": ec.SECP384R1(),
+    "secp384r1": ec.SECP384R1(),
+}
+
+
+def generate_private_key(
+    key_type: str = "rsa", *, rsa_bits: int = 4096, curve: str = "P-256"
+) -> CertificateIssuerPrivateKeyTypes:
+    """Make a new RSA or EC private key."""
+    if key_type == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+    if key_type == "ec":
+        try:
+            return ec.generate_private_key(_CURVES[curve])
+        except KeyError:
+            raise ValueError(f"unsupported curve {curve!r}; use P-256 or P-384") from None
+    raise ValueError(f"unsupported key type {key_type!r}; use rsa or ec")
+
+
+def private_key_pem(key: CertificateIssuerPrivateKeyTypes) -> bytes:
+    """PEM in the traditional format Puppet writes (``BEGIN RSA PRIVATE KEY``/``EC``)."""
+    fmt = (
+        serialization.PrivateFormat.TraditionalOpenSSL
+        if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
+        else serialization.PrivateFormat.PKCS8
+    )
+    return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
+
+
+def public_key_pem(key: CertificatePublicKeyTypes) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def load_private_key(data: bytes) -> CertificateIssuerPrivateKeyTypes:
+    key = serialization.load_pem_private_key(data, password=None)
+    if not isinstance(
+        key,
+        rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey,
+    ):
+        raise ValueError(f"unsupported CA key type {type(key).__name__}")
+    return key
+
+
+def signing_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm | None:
+    """The hash to sign with: SHA-256 (RSA, P-256), SHA-384 (P-384), none for EdDSA."""
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+# --- PEM parsing -----------------------------------------------------------------------
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
+
+
+def pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
+    """Return (label, whole block) for every PEM block in *data*."""
+    return [(m.group(1).decode(), m.group(0)) for m in _PEM_BLOCK.finditer(data)]
+
+
+def split_pem(data: bytes, label: str) -> list[bytes]:
+    return [block for lab, block in pem_blocks(data) if lab == label]
+
+
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    return [x509.load_pem_x509_certificate(b) for b in split_pem(data, "CERTIFICATE")]
+
+
+def load_csr(data: bytes) -> x509.CertificateSigningRequest:
+    """Parse a request body that must be exactly one PEM CSR and nothing else.
+
+    Raises:
+      InvalidRequest: with a message fit for the client.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("Request body is not UTF-8 text; expected one PEM CSR.") from None
+    if "\x00" in text:
+        raise InvalidRequest("Request body contains NUL bytes; expected one PEM CSR.")
+    blocks = pem_blocks(data)
+    if not blocks:
+        raise InvalidRequest("Request body is not a PEM certificate request.")
+    if len(blocks) > 1:
+        raise InvalidRequest(
+            f"Request body holds {len(blocks)} PEM objects; expected exactly one CSR."
+        )
+    label, block = blocks[0]
+    if label not in ("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"):
+        raise InvalidRequest(f"Request body holds a PEM {label}, not a CERTIFICATE REQUEST.")
+    outside = _PEM_BLOCK.sub(b"", data)
+    if outside.strip():
+        raise InvalidRequest("Request body has text outside the PEM CSR block.")
+    if label == "NEW CERTIFICATE REQUEST":
+        block = block.replace(b"NEW CERTIFICATE REQUEST", b"CERTIFICATE REQUEST")
+    try:
+        csr = x509.load_pem_x509_csr(block)
+        csr.subject  # noqa: B018 - force parsing of the lazy fields now
+        csr.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InvalidRequest(f"Could not parse the certificate request: {exc}") from None
+    return csr
+
+
+# --- CSR inspection --------------------------------------------------------------------
+
+
+def first_cn(name: x509.Name) -> str | None:
+    """The first CN of a name, as puppetserver's getCommonNameFromX500Name takes it."""
+    attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not attrs:
+        return None
+    value = attrs[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def _der_string(raw: bytes) -> str:
+    """Decode a DER string value (UTF8String, PrintableString, IA5String, ...) leniently."""
+    if len(raw) >= 2 and raw[0] in (0x0C, 0x13, 0x16, 0x14, 0x1A, 0x1E):
+        length = raw[1]
+        offset = 2
+        if length & 0x80:
+            n = length & 0x7F
+            length = int.from_bytes(raw[2 : 2 + n], "big")
+            offset = 2 + n
+        body = raw[offset : offset + length]
+        if raw[0] == 0x1E:
+            return body.decode("utf-16-be", "replace")
+        return body.decode("utf-8", "replace")
+    return raw.decode("utf-8", "replace")
+
+
+def der_utf8(value: str) -> bytes:
+    """DER UTF8String, the encoding Puppet uses for extension request values."""
+    body = value.encode("utf-8")
+    n = len(body)
+    if n < 0x80:
+        return bytes([0x0C, n]) + body
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x0C, 0x80 | len(size)]) + size + body
+
+
+def _ia5(value: bytes) -> bytes:
+    return bytes([0x16, len(value)]) + value
+
+
+def extension_value_text(ext: x509.Extension[x509.ExtensionType]) -> str:
+    value = ext.value
+    if isinstance(value, x509.UnrecognizedExtension):
+        return _der_string(value.value)
+    return str(value)
+
+
+def san_strings(ext_value: x509.SubjectAlternativeName) -> tuple[list[str], list[str]]:
+    """(dns_alt_names, subject_alt_names) as puppetserver renders them (IPs first)."""
+    dns = [f"DNS:{n}" for n in ext_value.get_values_for_type(x509.DNSName)]
+    ips = [f"IP:{ip}" for ip in ext_value.get_values_for_type(x509.IPAddress)]
+    return dns, ips + dns
+
+
+@dataclass(frozen=True)
+class CsrInfo:
+    """What policy needs to know about a CSR, extracted once."""
+
+    cn: str | None
+    sans: tuple[x509.GeneralName, ...]
+    extensions: tuple[x509.Extension[x509.ExtensionType], ...]
+    challenge_password: str | None
+
+
+def inspect_csr(csr: x509.CertificateSigningRequest) -> CsrInfo:
+    """Extract the CN, SANs, requested extensions and challengePassword of a CSR.
+
+    Raises:
+      InvalidRequest: the CSR's extensions or attributes cannot be parsed.
+    """
+    try:
+        exts = tuple(csr.extensions)
+    except (ValueError, x509.DuplicateExtension, UnsupportedAlgorithm) as exc:
+        raise InvalidRequest(f"CSR has malformed extension requests: {exc}") from None
+    sans: tuple[x509.GeneralName, ...] = ()
+    for ext in exts:
+        if isinstance(ext.value, x509.SubjectAlternativeName):
+            sans = tuple(ext.value)
+    password: str | None = None
+    try:
+        attr = csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD)
+        password = attr.value.decode("utf-8", "replace")
+    except x509.AttributeNotFound:
+        pass
+    except ValueError as exc:
+        raise InvalidRequest(f"CSR has malformed attributes: {exc}") from None
+    return CsrInfo(
+        cn=first_cn(csr.subject), sans=sans, extensions=exts, challenge_password=password
+    )
+
+
+def general_name_str(name: x509.GeneralName) -> str:
+    if isinstance(name, x509.DNSName):
+        return f"DNS:{name.value}"
+    if isinstance(name, x509.IPAddress):
+        return f"IP:{name.value}"
+    if isinstance(name, x509.RFC822Name):
+        return f"email:{name.value}"
+    if isinstance(name, x509.UniformResourceIdentifier):
+        return f"URI:{name.value}"
+    return str(name.value)
+
+
+def parse_alt_names(values: Iterable[str]) -> list[x509.GeneralName]:
+    """``puppet,IP:10.0.0.1,DNS:ca.example.com`` style names to GeneralNames."""
+    out: list[x509.GeneralName] = []
+    for raw in values:
+        item = raw.strip()
+        if not item:
+            continue
+        kind, _, value = item.partition(":") if ":" in item else ("", "", item)
+        kind = kind.upper()
+        if kind == "IP":
+            out.append(x509.IPAddress(ipaddress.ip_address(value)))
+        elif kind in ("", "DNS"):
+            try:
+                out.append(x509.IPAddress(ipaddress.ip_address(value)))
+            except ValueError:
+                out.append(x509.DNSName(value.lower()))
+        else:
+            raise ValueError(f"unsupported alt name type in {item!r}; use DNS: or IP:")
+    return out
+
+
+# --- building certificates -------------------------------------------------------------
+
+
+def _ski(public_key: CertificatePublicKeyTypes) -> x509.SubjectKeyIdentifier:
+    return x509.SubjectKeyIdentifier.from_public_key(public_key)
+
+
+def ca_key_identifier(ca_cert: x509.Certificate) -> bytes:
+    try:
+        return ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return _ski(ca_cert.public_key()).digest
+
+
+def build_ca_certificate(
+    key: CertificateIssuerPrivateKeyTypes, name: str, *, now: dt.datetime, ttl: dt.timedelta
+) -> x509.Certificate:
+    """Self-signed CA certificate with puppetserver's profile (section 8.2a)."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    public = key.public_key()
+    ski = _ski(public)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(public)
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + ttl)
+        .add_extension(
+            x509.UnrecognizedExtension(NETSCAPE_COMMENT, _ia5(NETSCAPE_COMMENT_TEXT)), False
+        )
+        .add_extension(x509.AuthorityKeyIdentifier(ski.digest, None, None), False)
+        .add_extension(ski, False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            True,
+        )
+        .sign(key, signing_hash(key))  # type: ignore[arg-type]
+    )
+
+
+_LEAF_KU = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=True,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+_LEAF_EKU = x509.ExtendedKeyUsage(
+    [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+)
+
+
+def build_leaf_certificate(
+    *,
+    ca_key: CertificateIssuerPrivateKeyTypes,
+    ca_cert: x509.Certificate,
+    public_key: CertificatePublicKeyTypes,
+    certname: str,
+    serial: int,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    alt_names: Sequence[x509.GeneralName] = (),
+    extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
+) -> x509.Certificate:
+    """A Puppet agent/server certificate with puppetserver's profile (section 8.1).
+
+    *extensions* are the already-vetted requested extensions (never SAN, never
+    anything policy refused); the SAN always contains ``DNS:<certname>``.
+    """
+    sans = list(alt_names)
+    own = x509.DNSName(certname)
+    if own not in sans:
+        sans.append(own)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, certname)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(
+            x509.UnrecognizedExtension(NETSCAPE_COMMENT, _ia5(NETSCAPE_COMMENT_TEXT)), False
+        )
+        .add_extension(x509.AuthorityKeyIdentifier(ca_key_identifier(ca_cert), None, None), False)
+        .add_extension(_ski(public_key), False)
+    )
+    for ext in extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    builder = (
+        builder.add_extension(x509.SubjectAlternativeName(sans), False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+        .add_extension(_LEAF_EKU, True)
+        .add_extension(_LEAF_KU, True)
+    )
+    return builder.sign(ca_key, signing_hash(ca_key))  # type: ignore[arg-type]
+
+
+def cli_auth_extension() -> x509.Extension[x509.ExtensionType]:
+    """``pp_cli_auth = "true"``: marks a certificate as a CA administrator's."""
+    return x509.Extension(
+        PP_CLI_AUTH, False, x509.UnrecognizedExtension(PP_CLI_AUTH, der_utf8("true"))
+    )
+
+
+def has_cli_auth(cert: x509.Certificate) -> bool:
+    try:
+        ext = cert.extensions.get_extension_for_oid(PP_CLI_AUTH)
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+    return extension_value_text(ext) == "true"
+
+
+# --- CRLs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """One CRL entry."""
+
+    serial: int
+    date: dt.datetime
+    reason: x509.ReasonFlags | None = x509.ReasonFlags.key_compromise
+
+
+def crl_entries(crl: x509.CertificateRevocationList) -> list[Revocation]:
+    out = []
+    for r in crl:
+        reason: x509.ReasonFlags | None = None
+        with contextlib.suppress(x509.ExtensionNotFound, ValueError):
+            reason = r.extensions.get_extension_for_class(x509.CRLReason).value.reason
+        out.append(Revocation(r.serial_number, r.revocation_date_utc, reason))
+    return out
+
+
+def crl_number(crl: x509.CertificateRevocationList) -> int:
+    try:
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        return 0
+
+
+def build_crl(
+    *,
+    ca_key: CertificateIssuerPrivateKeyTypes,
+    ca_cert: x509.Certificate,
+    entries: Iterable[Revocation],
+    number: int,
+    this_update: dt.datetime,
+    next_update: dt.datetime,
+) -> x509.CertificateRevocationList:
+    """A v2 CRL with CRL number and AKI, one entry per revocation (with reason)."""
+    revoked = []
+    for e in entries:
+        rb = x509.RevokedCertificateBuilder().serial_number(e.serial).revocation_date(e.date)
+        if e.reason is not None and e.reason != x509.ReasonFlags.unspecified:
+            rb = rb.add_extension(x509.CRLReason(e.reason), False)
+        revoked.append(rb.build())
+    # Passing the list to the constructor avoids the builder's per-entry list copy (O(n^2)).
+    builder = x509.CertificateRevocationListBuilder(
+        issuer_name=ca_cert.subject,
+        last_update=this_update,
+        next_update=next_update,
+        extensions=[
+            x509.Extension(ExtensionOID.CRL_NUMBER, False, x509.CRLNumber(number)),
+            x509.Extension(
+                ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+                False,
+                x509.AuthorityKeyIdentifier(ca_key_identifier(ca_cert), None, None),
+            ),
+        ],
+        revoked_certificates=revoked,
+    )
+    return builder.sign(ca_key, signing_hash(ca_key))  # type: ignore[arg-type]
+
+
+def pem(
+    obj: x509.Certificate | x509.CertificateRevocationList | x509.CertificateSigningRequest,
+) -> bytes:
+    return obj.public_bytes(serialization.Encoding.PEM)
+
+
+def der(
+    obj: x509.Certificate | x509.CertificateRevocationList | x509.CertificateSigningRequest,
+) -> bytes:
+    return obj.public_bytes(serialization.Encoding.DER)
+
+
+# --- puppetserver's certificate_status object (section 3.9) ----------------------------
+
+
+def _status_common(
+    name: str, extensions: Iterable[x509.Extension[x509.ExtensionType]], der_bytes: bytes
+) -> dict[str, object]:
+    dns: list[str] = []
+    sans: list[str] = []
+    auth: dict[str, str] = {}
+    for ext in extensions:
+        if isinstance(ext.value, x509.SubjectAlternativeName):
+            dns, sans = san_strings(ext.value)
+        elif ext.oid.dotted_string.startswith(PP_AUTH_ARC + "."):
+            dotted = ext.oid.dotted_string
+            auth[SHORT_NAMES.get(dotted, dotted)] = extension_value_text(ext)
+    fps = fingerprints(der_bytes)
+    return {
+        "name": name,
+        "dns_alt_names": dns,
+        "subject_alt_names": sans,
+        "authorization_extensions": auth,
+        "fingerprint": fps["default"],
+        "fingerprints": fps,
+    }
+
+
+def cert_status_fields(name: str, cert: x509.Certificate) -> dict[str, object]:
+    """The certificate_status fields of a signed certificate, without ``state``."""
+    try:
+        exts: Iterable[x509.Extension[x509.ExtensionType]] = cert.extensions
+    except (ValueError, x509.DuplicateExtension):
+        exts = ()
+    out = _status_common(name, exts, der(cert))
+    out["not_before"] = puppet_time(cert.not_valid_before_utc)
+    out["not_after"] = puppet_time(cert.not_valid_after_utc)
+    out["serial_number"] = cert.serial_number
+    return out
+
+
+def csr_status_fields(name: str, csr: x509.CertificateSigningRequest) -> dict[str, object]:
+    """The certificate_status fields of a pending CSR, without ``state``."""
+    try:
+        exts: Iterable[x509.Extension[x509.ExtensionType]] = csr.extensions
+    except (ValueError, x509.DuplicateExtension):
+        exts = ()
+    return _status_common(name, exts, der(csr))

@@ -1,0 +1,229 @@
+"""The embedded HTTPS server: cheroot over TLS, worker processes, clean shutdown, CRL upkeep."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from cheroot import wsgi as cheroot_wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+from .authority import CertificateAuthority
+from .config import Settings
+from .errors import SplitCAError, StoreError
+from .wsgi import App
+
+__all__ = ["build_ssl_context", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+def build_ssl_context(settings: Settings) -> ssl.SSLContext:
+    """TLS 1.2+, the CA server's certificate, client certificates optional and verified against the CA."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(settings.effective_server_cert), str(settings.effective_server_key))
+        ctx.load_verify_locations(cafile=str(settings.cadir / "ca_crt.pem"))
+    except (OSError, ssl.SSLError) as exc:
+        raise StoreError(f"cannot load the server's TLS certificate or key: {exc}") from exc
+    ctx.verify_mode = ssl.CERT_OPTIONAL  # agents bootstrap without a certificate
+    return ctx
+
+
+class _Adapter(BuiltinSSLAdapter):
+    """cheroot's builtin adapter with our own SSLContext."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            str(settings.effective_server_cert),
+            str(settings.effective_server_key),
+            str(settings.cadir / "ca_crt.pem"),
+        )
+        self.context = build_ssl_context(settings)
+
+
+def _make_server(settings: Settings, app: App, *, reuse_port: bool) -> cheroot_wsgi.Server:
+    server = cheroot_wsgi.Server(
+        (settings.listen, settings.port),
+        app,
+        numthreads=settings.threads,
+        max=settings.threads,
+        request_queue_size=256,
+        timeout=int(settings.socket_timeout.total_seconds()),
+        shutdown_timeout=5,
+        reuse_port=reuse_port,
+        server_name=settings.certname,
+    )
+    server.ssl_adapter = _Adapter(settings)
+    return server
+
+
+def _run_worker(
+    settings: Settings, *, reuse_port: bool, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Serve until SIGTERM/SIGINT, then finish in-flight requests and return."""
+    ca = CertificateAuthority.open(settings)  # after fork: own index connections
+    server = _make_server(settings, App(ca), reuse_port=reuse_port)
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            threading.Thread(target=server.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.prepare()
+    if on_ready:
+        on_ready()
+    try:
+        server.serve()
+    finally:
+        ca.index.close()
+
+
+def _crl_upkeep(settings: Settings, stop: threading.Event) -> None:
+    """Re-issue the CRL well before nextUpdate, forever (one thread in the supervisor)."""
+    ca = CertificateAuthority.open(settings)
+    interval = max(5.0, min(300.0, settings.effective_crl_refresh_margin.total_seconds() / 10))
+    while not stop.is_set():
+        try:
+            if ca.refresh_crl():
+                log.info("CRL re-issued before its nextUpdate")
+        except SplitCAError as exc:
+            log.error("CRL refresh failed (will retry in %.0fs): %s", interval, exc)
+        except Exception:
+            log.exception("CRL refresh crashed (will retry)")
+        stop.wait(interval)
+    ca.index.close()
+
+
+def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> int:
+    """Run the CA server in the foreground until SIGTERM/SIGINT. Returns an exit code."""
+    ca = CertificateAuthority.open(settings)
+    build_ssl_context(settings)  # fail now, in the foreground, on a bad cert or key
+    ca.refresh_crl()  # a CRL past its margin is re-issued before we accept agents
+    ca.index.close()
+    if settings.autosign is True:
+        log.warning(
+            "autosign is TRUE: every CSR that passes validation is signed. Do not use in production."
+        )
+    workers = settings.workers or (os.cpu_count() or 1)
+    url = f"https://{settings.listen}:{settings.port}"
+    stop = threading.Event()
+    upkeep = threading.Thread(
+        target=_crl_upkeep, args=(settings, stop), daemon=True, name="crl-upkeep"
+    )
+
+    if workers == 1:
+        upkeep.start()
+
+        def announce() -> None:
+            log.info("splitca serving %s (1 process, %d threads)", url, settings.threads)
+            if ready:
+                ready(url)
+
+        try:
+            _run_worker(settings, reuse_port=False, on_ready=announce)
+        finally:
+            stop.set()
+        return 0
+    return _supervise(settings, workers, url, upkeep, stop, ready)
+
+
+def _supervise(
+    settings: Settings,
+    workers: int,
+    url: str,
+    upkeep: threading.Thread,
+    stop: threading.Event,
+    ready: Callable[[str], None] | None,
+) -> int:
+    """Fork *workers* processes that share the port (SO_REUSEPORT); restart any that die."""
+    children: dict[int, int] = {}
+    ready_r, ready_w = os.pipe()
+    stopping = False
+
+    def spawn(slot: int, notify: bool) -> None:
+        pid = os.fork()
+        if pid == 0:  # child
+            if notify:
+                os.close(ready_r)
+            code = 0
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+                def tell() -> None:
+                    os.write(ready_w, b"r")
+
+                _run_worker(settings, reuse_port=True, on_ready=tell if notify else None)
+            except BaseException as exc:
+                log.error("worker %d failed: %s", slot, exc)
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        children[pid] = slot
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for slot in range(workers):
+        spawn(slot, True)
+    os.close(ready_w)
+    got = 0
+    deadline = time.monotonic() + 30
+    while got < workers and time.monotonic() < deadline and not stopping:
+        try:
+            chunk = os.read(ready_r, workers)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        got += len(chunk)
+    if got == workers:
+        log.info("splitca serving %s (%d processes x %d threads)", url, workers, settings.threads)
+        if ready:
+            ready(url)
+    else:
+        log.error("only %d of %d workers started", got, workers)
+    os.close(ready_r)
+    upkeep.start()
+    failures: list[float] = []
+    code = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        dead = children.pop(pid, None)
+        if dead is None or stopping:
+            continue
+        failures = [t for t in failures if time.monotonic() - t < 60] + [time.monotonic()]
+        if len(failures) > 5:
+            log.error("workers keep dying; stopping")
+            on_signal(signal.SIGTERM, None)
+            code = 1
+            continue
+        log.error("worker %d (pid %d) exited with status %d; restarting", dead, pid, status)
+        spawn(dead, False)
+    stop.set()
+    return code

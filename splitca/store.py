@@ -1,0 +1,217 @@
+"""The Puppet CA directory on disk: puppetserver's layout and formats, atomic writes, named locks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import _fs
+from .errors import StoreError
+
+__all__ = ["CADir", "InventoryLine", "format_serial", "parse_inventory", "parse_serial"]
+
+CERT_MODE = 0o644
+KEY_MODE = 0o640  # puppetserver's rw-r----- for ca_key.pem
+PRIVATE_MODE = 0o600
+LOCK_STRIPES = 64
+
+_INVENTORY_RE = re.compile(r"^0x([0-9A-Fa-f]+) (\S+) (\S+) (.*)$")
+
+
+def format_serial(serial: int) -> bytes:
+    """puppetserver's serial file format: ``%04X``, no newline."""
+    return f"{serial:04X}".encode()
+
+
+def parse_serial(data: bytes) -> int:
+    """Accept puppetserver's ``%04X`` and the CLI's lowercase unpadded hex."""
+    text = data.decode("ascii", "replace").strip()
+    if not re.fullmatch(r"[0-9A-Fa-f]{1,40}", text):
+        raise StoreError(f"serial file holds {text[:40]!r}, not a hexadecimal number")
+    return int(text, 16)
+
+
+@dataclass(frozen=True)
+class InventoryLine:
+    serial: int
+    not_before: str
+    not_after: str
+    subject: str
+
+    @property
+    def certname(self) -> str:
+        # "/CN=agent1" (puppetserver and the Ruby CA) -> "agent1"
+        _, _, cn = self.subject.rpartition("/CN=")
+        return cn
+
+    @property
+    def not_after_dt(self) -> dt.datetime | None:
+        try:
+            return dt.datetime.strptime(self.not_after[:19], "%Y-%m-%dT%H:%M:%S").replace(
+                tzinfo=dt.UTC
+            )
+        except ValueError:
+            return None
+
+
+def inventory_line(serial: int, not_before: str, not_after: str, certname: str) -> bytes:
+    return f"0x{serial:04X} {not_before} {not_after} /CN={certname}\n".encode()
+
+
+def parse_inventory(data: bytes) -> Iterator[InventoryLine]:
+    """Parse inventory lines, skipping blank, torn or foreign lines instead of failing."""
+    for raw in data.decode("utf-8", "replace").splitlines():
+        m = _INVENTORY_RE.match(raw)
+        if m:
+            yield InventoryLine(int(m.group(1), 16), m.group(2), m.group(3), m.group(4))
+
+
+class CADir:
+    """Paths, reads, atomic writes and locks for one puppetserver-format cadir.
+
+    File names and formats are puppetserver's (``puppet-ca-api.md`` section 9), so a
+    cadir can move between puppetserver and splitca in both directions. splitca's
+    own state (index, locks) lives in the ``.splitca/`` subdirectory, which
+    puppetserver ignores.
+    """
+
+    def __init__(self, root: Path, *, lock_timeout: float = 30.0) -> None:
+        self.root = root
+        self.cacert = root / "ca_crt.pem"
+        self.cakey = root / "ca_key.pem"
+        self.capub = root / "ca_pub.pem"
+        self.cacrl = root / "ca_crl.pem"
+        self.serial_file = root / "serial"
+        self.inventory = root / "inventory.txt"
+        self.signeddir = root / "signed"
+        self.csrdir = root / "requests"
+        self.infra_inventory = root / "infra_inventory.txt"
+        self.infra_serials = root / "infra_serials"
+        self.infra_crl = root / "infra_crl.pem"
+        self.private = root / ".splitca"
+        self.index_path = self.private / "index.sqlite3"
+        self._lock_timeout = lock_timeout
+        self._cache_lock = threading.Lock()
+        self._file_cache: dict[Path, tuple[tuple[int, int, int], bytes]] = {}
+
+    # --- layout ------------------------------------------------------------------------
+    REQUIRED = ("cacert", "cakey", "cacrl", "serial_file")
+
+    def missing_ca_files(self) -> list[Path]:
+        return [getattr(self, a) for a in self.REQUIRED if not getattr(self, a).exists()]
+
+    def is_initialised(self) -> bool:
+        return not self.missing_ca_files()
+
+    def ensure_dirs(self) -> None:
+        """Create the directories splitca needs (not the CA files)."""
+        try:
+            for d, mode in (
+                (self.root, 0o750),
+                (self.signeddir, 0o755),
+                (self.csrdir, 0o755),
+                (self.private, 0o700),
+                (self.private / "locks", 0o700),
+            ):
+                d.mkdir(mode=mode, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {exc.filename}: {exc.strerror}") from exc
+
+    # --- locks -------------------------------------------------------------------------
+    def lock(self, name: str) -> _fs.FileLock:
+        """A named cross-process lock: ``serial``, ``inventory``, ``crl``, ``setup``..."""
+        return _fs.FileLock(self.private / "locks" / f"{name}.lock", timeout=self._lock_timeout)
+
+    def name_lock(self, certname: str) -> _fs.FileLock:
+        """A striped lock serialising operations on one certname (CSR/sign/clean)."""
+        stripe = hashlib.sha256(certname.encode()).digest()[0] % LOCK_STRIPES
+        return self.lock(f"name-{stripe:02d}")
+
+    # --- paths for one certname (callers validate names first) --------------------------
+    def cert_path(self, certname: str) -> Path:
+        return self.signeddir / f"{certname}.pem"
+
+    def csr_path(self, certname: str) -> Path:
+        return self.csrdir / f"{certname}.pem"
+
+    # --- cached reads of the few files served on every request ---------------------------
+    def read_cached(self, path: Path) -> bytes | None:
+        """File bytes, re-read only when (inode, size, mtime) changed. None if missing."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._cache_lock:
+            hit = self._file_cache.get(path)
+            if hit and hit[0] == key:
+                return hit[1]
+        data = path.read_bytes()
+        with self._cache_lock:
+            self._file_cache[path] = (key, data)
+        return data
+
+    def mtime(self, path: Path) -> float | None:
+        try:
+            return os.stat(path).st_mtime
+        except FileNotFoundError:
+            return None
+
+    def read_ca_cert(self) -> bytes:
+        data = self.read_cached(self.cacert)
+        if data is None:
+            raise StoreError(f"CA certificate {self.cacert} is missing; run 'splitca setup'")
+        return data
+
+    def read_crl(self) -> bytes:
+        data = self.read_cached(self.cacrl)
+        if data is None:
+            raise StoreError(f"CRL {self.cacrl} is missing; run 'splitca crl refresh'")
+        return data
+
+    def read_ca_key(self) -> bytes:
+        try:
+            return self.cakey.read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"CA key {self.cakey} is missing") from None
+        except PermissionError:
+            raise StoreError(f"no permission to read the CA key {self.cakey}") from None
+
+    # --- serial ------------------------------------------------------------------------
+    def read_serial(self) -> int:
+        data = _fs.read_bytes(self.serial_file)
+        if data is None:
+            raise StoreError(f"serial file {self.serial_file} is missing")
+        return parse_serial(data)
+
+    def write_serial(self, value: int) -> None:
+        _fs.atomic_write(self.serial_file, format_serial(value), mode=CERT_MODE)
+
+    # --- inventory ---------------------------------------------------------------------
+    def append_inventory(self, serial: int, not_before: str, not_after: str, certname: str) -> None:
+        with self.lock("inventory")():
+            _fs.append_line(
+                self.inventory,
+                inventory_line(serial, not_before, not_after, certname),
+                mode=CERT_MODE,
+            )
+
+    # --- whole-file writers with the right modes ----------------------------------------
+    def write_public(self, path: Path, data: bytes) -> None:
+        _fs.atomic_write(path, data, mode=CERT_MODE)
+
+    def write_key(self, path: Path, data: bytes, *, mode: int = KEY_MODE) -> None:
+        _fs.atomic_write(path, data, mode=mode)
+
+    def stage(self, path: Path, data: bytes) -> Path:
+        return _fs.stage(path, data, mode=CERT_MODE)
+
+    def read_infra_inventory(self) -> list[str]:
+        data = _fs.read_bytes(self.infra_inventory) or b""
+        return [ln for ln in data.decode("utf-8", "replace").split("\n") if ln]
