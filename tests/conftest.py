@@ -1,0 +1,442 @@
+"""Shared fixtures: real CAs in tmp dirs, real CSRs, the WSGI app in-process, real servers and agents."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from splitca import pki
+from splitca.authority import CertificateAuthority
+from splitca.config import Settings
+from splitca.wsgi import App
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE_CADIR = REPO.parent / "shared" / "fixtures" / "puppetserver-7.9.5-cadir"
+REQUIRE_INTEROP = os.environ.get("SPLITCA_REQUIRE_INTEROP") == "1"
+
+
+# --- external programs ------------------------------------------------------------------
+
+
+def require_program(name: str) -> str:
+    """Path of *name*; under the README's test command (SPLITCA_REQUIRE_INTEROP=1) a missing
+    program FAILS the test instead of skipping it."""
+    path = shutil.which(name) or next(
+        (
+            p
+            for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}", f"/opt/puppetlabs/bin/{name}")
+            if os.path.exists(p)
+        ),
+        None,
+    )
+    if path is None:
+        if REQUIRE_INTEROP:
+            pytest.fail(f"{name} is not installed; the test command installs it (scripts/test.sh)")
+        pytest.skip(f"{name} not installed (run scripts/test.sh to install it)")
+    return path
+
+
+def require_fixture_cadir() -> Path:
+    if not FIXTURE_CADIR.exists():
+        if REQUIRE_INTEROP:
+            pytest.fail(f"puppetserver fixture missing at {FIXTURE_CADIR}")
+        pytest.skip("puppetserver fixture (../shared) not present")
+    return FIXTURE_CADIR
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- keys and CSRs -------------------------------------------------------------------------
+
+_KEY_POOL: list[rsa.RSAPrivateKey] = []
+
+
+def fast_key() -> rsa.RSAPrivateKey:
+    """A fresh 2048-bit RSA key (real, just not 4096 bits, to keep tests quick)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def make_csr(
+    name: str,
+    *,
+    key: Any = None,
+    cn: str | None = None,
+    sans: Sequence[str] = (),
+    extensions: Sequence[tuple[str, str]] = (),
+    raw_extensions: Sequence[x509.ExtensionType] = (),
+    password: str | None = None,
+    hash_alg: hashes.HashAlgorithm | None = None,
+) -> x509.CertificateSigningRequest:
+    """A real CSR as a Puppet agent would make it; *extensions* are (dotted OID, UTF8 value)."""
+    key = key or fast_key()
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn if cn is not None else name)])
+    )
+    if sans:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(pki.parse_alt_names(sans)), False
+        )
+    for oid, value in extensions:
+        o = x509.ObjectIdentifier(oid)
+        builder = builder.add_extension(x509.UnrecognizedExtension(o, pki.der_utf8(value)), False)
+    for ext in raw_extensions:
+        builder = builder.add_extension(ext, False)
+    if password is not None:
+        builder = builder.add_attribute(x509.oid.AttributeOID.CHALLENGE_PASSWORD, password.encode())
+    return builder.sign(key, hash_alg or hashes.SHA256())
+
+
+# --- CAs -------------------------------------------------------------------------------------
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    raw: dict[str, Any] = {
+        "cadir": str(tmp_path / "ca"),
+        "certname": "ca.test",
+        "dns_alt_names": ["puppet", "localhost", "IP:127.0.0.1"],
+        "key_size": 2048,
+        "workers": 1,
+        "threads": 8,
+    }
+    raw.update(overrides)
+    return Settings.from_mapping(raw)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def ca(settings: Settings) -> CertificateAuthority:
+    CertificateAuthority.setup(settings)
+    return CertificateAuthority.open(settings)
+
+
+def snapshot(cadir: Path) -> dict[str, bytes]:
+    """Every file under *cadir* except splitca's private index/locks and the audit log."""
+    out = {}
+    for p in sorted(cadir.rglob("*")):
+        rel = p.relative_to(cadir).as_posix()
+        if p.is_file() and not rel.startswith(".splitca/") and rel != "audit.log":
+            out[rel] = p.read_bytes()
+    return out
+
+
+def copy_fixture_cadir(dest: Path) -> Path:
+    src = require_fixture_cadir() / "cadir"
+    shutil.copytree(src, dest)
+    for p in [dest, *dest.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    (dest / "ca_key.pem").chmod(0o640)
+    return dest
+
+
+# --- the WSGI app in-process -------------------------------------------------------------------
+
+
+@dataclass
+class WsgiResult:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+def client_environ(cert: x509.Certificate | None) -> dict[str, str]:
+    """What mod_ssl/cheroot put in the environ for a verified client certificate."""
+    if cert is None:
+        return {"SSL_CLIENT_VERIFY": "NONE"}
+    return {
+        "SSL_CLIENT_VERIFY": "SUCCESS",
+        "SSL_CLIENT_S_DN_CN": pki.first_cn(cert.subject) or "",
+        "SSL_CLIENT_CERT": pki.pem(cert).decode(),
+    }
+
+
+def wsgi_call(
+    app: App,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    *,
+    headers: dict[str, str] | None = None,
+    client: x509.Certificate | None = None,
+    query: str = "",
+) -> WsgiResult:
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ.update(
+        {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "wsgi.input": io.BytesIO(body),
+            "CONTENT_LENGTH": str(len(body)) if body else "",
+            "REMOTE_ADDR": "127.0.0.1",
+        }
+    )
+    environ.update(client_environ(client))
+    for k, v in (headers or {}).items():
+        if k.lower() == "content-type":
+            environ["CONTENT_TYPE"] = v
+        else:
+            environ["HTTP_" + k.upper().replace("-", "_")] = v
+    captured: dict[str, Any] = {}
+
+    def start_response(status: str, hdrs: list[tuple[str, str]]) -> None:
+        captured["status"] = int(status.split()[0])
+        captured["headers"] = dict(hdrs)
+
+    out = b"".join(app(environ, start_response))
+    return WsgiResult(captured["status"], captured["headers"], out)
+
+
+@pytest.fixture
+def app(ca: CertificateAuthority) -> App:
+    return App(ca)
+
+
+@pytest.fixture
+def admin_cert(ca: CertificateAuthority) -> x509.Certificate:
+    """The CA host's own certificate: it carries pp_cli_auth, like puppetserver's."""
+    return x509.load_pem_x509_certificate(ca.settings.effective_server_cert.read_bytes())
+
+
+# --- a real `splitca serve` process -------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    url: str
+    port: int
+    settings: Settings
+    config: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cacert(self) -> Path:
+        return self.settings.cadir / "ca_crt.pem"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return int(self.proc.returncode)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def write_config(path: Path, settings: Settings, **extra: Any) -> Path:
+    raw: dict[str, Any] = {}
+    for f in settings.__dataclass_fields__:
+        v = getattr(settings, f)
+        if v is None:
+            continue
+        if isinstance(v, dt.timedelta):
+            v = int(v.total_seconds())
+        elif isinstance(v, Path):
+            v = str(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        raw[f] = v
+    raw.update(extra)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def start_server(
+    tmp_path: Path, settings: Settings, *, workers: int = 1, ready_timeout: float = 30, **extra: Any
+) -> Server:
+    """Run `python -m splitca serve` as a real process on a free loopback port."""
+    port = free_port()
+    settings = settings.replace(port=port, workers=workers, listen="127.0.0.1")
+    cfg = write_config(tmp_path / f"splitca-{port}.yaml", settings, **extra)
+    log = tmp_path / f"serve-{port}.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "splitca", "--config", str(cfg), "serve"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+        )
+    server = Server(f"https://127.0.0.1:{port}", port, settings, cfg, proc, log)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"splitca serve exited early:\n{server.log_text()}")
+        if "CA ready at" in server.log_text():
+            return server
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"splitca serve did not become ready:\n{server.log_text()}")
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def factory(settings: Settings, **kw: Any) -> Server:
+        s = start_server(tmp_path, settings, **kw)
+        servers.append(s)
+        return s
+
+    yield factory
+    for s in servers:
+        s.stop()
+
+
+# --- the real Puppet agent ---------------------------------------------------------------------
+
+
+@dataclass
+class Agent:
+    """One isolated Puppet agent (its own confdir/ssldir) talking to a CA on loopback."""
+
+    certname: str
+    root: Path
+    puppet: str
+
+    @property
+    def ssldir(self) -> Path:
+        return self.root / "ssl"
+
+    @property
+    def confdir(self) -> Path:
+        return self.root / "conf"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.ssldir / "certs" / f"{self.certname}.pem"
+
+    @property
+    def key_path(self) -> Path:
+        return self.ssldir / "private_keys" / f"{self.certname}.pem"
+
+    @property
+    def crl_path(self) -> Path:
+        return self.ssldir / "crl.pem"
+
+    @property
+    def cacert_path(self) -> Path:
+        return self.ssldir / "certs" / "ca.pem"
+
+    def args(
+        self, port: int, server: str = "127.0.0.1", server_port: int | None = None
+    ) -> list[str]:
+        return [
+            "--certname",
+            self.certname,
+            "--confdir",
+            str(self.confdir),
+            "--vardir",
+            str(self.root / "var"),
+            "--ssldir",
+            str(self.ssldir),
+            "--logdir",
+            str(self.root / "log"),
+            "--rundir",
+            str(self.root / "run"),
+            "--codedir",
+            str(self.root / "code"),
+            "--server",
+            server,
+            "--serverport",
+            str(server_port or port),
+            "--ca_server",
+            "127.0.0.1",
+            "--ca_port",
+            str(port),
+            "--keylength",
+            "2048",
+            "--color",
+            "false",
+        ]
+
+    def run(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, HOME=str(self.root))
+        return subprocess.run(
+            [self.puppet, *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=self.root,
+        )
+
+    def bootstrap(
+        self, port: int, *extra: str, waitforcert: int = 0, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run(
+            "ssl",
+            "bootstrap",
+            *self.args(port),
+            "--waitforcert",
+            str(waitforcert),
+            *extra,
+            timeout=timeout,
+        )
+
+
+@pytest.fixture
+def agent_factory(tmp_path: Path) -> Callable[[str], Agent]:
+    puppet = require_program("puppet")
+
+    def factory(certname: str) -> Agent:
+        root = tmp_path / f"agent-{certname}"
+        for sub in ("conf", "var", "ssl", "log", "run", "code"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        return Agent(certname, root, puppet)
+
+    return factory
+
+
+def openssl(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    exe = require_program("openssl")
+    return subprocess.run([exe, *args], capture_output=True, input=input, timeout=60)
+
+
+@contextlib.contextmanager
+def chdir(path: Path) -> Iterator[None]:
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)

@@ -1,0 +1,89 @@
+"""The real Puppet 7 agent against `splitca serve`: bootstrap, manual signing, revocation."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from splitca.authority import CertificateAuthority
+
+from .conftest import Agent, Server, openssl
+
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
+
+
+def run_cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "splitca", "--config", str(server.config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_bootstrap_with_autosign_gets_a_certificate(settings, server_factory, agent_factory):
+    """`puppet ssl bootstrap` against an autosigning splitca ends with a verified certificate."""
+    CertificateAuthority.setup(settings)
+    server = server_factory(settings.replace(autosign=True))
+    agent: Agent = agent_factory("agent-auto.example.com")
+    result = agent.bootstrap(server.port)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Completed SSL initialization" in result.stdout
+    assert agent.cert_path.exists() and agent.crl_path.exists()
+    # The CA cert the agent saved is byte-identical to ca_crt.pem (ca_fingerprint relies on it).
+    assert agent.cacert_path.read_bytes() == server.cacert.read_bytes()
+    verify = openssl(
+        "verify",
+        "-crl_check",
+        "-CAfile",
+        str(server.cacert),
+        "-CRLfile",
+        str(settings.cadir / "ca_crl.pem"),
+        str(agent.cert_path),
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_manual_signing_then_revocation(settings, server_factory, agent_factory):
+    """Autosign off: the agent waits; `splitca sign` lets the next bootstrap finish;
+    after `splitca revoke` the agent's fresh CRL marks its certificate revoked."""
+    CertificateAuthority.setup(settings)
+    server = server_factory(settings.replace(autosign=False))
+    agent = agent_factory("agent-manual.example.com")
+    first = agent.bootstrap(server.port)
+    assert first.returncode != 0
+    assert (
+        "has not been signed yet" in first.stdout + first.stderr
+        or "waitforcert" in first.stdout + first.stderr
+    )
+    assert not agent.cert_path.exists()
+    listing = run_cli(server, "list", "--pending")
+    assert "agent-manual.example.com" in listing.stdout
+
+    signed = run_cli(server, "sign", "agent-manual.example.com")
+    assert signed.returncode == 0, signed.stderr
+    second = agent.bootstrap(server.port)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert agent.cert_path.exists()
+
+    revoked = run_cli(server, "revoke", "agent-manual.example.com")
+    assert revoked.returncode == 0, revoked.stderr
+    # Puppet 7 keeps its CRL until it is missing; bootstrap then downloads a fresh one
+    # and verifies the existing certificate against it.
+    agent.crl_path.unlink()
+    again = agent.bootstrap(server.port)
+    assert again.returncode != 0
+    assert "is revoked" in again.stdout + again.stderr
+    out = openssl(
+        "verify",
+        "-crl_check",
+        "-CAfile",
+        str(server.cacert),
+        "-CRLfile",
+        str(settings.cadir / "ca_crl.pem"),
+        str(agent.cert_path),
+    )
+    assert out.returncode != 0 and b"revoked" in out.stdout + out.stderr
