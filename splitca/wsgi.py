@@ -85,7 +85,8 @@ class Request:
     def __init__(self, environ: Environ, *, max_body: int) -> None:
         self.environ = environ
         self.method: str = environ.get("REQUEST_METHOD", "GET").upper()
-        self.path: str = environ.get("PATH_INFO", "") or "/"
+        # Mounted anywhere (WSGIScriptAlias /puppet-ca or /): route on the full path.
+        self.path: str = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/"
         self.query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         self.max_body = max_body
         verified = environ.get("SSL_CLIENT_VERIFY") == "SUCCESS"
