@@ -190,6 +190,7 @@ def wsgi_call(
     headers: dict[str, str] | None = None,
     client: x509.Certificate | None = None,
     query: str = "",
+    environ_extra: dict[str, str] | None = None,
 ) -> WsgiResult:
     environ: dict[str, Any] = {}
     setup_testing_defaults(environ)
@@ -204,6 +205,7 @@ def wsgi_call(
         }
     )
     environ.update(client_environ(client))
+    environ.update(environ_extra or {})
     for k, v in (headers or {}).items():
         if k.lower() == "content-type":
             environ["CONTENT_TYPE"] = v

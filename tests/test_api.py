@@ -1,0 +1,443 @@
+"""Puppet's CA HTTP API as puppetserver answers it: methods, status codes, bodies, content types, auth."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import time
+
+import pytest
+from cryptography import x509
+
+from splitca import pki
+from splitca.authority import CertificateAuthority
+from splitca.wsgi import App
+
+from .conftest import fast_key, make_csr, wsgi_call
+
+V1 = "/puppet-ca/v1"
+
+
+def put_csr(app: App, name: str, **kw: object) -> tuple[int, str]:
+    r = wsgi_call(
+        app,
+        "PUT",
+        f"{V1}/certificate_request/{name}",
+        pki.pem(make_csr(name, **kw)),  # type: ignore[arg-type]
+        headers={"Content-Type": "text/plain"},
+    )
+    return r.status, r.text
+
+
+def agent_cert(ca: CertificateAuthority, name: str) -> x509.Certificate:
+    ca.submit_csr(name, pki.pem(make_csr(name)))
+    return ca.sign(name)
+
+
+# --- every response --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/puppet-ca/v1/certificate/ca"),
+        ("GET", "/puppet-ca/v1/nope"),
+        ("GET", "/elsewhere"),
+        ("PUT", "/puppet-ca/v1/certificate_request/x"),
+        ("GET", "/puppet-ca/v1/certificate_statuses/all"),
+    ],
+)
+def test_every_response_carries_x_puppet_version_and_a_content_type(
+    app: App, method: str, path: str
+) -> None:
+    r = wsgi_call(app, method, path, b"garbage" if method == "PUT" else b"")
+    assert r.headers["X-Puppet-Version"] == "7.23.0"
+    assert "Content-Type" in r.headers
+
+
+def test_unknown_paths_are_404_not_found(app: App) -> None:
+    r = wsgi_call(app, "GET", f"{V1}/certificate")
+    assert (r.status, r.text) == (404, "Not Found")
+    r = wsgi_call(app, "GET", f"{V1}/bogus/thing")
+    assert (r.status, r.text) == (404, "Not Found")
+
+
+def test_wrong_method_is_405_with_allow(app: App) -> None:
+    r = wsgi_call(app, "POST", f"{V1}/certificate/ca")
+    assert r.status == 405 and "GET" in r.headers["Allow"]
+
+
+# --- certificate and CRL --------------------------------------------------------------------
+
+
+def test_ca_certificate_is_served_byte_for_byte(app: App, ca: CertificateAuthority) -> None:
+    r = wsgi_call(app, "GET", f"{V1}/certificate/ca", headers={"Accept": "text/plain"})
+    assert r.status == 200 and r.headers["Content-Type"] == "text/plain"
+    assert r.body == ca.cadir.cacert.read_bytes()
+
+
+def test_certificate_404_then_200_once_signed(app: App, ca: CertificateAuthority) -> None:
+    r = wsgi_call(app, "GET", f"{V1}/certificate/agent1")
+    assert (r.status, r.text, r.headers["Content-Type"]) == (
+        404,
+        "Could not find certificate agent1",
+        "text/plain",
+    )
+    agent_cert(ca, "agent1")
+    r = wsgi_call(app, "GET", f"{V1}/certificate/agent1")
+    assert r.status == 200 and r.body == ca.cadir.cert_path("agent1").read_bytes()
+
+
+@pytest.mark.parametrize("path", [f"{V1}/certificate/ca", f"{V1}/certificate_revocation_list/ca"])
+def test_if_modified_since_gives_304(app: App, ca: CertificateAuthority, path: str) -> None:
+    target = ca.cadir.cacert if "certificate/ca" in path else ca.cadir.cacrl
+    old = time.time() - 3600
+    os.utime(target, (old, old))
+    later = email.utils.formatdate(old + 60, usegmt=True)
+    r = wsgi_call(app, "GET", path, headers={"If-Modified-Since": later})
+    assert r.status == 304 and r.body == b""
+    earlier = email.utils.formatdate(old - 60, usegmt=True)
+    assert wsgi_call(app, "GET", path, headers={"If-Modified-Since": earlier}).status == 200
+    assert wsgi_call(app, "GET", path, headers={"If-Modified-Since": "not a date"}).status == 200
+
+
+def test_crl_ignores_last_segment_and_is_public(app: App, ca: CertificateAuthority) -> None:
+    r = wsgi_call(app, "GET", f"{V1}/certificate_revocation_list/whatever")
+    assert r.status == 200 and r.body == ca.cadir.cacrl.read_bytes()
+
+
+# --- CSR submission --------------------------------------------------------------------------
+
+
+def test_put_csr_200_empty_then_400_duplicate_as_puppet7_expects(app: App) -> None:
+    key = fast_key()
+    status, body = put_csr(app, "agent2", key=key)
+    assert (status, body) == (200, "")
+    # The Puppet 7 agent re-submits the identical CSR on every wait loop; it needs 400 here.
+    status, body = put_csr(app, "agent2", key=key)
+    assert status == 400
+    assert body == "agent2 already has a requested certificate; ignoring certificate request"
+    r = wsgi_call(app, "GET", f"{V1}/certificate_request/agent2")
+    assert r.status == 200 and r.text.startswith("-----BEGIN CERTIFICATE REQUEST-----")
+    assert wsgi_call(app, "GET", f"{V1}/certificate/agent2").status == 404
+
+
+def test_duplicate_of_signed_and_revoked(app: App, ca: CertificateAuthority) -> None:
+    agent_cert(ca, "dup")
+    assert put_csr(app, "dup") == (
+        400,
+        "dup already has a signed certificate; ignoring certificate request",
+    )
+    ca.revoke(["dup"])
+    assert put_csr(app, "dup") == (
+        400,
+        "dup already has a revoked certificate; ignoring certificate request",
+    )
+    ca.clean(["dup"])  # a cleaned host can re-register
+    assert put_csr(app, "dup")[0] == 200
+
+
+def test_autosign_signs_on_put(tmp_path, settings) -> None:
+    CertificateAuthority.setup(settings)
+    app = App(CertificateAuthority.open(settings.replace(autosign=True)))
+    assert put_csr(app, "auto1") == (200, "")
+    r = wsgi_call(app, "GET", f"{V1}/certificate/auto1")
+    assert r.status == 200 and b"BEGIN CERTIFICATE" in r.body
+    assert wsgi_call(app, "GET", f"{V1}/certificate_request/auto1").status == 404
+
+
+def test_delete_certificate_request_is_admin_only(
+    app: App, admin_cert: x509.Certificate, ca
+) -> None:
+    put_csr(app, "del1")
+    assert wsgi_call(app, "DELETE", f"{V1}/certificate_request/del1").status == 403
+    r = wsgi_call(app, "DELETE", f"{V1}/certificate_request/del1", client=admin_cert)
+    assert r.status == 204 and r.text.startswith("Deleted certificate request for del1")
+    r = wsgi_call(app, "DELETE", f"{V1}/certificate_request/del1", client=admin_cert)
+    assert r.status == 404 and r.text.startswith("No certificate request for del1 at expected path")
+
+
+# --- authorization ----------------------------------------------------------------------------
+
+
+ADMIN_ENDPOINTS = [
+    ("GET", f"{V1}/certificate_status/x", b""),
+    ("PUT", f"{V1}/certificate_status/x", b'{"desired_state":"signed"}'),
+    ("DELETE", f"{V1}/certificate_status/x", b""),
+    ("GET", f"{V1}/certificate_statuses/all", b""),
+    ("PUT", f"{V1}/clean", b'{"certnames":["x"]}'),
+    ("POST", f"{V1}/sign", b'{"certnames":["x"]}'),
+    ("POST", f"{V1}/sign/all", b"{}"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_ENDPOINTS)
+def test_admin_endpoints_refuse_anonymous_and_plain_agents(app, ca, method, path, body) -> None:
+    plain = agent_cert(ca, "plain-agent")
+    for client in (None, plain):
+        r = wsgi_call(app, method, path, body, client=client)
+        assert r.status == 403, (client, r.text)
+        assert r.text.startswith(f"Forbidden request: {path} (method :{method.lower()}).")
+
+
+def test_admin_by_certname_list(tmp_path, settings) -> None:
+    CertificateAuthority.setup(settings)
+    ca = CertificateAuthority.open(settings.replace(admin_certnames=("ops1",)))
+    app = App(ca)
+    ops = agent_cert(ca, "ops1")
+    assert wsgi_call(app, "GET", f"{V1}/certificate_statuses/all", client=ops).status == 200
+
+
+def test_revoked_admin_certificate_is_treated_as_unauthenticated(app, ca) -> None:
+    key_pem, cert = ca.generate("admin2", ca_client=True)
+    assert wsgi_call(app, "GET", f"{V1}/certificate_statuses/all", client=cert).status == 200
+    ca.revoke(["admin2"])
+    assert wsgi_call(app, "GET", f"{V1}/certificate_statuses/all", client=cert).status == 403
+
+
+def test_client_certificate_counts_only_when_tls_verified_it(app, ca) -> None:
+    """A pp_cli_auth certificate in SSL_CLIENT_CERT is ignored unless SSL_CLIENT_VERIFY is SUCCESS."""
+    _, cert = ca.generate("admin3", ca_client=True)
+    for verify in ("NONE", "FAILED:unable to get local issuer certificate", "GENEROUS"):
+        r = wsgi_call(
+            app,
+            "GET",
+            f"{V1}/certificate_statuses/all",
+            client=cert,
+            environ_extra={"SSL_CLIENT_VERIFY": verify},
+        )
+        assert r.status == 403, verify
+    assert wsgi_call(app, "GET", f"{V1}/certificate_statuses/all", client=cert).status == 200
+
+
+def test_expirations_needs_a_certificate(app, ca) -> None:
+    assert wsgi_call(app, "GET", f"{V1}/expirations").status == 403
+    r = wsgi_call(app, "GET", f"{V1}/expirations", client=agent_cert(ca, "exp-agent"))
+    assert r.status == 200 and r.headers["Content-Type"] == "application/json"
+    body = json.loads(r.body)
+    assert set(body) == {"ca-certs", "crls"}
+    assert list(body["ca-certs"]) == ["Puppet CA: ca.test"]
+    assert body["crls"]["Puppet CA: ca.test"].endswith("UTC")
+
+
+# --- certificate_status ------------------------------------------------------------------------
+
+
+def test_certificate_status_lifecycle(app, ca, admin_cert) -> None:
+    put_csr(app, "life1")
+    r = wsgi_call(app, "GET", f"{V1}/certificate_status/life1", client=admin_cert)
+    assert r.status == 200 and r.headers["Content-Type"] == "application/json"
+    status = json.loads(r.body)
+    assert status["state"] == "requested" and "serial_number" not in status
+    assert set(status) >= {
+        "name",
+        "state",
+        "dns_alt_names",
+        "subject_alt_names",
+        "authorization_extensions",
+        "fingerprint",
+        "fingerprints",
+    }
+    r = wsgi_call(
+        app,
+        "PUT",
+        f"{V1}/certificate_status/life1",
+        b'{"desired_state":"signed","cert_ttl":3600}',
+        client=admin_cert,
+        headers={"Content-Type": "application/json"},
+    )
+    assert (r.status, r.body) == (204, b"")
+    status = json.loads(
+        wsgi_call(app, "GET", f"{V1}/certificate_status/life1", client=admin_cert).body
+    )
+    assert status["state"] == "signed" and isinstance(status["serial_number"], int)
+    cert = x509.load_pem_x509_certificate(ca.cadir.cert_path("life1").read_bytes())
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds() == 86400 + 3600
+    r = wsgi_call(
+        app,
+        "PUT",
+        f"{V1}/certificate_status/life1",
+        b'{"desired_state":"signed"}',
+        client=admin_cert,
+    )
+    assert (r.status, r.text) == (
+        409,
+        "Cannot sign certificate for host life1 without a certificate request",
+    )
+    r = wsgi_call(
+        app,
+        "PUT",
+        f"{V1}/certificate_status/life1",
+        b'{"desired_state":"revoked"}',
+        client=admin_cert,
+    )
+    assert r.status == 204
+    assert (
+        json.loads(wsgi_call(app, "GET", f"{V1}/certificate_status/life1", client=admin_cert).body)[
+            "state"
+        ]
+        == "revoked"
+    )
+    r = wsgi_call(app, "DELETE", f"{V1}/certificate_status/life1", client=admin_cert)
+    assert r.status == 204
+    r = wsgi_call(app, "GET", f"{V1}/certificate_status/life1", client=admin_cert)
+    assert (r.status, r.text) == (404, "Resource not found.")
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "status", "message"),
+    [
+        (b"", None, 400, "Empty request body."),
+        (b"{nope", None, 400, "Request body is not JSON."),
+        (b"{}", None, 400, 'Missing required parameter "desired_state"'),
+        (
+            b'{"desired_state":"bogus"}',
+            None,
+            400,
+            "State bogus invalid; Must specify desired state of 'signed' or 'revoked' for host st1.",
+        ),
+        (
+            b'{"desired_state":"signed","cert_ttl":"astring"}',
+            None,
+            400,
+            'cert_ttl specified for host st1 must be an integer, not "astring"',
+        ),
+        (b'{"desired_state":"signed"}', "application/xml", 415, "Unsupported media type."),
+    ],
+)
+def test_certificate_status_put_errors(app, admin_cert, body, ctype, status, message) -> None:
+    put_csr(app, "st1")
+    headers = {"Content-Type": ctype} if ctype else {}
+    r = wsgi_call(
+        app, "PUT", f"{V1}/certificate_status/st1", body, client=admin_cert, headers=headers
+    )
+    assert (r.status, r.text) == (status, message)
+
+
+def test_certificate_status_put_unknown_and_policy_409(tmp_path, settings) -> None:
+    CertificateAuthority.setup(settings)
+    # SANs allowed at intake but not for this signing -> 409 with puppetserver's message kind
+    ca = CertificateAuthority.open(settings.replace(allow_subject_alt_names=True))
+    app = App(ca)
+    admin = x509.load_pem_x509_certificate(settings.effective_server_cert.read_bytes())
+    r = wsgi_call(
+        app, "PUT", f"{V1}/certificate_status/ghost", b'{"desired_state":"signed"}', client=admin
+    )
+    assert (r.status, r.text) == (404, "Invalid certificate subject.")
+    r = wsgi_call(
+        app, "PUT", f"{V1}/certificate_status/ghost", b'{"desired_state":"revoked"}', client=admin
+    )
+    assert r.status == 404
+    assert put_csr(app, "san1", sans=["DNS:san1", "DNS:other"])[0] == 200
+    strict = App(CertificateAuthority.open(settings))
+    r = wsgi_call(
+        strict, "PUT", f"{V1}/certificate_status/san1", b'{"desired_state":"signed"}', client=admin
+    )
+    assert r.status == 409 and "contains extra subject alternative names (DNS:other)" in r.text
+
+
+def test_certificate_status_media_types(app, admin_cert) -> None:
+    put_csr(app, "mt1")
+    for accept, ctype in (
+        ("pson", "pson"),
+        ("text/pson", "text/pson"),
+        ("application/json", "application/json"),
+    ):
+        r = wsgi_call(
+            app,
+            "GET",
+            f"{V1}/certificate_status/mt1",
+            client=admin_cert,
+            headers={"Accept": accept},
+        )
+        assert r.status == 200 and r.headers["Content-Type"] == ctype
+    r = wsgi_call(
+        app,
+        "GET",
+        f"{V1}/certificate_status/mt1",
+        client=admin_cert,
+        headers={"Accept": "text/html"},
+    )
+    assert r.status == 406
+
+
+def test_certificate_statuses_order_and_state_filter(app, ca, admin_cert) -> None:
+    put_csr(app, "pending1")
+    agent_cert(ca, "signed1")
+    agent_cert(ca, "revoked1")
+    ca.revoke(["revoked1"])
+
+    def names(query: str) -> list[tuple[str, str]]:
+        r = wsgi_call(app, "GET", f"{V1}/certificate_statuses/any", client=admin_cert, query=query)
+        assert r.status == 200
+        return [(s["name"], s["state"]) for s in json.loads(r.body)]
+
+    everything = names("")
+    assert everything[0] == ("pending1", "requested")  # CSRs first, as puppetserver
+    assert ("signed1", "signed") in everything and ("revoked1", "revoked") in everything
+    assert names("state=requested") == [("pending1", "requested")]
+    assert names("state=revoked") == [("revoked1", "revoked")]
+    assert ("revoked1", "revoked") not in names("state=signed")
+    assert names("state=bogus") == everything
+    r = wsgi_call(app, "GET", f"{V1}/certificate_statuses/", client=admin_cert)
+    assert (r.status, r.text) == (400, "Missing URL Segment")
+
+
+def test_clean_endpoint(app, ca, admin_cert) -> None:
+    agent_cert(ca, "c1")
+    r = wsgi_call(app, "PUT", f"{V1}/clean", b'{"certnames":["c1"]}', client=admin_cert)
+    assert (r.status, r.text) == (200, "Successfully cleaned all certs.")
+    assert not ca.cadir.cert_path("c1").exists()
+    assert ca.index.is_revoked(ca.serials_for("c1")[0])
+    r = wsgi_call(app, "PUT", f"{V1}/clean", b'{"certnames":["missing"]}', client=admin_cert)
+    assert (r.status, r.text) == (
+        200,
+        'The following certs do not exist and cannot be revoked: ["missing"]',
+    )
+    for body, msg in (
+        (b"nope", "Request body is not JSON."),
+        (
+            b"{}",
+            "Missing required key: 'certnames'. Please supply the list of certs you want to clean.",
+        ),
+        (b'{"certnames":[],"async":true}', "Async mode is not currently supported."),
+    ):
+        r = wsgi_call(app, "PUT", f"{V1}/clean", body, client=admin_cert)
+        assert (r.status, r.text) == (400, msg)
+
+
+def test_bulk_sign(app, ca, admin_cert) -> None:
+    put_csr(app, "b1")
+    r = wsgi_call(app, "POST", f"{V1}/sign", b'{"certnames":["b1","nocsr"]}', client=admin_cert)
+    assert r.status == 200 and json.loads(r.body) == {
+        "signed": ["b1"],
+        "no-csr": ["nocsr"],
+        "signing-errors": [],
+    }
+    r = wsgi_call(app, "POST", f"{V1}/sign", b'{"certnames":"b1"}', client=admin_cert)
+    assert r.status == 422 and json.loads(r.body)["kind"] == "schema-violation"
+    put_csr(app, "b2")
+    put_csr(app, "b3")
+    r = wsgi_call(app, "POST", f"{V1}/sign/all", b"{}", client=admin_cert)
+    assert json.loads(r.body)["signed"] == ["b2", "b3"]
+
+
+def test_certificate_renewal_only_for_the_holder(app, ca) -> None:
+    old = agent_cert(ca, "renew1")
+    assert wsgi_call(app, "POST", f"{V1}/certificate_renewal").status == 403
+    r = wsgi_call(app, "POST", f"{V1}/certificate_renewal", client=old)
+    assert r.status == 200
+    new = x509.load_pem_x509_certificate(r.body)
+    assert new.serial_number != old.serial_number and new.public_key() == old.public_key()
+    assert new.subject == old.subject
+    assert ca.cadir.cert_path("renew1").read_bytes() == r.body
+    ca.revoke(["renew1"])
+    assert wsgi_call(app, "POST", f"{V1}/certificate_renewal", client=new).status == 403
+
+
+def test_query_parameters_of_old_agents_are_ignored(app, ca) -> None:
+    r = wsgi_call(
+        app, "GET", f"{V1}/certificate/ca", query="environment=production&fail_on_404=true"
+    )
+    assert r.status == 200 and r.body == ca.cadir.cacert.read_bytes()

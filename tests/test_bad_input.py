@@ -1,0 +1,321 @@
+"""Hostile CSR submissions: the right 4xx, a clear message, and a cadir left exactly as it was."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from splitca import pki
+from splitca.authority import CertificateAuthority
+from splitca.wsgi import App
+
+from .conftest import fast_key, make_csr, snapshot, wsgi_call
+
+V1 = "/puppet-ca/v1"
+
+
+def pem(csr: x509.CertificateSigningRequest) -> bytes:
+    return pki.pem(csr)
+
+
+def tampered_signature(name: str) -> bytes:
+    der = bytearray(make_csr(name).public_bytes(serialization.Encoding.DER))
+    der[-5] ^= 0xFF  # inside the signature bits: still parses, no longer verifies
+    return pki.pem(x509.load_der_x509_csr(bytes(der)))
+
+
+def legacy_csr(name: str, digest: str) -> bytes:
+    """A CSR signed with an old hash, made by the openssl CLI (cryptography refuses to)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        key = f"{d}/k.pem"
+        with open(key, "wb") as f:
+            f.write(pki.private_key_pem(fast_key()))
+        out = subprocess.run(
+            ["openssl", "req", "-new", "-key", key, "-subj", f"/CN={name}", f"-{digest}"],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
+    return out.stdout
+
+
+def weak_key(name: str) -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    return pem(make_csr(name, key=key))
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    url_name: str
+    body: Callable[[], bytes]
+    status: int
+    message: str  # expected to be contained in the response body
+    exact: bool = False
+
+
+CASES = [
+    Case(
+        "garbage",
+        "g1",
+        lambda: b"hello, I am not a CSR",
+        400,
+        "Request body is not a PEM certificate request.",
+    ),
+    Case("empty", "g1", lambda: b"", 400, "Request body is not a PEM certificate request."),
+    Case(
+        "two-pems",
+        "g1",
+        lambda: pem(make_csr("g1")) + pem(make_csr("g1")),
+        400,
+        "Request body holds 2 PEM objects; expected exactly one CSR.",
+    ),
+    Case(
+        "certificate-not-csr",
+        "g1",
+        lambda: b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        400,
+        "holds a PEM CERTIFICATE, not a CERTIFICATE REQUEST",
+    ),
+    Case(
+        "corrupt-base64",
+        "g1",
+        lambda: b"-----BEGIN CERTIFICATE REQUEST-----\n!!!!\n-----END CERTIFICATE REQUEST-----\n",
+        400,
+        "Could not parse the certificate request",
+    ),
+    Case(
+        "not-utf8",
+        "g1",
+        lambda: b"\xff\xfe" + pem(make_csr("g1")),
+        400,
+        "Request body is not UTF-8 text",
+    ),
+    Case("nul-bytes", "g1", lambda: pem(make_csr("g1")) + b"\x00", 400, "contains NUL bytes"),
+    Case(
+        "trailing-junk",
+        "g1",
+        lambda: pem(make_csr("g1")) + b"rm -rf /",
+        400,
+        "text outside the PEM CSR block",
+    ),
+    Case(
+        "oversized",
+        "g1",
+        lambda: b"A" * (64 * 1024 + 1),
+        413,
+        "Request body is larger than 65536 bytes.",
+    ),
+    Case(
+        "cn-mismatch",
+        "g1",
+        lambda: pem(make_csr("other")),
+        400,
+        'Instance name "other" does not match requested key "g1"',
+        exact=True,
+    ),
+    Case(
+        "uppercase",
+        "Upper",
+        lambda: pem(make_csr("Upper")),
+        400,
+        "Certificate names must be lower case.",
+        exact=True,
+    ),
+    Case(
+        "wildcard",
+        "*.example.com",
+        lambda: pem(make_csr("*.example.com")),
+        400,
+        "Subject contains a wildcard, which is not allowed: *.example.com",
+        exact=True,
+    ),
+    Case(
+        "dotdot",
+        "..",
+        lambda: pem(make_csr("..")),
+        400,
+        "Subject hostname format is invalid",
+        exact=True,
+    ),
+    Case(
+        "trailing-dash",
+        "bad-",
+        lambda: pem(make_csr("bad-")),
+        400,
+        "Subject hostname format is invalid",
+        exact=True,
+    ),
+    Case(
+        "san-not-allowed",
+        "s1",
+        lambda: pem(make_csr("s1", sans=["DNS:s1", "DNS:puppet", "IP:10.0.0.1"])),
+        400,
+        "CSR 's1' contains extra subject alternative names (DNS:puppet, IP:10.0.0.1), which are disallowed.",
+    ),
+    Case(
+        "pp-cli-auth",
+        "p1",
+        lambda: pem(make_csr("p1", extensions=[(pki.PP_CLI_AUTH.dotted_string, "true")])),
+        400,
+        "CSR 'p1' contains an authorization extension, which is disallowed.",
+    ),
+    Case(
+        "disallowed-extension",
+        "e1",
+        lambda: pem(
+            make_csr("e1", raw_extensions=[x509.BasicConstraints(ca=True, path_length=None)])
+        ),
+        400,
+        "Found extensions that are not permitted: 2.5.29.19",
+        exact=True,
+    ),
+    Case(
+        "weak-key",
+        "w1",
+        lambda: weak_key("w1"),
+        400,
+        "CSR 'w1' has a 1024-bit RSA key; at least 2048 bits are required.",
+        exact=True,
+    ),
+    Case(
+        "sha1-signature",
+        "w2",
+        lambda: legacy_csr("w2", "sha1"),
+        400,
+        "CSR 'w2' is signed with SHA1, which is refused.",
+    ),
+    Case(
+        "md5-signature",
+        "w3",
+        lambda: legacy_csr("w3", "md5"),
+        400,
+        "CSR 'w3' is signed with MD5, which is refused.",
+    ),
+    Case(
+        "bad-signature",
+        "b1",
+        lambda: tampered_signature("b1"),
+        400,
+        "CSR contains a public key that does not correspond to the signing key",
+        exact=True,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_csr_is_refused_and_changes_nothing(
+    app: App, ca: CertificateAuthority, case: Case
+) -> None:
+    before = snapshot(ca.cadir.root)
+    outside_before = sorted(p.name for p in ca.cadir.root.parent.iterdir())
+    r = wsgi_call(
+        app,
+        "PUT",
+        f"{V1}/certificate_request/{case.url_name}",
+        case.body(),
+        headers={"Content-Type": "text/plain"},
+    )
+    assert r.status == case.status, r.text
+    assert r.headers["Content-Type"] == "text/plain"
+    if case.exact:
+        assert r.text == case.message
+    else:
+        assert case.message in r.text
+    assert "Traceback" not in r.text
+    assert snapshot(ca.cadir.root) == before
+    assert sorted(p.name for p in ca.cadir.root.parent.iterdir()) == outside_before
+
+
+def test_duplicate_is_refused_and_changes_nothing(app: App, ca: CertificateAuthority) -> None:
+    key = fast_key()
+    assert (
+        wsgi_call(app, "PUT", f"{V1}/certificate_request/d1", pem(make_csr("d1", key=key))).status
+        == 200
+    )
+    before = snapshot(ca.cadir.root)
+    r = wsgi_call(app, "PUT", f"{V1}/certificate_request/d1", pem(make_csr("d1", key=fast_key())))
+    assert (r.status, r.text) == (
+        400,
+        "d1 already has a requested certificate; ignoring certificate request",
+    )
+    assert snapshot(ca.cadir.root) == before
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"{V1}/certificate_request/../../../../tmp/evil",
+        f"{V1}/certificate_request/..%2F..%2Fevil",
+        f"{V1}/certificate_request/%2e%2e",
+        f"{V1}/certificate/..%2Fca_key",
+        f"{V1}/certificate/../ca_key",
+        f"{V1}/certificate_status/%2e%2e%2fserial",
+    ],
+)
+def test_path_segments_never_escape_the_cadir(
+    app: App, ca: CertificateAuthority, admin_cert, path: str
+) -> None:
+    before = snapshot(ca.cadir.root)
+    for method in ("GET", "PUT", "DELETE"):
+        r = wsgi_call(
+            app, method, path, pem(make_csr("evil")) if method == "PUT" else b"", client=admin_cert
+        )
+        assert r.status in (400, 403, 404, 405), (method, r.status, r.text)
+        assert b"PRIVATE KEY" not in r.body
+    assert snapshot(ca.cadir.root) == before
+    assert not (ca.cadir.root.parent / "evil.pem").exists()
+
+
+def test_authorization_extension_pp_cli_auth_is_refused_even_when_auth_extensions_allowed(
+    settings,
+) -> None:
+    CertificateAuthority.setup(settings)
+    ca = CertificateAuthority.open(settings.replace(allow_authorization_extensions=True))
+    app = App(ca)
+    before = snapshot(ca.cadir.root)
+    body = pem(make_csr("p2", extensions=[(pki.PP_CLI_AUTH.dotted_string, "true")]))
+    r = wsgi_call(app, "PUT", f"{V1}/certificate_request/p2", body)
+    assert (r.status, r.text) == (
+        400,
+        "Found extensions that are not permitted: 1.3.6.1.4.1.34380.1.3.39",
+    )
+    assert snapshot(ca.cadir.root) == before
+    # while an ordinary authorization extension is now accepted
+    ok = pem(make_csr("p3", extensions=[("1.3.6.1.4.1.34380.1.3.13", "webops")]))
+    assert wsgi_call(app, "PUT", f"{V1}/certificate_request/p3", ok).status == 200
+
+
+def test_legacy_signature_switch_accepts_sha1(settings) -> None:
+    CertificateAuthority.setup(settings)
+    app = App(CertificateAuthority.open(settings.replace(allow_legacy_signatures=True)))
+    body = legacy_csr("old-agent", "sha1")
+    assert wsgi_call(app, "PUT", f"{V1}/certificate_request/old-agent", body).status == 200
+
+
+def test_chunked_oversized_body_is_413(app: App, ca: CertificateAuthority) -> None:
+    """A body without Content-Length (chunked) is bounded too."""
+    import io
+    from wsgiref.util import setup_testing_defaults
+
+    environ: dict[str, object] = {}
+    setup_testing_defaults(environ)
+    environ.update(
+        {
+            "REQUEST_METHOD": "PUT",
+            "PATH_INFO": f"{V1}/certificate_request/big",
+            "wsgi.input": io.BytesIO(b"A" * 200_000),
+            "HTTP_TRANSFER_ENCODING": "chunked",
+        }
+    )
+    seen: dict[str, str] = {}
+    body = b"".join(app(environ, lambda s, h: seen.setdefault("status", s)))
+    assert seen["status"].startswith("413") and b"larger than" in body
