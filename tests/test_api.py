@@ -190,7 +190,7 @@ def test_admin_by_certname_list(tmp_path, settings) -> None:
 
 
 def test_revoked_admin_certificate_is_treated_as_unauthenticated(app, ca) -> None:
-    key_pem, cert = ca.generate("admin2", ca_client=True)
+    _key_pem, cert = ca.generate("admin2", ca_client=True)
     assert wsgi_call(app, "GET", f"{V1}/certificate_statuses/all", client=cert).status == 200
     ca.revoke(["admin2"])
     assert wsgi_call(app, "GET", f"{V1}/certificate_statuses/all", client=cert).status == 403
