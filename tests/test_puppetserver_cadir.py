@@ -106,7 +106,7 @@ def test_localhost_status_before_setup(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["big-5000", "no-such-node"])
 def test_missing_and_cleaned_nodes_404_like_puppetserver(fixture_ca, name: str) -> None:
-    ca, cadir = fixture_ca
+    ca, _ = fixture_ca
     admin = x509.load_pem_x509_certificate(ca.settings.effective_server_cert.read_bytes())
     r = wsgi_call(App(ca), "GET", f"{V1}/certificate_status/{name}", client=admin)
     assert (r.status, r.text) == (404, expected(f"{name}.json").strip())
