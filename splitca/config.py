@@ -7,6 +7,7 @@ import datetime as dt
 import ipaddress
 import re
 import socket
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -97,6 +98,11 @@ class Settings:
         ""  # "" -> <cadir>/registry ; a directory, an http(s):// prefix, or s3://bucket/prefix
     )
     registry_ttl: dt.timedelta = dt.timedelta(hours=1)
+    registry_timeout: dt.timedelta = dt.timedelta(seconds=5)  # HTTP(S)/S3 registry requests
+    registry_negative_ttl: dt.timedelta = dt.timedelta(seconds=10)  # cache of "not registered"
+    registry_ca_file: Path | None = None  # CA bundle for an https:// registry (default: system)
+    registry_s3_endpoint: str = ""  # "" -> AWS; e.g. http://127.0.0.1:9000 for MinIO
+    registry_s3_region: str = ""  # "" -> boto3's default chain
     audit_log: Path | None = None  # None -> <cadir>/audit.log
     log_level: str = "INFO"
 
@@ -123,11 +129,11 @@ class Settings:
 
     @property
     def effective_server_cert(self) -> Path:
-        return self.server_cert or self.cadir / "server" / f"{self.certname}.pem"
+        return self.server_cert or self.cadir / "server" / "cert.pem"
 
     @property
     def effective_server_key(self) -> Path:
-        return self.server_key or self.cadir / "server" / f"{self.certname}.key"
+        return self.server_key or self.cadir / "server" / "key.pem"
 
     # ----------------------------------------------------------------------------------
     @classmethod
@@ -237,6 +243,35 @@ class Settings:
             )
         if any(c in self.ca_name for c in "\n\r\x00"):
             raise ConfigError("ca_name: must be one line")
+        _validate_registry(self)
+
+
+def _validate_registry(s: Settings) -> None:
+    """The registry location and its knobs (docs/enrollment.md)."""
+    reg = s.registry
+    if reg.startswith(("http://", "https://")):
+        parts = urllib.parse.urlsplit(reg)
+        if not parts.hostname or parts.query or parts.fragment:
+            raise ConfigError(f"registry: not a usable URL prefix: {reg!r}")
+    elif reg.startswith("s3://"):
+        bucket = reg[5:].split("/", 1)[0]
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            raise ConfigError(f"registry: {bucket!r} is not a valid S3 bucket name")
+    elif reg and not reg.startswith("/"):
+        raise ConfigError(
+            "registry: must be an absolute directory, an http(s):// URL prefix or "
+            f"s3://bucket/prefix; got {reg!r}"
+        )
+    if s.registry_ttl > dt.timedelta(days=30):
+        raise ConfigError("registry_ttl: must be at most 30d (a registration is a short window)")
+    if s.registry_timeout > dt.timedelta(seconds=60):
+        raise ConfigError("registry_timeout: must be at most 60s (autosign waits for it)")
+    if s.registry_negative_ttl > dt.timedelta(minutes=10):
+        raise ConfigError("registry_negative_ttl: must be at most 10m")
+    if s.registry_s3_endpoint and not s.registry_s3_endpoint.startswith(("http://", "https://")):
+        raise ConfigError("registry_s3_endpoint: must be an http:// or https:// URL")
+    if s.registry_s3_region and not re.fullmatch(r"[a-z0-9-]{2,32}", s.registry_s3_region):
+        raise ConfigError(f"registry_s3_region: not a region name: {s.registry_s3_region!r}")
 
 
 def _coerce(key: str, annotation: object, value: Any) -> Any:

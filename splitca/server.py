@@ -34,7 +34,11 @@ def build_ssl_context(settings: Settings) -> ssl.SSLContext:
         ctx.load_cert_chain(str(settings.effective_server_cert), str(settings.effective_server_key))
         ctx.load_verify_locations(cafile=str(settings.cadir / "ca_crt.pem"))
     except (OSError, ssl.SSLError) as exc:
-        raise StoreError(f"cannot load the server's TLS certificate or key: {exc}") from exc
+        raise StoreError(
+            f"cannot load the server's TLS certificate {settings.effective_server_cert} or key "
+            f"{settings.effective_server_key}: {getattr(exc, 'strerror', None) or exc}. "
+            "Run 'splitca setup' to issue them, or set server_cert and server_key."
+        ) from exc
     ctx.verify_mode = ssl.CERT_OPTIONAL  # agents bootstrap without a certificate
     return ctx
 
