@@ -35,8 +35,12 @@ def test_server_and_cli_signers_never_reuse_a_serial(settings, server_factory) -
         with requests.Session() as s:
             s.trust_env = False  # REQUESTS_CA_BUNDLE would otherwise override verify
             s.verify = str(server.cacert)
-            r = s.put(f"{server.url}/puppet-ca/v1/certificate_request/{name}", data=bodies[name],
-                      headers={"Content-Type": "text/plain"}, timeout=60)
+            r = s.put(
+                f"{server.url}/puppet-ca/v1/certificate_request/{name}",
+                data=bodies[name],
+                headers={"Content-Type": "text/plain"},
+                timeout=60,
+            )
             assert r.status_code == 200, r.text
             r = s.get(f"{server.url}/puppet-ca/v1/certificate/{name}", timeout=60)
             return r.status_code
@@ -44,8 +48,12 @@ def test_server_and_cli_signers_never_reuse_a_serial(settings, server_factory) -
     # Four CLI signers over disjoint quarters, plus a fifth racing the first over the same names.
     groups = [pending[i::4] for i in range(4)] + [pending[0::4]]
     procs = [
-        subprocess.Popen([sys.executable, "-m", "splitca", "--config", str(server.config), "sign", *g],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "splitca", "--config", str(server.config), "sign", *g],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for g in groups
     ]
     with ThreadPoolExecutor(8) as pool:
@@ -59,7 +67,10 @@ def test_server_and_cli_signers_never_reuse_a_serial(settings, server_factory) -
     assert "Traceback" not in outs[4][1]
 
     cadir = settings.cadir
-    certs = {p.stem: x509.load_pem_x509_certificate(p.read_bytes()) for p in (cadir / "signed").glob("*.pem")}
+    certs = {
+        p.stem: x509.load_pem_x509_certificate(p.read_bytes())
+        for p in (cadir / "signed").glob("*.pem")
+    }
     assert set(pending) | set(agents) <= set(certs)
     serials = [c.serial_number for c in certs.values()]
     assert len(serials) == len(set(serials)), "a serial was issued twice"
