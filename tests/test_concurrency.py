@@ -60,7 +60,7 @@ def test_server_and_cli_signers_never_reuse_a_serial(settings, server_factory) -
         statuses = list(pool.map(enroll, agents))
     outs = [p.communicate(timeout=180) for p in procs]
     assert statuses == [200] * len(agents)
-    for p, (out, err) in zip(procs[:4], outs[:4], strict=True):
+    for p, (_out, err) in zip(procs[:4], outs[:4], strict=True):
         # the first group races the fifth: a name signed by the other one is "without a certificate request"
         assert p.returncode in (0, 4), err
         assert "Traceback" not in err
