@@ -1,0 +1,253 @@
+"""The operator CLI: help everywhere, one-line errors with documented exit codes, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+from cryptography import x509
+
+from splitca import pki
+from splitca.authority import CertificateAuthority
+from splitca.cli import cli
+
+from .conftest import make_csr, snapshot, write_config
+
+
+def run(config: Path, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["--config", str(config), *args], catch_exceptions=False)
+
+
+@pytest.fixture
+def config(settings, tmp_path: Path) -> Path:
+    return write_config(tmp_path / "splitca.yaml", settings)
+
+
+@pytest.fixture
+def ready(config: Path, settings) -> Path:
+    result = run(config, "setup")
+    assert result.exit_code == 0, result.output
+    return config
+
+
+def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for name, cmd in group.commands.items():
+        out.append((*prefix, name))
+        if isinstance(cmd, click.Group):
+            out.extend(all_commands(cmd, (*prefix, name)))
+    return out
+
+
+@pytest.mark.parametrize("path", all_commands(cli), ids=lambda p: " ".join(p))
+def test_every_command_has_help(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
+    doc_lines = [ln for ln in result.output.splitlines()[2:] if ln.strip()]
+    assert (
+        doc_lines and len(doc_lines[0].strip()) > 10
+    )  # a sentence that teaches, not an empty help
+
+
+def test_setup_creates_puppetserver_layout_with_safe_modes(ready: Path, settings) -> None:
+    cadir = settings.cadir
+    for name in (
+        "ca_crt.pem",
+        "ca_key.pem",
+        "ca_pub.pem",
+        "ca_crl.pem",
+        "serial",
+        "inventory.txt",
+        "infra_inventory.txt",
+        "infra_serials",
+        "infra_crl.pem",
+    ):
+        assert (cadir / name).is_file(), name
+    assert (cadir / "signed").is_dir() and (cadir / "requests").is_dir()
+    assert stat.S_IMODE((cadir / "ca_key.pem").stat().st_mode) & 0o037 == 0  # 0640 or stricter
+    assert stat.S_IMODE(settings.effective_server_key.stat().st_mode) == 0o600
+    assert (cadir / "serial").read_text() == "0003"
+    server = x509.load_pem_x509_certificate(settings.effective_server_cert.read_bytes())
+    assert pki.has_cli_auth(server)
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "127.0.0.1" in [str(ip) for ip in names.get_values_for_type(x509.IPAddress)]
+
+
+def test_setup_again_changes_nothing_and_says_so(ready: Path, settings) -> None:
+    before = snapshot(settings.cadir)
+    result = run(ready, "setup")
+    assert result.exit_code == 0
+    assert "already exists" in result.output and "nothing changed" in result.output
+    assert snapshot(settings.cadir) == before
+
+
+def test_setup_refuses_partial_state(ready: Path, settings) -> None:
+    (settings.cadir / "ca_crl.pem").unlink()
+    key_before = (settings.cadir / "ca_key.pem").read_bytes()
+    result = run(ready, "setup")
+    assert result.exit_code == 5
+    assert "partial state" in result.output and "never replaces a CA key" in result.output
+    assert (settings.cadir / "ca_key.pem").read_bytes() == key_before
+
+
+def test_setup_json(config: Path) -> None:
+    result = run(config, "setup", "--format", "json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["created"] is True
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("cadir: /tmp/x\ncrl_ttl: soon\n")
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "list"])
+    assert result.exit_code == 2
+    assert "crl_ttl" in result.output and str(cfg) in result.output
+    assert "Traceback" not in result.output
+    cfg.write_text("cadir: /tmp/x\nautosgn: true\n")
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "list"])
+    assert result.exit_code == 2 and "unknown setting(s) autosgn" in result.output
+
+
+def test_commands_on_a_missing_ca_explain_setup(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--cadir", str(tmp_path / "none"), "list"])
+    assert result.exit_code == 5
+    assert "splitca setup" in result.output
+
+
+def test_list_sign_revoke_clean_flow(ready: Path, settings) -> None:
+    ca = CertificateAuthority.open(settings)
+    for name in ("a1", "a2", "a3"):
+        ca.submit_csr(name, pki.pem(make_csr(name)))
+    result = run(ready, "list")
+    assert (
+        result.exit_code == 0
+        and "Requested Certificates:" in result.output
+        and "a1" in result.output
+    )
+    pending = json.loads(run(ready, "list", "--pending", "--format", "json").stdout)
+    assert [p["name"] for p in pending] == ["a1", "a2", "a3"]
+    assert all(p["state"] == "requested" and p["pending_reason"] for p in pending)
+
+    result = run(ready, "sign", "a1")
+    assert result.exit_code == 0 and "Signed certificate for a1" in result.output
+    result = run(ready, "sign", "nope")
+    assert result.exit_code == 4 and "could not sign nope" in result.output
+    result = run(ready, "sign", "--all", "--format", "json")
+    assert result.exit_code == 0
+    assert sorted(r["certname"] for r in json.loads(result.stdout)) == ["a2", "a3"]
+
+    result = run(ready, "revoke", "a1,a2", "--format", "json")
+    assert result.exit_code == 0
+    body = json.loads(result.stdout)
+    assert sorted(body["revoked"]) == ["a1", "a2"] and body["not_found"] == []
+    result = run(ready, "revoke", "ghost")
+    assert result.exit_code == 3 and "no certificate to revoke for ghost" in result.output
+
+    states = {
+        s["name"]: s["state"]
+        for s in json.loads(run(ready, "list", "--all", "--format", "json").stdout)
+    }
+    assert states == {"ca.test": "signed", "a1": "revoked", "a2": "revoked", "a3": "signed"}
+    assert [
+        s["name"] for s in json.loads(run(ready, "list", "--revoked", "--format", "json").stdout)
+    ] == ["a1", "a2"]
+
+    result = run(ready, "clean", "a3")
+    assert result.exit_code == 0 and "Cleaned a3" in result.output
+    assert not (settings.cadir / "signed" / "a3.pem").exists()
+    assert run(ready, "clean", "ghost").exit_code == 3
+    status = json.loads(run(ready, "status", "a1", "--format", "json").stdout)
+    assert status["state"] == "revoked"
+    assert run(ready, "status", "ghost").exit_code == 3
+
+
+def test_sign_with_ttl_and_alt_names_override(ready: Path, settings) -> None:
+    ca = CertificateAuthority.open(settings)
+    ca.submit_csr("plain", pki.pem(make_csr("plain")))
+    result = run(ready, "sign", "plain", "--ttl", "30d")
+    assert result.exit_code == 0
+    cert = x509.load_pem_x509_certificate((settings.cadir / "signed" / "plain.pem").read_bytes())
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 31  # 30d + 1d backdate
+    assert run(ready, "sign", "plain", "--ttl", "soon").exit_code == 2
+
+
+def test_generate_writes_puppet_ssldir_with_private_key_0600(
+    ready: Path, settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "master1-ssl"
+    result = run(
+        ready,
+        "generate",
+        "master1.example.com",
+        "--dns-alt-names",
+        "puppet,master1.example.com",
+        "--ssldir",
+        str(out),
+        "--key-size",
+        "2048",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.output
+    paths = json.loads(result.stdout)
+    key = Path(paths["key"])
+    assert key == out / "private_keys" / "master1.example.com.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    cert = x509.load_pem_x509_certificate(Path(paths["cert"]).read_bytes())
+    sans = cert.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.DNSName)
+    assert set(sans) == {"puppet", "master1.example.com"}
+    assert not pki.has_cli_auth(cert)
+    assert Path(paths["ca"]).read_bytes() == (settings.cadir / "ca_crt.pem").read_bytes()
+    assert Path(paths["crl"]).read_bytes() == (settings.cadir / "ca_crl.pem").read_bytes()
+    # same name again: refused, nothing overwritten
+    again = run(
+        ready, "generate", "master1.example.com", "--ssldir", str(out), "--key-size", "2048"
+    )
+    assert again.exit_code == 4 and "already has a signed certificate" in again.output
+    admin = run(
+        ready,
+        "generate",
+        "admin1",
+        "--ca-client",
+        "--ssldir",
+        str(tmp_path / "admin"),
+        "--key-size",
+        "2048",
+    )
+    assert admin.exit_code == 0
+    assert pki.has_cli_auth(
+        x509.load_pem_x509_certificate((tmp_path / "admin/certs/admin1.pem").read_bytes())
+    )
+    bad = run(
+        ready, "generate", "x", "--dns-alt-names", "FTP:nope", "--ssldir", str(tmp_path / "x")
+    )
+    assert bad.exit_code == 4 and "--dns-alt-names" in bad.output
+
+
+def test_crl_show_and_refresh(ready: Path) -> None:
+    info = json.loads(run(ready, "crl", "show", "--format", "json").stdout)
+    assert info["crl_number"] == 0 and info["entries"] == 0 and info["signature_valid"] is True
+    result = run(ready, "crl", "refresh")
+    assert result.exit_code == 0 and "nothing to do" in result.output
+    result = run(ready, "crl", "refresh", "--force", "--format", "json")
+    body = json.loads(result.stdout)
+    assert body["reissued"] is True and body["crl_number"] == 1
+
+
+def test_index_rebuild(ready: Path, settings) -> None:
+    result = run(ready, "index", "rebuild")
+    assert result.exit_code == 0 and "Index rebuilt" in result.output
+
+
+def test_usage_errors_exit_2(ready: Path) -> None:
+    result = CliRunner().invoke(cli, ["--config", str(ready), "sign"])
+    assert result.exit_code == 2 and "CERTNAME" in result.output
+    result = CliRunner().invoke(cli, ["--config", str(ready), "revoke"])
+    assert result.exit_code == 2
