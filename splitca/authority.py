@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from . import _fs, pki
+from . import autosign_registry as _autosign_registry  # noqa: F401 - autosign: registry
 from .audit import SYSTEM, Actor, AuditLog
 from .config import Settings
 from .errors import Conflict, InvalidRequest, NotFound, PolicyViolation, StoreError

@@ -36,6 +36,7 @@ from .errors import (
     StoreError,
     UnsupportedMediaType,
 )
+from .index import Row
 
 __all__ = ["App", "Request", "Response", "application", "make_app"]
 
@@ -453,7 +454,7 @@ def certificate_status(app: App, req: Request, p: dict[str, str]) -> Response:
         row = app.ca.status(name)
         if row is None:
             return Response.text("Resource not found.", 404)
-        return Response(200, row.json().encode(), media)
+        return Response(200, _status_json(row).encode(), media)
     if req.method == "DELETE":
         try:
             app.ca.delete(name, actor=req.client.actor)
@@ -510,7 +511,15 @@ def certificate_statuses(app: App, req: Request, p: dict[str, str]) -> Response:
     state = (req.query.get("state") or [None])[0]
     if state not in ("requested", "signed", "revoked"):
         state = None
-    return Response(200, _json_array(r.json() for r in app.ca.statuses(state)), media)
+    return Response(200, _json_array(_status_json(r) for r in app.ca.statuses(state)), media)
+
+
+def _status_json(row: Row) -> str:
+    """certificate_status JSON, plus ``pending_reason`` (why not signed) for a pending CSR."""
+    text = row.json()
+    if row.state == "requested" and row.reason:
+        text = text[:-1] + f',"pending_reason":{json.dumps(row.reason)}}}'
+    return text
 
 
 def _json_array(items: Iterator[str]) -> bytes:
@@ -625,3 +634,6 @@ def application(environ: Environ, start_response: StartResponse) -> Iterable[byt
 def _printable(text: str) -> str:
     """Keep the access log one line per request whatever the client sent."""
     return text.encode("unicode_escape", "backslashreplace").decode("ascii")[:300]
+
+
+from . import wsgi_registrations as _wsgi_registrations  # noqa: E402, F401 - /splitca/registrations

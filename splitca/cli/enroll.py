@@ -1,0 +1,304 @@
+"""Provisioner and classifier commands: register, enroll, registrations, unregister, classify."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .. import enrollment
+from ..audit import Actor, AuditLog
+from ..config import parse_duration
+from ..errors import ConfigError, InvalidRequest, StoreError
+from ..registry import Classification, Registry, open_registry
+from ._base import Ctx, cli, echo_json, format_option, pass_ctx
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _actor() -> Actor:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = ""
+    return Actor("cli", user)
+
+
+def _registry(c: Ctx) -> Registry:
+    return open_registry(c.settings)
+
+
+def _audit(c: Ctx) -> AuditLog:
+    return AuditLog(c.settings.effective_audit_log)
+
+
+def _classification(
+    classes: tuple[str, ...], params: tuple[str, ...], environment: str | None
+) -> Classification:
+    names = [n.strip() for v in classes for n in v.split(",") if n.strip()]
+    parameters: dict[str, object] = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidRequest(f"--param {item!r}: expected NAME=VALUE")
+        parameters[key.strip()] = value
+    return Classification.build(names, parameters, environment or "")
+
+
+def _ttl(c: Ctx, ttl: str | None) -> dt.timedelta:
+    return parse_duration(ttl, key="--ttl") if ttl else c.settings.registry_ttl
+
+
+_classification_options = [
+    click.option(
+        "--class",
+        "classes",
+        multiple=True,
+        metavar="CLASS",
+        help="Puppet class for the node (repeat, or comma-separate), e.g. hadoop::worker.",
+    ),
+    click.option(
+        "--param",
+        "params",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Top-scope parameter for the node (repeatable); values are strings.",
+    ),
+    click.option("--environment", help="Puppet environment the classifier assigns."),
+    click.option(
+        "--ttl", help="How long the token can enroll the machine (default registry_ttl; max 30d)."
+    ),
+]
+
+
+def classification_options(fn: F) -> F:
+    for option in reversed(_classification_options):
+        fn = option(fn)
+    return fn
+
+
+@cli.command()
+@click.argument("certname")
+@classification_options
+@click.option(
+    "--replace", is_flag=True, help="Overwrite an existing registration (issues a new token)."
+)
+@format_option
+@pass_ctx
+def register(
+    c: Ctx,
+    certname: str,
+    classes: tuple[str, ...],
+    params: tuple[str, ...],
+    environment: str | None,
+    ttl: str | None,
+    replace: bool,
+    fmt: str,
+) -> None:
+    """Pre-register CERTNAME and print its one-time enrollment token (shown only once).
+
+    \b
+    Put the token in the machine's csr_attributes.yaml:
+      custom_attributes:
+        1.2.840.113549.1.9.7: <token>
+    With 'autosign: registry' the CA signs its first CSR, once, within --ttl.
+    Text output is the token alone on stdout (details on stderr), for scripts:
+      TOKEN=$(splitca register web7.example.com --class role::web)
+    """
+    record, token = enrollment.register(
+        _registry(c),
+        certname,
+        _classification(classes, params, environment),
+        ttl=_ttl(c, ttl),
+        replace=replace,
+        audit=_audit(c),
+        actor=_actor(),
+    )
+    if fmt == "json":
+        echo_json({**record.public(record.created), "token": token})
+        return
+    click.echo(
+        f"Registered {certname} until {record.public(record.created)['expires']} "
+        f"(token id {record.token_id}); the token is shown once:",
+        err=True,
+    )
+    click.echo(token)
+
+
+@cli.command()
+@classification_options
+@click.option("--prefix", default="", help="Certname prefix before the UUID, e.g. hadoop-.")
+@click.option("--domain", default="", help="Domain after the UUID: <uuid>.<domain>.")
+@click.option("--server", help="Puppet server of the agent (default: this CA's certname).")
+@click.option("--server-port", type=int, default=8140, show_default=True)
+@click.option("--ca-server", help="CA server of the agent (default: this CA's certname).")
+@click.option("--ca-port", type=int, help="CA port (default: the 'port' setting).")
+@click.option(
+    "--ca-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CA certificate to embed (default: <cadir>/ca_crt.pem).",
+)
+@click.option(
+    "--install",
+    type=click.Choice(enrollment.INSTALL_CHOICES),
+    default="packages",
+    show_default=True,
+    help="How cloud-init installs the agent: distro packages, Puppet's aio (puppet7), none.",
+)
+@click.option("--no-run", is_flag=True, help="Do not run the agent from cloud-init.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["yaml", "json"]),
+    default="yaml",
+    show_default=True,
+    help="yaml: the user-data itself; json: {certname, expires, token_id, user_data}.",
+)
+@pass_ctx
+def enroll(
+    c: Ctx,
+    classes: tuple[str, ...],
+    params: tuple[str, ...],
+    environment: str | None,
+    ttl: str | None,
+    prefix: str,
+    domain: str,
+    server: str | None,
+    server_port: int,
+    ca_server: str | None,
+    ca_port: int | None,
+    ca_cert: Path | None,
+    install: str,
+    no_run: bool,
+    fmt: str,
+) -> None:
+    """Register a new machine under a fresh UUID certname and print its cloud-init user-data.
+
+    \b
+    Pass the output as the instance's user-data, e.g.
+      splitca enroll --class hadoop::worker > user-data
+      aws ec2 run-instances --user-data file://user-data ...
+    cloud-init's puppet module writes puppet.conf (server, ca_server, certname),
+    the CA certificate and csr_attributes.yaml (the one-time token); the agent's
+    first CSR is autosigned by a CA with 'autosign: registry'.
+    """
+    s = c.settings
+    for port in (server_port, ca_port):
+        if port is not None and not 1 <= port <= 65535:
+            raise click.UsageError("ports must be 1-65535")
+    cert_path = ca_cert or s.cadir / "ca_crt.pem"
+    try:
+        ca_pem = cert_path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"CA certificate {cert_path} does not exist; give --ca-cert or --cadir"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StoreError(f"cannot read the CA certificate {cert_path}: {exc}") from None
+    if "-----BEGIN CERTIFICATE-----" not in ca_pem:
+        raise ConfigError(f"{cert_path} is not a PEM certificate")
+    certname = enrollment.new_certname(prefix=prefix, domain=domain)
+    record, token = enrollment.register(
+        _registry(c),
+        certname,
+        _classification(classes, params, environment),
+        ttl=_ttl(c, ttl),
+        audit=_audit(c),
+        actor=_actor(),
+    )
+    user_data = enrollment.render_user_data(
+        enrollment.cloud_config(
+            certname=certname,
+            token=token,
+            ca_cert_pem=ca_pem,
+            server=server or s.certname,
+            server_port=server_port,
+            ca_server=ca_server or s.certname,
+            ca_port=ca_port or s.port,
+            install=install,
+            run_agent=not no_run,
+        )
+    )
+    expires = record.public(record.created)["expires"]
+    if fmt == "json":
+        echo_json(
+            {
+                "certname": certname,
+                "expires": expires,
+                "token_id": record.token_id,
+                "user_data": user_data,
+            }
+        )
+        return
+    click.echo(f"Registered {certname} until {expires} (token id {record.token_id})", err=True)
+    click.echo(user_data, nl=False)
+
+
+@cli.command(name="registrations")
+@click.option(
+    "--state",
+    type=click.Choice(["waiting", "enrolled", "expired"]),
+    help="Only registrations in this state.",
+)
+@format_option
+@pass_ctx
+def registrations_(c: Ctx, state: str | None, fmt: str) -> None:
+    """List registrations: waiting (token unused), enrolled (token used) or expired.
+
+    Tokens are never shown (they are not stored); token_id identifies one in the audit log.
+    """
+    now = enrollment.utcnow()
+    rows = [r.public(now) for r in enrollment.registrations(_registry(c))]
+    if state:
+        rows = [r for r in rows if r["state"] == state]
+    if fmt == "json":
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("No registrations")
+        return
+    for r in rows:
+        classes = ",".join(str(x) for x in r["classes"])  # type: ignore[attr-defined]
+        env = f"  environment={r['environment']}" if r["environment"] else ""
+        click.echo(
+            f"{r['certname']:<45} {r['state']:<8} expires {r['expires']}  "
+            f"classes={classes or '-'}{env}"
+        )
+
+
+@cli.command()
+@click.argument("certnames", nargs=-1, required=True)
+@pass_ctx
+def unregister(c: Ctx, certnames: tuple[str, ...]) -> None:
+    """Delete registrations: their tokens stop working and 'classify' forgets the nodes.
+
+    Certificates already issued are untouched (use 'splitca clean' for those).
+    """
+    registry = _registry(c)
+    for name in certnames:
+        enrollment.unregister(registry, name, audit=_audit(c), actor=_actor())
+        click.echo(f"Unregistered {name}")
+
+
+@cli.command()
+@click.argument("certname")
+@pass_ctx
+def classify(c: Ctx, certname: str) -> None:
+    """Print CERTNAME's classification as Puppet ENC YAML; exit 1 if it is not registered.
+
+    \b
+    On compile masters (puppet.conf, [server] section):
+      node_terminus  = exec
+      external_nodes = /usr/local/bin/splitca-classify
+    where splitca-classify runs 'splitca --config /etc/splitca/splitca.yaml classify "$1"'.
+    Read-only; needs only the 'registry' setting, not the CA key.
+    """
+    found = enrollment.classify(_registry(c), certname)
+    if found is None:
+        click.echo(f"splitca classify: {certname} is not registered", err=True)
+        raise SystemExit(1)
+    click.echo(enrollment.enc_yaml(found), nl=False)

@@ -1,0 +1,467 @@
+"""Enrollment in-process: registry records and tokens, registry autosign, the admin endpoint, the CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from splitca import pki
+from splitca.authority import CertificateAuthority
+from splitca.autosign_registry import RedeemedLedger, RegistryAutosigner
+from splitca.cli import cli
+from splitca.config import Settings
+from splitca.enrollment import cloud_config, register, render_user_data
+from splitca.errors import Conflict, InvalidRequest, NotFound, PolicyViolation
+from splitca.registry import (
+    Classification,
+    DirectoryRegistry,
+    Registration,
+    check_token,
+    hash_token,
+    open_registry,
+    parse_record,
+)
+from splitca.wsgi import App
+
+from .conftest import make_csr, write_config, wsgi_call
+
+V1 = "/puppet-ca/v1"
+NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
+WORKER = Classification(("hadoop::worker",), {"datacenter": "fra"}, "production")
+
+
+@pytest.fixture
+def rca(settings: Settings) -> CertificateAuthority:
+    """A CA with ``autosign: registry`` over the default local registry."""
+    s = settings.replace(autosign="registry")
+    CertificateAuthority.setup(s)
+    return CertificateAuthority.open(s)
+
+
+def audit_lines(ca: CertificateAuthority) -> list[dict[str, Any]]:
+    path = ca.settings.effective_audit_log
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def submit(ca: CertificateAuthority, name: str, password: str | None) -> Any:
+    return ca.submit_csr(name, pki.pem(make_csr(name, password=password)))
+
+
+# --- records and tokens ------------------------------------------------------------------------
+
+
+def test_a_record_stores_the_token_hash_never_the_token(tmp_path: Path) -> None:
+    registry = DirectoryRegistry(tmp_path / "reg")
+    record, token = register(registry, "web1.example.com", WORKER, ttl=dt.timedelta(hours=1))
+    path = tmp_path / "reg" / "web1.example.com.json"
+    data = path.read_bytes()
+    assert token.encode() not in data
+    assert json.loads(data)["token_sha256"] == hash_token(token)
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert registry.get("web1.example.com") == record
+    assert len(token) == 64 and all(c in "0123456789abcdef" for c in token)
+
+
+@pytest.mark.parametrize(
+    ("record", "token", "now", "reason"),
+    [
+        (None, "t", NOW, "no registration"),
+        ("used", "t", NOW, "token already used"),
+        ("fresh", "t", NOW + dt.timedelta(hours=2), "registration expired"),
+        ("fresh", None, NOW, "no challengePassword"),
+        ("fresh", "", NOW, "no challengePassword"),
+        ("fresh", "wrong", NOW, "bad token"),
+        ("fresh", "t", NOW, None),
+    ],
+)
+def test_token_check_reasons(
+    record: str | None, token: str | None, now: dt.datetime, reason: str | None
+) -> None:
+    fresh = Registration("n.example.com", NOW, NOW + dt.timedelta(hours=1), hash_token("t"))
+    rec = {None: None, "fresh": fresh, "used": fresh.with_redeemed(NOW)}[record]
+    assert check_token(rec, token, now) == reason
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda r: r.update(certname="other.example.com"), "not 'n.example.com'"),
+        (lambda r: r.update(token_sha256="ABC"), "token_sha256"),
+        (lambda r: r.update(expires="tomorrow"), "expires"),
+        (lambda r: r.update(created="2030-01-01T00:00:00"), "time zone"),
+        (lambda r: r.update(classes=["Bad-Class"]), "not a Puppet class name"),
+        (lambda r: r.update(classes="role::web"), "list of class names"),
+        (lambda r: r.update(parameters={"x": {"y": float("inf")}}), "finite"),
+        (lambda r: r.update(parameters={"$x": 1}), "variable name"),
+        (lambda r: r.update(environment="../prod"), "environment"),
+        (lambda r: r.update(padding="x" * 70000), "larger than"),
+    ],
+)
+def test_hostile_records_are_refused(mutate: Any, message: str) -> None:
+    good = Registration("n.example.com", NOW, NOW, hash_token("t"), WORKER)
+    raw = json.loads(good.to_json())
+    assert parse_record(good.to_json(), "n.example.com") == good
+    mutate(raw)
+    with pytest.raises(ValueError, match=message):
+        parse_record(json.dumps(raw).encode(), "n.example.com")
+    for junk in (b"\xff\xfe", b"[1]", b"null", b"{"):
+        with pytest.raises(ValueError):
+            parse_record(junk, "n.example.com")
+
+
+def _redeem_in_child(args: tuple[str, str]) -> bool:
+    root, token = args
+    return DirectoryRegistry(Path(root)).redeem("race.example.com", token, NOW).ok
+
+
+def test_concurrent_redemptions_across_processes_succeed_exactly_once(tmp_path: Path) -> None:
+    """Eight processes present the same token at once: one wins, seven are told it is used."""
+    registry = DirectoryRegistry(tmp_path / "reg")
+    _, token = register(registry, "race.example.com", WORKER, ttl=dt.timedelta(hours=1), now=NOW)
+    with ProcessPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(_redeem_in_child, [(str(tmp_path / "reg"), token)] * 8))
+    assert results.count(True) == 1
+    record = registry.get("race.example.com")
+    assert record is not None and record.redeemed == NOW
+
+
+def test_the_ledger_refuses_a_token_hash_twice(tmp_path: Path) -> None:
+    ledger = RedeemedLedger(tmp_path / "ledger")
+    assert ledger.claim("a" * 64, "x", NOW) is True
+    assert ledger.claim("a" * 64, "y", NOW) is False
+    assert (tmp_path / "ledger" / ("a" * 64)).stat().st_mode & 0o777 == 0o600
+
+
+def test_registry_writes_conflict_and_remove_needs_a_record(tmp_path: Path) -> None:
+    registry = DirectoryRegistry(tmp_path / "reg")
+    register(registry, "a.example.com", WORKER, ttl=dt.timedelta(hours=1))
+    with pytest.raises(Conflict):
+        register(registry, "a.example.com", WORKER, ttl=dt.timedelta(hours=1))
+    _, token = register(registry, "a.example.com", WORKER, ttl=dt.timedelta(hours=1), replace=True)
+    assert registry.redeem("a.example.com", token, dt.datetime.now(dt.UTC)).ok
+    registry.remove("a.example.com")
+    with pytest.raises(NotFound):
+        registry.remove("a.example.com")
+    for bad in ("../etc/passwd", "UPPER.example.com", ""):
+        with pytest.raises(InvalidRequest):
+            register(registry, bad, WORKER, ttl=dt.timedelta(hours=1))
+        assert registry.get(bad) is None
+    with pytest.raises(InvalidRequest):
+        register(registry, "b.example.com", WORKER, ttl=dt.timedelta(days=31))
+
+
+# --- registry autosign through the CA ------------------------------------------------------------
+
+
+def test_registered_csr_with_its_token_is_signed_once(rca: CertificateAuthority) -> None:
+    registry = open_registry(rca.settings)
+    _, token = register(registry, "node1.example.com", WORKER, ttl=dt.timedelta(hours=1))
+    result = submit(rca, "node1.example.com", token)
+    assert result.signed, result.reason
+    # the same token, replayed after the host was cleaned, is not signed again
+    rca.clean(["node1.example.com"])
+    replay = submit(rca, "node1.example.com", token)
+    assert not replay.signed and replay.reason == "token already used"
+    row = rca.status("node1.example.com")
+    assert row is not None and row.state == "requested" and row.reason == "token already used"
+
+
+@pytest.mark.parametrize(
+    ("password", "ttl", "reason"),
+    [
+        ("good", dt.timedelta(hours=1), None),
+        ("0" * 64, dt.timedelta(hours=1), "bad token"),
+        (None, dt.timedelta(hours=1), "no challengePassword"),
+        ("good", -dt.timedelta(hours=1), "registration expired"),
+    ],
+    ids=["signed", "bad-token", "no-password", "expired"],
+)
+def test_pending_reasons(
+    rca: CertificateAuthority, password: str | None, ttl: dt.timedelta, reason: str | None
+) -> None:
+    registry = open_registry(rca.settings)
+    now = dt.datetime.now(dt.UTC)
+    created = now if ttl > dt.timedelta(0) else now - dt.timedelta(hours=2)
+    _, token = register(registry, "n.example.com", WORKER, ttl=abs(ttl), now=created)
+    result = submit(rca, "n.example.com", token if password == "good" else password)
+    assert result.signed == (reason is None)
+    if reason:
+        assert result.reason == reason
+        assert rca.status("n.example.com").reason == reason  # type: ignore[union-attr]
+
+
+def test_unregistered_name_stays_pending_and_validation_still_applies(
+    rca: CertificateAuthority,
+) -> None:
+    result = submit(rca, "stranger.example.com", "anything")
+    assert not result.signed and result.reason == "no registration"
+    # A registered name with its token still cannot smuggle in alt names.
+    registry = open_registry(rca.settings)
+    _, token = register(registry, "sneaky.example.com", WORKER, ttl=dt.timedelta(hours=1))
+    csr = make_csr("sneaky.example.com", password=token, sans=["DNS:puppet"])
+    with pytest.raises(PolicyViolation):
+        rca.submit_csr("sneaky.example.com", pki.pem(csr))
+    assert registry.get("sneaky.example.com").redeemed is None  # type: ignore[union-attr]
+
+
+def test_a_broken_registry_leaves_csrs_pending(rca: CertificateAuthority) -> None:
+    reg = Path(rca.settings.effective_registry)
+    reg.mkdir(parents=True, exist_ok=True)
+    (reg / "broken.example.com.json").write_text("{not json")
+    result = submit(rca, "broken.example.com", "x")
+    assert not result.signed and result.reason.startswith("registry unavailable:")
+
+
+def test_clock_is_injectable_for_expiry(tmp_path: Path) -> None:
+    registry = DirectoryRegistry(tmp_path / "reg")
+    _, token = register(registry, "c.example.com", WORKER, ttl=dt.timedelta(hours=1), now=NOW)
+    late = RegistryAutosigner(
+        lambda: registry, RedeemedLedger(tmp_path / "l"), clock=lambda: NOW + dt.timedelta(hours=1)
+    )
+    info = pki.inspect_csr(make_csr("c.example.com", password=token))
+    decision = late.decide("c.example.com", b"", info)
+    assert not decision.sign and decision.reason == "registration expired"
+
+
+# --- the audit log ------------------------------------------------------------------------------
+
+
+def test_audit_has_one_line_per_event_and_never_the_token(rca: CertificateAuthority) -> None:
+    registry = open_registry(rca.settings)
+    record, token = register(
+        registry, "aud.example.com", WORKER, ttl=dt.timedelta(hours=1), audit=rca.audit
+    )
+    submit(rca, "aud.example.com", token)
+    submit(rca, "other.example.com", token)
+    events = [(e["event"], e.get("certname")) for e in audit_lines(rca)]
+    assert events[-6:] == [
+        ("register", "aud.example.com"),
+        ("csr-received", "aud.example.com"),
+        ("autosign-decision", "aud.example.com"),
+        ("sign", "aud.example.com"),
+        ("csr-received", "other.example.com"),
+        ("autosign-decision", "other.example.com"),
+    ]
+    lines = audit_lines(rca)
+    decision = lines[-4]
+    assert decision["sign"] is True and decision["token_id"] == record.token_id
+    assert decision["policy"] == "registry"
+    assert lines[-1]["sign"] is False and lines[-1]["reason"] == "no registration"
+    assert lines[-3]["serial"] and lines[-3]["fingerprint"] and "sans" in lines[-3]
+    text = rca.settings.effective_audit_log.read_text()
+    assert token not in text and hash_token(token) not in text
+
+
+# --- certificate_status shows why ------------------------------------------------------------------
+
+
+def test_certificate_status_explains_pending(rca: CertificateAuthority, admin_cert: Any) -> None:
+    app = App(rca)
+    submit(rca, "why.example.com", None)
+    r = wsgi_call(app, "GET", f"{V1}/certificate_status/why.example.com", client=admin_cert)
+    assert r.status == 200
+    body = json.loads(r.body)
+    assert body["state"] == "requested" and body["pending_reason"] == "no registration"
+    r = wsgi_call(app, "GET", f"{V1}/certificate_statuses/x", client=admin_cert)
+    assert json.loads(r.body)[0]["pending_reason"] == "no registration"
+
+
+# --- the admin endpoint -------------------------------------------------------------------------
+
+
+def test_registration_endpoint_needs_an_admin(rca: CertificateAuthority) -> None:
+    app = App(rca)
+    agent = rca.generate("plain.example.com", key_type="rsa", key_size=2048)[1]
+    for client in (None, agent):
+        for method, path in (
+            ("GET", "/splitca/registrations"),
+            ("POST", "/splitca/registrations"),
+            ("PUT", "/splitca/registrations/x.example.com"),
+            ("DELETE", "/splitca/registrations/x.example.com"),
+        ):
+            r = wsgi_call(app, method, V1 + path, b"{}", client=client)
+            assert r.status == 403, (method, path, client)
+
+
+def test_registration_endpoint_round_trip(
+    rca: CertificateAuthority, admin_cert: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    app = App(rca)
+    body = {"classes": ["hadoop::worker"], "parameters": {"replicas": 3}, "ttl": "30m"}
+    r = wsgi_call(
+        app,
+        "PUT",
+        f"{V1}/splitca/registrations/w1.example.com",
+        json.dumps(body).encode(),
+        client=admin_cert,
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status == 201, r.text
+    assert r.headers["Cache-Control"] == "no-store"
+    created = json.loads(r.body)
+    token = created["token"]
+    assert created["state"] == "waiting" and created["parameters"] == {"replicas": 3}
+    again = wsgi_call(
+        app, "PUT", f"{V1}/splitca/registrations/w1.example.com", b"{}", client=admin_cert
+    )
+    assert again.status == 409
+    got = wsgi_call(app, "GET", f"{V1}/splitca/registrations/w1.example.com", client=admin_cert)
+    assert got.status == 200 and "token" not in json.loads(got.body)
+    posted = wsgi_call(
+        app,
+        "POST",
+        f"{V1}/splitca/registrations",
+        json.dumps({"classes": ["role::db"], "domain": "example.com"}).encode(),
+        client=admin_cert,
+    )
+    assert posted.status == 201
+    fresh = json.loads(posted.body)["certname"]
+    assert fresh.endswith(".example.com")
+    listing = json.loads(
+        wsgi_call(app, "GET", f"{V1}/splitca/registrations", client=admin_cert).body
+    )
+    assert sorted(x["certname"] for x in listing) == sorted([fresh, "w1.example.com"])
+    assert submit(rca, "w1.example.com", token).signed
+    for bad in (b"[]", b'{"classes": "x"}', b'{"nope": 1}', b'{"ttl": "forever"}', b"{"):
+        r = wsgi_call(
+            app, "PUT", f"{V1}/splitca/registrations/b.example.com", bad, client=admin_cert
+        )
+        assert r.status == 400, bad
+    d = wsgi_call(app, "DELETE", f"{V1}/splitca/registrations/w1.example.com", client=admin_cert)
+    assert d.status == 204
+    d = wsgi_call(app, "DELETE", f"{V1}/splitca/registrations/w1.example.com", client=admin_cert)
+    assert d.status == 404
+    events = [e["event"] for e in audit_lines(rca)]
+    assert events.count("register") == 2 and events.count("unregister") == 1
+    everything = caplog.text + rca.settings.effective_audit_log.read_text()
+    assert token not in everything
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def run(config: Path, *args: str) -> Any:
+    return CliRunner().invoke(cli, ["--config", str(config), *args], catch_exceptions=False)
+
+
+def test_cli_register_classify_unregister(rca: CertificateAuthority, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.yaml", rca.settings)
+    r = run(
+        cfg,
+        "register",
+        "hd1.example.com",
+        "--class",
+        "hadoop::worker,role::base",
+        "--param",
+        "rack=r7",
+        "--environment",
+        "production",
+    )
+    assert r.exit_code == 0, r.output
+    token = r.stdout.strip()
+    assert len(token) == 64
+    r = run(cfg, "classify", "hd1.example.com")
+    assert r.exit_code == 0
+    assert yaml.safe_load(r.stdout) == {
+        "classes": ["hadoop::worker", "role::base"],
+        "parameters": {"rack": "r7"},
+        "environment": "production",
+    }
+    assert r.stdout.startswith("---\n")
+    r = run(cfg, "classify", "unknown.example.com")
+    assert r.exit_code == 1 and "not registered" in r.stderr
+    r = run(cfg, "registrations", "--format", "json")
+    assert [x["state"] for x in json.loads(r.stdout)] == ["waiting"]
+    assert token not in r.stdout
+    assert submit(rca, "hd1.example.com", token).signed
+    r = run(cfg, "registrations", "--state", "enrolled")
+    assert "hd1.example.com" in r.stdout and "enrolled" in r.stdout
+    # classification outlives the enrollment
+    assert run(cfg, "classify", "hd1.example.com").exit_code == 0
+    assert run(cfg, "unregister", "hd1.example.com").exit_code == 0
+    assert run(cfg, "classify", "hd1.example.com").exit_code == 1
+    assert run(cfg, "unregister", "hd1.example.com").exit_code == 3
+    r = run(cfg, "register", "x.example.com", "--class", "Not A Class")
+    assert r.exit_code == 4 and "Puppet class name" in r.stderr
+    r = run(cfg, "register", "x.example.com", "--param", "novalue")
+    assert r.exit_code == 4
+    assert token not in rca.settings.effective_audit_log.read_text()
+
+
+def test_cli_enroll_prints_cloud_config(rca: CertificateAuthority, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.yaml", rca.settings)
+    r = run(
+        cfg,
+        "enroll",
+        "--class",
+        "hadoop::worker",
+        "--domain",
+        "nodes.example.com",
+        "--server",
+        "puppet.example.com",
+        "--ca-port",
+        "8141",
+    )
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("#cloud-config\n")
+    doc = yaml.safe_load(r.stdout)
+    puppet = doc["puppet"]
+    main = puppet["conf"]["main"]
+    assert main["certname"].endswith(".nodes.example.com")
+    assert main["server"] == "puppet.example.com" and main["ca_server"] == "ca.test"
+    assert main["ca_port"] == "8141" and main["serverport"] == "8140"
+    assert puppet["conf"]["ca_cert"] == rca.ca_certificate_pem().decode()
+    token = puppet["csr_attributes"]["custom_attributes"]["1.2.840.113549.1.9.7"]
+    assert set(puppet["csr_attributes"]) == {"custom_attributes"}
+    record = open_registry(rca.settings).get(main["certname"])
+    assert record is not None and record.token_sha256 == hash_token(token)
+    assert record.classification.classes == ("hadoop::worker",)
+    j = run(cfg, "enroll", "--format", "json", "--install", "aio")
+    out = json.loads(j.stdout)
+    assert yaml.safe_load(out["user_data"])["puppet"]["install_type"] == "aio"
+    assert out["certname"] != main["certname"]
+    bad = run(cfg, "enroll", "--ca-cert", str(tmp_path / "missing.pem"))
+    assert bad.exit_code == 2
+
+
+def test_user_data_values_are_strings_for_configparser() -> None:
+    doc = cloud_config(
+        certname="a.example.com",
+        token="f" * 64,
+        ca_cert_pem="-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+        server="s",
+        server_port=8140,
+        ca_server="c",
+        ca_port=8141,
+    )
+    text = render_user_data(doc)
+    assert "ca_cert: |" in text
+    for value in yaml.safe_load(text)["puppet"]["conf"]["main"].values():
+        assert isinstance(value, str)
+
+
+def test_settings_validate_registry_locations(tmp_path: Path) -> None:
+    base = {"cadir": str(tmp_path), "certname": "ca.test"}
+    for good in ("", "/srv/reg", "https://reg.example.com/nodes/", "s3://my-bucket/reg"):
+        Settings.from_mapping({**base, "registry": good})
+    for bad in ("relative/dir", "ftp://x/y", "s3://Bad_Bucket/x", "https://h/x?q=1"):
+        with pytest.raises(Exception, match="registry"):
+            Settings.from_mapping({**base, "registry": bad})
+
+
+def test_registry_dir_is_created_with_explicit_modes(rca: CertificateAuthority) -> None:
+    registry = open_registry(rca.settings)
+    register(registry, "m.example.com", WORKER, ttl=dt.timedelta(hours=1))
+    root = Path(rca.settings.effective_registry)
+    assert root.stat().st_mode & 0o777 == 0o750
+    assert not any(p.name.endswith(".tmp") for p in root.iterdir())
+    assert os.access(root / "m.example.com.json", os.R_OK)
