@@ -10,6 +10,8 @@ command -v puppet >/dev/null 2>&1 || need_pkgs+=(puppet-agent)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 [ -x /usr/sbin/apache2 ] || need_pkgs+=(apache2)
 [ -e /usr/lib/apache2/modules/mod_wsgi.so ] || need_pkgs+=(libapache2-mod-wsgi-py3)
+# The passenger backend of 'splitca apache-config' must pass Apache's config test too.
+[ -e /usr/lib/apache2/modules/mod_passenger.so ] || need_pkgs+=(libapache2-mod-passenger)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "==> installing Debian packages: ${need_pkgs[*]}"

@@ -65,6 +65,18 @@ class RemoteError(SplitCAError):
     """A remote service (the CA, a registry) failed or answered something unusable."""
 
 
+class ResponseTooLarge(RemoteError):
+    """A remote answer was larger than the limit set for it."""
+
+
+class CRLStale(SplitCAError):
+    """The installed CRL is expired or close to its nextUpdate and no fresh one could be had."""
+
+
+class ReloadFailed(SplitCAError):
+    """A new CRL was installed but the command that makes the server load it failed."""
+
+
 class CRLRejected(SplitCAError):
     """A fetched CRL failed verification; ``check`` names the failed check."""
 

@@ -19,11 +19,13 @@ from ..errors import (
     ConfigError,
     Conflict,
     CRLRejected,
+    CRLStale,
     Forbidden,
     InvalidRequest,
     LockTimeout,
     NotFound,
     PolicyViolation,
+    ReloadFailed,
     RemoteError,
     SplitCAError,
     StoreError,
@@ -43,6 +45,8 @@ EXIT_CODES: tuple[tuple[type[SplitCAError], int], ...] = (
     (StoreError, 5),
     (RemoteError, 6),
     (CRLRejected, 7),
+    (CRLStale, 8),  # sync-crl: no fresh CRL and the installed one expires soon
+    (ReloadFailed, 9),  # sync-crl: CRL installed, reload command failed
     (SplitCAError, 1),
 )
 

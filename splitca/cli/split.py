@@ -1,0 +1,547 @@
+"""Split-CA commands for compile masters and the CA's Apache: apache-config and sync-crl."""
+
+from __future__ import annotations
+
+import dataclasses
+import grp
+import logging
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from .. import _fs, apache, pki
+from ..config import parse_duration
+from ..crlsync import CHECKS, EXIT_UNCHANGED, EXIT_UPDATED, SyncConfig, SyncResult, sync_once, watch
+from ..errors import ConfigError, SplitCAError
+from ._base import Ctx, cli, echo_json, exit_code_for, format_option, pass_ctx
+
+log = logging.getLogger(__name__)
+
+PUPPET_SSLDIR = Path("/etc/puppetlabs/puppet/ssl")
+MODULE_DIRS = (
+    Path("/usr/lib/apache2/modules"),  # Debian, Ubuntu
+    Path("/usr/lib64/httpd/modules"),  # RHEL, Fedora
+    Path("/usr/lib/httpd/modules"),
+    Path("/usr/libexec/apache2"),
+)
+APACHE_BINARIES = ("apache2", "httpd")
+
+
+# --- apache-config ------------------------------------------------------------------------
+
+
+def canonical_command(site: apache.MasterSite | apache.CASite) -> str:
+    """The fully explicit command that renders *site* again, for the file's header."""
+    args = [
+        "splitca",
+        "apache-config",
+        "--site",
+        "master" if isinstance(site, apache.MasterSite) else "ca",
+    ]
+    for f in dataclasses.fields(site):
+        value = getattr(site, f.name)
+        if f.name == "generated_by" or value is None or value == ():
+            continue
+        if isinstance(site, apache.MasterSite):
+            if f.name == "backend_url" and site.backend != "proxy":
+                continue
+            if f.name == "rack_root" and site.backend != "passenger":
+                continue
+        for one in value if isinstance(value, tuple) else (value,):
+            args += ["--" + f.name.replace("_", "-"), str(one)]
+    return shlex.join(args)
+
+
+def _depth_of(ca_cert: Path, given: int | None) -> int:
+    """SSLVerifyDepth: as given, else the number of certificates in the CA bundle (>= 1)."""
+    if given is not None:
+        return given
+    try:
+        return max(1, len(pki.load_certificates(ca_cert.read_bytes())))
+    except (OSError, ValueError):
+        return 1
+
+
+def _owner_of(path: Path) -> tuple[str, str]:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"cannot stat the cadir {path}: {exc.strerror}") from None
+    try:
+        user = pwd.getpwuid(st.st_uid).pw_name
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        raise ConfigError(
+            f"the owner of {path} has no name; pass --wsgi-user/--wsgi-group"
+        ) from None
+    if st.st_uid == 0:
+        raise ConfigError(
+            f"{path} is owned by root, and mod_wsgi refuses to run as root: chown the cadir "
+            "to a service user (for example puppet) or pass --wsgi-user and --wsgi-group"
+        )
+    return user, group
+
+
+def _default_python_home() -> Path | None:
+    """The virtualenv splitca runs from, if any: mod_wsgi then uses the same packages."""
+    if sys.prefix != sys.base_prefix:
+        return Path(sys.prefix)
+    return None
+
+
+def find_apache(given: str | None) -> str:
+    for name in [given] if given else APACHE_BINARIES:
+        assert name is not None
+        found = shutil.which(name) or next(
+            (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+        )
+        if found:
+            return found
+    raise ConfigError(
+        f"--check: Apache not found ({given or ' or '.join(APACHE_BINARIES)}); pass --apache-bin"
+    )
+
+
+def find_modules_dir(given: Path | None) -> Path:
+    for d in [given] if given else MODULE_DIRS:
+        assert d is not None
+        if (d / "mod_ssl.so").exists():
+            return d
+    raise ConfigError(
+        "--check: no Apache modules directory with mod_ssl.so found; pass --modules-dir"
+    )
+
+
+def config_test(text: str, modules: tuple[str, ...], *, apache_bin: str, modules_dir: Path) -> str:
+    """Run Apache's own config test (``-t``) on *text* inside a minimal server config.
+
+    Returns Apache's output. Raises ConfigError with Apache's message if the test fails.
+    """
+    missing = [
+        name for name in modules if not (modules_dir / apache.module_files([name])[-1][1]).exists()
+    ]
+    if missing:
+        raise ConfigError(
+            f"--check: Apache module(s) {', '.join(missing)} not installed in {modules_dir}"
+        )
+    base = [
+        m for m in apache.BASE_MODULES if (modules_dir / apache.module_files([m])[-1][1]).exists()
+    ]
+    with tempfile.TemporaryDirectory(prefix="splitca-check-") as tmp:
+        root = Path(tmp)
+        site = root / "site.conf"
+        site.write_text(text, encoding="utf-8")
+        frame = apache.ServerFrame(
+            server_root=root,
+            run_dir=root,
+            error_log=root / "error.log",
+            site_conf=site,
+            modules_dir=modules_dir,
+            modules=tuple(dict.fromkeys([*base, *modules])),
+        )
+        conf = root / "httpd.conf"
+        conf.write_text(apache.render_server_config(frame), encoding="utf-8")
+        try:
+            proc = subprocess.run(
+                [apache_bin, "-t", "-f", str(conf)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ConfigError(f"--check: could not run {apache_bin}: {exc}") from None
+    output = (proc.stderr + proc.stdout).replace(str(site), "<rendered config>").strip()
+    if proc.returncode != 0:
+        raise ConfigError(f"Apache's config test failed: {' '.join(output.splitlines())}")
+    return output
+
+
+@cli.command(name="apache-config")
+@click.option(
+    "--site",
+    type=click.Choice(["master", "ca"]),
+    default="master",
+    show_default=True,
+    help="master: a compile master's vhost; ca: the CA under mod_wsgi.",
+)
+@click.option("--server-name", help="ServerName (default: this host's certname/FQDN).")
+@click.option("--listen", default="8140", show_default=True, help="PORT or ADDRESS:PORT.")
+@click.option(
+    "--ssldir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=PUPPET_SSLDIR,
+    show_default=True,
+    help="Puppet ssldir for the default --cert/--key/--ca-cert/--crl (master).",
+)
+@click.option("--certname", help="File name in the ssldir (default: --server-name).")
+@click.option("--cert", type=click.Path(path_type=Path), help="This server's certificate.")
+@click.option("--key", type=click.Path(path_type=Path), help="This server's private key.")
+@click.option("--ca-cert", type=click.Path(path_type=Path), help="The Puppet CA certificate.")
+@click.option(
+    "--crl",
+    type=click.Path(path_type=Path),
+    help="The CRL file 'splitca sync-crl' keeps current (master; default SSLDIR/crl.pem).",
+)
+@click.option(
+    "--verify-depth", type=int, help="SSLVerifyDepth (default: certificates in --ca-cert)."
+)
+@click.option(
+    "--backend",
+    type=click.Choice(list(apache.BACKENDS)),
+    default="proxy",
+    show_default=True,
+    help="proxy: puppetserver behind Apache; passenger: the Rack puppetmaster.",
+)
+@click.option(
+    "--backend-url",
+    default="http://127.0.0.1:18140",
+    show_default=True,
+    help="puppetserver's URL for --backend proxy.",
+)
+@click.option(
+    "--rack-root",
+    type=click.Path(path_type=Path),
+    default=Path("/etc/puppetlabs/puppet/rack"),
+    show_default=True,
+    help="Directory holding config.ru, for --backend passenger.",
+)
+@click.option(
+    "--ca-url", help="Proxy /puppet-ca/ to this CA (https://HOST:PORT); default: refuse it."
+)
+@click.option(
+    "--splitca-config",
+    type=click.Path(path_type=Path),
+    help="splitca config file for the app (ca; default: the --config given to splitca).",
+)
+@click.option("--wsgi-user", help="User of the mod_wsgi daemon (ca; default: the cadir's owner).")
+@click.option("--wsgi-group", help="Group of the mod_wsgi daemon (ca; default: the cadir's group).")
+@click.option(
+    "--python-home",
+    type=click.Path(path_type=Path),
+    help="Virtualenv with splitca for mod_wsgi (ca; default: the one running this command).",
+)
+@click.option(
+    "--python-path",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    help="Extra directory on the app's sys.path (ca; repeatable).",
+)
+@click.option(
+    "--wsgi-script",
+    type=click.Path(path_type=Path),
+    help="WSGI entry file (ca; default: the splitca.wsgi shipped with the package).",
+)
+@click.option(
+    "--processes", type=int, default=2, show_default=True, help="mod_wsgi processes (ca)."
+)
+@click.option(
+    "--threads", type=int, default=15, show_default=True, help="Threads per process (ca)."
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write here (atomically) instead of stdout.",
+)
+@click.option("--check", is_flag=True, help="Run Apache's config test on the result first.")
+@click.option("--apache-bin", help="Apache binary for --check (default: apache2 or httpd).")
+@click.option(
+    "--modules-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Apache modules directory for --check.",
+)
+@pass_ctx
+def apache_config(
+    c: Ctx,
+    site: str,
+    server_name: str | None,
+    listen: str,
+    ssldir: Path,
+    certname: str | None,
+    cert: Path | None,
+    key: Path | None,
+    ca_cert: Path | None,
+    crl: Path | None,
+    verify_depth: int | None,
+    backend: str,
+    backend_url: str,
+    rack_root: Path,
+    ca_url: str | None,
+    splitca_config: Path | None,
+    wsgi_user: str | None,
+    wsgi_group: str | None,
+    python_home: Path | None,
+    python_path: tuple[Path, ...],
+    wsgi_script: Path | None,
+    processes: int,
+    threads: int,
+    output: Path | None,
+    check: bool,
+    apache_bin: str | None,
+    modules_dir: Path | None,
+) -> None:
+    """Render Apache 2.4 config for a compile master (default) or for the CA itself.
+
+    \b
+    Compile master (puppetserver on 127.0.0.1:18140 behind Apache):
+      splitca apache-config --server-name master1.example.com \\
+          --backend proxy --backend-url http://127.0.0.1:18140 \\
+          --output /etc/apache2/sites-available/puppet-master.conf --check
+    The CA under mod_wsgi:
+      splitca --config /etc/splitca/splitca.yaml apache-config --site ca \\
+          --server-name ca.example.com --output /etc/apache2/sites-available/puppet-ca.conf
+
+    Values that could break or inject into the config (spaces, quotes, newlines,
+    '$', '%') are refused. See docs/split-ca.md for the whole deployment.
+    """
+    rendered: apache.MasterSite | apache.CASite
+    if site == "master":
+        name = server_name or _default_name()
+        fname = certname or name
+        ca_path = ca_cert or ssldir / "certs" / "ca.pem"
+        rendered = apache.MasterSite(
+            server_name=name,
+            listen=listen,
+            cert=cert or ssldir / "certs" / f"{fname}.pem",
+            key=key or ssldir / "private_keys" / f"{fname}.pem",
+            ca_cert=ca_path,
+            crl=crl or ssldir / "crl.pem",
+            verify_depth=_depth_of(ca_path, verify_depth),
+            backend=backend,  # type: ignore[arg-type]
+            backend_url=backend_url,
+            rack_root=rack_root,
+            ca_url=ca_url,
+        )
+    else:
+        explicit = cert and key and ca_cert and server_name and (wsgi_user or wsgi_group)
+        settings = None if explicit else c.settings
+        config_path = splitca_config or c.config_path
+        if config_path is None:
+            raise ConfigError(
+                "--site ca: the app needs a config file: give splitca --config FILE "
+                "(or --splitca-config FILE)"
+            )
+        user, group = wsgi_user, wsgi_group
+        if settings is not None:
+            cert = cert or settings.effective_server_cert
+            key = key or settings.effective_server_key
+            ca_cert = ca_cert or settings.cadir / "ca_crt.pem"
+            server_name = server_name or settings.certname
+            if user is None and group is None:
+                user, group = _owner_of(settings.cadir)
+        assert cert is not None and key is not None and ca_cert is not None and server_name
+        rendered = apache.CASite(
+            server_name=server_name,
+            listen=listen,
+            cert=cert,
+            key=key,
+            ca_cert=ca_cert,
+            verify_depth=_depth_of(ca_cert, verify_depth),
+            splitca_config=config_path.absolute(),
+            wsgi_script=wsgi_script or apache.wsgi_script_path(),
+            wsgi_user=user,
+            wsgi_group=group,
+            python_home=python_home if python_home is not None else _default_python_home(),
+            python_path=python_path,
+            processes=processes,
+            threads=threads,
+        )
+    rendered = dataclasses.replace(rendered, generated_by=canonical_command(rendered))
+    text = apache.render(rendered)
+    if check:
+        config_test(
+            text,
+            rendered.modules,
+            apache_bin=find_apache(apache_bin),
+            modules_dir=find_modules_dir(modules_dir),
+        )
+        click.echo("Apache's config test passed.", err=True)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        _fs.atomic_write(output, text.encode("utf-8"), mode=0o644)
+        click.echo(f"Wrote {output}", err=True)
+
+
+def _default_name() -> str:
+    import socket
+
+    name = socket.getfqdn().lower().rstrip(".")
+    return name if name and name != "localhost.localdomain" else "localhost"
+
+
+# --- sync-crl ------------------------------------------------------------------------------
+
+_EXIT_HELP = f"""\b
+Exit codes (for timers and monitoring):
+  {EXIT_UNCHANGED}   the installed CRL is current; nothing changed
+  {EXIT_UPDATED}  a new CRL was installed (and the reload command ran)
+  2   bad arguments, or --ca-cert unreadable
+  5   a --dest file could not be written
+  6   the CA could not be reached or answered an error; installed CRL kept
+  7   the CA's CRL was rejected (the message names the check); installed CRL kept
+  8   STALE: the installed CRL is expired or near its nextUpdate and no fresh one
+      could be had (takes precedence over 6 and 7)
+  9   a new CRL was installed but the reload command failed
+\b
+Checks a CRL must pass: {", ".join(CHECKS)}.
+"""
+
+
+@cli.command(name="sync-crl", epilog=_EXIT_HELP)
+@click.option(
+    "--ca-url", required=True, help="The CA, https://HOST:PORT (e.g. https://ca.example.com:8140)."
+)
+@click.option(
+    "--ca-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=PUPPET_SSLDIR / "certs" / "ca.pem",
+    show_default=True,
+    help="The pinned CA certificate: the only trust for TLS and for the CRL's signature.",
+)
+@click.option(
+    "--dest",
+    "destinations",
+    type=click.Path(dir_okay=False, path_type=Path),
+    multiple=True,
+    help="Where to install the CRL (repeatable; default: Puppet's hostcrl SSLDIR/crl.pem).",
+)
+@click.option(
+    "--client-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Present this certificate to the CA (with --client-key).",
+)
+@click.option("--client-key", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--legacy-environment",
+    metavar="ENV",
+    help="Use the legacy path /ENV/certificate_revocation_list/ca (pre-Puppet-4 CAs).",
+)
+@click.option(
+    "--reload-command",
+    default="apachectl graceful",
+    show_default=True,
+    help="Run (no shell) after the CRL changed; '' for none.",
+)
+@click.option("--no-reload", is_flag=True, help="Never run the reload command.")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per fetch.")
+@click.option(
+    "--max-bytes",
+    type=int,
+    default=16 * 1024 * 1024,
+    show_default=True,
+    help="Refuse a CRL answer larger than this.",
+)
+@click.option(
+    "--warn-before",
+    help="Exit 8 when the installed CRL expires within this (e.g. 2d; default: last quarter of its lifetime).",
+)
+@click.option(
+    "--state-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to keep Last-Modified for conditional GETs (default: next to the first --dest).",
+)
+@click.option("--no-conditional", is_flag=True, help="Always fetch the whole CRL.")
+@click.option(
+    "--allow-rollback",
+    is_flag=True,
+    help="Accept a CRL number lower than the installed one (after restoring the CA from a backup).",
+)
+@click.option(
+    "--watch",
+    "interval",
+    metavar="INTERVAL",
+    help="Keep running, syncing every INTERVAL (e.g. 5m); for a service instead of a timer.",
+)
+@format_option
+@pass_ctx
+def sync_crl(
+    c: Ctx,
+    ca_url: str,
+    ca_cert: Path,
+    destinations: tuple[Path, ...],
+    client_cert: Path | None,
+    client_key: Path | None,
+    legacy_environment: str | None,
+    reload_command: str,
+    no_reload: bool,
+    timeout: float,
+    max_bytes: int,
+    warn_before: str | None,
+    state_file: Path | None,
+    no_conditional: bool,
+    allow_rollback: bool,
+    interval: str | None,
+    fmt: str,
+) -> None:
+    """Fetch the CA's CRL, verify it, install it atomically, reload Apache if it changed.
+
+    Run it on every compile master from a timer (see apache/splitca-sync-crl.timer).
+    The CRL must parse, be signed by the pinned --ca-cert, come from that CA, have a
+    CRL number not lower than the installed one, and not be expired; otherwise the
+    installed file is left alone.
+    """
+    try:
+        command = tuple(shlex.split(reload_command)) if not no_reload else ()
+    except ValueError as exc:
+        raise ConfigError(f"--reload-command: {exc}") from None
+    cfg = SyncConfig(
+        ca_url=ca_url,
+        ca_cert=ca_cert,
+        destinations=destinations or (PUPPET_SSLDIR / "crl.pem",),
+        client_cert=client_cert,
+        client_key=client_key,
+        legacy_environment=legacy_environment,
+        timeout=timeout,
+        max_bytes=max_bytes,
+        reload_command=command,
+        warn_before=parse_duration(warn_before, key="--warn-before") if warn_before else None,
+        state_file=state_file,
+        conditional=not no_conditional,
+        allow_rollback=allow_rollback,
+    )
+    if interval is None:
+        result = sync_once(cfg)
+        _report(result, fmt)
+        raise SystemExit(result.exit_code)
+    seconds = parse_duration(interval, key="--watch").total_seconds()
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    watch(cfg, seconds, stop=stop, report=lambda r: _report(r, fmt))
+
+
+def _report(result: SyncResult | SplitCAError, fmt: str) -> None:
+    if isinstance(result, SplitCAError):
+        code = exit_code_for(result)
+        if fmt == "json":
+            echo_json(
+                {"outcome": "error", "exit_code": code, "error": str(result), **_check(result)}
+            )
+        else:
+            click.echo(f"Error: {result}", err=True)
+        return
+    if fmt == "json":
+        echo_json(result.as_dict())
+    else:
+        click.echo(result.describe())
+
+
+def _check(exc: SplitCAError) -> dict[str, str]:
+    check = getattr(exc, "check", None)
+    return {"check": check} if isinstance(check, str) else {}

@@ -1,0 +1,339 @@
+"""`splitca apache-config`: what it renders, what it refuses, and that Apache accepts all of it."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from splitca import apache
+from splitca.authority import CertificateAuthority
+from splitca.cli import cli
+from splitca.errors import ConfigError
+
+from .apache_harness import apache_binary, issue, modules_dir, require_module, wsgi_python_home  # noqa: F401
+from .conftest import REPO, write_config
+
+EXAMPLES = REPO / "apache"
+
+
+def master(**kw: object) -> apache.MasterSite:
+    values: dict[str, object] = {
+        "server_name": "master1.example.com",
+        "cert": Path("/etc/puppetlabs/puppet/ssl/certs/master1.example.com.pem"),
+        "key": Path("/etc/puppetlabs/puppet/ssl/private_keys/master1.example.com.pem"),
+        "ca_cert": Path("/etc/puppetlabs/puppet/ssl/certs/ca.pem"),
+        "crl": Path("/etc/puppetlabs/puppet/ssl/crl.pem"),
+    }
+    values.update(kw)
+    return apache.MasterSite(**values)  # type: ignore[arg-type]
+
+
+def directives(text: str) -> list[str]:
+    """Non-comment lines, stripped: what Apache reads."""
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+
+
+# --- what the compile-master vhost contains ---------------------------------------------------
+
+
+def test_master_vhost_has_every_directive_the_split_ca_needs():
+    lines = directives(apache.render(master()))
+    for required in (
+        "Listen 8140",
+        "<VirtualHost *:8140>",
+        "SSLEngine on",
+        "SSLProtocol -all +TLSv1.2 +TLSv1.3",
+        "SSLCertificateFile /etc/puppetlabs/puppet/ssl/certs/master1.example.com.pem",
+        "SSLCertificateKeyFile /etc/puppetlabs/puppet/ssl/private_keys/master1.example.com.pem",
+        "SSLCACertificateFile /etc/puppetlabs/puppet/ssl/certs/ca.pem",
+        "SSLCARevocationFile /etc/puppetlabs/puppet/ssl/crl.pem",
+        "SSLCARevocationCheck chain",
+        "SSLVerifyClient require",
+        "SSLVerifyDepth 1",
+        "SSLOptions +StdEnvVars +ExportCertData",
+        'RequestHeader set X-Client-Verify "%{SSL_CLIENT_VERIFY}s"',
+        'RequestHeader set X-Client-DN "%{SSL_CLIENT_S_DN}s"',
+        'RequestHeader set X-Client-Cert "expr=%{escape:%{SSL_CLIENT_CERT}}"',
+        'ProxyPass "/" "http://127.0.0.1:18140/"',
+    ):
+        assert required in lines, required
+
+
+def test_inbound_identity_headers_are_stripped_before_they_are_set():
+    lines = directives(apache.render(master()))
+    for name in ("X-Client-Verify", "X-Client-DN", "X-Client-Cert"):
+        unset = lines.index(f"RequestHeader unset {name} early")
+        assert unset < lines.index(
+            next(ln for ln in lines if ln.startswith(f"RequestHeader set {name} "))
+        )
+        assert f"RequestHeader unset {name.replace('-', '_')} early" in lines
+
+
+def test_puppet_ca_is_refused_by_default_and_proxied_with_ca_url():
+    refused = apache.render(master())
+    assert '<Location "/puppet-ca/">' in refused and "Require all denied" in refused
+    proxied = directives(apache.render(master(ca_url="https://ca.example.com:8140")))
+    ca_rule = 'ProxyPass "/puppet-ca/" "https://ca.example.com:8140/puppet-ca/" timeout=60'
+    assert ca_rule in proxied
+    # The CA's rule must come before the catch-all backend rule (first match wins).
+    assert proxied.index(ca_rule) < proxied.index('ProxyPass "/" "http://127.0.0.1:18140/"')
+    assert "SSLProxyVerify require" in proxied
+    assert "SSLProxyCACertificateFile /etc/puppetlabs/puppet/ssl/certs/ca.pem" in proxied
+    assert "Require all denied" not in proxied
+
+
+def test_passenger_backend_serves_the_rack_app():
+    lines = directives(apache.render(master(backend="passenger", rack_root=Path("/srv/rack"))))
+    assert "PassengerAppRoot /srv/rack" in lines
+    assert "DocumentRoot /srv/rack/public" in lines
+    assert not any(ln.startswith("ProxyPass ") for ln in lines)
+
+
+def test_listen_on_one_address():
+    lines = directives(apache.render(master(listen="10.0.0.5:8141")))
+    assert "Listen 10.0.0.5:8141" in lines and "<VirtualHost 10.0.0.5:8141>" in lines
+
+
+# --- refusing values that would break or inject into the config -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("cert", Path("/etc/my ssl/cert.pem"), "a space"),
+        ("key", Path('/etc/ssl/"key.pem'), "double quote"),
+        ("crl", Path("/etc/ssl/crl.pem\nSSLVerifyClient none"), "newline"),
+        ("ca_cert", Path("/etc/${APACHE_RUN_DIR}/ca.pem"), "'$'"),
+        ("ca_cert", Path("/etc/%{HOME}/ca.pem"), "'%'"),
+        ("cert", Path("relative/cert.pem"), "absolute path"),
+        ("rack_root", Path("/srv/rack>"), "'>'"),
+        ("server_name", "master1 evil", "a space"),
+        ("server_name", "master1\nSSLEngine off", "newline"),
+        ("listen", "8140\nListen 80", "newline"),
+        ("listen", "99999", "not 1-65535"),
+        ("backend_url", "http://127.0.0.1:18140/ x", "a space"),
+        ("backend_url", "ftp://127.0.0.1", "must start with"),
+        ("backend_url", 'http://127.0.0.1:18140/"', "double quote"),
+        ("backend_url", "http://user:pw@127.0.0.1:18140", "credentials"),
+        ("ca_url", "http://ca.example.com:8140", "https://"),
+        ("ca_url", "https://ca.example.com:8140/?x=1", "query"),
+        ("verify_depth", 0, "1 to 10"),
+        ("backend", "fastcgi", "one of"),
+    ],
+)
+def test_unsafe_values_are_refused_with_a_clear_error(field, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        master(**{field: value})
+    assert "--" + field.replace("_", "-") in str(info.value)
+
+
+def test_cli_refuses_unsafe_values_and_writes_nothing(tmp_path):
+    out = tmp_path / "site.conf"
+    result = CliRunner().invoke(
+        cli,
+        ["apache-config", "--server-name", "m1", "--crl", "/etc/a b/crl.pem", "--output", str(out)],
+    )
+    assert result.exit_code == 2
+    assert "--crl: '/etc/a b/crl.pem' contains a space" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_ca_site_refuses_root_and_odd_user_names():
+    base = {
+        "server_name": "ca.example.com",
+        "cert": Path("/ca/server.pem"),
+        "key": Path("/ca/server.key"),
+        "ca_cert": Path("/ca/ca_crt.pem"),
+        "splitca_config": Path("/etc/splitca/splitca.yaml"),
+        "wsgi_script": Path("/opt/splitca/splitca.wsgi"),
+    }
+    with pytest.raises(ConfigError, match="refuses to run as root"):
+        apache.CASite(**base, wsgi_user="root")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="plain user"):
+        apache.CASite(**base, wsgi_user="puppet user")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="path separator"):
+        apache.CASite(**base, python_path=(Path("/a:/b"),))  # type: ignore[arg-type]
+
+
+def test_output_file_is_written_atomically_with_mode_0644(tmp_path):
+    out = tmp_path / "site.conf"
+    out.write_text("old")
+    out.chmod(0o600)
+    result = CliRunner().invoke(
+        cli, ["apache-config", "--server-name", "m1", "--verify-depth", "1", "--output", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert "SSLVerifyClient require" in out.read_text()
+    assert list(tmp_path.iterdir()) == [out]  # no temporary file left behind
+
+
+def test_ca_site_defaults_come_from_the_splitca_config(tmp_path, settings, ca):
+    config = write_config(tmp_path / "splitca.yaml", settings)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--config",
+            str(config),
+            "apache-config",
+            "--site",
+            "ca",
+            "--wsgi-user",
+            "puppet",
+            "--python-home",
+            "/opt/splitca",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = directives(result.output)
+    assert f"SSLCertificateFile {settings.effective_server_cert}" in lines
+    assert f"SSLCACertificateFile {settings.cadir / 'ca_crt.pem'}" in lines
+    assert f"SetEnv SPLITCA_CONFIG {config}" in lines
+    assert "SSLVerifyClient optional" in lines
+    assert "WSGIScriptAlias / " + str(apache.wsgi_script_path()) in lines
+    assert "user=puppet" in result.output and "python-home=/opt/splitca" in result.output
+
+
+def test_ca_site_with_a_root_owned_cadir_asks_for_a_wsgi_user(tmp_path, settings, ca):
+    config = write_config(tmp_path / "splitca.yaml", settings)
+    if settings.cadir.stat().st_uid != 0:
+        pytest.skip("needs a root-owned cadir (the tests run as root in CI)")
+    result = CliRunner().invoke(cli, ["--config", str(config), "apache-config", "--site", "ca"])
+    assert result.exit_code == 2
+    assert "mod_wsgi refuses to run as root" in result.output
+
+
+# --- the rendered examples never drift from the templates ---------------------------------------
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.conf")))
+def test_shipped_examples_match_what_the_command_in_their_header_renders(example):
+    text = (EXAMPLES / example).read_text()
+    header = next(ln for ln in text.splitlines() if ln.startswith("# Generated by: "))
+    argv = shlex.split(header.removeprefix("# Generated by: "))
+    assert argv[:2] == ["splitca", "apache-config"]
+    result = CliRunner().invoke(cli, argv[1:])
+    assert result.exit_code == 0, result.output
+    assert result.output == text, f"apache/{example} is stale: re-run the command in its header"
+
+
+def test_examples_cover_every_backend_and_both_sites():
+    texts = [p.read_text() for p in EXAMPLES.glob("*.conf")]
+    assert any("--backend proxy" in t and "--ca-url" not in t for t in texts)
+    assert any("--backend proxy" in t and "--ca-url" in t for t in texts)
+    assert any("--backend passenger" in t for t in texts)
+    assert any("--site ca" in t for t in texts)
+
+
+def _command_parses(argv: list[str]) -> None:
+    assert argv[0].endswith("splitca"), argv
+    result = CliRunner().invoke(cli, [*argv[1:], "--help"])
+    assert result.exit_code == 0, result.output
+
+
+def test_systemd_unit_and_cron_line_use_options_sync_crl_has():
+    unit = (EXAMPLES / "splitca-sync-crl.service").read_text().replace("\\\n", " ")
+    exec_start = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))
+    _command_parses(shlex.split(exec_start.removeprefix("ExecStart=")))
+    assert "SuccessExitStatus=10" in unit
+    timer = (EXAMPLES / "splitca-sync-crl.timer").read_text()
+    assert "OnUnitActiveSec=" in timer and "WantedBy=timers.target" in timer
+    cron = (EXAMPLES / "splitca-sync-crl.cron").read_text()
+    line = next(
+        ln for ln in cron.splitlines() if ln and not ln.startswith("#") and "=" not in ln.split()[0]
+    )
+    fields = line.split(None, 6)
+    assert fields[5] == "root"
+    _command_parses(shlex.split(fields[6].replace(">/dev/null", "")))
+
+
+# --- Apache's own config test accepts every variant ----------------------------------------------
+
+
+@pytest.fixture
+def master_files(ca: CertificateAuthority, tmp_path: Path) -> dict[str, Path]:
+    ident = issue(ca, "master1.example.com", tmp_path / "ssl", alt_names=("puppet", "IP:127.0.0.1"))
+    crl = tmp_path / "ssl" / "crl.pem"
+    crl.write_bytes(ca.crl_pem())
+    rack = tmp_path / "rack"
+    (rack / "public").mkdir(parents=True)
+    return {"cert": ident.cert, "key": ident.key, "ca": ident.cacert, "crl": crl, "rack": rack}
+
+
+MASTER_VARIANTS = {
+    "proxy": ["--backend", "proxy", "--backend-url", "http://127.0.0.1:18140"],
+    "proxy-ca-url": ["--backend", "proxy", "--ca-url", "https://ca.example.com:8140"],
+    "proxy-https-backend": ["--backend", "proxy", "--backend-url", "https://127.0.0.1:18141"],
+    "proxy-on-address": ["--listen", "127.0.0.1:18140"],
+    "passenger": ["--backend", "passenger"],
+    "passenger-ca-url": ["--backend", "passenger", "--ca-url", "https://ca.example.com:8140/"],
+}
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("variant", sorted(MASTER_VARIANTS))
+def test_every_master_variant_passes_apache_config_test(variant, master_files, tmp_path):
+    apache_binary()
+    modules_dir()
+    if "passenger" in variant:
+        require_module("passenger")
+    args = [
+        "apache-config",
+        "--server-name", "master1.example.com",
+        "--cert", str(master_files["cert"]),
+        "--key", str(master_files["key"]),
+        "--ca-cert", str(master_files["ca"]),
+        "--crl", str(master_files["crl"]),
+        "--rack-root", str(master_files["rack"]),
+        *MASTER_VARIANTS[variant],
+        "--check",
+        "--output", str(tmp_path / "site.conf"),
+    ]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "config test passed" in result.output
+
+
+@pytest.mark.interop
+def test_ca_site_passes_apache_config_test(tmp_path, settings, ca, wsgi_python_home):  # noqa: F811
+    config = write_config(tmp_path / "splitca.yaml", settings)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--config", str(config),
+            "apache-config", "--site", "ca",
+            "--wsgi-user", "nobody",
+            "--python-home", str(wsgi_python_home),
+            "--check",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "config test passed" in result.output
+
+
+@pytest.mark.interop
+def test_check_reports_apaches_own_error(master_files):
+    apache_binary()
+    modules_dir()
+    result = CliRunner().invoke(
+        cli,
+        [
+            "apache-config",
+            "--server-name", "master1.example.com",
+            "--cert", str(master_files["cert"]),
+            "--key", str(master_files["key"]),
+            "--ca-cert", str(master_files["ca"]),
+            "--crl", "/nonexistent/crl.pem",
+            "--check",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "Apache's config test failed" in result.output
+    assert "/nonexistent/crl.pem" in result.output
+    assert "Traceback" not in result.output
