@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import sys
 from pathlib import Path
 
 import click
@@ -159,7 +160,7 @@ def list_(c: Ctx, state: str | None, fmt: str) -> None:
     state = state or "requested"
     rows = c.ca.statuses(None if state == "all" else state)
     if fmt == "json":
-        out = click.get_text_stream("stdout")
+        out = sys.stdout  # one write per row: no list of 100k strings in memory
         out.write("[")
         first = True
         for row in rows:
