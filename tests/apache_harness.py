@@ -162,45 +162,61 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def start_apache(
+    site_text: str, port: int, modules: tuple[str, ...], *, extra: tuple[str, ...] = ()
+) -> Apache:
+    """Start a real Apache (foreground process) around *site_text*; the caller stops it."""
+    binary = apache_binary()
+    mods = modules_dir()
+    for m in modules:
+        require_module(m)
+    root = world_dir("splitca-apache-")
+    site = root / "site.conf"
+    site.write_text(site_text)
+    user, group = unprivileged() if IS_ROOT else (None, None)
+    frame = apache.ServerFrame(
+        server_root=root,
+        run_dir=root,
+        error_log=root / "error.log",
+        site_conf=site,
+        modules_dir=mods,
+        modules=modules,
+        user=user,
+        group=group,
+        log_level="notice ssl:info",
+        extra=extra,
+    )
+    conf = root / "httpd.conf"
+    conf.write_text(apache.render_server_config(frame))
+    server = Apache(root, conf, site, port, binary)
+    try:
+        server.start()
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return server
+
+
+def stop_apache(server: Apache) -> None:
+    server.stop()
+    shutil.rmtree(server.root, ignore_errors=True)
+
+
 @pytest.fixture
 def apache_factory() -> Iterator[Callable[..., Apache]]:
     """Start real Apaches around rendered site configs; all are stopped at teardown."""
-    binary = apache_binary()
     started: list[Apache] = []
 
     def factory(
         site_text: str, port: int, modules: tuple[str, ...], *, extra: tuple[str, ...] = ()
     ) -> Apache:
-        mods = modules_dir()
-        for m in modules:
-            require_module(m)
-        root = world_dir("splitca-apache-")
-        site = root / "site.conf"
-        site.write_text(site_text)
-        user, group = unprivileged() if IS_ROOT else (None, None)
-        frame = apache.ServerFrame(
-            server_root=root,
-            run_dir=root,
-            error_log=root / "error.log",
-            site_conf=site,
-            modules_dir=mods,
-            modules=modules,
-            user=user,
-            group=group,
-            log_level="notice ssl:info",
-            extra=extra,
-        )
-        conf = root / "httpd.conf"
-        conf.write_text(apache.render_server_config(frame))
-        server = Apache(root, conf, site, port, binary)
+        server = start_apache(site_text, port, modules, extra=extra)
         started.append(server)
-        server.start()
         return server
 
     yield factory
     for server in started:
-        server.stop()
-        shutil.rmtree(server.root, ignore_errors=True)
+        stop_apache(server)
 
 
 # --- a backend that echoes the identity headers it got -------------------------------------------
@@ -226,6 +242,14 @@ class Backend:
     port: int
     seen: list[Seen] = field(default_factory=list)
     server: http.server.ThreadingHTTPServer | None = None
+    thread: threading.Thread | None = None
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        if self.thread is not None:
+            self.thread.join(5)
 
     @property
     def url(self) -> str:
@@ -297,18 +321,21 @@ def _handler(backend: Backend) -> type[http.server.BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def backend() -> Iterator[Backend]:
+def start_backend() -> Backend:
     b = Backend(free_port())
     server = http.server.ThreadingHTTPServer(("127.0.0.1", b.port), _handler(b))
     server.daemon_threads = True
     b.server = server
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    b.thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    b.thread.start()
+    return b
+
+
+@pytest.fixture
+def backend() -> Iterator[Backend]:
+    b = start_backend()
     yield b
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    b.stop()
 
 
 # --- TLS probes ---------------------------------------------------------------------------------
@@ -500,3 +527,82 @@ def owned_by_nobody(path: Path) -> Iterator[None]:
         for p in [path, *path.rglob("*")]:
             with contextlib.suppress(FileNotFoundError):
                 os.chown(p, 0, 0)
+
+
+# --- a compile master: our CA, Apache with the rendered vhost, the echo backend -----------------
+
+
+@dataclass
+class MasterStack:
+    """Apache rendered by `splitca apache-config` in front of an echo backend."""
+
+    ca: CertificateAuthority
+    apache: Apache
+    backend: Backend
+    master: Identity
+    crl: Path
+    files: Path
+    site_text: str
+
+    @property
+    def port(self) -> int:
+        return self.apache.port
+
+    def agent(self, name: str) -> Identity:
+        return issue(self.ca, name, self.files / "agents")
+
+    def get(
+        self, who: Identity | None, path: str = "/echo", headers: dict[str, str] | None = None
+    ) -> Answer:
+        return https_get(
+            self.port,
+            path,
+            cacert=self.master.cacert,
+            cert=who.cert if who else None,
+            key=who.key if who else None,
+            headers=headers,
+        )
+
+    def refuses(self, who: Identity | None, path: str = "/echo") -> bool:
+        try:
+            self.get(who, path)
+        except Refused:
+            return True
+        return False
+
+
+def render_master(
+    master: Identity, crl: Path, port: int, backend_url: str, *extra_args: str
+) -> str:
+    """The compile-master vhost exactly as the CLI renders it."""
+    from click.testing import CliRunner
+
+    from splitca.cli import cli
+
+    result = CliRunner().invoke(
+        cli,
+        [
+            "apache-config",
+            "--server-name", "master1.example.com",
+            "--listen", f"127.0.0.1:{port}",
+            "--cert", str(master.cert),
+            "--key", str(master.key),
+            "--ca-cert", str(master.cacert),
+            "--crl", str(crl),
+            "--backend", "proxy",
+            "--backend-url", backend_url,
+            *extra_args,
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def build_master_stack(ca: CertificateAuthority, where: Path, backend: Backend) -> MasterStack:
+    master = issue(ca, "master1.example.com", where / "ssl", alt_names=("puppet", "IP:127.0.0.1"))
+    crl = where / "ssl" / "crl.pem"
+    crl.write_bytes(ca.crl_pem())
+    port = free_port()
+    text = render_master(master, crl, port, backend.url)
+    server = start_apache(text, port, ("ssl", "headers", "proxy", "proxy_http"))
+    return MasterStack(ca, server, backend, master, crl, where, text)

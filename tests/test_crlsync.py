@@ -1,0 +1,606 @@
+"""`splitca sync-crl`: every check on a hostile CRL, exit codes, atomic install, reload only on change."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import email.utils
+import http.server
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from click.testing import CliRunner, Result
+from cryptography import x509
+
+from splitca import crlsync, pki
+from splitca.authority import CertificateAuthority
+from splitca.cli import cli
+from splitca.errors import CRLRejected
+
+from .apache_harness import Identity, issue
+from .conftest import free_port, make_settings
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+# --- CRLs made with real keys ---------------------------------------------------------------------
+
+
+@dataclass
+class Signer:
+    """A CA key + certificate that can sign CRLs with any number and dates."""
+
+    key: Any
+    cert: x509.Certificate
+
+    def crl(
+        self,
+        number: int,
+        *,
+        this_update: dt.datetime | None = None,
+        next_update: dt.datetime | None = None,
+        serials: tuple[int, ...] = (),
+    ) -> bytes:
+        this = this_update or NOW - dt.timedelta(minutes=1)
+        return pki.pem(
+            pki.build_crl(
+                ca_key=self.key,
+                ca_cert=self.cert,
+                entries=[pki.Revocation(s, this) for s in serials],
+                number=number,
+                this_update=this,
+                next_update=next_update or this + dt.timedelta(days=7),
+            )
+        )
+
+
+def make_signer(name: str = "Puppet CA: ca.test") -> Signer:
+    key = pki.generate_private_key("rsa", rsa_bits=2048)
+    return Signer(key, pki.build_ca_certificate(key, name, now=NOW, ttl=dt.timedelta(days=365)))
+
+
+@pytest.fixture(scope="module")
+def signer() -> Signer:
+    return make_signer()
+
+
+# --- the pure checks --------------------------------------------------------------------------------
+
+
+def reject(data: bytes, cas: list[x509.Certificate], **kw: Any) -> str:
+    with pytest.raises(CRLRejected) as info:
+        crlsync.verify_crl(data, cas, now=NOW, **kw)
+    assert str(info.value).startswith(f"CRL rejected ({info.value.check}): ")
+    return info.value.check
+
+
+def test_a_good_crl_passes(signer):
+    data = signer.crl(5, serials=(3, 4))
+    v = crlsync.verify_crl(data, [signer.cert], now=NOW, installed=[signer.crl(4)])
+    assert v.data == data and v.number == 5
+    assert v.next_update > NOW
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not a crl at all",
+        b"\xff\xfe\x00binary",
+        b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    ],
+    ids=["empty", "text", "binary", "bad-der"],
+)
+def test_garbage_is_refused_as_parse(signer, body):
+    assert reject(body, [signer.cert]) == "parse"
+
+
+def test_a_certificate_instead_of_a_crl_is_refused(signer):
+    assert reject(pki.pem(signer.cert), [signer.cert]) == "parse"
+
+
+def test_text_around_the_crl_is_refused(signer):
+    assert reject(b"<html>\n" + signer.crl(1), [signer.cert]) == "parse"
+
+
+def test_crl_from_another_ca_is_refused_as_issuer(signer):
+    other = make_signer("Some Other CA")
+    assert reject(other.crl(9), [signer.cert]) == "issuer"
+
+
+def test_crl_signed_by_a_lookalike_ca_is_refused_as_signature(signer):
+    lookalike = make_signer("Puppet CA: ca.test")
+    assert lookalike.cert.subject == signer.cert.subject
+    assert reject(lookalike.crl(9), [signer.cert]) == "signature"
+
+
+def test_expired_crl_is_refused(signer):
+    old = signer.crl(
+        9,
+        this_update=NOW - dt.timedelta(days=8),
+        next_update=NOW - dt.timedelta(days=1),
+    )
+    assert reject(old, [signer.cert]) == "expired"
+
+
+def test_crl_from_the_future_is_refused(signer):
+    assert (
+        reject(signer.crl(9, this_update=NOW + dt.timedelta(hours=2)), [signer.cert])
+        == "not-yet-valid"
+    )
+
+
+def test_older_crl_number_than_installed_is_refused_as_replay(signer):
+    installed = signer.crl(7)
+    assert reject(signer.crl(6), [signer.cert], installed=[installed]) == "crl-number"
+    # Same number, different content: two CRLs cannot both be number 7.
+    assert (
+        reject(signer.crl(7, serials=(99,)), [signer.cert], installed=[installed]) == "crl-number"
+    )
+    # Identical content is fine (nothing to do), and --allow-rollback is the escape hatch.
+    assert crlsync.verify_crl(installed, [signer.cert], now=NOW, installed=[installed]).number == 7
+    assert crlsync.verify_crl(
+        signer.crl(6), [signer.cert], now=NOW, installed=[installed], allow_rollback=True
+    )
+
+
+def test_installed_crl_from_another_ca_does_not_block(signer):
+    """After the CA was replaced (new --ca-cert), the old CA's CRL number does not count."""
+    old_ca = make_signer("Puppet CA: old")
+    assert (
+        crlsync.verify_crl(signer.crl(1), [signer.cert], now=NOW, installed=[old_ca.crl(50)]).number
+        == 1
+    )
+
+
+def test_duplicate_and_missing_crls_in_a_chain(signer):
+    assert reject(signer.crl(1) + signer.crl(2), [signer.cert]) == "duplicate"
+    root = make_signer("Root CA")
+    assert reject(signer.crl(1), [signer.cert, root.cert]) == "incomplete"
+    both = crlsync.verify_crl(signer.crl(1) + root.crl(3), [signer.cert, root.cert], now=NOW)
+    assert sorted(both.numbers.values()) == [1, 3]
+
+
+def test_freshness_warns_in_the_last_quarter_by_default(signer):
+    data = signer.crl(
+        1, this_update=NOW - dt.timedelta(days=6), next_update=NOW + dt.timedelta(days=1)
+    )
+    state = crlsync.installed_state(data, [signer.cert], warn_before=None)
+    assert state.stale(NOW)  # 1 day left of 7 < a quarter
+    assert not crlsync.installed_state(
+        data, [signer.cert], warn_before=dt.timedelta(hours=12)
+    ).stale(NOW)
+    assert crlsync.installed_state(None, [signer.cert], warn_before=None).stale(NOW)
+    assert crlsync.installed_state(b"junk", [signer.cert], warn_before=None).stale(NOW)
+
+
+def test_last_modified_is_sent_back_only_when_it_is_a_strong_validator():
+    date = email.utils.format_datetime(NOW, usegmt=True)
+    just_now = email.utils.format_datetime(NOW - dt.timedelta(seconds=1), usegmt=True)
+    old = email.utils.format_datetime(NOW - dt.timedelta(minutes=5), usegmt=True)
+    assert crlsync.usable_validator(old, date) == old
+    assert crlsync.usable_validator(just_now, date) is None
+    assert crlsync.usable_validator(old, None) is None
+    assert crlsync.usable_validator("garbage", date) is None
+
+
+# --- a CA over real TLS that answers whatever the test says ------------------------------------------
+
+
+@dataclass
+class FakeCA:
+    """An HTTPS server with a certificate from our CA, serving a chosen CRL answer."""
+
+    port: int
+    body: bytes = b""
+    status: int = 200
+    last_modified: str | None = None
+    length: int | None = None  # Content-Length to send; None = len(body); -1 = none (close)
+    requests: list[tuple[str, dict[str, str], bool]] = field(default_factory=list)
+    server: http.server.ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+
+def _fake_ca_handler(fake: FakeCA) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            peer = (
+                self.connection.getpeercert()
+                if isinstance(self.connection, ssl.SSLSocket)
+                else None
+            )
+            fake.requests.append((self.path, dict(self.headers.items()), bool(peer)))
+            ims = self.headers.get("If-Modified-Since")
+            if ims and fake.last_modified and ims == fake.last_modified:
+                self.send_response(304)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(fake.status)
+            if fake.last_modified:
+                self.send_header("Last-Modified", fake.last_modified)
+            if fake.length != -1:
+                self.send_header(
+                    "Content-Length", str(len(fake.body) if fake.length is None else fake.length)
+                )
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, ssl.SSLError):
+                self.wfile.write(fake.body)
+            self.close_connection = True
+
+    return Handler
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CertificateAuthority]:
+    """One CA for this module (its CRL is never changed here: tests sign their own)."""
+    settings = make_settings(tmp_path_factory.mktemp("crlsync"))
+    CertificateAuthority.setup(settings)
+    authority = CertificateAuthority.open(settings)
+    yield authority
+    authority.index.close()
+
+
+@pytest.fixture(scope="module")
+def ca_server_identity(
+    ca: CertificateAuthority, tmp_path_factory: pytest.TempPathFactory
+) -> Identity:
+    return issue(
+        ca, "ca-server.example.com", tmp_path_factory.mktemp("fakeca"), alt_names=("IP:127.0.0.1",)
+    )
+
+
+@pytest.fixture
+def fake_ca(ca_server_identity: Identity) -> Iterator[FakeCA]:
+    ident = ca_server_identity
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(ident.cert), str(ident.key))
+    ctx.load_verify_locations(str(ident.cacert))
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    fake = FakeCA(free_port())
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", fake.port), _fake_ca_handler(fake))
+    server.daemon_threads = True
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    fake.server = server
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield fake
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@dataclass
+class Master:
+    """A compile master's files: the pinned CA cert, the installed CRL, a reload counter."""
+
+    root: Path
+    cacert: Path
+    crl: Path
+    reloads: Path
+
+    def reload_count(self) -> int:
+        return len(self.reloads.read_text().splitlines()) if self.reloads.exists() else 0
+
+    def sync(self, ca_url: str, *extra: str, env: dict[str, str] | None = None) -> Result:
+        args = [
+            "sync-crl",
+            "--ca-url", ca_url,
+            "--ca-cert", str(self.cacert),
+            "--dest", str(self.crl),
+            "--reload-command", f"sh -c 'echo reload >> {self.reloads}'",
+            "--timeout", "10",
+            *extra,
+        ]  # fmt: skip
+        return CliRunner().invoke(cli, args, env=env)
+
+
+@pytest.fixture
+def master(ca: CertificateAuthority, tmp_path: Path) -> Master:
+    root = tmp_path / "master"
+    root.mkdir()
+    cacert = root / "ca.pem"
+    cacert.write_bytes(ca.ca_certificate_pem())
+    return Master(root, cacert, root / "crl.pem", root / "reloads.log")
+
+
+def ca_signer(ca: CertificateAuthority) -> Signer:
+    key, cert = ca.signing_material()
+    return Signer(key, cert)
+
+
+def install(master: Master, data: bytes) -> tuple[bytes, int]:
+    master.crl.write_bytes(data)
+    os.utime(master.crl, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+    return data, master.crl.stat().st_mtime_ns
+
+
+def untouched(master: Master, before: tuple[bytes, int]) -> bool:
+    return (master.crl.read_bytes(), master.crl.stat().st_mtime_ns) == before
+
+
+# --- the command against a real TLS server ----------------------------------------------------------
+
+
+def test_first_sync_installs_and_reloads_then_nothing_changes(master, fake_ca, ca):
+    fake_ca.body = ca.crl_pem()
+    first = master.sync(fake_ca.url)
+    assert first.exit_code == crlsync.EXIT_UPDATED, first.output
+    assert "Installed CRL number 0" in first.output
+    assert master.crl.read_bytes() == ca.crl_pem()
+    assert master.crl.stat().st_mode & 0o777 == 0o644
+    assert master.reload_count() == 1
+    again = master.sync(fake_ca.url)
+    assert again.exit_code == crlsync.EXIT_UNCHANGED, again.output
+    assert "is current" in again.output
+    assert master.reload_count() == 1  # reload only when the content changed
+    path, headers, _ = fake_ca.requests[0]
+    assert path == "/puppet-ca/v1/certificate_revocation_list/ca"
+    assert headers["User-Agent"] == "splitca"
+
+
+def test_a_newer_crl_is_installed_to_every_destination(master, fake_ca, ca, tmp_path):
+    signer = ca_signer(ca)
+    before = install(master, signer.crl(3))
+    hostcrl = tmp_path / "hostcrl.pem"
+    fake_ca.body = signer.crl(4, serials=(17,))
+    result = master.sync(fake_ca.url, "--dest", str(hostcrl), "--format", "json")
+    assert result.exit_code == crlsync.EXIT_UPDATED, result.output
+    assert master.crl.read_bytes() == hostcrl.read_bytes() == fake_ca.body
+    assert not untouched(master, before)
+    assert '"crl_number":4' in result.output and '"reloaded":true' in result.output
+    assert master.reload_count() == 1
+
+
+def test_reload_when_someone_else_already_put_the_crl_in_place(master, fake_ca, ca):
+    """E.g. the master's own puppet agent refreshed hostcrl: Apache must still reload."""
+    fake_ca.body = ca.crl_pem()
+    assert master.sync(fake_ca.url).exit_code == crlsync.EXIT_UPDATED
+    newer = ca_signer(ca).crl(5)
+    master.crl.write_bytes(newer)  # not us
+    fake_ca.body = newer
+    result = master.sync(fake_ca.url)
+    assert result.exit_code == crlsync.EXIT_UPDATED, result.output
+    assert "not loaded; reloaded" in result.output
+    assert master.reload_count() == 2
+
+
+REJECTIONS = {
+    "other-ca": lambda ca: make_signer("Some Other CA").crl(50),
+    "lookalike-ca": lambda ca: make_signer(
+        pki.first_cn(ca.signing_material()[1].subject) or ""
+    ).crl(50),
+    "older-number": lambda ca: ca_signer(ca).crl(2),
+    "expired": lambda ca: ca_signer(ca).crl(
+        50, this_update=NOW - dt.timedelta(days=9), next_update=NOW - dt.timedelta(days=2)
+    ),
+    "garbage": lambda ca: b"<html><body>Service Unavailable</body></html>\n",
+}
+EXPECTED_CHECK = {
+    "other-ca": "issuer",
+    "lookalike-ca": "signature",
+    "older-number": "crl-number",
+    "expired": "expired",
+    "garbage": "parse",
+}
+
+
+@pytest.mark.parametrize("case", sorted(REJECTIONS))
+def test_hostile_crls_are_refused_and_the_installed_file_is_untouched(case, master, fake_ca, ca):
+    before = install(master, ca_signer(ca).crl(3))
+    fake_ca.body = REJECTIONS[case](ca)
+    result = master.sync(fake_ca.url)
+    assert result.exit_code == 7, result.output
+    assert f"CRL rejected ({EXPECTED_CHECK[case]})" in result.output
+    assert "Traceback" not in result.output
+    assert untouched(master, before)
+    assert master.reload_count() == 0
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "streamed"])
+def test_too_large_answer_is_refused_without_reading_it_all(master, fake_ca, ca, declared):
+    before = install(master, ca_signer(ca).crl(3))
+    fake_ca.body = b"A" * (3 * 1024 * 1024)
+    fake_ca.length = None if declared else -1
+    result = master.sync(fake_ca.url, "--max-bytes", str(1024 * 1024))
+    assert result.exit_code == 7, result.output
+    assert "CRL rejected (size)" in result.output
+    assert untouched(master, before)
+
+
+def test_unreachable_ca_leaves_the_installed_crl_in_place(master, ca):
+    before = install(master, ca_signer(ca).crl(3))
+    result = master.sync(f"https://127.0.0.1:{free_port()}")
+    assert result.exit_code == 6, result.output
+    assert "cannot reach" in result.output
+    assert untouched(master, before)
+
+
+def test_http_error_from_the_ca_is_exit_6(master, fake_ca, ca):
+    before = install(master, ca_signer(ca).crl(3))
+    fake_ca.status, fake_ca.body = 503, b"busy"
+    result = master.sync(fake_ca.url)
+    assert result.exit_code == 6 and "HTTP 503" in result.output
+    assert untouched(master, before)
+
+
+def test_stale_installed_crl_and_no_fresh_one_is_exit_8(master, ca):
+    before = install(
+        master,
+        ca_signer(ca).crl(
+            3,
+            this_update=NOW - dt.timedelta(days=6, hours=20),
+            next_update=NOW + dt.timedelta(hours=4),
+        ),
+    )
+    result = master.sync(f"https://127.0.0.1:{free_port()}")
+    assert result.exit_code == 8, result.output
+    assert "expires at" in result.output and "cannot reach" in result.output
+    assert untouched(master, before)
+
+
+def test_expired_installed_crl_is_reported_as_an_outage(master, fake_ca, ca):
+    expired = ca_signer(ca).crl(
+        3, this_update=NOW - dt.timedelta(days=9), next_update=NOW - dt.timedelta(days=2)
+    )
+    install(master, expired)
+    fake_ca.body = expired  # the CA itself is not re-issuing
+    result = master.sync(fake_ca.url)
+    assert result.exit_code == 8, result.output
+    assert "EXPIRED" in result.output and "refuses every agent" in result.output
+
+
+def test_new_crl_that_itself_expires_soon_is_installed_but_warned_about(master, fake_ca, ca):
+    fake_ca.body = ca_signer(ca).crl(
+        4, this_update=NOW - dt.timedelta(days=6, hours=20), next_update=NOW + dt.timedelta(hours=4)
+    )
+    result = master.sync(fake_ca.url)
+    assert result.exit_code == 8, result.output
+    assert master.crl.read_bytes() == fake_ca.body
+    assert "splitca crl refresh" in result.output
+
+
+def test_failed_reload_is_exit_9_and_retried_next_time(master, fake_ca, ca):
+    fake_ca.body = ca.crl_pem()
+    failing = master.sync(fake_ca.url, "--reload-command", "sh -c 'echo nope >&2; exit 3'")
+    assert failing.exit_code == 9, failing.output
+    assert "exited with 3: nope" in failing.output
+    assert master.crl.read_bytes() == ca.crl_pem()
+    retry = master.sync(fake_ca.url)
+    assert retry.exit_code == crlsync.EXIT_UPDATED, retry.output
+    assert master.reload_count() == 1
+
+
+def test_the_environment_cannot_change_what_is_trusted(master, ca, tmp_path):
+    """A CA server with a certificate from another CA is refused even when
+    REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE/SSL_CERT_FILE point at that CA."""
+    other = trustme.CA()
+    bundle = tmp_path / "other-ca.pem"
+    other.cert_pem.write_to_path(str(bundle))
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    other.issue_cert("127.0.0.1").configure_cert(ctx)
+    before = install(master, ca_signer(ca).crl(3))
+    fake = FakeCA(free_port(), body=ca_signer(ca).crl(4))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", fake.port), _fake_ca_handler(fake))
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        env = {
+            "REQUESTS_CA_BUNDLE": str(bundle),
+            "CURL_CA_BUNDLE": str(bundle),
+            "SSL_CERT_FILE": str(bundle),
+        }
+        result = master.sync(fake.url, env=env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 6, result.output
+    assert "TLS with" in result.output
+    assert untouched(master, before)
+    assert fake.requests == []  # the handshake failed before any request was sent
+
+
+def test_client_certificate_and_legacy_path(master, fake_ca, ca, ca_server_identity):
+    ident = ca_server_identity
+    fake_ca.body = ca.crl_pem()
+    result = master.sync(
+        fake_ca.url,
+        "--client-cert", str(ident.cert),
+        "--client-key", str(ident.key),
+        "--legacy-environment", "production",
+    )  # fmt: skip
+    assert result.exit_code == crlsync.EXIT_UPDATED, result.output
+    path, _, had_cert = fake_ca.requests[-1]
+    assert path == "/production/certificate_revocation_list/ca"
+    assert had_cert
+
+
+def test_conditional_get_uses_a_strong_last_modified(master, fake_ca, ca):
+    fake_ca.body = ca.crl_pem()
+    fake_ca.last_modified = email.utils.format_datetime(NOW - dt.timedelta(hours=1), usegmt=True)
+    assert master.sync(fake_ca.url).exit_code == crlsync.EXIT_UPDATED
+    assert "If-Modified-Since" not in fake_ca.requests[-1][1]
+    again = master.sync(fake_ca.url)
+    assert again.exit_code == crlsync.EXIT_UNCHANGED, again.output
+    assert fake_ca.requests[-1][1]["If-Modified-Since"] == fake_ca.last_modified
+    # Someone replaced the installed file: fetch it all again rather than trust a 304.
+    master.crl.write_bytes(b"tampered")
+    third = master.sync(fake_ca.url)
+    assert "If-Modified-Since" not in fake_ca.requests[-1][1]
+    assert third.exit_code == crlsync.EXIT_UPDATED and master.crl.read_bytes() == ca.crl_pem()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ca-url", "http://ca:8140"], "must start with https://"),
+        (["--client-cert", "/x.pem"], "go together"),
+        (["--timeout", "0"], "--timeout"),
+        (["--legacy-environment", "prod/../x"], "--legacy-environment"),
+        (["--warn-before", "soon"], "--warn-before"),
+    ],
+)
+def test_bad_arguments_are_exit_2(master, fake_ca, args, message):
+    result = master.sync(fake_ca.url, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unreadable_pinned_ca_is_exit_2(master, fake_ca):
+    master.cacert.write_text("not a certificate")
+    result = master.sync(fake_ca.url)
+    assert result.exit_code == 2 and "--ca-cert" in result.output
+
+
+# --- --watch as a real process ---------------------------------------------------------------------
+
+
+def test_watch_keeps_syncing_until_sigterm(master, fake_ca, ca):
+    fake_ca.body = ca.crl_pem()
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "splitca", "sync-crl",
+            "--ca-url", fake_ca.url,
+            "--ca-cert", str(master.cacert),
+            "--dest", str(master.crl),
+            "--no-reload",
+            "--watch", "1s",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not master.crl.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert master.crl.read_bytes() == ca.crl_pem()
+        newer = ca_signer(ca).crl(7)
+        fake_ca.body = newer
+        while master.crl.read_bytes() != newer and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert master.crl.read_bytes() == newer
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Installed CRL number 0" in out and "Installed CRL number 7" in out
