@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
 CHALLENGE_PASSWORD_OID = "1.2.840.113549.1.9.7"
 MAX_REGISTRATION_TTL = dt.timedelta(days=30)
 INSTALL_CHOICES = ("packages", "aio", "none")
+_HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]{2,45}\]?")
 
 
 def utcnow() -> dt.datetime:
@@ -150,6 +152,13 @@ def cloud_config(
     """
     if install not in INSTALL_CHOICES:
         raise InvalidRequest(f"install: must be one of {', '.join(INSTALL_CHOICES)}")
+    for key, host in (("server", server), ("ca_server", ca_server)):
+        # these land in puppet.conf: one clean token, never a line break
+        if not isinstance(host, str) or not _HOST_RE.fullmatch(host):
+            raise InvalidRequest(f"{key}: {str(host)[:80]!r} is not a host name or IP address")
+    for key, port in (("server_port", server_port), ("ca_port", ca_port)):
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise InvalidRequest(f"{key}: must be a port number 1-65535")
     puppet: dict[str, Any] = {}
     if install == "none":
         puppet["install"] = False

@@ -16,6 +16,7 @@ __all__: list[str] = []
 
 BASE = "/splitca/registrations"
 _COMMON = {"classes", "parameters", "environment", "ttl"}
+_USER_DATA_KEYS = {"server", "server_port", "ca_server", "ca_port", "install", "run_agent"}
 
 
 @functools.lru_cache(maxsize=8)
@@ -39,7 +40,37 @@ def _body(req: Request, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
-def _register(app: App, req: Request, certname: str, body: dict[str, Any]) -> Response:
+def _user_data(app: App, certname: str, token: str, options: object) -> str:
+    """cloud-init user-data for a POSTed registration, as ``splitca enroll`` prints it."""
+    if options is True:
+        options = {}
+    if not isinstance(options, dict):
+        raise InvalidRequest("user_data: expected true or an object")
+    unknown = sorted(str(k) for k in options if k not in _USER_DATA_KEYS)
+    if unknown:
+        raise InvalidRequest(f"user_data: unknown key(s) {', '.join(unknown)}")
+    s = app.settings
+    run_agent = options.get("run_agent", True)
+    if not isinstance(run_agent, bool):
+        raise InvalidRequest("user_data.run_agent: expected true or false")
+    return enrollment.render_user_data(
+        enrollment.cloud_config(
+            certname=certname,
+            token=token,
+            ca_cert_pem=app.ca.ca_certificate_pem().decode("ascii"),
+            server=options.get("server", s.certname),
+            server_port=options.get("server_port", 8140),
+            ca_server=options.get("ca_server", s.certname),
+            ca_port=options.get("ca_port", s.port),
+            install=options.get("install", "packages"),
+            run_agent=run_agent,
+        )
+    )
+
+
+def _register(
+    app: App, req: Request, certname: str, body: dict[str, Any], user_data: object = None
+) -> Response:
     try:
         ttl = (
             parse_duration(body["ttl"], key="ttl")
@@ -63,21 +94,28 @@ def _register(app: App, req: Request, certname: str, body: dict[str, Any]) -> Re
         audit=app.ca.audit,
         actor=req.client.actor,
     )
-    resp = Response.json({**record.public(record.created), "token": token}, 201)
+    answer: dict[str, object] = {**record.public(record.created), "token": token}
+    if user_data is not None and user_data is not False:
+        answer["user_data"] = _user_data(app, certname, token, user_data)
+    resp = Response.json(answer, 201)
     resp.headers.append(("Cache-Control", "no-store"))  # the one place the token is ever sent
     return resp
 
 
 @route("GET POST", rf"{BASE}/?", ADMIN)
 def registrations(app: App, req: Request, p: dict[str, str]) -> Response:
-    """GET: every registration (no tokens). POST: enroll a fresh UUID certname."""
+    """GET: every registration (no tokens). POST: enroll a fresh UUID certname, optionally
+    answering with its cloud-init user-data (``"user_data": {"server": ...}``)."""
     if req.method == "POST":
-        body = _body(req, _COMMON | {"prefix", "domain"})
+        body = _body(req, _COMMON | {"prefix", "domain", "user_data"})
         prefix, domain = body.pop("prefix", ""), body.pop("domain", "")
         if not isinstance(prefix, str) or not isinstance(domain, str):
             raise InvalidRequest("prefix and domain must be strings")
+        user_data = body.pop("user_data", None)
+        if user_data is not None:
+            _user_data(app, "check.invalid", "0" * 64, user_data)  # refuse bad options first
         name = enrollment.new_certname(prefix=prefix, domain=domain)
-        return _register(app, req, name, body)
+        return _register(app, req, name, body, user_data)
     now = enrollment.utcnow()
     return Response.json([r.public(now) for r in _registry(app.settings).records()])
 

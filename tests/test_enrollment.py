@@ -465,3 +465,40 @@ def test_registry_dir_is_created_with_explicit_modes(rca: CertificateAuthority) 
     assert root.stat().st_mode & 0o777 == 0o750
     assert not any(p.name.endswith(".tmp") for p in root.iterdir())
     assert os.access(root / "m.example.com.json", os.R_OK)
+
+
+def test_post_registration_can_answer_with_user_data(
+    rca: CertificateAuthority, admin_cert: Any
+) -> None:
+    """A remote provisioner gets ready-to-use user-data in one call; options are validated
+    (nothing can inject lines into puppet.conf) before anything is registered."""
+    app = App(rca)
+    body = {"classes": ["hadoop::worker"], "user_data": {"server": "puppet.example.com"}}
+    r = wsgi_call(
+        app, "POST", f"{V1}/splitca/registrations", json.dumps(body).encode(), client=admin_cert
+    )
+    assert r.status == 201, r.text
+    answer = json.loads(r.body)
+    assert answer["user_data"].startswith("#cloud-config\n")
+    puppet = yaml.safe_load(answer["user_data"])["puppet"]
+    assert puppet["conf"]["main"]["certname"] == answer["certname"]
+    assert puppet["conf"]["main"]["server"] == "puppet.example.com"
+    assert puppet["conf"]["main"]["ca_server"] == "ca.test"
+    assert puppet["csr_attributes"]["custom_attributes"]["1.2.840.113549.1.9.7"] == answer["token"]
+    before = len(list(open_registry(rca.settings).records()))
+    for bad in (
+        {"server": "evil\nautosign = true"},
+        {"ca_port": 0},
+        {"install": "curl|sh"},
+        {"nope": 1},
+        "yes",
+    ):
+        r = wsgi_call(
+            app,
+            "POST",
+            f"{V1}/splitca/registrations",
+            json.dumps({"user_data": bad}).encode(),
+            client=admin_cert,
+        )
+        assert r.status == 400, bad
+    assert len(list(open_registry(rca.settings).records())) == before
