@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from splitca import pki
 from splitca.authority import CertificateAuthority
@@ -115,6 +118,50 @@ def test_hostile_records_are_refused(mutate: Any, message: str) -> None:
     for junk in (b"\xff\xfe", b"[1]", b"null", b"{"):
         with pytest.raises(ValueError):
             parse_record(junk, "n.example.com")
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_FIELDS = [
+    "certname",
+    "created",
+    "expires",
+    "token_sha256",
+    "classes",
+    "parameters",
+    "environment",
+    "redeemed",
+]
+
+
+@hsettings(max_examples=100, deadline=None)
+@given(
+    base=st.booleans(),
+    changes=st.dictionaries(st.sampled_from(_FIELDS), _json, max_size=4),
+)
+def test_any_json_record_is_either_valid_or_a_clean_valueerror(base: bool, changes: dict) -> None:
+    """Whatever a remote registry serves, parsing never crashes and never half-accepts."""
+    raw: dict[str, Any] = (
+        json.loads(Registration("n.example.com", NOW, NOW, "a" * 64, WORKER).to_json())
+        if base
+        else {}
+    )
+    raw.update(changes)
+    try:
+        data = json.dumps(raw).encode()
+    except ValueError:
+        return
+    try:
+        record = parse_record(data, "n.example.com")
+    except ValueError:
+        return
+    assert record.certname == "n.example.com" and len(record.token_sha256) == 64
+    assert parse_record(record.to_json(), "n.example.com") == record
 
 
 def _redeem_in_child(args: tuple[str, str]) -> bool:
