@@ -54,7 +54,7 @@ def new_token() -> str:
     """A fresh one-time token: 256 random bits as 64 hex digits.
 
     Hex keeps it valid in the PrintableString that Puppet uses for CSR attributes
-    and never numeric-looking in YAML.
+    (``_`` of URL-safe base64 is not).
     """
     return secrets.token_hex(32)
 
