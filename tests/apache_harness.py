@@ -274,6 +274,21 @@ def _catalog(name: str) -> dict[str, Any]:
     }
 
 
+def _directory_metadata(relative_path: str | None) -> dict[str, Any]:
+    """An empty plugin directory, as puppetserver describes one (for pluginsync)."""
+    return {
+        "path": "/etc/puppetlabs/code/environments/production/plugins",
+        "relative_path": relative_path,
+        "links": "follow",
+        "owner": 0,
+        "group": 0,
+        "mode": 0o755,
+        "checksum": {"type": "ctime", "value": "{ctime}2024-01-01 00:00:00 +0000"},
+        "type": "directory",
+        "destination": None,
+    }
+
+
 def _handler(backend: Backend) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -297,7 +312,9 @@ def _handler(backend: Backend) -> type[http.server.BaseHTTPRequestHandler]:
                     "classes": [],
                 }
             elif path.startswith("/puppet/v3/file_metadatas/"):
-                body = []
+                body = [_directory_metadata(".")]
+            elif path.startswith("/puppet/v3/file_metadata/"):
+                body = _directory_metadata(None)
             elif path.startswith("/puppet/v3/catalog/"):
                 body = _catalog(path.rsplit("/", 1)[-1])
             elif path.startswith("/puppet/v3/"):
@@ -355,7 +372,8 @@ class Answer:
         return json.loads(self.body)
 
 
-def https_get(
+def https_request(
+    method: str,
     port: int,
     path: str,
     *,
@@ -363,8 +381,9 @@ def https_get(
     cert: Path | None = None,
     key: Path | None = None,
     headers: dict[str, str] | None = None,
+    body: bytes | None = None,
 ) -> Answer:
-    """One HTTPS GET to 127.0.0.1:*port*, verifying the server against *cacert*.
+    """One HTTPS request to 127.0.0.1:*port*, verifying the server against *cacert*.
 
     Raises:
       Refused: the TLS handshake or the request was rejected by the server.
@@ -374,13 +393,17 @@ def https_get(
         ctx.load_cert_chain(str(cert), str(key))
     conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=WAIT)
     try:
-        conn.request("GET", path, headers=headers or {})
+        conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
         return Answer(resp.status, resp.read(), dict(resp.getheaders()))
     except (ssl.SSLError, ConnectionError, http.client.RemoteDisconnected) as exc:
         raise Refused(f"{type(exc).__name__}: {exc}") from exc
     finally:
         conn.close()
+
+
+def https_get(port: int, path: str, **kw: Any) -> Answer:
+    return https_request("GET", port, path, **kw)
 
 
 def wait_until(check: Callable[[], bool], what: str) -> None:

@@ -1,0 +1,332 @@
+"""The split CA end to end: `splitca serve` or Apache+mod_wsgi as the CA, Apache compile masters,
+`splitca sync-crl` between them, and the real Puppet 7 agent."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from splitca import apache
+from splitca.authority import CertificateAuthority
+from splitca.cli import cli
+
+from .apache_harness import (
+    IS_ROOT,
+    Apache,
+    Identity,
+    https_get,
+    https_request,
+    issue,
+    owned_by_nobody,
+    refused,
+    render_master,
+    start_apache,
+    stop_apache,
+    unprivileged,
+    wait_until,
+    world_dir,
+    wsgi_python_home,  # noqa: F401 - fixture
+)
+from .apache_harness import backend as backend
+from .conftest import Server, make_settings, write_config
+
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
+
+MASTER_MODULES = ("ssl", "headers", "proxy", "proxy_http")
+
+
+def splitca(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "splitca", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def generate(config: Path, name: str, ssldir: Path, alt: str | None = None) -> Identity:
+    """`splitca generate` on the CA, files in Puppet's ssldir layout (as for a compile master)."""
+    args = ["generate", name, "--ssldir", str(ssldir), "--key-size", "2048"]
+    if alt:
+        args += ["--dns-alt-names", alt]
+    out = splitca(config, *args)
+    assert out.returncode == 0, out.stderr
+    from cryptography import x509
+
+    cert = ssldir / "certs" / f"{name}.pem"
+    return Identity(
+        name,
+        cert,
+        ssldir / "private_keys" / f"{name}.pem",
+        ssldir / "certs" / "ca.pem",
+        x509.load_pem_x509_certificate(cert.read_bytes()),
+    )
+
+
+def sync_crl(
+    server_url: str, cacert: Path, crl: Path, apache_server: Apache
+) -> subprocess.CompletedProcess[str]:
+    """`splitca sync-crl` on the master, reloading the test's Apache."""
+    return subprocess.run(
+        [
+            sys.executable, "-m", "splitca", "sync-crl",
+            "--ca-url", server_url,
+            "--ca-cert", str(cacert),
+            "--dest", str(crl),
+            "--reload-command", shlex.join(apache_server.graceful_command),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def start_master(master: Identity, crl: Path, backend_url: str) -> Apache:
+    from .conftest import free_port
+
+    port = free_port()
+    return start_apache(render_master(master, crl, port, backend_url), port, MASTER_MODULES)
+
+
+def gets_through(apache_server: Apache, who: Identity) -> bool:
+    try:
+        answer = https_get(
+            apache_server.port, "/echo", cacert=who.cacert, cert=who.cert, key=who.key
+        )
+    except Exception:
+        return False
+    return answer.status == 200 and answer.json()["x-client-dn"] == f"CN={who.name}"
+
+
+# --- acceptance 3: revocation reaches the compile master --------------------------------------------
+
+
+def test_revoked_agent_is_refused_after_sync_while_others_get_through(
+    settings, server_factory, backend, tmp_path
+):
+    CertificateAuthority.setup(settings)
+    server: Server = server_factory(settings)
+    master_ssl = tmp_path / "master1-ssl"
+    master = generate(
+        server.config, "master1.example.com", master_ssl, "puppet,master1.example.com,IP:127.0.0.1"
+    )
+    agent1 = generate(server.config, "agent1.example.com", tmp_path / "agent1-ssl")
+    agent2 = generate(server.config, "agent2.example.com", tmp_path / "agent2-ssl")
+    httpd = start_master(master, master_ssl / "crl.pem", backend.url)
+    try:
+        assert gets_through(httpd, agent1) and gets_through(httpd, agent2)
+
+        revoked = splitca(server.config, "revoke", "agent1.example.com")
+        assert revoked.returncode == 0, revoked.stderr
+        # Apache still has the old CRL: the revocation is not enforced until sync-crl runs.
+        assert gets_through(httpd, agent1)
+
+        before = httpd.generations()
+        synced = sync_crl(server.url, master.cacert, master_ssl / "crl.pem", httpd)
+        assert synced.returncode == 10, synced.stdout + synced.stderr
+        assert "Installed CRL number 1" in synced.stdout and "reloaded" in synced.stdout
+        assert (master_ssl / "crl.pem").read_bytes() == (settings.cadir / "ca_crl.pem").read_bytes()
+        httpd.wait_generation(before)
+
+        wait_until(
+            lambda: refused(
+                httpd.port, "/echo", cacert=agent1.cacert, cert=agent1.cert, key=agent1.key
+            ),
+            "agent1 refused",
+        )
+        assert gets_through(httpd, agent2)
+        assert "revoked" in httpd.log_text()
+
+        # Nothing new on the CA: exit 0 and no reload.
+        generations = httpd.generations()
+        again = sync_crl(server.url, master.cacert, master_ssl / "crl.pem", httpd)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert httpd.generations() == generations
+    finally:
+        stop_apache(httpd)
+
+
+# --- acceptance 5: an expired CRL locks everyone out; refresh + sync lets them back in ---------------
+
+
+def test_expired_crl_refuses_everyone_until_refresh_and_sync(tmp_path, server_factory, backend):
+    settings = make_settings(tmp_path)  # crl_ttl 7d
+    eight_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=8)
+    CertificateAuthority.setup(settings, clock=lambda: eight_days_ago)
+    past = CertificateAuthority.open(settings, clock=lambda: eight_days_ago)
+    master = issue(
+        past, "master1.example.com", tmp_path / "master-ssl", alt_names=("IP:127.0.0.1",)
+    )
+    agent = issue(past, "agent1.example.com", tmp_path / "agent")
+    past.index.close()
+    crl = tmp_path / "master-ssl" / "crl.pem"
+    crl.write_bytes(
+        (settings.cadir / "ca_crl.pem").read_bytes()
+    )  # as an unverifying cron copy would
+    config = write_config(tmp_path / "splitca.yaml", settings)
+    shown = splitca(config, "crl", "show", "--format", "json")
+    assert '"seconds_to_next_update":-' in shown.stdout, shown.stdout
+
+    httpd = start_master(master, crl, backend.url)
+    try:
+        assert refused(httpd.port, "/echo", cacert=agent.cacert, cert=agent.cert, key=agent.key)
+        assert "CRL has expired" in httpd.log_text()
+
+        refreshed = splitca(config, "crl", "refresh")
+        assert refreshed.returncode == 0 and "Re-issued CRL number 1" in refreshed.stdout, (
+            refreshed.stdout
+        )
+        server = server_factory(settings)
+        before = httpd.generations()
+        synced = sync_crl(server.url, master.cacert, crl, httpd)
+        assert synced.returncode == 10, synced.stdout + synced.stderr
+        httpd.wait_generation(before)
+        wait_until(lambda: gets_through(httpd, agent), "agent gets through with a fresh CRL")
+    finally:
+        stop_apache(httpd)
+
+
+# --- acceptance 6: the real Puppet 7 agent, CA on splitca serve, master behind Apache ------------------
+
+
+def test_puppet_agent_bootstraps_from_the_ca_and_runs_against_the_apache_master(
+    settings, server_factory, agent_factory, backend, tmp_path
+):
+    CertificateAuthority.setup(settings)
+    server = server_factory(settings.replace(autosign=True))
+    master_ssl = tmp_path / "master1-ssl"
+    master = generate(server.config, "master1.example.com", master_ssl, "puppet,IP:127.0.0.1")
+    httpd = start_master(master, master_ssl / "crl.pem", backend.url)
+    try:
+        agent = agent_factory("agent-split.example.com")
+        run = agent.run(
+            "agent", "--test",
+            *agent.args(server.port, server="127.0.0.1", server_port=httpd.port),
+            "--waitforcert", "0",
+            "--no-report",
+            timeout=180,
+        )  # fmt: skip
+        output = run.stdout + run.stderr
+        # The certificate came from the CA (bootstrap), not from the master.
+        assert agent.cert_path.exists(), output
+        assert agent.cacert_path.read_bytes() == server.cacert.read_bytes()
+        seen = [s for s in backend.seen if s.path.startswith("/puppet/v3/")]
+        paths = "\n".join(s.path for s in seen)
+        assert seen, output
+        # Every request reached puppetserver's side with the agent's verified identity.
+        for request in seen:
+            assert request.header("X-Client-Verify") == "SUCCESS", request
+            assert request.header("X-Client-DN") == "CN=agent-split.example.com", request
+        assert any(
+            s.path.startswith("/puppet/v3/catalog/agent-split.example.com?") for s in seen
+        ), output + paths
+        assert run.returncode in (0, 2), output
+        assert "Applied catalog" in output, output
+    finally:
+        stop_apache(httpd)
+
+
+# --- the CA itself under Apache + mod_wsgi -----------------------------------------------------------
+
+
+def test_ca_under_mod_wsgi_serves_the_api_and_bootstraps_an_agent(wsgi_python_home, agent_factory):  # noqa: F811
+    from .conftest import free_port
+
+    root = world_dir("splitca-ca-")
+    settings = make_settings(root, autosign=True)
+    CertificateAuthority.setup(settings)
+    config = write_config(root / "splitca.yaml", settings)
+    port = free_port()
+    script = next(
+        wsgi_python_home.glob("lib/python3*/site-packages/splitca/templates/splitca.wsgi")
+    )
+    args = [
+        "--config", str(config),
+        "apache-config", "--site", "ca",
+        "--listen", f"127.0.0.1:{port}",
+        "--python-home", str(wsgi_python_home),
+        "--wsgi-script", str(script),
+    ]  # fmt: skip
+    if IS_ROOT:
+        user, group = unprivileged()
+        args += ["--wsgi-user", user, "--wsgi-group", group]
+        rendered = CliRunner().invoke(cli, args)
+        assert rendered.exit_code == 0, rendered.output
+        text = rendered.output
+    else:  # Apache runs as us, and so does the daemon: no user= needed
+        text = apache.render(
+            apache.CASite(
+                server_name=settings.certname,
+                listen=f"127.0.0.1:{port}",
+                cert=settings.effective_server_cert,
+                key=settings.effective_server_key,
+                ca_cert=settings.cadir / "ca_crt.pem",
+                splitca_config=config,
+                wsgi_script=script,
+                python_home=wsgi_python_home,
+            )
+        )
+    with owned_by_nobody(root):
+        httpd = start_apache(text, port, ("ssl", "headers", "env", "wsgi"))
+        try:
+            cacert = settings.cadir / "ca_crt.pem"
+            got = https_get(port, "/puppet-ca/v1/certificate/ca", cacert=cacert)
+            assert got.status == 200, got.body[:500] + httpd.log_text().encode()[-3000:]
+            assert got.body == cacert.read_bytes()
+            crl = https_get(port, "/puppet-ca/v1/certificate_revocation_list/ca", cacert=cacert)
+            assert crl.status == 200 and crl.body == (settings.cadir / "ca_crl.pem").read_bytes()
+            legacy = https_get(port, "/production/certificate/ca", cacert=cacert)
+            assert legacy.status == 200 and legacy.body == cacert.read_bytes()
+            missing = https_get(port, "/puppet-ca/v1/certificate/nobody.example.com", cacert=cacert)
+            assert missing.status == 404
+
+            agent = agent_factory("agent-wsgi.example.com")
+            boot = agent.bootstrap(port)
+            assert boot.returncode == 0, boot.stdout + boot.stderr + httpd.log_text()[-3000:]
+            assert agent.cert_path.exists()
+            assert (
+                settings.cadir / "signed" / "agent-wsgi.example.com.pem"
+            ).read_bytes() == agent.cert_path.read_bytes()
+            # An admin (the CA host's own certificate carries pp_cli_auth) revokes through
+            # Apache: mod_ssl hands the verified client certificate to the app.
+            revoke = https_request(
+                "PUT",
+                port,
+                "/puppet-ca/v1/certificate_status/agent-wsgi.example.com",
+                cacert=cacert,
+                cert=settings.effective_server_cert,
+                key=settings.effective_server_key,
+                headers={"Content-Type": "application/json"},
+                body=b'{"desired_state": "revoked"}',
+            )
+            assert revoke.status == 204, revoke.body
+            # The same request without a client certificate is forbidden.
+            anonymous = https_request(
+                "PUT",
+                port,
+                "/puppet-ca/v1/certificate_status/agent-wsgi.example.com",
+                cacert=cacert,
+                headers={"Content-Type": "application/json"},
+                body=b'{"desired_state": "revoked"}',
+            )
+            assert anonymous.status == 403
+            # The agent sees it on its next CRL download.
+            agent.crl_path.unlink()
+            again = agent.bootstrap(port)
+            assert again.returncode != 0 and "is revoked" in again.stdout + again.stderr
+        finally:
+            stop_apache(httpd)
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+    assert not os.path.exists(root)
