@@ -36,7 +36,10 @@ def ready(config: Path, settings) -> Path:
 
 def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     out = []
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        assert cmd is not None, f"{name} is listed but does not load"
         out.append((*prefix, name))
         if isinstance(cmd, click.Group):
             out.extend(all_commands(cmd, (*prefix, name)))

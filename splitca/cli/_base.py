@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -9,11 +10,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..authority import CertificateAuthority
 from ..config import DEFAULT_CONFIG_PATH, Settings
 from ..errors import (
     ConfigError,
@@ -30,6 +30,9 @@ from ..errors import (
     SplitCAError,
     StoreError,
 )
+
+if TYPE_CHECKING:
+    from ..authority import CertificateAuthority
 
 __all__ = ["EXIT_CODES", "Ctx", "cli", "exit_code_for", "format_option", "pass_ctx"]
 
@@ -65,7 +68,7 @@ class Ctx:
     config_path: Path | None
     overrides: dict[str, Any] = field(default_factory=dict)
     _settings: Settings | None = None
-    _ca: CertificateAuthority | None = None
+    _ca: CertificateAuthority | None = None  # imported lazily: see COMMAND_MODULES
 
     @property
     def settings(self) -> Settings:
@@ -81,6 +84,8 @@ class Ctx:
     @property
     def ca(self) -> CertificateAuthority:
         if self._ca is None:
+            from ..authority import CertificateAuthority
+
             self._ca = CertificateAuthority.open(self.settings)
         return self._ca
 
@@ -104,8 +109,29 @@ def echo_json(value: object) -> None:
     click.echo(json.dumps(value, indent=None, separators=(",", ":"), default=str))
 
 
+# Which module defines each top-level command. Modules are imported only when their
+# command runs (or help lists it), so `splitca classify` never pays for requests or the
+# CA's crypto, and `splitca list` never pays for the split-CA tooling.
+COMMAND_MODULES: dict[str, str] = {
+    **dict.fromkeys(
+        ("setup", "serve", "list", "status", "sign", "revoke", "clean", "generate", "crl", "index"),
+        "ca",
+    ),
+    **dict.fromkeys(("register", "enroll", "registrations", "unregister", "classify"), "enroll"),
+    **dict.fromkeys(("apache-config", "sync-crl"), "split"),
+}
+
+
 class SplitCAGroup(click.Group):
-    """Turns any SplitCAError into a one-line message and its exit code (no tracebacks)."""
+    """Loads command modules lazily; turns any SplitCAError into one line and its exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMAND_MODULES) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            importlib.import_module(f"{__package__}.{COMMAND_MODULES[cmd_name]}")
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -144,8 +170,8 @@ def cli(
     \b
     Start here:
       splitca setup --cadir /var/lib/splitca/ca --certname ca.example.com
-      splitca serve --cadir /var/lib/splitca/ca
-      splitca list --all
+      splitca --cadir /var/lib/splitca/ca serve
+      splitca --cadir /var/lib/splitca/ca list --all
     Every command works while 'splitca serve' runs.
     """
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
