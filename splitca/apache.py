@@ -387,6 +387,8 @@ _MODULE_FILES: dict[str, tuple[str, str]] = {
     "wsgi": ("wsgi_module", "mod_wsgi.so"),
     "passenger": ("passenger_module", "mod_passenger.so"),
 }
+# What every server needs besides a site's own modules (load those that exist as files:
+# some builds compile unixd or log_config in).
 BASE_MODULES = ("mpm_event", "unixd", "authz_core", "log_config", "socache_shmcb")
 
 
@@ -420,10 +422,17 @@ class ServerFrame:
             raise ConfigError(f"unsupported LogLevel {self.log_level!r}")
 
 
+def module_file(name: str) -> str:
+    """The shared-object file name of the module *name* (``ssl`` -> ``mod_ssl.so``)."""
+    try:
+        return _MODULE_FILES[name][1]
+    except KeyError:
+        raise ConfigError(f"unknown Apache module {name!r}") from None
+
+
 def module_files(modules: Iterable[str]) -> list[tuple[str, str]]:
-    """(identifier, file name) for each module, base modules first, without duplicates."""
-    names = list(dict.fromkeys([*BASE_MODULES, *modules]))
-    return [_MODULE_FILES[n] for n in names if n in _MODULE_FILES]
+    """(identifier, file name) for each module, in order, without duplicates."""
+    return [_MODULE_FILES[n] for n in dict.fromkeys(modules) if n in _MODULE_FILES]
 
 
 def render_server_config(frame: ServerFrame) -> str:

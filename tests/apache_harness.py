@@ -30,6 +30,7 @@ from cryptography import x509
 
 from splitca import apache, pki
 from splitca.authority import CertificateAuthority
+from splitca.cli.split import server_modules
 
 from .conftest import REPO, free_port, require_program
 
@@ -52,7 +53,7 @@ def modules_dir() -> Path:
 
 
 def require_module(name: str) -> None:
-    filename = apache.module_files([name])[-1][1]
+    filename = apache.module_file(name)
     if not (modules_dir() / filename).exists():
         if os.environ.get("SPLITCA_REQUIRE_INTEROP") == "1":
             pytest.fail(f"Apache module {filename} is missing; scripts/test.sh installs it")
@@ -180,7 +181,7 @@ def start_apache(
         error_log=root / "error.log",
         site_conf=site,
         modules_dir=mods,
-        modules=modules,
+        modules=server_modules(modules, mods),
         user=user,
         group=group,
         log_level="notice ssl:info",

@@ -7,6 +7,7 @@ import datetime as dt
 import email.utils
 import http.server
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -604,3 +605,23 @@ def test_watch_keeps_syncing_until_sigterm(master, fake_ca, ca):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Installed CRL number 0" in out and "Installed CRL number 7" in out
+
+
+# --- the documentation says what the code does -------------------------------------------------------
+
+
+def test_documented_exit_codes_and_checks_match_the_code():
+    from splitca.cli._base import EXIT_CODES
+    from splitca.errors import ConfigError, CRLStale, ReloadFailed, RemoteError, StoreError
+
+    codes = dict(EXIT_CODES)
+    assert (codes[ConfigError], codes[StoreError], codes[RemoteError]) == (2, 5, 6)
+    assert (codes[CRLRejected], codes[CRLStale], codes[ReloadFailed]) == (7, 8, 9)
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "split-ca.md").read_text()
+    for code in (crlsync.EXIT_UNCHANGED, crlsync.EXIT_UPDATED, 2, 5, 6, 7, 8, 9):
+        assert f"\n| {code} |" in doc, code
+    for check in crlsync.CHECKS:
+        assert re.search(rf"^\s*\| `{check}` \|", doc, re.MULTILINE), check
+    help_text = CliRunner().invoke(cli, ["sync-crl", "--help"]).output
+    for code in (0, 10, 6, 7, 8, 9):
+        assert f"  {code} " in help_text

@@ -330,3 +330,33 @@ def test_ca_under_mod_wsgi_serves_the_api_and_bootstraps_an_agent(wsgi_python_ho
 
     shutil.rmtree(root, ignore_errors=True)
     assert not os.path.exists(root)
+
+
+# --- the CA side: a CRL that is due is re-issued before anyone can fetch it ----------------------------
+
+
+def test_serve_reissues_a_due_crl_before_compile_masters_fetch_it(tmp_path, server_factory):
+    settings = make_settings(tmp_path)
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    CertificateAuthority.setup(settings, clock=lambda: long_ago)  # its CRL expired 23 days ago
+    server = server_factory(settings)
+    master = tmp_path / "master"
+    master.mkdir()
+    (master / "ca.pem").write_bytes(server.cacert.read_bytes())
+    synced = subprocess.run(
+        [
+            sys.executable, "-m", "splitca", "sync-crl",
+            "--ca-url", server.url,
+            "--ca-cert", str(master / "ca.pem"),
+            "--dest", str(master / "crl.pem"),
+            "--no-reload",
+            "--format", "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert synced.returncode == 10, synced.stdout + synced.stderr
+    assert '"crl_number":1' in synced.stdout
+    next_update = dt.datetime.fromisoformat(synced.stdout.split('"next_update":"')[1].split('"')[0])
+    assert next_update - dt.datetime.now(dt.UTC) > dt.timedelta(days=6)

@@ -122,21 +122,22 @@ def find_modules_dir(given: Path | None) -> Path:
     )
 
 
+def server_modules(site_modules: tuple[str, ...], modules_dir: Path) -> tuple[str, ...]:
+    """The base modules present as files in *modules_dir*, then the site's own."""
+    base = [m for m in apache.BASE_MODULES if (modules_dir / apache.module_file(m)).exists()]
+    return tuple(dict.fromkeys([*base, *site_modules]))
+
+
 def config_test(text: str, modules: tuple[str, ...], *, apache_bin: str, modules_dir: Path) -> str:
     """Run Apache's own config test (``-t``) on *text* inside a minimal server config.
 
     Returns Apache's output. Raises ConfigError with Apache's message if the test fails.
     """
-    missing = [
-        name for name in modules if not (modules_dir / apache.module_files([name])[-1][1]).exists()
-    ]
+    missing = [name for name in modules if not (modules_dir / apache.module_file(name)).exists()]
     if missing:
         raise ConfigError(
             f"--check: Apache module(s) {', '.join(missing)} not installed in {modules_dir}"
         )
-    base = [
-        m for m in apache.BASE_MODULES if (modules_dir / apache.module_files([m])[-1][1]).exists()
-    ]
     with tempfile.TemporaryDirectory(prefix="splitca-check-") as tmp:
         root = Path(tmp)
         site = root / "site.conf"
@@ -147,7 +148,7 @@ def config_test(text: str, modules: tuple[str, ...], *, apache_bin: str, modules
             error_log=root / "error.log",
             site_conf=site,
             modules_dir=modules_dir,
-            modules=tuple(dict.fromkeys([*base, *modules])),
+            modules=server_modules(modules, modules_dir),
         )
         conf = root / "httpd.conf"
         conf.write_text(apache.render_server_config(frame), encoding="utf-8")
