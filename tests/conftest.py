@@ -262,6 +262,15 @@ class Server:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run `splitca --config <this server's config> ARGS` as an operator would, beside the server."""
+        return subprocess.run(
+            [sys.executable, "-m", "splitca", "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
 
 def write_config(path: Path, settings: Settings, **extra: Any) -> Path:
     raw: dict[str, Any] = {}
@@ -432,6 +441,19 @@ def agent_factory(tmp_path: Path) -> Callable[[str], Agent]:
 def openssl(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     exe = require_program("openssl")
     return subprocess.run([exe, *args], capture_output=True, input=input, timeout=60)
+
+
+def openssl_verify(cert: Path, cadir: Path) -> subprocess.CompletedProcess[bytes]:
+    """`openssl verify -crl_check` of *cert* against the CA and CRL in *cadir*."""
+    return openssl(
+        "verify",
+        "-crl_check",
+        "-CAfile",
+        str(cadir / "ca_crt.pem"),
+        "-CRLfile",
+        str(cadir / "ca_crl.pem"),
+        str(cert),
+    )
 
 
 @contextlib.contextmanager

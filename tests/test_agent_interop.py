@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from splitca.authority import CertificateAuthority
 
-from .conftest import Agent, Server, openssl
+from .conftest import Agent, openssl_verify
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
-
-
-def run_cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    import sys
-
-    return subprocess.run(
-        [sys.executable, "-m", "splitca", "--config", str(server.config), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_bootstrap_with_autosign_gets_a_certificate(settings, server_factory, agent_factory):
@@ -35,15 +22,7 @@ def test_bootstrap_with_autosign_gets_a_certificate(settings, server_factory, ag
     assert agent.cert_path.exists() and agent.crl_path.exists()
     # The CA cert the agent saved is byte-identical to ca_crt.pem (ca_fingerprint relies on it).
     assert agent.cacert_path.read_bytes() == server.cacert.read_bytes()
-    verify = openssl(
-        "verify",
-        "-crl_check",
-        "-CAfile",
-        str(server.cacert),
-        "-CRLfile",
-        str(settings.cadir / "ca_crl.pem"),
-        str(agent.cert_path),
-    )
+    verify = openssl_verify(agent.cert_path, settings.cadir)
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
@@ -60,16 +39,16 @@ def test_manual_signing_then_revocation(settings, server_factory, agent_factory)
         or "waitforcert" in first.stdout + first.stderr
     )
     assert not agent.cert_path.exists()
-    listing = run_cli(server, "list", "--pending")
+    listing = server.cli("list", "--pending")
     assert "agent-manual.example.com" in listing.stdout
 
-    signed = run_cli(server, "sign", "agent-manual.example.com")
+    signed = server.cli("sign", "agent-manual.example.com")
     assert signed.returncode == 0, signed.stderr
     second = agent.bootstrap(server.port)
     assert second.returncode == 0, second.stdout + second.stderr
     assert agent.cert_path.exists()
 
-    revoked = run_cli(server, "revoke", "agent-manual.example.com")
+    revoked = server.cli("revoke", "agent-manual.example.com")
     assert revoked.returncode == 0, revoked.stderr
     # Puppet 7 keeps its CRL until it is missing; bootstrap then downloads a fresh one
     # and verifies the existing certificate against it.
@@ -77,13 +56,5 @@ def test_manual_signing_then_revocation(settings, server_factory, agent_factory)
     again = agent.bootstrap(server.port)
     assert again.returncode != 0
     assert "is revoked" in again.stdout + again.stderr
-    out = openssl(
-        "verify",
-        "-crl_check",
-        "-CAfile",
-        str(server.cacert),
-        "-CRLfile",
-        str(settings.cadir / "ca_crl.pem"),
-        str(agent.cert_path),
-    )
+    out = openssl_verify(agent.cert_path, settings.cadir)
     assert out.returncode != 0 and b"revoked" in out.stdout + out.stderr

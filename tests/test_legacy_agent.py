@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import http.client
 import ssl
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -67,15 +65,6 @@ class LegacyAgent:
         return resp.status, data, hdrs
 
 
-def run_cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "splitca", "--config", str(server.config), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_puppet3_agent_bootstrap_over_legacy_paths(
     settings, server_factory, tmp_path: Path
 ) -> None:
@@ -107,7 +96,7 @@ def test_puppet3_agent_bootstrap_over_legacy_paths(
     # (a re-run of the agent finds its pending CSR on the server and adopts it)
     status, body, _ = agent.call("GET", f"/production/certificate_request/{name}")
     assert status == 200 and x509.load_pem_x509_csr(body).public_key() == agent.key.public_key()
-    signed = run_cli(server, "sign", name)
+    signed = server.cli("sign", name)
     assert signed.returncode == 0, signed.stderr
     # ... then 200.
     status, body, _ = agent.call("GET", f"/production/certificate/{name}")
