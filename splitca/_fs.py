@@ -34,13 +34,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def stage(path: Path, data: bytes, *, mode: int, durable: bool = True) -> Path:
-    """Write *data* to a temporary sibling of *path* with *mode*, fsynced; return its path.
+def stage(
+    path: Path, data: bytes, *, mode: int, durable: bool = True, tmpdir: Path | None = None
+) -> Path:
+    """Write *data* to a temporary file for *path* with *mode*, fsynced; return its path.
 
     Pair with :func:`publish`. Splitting the two lets a caller do the cheap rename
     inside a short critical section while the write and fsync happen outside it.
+    The temporary file is a hidden sibling of *path*, or lives in *tmpdir* (which
+    must be on the same filesystem) so that staging leaves *path*'s directory alone.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = (tmpdir or path.parent) / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
@@ -128,39 +132,113 @@ def read_bytes(path: Path) -> bytes | None:
         return None
 
 
+class _Slot:
+    """One lock file in this process: a thread lock and, while held, a cached descriptor."""
+
+    __slots__ = ("fd", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.fd: int | None = None
+
+
+_registry_lock = threading.Lock()
+_slots: dict[str, _Slot] = {}
+
+
+def _slot(path: Path) -> _Slot:
+    key = str(path)
+    with _registry_lock:
+        slot = _slots.get(key)
+        if slot is None:
+            slot = _slots[key] = _Slot()
+        return slot
+
+
+def _reset_after_fork() -> None:
+    # A thread lock some other thread held at fork() would stay held forever in the
+    # child, and inherited descriptors share their flock with the parent: start afresh.
+    # (Closing an inherited copy does not release the parent's lock.)
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for slot in _slots.values():
+        if slot.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(slot.fd)
+    _slots.clear()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 class FileLock:
     """An exclusive lock shared by threads and processes, on a lock file.
 
-    ``flock`` on a freshly opened descriptor excludes other processes *and* other
-    threads of this process (each open is its own open file description), unlike
-    POSIX record locks. Waits are bounded: :class:`LockTimeout` after *timeout*.
+    Threads of one process queue on an in-process lock first (prompt hand-over, no
+    polling); the winner then takes ``flock`` on the process's descriptor for the
+    file, which excludes other processes. The descriptor stays open between uses
+    (no open/close per lock) and is re-opened if the lock file was replaced. Waits
+    are bounded: :class:`LockTimeout` after *timeout*.
     """
 
     def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
         self.path = path
         self.timeout = timeout
 
+    def _open(self, slot: _Slot) -> int:
+        if slot.fd is None:
+            try:
+                slot.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise StoreError(f"could not open lock {self.path}: {exc.strerror}") from exc
+        return slot.fd
+
+    def _drop(self, slot: _Slot) -> None:
+        if slot.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(slot.fd)
+            slot.fd = None
+
     @contextlib.contextmanager
     def __call__(self, timeout: float | None = None) -> Iterator[None]:
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
+        slot = _slot(self.path)
+        if not slot.lock.acquire(timeout=max(limit, 0)):
+            raise LockTimeout(f"timed out after {limit:g}s waiting for lock {self.path.name}")
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StoreError(f"could not open lock {self.path}: {exc.strerror}") from exc
-        try:
-            delay = 0.0005
-            while True:
+            fd = self._flock(slot, deadline, limit)
+            try:
+                yield
+            finally:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise LockTimeout(
-                            f"timed out after {limit:g}s waiting for lock {self.path.name}"
-                        ) from None
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.02)
-            yield
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                except OSError:
+                    self._drop(slot)  # closing releases it too
         finally:
-            os.close(fd)  # closing the descriptor releases the flock
+            slot.lock.release()
+
+    def _flock(self, slot: _Slot, deadline: float, limit: float) -> int:
+        delay = 0.0001
+        while True:
+            fd = self._open(slot)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"timed out after {limit:g}s waiting for lock {self.path.name}"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.005)
+                continue
+            except OSError as exc:
+                self._drop(slot)
+                raise StoreError(f"could not lock {self.path}: {exc.strerror}") from exc
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except OSError:
+                same = False
+            if same:
+                return fd
+            self._drop(slot)  # the lock file was removed or replaced: lock the new one

@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from . import _fs, pki
+from ._batch import GroupCommit
 from . import autosign_registry as _autosign_registry  # noqa: F401 - autosign: registry
 from .audit import SYSTEM, Actor, AuditLog
 from .config import Settings
@@ -78,6 +79,7 @@ class CertificateAuthority:
         )
         self._autosigner = autosigner
         self._key_lock = threading.Lock()
+        self._serials = GroupCommit(self._reserve_batch)
         self._key: tuple[str, CertificateIssuerPrivateKeyTypes, x509.Certificate] | None = None
 
     # --- opening -------------------------------------------------------------------------
@@ -331,59 +333,103 @@ class CertificateAuthority:
         self.audit.event("csr-deleted", actor, certname=certname)
 
     # --- signing ---------------------------------------------------------------------------
-    def _next_serial(self) -> int:
-        with self.cadir.lock("serial")():
+    def _reserve_serial(
+        self, certname: str, not_before: dt.datetime, not_after: dt.datetime
+    ) -> int:
+        """Take the next serial, its inventory line durable, before anything is signed with it.
+
+        Concurrent callers in this process are batched (group commit): one lock round,
+        one append and one fsync for all of them.
+        """
+        return self._serials.submit(
+            (certname, pki.puppet_time(not_before), pki.puppet_time(not_after))
+        )
+
+    def _reserve_batch(self, wanted: list[tuple[str, str, str]]) -> list[int]:
+        """Allocate consecutive serials for (certname, not_before, not_after) and record them.
+
+        The inventory lines (fsynced) are the durable record that the serials are
+        taken, and the next serial is never below the inventory's highest, so a serial
+        reaches no client unless it is recorded, and none is handed out twice, even if
+        the serial file (replaced atomically, without fsync) lost its last update in a
+        crash.
+        """
+        with self.cadir.lock("serial")(), self.cadir.lock("inventory")():
+            first = self._serial_floor()
+            lines = b"".join(
+                inventory_line(first + i, nb, na, name) for i, (name, nb, na) in enumerate(wanted)
+            )
+            _fs.append_line(self.cadir.inventory, lines, mode=0o644)
+            self.cadir.write_serial(first + len(wanted), durable=False)
+            with self.index.transaction() as conn:
+                self.index.add_inventory(conn, lines)
+        return list(range(first, first + len(wanted)))
+
+    def _serial_floor(self) -> int:
+        """The next free serial: the serial file, but never below the highest one issued."""
+        try:
             serial = self.cadir.read_serial()
-            floor = self.index.max_issued_serial() + 1
-            if serial < floor:
+        except StoreError as exc:
+            if self.cadir.serial_file.exists():
+                log.warning("%s; continuing after the highest serial in the inventory", exc)
+                serial = 0
+            else:
+                raise
+        floor = self.index.max_issued_serial() + 1
+        if serial < floor:
+            if serial:
                 log.warning(
                     "serial file says %X but serial %X was already issued (restored backup?); using %X",
                     serial,
                     floor - 1,
                     floor,
                 )
-                serial = floor
-            self.cadir.write_serial(serial + 1)
+            serial = floor
         return serial
 
+    def repair_serial(self) -> bool:
+        """Move the serial file past the highest issued serial if it lags (after a crash)."""
+        with self.cadir.lock("serial")():
+            try:
+                current = self.cadir.read_serial()
+            except StoreError:
+                current = -1
+            wanted = self._serial_floor()
+            if wanted == current:
+                return False
+            self.cadir.write_serial(wanted)
+        return True
+
     def _issue(self, approved: Approved, ttl: dt.timedelta | None) -> x509.Certificate:
-        """Sign *approved* with a fresh serial and record it in the inventory (not yet published)."""
+        """Sign *approved* with a fresh serial recorded in the inventory (not yet published)."""
         key, ca_cert = self.signing_material()
-        now = self.clock()
-        not_after = now + (ttl or self.settings.effective_cert_ttl)
-        not_after = min(not_after, ca_cert.not_valid_after_utc)
-        serial = self._next_serial()
-        cert = pki.build_leaf_certificate(
+        now = self.clock().replace(microsecond=0)  # X.509 times have whole seconds
+        not_before = now - self.settings.backdate
+        not_after = min(
+            now + (ttl or self.settings.effective_cert_ttl), ca_cert.not_valid_after_utc
+        )
+        # Inventory first: a certificate a client has received is always in the inventory.
+        serial = self._reserve_serial(approved.certname, not_before, not_after)
+        return pki.build_leaf_certificate(
             ca_key=key,
             ca_cert=ca_cert,
             public_key=approved.public_key,
             certname=approved.certname,
             serial=serial,
-            not_before=now - self.settings.backdate,
+            not_before=not_before,
             not_after=not_after,
             alt_names=approved.alt_names,
             extensions=approved.extensions,
         )
-        # Inventory first: a certificate a client has received is always in the inventory.
-        line = inventory_line(
-            serial,
-            pki.puppet_time(cert.not_valid_before_utc),
-            pki.puppet_time(cert.not_valid_after_utc),
-            approved.certname,
-        )
-        with self.cadir.lock("inventory")():
-            _fs.append_line(self.cadir.inventory, line, mode=0o644)
-            with self.index.transaction() as conn:
-                self.index.add_inventory(conn, line)
-        return cert
 
     def _publish_cert(self, certname: str, cert: x509.Certificate, *, drop_csr: bool) -> None:
         """Atomically put signed/<name>.pem in place (and drop the CSR) with the index updated."""
         path = self.cadir.cert_path(certname)
         tmp = self.cadir.stage(path, pki.pem(cert))
+        values = self.index.cert_values(certname, cert)  # computed outside the write lock
         with self.index.transaction() as conn:
             _fs.publish(tmp, path)
-            self.index.put_cert(conn, certname, cert)
+            self.index.put_cert(conn, certname, cert, values=values)
             changed = ["signed"]
             if drop_csr:
                 _unlink(self.cadir.csr_path(certname))

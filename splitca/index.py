@@ -98,6 +98,7 @@ class Index:
         self._local = threading.local()
         self._seen: dict[str, str] = {}
         self._seen_lock = threading.Lock()
+        self._write_lock = cadir.lock("index")
 
     # --- connections and transactions ----------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -121,24 +122,31 @@ class Index:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (BEGIN IMMEDIATE): one writer at a time across processes."""
+        """A write transaction (BEGIN IMMEDIATE): one writer at a time across processes.
+
+        Writers queue on the cadir's ``index`` lock first: threads hand over promptly
+        and processes poll briefly, instead of sleeping in SQLite's busy handler
+        (which backs off in steps of milliseconds).
+        """
         conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"index is busy or unwritable: {exc}") from exc
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
+        with self._write_lock():
             try:
-                conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
+                raise StoreError(f"index is busy or unwritable: {exc}") from exc
+            try:
+                yield conn
+            except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-                raise StoreError(f"could not commit to the index: {exc}") from exc
+                raise
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise StoreError(f"could not commit to the index: {exc}") from exc
 
     def _paths(self) -> dict[str, Path]:
         c = self.cadir
@@ -325,8 +333,19 @@ class Index:
         )
 
     # --- writes that accompany our own file changes -----------------------------------------
-    def put_cert(self, conn: sqlite3.Connection, name: str, cert: x509.Certificate) -> None:
-        values = _cert_row(name, cert)
+    def cert_values(self, name: str, cert: x509.Certificate) -> tuple[str, int, str]:
+        """The index row of a certificate; compute it before taking the write lock."""
+        return _cert_row(name, cert)
+
+    def put_cert(
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        cert: x509.Certificate,
+        *,
+        values: tuple[str, int, str] | None = None,
+    ) -> None:
+        values = values or _cert_row(name, cert)
         conn.execute(
             "INSERT OR REPLACE INTO certs(name, serial, not_after_ts, status, stamp) VALUES (?,?,?,?,?)",
             (name, *values, _stamp(self.cadir.cert_path(name))),

@@ -116,6 +116,9 @@ def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> 
     ca = CertificateAuthority.open(settings)
     build_ssl_context(settings)  # fail now, in the foreground, on a bad cert or key
     ca.refresh_crl()  # a CRL past its margin is re-issued before we accept agents
+    if ca.repair_serial():  # a crash may have lost the serial file's last (unsynced) update
+        log.warning("serial file was behind the inventory; moved it past the last issued serial")
+    ca.cadir.clear_stale_staging()
     ca.index.close()
     if settings.autosign is True:
         log.warning(

@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,9 +97,11 @@ class CADir:
         self.infra_crl = root / "infra_crl.pem"
         self.private = root / ".splitca"
         self.index_path = self.private / "index.sqlite3"
+        self.tmpdir = self.private / "tmp"
         self._lock_timeout = lock_timeout
         self._cache_lock = threading.Lock()
         self._file_cache: dict[Path, tuple[tuple[int, int, int], bytes]] = {}
+        self._same_fs: dict[Path, bool] = {}
 
     # --- layout ------------------------------------------------------------------------
     REQUIRED = ("cacert", "cakey", "cacrl", "serial_file")
@@ -118,6 +121,7 @@ class CADir:
                 (self.csrdir, 0o755),
                 (self.private, 0o700),
                 (self.private / "locks", 0o700),
+                (self.tmpdir, 0o700),
             ):
                 d.mkdir(mode=mode, parents=True, exist_ok=True)
         except OSError as exc:
@@ -190,8 +194,14 @@ class CADir:
             raise StoreError(f"serial file {self.serial_file} is missing")
         return parse_serial(data)
 
-    def write_serial(self, value: int) -> None:
-        _fs.atomic_write(self.serial_file, format_serial(value), mode=CERT_MODE)
+    def write_serial(self, value: int, *, durable: bool = True) -> None:
+        """Replace the serial file atomically.
+
+        ``durable=False`` skips the fsyncs: fine when the inventory line for the
+        serial was made durable first, because the next serial is never below the
+        highest one in the inventory (see ``CertificateAuthority._reserve_serial``).
+        """
+        _fs.atomic_write(self.serial_file, format_serial(value), mode=CERT_MODE, durable=durable)
 
     # --- inventory ---------------------------------------------------------------------
     def append_inventory(self, serial: int, not_before: str, not_after: str, certname: str) -> None:
@@ -210,7 +220,37 @@ class CADir:
         _fs.atomic_write(path, data, mode=mode)
 
     def stage(self, path: Path, data: bytes) -> Path:
-        return _fs.stage(path, data, mode=CERT_MODE)
+        """Stage a public file for :func:`_fs.publish`, outside the target directory.
+
+        Staging in ``.splitca/tmp`` keeps ``signed/`` and ``requests/`` unchanged until
+        the rename, so their stamps move only with changes the index records.
+        """
+        parent = path.parent
+        same = self._same_fs.get(parent)
+        if same is None:
+            try:
+                same = os.stat(parent).st_dev == os.stat(self.tmpdir).st_dev
+            except FileNotFoundError:
+                same = False
+            self._same_fs[parent] = same
+        return _fs.stage(path, data, mode=CERT_MODE, tmpdir=self.tmpdir if same else None)
+
+    def clear_stale_staging(self, older_than: float = 3600.0) -> int:
+        """Remove staged files left by crashed processes; returns how many."""
+        removed = 0
+        now = time.time()
+        try:
+            entries = list(os.scandir(self.tmpdir))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                if entry.name.endswith(".tmp") and now - entry.stat().st_mtime > older_than:
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError:
+                continue
+        return removed
 
     def read_infra_inventory(self) -> list[str]:
         data = _fs.read_bytes(self.infra_inventory) or b""
