@@ -493,8 +493,11 @@ def _link_tree(src: Path, dest: Path) -> None:
         shutil.copytree(src, dest, copy_function=link, ignore=shutil.ignore_patterns("__pycache__"))
     else:
         link(str(src), str(dest))
+    # Hard links share the original's mode: only widen what nobody could not read.
     for p in [dest, *dest.rglob("*")] if dest.is_dir() else [dest]:
-        p.chmod(0o755 if p.is_dir() else 0o644 if not os.access(p, os.X_OK) else 0o755)
+        mode = p.stat().st_mode
+        if not mode & 0o004 or (p.is_dir() and not mode & 0o001):
+            p.chmod(mode | (0o005 if p.is_dir() else 0o004))
 
 
 @pytest.fixture(scope="session")
