@@ -13,8 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from . import _fs, pki
-from ._batch import GroupCommit
 from . import autosign_registry as _autosign_registry  # noqa: F401 - autosign: registry
+from ._batch import GroupCommit
 from .audit import SYSTEM, Actor, AuditLog
 from .config import Settings
 from .errors import Conflict, InvalidRequest, NotFound, PolicyViolation, StoreError
@@ -644,25 +644,31 @@ class CertificateAuthority:
 
     def _add_to_crl(self, serials: set[int], reason: x509.ReasonFlags) -> set[int]:
         with self.cadir.lock("crl")():
-            current = self.index.revocations()
-            known = {e.serial for e in current}
+            current = self.index.revocation_rows()
+            known = {row[0] for row in current}
             now = self.clock()
             new = [pki.Revocation(s, now, reason) for s in sorted(serials - known)]
             if new:
-                self._write_crl(current + new, now, added=new)
+                when, code = now.timestamp(), pki.reason_code(reason)
+                rows = current + [(e.serial, when, code) for e in new]
+                self._write_crl(rows, now, added=new)
         return {e.serial for e in new}
 
     def _write_crl(
         self,
-        entries: list[pki.Revocation],
+        entries: list[tuple[int, float, int | None]],
         now: dt.datetime,
         *,
         added: list[pki.Revocation] | None = None,
-    ) -> x509.CertificateRevocationList:
-        """Sign and atomically install a new CA CRL (caller holds the crl lock)."""
+    ) -> int:
+        """Sign and atomically install a new CA CRL (caller holds the crl lock); its number.
+
+        *entries* are (serial, unix time, CRLReason code). With *added*, only those
+        are new to the index; otherwise the index's revocations are replaced.
+        """
         key, ca_cert = self.signing_material()
         number = self.index.crl_number() + 1
-        crl = pki.build_crl(
+        der = pki.build_crl_der(
             ca_key=key,
             ca_cert=ca_cert,
             entries=entries,
@@ -670,11 +676,12 @@ class CertificateAuthority:
             this_update=now - dt.timedelta(minutes=1),
             next_update=now + self.settings.crl_ttl,
         )
-        data = pki.pem(crl)
+        data = pki.pem_crl(der)
         # Keep any other CRLs of the chain (intermediate-CA setups) after ours.
         existing = self.cadir.read_cached(self.cadir.cacrl) or b""
+        issuer = ca_cert.subject.public_bytes()
         for block in pki.split_pem(existing, "X509 CRL"):
-            if x509.load_pem_x509_crl(block).issuer != ca_cert.subject:
+            if pki.crl_header(block).issuer != issuer:
                 data += block + b"\n"
         tmp = self.cadir.stage(self.cadir.cacrl, data)
         with self.index.transaction() as conn:
@@ -682,10 +689,10 @@ class CertificateAuthority:
             if added is not None:
                 self.index.add_revoked(conn, added, number)
             else:
-                self.index.replace_revoked(conn, entries, number)
+                self.index.replace_revocation_rows(conn, entries, number)
             self.index.record(conn, "crl")
         log.info("Published CRL number %d with %d entries", number, len(entries))
-        return crl
+        return number
 
     def crl_info(self) -> dict[str, object]:
         _, ca_cert = self.signing_material()
@@ -708,10 +715,24 @@ class CertificateAuthority:
         }
 
     def crl_needs_refresh(self) -> bool:
-        crl = own_crl(self.cadir.read_crl(), self.cadir.read_ca_cert())
-        if crl is None or crl.next_update_utc is None:
+        """True if our CRL is missing, unreadable, or within the refresh margin of nextUpdate.
+
+        Reads only the CRL's header, so it costs microseconds at any CRL size.
+        """
+        _, ca_cert = self.signing_material()
+        issuer = ca_cert.subject.public_bytes()
+        header = None
+        for block in pki.split_pem(self.cadir.read_crl(), "X509 CRL"):
+            try:
+                candidate = pki.crl_header(block)
+            except ValueError:
+                continue
+            if candidate.issuer == issuer:
+                header = candidate
+                break
+        if header is None or header.next_update is None:
             return True
-        return crl.next_update_utc - self.clock() < self.settings.effective_crl_refresh_margin
+        return header.next_update - self.clock() < self.settings.effective_crl_refresh_margin
 
     def refresh_crl(self, *, force: bool = False, actor: Actor = SYSTEM) -> bool:
         """Re-issue the CRL (new number, fresh nextUpdate) if it is due or *force*.
@@ -723,18 +744,18 @@ class CertificateAuthority:
             if not force and not self.crl_needs_refresh():
                 return False
             now = self.clock()
-            entries = self.index.revocations()
+            entries = self.index.revocation_rows()
             pruned = 0
             if self.settings.crl_prune_expired:
                 expired = self.index.expired_serials(now)
-                kept = [e for e in entries if e.serial not in expired]
+                kept = [e for e in entries if e[0] not in expired]
                 pruned = len(entries) - len(kept)
                 entries = kept
-            crl = self._write_crl(entries, now)
+            number = self._write_crl(entries, now)
         self.audit.event(
             "crl-refresh",
             actor,
-            crl_number=pki.crl_number(crl),
+            crl_number=number,
             entries=len(entries),
             pruned=pruned,
         )

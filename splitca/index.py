@@ -49,6 +49,9 @@ CREATE INDEX IF NOT EXISTS inventory_serial_int ON inventory(serial_int);
 """
 
 _REASONS = {r.name: i for i, r in enumerate(x509.ReasonFlags)}
+# The revoked.reason column holds a ReasonFlags position; CRLs hold RFC 5280 codes.
+_CODE_BY_FLAG = {i: pki.reason_code(r) for i, r in enumerate(x509.ReasonFlags)}
+_FLAG_BY_CODE = {code: i for i, code in _CODE_BY_FLAG.items()}
 
 
 def _stamp(path: Path) -> str:
@@ -419,7 +422,31 @@ class Index:
         )
         self._set_meta(conn, "crl_number", str(crl_number))
 
+    def replace_revocation_rows(
+        self,
+        conn: sqlite3.Connection,
+        rows: list[tuple[int, float, int | None]],
+        crl_number: int,
+    ) -> None:
+        """Like :meth:`replace_revoked`, from (serial, unix time, CRLReason code) rows."""
+        conn.execute("DELETE FROM revoked")
+        conn.executemany(
+            "INSERT OR REPLACE INTO revoked(serial, date_ts, reason) VALUES (?, ?, ?)",
+            ((str(s), ts, None if c is None else _FLAG_BY_CODE[c]) for s, ts, c in rows),
+        )
+        self._set_meta(conn, "crl_number", str(crl_number))
+
     # --- queries ------------------------------------------------------------------------------
+    def revocation_rows(self) -> list[tuple[int, float, int | None]]:
+        """Every revocation as (serial, unix time, CRLReason code), cheap at 100k entries."""
+        self.refresh()
+        return [
+            (int(serial), ts, None if reason is None else _CODE_BY_FLAG[reason])
+            for serial, ts, reason in self._conn().execute(
+                "SELECT serial, date_ts, reason FROM revoked ORDER BY rowid"
+            )
+        ]
+
     def crl_number(self) -> int:
         self.refresh()
         value = self._get_meta(self._conn(), "crl_number")

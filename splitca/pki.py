@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import ipaddress
 import re
@@ -13,13 +15,14 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     CertificatePublicKeyTypes,
 )
-from cryptography.x509.oid import AttributeOID, ExtensionOID, NameOID
+from cryptography.x509.oid import AttributeOID, NameOID
 
+from . import _der
 from .errors import InvalidRequest
 
 __all__ = [
@@ -91,6 +94,7 @@ MAX_CERTNAME_LENGTH = 250  # "<name>.pem" must fit in a 255-byte file name
 _LABELS_RE = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_-]*[a-z0-9_])*\.*")
 
 
+@functools.lru_cache(maxsize=4096)
 def certname_problem(name: str) -> str | None:
     """Return puppetserver's message for an invalid certname, or None if it is valid."""
     if any(c.isupper() for c in name):
@@ -119,7 +123,7 @@ def puppet_time(when: dt.datetime) -> str:
 
 
 def colon_hex(digest: bytes) -> str:
-    return ":".join(f"{b:02X}" for b in digest)
+    return digest.hex(":").upper()
 
 
 def fingerprints(der: bytes) -> dict[str, str]:
@@ -175,7 +179,11 @@ def public_key_pem(key: CertificatePublicKeyTypes) -> bytes:
 
 
 def load_private_key(data: bytes) -> CertificateIssuerPrivateKeyTypes:
-    key = serialization.load_pem_private_key(data, password=None)
+    """Load the CA's own key. Its file is trusted, so OpenSSL's slow RSA consistency
+    check (~0.4 s for RSA-4096, paid by every CLI command) is skipped."""
+    key = serialization.load_pem_private_key(
+        data, password=None, unsafe_skip_rsa_key_validation=True
+    )
     if not isinstance(
         key,
         rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey,
@@ -542,28 +550,108 @@ def build_crl(
     next_update: dt.datetime,
 ) -> x509.CertificateRevocationList:
     """A v2 CRL with CRL number and AKI, one entry per revocation (with reason)."""
-    revoked = []
-    for e in entries:
-        rb = x509.RevokedCertificateBuilder().serial_number(e.serial).revocation_date(e.date)
-        if e.reason is not None and e.reason != x509.ReasonFlags.unspecified:
-            rb = rb.add_extension(x509.CRLReason(e.reason), False)
-        revoked.append(rb.build())
-    # Passing the list to the constructor avoids the builder's per-entry list copy (O(n^2)).
-    builder = x509.CertificateRevocationListBuilder(
-        issuer_name=ca_cert.subject,
-        last_update=this_update,
+    der_bytes = build_crl_der(
+        ca_key=ca_key,
+        ca_cert=ca_cert,
+        entries=((e.serial, e.date.timestamp(), reason_code(e.reason)) for e in entries),
+        number=number,
+        this_update=this_update,
         next_update=next_update,
-        extensions=[
-            x509.Extension(ExtensionOID.CRL_NUMBER, False, x509.CRLNumber(number)),
-            x509.Extension(
-                ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
-                False,
-                x509.AuthorityKeyIdentifier(ca_key_identifier(ca_cert), None, None),
-            ),
-        ],
-        revoked_certificates=revoked,
     )
-    return builder.sign(ca_key, signing_hash(ca_key))  # type: ignore[arg-type]
+    return x509.load_der_x509_crl(der_bytes)
+
+
+def pem_crl(der_bytes: bytes) -> bytes:
+    """PEM of a DER CRL, as cryptography writes it."""
+    return _der.pem_crl(der_bytes)
+
+
+def crl_header(pem_block: bytes) -> _der.CrlHeader:
+    """Issuer (DER) and dates of one PEM CRL block, without parsing its entries.
+
+    Raises:
+      ValueError: the block is not a CRL.
+    """
+    b64 = pem_block.split(b"-----BEGIN X509 CRL-----", 1)[-1].split(b"-----END", 1)[0]
+    try:
+        der_bytes = base64.b64decode(b64)
+    except ValueError as exc:
+        raise ValueError(f"CRL is not valid base64: {exc}") from None
+    return _der.read_crl_header(der_bytes)
+
+
+def reason_code(reason: x509.ReasonFlags | None) -> int | None:
+    """The RFC 5280 CRLReason code of *reason* (None stays None)."""
+    return None if reason is None else _der.REASON_CODES[reason.name]
+
+
+_SIG_ALGORITHMS = {
+    ("rsa", "sha256"): bytes.fromhex("300d06092a864886f70d01010b0500"),
+    ("rsa", "sha384"): bytes.fromhex("300d06092a864886f70d01010c0500"),
+    ("rsa", "sha512"): bytes.fromhex("300d06092a864886f70d01010d0500"),
+    ("ec", "sha256"): bytes.fromhex("300a06082a8648ce3d040302"),
+    ("ec", "sha384"): bytes.fromhex("300a06082a8648ce3d040303"),
+    ("ec", "sha512"): bytes.fromhex("300a06082a8648ce3d040304"),
+    ("ed25519", None): bytes.fromhex("300506032b6570"),
+    ("ed448", None): bytes.fromhex("300506032b6571"),
+}
+
+
+def _signature_algorithm(key: CertificateIssuerPrivateKeyTypes) -> bytes:
+    """The DER AlgorithmIdentifier X.509 uses for signatures by *key* (see signing_hash)."""
+    digest = signing_hash(key)
+    name = None if digest is None else digest.name
+    if isinstance(key, rsa.RSAPrivateKey):
+        return _SIG_ALGORITHMS["rsa", name]
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return _SIG_ALGORITHMS["ec", name]
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return _SIG_ALGORITHMS["ed25519", None]
+    if isinstance(key, ed448.Ed448PrivateKey):
+        return _SIG_ALGORITHMS["ed448", None]
+    raise ValueError(f"cannot sign a CRL with a {type(key).__name__}")
+
+
+def _sign_raw(key: CertificateIssuerPrivateKeyTypes, data: bytes) -> bytes:
+    """The signature over *data* that goes with :func:`_signature_algorithm`."""
+    digest = signing_hash(key)
+    if isinstance(key, rsa.RSAPrivateKey):
+        assert digest is not None
+        return key.sign(data, padding.PKCS1v15(), digest)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        assert digest is not None
+        return key.sign(data, ec.ECDSA(digest))
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return key.sign(data)
+    raise ValueError(f"cannot sign a CRL with a {type(key).__name__}")
+
+
+def build_crl_der(
+    *,
+    ca_key: CertificateIssuerPrivateKeyTypes,
+    ca_cert: x509.Certificate,
+    entries: Iterable[tuple[int, float, int | None]],
+    number: int,
+    this_update: dt.datetime,
+    next_update: dt.datetime,
+) -> bytes:
+    """The DER of a signed v2 CRL, from (serial, unix time, CRLReason code) entries.
+
+    Encoded directly (see :mod:`splitca._der`): about ten times faster than
+    cryptography's CRL builder at 100k entries, with the same structure (entries in
+    the given order, CRLReason unless unspecified, then CRL number and AKI).
+    """
+    algorithm = _signature_algorithm(ca_key)
+    tbs = _der.encode_tbs_crl(
+        algorithm=algorithm,
+        issuer=ca_cert.subject.public_bytes(),
+        this_update=this_update,
+        next_update=next_update,
+        entries=entries,
+        number=number,
+        authority_key_id=ca_key_identifier(ca_cert),
+    )
+    return _der.finish_crl(tbs, algorithm, _sign_raw(ca_key, tbs))
 
 
 def pem(
