@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import shutil
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import trustme
 from cryptography import x509
 
-from splitca import pki
+from splitca import apache, pki
 from splitca.authority import CertificateAuthority
 
 from .apache_harness import (
@@ -18,10 +21,14 @@ from .apache_harness import (
     MasterStack,
     Refused,
     build_master_stack,
+    https_get,
+    require_module,
+    start_apache,
     start_backend,
     stop_apache,
+    world_dir,
 )
-from .conftest import make_settings
+from .conftest import free_port, make_settings
 
 pytestmark = pytest.mark.interop
 
@@ -144,3 +151,64 @@ def test_apache_logs_why_it_refused(stack):
     assert "peer did not return a certificate" in text or "certificate required" in text, text[
         -2000:
     ]
+
+
+# --- the passenger backend: the Rack app sees the same identity ----------------------------------
+
+RACK_APP = """
+require "json"
+run lambda { |env|
+  seen = env.select { |k, _| k.include?("CLIENT") }
+  [200, {"Content-Type" => "application/json"}, [JSON.generate(seen)]]
+}
+"""
+
+
+def test_passenger_backend_gives_the_rack_app_the_verified_identity(stack, agent1):
+    require_module("passenger")
+    locations = Path("/usr/lib/ruby/vendor_ruby/phusion_passenger/locations.ini")
+    if not locations.exists():
+        pytest.fail("libapache2-mod-passenger is installed but its locations.ini is missing")
+    rack = world_dir("splitca-rack-")
+    (rack / "public").mkdir()
+    (rack / "config.ru").write_text(RACK_APP)
+    port = free_port()
+    site = apache.MasterSite(
+        server_name="master1.example.com",
+        listen=f"127.0.0.1:{port}",
+        cert=stack.master.cert,
+        key=stack.master.key,
+        ca_cert=stack.master.cacert,
+        crl=stack.crl,
+        backend="passenger",
+        rack_root=rack,
+    )
+    extra = (
+        f"PassengerRoot {locations}",
+        "PassengerDefaultRuby /usr/bin/ruby",
+        f"PassengerInstanceRegistryDir {rack}",
+    )
+    httpd = start_apache(apache.render(site), port, site.modules, extra=extra)
+    try:
+        forged = {"X-Client-DN": "CN=admin.example.com", "X_Client_DN": "CN=admin.example.com"}
+        answer = https_get(
+            port,
+            "/puppet/v3/x",
+            cacert=stack.master.cacert,
+            cert=agent1.cert,
+            key=agent1.key,
+            headers=forged,
+        )
+        assert answer.status == 200, answer.body
+        env = answer.json()
+        # Puppet's Rack master reads these two (ssl_client_header, ssl_client_verify_header)...
+        assert env["HTTP_X_CLIENT_DN"] == "CN=agent1.example.com"
+        assert env["HTTP_X_CLIENT_VERIFY"] == "SUCCESS"
+        # ...and the certificate from SSL_CLIENT_CERT (SSLOptions +ExportCertData).
+        assert env["SSL_CLIENT_CERT"].strip() == pki.pem(agent1.certificate).decode().strip()
+        assert "admin.example.com" not in json.dumps(env)
+        with pytest.raises(Refused):  # no client certificate
+            https_get(port, "/", cacert=stack.master.cacert)
+    finally:
+        stop_apache(httpd)
+        shutil.rmtree(rack, ignore_errors=True)
