@@ -235,6 +235,10 @@ class CertificateAuthority:
     def statuses(self, state: str | None = None) -> Iterator[Row]:
         return self.index.rows(state)
 
+    def statuses_json(self, state: str | None = None) -> Iterator[str]:
+        """:meth:`statuses` as one JSON array in pieces (with ``pending_reason``), for streaming."""
+        return self.index.status_json_chunks(state)
+
     def state_of(self, certname: str) -> str | None:
         row = self.status(certname)
         return None if row is None else row.state

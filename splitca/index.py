@@ -518,6 +518,39 @@ class Index:
                 if state is None or row.state == state:
                     yield row
 
+    def status_json_chunks(self, state: str | None = None, *, rows: int = 2000) -> Iterator[str]:
+        """The JSON array of :meth:`rows`, in pieces of about *rows* objects, fast at 100k.
+
+        CSRs carry ``pending_reason`` when they have one. Certificate objects are put
+        together by SQLite from the stored fragments, so no Python object is made per
+        certificate; the pieces concatenate to one JSON array.
+        """
+        self.refresh()
+        conn = self._conn()
+        sep = "["
+        if state in (None, "requested"):
+            for row in self._csr_rows("ORDER BY name"):
+                text = row.json()
+                if row.reason:
+                    text = text[:-1] + f',"pending_reason":{json.dumps(row.reason)}}}'
+                yield sep + text
+                sep = ","
+        if state in (None, "signed", "revoked"):
+            where = {
+                None: "",
+                "signed": "WHERE r.serial IS NULL",
+                "revoked": "WHERE r.serial IS NOT NULL",
+            }[state]
+            cur = conn.execute(
+                "SELECT '{\"state\":\"' || CASE WHEN r.serial IS NULL THEN 'signed' ELSE 'revoked' END"
+                " || '\",' || substr(c.status, 2) FROM certs c"
+                f" LEFT JOIN revoked r ON r.serial = c.serial {where} ORDER BY c.name"
+            )
+            while batch := cur.fetchmany(rows):
+                yield sep + ",".join([b[0] for b in batch])
+                sep = ","
+        yield "[]" if sep == "[" else "]"
+
     def pending_names(self) -> list[str]:
         self.refresh()
         return [r[0] for r in self._conn().execute("SELECT name FROM csrs ORDER BY name")]
