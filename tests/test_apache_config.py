@@ -85,6 +85,8 @@ def test_puppet_ca_is_refused_by_default_and_proxied_with_ca_url():
     assert "SSLProxyVerify require" in proxied
     assert "SSLProxyCACertificateFile /etc/puppetlabs/puppet/ssl/certs/ca.pem" in proxied
     assert "Require all denied" not in proxied
+    # The CA's certificate is checked against the CA's name, not the agent's Host header.
+    assert "ProxyPreserveHost On" not in proxied
 
 
 def test_passenger_backend_serves_the_rack_app():

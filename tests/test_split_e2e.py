@@ -360,3 +360,34 @@ def test_serve_reissues_a_due_crl_before_compile_masters_fetch_it(tmp_path, serv
     assert '"crl_number":1' in synced.stdout
     next_update = dt.datetime.fromisoformat(synced.stdout.split('"next_update":"')[1].split('"')[0])
     assert next_update - dt.datetime.now(dt.UTC) > dt.timedelta(days=6)
+
+
+# --- /puppet-ca/ on a compile master, forwarded to the CA (--ca-url) -----------------------------------
+
+
+def test_master_forwards_puppet_ca_to_the_ca_over_verified_tls(
+    settings, server_factory, backend, tmp_path
+):
+    from .conftest import free_port
+
+    CertificateAuthority.setup(settings)
+    server = server_factory(settings)
+    master_ssl = tmp_path / "master1-ssl"
+    master = generate(server.config, "master1.example.com", master_ssl, "IP:127.0.0.1")
+    agent = generate(server.config, "agent1.example.com", tmp_path / "agent1-ssl")
+    port = free_port()
+    ca_url = f"https://localhost:{server.port}"  # the CA's certificate names localhost
+    text = render_master(master, master_ssl / "crl.pem", port, backend.url, "--ca-url", ca_url)
+    httpd = start_apache(text, port, MASTER_MODULES)
+    try:
+        kw = {"cacert": agent.cacert, "cert": agent.cert, "key": agent.key}
+        got = https_get(port, "/puppet-ca/v1/certificate/ca", **kw)
+        assert got.status == 200, httpd.log_text()[-3000:]
+        assert got.body == server.cacert.read_bytes()
+        crl = https_get(port, "/puppet-ca/v1/certificate_revocation_list/ca", **kw)
+        assert crl.status == 200 and crl.body == (settings.cadir / "ca_crl.pem").read_bytes()
+        assert not [s for s in backend.seen if s.path.startswith("/puppet-ca/")]
+        # Everything else still goes to the backend.
+        assert https_get(port, "/echo", **kw).json()["x-client-dn"] == "CN=agent1.example.com"
+    finally:
+        stop_apache(httpd)
