@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import email.utils
 import http.server
+import json
 import os
 import re
 import signal
@@ -424,6 +425,15 @@ def test_too_large_answer_is_refused_without_reading_it_all(master, fake_ca, ca,
     assert result.exit_code == 7, result.output
     assert "CRL rejected (size)" in result.output
     assert untouched(master, before)
+
+
+def test_json_output_names_the_failed_check(master, fake_ca, ca):
+    install(master, ca_signer(ca).crl(3))
+    fake_ca.body = ca_signer(ca).crl(2)
+    result = master.sync(fake_ca.url, "--format", "json")
+    assert result.exit_code == 7
+    out = json.loads(result.stdout)
+    assert out["outcome"] == "error" and out["check"] == "crl-number" and out["exit_code"] == 7
 
 
 def test_unreachable_ca_leaves_the_installed_crl_in_place(master, ca):

@@ -513,7 +513,13 @@ def sync_crl(
         allow_rollback=allow_rollback,
     )
     if interval is None:
-        result = sync_once(cfg)
+        try:
+            result = sync_once(cfg)
+        except SplitCAError as exc:
+            if fmt != "json":
+                raise  # the group prints it as one line, with its exit code
+            _report(exc, fmt)
+            raise SystemExit(exit_code_for(exc)) from None
         _report(result, fmt)
         raise SystemExit(result.exit_code)
     seconds = parse_duration(interval, key="--watch").total_seconds()
