@@ -472,12 +472,31 @@ def sync_once(
       CRLStale: a fresh CRL could not be had and the installed one is expired or close to
         it; also raised after installing a CRL that itself expires soon.
       StoreError: a destination could not be written.
+      LockTimeout: another sync of the same files did not finish in time.
       ReloadFailed: the CRL was installed but the reload command failed.
     """
     cas = load_pinned(cfg.ca_cert)
+    state_path = cfg.effective_state_file
+    # One sync at a time per destination set (a timer run and a manual run, say), so
+    # files, state and reloads never interleave. The wait is bounded by one whole sync.
+    lock = _fs.FileLock(
+        state_path.with_name(state_path.name + ".lock"),
+        timeout=2 * cfg.timeout + cfg.reload_timeout,
+    )
+    with lock():
+        return _sync_locked(cfg, cas, state_path, clock=clock, reload=reload)
+
+
+def _sync_locked(
+    cfg: SyncConfig,
+    cas: list[x509.Certificate],
+    state_path: Path,
+    *,
+    clock: Callable[[], dt.datetime],
+    reload: Callable[[Sequence[str], float], None],
+) -> SyncResult:
     installed = [_read(p) for p in cfg.destinations]
     current = installed[0]
-    state_path = cfg.effective_state_file
     state = _load_state(state_path)
     client_cert = (cfg.client_cert, cfg.client_key) if cfg.client_cert and cfg.client_key else None
     with CAClient(

@@ -389,7 +389,7 @@ Exit codes (for timers and monitoring):
   {EXIT_UNCHANGED}   the installed CRL is current; nothing changed
   {EXIT_UPDATED}  a new CRL was installed (and the reload command ran)
   2   bad arguments, or --ca-cert unreadable
-  5   a --dest file could not be written
+  5   a --dest file could not be written (or another sync of them is stuck)
   6   the CA could not be reached or answered an error; installed CRL kept
   7   the CA's CRL was rejected (the message names the check); installed CRL kept
   8   STALE: the installed CRL is expired or near its nextUpdate and no fresh one
