@@ -16,9 +16,12 @@ from .errors import ConfigError
 
 __all__ = [
     "BACKENDS",
+    "BASE_MODULES",
     "CASite",
     "MasterSite",
     "ServerFrame",
+    "module_file",
+    "module_files",
     "render",
     "render_server_config",
     "wsgi_script_path",
