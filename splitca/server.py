@@ -6,13 +6,16 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
+from cheroot import server as cheroot_server
 from cheroot import wsgi as cheroot_wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
@@ -43,8 +46,78 @@ def build_ssl_context(settings: Settings) -> ssl.SSLContext:
     return ctx
 
 
+class _DeadlineSSLSocket(ssl.SSLSocket):
+    """An SSLSocket that serves pre-read bytes first and whose reads give up at ``deadline``.
+
+    The per-read socket timeout alone lets a client that sends one byte every few
+    seconds hold a worker thread forever; the deadline bounds a whole request.
+    """
+
+    deadline: float | None = None
+    idle_timeout: float | None = None
+
+    @property
+    def pre(self) -> bytearray:
+        buf: bytearray | None = self.__dict__.get("_pre")
+        if buf is None:
+            buf = self.__dict__["_pre"] = bytearray()
+        return buf
+
+    def _before_read(self) -> None:
+        if self.deadline is None:
+            return
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        self.settimeout(left if self.idle_timeout is None else min(left, self.idle_timeout))
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        pre = self.pre
+        if pre:
+            out = bytes(pre[:buflen])
+            del pre[:buflen]
+            return out
+        self._before_read()
+        return super().recv(buflen, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        pre = self.pre
+        if pre:
+            view = memoryview(buffer).cast("B")
+            n = min(nbytes or len(view), len(view), len(pre))
+            view[:n] = pre[:n]
+            del pre[:n]
+            return n
+        self._before_read()
+        return super().recv_into(buffer, nbytes, flags)
+
+    def read_available(self, limit: int) -> bool | None:
+        """Non-blocking: move what the client has sent into ``pre``.
+
+        True when a whole request head is buffered (or *limit* bytes), False when more
+        is needed, None when the connection is finished (closed or broken).
+        """
+        while b"\r\n\r\n" not in self.pre and len(self.pre) < limit:
+            try:
+                chunk = ssl.SSLSocket.recv(self, 65536)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                return False
+            except (OSError, ValueError):
+                return None
+            if not chunk:
+                return None
+            self.pre.extend(chunk)
+        return True
+
+
 class _Adapter(BuiltinSSLAdapter):
-    """cheroot's builtin adapter with our own SSLContext."""
+    """cheroot's builtin adapter with our own SSLContext, and no handshake in the accept loop.
+
+    cheroot does the TLS handshake in its single accepting thread, so one client that
+    connects and sends nothing stalls every new connection for the whole socket
+    timeout. Here ``wrap`` only wraps; :class:`_Connection` does the handshake in a
+    worker thread, under a deadline, once the client has sent something.
+    """
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(
@@ -53,6 +126,74 @@ class _Adapter(BuiltinSSLAdapter):
             str(settings.cadir / "ca_crt.pem"),
         )
         self.context = build_ssl_context(settings)
+        self.context.sslsocket_class = _DeadlineSSLSocket
+        self.request_timeout = settings.socket_timeout.total_seconds()
+
+    def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, str]]:
+        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), {}
+
+
+class _Connection(cheroot_server.HTTPConnection):
+    """An HTTPS connection that never makes a worker thread wait for a slow or idle client.
+
+    The TLS handshake and the request head are read without blocking: while they are
+    incomplete the connection goes back to cheroot's selector (returning True keeps
+    it open) and the worker serves someone else. Only a complete head is handed to
+    cheroot's parser, with a deadline for the rest (the body). A client gets
+    ``socket_timeout`` from its first byte to finish the handshake or a request head.
+    """
+
+    _handshaken = False
+    _started: float | None = None
+    HEAD_LIMIT = 65536
+
+    def communicate(self) -> bool:
+        sock = self.socket
+        adapter = self.server.ssl_adapter
+        if not isinstance(sock, _DeadlineSSLSocket) or not isinstance(adapter, _Adapter):
+            return bool(super().communicate())
+        limit = adapter.request_timeout
+        while True:
+            ready = self._read_head(sock, adapter, limit)
+            if ready is not True:
+                return ready is False  # False: wait in the selector; None: close
+            self._started = None
+            sock.idle_timeout = limit
+            sock.deadline = time.monotonic() + limit
+            try:
+                keep = bool(super().communicate())
+            finally:
+                sock.deadline = None
+            if not keep or self.rfile.has_data():
+                return keep
+            if not (sock.pre or sock.pending()):
+                return True
+            # a pipelined request is already here: serve it now, the selector won't wake
+
+    def _read_head(self, sock: _DeadlineSSLSocket, adapter: _Adapter, limit: float) -> bool | None:
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        elif now - self._started > limit:
+            log.debug("closing %s: no complete request within %gs", self.remote_addr, limit)
+            return None
+        if self.rfile.has_data():
+            return True  # cheroot's reader already holds the next request
+        sock.setblocking(False)
+        try:
+            if not self._handshaken:
+                try:
+                    sock.do_handshake()
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    return False
+                except (OSError, ValueError) as exc:
+                    log.debug("TLS handshake with %s failed: %s", self.remote_addr, exc)
+                    return None
+                self.ssl_env = adapter.get_environ(sock)
+                self._handshaken = True
+            return sock.read_available(self.HEAD_LIMIT)
+        finally:
+            sock.settimeout(limit)
 
 
 def _make_server(settings: Settings, app: App, *, reuse_port: bool) -> cheroot_wsgi.Server:
@@ -68,6 +209,7 @@ def _make_server(settings: Settings, app: App, *, reuse_port: bool) -> cheroot_w
         server_name=settings.certname,
     )
     server.ssl_adapter = _Adapter(settings)
+    server.ConnectionClass = _Connection
     return server
 
 
