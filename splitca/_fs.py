@@ -114,10 +114,16 @@ def append_line(path: Path, line: bytes, *, mode: int) -> None:
                     f.seek(size - 1)
                     if f.read(1) != b"\n":
                         line = b"\n" + line
-            written = os.write(fd, line)
-            if written != len(line):
-                raise OSError(errno.ENOSPC, "short write")
-            os.fsync(fd)
+            try:
+                written = os.write(fd, line)
+                if written != len(line):
+                    raise OSError(errno.ENOSPC, "No space left on device (short write)")
+                os.fsync(fd)
+            except OSError:
+                # Leave no torn record behind (a full disk writes part of it).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
         finally:
             os.close(fd)
     except OSError as exc:

@@ -379,7 +379,7 @@ class CertificateAuthority:
                 serial = 0
             else:
                 raise
-        floor = self.index.max_issued_serial() + 1
+        floor = max(self.index.max_issued_serial(), self.cadir.inventory_tail_max()) + 1
         if serial < floor:
             if serial:
                 log.warning(

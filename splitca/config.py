@@ -42,6 +42,8 @@ def parse_duration(value: object, *, key: str = "duration") -> dt.timedelta:
         raise ConfigError(f"{key}: expected a duration like 90, 30m, 12h, 7d or 5y; got {value!r}")
     if seconds <= 0:
         raise ConfigError(f"{key}: must be positive, got {value!r}")
+    if seconds > 1000 * 365 * 86400:  # timedelta overflows long before this is useful
+        raise ConfigError(f"{key}: {value!r} is longer than 1000 years")
     return dt.timedelta(seconds=seconds)
 
 

@@ -137,19 +137,29 @@ class Index:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StoreError(f"index is busy or unwritable: {exc}") from exc
+            # Stamps recorded in here count only if the transaction commits: a failed
+            # commit (a full disk) must not make refresh() skip the re-indexing.
+            pending: dict[str, str] = {}
+            self._local.pending = pending
             try:
-                yield conn
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
-            else:
+                try:
+                    yield conn
+                except BaseException as exc:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    if isinstance(exc, sqlite3.Error):  # e.g. "database or disk is full"
+                        raise StoreError(f"could not update the index: {exc}") from exc
+                    raise
                 try:
                     conn.execute("COMMIT")
                 except sqlite3.Error as exc:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                     raise StoreError(f"could not commit to the index: {exc}") from exc
+            finally:
+                self._local.pending = None
+            with self._seen_lock:
+                self._seen.update(pending)
 
     def _paths(self) -> dict[str, Path]:
         c = self.cadir
@@ -173,8 +183,12 @@ class Index:
         for w in which:
             stamp = _stamp(paths[w])
             self._set_meta(conn, f"stamp:{w}", stamp)
-            with self._seen_lock:
-                self._seen[w] = stamp
+            pending: dict[str, str] | None = getattr(self._local, "pending", None)
+            if pending is not None:
+                pending[w] = stamp  # believed only once the transaction commits
+            else:
+                with self._seen_lock:
+                    self._seen[w] = stamp
 
     # --- freshness ----------------------------------------------------------------------
     def refresh(self) -> None:

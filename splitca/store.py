@@ -212,6 +212,23 @@ class CADir:
                 mode=CERT_MODE,
             )
 
+    def inventory_tail_max(self, tail: int = 4096) -> int:
+        """The highest serial among the inventory's last *tail* bytes (0 if none).
+
+        A cheap second opinion for serial allocation that does not depend on the index
+        being up to date: serials are appended in increasing order.
+        """
+        try:
+            with open(self.inventory, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - tail))
+                data = f.read()
+        except FileNotFoundError:
+            return 0
+        if size > tail:
+            data = data[data.find(b"\n") + 1 :]  # drop the partial first line
+        return max((line.serial for line in parse_inventory(data)), default=0)
+
     # --- whole-file writers with the right modes ----------------------------------------
     def write_public(self, path: Path, data: bytes) -> None:
         _fs.atomic_write(path, data, mode=CERT_MODE)
