@@ -1,0 +1,211 @@
+"""Run every benchmark and print figures with their floors: ``python -m benchmarks [--quick]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cryptography
+from cryptography.hazmat.backends.openssl import backend
+
+from . import enroll, floors, ops
+from ._common import REPO, VAR, Result, banner, percentile
+
+
+def machine() -> dict[str, object]:
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    fs = (
+        subprocess.run(["df", "-T", str(VAR)], capture_output=True, text=True, check=False)
+        .stdout.splitlines()[-1]
+        .split()[1]
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "cryptography": cryptography.__version__,
+        "openssl": backend.openssl_version_text(),
+        "filesystem": fs,
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="fewer requests and runs, 10k only")
+    ap.add_argument(
+        "--only",
+        default="floors,enroll,list,serve,statuses,revoke,rebuild",
+        help="comma-separated subset of: floors,enroll,list,serve,statuses,revoke,rebuild",
+    )
+    ap.add_argument("--certs", type=int, default=100_000, help="size of the large cadir")
+    ap.add_argument("--enrollments", type=int, default=3000)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--profile", action="store_true", help="py-spy the enrollment run")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    big = 10_000 if args.quick else args.certs
+    sizes = [10_000] if args.quick else [10_000, big]
+    runs = 3 if args.quick else 5
+    VAR.mkdir(parents=True, exist_ok=True)
+    # Installed packages ship bytecode; this checkout may not (PYTHONDONTWRITEBYTECODE).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "splitca")], check=True)
+    info = machine()
+    banner("machine")
+    for k, v in info.items():
+        print(f"  {k:<18} {v}")
+    results: list[Result] = []
+
+    def show(new: list[Result]) -> None:
+        for r in new:
+            print(r.line())
+            for k, v in r.extra.items():
+                print(f"{'':<50}  {k}: {v}")
+        results.extend(new)
+        sys.stdout.flush()
+
+    key_pem = (enroll.pristine_ca() / "ca_key.pem").read_bytes()
+    banner("floors (measured now, on this machine)")
+    sign_rate = floors.rsa_sign_rate(key_pem, seconds=2 if args.quick else 4)
+    sign_s = floors.rsa_sign_seconds(key_pem)
+    py_floor = floors.python_start()
+    cli_floor = floors.python_start("splitca.cli, splitca.cli.ca")
+    server_floor = floors.python_start("splitca.server, splitca.cli.ca")
+    fsync = floors.fsync_seconds(VAR)
+    show(
+        [
+            Result("raw RSA-4096 signatures/s, all cores", sign_rate, "/s"),
+            Result("one RSA-4096 signature, one core", sign_s * 1000, "ms"),
+            Result("python -c pass", py_floor, "s"),
+            Result("CLI start floor (import splitca.cli)", cli_floor, "s"),
+            Result("server start floor (import splitca.server)", server_floor, "s"),
+            Result("write+fsync of 100 bytes", fsync * 1000, "ms"),
+        ]
+    )
+
+    if "enroll" in only:
+        banner(f"enrollment: {args.clients} agents, PUT CSR + GET cert over TLS, autosign")
+        n = 600 if args.quick else args.enrollments
+        prof = VAR / "enroll.pyspy" if args.profile else None
+        run, extra = enroll.run(n=n, clients=args.clients, profile=prof)
+        sign_rate_after = floors.rsa_sign_rate(key_pem, seconds=2)
+        floor_rate = (sign_rate + sign_rate_after) / 2
+        cpu = extra["server_user_s"] + extra["server_sys_s"]
+        show(
+            [
+                Result(
+                    "enrollments/s",
+                    run.rate,
+                    "/s",
+                    ">= 300/s, no errors",
+                    run.rate >= 300 and run.errors == 0,
+                    floor_rate,
+                    "raw RSA-4096 signing floor",
+                    "(all cores, before and after the run)",
+                    {
+                        "enrollments": run.done,
+                        "errors": run.errors,
+                        "p50_ms": round(percentile(run.latencies, 50) * 1000, 1),
+                        "p99_ms": round(percentile(run.latencies, 99) * 1000, 1),
+                        "server_cpu_ms_per_enrollment": round(cpu / max(1, run.done) * 1000, 2),
+                        "raw_signature_cpu_ms": round(sign_s * 1000, 2),
+                        "client_cpu_ms_per_enrollment": round(
+                            extra["client_cpu_s"] / max(1, run.done) * 1000, 2
+                        ),
+                        "machine_busy_fraction": round(extra["machine_busy"], 2),
+                    },
+                )
+            ]
+        )
+
+    if "list" in only:
+        banner("CLI listing (index-backed)")
+        for n in sizes:
+            show(ops.bench_list(n, cli_floor, runs))
+
+    for n in sizes:
+        if "serve" in only or "statuses" in only:
+            banner(f"serve at {n // 1000}k certificates")
+            serve_results, served = ops.bench_serve(n, py_floor, server_floor)
+            try:
+                if "serve" in only:
+                    show(serve_results)
+                if "statuses" in only:
+                    show(ops.bench_statuses(served, n, 2 if args.quick else 3))
+                    mem = ops.memory_after(served)
+                    print(f"{'':<50}  memory after serving the array: {mem}")
+            finally:
+                served.stop()
+
+    if "revoke" in only:
+        banner(f"revocation and CRL at {big // 1000}k certificates")
+
+        def crl_get_10k(cadir: Path) -> list[Result]:
+            s = ops.serve_cadir(cadir, "crl10k")
+            try:
+                return ops.bench_crl_get(s, "10k entries", 100 if args.quick else 300)
+            finally:
+                s.stop()
+
+        rev, cadir = ops.bench_revoke_and_crl(big, cli_floor, sign_s, crl_get_10k)
+        show(rev)
+        s = ops.serve_cadir(cadir, "crlfull")
+        try:
+            show(ops.bench_crl_get(s, f"{big // 1000}k entries", 50 if args.quick else 200))
+        finally:
+            s.stop()
+
+    if "rebuild" in only and not args.quick:
+        banner("index")
+        show([ops.bench_index_rebuild(big)])
+
+    info["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
+    out = VAR / "results.json"
+    out.write_text(
+        json.dumps(
+            {
+                "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "machine": info,
+                "results": [
+                    {
+                        "name": r.name,
+                        "value": r.value,
+                        "unit": r.unit,
+                        "target": r.target,
+                        "ok": r.ok,
+                        "floor": r.floor,
+                        "ratio": r.ratio(),
+                        **r.extra,
+                    }
+                    for r in results
+                ],
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    banner("summary")
+    for r in results:
+        if r.ok is not None:
+            print(
+                f"  {'PASS' if r.ok else 'MISS'}  {r.name}: {r.value:.3g} {r.unit} (target {r.target})"
+            )
+    print(f"\nresults written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

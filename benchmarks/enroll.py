@@ -1,0 +1,226 @@
+"""Enrollment throughput and latency: N concurrent agents doing PUT CSR + GET cert over real TLS."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from ._common import (
+    VAR,
+    HttpsConn,
+    cpu_seconds,
+    free_port,
+    machine_busy,
+    serve,
+    splitca_cmd,
+    write_config,
+)
+
+CLIENT_KEYS = 16
+
+
+def pristine_ca(key_size: int = 4096) -> Path:
+    """A freshly set-up CA with an RSA-*key_size* key, made once and copied per run."""
+    root = VAR / f"ca{key_size}-pristine"
+    cadir = root / "ca"
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = write_config(root / "setup.yaml", cadir, key_size=key_size)
+    # Idempotent: creates the CA once, and re-issues only what a newer layout lacks.
+    subprocess.run(splitca_cmd(cfg, "setup"), check=True, stdout=subprocess.DEVNULL)
+    return cadir
+
+
+def _client_keys() -> list[bytes]:
+    path = VAR / "client-keys.pem"
+    if not path.exists():
+        VAR.mkdir(parents=True, exist_ok=True)
+        keys = [
+            rsa.generate_private_key(65537, 2048).private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            for _ in range(CLIENT_KEYS)
+        ]
+        path.write_bytes(b"".join(keys))
+    data = path.read_bytes()
+    marker = b"-----END PRIVATE KEY-----\n"
+    return [part + marker for part in data.split(marker) if part.strip()]
+
+
+def _make_csrs(args: tuple[bytes, list[str]]) -> list[bytes]:
+    key_pem, names = args
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    out = []
+    for name in names:
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .sign(key, hashes.SHA256())
+        )
+        out.append(csr.public_bytes(serialization.Encoding.PEM))
+    return out
+
+
+def make_csrs(names: list[str]) -> list[bytes]:
+    """Real RSA-2048 CSRs as agents send them, signed with a pool of pre-generated keys."""
+    keys = _client_keys()
+    chunks = [(keys[i % len(keys)], names[i :: len(keys)]) for i in range(len(keys))]
+    with ProcessPoolExecutor(os.cpu_count() or 1) as ex:
+        results = list(ex.map(_make_csrs, chunks))
+    by_name: dict[str, bytes] = {}
+    for (_, chunk_names), csrs in zip(chunks, results, strict=True):
+        by_name.update(zip(chunk_names, csrs, strict=True))
+    return [by_name[n] for n in names]
+
+
+@dataclass
+class EnrollRun:
+    done: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.seconds if self.seconds else 0.0
+
+
+def drive(
+    port: int,
+    cacert: Path,
+    names: list[str],
+    csrs: list[bytes],
+    clients: int,
+) -> EnrollRun:
+    """*clients* threads, one keep-alive TLS connection each, enroll every name once."""
+    counter = itertools.count()
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors: list[str] = []
+    conns = [HttpsConn(port, cacert) for _ in range(clients)]
+    start = threading.Barrier(clients + 1)
+
+    def work(conn: HttpsConn) -> None:
+        mine: list[float] = []
+        start.wait()
+        while True:
+            with lock:
+                i = next(counter)
+            if i >= len(names):
+                break
+            name = names[i]
+            t = time.perf_counter()
+            try:
+                s1, b1 = conn.request(
+                    "PUT",
+                    f"/puppet-ca/v1/certificate_request/{name}",
+                    csrs[i],
+                    (("Content-Type", "text/plain"),),
+                )
+                s2, b2 = conn.request("GET", f"/puppet-ca/v1/certificate/{name}")
+            except OSError as exc:
+                errors.append(f"{name}: {exc}")
+                continue
+            mine.append(time.perf_counter() - t)
+            if s1 != 200 or s2 != 200 or not b2.startswith(b"-----BEGIN CERTIFICATE"):
+                errors.append(f"{name}: PUT {s1} {b1[:80]!r} GET {s2} {b2[:80]!r}")
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in conns]
+    for th in threads:
+        th.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for th in threads:
+        th.join()
+    elapsed = time.perf_counter() - t0
+    for c in conns:
+        c.close()
+    if errors:
+        print(f"  {len(errors)} errors, first: {errors[0]}")
+    return EnrollRun(len(latencies) - len(errors), len(errors), elapsed, latencies)
+
+
+def run(
+    *,
+    n: int = 2000,
+    clients: int = 8,
+    workers: int = 0,
+    threads: int = 16,
+    key_size: int = 4096,
+    profile: Path | None = None,
+) -> tuple[EnrollRun, dict[str, float]]:
+    """Copy the pristine CA, serve it with autosign on, enroll *n* agents; return the run."""
+    src = pristine_ca(key_size)
+    root = VAR / "enroll-run"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    cadir = root / "ca"
+    shutil.copytree(src, cadir)
+    tag = f"{int(time.time())}"
+    warm = [f"warm-{tag}-{i}.bench.example" for i in range(clients * 4)]
+    names = [f"agent-{tag}-{i:06d}.bench.example" for i in range(n)]
+    csrs = make_csrs(warm + names)
+    port = free_port()
+    cfg = write_config(
+        root / "serve.yaml",
+        cadir,
+        port=port,
+        autosign=True,
+        workers=workers,
+        threads=threads,
+    )
+    served = serve(cfg, cadir)
+    try:
+        drive(port, served.cacert, warm, csrs[: len(warm)], clients)
+        spy = None
+        if profile is not None:
+            spy = subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "--subprocesses",
+                    "--pid",
+                    str(served.proc.pid),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(profile),
+                    "--nonblocking",
+                    *(["--gil"] if os.environ.get("BENCH_SPY_GIL") else []),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)
+        pids = served.pids()
+        cpu0, busy0, me0 = cpu_seconds(pids), machine_busy(), os.times()
+        result = drive(port, served.cacert, names, csrs[len(warm) :], clients)
+        cpu1, busy1, me1 = cpu_seconds(pids), machine_busy(), os.times()
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(60)
+    finally:
+        served.stop()
+    info: dict[str, float] = {
+        "server_user_s": cpu1[0] - cpu0[0],
+        "server_sys_s": cpu1[1] - cpu0[1],
+        "client_cpu_s": (me1.user + me1.system) - (me0.user + me0.system),
+        "machine_busy": (busy1[0] - busy0[0]) / max(1.0, busy1[1] - busy0[1]),
+    }
+    return result, info
