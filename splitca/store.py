@@ -23,6 +23,7 @@ PRIVATE_MODE = 0o600
 LOCK_STRIPES = 64
 
 _INVENTORY_RE = re.compile(r"^0x([0-9A-Fa-f]+) (\S+) (\S+) (.*)$")
+_INVENTORY_SERIAL_RE = re.compile(rb"0x([0-9A-Fa-f]+) \S+ \S+ /")
 
 
 def format_serial(serial: int) -> bytes:
@@ -212,8 +213,8 @@ class CADir:
                 mode=CERT_MODE,
             )
 
-    def inventory_tail_max(self, tail: int = 4096) -> int:
-        """The highest serial among the inventory's last *tail* bytes (0 if none).
+    def inventory_tail_max(self, tail: int = 1024) -> int:
+        """The highest serial among the inventory's last few lines (0 if none).
 
         A cheap second opinion for serial allocation that does not depend on the index
         being up to date: serials are appended in increasing order.
@@ -225,9 +226,12 @@ class CADir:
                 data = f.read()
         except FileNotFoundError:
             return 0
-        if size > tail:
-            data = data[data.find(b"\n") + 1 :]  # drop the partial first line
-        return max((line.serial for line in parse_inventory(data)), default=0)
+        best = 0
+        for raw in data.split(b"\n")[-4:]:  # a torn or partial line simply does not match
+            m = _INVENTORY_SERIAL_RE.match(raw)
+            if m:
+                best = max(best, int(m.group(1), 16))
+        return best
 
     # --- whole-file writers with the right modes ----------------------------------------
     def write_public(self, path: Path, data: bytes) -> None:
