@@ -154,6 +154,10 @@ def bench_crl_get(served: Served, label: str, requests: int = 300) -> list[Resul
     tiny = _get_latency(conn, "/puppet-ca/v1/certificate/ca", requests)
     conn.close()
     floor = median(tiny)
+    cadir = served.cadir
+    moving = median(
+        [floors.tls_transfer_seconds(size, *_admin(cadir), cadir / "ca_crt.pem") for _ in range(5)]
+    )
     return [
         Result(
             f"GET CRL p50, {label} ({size / 1e6:.2f} MB)",
@@ -164,6 +168,10 @@ def bench_crl_get(served: Served, label: str, requests: int = 300) -> list[Resul
             floor * 1000,
             "GET of the CA cert",
             f"(p99 {percentile(full, 99) * 1000:.1f} ms)",
+            {
+                "tls_transfer_floor_ms": round(moving * 1000, 2),
+                "ratio_to_transfer_floor": round(median(full) / moving, 2),
+            },
         ),
         Result(
             f"GET CRL p50, If-Modified-Since (304), {label}",

@@ -13,13 +13,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from . import _fs, pki
-from . import autosign_registry as _autosign_registry  # noqa: F401 - autosign: registry
 from ._batch import GroupCommit
 from .audit import SYSTEM, Actor, AuditLog
 from .config import Settings
 from .errors import Conflict, InvalidRequest, NotFound, PolicyViolation, StoreError
 from .index import Index, Row, own_crl
-from .policy import Approved, Autosigner, CsrRules, check_subject, make_autosigner, vet
+from .policy import (
+    Approved,
+    AutosignDecision,
+    Autosigner,
+    CsrRules,
+    check_subject,
+    make_autosigner,
+    vet,
+)
 from .store import KEY_MODE, PRIVATE_MODE, CADir, inventory_line
 
 __all__ = ["CertificateAuthority", "SetupResult", "SubmitResult"]
@@ -284,21 +291,21 @@ class CertificateAuthority:
             "extensions": [e.oid.dotted_string for e in info.extensions],
         }
         try:
-            if cn is not None and pki.is_safe_name(cn) and not self.settings.allow_duplicate_certs:
-                state = self.state_of(cn)
-                if state is not None:
-                    raise PolicyViolation(
-                        "duplicate-cert",
-                        cn,
-                        f"{cn} already has a {state} certificate; ignoring certificate request",
-                    )
+            if cn is not None and pki.is_safe_name(cn):
+                self._refuse_duplicate(cn)
             check_subject(certname, cn)
             approved = vet(csr, certname, self.rules, info=info)
         except PolicyViolation as exc:
             self.audit.event("csr-refused", actor, **fields, kind=exc.kind, message=str(exc))
             raise
         self.audit.event("csr-received", actor, **fields)
-        decision = self.autosigner.decide(certname, body, info)
+        if certname in self.reserved_names:
+            # The CA's own name and the admin names grant CA administration: a human signs those.
+            decision = AutosignDecision(
+                False, "reserved name (CA or admin certname); sign it by hand"
+            )
+        else:
+            decision = self.autosigner.decide(certname, body, info)
         self.audit.event(
             "autosign-decision",
             actor,
@@ -309,6 +316,13 @@ class CertificateAuthority:
         )
         pem = pki.pem(csr)
         with self.cadir.name_lock(certname)():
+            # Re-checked under the name lock: concurrent CSRs for one name (say, several
+            # keys racing) must not all pass the check above and all be signed or stored.
+            try:
+                self._refuse_duplicate(certname)
+            except PolicyViolation as exc:
+                self.audit.event("csr-refused", actor, **fields, kind=exc.kind, message=str(exc))
+                raise
             if decision.sign:
                 cert = self._issue(approved, ttl=None)
                 self._publish_cert(certname, cert, drop_csr=self.cadir.csr_path(certname).exists())
@@ -326,6 +340,23 @@ class CertificateAuthority:
                 self.index.record(conn, "requests")
         log.info("Saved CSR for %s (pending: %s)", certname, decision.reason)
         return SubmitResult(certname, False, decision.reason)
+
+    @property
+    def reserved_names(self) -> frozenset[str]:
+        """Names never autosigned: their certificates administer the CA."""
+        return frozenset((self.settings.certname, *self.settings.admin_certnames))
+
+    def _refuse_duplicate(self, name: str) -> None:
+        """puppetserver's duplicate-cert rule, unless allow_duplicate_certs."""
+        if self.settings.allow_duplicate_certs:
+            return
+        state = self.state_of(name)
+        if state is not None:
+            raise PolicyViolation(
+                "duplicate-cert",
+                name,
+                f"{name} already has a {state} certificate; ignoring certificate request",
+            )
 
     def delete_csr(self, certname: str, *, actor: Actor = SYSTEM) -> None:
         if not pki.is_safe_name(certname) or not self.cadir.csr_path(certname).exists():
@@ -755,7 +786,8 @@ class CertificateAuthority:
                 kept = [e for e in entries if e[0] not in expired]
                 pruned = len(entries) - len(kept)
                 entries = kept
-            number = self._write_crl(entries, now)
+            # Nothing pruned: the index's revocations stay as they are (only the number moves).
+            number = self._write_crl(entries, now, added=None if pruned else [])
         self.audit.event(
             "crl-refresh",
             actor,
@@ -776,10 +808,21 @@ class CertificateAuthority:
         names = list(dict.fromkeys(certnames))
         found, missing = self.revoke(names, actor=actor)
         for name in found:
-            with self.cadir.name_lock(name)(), self.index.transaction() as conn:
-                _unlink(self.cadir.cert_path(name))
-                self.index.delete_cert(conn, name)
-                self.index.record(conn, "signed")
+            with self.cadir.name_lock(name)():
+                # A certificate signed between the batch revocation and now (the name lock
+                # was free) must not be deleted unrevoked: revoke it too, then delete.
+                row = self.index.cert(name)
+                if (
+                    row is not None
+                    and row.serial is not None
+                    and not self.index.is_revoked(row.serial)
+                ):
+                    self._add_to_crl({row.serial}, x509.ReasonFlags.key_compromise)
+                    found[name] = sorted({*found[name], row.serial})
+                with self.index.transaction() as conn:
+                    _unlink(self.cadir.cert_path(name))
+                    self.index.delete_cert(conn, name)
+                    self.index.record(conn, "signed")
             self.audit.event("clean", actor, certname=name, serials=found[name])
         return list(found), missing
 
