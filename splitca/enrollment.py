@@ -141,6 +141,7 @@ def cloud_config(
     ca_port: int,
     install: str = "packages",
     run_agent: bool = True,
+    crl_refresh_seconds: int = 86400,
 ) -> dict[str, Any]:
     """The ``#cloud-config`` document for one machine, using cloud-init's ``puppet`` module.
 
@@ -173,6 +174,8 @@ def cloud_config(
             "serverport": str(server_port),
             "ca_server": ca_server,
             "ca_port": str(ca_port),
+            # Puppet 7 never re-fetches its CRL without this, and fails once it expires.
+            "crl_refresh_interval": f"{max(60, int(crl_refresh_seconds))}s",
         },
         "ca_cert": ca_cert_pem,
     }
@@ -193,6 +196,15 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 
 
 _Dumper.add_representer(str, _str)
+
+
+def agent_crl_refresh_seconds(crl_ttl: dt.timedelta, refresh_margin: dt.timedelta) -> int:
+    """How often agents should re-fetch the CRL: daily, or sooner if the CRL is shorter-lived.
+
+    The CA re-issues its CRL when ``refresh_margin`` of its life remains; fetching at
+    least twice within that margin means an agent never holds an expired CRL.
+    """
+    return int(min(dt.timedelta(days=1), refresh_margin / 2, crl_ttl / 4).total_seconds())
 
 
 def render_user_data(document: dict[str, Any]) -> str:

@@ -78,6 +78,9 @@ def _is_allowed_extension(oid: str) -> bool:
     )
 
 
+_STRONG_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+
+
 def check_crypto(csr: x509.CertificateSigningRequest, certname: str, rules: CsrRules) -> None:
     """Refuse weak keys and weak signature hashes (puppetserver accepts anything)."""
     key = csr.public_key()
@@ -86,6 +89,12 @@ def check_crypto(csr: x509.CertificateSigningRequest, certname: str, rules: CsrR
             "weak-key",
             certname,
             f"CSR '{certname}' has a {key.key_size}-bit RSA key; at least {rules.min_rsa_bits} bits are required.",
+        )
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name not in _STRONG_CURVES:
+        raise PolicyViolation(
+            "weak-key",
+            certname,
+            f"CSR '{certname}' has an EC key on curve {key.curve.name}; use P-256, P-384 or P-521.",
         )
     if isinstance(key, dsa.DSAPublicKey):
         raise PolicyViolation(

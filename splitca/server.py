@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import signal
@@ -19,7 +20,7 @@ from cheroot import server as cheroot_server
 from cheroot import wsgi as cheroot_wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-from .authority import CertificateAuthority
+from .compose import open_ca
 from .config import Settings
 from .errors import SplitCAError, StoreError
 from .wsgi import App
@@ -217,7 +218,7 @@ def _run_worker(
     settings: Settings, *, reuse_port: bool, on_ready: Callable[[], None] | None = None
 ) -> None:
     """Serve until SIGTERM/SIGINT, then finish in-flight requests and return."""
-    ca = CertificateAuthority.open(settings)  # after fork: own index connections
+    ca = open_ca(settings)  # after fork: own index connections
     server = _make_server(settings, App(ca), reuse_port=reuse_port)
     stopping = threading.Event()
 
@@ -239,7 +240,7 @@ def _run_worker(
 
 def _crl_upkeep(settings: Settings, stop: threading.Event) -> None:
     """Re-issue the CRL well before nextUpdate, forever (one thread in the supervisor)."""
-    ca = CertificateAuthority.open(settings)
+    ca = open_ca(settings)
     interval = max(5.0, min(300.0, settings.effective_crl_refresh_margin.total_seconds() / 10))
     while not stop.is_set():
         try:
@@ -255,8 +256,16 @@ def _crl_upkeep(settings: Settings, stop: threading.Event) -> None:
 
 def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> int:
     """Run the CA server in the foreground until SIGTERM/SIGINT. Returns an exit code."""
-    ca = CertificateAuthority.open(settings)
+    ca = open_ca(settings)
     build_ssl_context(settings)  # fail now, in the foreground, on a bad cert or key
+    log.info("autosign policy: %s", ca.autosigner.description)  # a bad autosign value fails here
+    if settings.crl_ttl < dt.timedelta(days=365):
+        log.warning(
+            "crl_ttl is %s days: Puppet 7 agents keep the CRL they got at bootstrap and stop working "
+            "once it expires, unless their puppet.conf sets crl_refresh_interval (Puppet 8 defaults "
+            "to 1d). See docs/configuration.md, 'CRL'.",
+            settings.crl_ttl.days,
+        )
     ca.refresh_crl()  # a CRL past its margin is re-issued before we accept agents
     if ca.repair_serial():  # a crash may have lost the serial file's last (unsynced) update
         log.warning("serial file was behind the inventory; moved it past the last issued serial")

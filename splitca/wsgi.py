@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from . import pki
 from .audit import Actor
 from .authority import CertificateAuthority
-from .config import Settings
+from .compose import open_ca
+from .config import MAX_TTL, Settings
 from .errors import (
     BodyTooLarge,
+    ConfigError,
     Conflict,
     Forbidden,
     InvalidRequest,
@@ -137,7 +140,7 @@ class Request:
             raise InvalidRequest("Empty request body.")
         try:
             return json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidRequest("Request body is not JSON.") from None
 
 
@@ -169,6 +172,7 @@ _STATUS: tuple[tuple[type[SplitCAError], int], ...] = (
     (NotFound, 404),
     (Forbidden, 403),
     (Conflict, 409),
+    (ConfigError, 503),  # the server is misconfigured: not the client's fault, not a crash
     (LockTimeout, 503),
     (StoreError, 503),
     (RemoteError, 502),
@@ -302,6 +306,13 @@ class App:
         cert = req.client.cert
         if cert is None:
             return None
+        if not self._issued_by_us(cert):
+            # It chained to something in the TLS trust store (say, a sibling intermediate
+            # under the same root) but this CA did not issue it: not one of ours.
+            log.warning(
+                "client %s presented a certificate this CA did not issue", req.client.certname
+            )
+            return None
         if self.ca.index.is_revoked(cert.serial_number):
             log.warning(
                 "client %s presented revoked certificate serial %d",
@@ -310,6 +321,14 @@ class App:
             )
             return None
         return cert
+
+    def _issued_by_us(self, cert: x509.Certificate) -> bool:
+        _, ca_cert = self.ca.signing_material()
+        try:
+            cert.verify_directly_issued_by(ca_cert)
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+        return True
 
     def is_admin(self, req: Request) -> bool:
         cert = self.client_in_good_standing(req)
@@ -478,6 +497,10 @@ def certificate_status(app: App, req: Request, p: dict[str, str]) -> Response:
     ttl = body.get("cert_ttl")
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0):
         raise InvalidRequest(f'cert_ttl specified for host {name} must be an integer, not "{ttl}"')
+    if ttl is not None and ttl > MAX_TTL.total_seconds():
+        raise InvalidRequest(
+            f"cert_ttl specified for host {name} must be at most {int(MAX_TTL.total_seconds())} (50 years)"
+        )
     _check_content_type(req)
     ctype = "text/plain; charset=UTF-8"
     if app.ca.status(name) is None and not (
@@ -617,7 +640,7 @@ def certificate_renewal(app: App, req: Request, p: dict[str, str]) -> Response:
 
 def make_app(settings: Settings, *, ca: CertificateAuthority | None = None) -> App:
     """Build the app over an existing CA (``splitca setup`` first)."""
-    return App(ca or CertificateAuthority.open(settings))
+    return App(ca or open_ca(settings))
 
 
 _lazy_lock = threading.Lock()

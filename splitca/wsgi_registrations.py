@@ -30,7 +30,7 @@ def _body(req: Request, allowed: set[str]) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidRequest("Request body is not JSON.") from None
     if not isinstance(body, dict):
         raise InvalidRequest("Request body must be a JSON object.")
@@ -64,6 +64,9 @@ def _user_data(app: App, certname: str, token: str, options: object) -> str:
             ca_port=options.get("ca_port", s.port),
             install=options.get("install", "packages"),
             run_agent=run_agent,
+            crl_refresh_seconds=enrollment.agent_crl_refresh_seconds(
+                s.crl_ttl, s.effective_crl_refresh_margin
+            ),
         )
     )
 

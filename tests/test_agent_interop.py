@@ -58,3 +58,32 @@ def test_manual_signing_then_revocation(settings, server_factory, agent_factory)
     assert "is revoked" in again.stdout + again.stderr
     out = openssl_verify(agent.cert_path, settings.cadir)
     assert out.returncode != 0 and b"revoked" in out.stdout + out.stderr
+
+
+def test_agent_with_crl_refresh_interval_picks_up_a_new_crl(
+    settings, server_factory, agent_factory
+):
+    """Puppet 7 re-fetches its CRL only with crl_refresh_interval (what `splitca enroll` sets):
+    it sends If-Modified-Since, splitca answers 304 or the new CRL, and the agent installs it."""
+    import time
+
+    from cryptography import x509
+
+    from splitca import pki
+
+    CertificateAuthority.setup(settings)
+    server = server_factory(settings.replace(autosign=True))
+    agent = agent_factory("agent-refresh.example.com")
+    assert agent.bootstrap(server.port).returncode == 0
+    number = pki.crl_number(x509.load_pem_x509_crl(agent.crl_path.read_bytes()))
+    time.sleep(1.5)
+    unchanged = agent.bootstrap(server.port, "--crl_refresh_interval", "1s")
+    assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr
+    assert pki.crl_number(x509.load_pem_x509_crl(agent.crl_path.read_bytes())) == number
+    assert '"GET /puppet-ca/v1/certificate_revocation_list/ca" 304' in server.log_text()
+
+    assert server.cli("crl", "refresh", "--force").returncode == 0
+    time.sleep(1.5)
+    refreshed = agent.bootstrap(server.port, "--crl_refresh_interval", "1s")
+    assert refreshed.returncode == 0, refreshed.stdout + refreshed.stderr
+    assert pki.crl_number(x509.load_pem_x509_crl(agent.crl_path.read_bytes())) == number + 1

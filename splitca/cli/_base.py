@@ -84,9 +84,9 @@ class Ctx:
     @property
     def ca(self) -> CertificateAuthority:
         if self._ca is None:
-            from ..authority import CertificateAuthority
+            from ..compose import open_ca
 
-            self._ca = CertificateAuthority.open(self.settings)
+            self._ca = open_ca(self.settings)
         return self._ca
 
 

@@ -221,6 +221,9 @@ def enroll(
             ca_port=ca_port or s.port,
             install=install,
             run_agent=not no_run,
+            crl_refresh_seconds=enrollment.agent_crl_refresh_seconds(
+                s.crl_ttl, s.effective_crl_refresh_margin
+            ),
         )
     )
     expires = record.public(record.created)["expires"]
