@@ -46,3 +46,44 @@ def test_one_place_maps_errors_to_http_codes() -> None:
     for name in CORE:
         text = (PKG / f"{name}.py").read_text()
         assert "HTTPStatus" not in text and "status_code" not in text, name
+
+
+def _local_imports(path: Path) -> set[str]:
+    """splitca modules *path* imports (at any depth of the file, lazy imports included)."""
+    out: set[str] = set()
+    for imp in imports(path):
+        if imp.startswith("."):
+            name = imp.lstrip(".").split(".")[0]
+            if name:
+                out.add(name)
+        elif imp.startswith("splitca."):
+            out.add(imp.split(".")[1])
+    return out
+
+
+def test_core_does_not_reach_adapters_or_edges_even_indirectly() -> None:
+    """Following imports transitively, the core never loads an edge or an outbound adapter."""
+    forbidden = EDGES | {
+        "client",
+        "registry_http",
+        "registry_s3",
+        "autosign_registry",
+        "compose",
+        "cli",
+    }
+    for name in CORE:
+        seen: set[str] = set()
+        todo = [name]
+        while todo:
+            mod = todo.pop()
+            if mod in seen:
+                continue
+            seen.add(mod)
+            path = PKG / f"{mod}.py"
+            if path.exists():
+                todo.extend(_local_imports(path))
+                top = {i.split(".")[0] for i in imports(path) if not i.startswith(".")}
+                assert not top & TRANSPORTS, (
+                    f"{name} reaches {mod}, which imports {top & TRANSPORTS}"
+                )
+        assert not seen & forbidden, f"{name} reaches {sorted(seen & forbidden)}"
