@@ -15,6 +15,7 @@ from .errors import LockTimeout, StoreError
 
 __all__ = [
     "FileLock",
+    "SyncPoint",
     "append_line",
     "atomic_write",
     "discard",
@@ -95,12 +96,13 @@ def atomic_write(path: Path, data: bytes, *, mode: int, durable: bool = True) ->
     publish(stage(path, data, mode=mode, durable=durable), path, durable=durable)
 
 
-def append_line(path: Path, line: bytes, *, mode: int) -> None:
-    """Append one newline-terminated record to *path* durably.
+def append_line(path: Path, line: bytes, *, mode: int, durable: bool = True) -> tuple[int, int]:
+    """Append one newline-terminated record to *path*, durably unless ``durable=False``.
 
     A single ``write`` on an ``O_APPEND`` descriptor. Readers must tolerate a torn
     last line after a crash (see :func:`splitca.store.parse_inventory`); callers
-    serialise appends with a lock.
+    serialise appends with a lock. Returns (inode, size after the append), for a
+    later :func:`sync_upto`.
     """
     if not line.endswith(b"\n"):
         raise ValueError("append_line needs a newline-terminated record")
@@ -118,7 +120,9 @@ def append_line(path: Path, line: bytes, *, mode: int) -> None:
                 written = os.write(fd, line)
                 if written != len(line):
                     raise OSError(errno.ENOSPC, "No space left on device (short write)")
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
+                st = os.fstat(fd)
             except OSError:
                 # Leave no torn record behind (a full disk writes part of it).
                 with contextlib.suppress(OSError):
@@ -128,6 +132,33 @@ def append_line(path: Path, line: bytes, *, mode: int) -> None:
             os.close(fd)
     except OSError as exc:
         raise StoreError(f"could not append to {path}: {exc.strerror or exc}") from exc
+    return st.st_ino, st.st_size
+
+
+class SyncPoint:
+    """Group fsync of an append-only file: ``sync_upto(mark)`` returns once the file is durable
+    at least up to *mark* (from :func:`append_line`); concurrent callers share one fsync."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._durable: tuple[int, int] = (-1, -1)
+
+    def sync_upto(self, mark: tuple[int, int]) -> None:
+        with self._lock:
+            ino, size = self._durable
+            if ino == mark[0] and size >= mark[1]:
+                return  # another thread's fsync already covered it
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    st = os.fstat(fd)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise StoreError(f"could not sync {self.path}: {exc.strerror or exc}") from exc
+            self._durable = (st.st_ino, st.st_size)
 
 
 def read_bytes(path: Path) -> bytes | None:

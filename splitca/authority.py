@@ -87,6 +87,7 @@ class CertificateAuthority:
         self._autosigner = autosigner
         self._key_lock = threading.Lock()
         self._serials = GroupCommit(self._reserve_batch)
+        self._inventory_sync = _fs.SyncPoint(self.cadir.inventory)
         self._key: tuple[str, CertificateIssuerPrivateKeyTypes, x509.Certificate] | None = None
 
     # --- opening -------------------------------------------------------------------------
@@ -370,8 +371,8 @@ class CertificateAuthority:
     # --- signing ---------------------------------------------------------------------------
     def _reserve_serial(
         self, certname: str, not_before: dt.datetime, not_after: dt.datetime
-    ) -> int:
-        """Take the next serial, its inventory line durable, before anything is signed with it.
+    ) -> tuple[int, tuple[int, int]]:
+        """Take the next serial, its inventory line written, before anything is signed with it.
 
         Concurrent callers in this process are batched (group commit): one lock round,
         one append and one fsync for all of them.
@@ -380,25 +381,29 @@ class CertificateAuthority:
             (certname, pki.puppet_time(not_before), pki.puppet_time(not_after))
         )
 
-    def _reserve_batch(self, wanted: list[tuple[str, str, str]]) -> list[int]:
+    def _reserve_batch(
+        self, wanted: list[tuple[str, str, str]]
+    ) -> list[tuple[int, tuple[int, int]]]:
         """Allocate consecutive serials for (certname, not_before, not_after) and record them.
 
-        The inventory lines (fsynced) are the durable record that the serials are
-        taken, and the next serial is never below the inventory's highest, so a serial
-        reaches no client unless it is recorded, and none is handed out twice, even if
-        the serial file (replaced atomically, without fsync) lost its last update in a
-        crash.
+        The inventory lines are the record that the serials are taken: the next serial
+        is never below the inventory's highest, and a line is made durable (see
+        :meth:`_issue`) before its certificate can reach anyone. So a serial reaches no
+        client unless it is recorded, and none is handed out twice, even if the serial
+        file (replaced atomically, without fsync) lost its last update in a crash.
+        Returns (serial, inventory mark to sync up to) per item.
         """
         with self.cadir.lock("serial")(), self.cadir.lock("inventory")():
             first = self._serial_floor()
             lines = b"".join(
                 inventory_line(first + i, nb, na, name) for i, (name, nb, na) in enumerate(wanted)
             )
-            _fs.append_line(self.cadir.inventory, lines, mode=0o644)
+            # No fsync under the lock: it overlaps the signing (see _issue).
+            mark = _fs.append_line(self.cadir.inventory, lines, mode=0o644, durable=False)
             self.cadir.write_serial(first + len(wanted), durable=False)
             with self.index.transaction() as conn:
                 self.index.add_inventory(conn, lines)
-        return list(range(first, first + len(wanted)))
+        return [(first + i, mark) for i in range(len(wanted))]
 
     def _serial_floor(self) -> int:
         """The next free serial: the serial file, but never below the highest one issued."""
@@ -444,8 +449,8 @@ class CertificateAuthority:
             now + (ttl or self.settings.effective_cert_ttl), ca_cert.not_valid_after_utc
         )
         # Inventory first: a certificate a client has received is always in the inventory.
-        serial = self._reserve_serial(approved.certname, not_before, not_after)
-        return pki.build_leaf_certificate(
+        serial, mark = self._reserve_serial(approved.certname, not_before, not_after)
+        cert = pki.build_leaf_certificate(
             ca_key=key,
             ca_cert=ca_cert,
             public_key=approved.public_key,
@@ -456,6 +461,10 @@ class CertificateAuthority:
             alt_names=approved.alt_names,
             extensions=approved.extensions,
         )
+        # The inventory line is durable before the certificate can be published; one
+        # fsync (overlapping other threads' signing) covers every line appended so far.
+        self._inventory_sync.sync_upto(mark)
+        return cert
 
     def _publish_cert(self, certname: str, cert: x509.Certificate, *, drop_csr: bool) -> None:
         """Atomically put signed/<name>.pem in place (and drop the CSR) with the index updated."""

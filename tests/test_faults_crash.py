@@ -106,8 +106,13 @@ def test_kill_9_during_enrollment_loses_and_reuses_nothing(
     for w in workers:
         w.start()
     progress_at_kills = []
-    for _ in range(KILLS):
-        time.sleep(rng.uniform(0.2, 1.2))
+    # Random moments, spread over the run: after a random number of enrollments, plus
+    # a random few milliseconds so the kill lands anywhere inside a request.
+    for threshold in sorted(rng.sample(range(15, AGENTS - 15), KILLS)):
+        deadline = time.monotonic() + 60
+        while len(received) < threshold and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.03))
         with lock:
             victim = current["server"]
             progress_at_kills.append(len(received))
