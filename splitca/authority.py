@@ -8,6 +8,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
@@ -30,6 +31,9 @@ from .policy import (
 from .store import KEY_MODE, PRIVATE_MODE, CADir, inventory_line
 
 __all__ = ["CertificateAuthority", "SetupResult", "SubmitResult"]
+
+# (certname, staged file, certificate, index row, drop the CSR?)
+_Publication = tuple[str, Path, x509.Certificate, tuple[str, int, str], bool]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,7 @@ class CertificateAuthority:
         self._key_lock = threading.Lock()
         self._serials = GroupCommit(self._reserve_batch)
         self._inventory_sync = _fs.SyncPoint(self.cadir.inventory)
+        self._publisher = GroupCommit(self._publish_batch)
         self._key: tuple[str, CertificateIssuerPrivateKeyTypes, x509.Certificate] | None = None
 
     # --- opening -------------------------------------------------------------------------
@@ -467,20 +472,44 @@ class CertificateAuthority:
         return cert
 
     def _publish_cert(self, certname: str, cert: x509.Certificate, *, drop_csr: bool) -> None:
-        """Atomically put signed/<name>.pem in place (and drop the CSR) with the index updated."""
+        """Atomically put signed/<name>.pem in place (and drop the CSR) with the index updated.
+
+        The file is written and fsynced here, in parallel with other threads; the
+        renames are group-committed (see :meth:`_publish_batch`).
+        """
         path = self.cadir.cert_path(certname)
         tmp = self.cadir.stage(path, pki.pem(cert))
         values = self.index.cert_values(certname, cert)  # computed outside the write lock
-        with self.index.transaction() as conn:
-            _fs.publish(tmp, path)
-            self.index.put_cert(conn, certname, cert, values=values)
-            changed = ["signed"]
-            if drop_csr:
-                _unlink(self.cadir.csr_path(certname))
-                self.index.delete_csr(conn, certname)
-                changed.append("requests")
-            self.index.record(conn, *changed)
+        try:
+            self._publisher.submit((certname, tmp, cert, values, drop_csr))
+        finally:
+            _fs.discard(tmp)  # gone if it was renamed into place; else clean up
         log.info("Signed certificate for %s (serial %d)", certname, cert.serial_number)
+
+    def _publish_batch(self, items: list[_Publication]) -> list[None]:
+        """Rename staged certificates into signed/ in one index transaction, one directory fsync.
+
+        The index commits only after the renames are durable; if anything fails, every
+        certificate of the batch gets the error (a file already renamed is picked up
+        by the index's next refresh, as after a crash).
+        """
+        with self.index.transaction() as conn:
+            changed = {"signed"}
+            for certname, tmp, cert, values, drop_csr in items:
+                _fs.publish(tmp, self.cadir.cert_path(certname), durable=False)
+                self.index.put_cert(conn, certname, cert, values=values)
+                if drop_csr:
+                    _unlink(self.cadir.csr_path(certname))
+                    self.index.delete_csr(conn, certname)
+                    changed.add("requests")
+            try:
+                _fs.fsync_dir(self.cadir.signeddir)
+                if "requests" in changed:
+                    _fs.fsync_dir(self.cadir.csrdir)
+            except OSError as exc:
+                raise StoreError(f"could not sync {self.cadir.signeddir}: {exc.strerror}") from exc
+            self.index.record(conn, *sorted(changed))
+        return [None] * len(items)
 
     def _cert_fields(self, cert: x509.Certificate, certname: str) -> dict[str, object]:
         try:
