@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import pki, policy
+from . import _fs, pki, policy
 from .config import Settings
 from .errors import SplitCAError, StoreError
 from .registry import Registry, describe_location, open_registry
@@ -38,10 +38,24 @@ class RedeemedLedger:
         self.root = root
 
     def claim(self, token_sha256: str, certname: str, now: dt.datetime) -> bool:
-        """Record the token as used; False if it already was."""
+        """Record the token as used; False if it already was.
+
+        True is returned only once the entry is durable: the file is fsynced and so is
+        the directory holding its name (and, the first time, the directory's own entry),
+        so a crash or power loss after a signing cannot forget that the token was used.
+        If anything fails after the file was created, the token stays claimed (fail
+        closed: a re-registration issues a new token).
+        """
+        entry = self.root / token_sha256
         try:
+            created_root = not self.root.is_dir()
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.root / token_sha256, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            if created_root:
+                os.chmod(self.root, 0o700)  # not whatever the umask left
+                _fs.fsync_dir(self.root.parent)
+            fd = os.open(
+                entry, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
         except FileExistsError:
             return False
         except OSError as exc:
@@ -49,10 +63,17 @@ class RedeemedLedger:
                 f"cannot record a redeemed token in {self.root}: {exc.strerror}"
             ) from exc
         try:
-            os.write(fd, json.dumps({"certname": certname, "time": now.isoformat()}).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            try:
+                os.fchmod(fd, 0o600)  # the umask must not change the mode we chose
+                os.write(fd, json.dumps({"certname": certname, "time": now.isoformat()}).encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fs.fsync_dir(self.root)  # the new name itself, not only the file's contents
+        except OSError as exc:
+            raise StoreError(
+                f"cannot record a redeemed token in {self.root}: {exc.strerror or exc}"
+            ) from exc
         return True
 
 

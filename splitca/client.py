@@ -1,25 +1,40 @@
-"""The one HTTP client for talking to the CA: pinned trust, optional client cert, bounded time and size."""
+"""The one outbound HTTP client (the CA for sync-crl, a registry): explicit trust, bounded time and size."""
 
 from __future__ import annotations
 
+import contextlib
+import http.cookiejar
+import os
+import re
+import socket
+import ssl
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.response import HTTPResponse
 
+from .config import is_loopback_address
 from .errors import ConfigError, RemoteError, ResponseTooLarge
 
-__all__ = ["CAClient", "Fetched"]
+__all__ = ["Fetched", "HTTPClient", "check_base_url", "system_ca_bundle"]
 
 USER_AGENT = "splitca"
 CRL_V1_PATH = "/puppet-ca/v1/certificate_revocation_list/ca"
+_READ_SIZE = 64 * 1024
 
 
 @dataclass(frozen=True)
 class Fetched:
-    """One answer from the CA. ``body`` is None for 304 Not Modified."""
+    """One answer. ``body`` is None for 304 Not Modified and for 404/410 when asked for."""
 
     url: str
     status: int
@@ -28,60 +43,108 @@ class Fetched:
     date: str | None
 
 
-def check_base_url(url: str) -> str:
-    """``https://host[:port][/prefix]`` without query, fragment or credentials; no trailing '/'."""
+def check_base_url(
+    url: str, *, option: str = "--ca-url", loopback_http: bool = False, userinfo: bool = False
+) -> str:
+    """``https://host[:port][/prefix]`` without query, fragment or credentials; no trailing '/'.
+
+    *loopback_http* also allows ``http://`` to a literal loopback address; *userinfo*
+    allows ``user:password@`` (sent as Basic auth, never logged).
+    """
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise ConfigError(f"--ca-url: {url!r} is not a URL: {exc}") from None
-    if parts.scheme != "https":
-        raise ConfigError(f"--ca-url: {url!r} must start with https://")
-    if not parts.hostname or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ConfigError(f"{option}: {_shown(url)!r} is not a URL: {exc}") from None
+    plain_ok = loopback_http and parts.scheme == "http" and is_loopback_address(parts.hostname)
+    if parts.scheme != "https" and not plain_ok:
+        raise ConfigError(f"{option}: {_shown(url)!r} must start with https://")
+    if (
+        not parts.hostname
+        or parts.query
+        or parts.fragment
+        or ("@" in parts.netloc and not userinfo)
+    ):
         raise ConfigError(
-            f"--ca-url: {url!r} must be https://HOST[:PORT] with no query or credentials"
+            f"{option}: {_shown(url)!r} must be https://HOST[:PORT] with no query or credentials"
         )
     return url.rstrip("/")
 
 
-class CAClient:
-    """HTTPS to one CA, trusting only the pinned CA bundle.
+def system_ca_bundle() -> str:
+    """The system's CA bundle, found without consulting the environment.
 
-    ``trust_env`` is off, so nothing in the environment (``REQUESTS_CA_BUNDLE``,
-    ``CURL_CA_BUNDLE``, ``HTTPS_PROXY``, ``.netrc``) changes what is trusted or where
-    the request goes. Redirects are not followed. Every request is bounded: *timeout*
-    per connect/read and in total, and *max_bytes* of body, read by streaming so an
-    oversized answer is never held in memory.
+    ``SSL_CERT_FILE``/``SSL_CERT_DIR`` (and requests' ``REQUESTS_CA_BUNDLE``) are ignored:
+    OpenSSL's compiled-in file or directory, else certifi's bundle (requests' default).
+    """
+    paths = ssl.get_default_verify_paths()
+    if paths.openssl_cafile and os.path.isfile(paths.openssl_cafile):
+        return paths.openssl_cafile
+    if paths.openssl_capath and os.path.isdir(paths.openssl_capath):
+        return paths.openssl_capath
+    import certifi  # a dependency of requests
+
+    return str(certifi.where())
+
+
+class HTTPClient:
+    """HTTPS to one server, trusting only the CA bundle it is given (or the system's).
+
+    Used for the CA (``sync-crl``, with the pinned ``--ca-cert``) and for an HTTP(S)
+    registry. ``trust_env`` is off, so nothing in the environment (``REQUESTS_CA_BUNDLE``,
+    ``CURL_CA_BUNDLE``, ``HTTPS_PROXY``, ``.netrc``) changes what is trusted or where the
+    request goes. Redirects are not followed: a 3xx is an error. Every request is bounded
+    by *timeout*, per connect/read and in total (connect, TLS handshake, headers and body
+    together: a server that trickles bytes cannot hold it longer), and by *max_bytes* of
+    body, read by streaming so an oversized answer is never held in memory.
     """
 
     def __init__(
         self,
         base_url: str,
         *,
-        ca_bundle: Path,
+        ca_bundle: Path | None,
         client_cert: tuple[Path, Path] | None = None,
         timeout: float = 30.0,
         max_bytes: int = 16 * 1024 * 1024,
+        accept: str = "text/plain",
+        url_option: str = "--ca-url",
+        ca_option: str = "--ca-cert",
+        loopback_http: bool = False,
+        userinfo: bool = False,
     ) -> None:
-        self.base_url = check_base_url(base_url)
-        if not ca_bundle.is_file():
-            raise ConfigError(f"--ca-cert: {ca_bundle} does not exist")
+        """*ca_bundle* None means the system trust store (:func:`system_ca_bundle`).
+
+        *url_option* and *ca_option* name the settings in ConfigErrors; *loopback_http*
+        and *userinfo* are passed to :func:`check_base_url`.
+        """
+        self.base_url = check_base_url(
+            base_url, option=url_option, loopback_http=loopback_http, userinfo=userinfo
+        )
+        if ca_bundle is not None and not ca_bundle.is_file():
+            raise ConfigError(f"{ca_option}: {ca_bundle} does not exist")
         for p in client_cert or ():
             if not p.is_file():
                 raise ConfigError(f"client certificate or key {p} does not exist")
+        self.ca_option = ca_option
         self.timeout = timeout
         self.max_bytes = max_bytes
         self._session = requests.Session()
         self._session.trust_env = False
-        self._session.verify = str(ca_bundle)
+        self._session.verify = str(ca_bundle) if ca_bundle is not None else system_ca_bundle()
+        # No cookies: one answer must not change what the next request says.
+        self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        adapter = _DeadlineAdapter(pool_maxsize=64)  # a registry is asked from many threads
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
         if client_cert is not None:
             self._session.cert = (str(client_cert[0]), str(client_cert[1]))
-        self._session.headers.update({"User-Agent": USER_AGENT, "Accept": "text/plain"})
+        self._session.headers.update({"User-Agent": USER_AGENT, "Accept": accept})
 
     def close(self) -> None:
         self._session.close()
 
-    def __enter__(self) -> CAClient:
+    def __enter__(self) -> HTTPClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -92,61 +155,217 @@ class CAClient:
             return f"{self.base_url}/{legacy_environment}/certificate_revocation_list/ca"
         return self.base_url + CRL_V1_PATH
 
-    def get(self, url: str, *, if_modified_since: str | None = None) -> Fetched:
-        """GET *url*; 200 and 304 are answers, anything else is a RemoteError.
+    def get(
+        self, url: str, *, if_modified_since: str | None = None, missing_ok: bool = False
+    ) -> Fetched:
+        """GET *url*; 200 and 304 are answers (and 404/410 if *missing_ok*), anything else
+        is a RemoteError.
 
         Raises:
-          RemoteError: unreachable, TLS failure (including an untrusted CA server),
-            timeout, an HTTP error status, a redirect, or a body over ``max_bytes``.
+          RemoteError: unreachable, TLS failure (including an untrusted server), timeout
+            (per operation or in total), an HTTP error status, a redirect, or a body over
+            ``max_bytes`` (ResponseTooLarge).
         """
+        shown = _shown(url)
+        late = RemoteError(f"{shown} did not answer within {self.timeout:g}s")
         headers = {"If-Modified-Since": if_modified_since} if if_modified_since else {}
-        deadline = time.monotonic() + self.timeout
+        deadline = _Deadline(self.timeout)
         try:
-            with self._session.get(
-                url,
-                headers=headers,
-                timeout=(self.timeout, self.timeout),
-                stream=True,
-                allow_redirects=False,
-            ) as resp:
-                if resp.status_code == 304:
-                    return Fetched(
-                        url, 304, None, resp.headers.get("Last-Modified"), resp.headers.get("Date")
-                    )
-                if resp.status_code != 200:
-                    detail = _short(resp.raw.read(200, decode_content=False))
-                    raise RemoteError(f"{url} answered HTTP {resp.status_code}{detail}")
-                body = self._read_capped(resp, url, deadline)
-                return Fetched(
-                    url, 200, body, resp.headers.get("Last-Modified"), resp.headers.get("Date")
-                )
+            with deadline:
+                fetched = self._get(url, shown, headers, deadline, missing_ok)
+        except ResponseTooLarge:
+            raise
+        except RemoteError:
+            if deadline.expired:
+                raise late from None
+            raise
         except requests.exceptions.SSLError as exc:
+            if deadline.expired:
+                raise late from None
             raise RemoteError(
-                f"TLS with {url} failed (is --ca-cert the right CA?): {_root(exc)}"
+                f"TLS with {shown} failed (is {self.ca_option} the right CA?): {_root(exc)}"
             ) from None
-        except requests.exceptions.Timeout:
-            raise RemoteError(f"{url} did not answer within {self.timeout:g}s") from None
+        except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError):
+            raise late from None
         except requests.exceptions.ConnectionError as exc:
-            raise RemoteError(f"cannot reach {url}: {_root(exc)}") from None
-        except requests.exceptions.RequestException as exc:
-            raise RemoteError(f"request to {url} failed: {_root(exc)}") from None
+            if deadline.expired:
+                raise late from None
+            raise RemoteError(f"cannot reach {shown}: {_root(exc)}") from None
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if deadline.expired:
+                raise late from None
+            raise RemoteError(f"request to {shown} failed: {_root(exc)}") from None
+        if deadline.expired:  # the body may look complete when its socket was shut down
+            raise late
+        return fetched
 
-    def _read_capped(self, resp: requests.Response, url: str, deadline: float) -> bytes:
+    def _get(
+        self,
+        url: str,
+        shown: str,
+        headers: dict[str, str],
+        deadline: _Deadline,
+        missing_ok: bool,
+    ) -> Fetched:
+        with self._session.get(
+            url,
+            headers=headers,
+            timeout=(self.timeout, self.timeout),
+            stream=True,
+            allow_redirects=False,
+        ) as resp:
+            lm, date = resp.headers.get("Last-Modified"), resp.headers.get("Date")
+            if resp.status_code == 304 or (missing_ok and resp.status_code in (404, 410)):
+                return Fetched(url, resp.status_code, None, lm, date)
+            if resp.is_redirect:
+                raise RemoteError(
+                    f"{shown} answered HTTP {resp.status_code}, a redirect to "
+                    f"{_shown(resp.headers.get('Location', '?'))[:200]!r}; redirects are not "
+                    "followed"
+                )
+            if resp.status_code != 200:
+                detail = _short(resp.raw.read(200, decode_content=False))
+                raise RemoteError(f"{shown} answered HTTP {resp.status_code}{detail}")
+            body = self._read_capped(resp, shown, deadline)
+            return Fetched(url, 200, body, lm, date)
+
+    def _read_capped(self, resp: requests.Response, shown: str, deadline: _Deadline) -> bytes:
         declared = resp.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
             raise ResponseTooLarge(
-                f"{url} sent {int(declared)} bytes, more than the {self.max_bytes}-byte limit"
+                f"{shown} sent {int(declared)} bytes, more than the limit of {self.max_bytes} bytes"
             )
+        # One socket read at a time (read1), checking the deadline after each; the
+        # deadline's watchdog also interrupts a read that blocks past it.
+        read = getattr(resp.raw, "read1", None) or resp.raw.read
         chunks: list[bytes] = []
         size = 0
-        for chunk in resp.iter_content(64 * 1024):
+        while True:
+            if deadline.passed():
+                raise RemoteError(f"{shown} did not answer within {self.timeout:g}s")
+            chunk = read(_READ_SIZE)
+            if not chunk:
+                return b"".join(chunks)
             size += len(chunk)
             if size > self.max_bytes:
-                raise ResponseTooLarge(f"{url} sent more than the {self.max_bytes}-byte limit")
-            if time.monotonic() > deadline:
-                raise RemoteError(f"{url} took longer than {self.timeout:g}s to send its answer")
+                raise ResponseTooLarge(f"{shown} sent more than {self.max_bytes} bytes (the limit)")
             chunks.append(chunk)
-        return b"".join(chunks)
+
+
+# --- the total deadline ---------------------------------------------------------------------------
+#
+# requests' timeouts bound each socket operation, not the request: a server sending a byte
+# every second never trips them. A _Deadline is a watchdog for one request: it holds a dup
+# of every socket the request uses (registered by the connection classes below, in the
+# calling thread) and shuts them down when the time is up, which ends any blocking read or
+# handshake at once. The dups are its own file descriptors, so it can never touch a socket
+# that was closed and whose number was reused.
+
+_current = threading.local()
+
+
+class _Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._done = False
+        self._socks: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def passed(self) -> bool:
+        return self.expired or time.monotonic() >= self.at
+
+    def __enter__(self) -> _Deadline:
+        _current.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _current.deadline = None
+        self._timer.cancel()
+        with self._lock:
+            self._done = True
+            socks, self._socks = self._socks, []
+        for sock in socks:
+            sock.close()
+
+    def watch(self, sock: socket.socket) -> None:
+        try:
+            dup = socket.socket(fileno=os.dup(sock.fileno()))
+        except OSError:
+            return
+        with self._lock:
+            if not self._done:
+                self._socks.append(dup)
+                if self.expired:
+                    _shutdown(dup)
+                return
+        dup.close()
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            for sock in self._socks:
+                _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watch(conn: _WatchedConnection, sock: socket.socket | None) -> None:
+    deadline: _Deadline | None = getattr(_current, "deadline", None)
+    if deadline is not None and sock is not None and conn.watched_by is not deadline:
+        deadline.watch(sock)
+        conn.watched_by = deadline
+
+
+class _WatchedConnection(HTTPConnection):
+    """Registers its socket with the calling thread's deadline: when made (before any TLS
+    handshake), and when a reused connection waits for a response."""
+
+    watched_by: _Deadline | None = None
+
+    def _new_conn(self) -> socket.socket:
+        self.watched_by = None
+        sock = super()._new_conn()
+        _watch(self, sock)
+        return sock
+
+    def getresponse(self) -> HTTPResponse:  # type: ignore[override]
+        _watch(self, self.sock)
+        return super().getresponse()
+
+
+class _WatchedHTTPSConnection(_WatchedConnection, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+def _shown(url: str) -> str:
+    """*url* fit for messages and logs: no ``user:password@``."""
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", url)
 
 
 def _short(data: bytes) -> str:

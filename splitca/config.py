@@ -17,7 +17,7 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULT_CONFIG_PATH", "Settings", "parse_duration"]
+__all__ = ["DEFAULT_CONFIG_PATH", "Settings", "is_loopback_address", "parse_duration"]
 
 DEFAULT_CONFIG_PATH = Path("/etc/splitca/splitca.yaml")
 
@@ -97,7 +97,7 @@ class Settings:
     server_key: Path | None = None
     # --- enrollment and audit ---
     registry: str = (
-        ""  # "" -> <cadir>/registry ; a directory, an http(s):// prefix, or s3://bucket/prefix
+        ""  # "" -> <cadir>/registry ; a directory, an https:// prefix, or s3://bucket/prefix
     )
     registry_ttl: dt.timedelta = dt.timedelta(hours=1)
     registry_timeout: dt.timedelta = dt.timedelta(seconds=5)  # HTTP(S)/S3 registry requests
@@ -248,13 +248,33 @@ class Settings:
         _validate_registry(self)
 
 
+def is_loopback_address(host: str | None) -> bool:
+    """True for a literal 127.0.0.0/8 or ::1 address; a name (even ``localhost``) is not trusted."""
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
 def _validate_registry(s: Settings) -> None:
     """The registry location and its knobs (docs/enrollment.md)."""
     reg = s.registry
     if reg.startswith(("http://", "https://")):
-        parts = urllib.parse.urlsplit(reg)
+        try:
+            parts = urllib.parse.urlsplit(reg)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ConfigError(f"registry: not a usable URL prefix: {reg!r}: {exc}") from None
         if not parts.hostname or parts.query or parts.fragment:
             raise ConfigError(f"registry: not a usable URL prefix: {reg!r}")
+        # The registry decides which machines are signed: plain HTTP would let anyone on
+        # the path enroll machines. Only a loopback address (tests, a local mirror) may.
+        if parts.scheme == "http" and not is_loopback_address(parts.hostname):
+            shown = re.sub(r"^(http://)[^/@]*@", r"\1", reg)  # no password in the error
+            raise ConfigError(
+                f"registry: {shown!r} is plain http://; use https:// (plain HTTP "
+                "is allowed only to a loopback address such as 127.0.0.1 or [::1])"
+            )
     elif reg.startswith("s3://"):
         bucket = reg[5:].split("/", 1)[0]
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):

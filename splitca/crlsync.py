@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography import x509
 
 from . import _fs, pki
-from .client import CAClient
+from .client import HTTPClient
 from .errors import (
     ConfigError,
     CRLRejected,
@@ -75,39 +75,51 @@ def _reject(check: str, message: str) -> CRLRejected:
 # --- pure verification ----------------------------------------------------------------------
 
 
-def parse_crls(data: bytes) -> list[x509.CertificateRevocationList]:
+def parse_crls(
+    data: bytes, *, what: str = "the CA's answer"
+) -> list[x509.CertificateRevocationList]:
     """Every CRL in *data*, which must be PEM ``X509 CRL`` blocks and whitespace only.
 
     Raises:
-      CRLRejected: check ``parse``.
+      CRLRejected: check ``parse``, for anything wrong with *data* (named *what*),
+        including any error cryptography raises while parsing it.
     """
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
-        raise _reject("parse", "the CA's answer is not PEM text") from None
+        raise _reject("parse", f"{what} is not PEM text") from None
     blocks = pki.pem_blocks(data)
     if not blocks:
-        raise _reject("parse", "the CA's answer holds no PEM CRL")
+        raise _reject("parse", f"{what} holds no PEM CRL")
     labels = sorted({label for label, _ in blocks if label != "X509 CRL"})
     if labels:
-        raise _reject("parse", f"the CA's answer holds PEM {', '.join(labels)}, not only CRLs")
+        raise _reject("parse", f"{what} holds PEM {', '.join(labels)}, not only CRLs")
     outside = text
     for _, block in blocks:
         outside = outside.replace(block.decode("ascii"), "", 1)
     if outside.strip():
-        raise _reject("parse", "the CA's answer has text outside its PEM CRL blocks")
+        raise _reject("parse", f"{what} has text outside its PEM CRL blocks")
     crls = []
     for _, block in blocks:
         try:
             crl = x509.load_pem_x509_crl(block)
-            crl.issuer  # noqa: B018 - force parsing of the lazy fields now
+            # Force parsing of every lazy field the checks use, now: cryptography raises
+            # more than ValueError here (DuplicateExtension, UnsupportedGeneralNameType,
+            # ...), and whatever it raises, the CRL is unusable, never a crash.
+            crl.issuer  # noqa: B018
             crl.extensions  # noqa: B018
-        except ValueError as exc:
-            raise _reject(
-                "parse", f"the CA's answer holds a CRL that does not parse: {exc}"
-            ) from None
+            pki.crl_number(crl)
+            crl.last_update_utc  # noqa: B018
+            crl.next_update_utc  # noqa: B018
+        except Exception as exc:
+            raise _reject("parse", f"{what} holds a CRL that does not parse: {_why(exc)}") from None
         crls.append(crl)
     return crls
+
+
+def _why(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 def _signed_by(crl: x509.CertificateRevocationList, cas: Sequence[x509.Certificate]) -> bool:
@@ -115,7 +127,7 @@ def _signed_by(crl: x509.CertificateRevocationList, cas: Sequence[x509.Certifica
         try:
             if crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
                 return True
-        except (TypeError, ValueError):
+        except Exception:  # an unsupported key or algorithm: not signed by this CA
             continue
     return False
 
@@ -130,11 +142,19 @@ def _by_subject(cas: Sequence[x509.Certificate]) -> dict[x509.Name, list[x509.Ce
 def trusted_crls(
     data: bytes | None, cas: Sequence[x509.Certificate]
 ) -> dict[x509.Name, x509.CertificateRevocationList]:
-    """The CRLs in an *installed* file that verify against the pinned CAs (others ignored)."""
+    """The CRLs in an *installed* file that verify against the pinned CAs (others ignored).
+
+    A file that does not parse (garbage, a truncated write, a CRL cryptography refuses
+    such as one with a duplicated extension) counts as holding no CRL: a verified CRL
+    from the CA may replace it, which is what repairs it. Its CRL number is unknown, so
+    the rollback check has nothing to compare with; the new CRL still passes every
+    other check (pinned issuer and signature, dates). Refusing instead would leave
+    Apache with a file it cannot load until someone deletes it by hand.
+    """
     if not data:
         return {}
     try:
-        crls = parse_crls(data)
+        crls = parse_crls(data, what="the installed file")
     except CRLRejected:
         return {}
     pinned = _by_subject(cas)
@@ -496,10 +516,17 @@ def _sync_locked(
     reload: Callable[[Sequence[str], float], None],
 ) -> SyncResult:
     installed = [_read(p) for p in cfg.destinations]
+    for path, content in zip(cfg.destinations, installed, strict=True):
+        if content:
+            try:
+                parse_crls(content, what=f"the installed file {path}")
+            except CRLRejected as exc:  # one line; a verified CRL may replace it
+                why = str(exc).split(": ", 1)[-1]  # without "CRL rejected (parse)"
+                log.warning("%s; ignoring it (a verified CRL from the CA will replace it)", why)
     current = installed[0]
     state = _load_state(state_path)
     client_cert = (cfg.client_cert, cfg.client_key) if cfg.client_cert and cfg.client_key else None
-    with CAClient(
+    with HTTPClient(
         cfg.ca_url,
         ca_bundle=cfg.ca_cert,
         client_cert=client_cert,

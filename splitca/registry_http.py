@@ -8,8 +8,9 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .errors import Conflict, InvalidRequest, RemoteError
+from .errors import Conflict, InvalidRequest, RemoteError, ResponseTooLarge
 from .registry import (
     MAX_RECORD_BYTES,
     Redemption,
@@ -19,6 +20,9 @@ from .registry import (
     describe_location,
     parse_record,
 )
+
+if TYPE_CHECKING:
+    from .client import HTTPClient
 
 __all__ = ["HttpRegistry"]
 
@@ -33,6 +37,11 @@ class HttpRegistry:
     "not registered" (404/410) are cached for *negative_ttl* seconds so a flood of
     unknown CSRs does not become a flood of requests; positive answers are never
     cached, so a registration published a moment ago is seen at once.
+
+    Requests go through the project's one outbound client: TLS verified with *ca_file*
+    or the system bundle (never one named by the environment), no proxies or .netrc,
+    no redirects (one is "registry unavailable"), *timeout* per operation and in total.
+    Plain ``http://`` is accepted only to a loopback address (tests, a local mirror).
     """
 
     def __init__(
@@ -46,9 +55,28 @@ class HttpRegistry:
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.timeout = timeout
         self.negative_ttl = negative_ttl
-        self.verify: bool | str = str(ca_file) if ca_file else True
+        self.ca_file = ca_file
+        self._client: HTTPClient | None = None
         self._missing: dict[str, float] = {}
         self._lock = threading.Lock()
+
+    def _http(self) -> HTTPClient:
+        from .client import HTTPClient  # lazy: the classifier's fast path does not need it
+
+        with self._lock:
+            if self._client is None:
+                self._client = HTTPClient(
+                    self.prefix,
+                    ca_bundle=self.ca_file,
+                    timeout=self.timeout,
+                    max_bytes=MAX_RECORD_BYTES,
+                    accept="application/json",
+                    url_option="registry",
+                    ca_option="registry_ca_file",
+                    loopback_http=True,
+                    userinfo=True,
+                )
+            return self._client
 
     @property
     def location(self) -> str:
@@ -77,10 +105,10 @@ class HttpRegistry:
         """Fetch and validate one record.
 
         Raises:
-          RemoteError: the registry failed, timed out, or served something invalid.
+          RemoteError: the registry failed, timed out, redirected, or served something invalid.
+          ConfigError: the prefix is not https:// (or http:// to a loopback address), or
+            ``registry_ca_file`` does not exist.
         """
-        import requests  # lazy: the classifier's fast path does not need it otherwise
-
         try:
             url = self._url(certname)
         except InvalidRequest:
@@ -89,29 +117,18 @@ class HttpRegistry:
             return None
         where = describe_location(url)
         try:
-            with requests.get(
-                url,
-                timeout=(self.timeout, self.timeout),
-                stream=True,
-                verify=self.verify,
-                headers={"Accept": "application/json"},
-            ) as resp:
-                if resp.status_code in (404, 410):
-                    self._remember_missing(certname)
-                    return None
-                if resp.status_code != 200:
-                    raise RemoteError(f"registry {where} answered HTTP {resp.status_code}")
-                body = bytearray()
-                for chunk in resp.iter_content(8192):
-                    body += chunk
-                    if len(body) > MAX_RECORD_BYTES:
-                        raise RemoteError(
-                            f"registry {where} sent more than {MAX_RECORD_BYTES} bytes"
-                        )
-        except requests.RequestException as exc:
-            raise RemoteError(f"registry {where} unreachable: {type(exc).__name__}") from None
+            fetched = self._http().get(url, missing_ok=True)
+        except ResponseTooLarge:
+            raise RemoteError(f"registry {where} sent more than {MAX_RECORD_BYTES} bytes") from None
+        except RemoteError as exc:
+            raise RemoteError(f"registry: {exc}") from None
+        if fetched.status in (404, 410):
+            self._remember_missing(certname)
+            return None
+        if fetched.body is None:  # a 304 nobody asked for
+            raise RemoteError(f"registry {where} answered HTTP {fetched.status}")
         try:
-            return parse_record(bytes(body), certname)
+            return parse_record(fetched.body, certname)
         except ValueError as exc:
             raise RemoteError(f"registry {where} sent an invalid record: {exc}") from None
 

@@ -7,6 +7,7 @@ import datetime as dt
 import email.utils
 import http.server
 import json
+import logging
 import os
 import re
 import signal
@@ -24,8 +25,10 @@ import pytest
 import trustme
 from click.testing import CliRunner, Result
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from splitca import crlsync, pki
+from splitca import _der, crlsync, pki
 from splitca.authority import CertificateAuthority
 from splitca.cli import cli
 from splitca.errors import CRLRejected
@@ -615,6 +618,117 @@ def test_watch_keeps_syncing_until_sigterm(master, fake_ca, ca):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Installed CRL number 0" in out and "Installed CRL number 7" in out
+
+
+# --- CRLs cryptography refuses with something other than ValueError ----------------------------------
+
+
+def _children(der: bytes, start: int, end: int) -> list[bytes]:
+    out, pos = [], start
+    while pos < end:
+        _, _, stop = _der._read(der, pos)
+        out.append(der[pos:stop])
+        pos = stop
+    return out
+
+
+def with_duplicate_extension(signer: Signer, number: int) -> bytes:
+    """A CRL correctly signed by *signer* that carries its CRLNumber extension twice (the
+    second saying 999). cryptography's builder refuses duplicates, so the TBSCertList is
+    rebuilt from DER and signed again; cryptography then raises DuplicateExtension (not a
+    ValueError) when the extensions are read."""
+    crl = x509.load_pem_x509_crl(signer.crl(number))
+    tbs = crl.tbs_certlist_bytes
+    _, start, end = _der._read(tbs, 0)
+    fields = _children(tbs, start, end)
+    assert fields[-1][0] == 0xA0  # [0] crlExtensions
+    _, start, end = _der._read(fields[-1], 0)
+    seq = fields[-1][start:end]
+    _, start, end = _der._read(seq, 0)
+    extra = _der.tlv(0x30, _der._OID_CRL_NUMBER + _der.tlv(0x04, _der.integer(999)))
+    exts = [*_children(seq, start, end), extra]
+    tbs = _der.tlv(0x30, b"".join(fields[:-1]) + _der.tlv(0xA0, _der.tlv(0x30, b"".join(exts))))
+    der = crl.public_bytes(serialization.Encoding.DER)
+    _, start, end = _der._read(der, 0)
+    algorithm = _children(der, start, end)[1]
+    assert isinstance(signer.key, rsa.RSAPrivateKey) and crl.signature_hash_algorithm
+    signature = signer.key.sign(tbs, padding.PKCS1v15(), crl.signature_hash_algorithm)
+    out = _der.pem_crl(_der.finish_crl(tbs, algorithm, signature))
+    probe = x509.load_pem_x509_crl(out)
+    assert probe.is_signature_valid(signer.cert.public_key())  # type: ignore[arg-type]
+    with pytest.raises(x509.DuplicateExtension):
+        probe.extensions  # noqa: B018
+    return out
+
+
+def test_a_crl_with_a_duplicated_extension_is_refused_as_parse(signer):
+    bad = with_duplicate_extension(signer, 5)
+    assert reject(bad, [signer.cert]) == "parse"
+    # as an installed file it is no CRL at all: no crash, stale, and no rollback floor
+    assert crlsync.trusted_crls(bad, [signer.cert]) == {}
+    assert crlsync.installed_state(bad, [signer.cert], warn_before=None).stale(NOW)
+    good = crlsync.verify_crl(signer.crl(2), [signer.cert], now=NOW, installed=[bad])
+    assert good.number == 2
+
+
+def test_sync_refuses_a_crl_with_a_duplicated_extension(master, fake_ca, ca):
+    before = install(master, ca_signer(ca).crl(3))
+    fake_ca.body = with_duplicate_extension(ca_signer(ca), 4)
+    result = master.sync(fake_ca.url)
+    assert result.exit_code == 7, result.output
+    assert "CRL rejected (parse)" in result.output and "DuplicateExtension" in result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    assert untouched(master, before)
+    assert master.reload_count() == 0
+
+
+def test_a_good_crl_replaces_an_installed_one_that_does_not_parse(master, fake_ca, ca, caplog):
+    """Documented choice: an installed file cryptography cannot parse holds no usable CRL
+    (Apache cannot load it either), so a fully verified CRL from the CA replaces it; the
+    file is named in one warning line."""
+    install(master, with_duplicate_extension(ca_signer(ca), 9))
+    fake_ca.body = ca_signer(ca).crl(4)
+    with caplog.at_level(logging.WARNING, logger="splitca.crlsync"):
+        result = master.sync(fake_ca.url)
+    assert result.exit_code == crlsync.EXIT_UPDATED, result.output
+    assert master.crl.read_bytes() == fake_ca.body
+    assert master.reload_count() == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(master.crl) in warnings[0]
+    assert "DuplicateExtension" in warnings[0] and "\n" not in warnings[0]
+
+
+def test_an_installed_crl_that_does_not_parse_and_no_ca_is_stale_not_a_crash(master, ca):
+    before = install(master, with_duplicate_extension(ca_signer(ca), 9))
+    result = master.sync(f"https://127.0.0.1:{free_port()}")
+    assert result.exit_code == 8, result.output
+    assert "no valid CRL from the pinned CA is installed" in result.output
+    assert "Traceback" not in result.output
+    assert untouched(master, before)
+
+
+def test_watch_survives_a_crl_with_a_duplicated_extension(master, fake_ca, ca):
+    before = install(master, ca_signer(ca).crl(3))
+    fake_ca.body = with_duplicate_extension(ca_signer(ca), 4)
+    cfg = crlsync.SyncConfig(
+        ca_url=fake_ca.url,
+        ca_cert=master.cacert,
+        destinations=(master.crl,),
+        reload_command=(),
+        timeout=10,
+    )
+    stop = threading.Event()
+    reports: list[object] = []
+
+    def report(r: object) -> None:
+        reports.append(r)
+        if len(reports) == 2:
+            stop.set()
+
+    crlsync.watch(cfg, 0.01, stop=stop, report=report)
+    assert len(reports) == 2
+    assert all(isinstance(r, CRLRejected) and r.check == "parse" for r in reports), reports
+    assert untouched(master, before)
 
 
 # --- the documentation says what the code does -------------------------------------------------------
