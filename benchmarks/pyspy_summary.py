@@ -12,7 +12,7 @@ CATEGORIES = [
     ("RSA-4096 signature (CertificateBuilder.sign)", r"CertificateBuilder\.sign|create_x509"),
     ("idle worker threads", r"Condition\.wait|Queue\.get|EpollSelector\.select"),
     ("waiting for a cadir lock", r"FileLock"),
-    ("file writes + fsync", r"\b(stage|append_line|publish|fsync_dir|atomic_write)\b"),
+    ("file writes + fsync", r"\b(stage|append_line|publish|fsync_dir|atomic_write|sync_upto)\b"),
     ("SQLite index", r"index\.py|sqlite"),
     ("TLS and HTTP (cheroot, ssl)", r"cheroot|ssl\.py|socket\.py|selectors\.py|_pyio\.py|makefile"),
     ("CSR parsing and policy checks", r"load_csr|inspect_csr|_signature_valid|check_crypto|vet\b"),
