@@ -192,12 +192,16 @@ def _slot(path: Path) -> _Slot:
         return slot
 
 
+_generation = 0  # bumped in a forked child, so FileLocks drop slots cached before the fork
+
+
 def _reset_after_fork() -> None:
     # A thread lock some other thread held at fork() would stay held forever in the
     # child, and inherited descriptors share their flock with the parent: start afresh.
     # (Closing an inherited copy does not release the parent's lock.)
-    global _registry_lock
+    global _registry_lock, _generation
     _registry_lock = threading.Lock()
+    _generation += 1
     for slot in _slots.values():
         if slot.fd is not None:
             with contextlib.suppress(OSError):
@@ -221,6 +225,7 @@ class FileLock:
     def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
         self.path = path
         self.timeout = timeout
+        self._cached: tuple[int, _Slot] | None = None
 
     def _open(self, slot: _Slot) -> int:
         if slot.fd is None:
@@ -240,7 +245,12 @@ class FileLock:
     def __call__(self, timeout: float | None = None) -> Iterator[None]:
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
-        slot = _slot(self.path)
+        cached = self._cached
+        if cached is not None and cached[0] == _generation:
+            slot = cached[1]
+        else:
+            slot = _slot(self.path)
+            self._cached = (_generation, slot)
         if not slot.lock.acquire(timeout=max(limit, 0)):
             raise LockTimeout(f"timed out after {limit:g}s waiting for lock {self.path.name}")
         try:

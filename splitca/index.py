@@ -57,7 +57,7 @@ _CODE_BY_FLAG = {i: pki.reason_code(r) for i, r in enumerate(x509.ReasonFlags)}
 _FLAG_BY_CODE = {code: i for i, code in _CODE_BY_FLAG.items()}
 
 
-def _stamp(path: Path) -> str:
+def _stamp(path: str | Path) -> str:
     """What identifies a version of a file or directory: inode, size, mtime."""
     try:
         st = os.stat(path)
@@ -105,6 +105,7 @@ class Index:
         self._seen: dict[str, str] = {}
         self._seen_lock = threading.Lock()
         self._write_lock = cadir.lock("index")
+        self._watched: dict[str, str] | None = None
 
     # --- connections and transactions ----------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -164,14 +165,18 @@ class Index:
             with self._seen_lock:
                 self._seen.update(pending)
 
-    def _paths(self) -> dict[str, Path]:
-        c = self.cadir
-        return {
-            "signed": c.signeddir,
-            "requests": c.csrdir,
-            "crl": c.cacrl,
-            "inventory": c.inventory,
-        }
+    def _paths(self) -> dict[str, str]:
+        """The watched paths as strings (stat()ed on every query; no pathlib on that path)."""
+        paths = self._watched
+        if paths is None:
+            c = self.cadir
+            paths = self._watched = {
+                "signed": str(c.signeddir),
+                "requests": str(c.csrdir),
+                "crl": str(c.cacrl),
+                "inventory": str(c.inventory),
+            }
+        return paths
 
     def _set_meta(self, conn: sqlite3.Connection, key: str, value: str) -> None:
         conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))

@@ -103,6 +103,7 @@ class CADir:
         self._cache_lock = threading.Lock()
         self._file_cache: dict[Path, tuple[tuple[int, int, int], bytes]] = {}
         self._same_fs: dict[Path, bool] = {}
+        self._locks: dict[str, _fs.FileLock] = {}
 
     # --- layout ------------------------------------------------------------------------
     REQUIRED = ("cacert", "cakey", "cacrl", "serial_file")
@@ -131,7 +132,11 @@ class CADir:
     # --- locks -------------------------------------------------------------------------
     def lock(self, name: str) -> _fs.FileLock:
         """A named cross-process lock: ``serial``, ``inventory``, ``crl``, ``setup``..."""
-        return _fs.FileLock(self.private / "locks" / f"{name}.lock", timeout=self._lock_timeout)
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = _fs.FileLock(self.private / "locks" / f"{name}.lock", timeout=self._lock_timeout)
+            self._locks[name] = lock  # a benign race: two equal objects, one kept
+        return lock
 
     def name_lock(self, certname: str) -> _fs.FileLock:
         """A striped lock serialising operations on one certname (CSR/sign/clean)."""
