@@ -318,7 +318,10 @@ def _supervise(
                 os.close(ready_r)
             code = 0
             try:
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                # Until the worker installs its own handlers, a SIGTERM must simply end it: the
+                # inherited supervisor handler would run in the child and leave it serving.
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
 
                 def tell() -> None:
                     os.write(ready_w, b"r")
