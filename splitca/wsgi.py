@@ -366,7 +366,7 @@ class App:
 
 
 def _not_modified(req: Request, mtime: float | None) -> bool:
-    """puppetserver's rule: 304 if the file's mtime is not after If-Modified-Since."""
+    """304 only if the file was last changed in a second before If-Modified-Since."""
     header = req.header("If-Modified-Since")
     if not header or mtime is None:
         return False
@@ -376,7 +376,11 @@ def _not_modified(req: Request, mtime: float | None) -> bool:
         return False  # malformed: ignored, full answer (as puppetserver)
     if since.tzinfo is None:
         since = since.replace(tzinfo=dt.UTC)
-    return int(mtime) <= since.timestamp()
+    # The header has one-second resolution. puppetserver answers 304 when the file is not
+    # after it, so a file changed later in that same second (a CRL re-issued just after an
+    # agent's fetch) would be "unmodified" for that agent forever. Only a file from an
+    # earlier second is certainly unchanged.
+    return int(mtime) < since.timestamp()
 
 
 def _file_response(req: Request, data: bytes, mtime: float | None) -> Response:

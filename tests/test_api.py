@@ -102,6 +102,30 @@ def test_if_modified_since_gives_304(app: App, ca: CertificateAuthority, path: s
     assert wsgi_call(app, "GET", path, headers={"If-Modified-Since": "not a date"}).status == 200
 
 
+def test_a_change_in_the_same_second_as_if_modified_since_is_not_hidden(
+    app: App, ca: CertificateAuthority
+) -> None:
+    """The header has 1 s resolution: a CRL re-issued in the second an agent fetched is sent again."""
+    base = int(time.time()) - 100
+    os.utime(ca.cadir.cacrl, (base + 0.7, base + 0.7))  # re-issued at base+0.7 ...
+    same_second = email.utils.formatdate(base + 0.2, usegmt=True)  # ... after a fetch at base+0.2
+    r = wsgi_call(
+        app,
+        "GET",
+        f"{V1}/certificate_revocation_list/ca",
+        headers={"If-Modified-Since": same_second},
+    )
+    assert r.status == 200 and r.body == ca.cadir.cacrl.read_bytes()
+    next_second = email.utils.formatdate(base + 1.1, usegmt=True)
+    r = wsgi_call(
+        app,
+        "GET",
+        f"{V1}/certificate_revocation_list/ca",
+        headers={"If-Modified-Since": next_second},
+    )
+    assert r.status == 304
+
+
 def test_crl_ignores_last_segment_and_is_public(app: App, ca: CertificateAuthority) -> None:
     r = wsgi_call(app, "GET", f"{V1}/certificate_revocation_list/whatever")
     assert r.status == 200 and r.body == ca.cadir.cacrl.read_bytes()
