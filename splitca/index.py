@@ -312,14 +312,7 @@ class Index:
         self._set_meta(conn, "crl_number", str(pki.crl_number(crl)))
         conn.executemany(
             "INSERT OR REPLACE INTO revoked(serial, date_ts, reason) VALUES (?, ?, ?)",
-            (
-                (
-                    str(e.serial),
-                    e.date.timestamp(),
-                    None if e.reason is None else _REASONS[e.reason.name],
-                )
-                for e in pki.crl_entries(crl)
-            ),
+            (_revoked_row(e) for e in pki.crl_entries(crl)),
         )
 
     def _reconcile_inventory(self, conn: sqlite3.Connection) -> None:
@@ -415,36 +408,12 @@ class Index:
             self.record(conn, "inventory")
         # else: someone else appended too; the next refresh() parses the gap.
 
-    def replace_revoked(
-        self, conn: sqlite3.Connection, entries: list[pki.Revocation], crl_number: int
-    ) -> None:
-        conn.execute("DELETE FROM revoked")
-        conn.executemany(
-            "INSERT OR REPLACE INTO revoked(serial, date_ts, reason) VALUES (?, ?, ?)",
-            (
-                (
-                    str(e.serial),
-                    e.date.timestamp(),
-                    None if e.reason is None else _REASONS[e.reason.name],
-                )
-                for e in entries
-            ),
-        )
-        self._set_meta(conn, "crl_number", str(crl_number))
-
     def add_revoked(
         self, conn: sqlite3.Connection, entries: list[pki.Revocation], crl_number: int
     ) -> None:
         conn.executemany(
             "INSERT OR REPLACE INTO revoked(serial, date_ts, reason) VALUES (?, ?, ?)",
-            (
-                (
-                    str(e.serial),
-                    e.date.timestamp(),
-                    None if e.reason is None else _REASONS[e.reason.name],
-                )
-                for e in entries
-            ),
+            (_revoked_row(e) for e in entries),
         )
         self._set_meta(conn, "crl_number", str(crl_number))
 
@@ -454,7 +423,7 @@ class Index:
         rows: list[tuple[int, float, int | None]],
         crl_number: int,
     ) -> None:
-        """Like :meth:`replace_revoked`, from (serial, unix time, CRLReason code) rows."""
+        """Replace all revocations with (serial, unix time, CRLReason code) rows."""
         conn.execute("DELETE FROM revoked")
         conn.executemany(
             "INSERT OR REPLACE INTO revoked(serial, date_ts, reason) VALUES (?, ?, ?)",
@@ -620,6 +589,15 @@ class Index:
         ).fetchone()[0]
         requested = conn.execute("SELECT count(*) FROM csrs").fetchone()[0]
         return {"requested": requested, "signed": signed, "revoked": revoked}
+
+
+def _revoked_row(e: pki.Revocation) -> tuple[str, float, int | None]:
+    """A CRL entry as a row of the ``revoked`` table."""
+    return (
+        str(e.serial),
+        e.date.timestamp(),
+        None if e.reason is None else _REASONS[e.reason.name],
+    )
 
 
 def own_crl(crl_pem: bytes, cacert_pem: bytes) -> x509.CertificateRevocationList | None:
