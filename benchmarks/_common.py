@@ -25,6 +25,27 @@ VAR = Path(os.environ.get("SPLITCA_BENCH_DIR", REPO / "var" / "bench"))
 # --- numbers -------------------------------------------------------------------------------
 
 
+def cached_rsa_keys(name: str, count: int) -> list[bytes]:
+    """*count* RSA-2048 private keys (PKCS#8 PEM), generated once and kept in VAR/*name*."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    path = VAR / name
+    if not path.exists():
+        VAR.mkdir(parents=True, exist_ok=True)
+        keys = [
+            rsa.generate_private_key(65537, 2048).private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            for _ in range(count)
+        ]
+        path.write_bytes(b"".join(keys))
+    marker = b"-----END PRIVATE KEY-----\n"
+    return [part + marker for part in path.read_bytes().split(marker) if part.strip()]
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     """The *p*-th percentile (0-100) by nearest rank; 0.0 for no values."""
     if not values:

@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 from splitca import pki
 from splitca.store import format_serial
 
-from ._common import VAR, splitca_cmd, write_config
+from ._common import VAR, cached_rsa_keys, splitca_cmd, write_config
 from .enroll import pristine_ca
 
 POOL = 64
@@ -43,20 +43,7 @@ def certname(i: int) -> str:
 
 
 def _pool() -> list[bytes]:
-    path = VAR / "leaf-pool.pem"
-    if not path.exists():
-        VAR.mkdir(parents=True, exist_ok=True)
-        keys = [
-            rsa.generate_private_key(65537, 2048).private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            for _ in range(POOL)
-        ]
-        path.write_bytes(b"".join(keys))
-    marker = b"-----END PRIVATE KEY-----\n"
-    return [p + marker for p in path.read_bytes().split(marker) if p.strip()]
+    return cached_rsa_keys("leaf-pool.pem", POOL)
 
 
 def _sign_chunk(args: tuple[Path, int, int, list[bytes], bool]) -> list[bytes]:

@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from ._common import (
     VAR,
     HttpsConn,
+    cached_rsa_keys,
     cpu_seconds,
     free_port,
     machine_busy,
@@ -43,21 +44,7 @@ def pristine_ca(key_size: int = 4096) -> Path:
 
 
 def _client_keys() -> list[bytes]:
-    path = VAR / "client-keys.pem"
-    if not path.exists():
-        VAR.mkdir(parents=True, exist_ok=True)
-        keys = [
-            rsa.generate_private_key(65537, 2048).private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            for _ in range(CLIENT_KEYS)
-        ]
-        path.write_bytes(b"".join(keys))
-    data = path.read_bytes()
-    marker = b"-----END PRIVATE KEY-----\n"
-    return [part + marker for part in data.split(marker) if part.strip()]
+    return cached_rsa_keys("client-keys.pem", CLIENT_KEYS)
 
 
 def _make_csrs(args: tuple[bytes, list[str]]) -> list[bytes]:
