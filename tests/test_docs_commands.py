@@ -600,6 +600,79 @@ def test_documented_command_runs(site: Site, cmd: DocCommand) -> None:
     check_doc_command(site, site.concrete(cmd))
 
 
+# --- commands in prose: not run, but their command and options must exist ----------------------
+
+_INLINE = re.compile(r"`([^`\n]+)`")
+_OPTION = re.compile(r"(?<![\w.:/])--?[A-Za-z][\w-]*")
+
+
+def _outside_fences(markdown: str) -> Iterator[tuple[int, str]]:
+    fence = None
+    for n, line in enumerate(markdown.splitlines(), 1):
+        m = _FENCE.match(line)
+        if m:
+            fence = None if fence else m.group(2)
+            continue
+        if fence is None:
+            yield n, line
+
+
+def prose_problems(markdown: str, name: str, *, reference_tables: bool = False) -> list[str]:
+    """Inline `splitca ...` spans (and, in the command reference, the first cell of each table
+    row) whose command or options do not exist."""
+    problems = []
+    for n, line in _outside_fences(markdown):
+        spans = [m.group(1) for m in _INLINE.finditer(line)]
+        if reference_tables and line.startswith("| `"):
+            spans.append("splitca " + spans.pop(0))  # `sign NAME... | --all [...]`
+        for span in spans:
+            for m in re.finditer(r"(?:^|[\s/])splitca\s+(.*?)(?:&&|\|\||;|$)", span):
+                words = tuple(re.sub(r"[\[\]|]", " ", m.group(1)).split())
+                problem = _unknown(words)
+                if problem:
+                    problems.append(f"{name}:{n}: `{span}`: {problem}")
+    return problems
+
+
+def _unknown(words: tuple[str, ...]) -> str | None:
+    path, rest = _command_path(words)
+    if not path and rest and not rest[0].startswith("-") and not rest[0].isupper():
+        return f"no command {rest[0]!r}"
+    cmd: click.Command | None = cli
+    for word in path:
+        assert isinstance(cmd, click.Group)
+        cmd = cmd.get_command(click.Context(cmd), word)
+    assert cmd is not None
+    known = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)} | {"-h", "--help"}
+    bad = [o.split("=")[0] for o in _OPTION.findall(" ".join(rest)) if o.split("=")[0] not in known]
+    return f"{' '.join(path) or 'splitca'} has no option {', '.join(bad)}" if bad else None
+
+
+def test_commands_in_prose_name_real_commands_and_options() -> None:
+    problems = []
+    for doc in DOC_FILES:
+        name = str(doc.relative_to(REPO))
+        text = doc.read_text(encoding="utf-8")
+        problems += prose_problems(text, name, reference_tables=name == "docs/cli.md")
+    assert not problems, "\n".join(problems)
+
+
+def test_prose_check_finds_a_bogus_option_or_command() -> None:
+    text = (
+        "Run `splitca crl refresh --force`, then `splitca sign --all --bogus`.\n"
+        "Or `splitca frobnicate NAME` and `splitca clean NAME && splitca unregister NAME -x`.\n"
+        "```sh\nsplitca --not-checked-here\n```\n"
+        "| `revoke NAME... [--reason key_compromise] [--no-such]` | ... |\n"
+    )
+    assert prose_problems(text, "x.md", reference_tables=True) == [
+        "x.md:1: `splitca sign --all --bogus`: sign has no option --bogus",
+        "x.md:2: `splitca frobnicate NAME`: no command 'frobnicate'",
+        "x.md:2: `splitca clean NAME && splitca unregister NAME -x`: unregister has no option -x",
+        "x.md:6: `splitca revoke NAME... [--reason key_compromise] [--no-such]`: "
+        "revoke has no option --no-such",
+    ]
+
+
 def test_docs_show_commands_and_the_tables_are_current() -> None:
     """The extractor finds the docs' commands, and no table entry has gone stale."""
     where = {c.where.split(":")[0] for c in DOCUMENTED}
