@@ -236,6 +236,7 @@ class SplitCASubGroup(GlobalOptions, click.Group):
     """Nested groups (`crl`, `index`): their commands take the global options too."""
 
     command_class = SplitCACommand
+    group_class = type  # groups nested deeper: this class again
 
 
 class SplitCAGroup(click.Group):
@@ -267,7 +268,7 @@ def _default_config() -> Path | None:
 def _group_options(fn: F) -> F:
     """The global options, before the command: exposed to cli(); --config also reads the env."""
     for decls, attrs in reversed(_GLOBAL_OPTIONS):
-        extra = {"envvar": "SPLITCA_CONFIG"} if decls[-1] == "config_path" else {}
+        extra: dict[str, Any] = {"envvar": "SPLITCA_CONFIG"} if decls[-1] == "config_path" else {}
         fn = click.option(*decls, **attrs, **extra)(fn)
     return fn
 
@@ -296,8 +297,8 @@ def cli(
     )
     from_command_line = ctx.get_parameter_source("config_path") is ParameterSource.COMMANDLINE
     obj = Ctx(config_path if config_path is not None else _default_config())
-    given = {"config_path": config_path if from_command_line else None, "cadir": cadir}
-    given.update(verbose=verbose or None, quiet=quiet or None)
+    given: dict[str, Any] = {"config_path": config_path if from_command_line else None}
+    given.update(cadir=cadir, verbose=verbose or None, quiet=quiet or None)
     obj.given = {k: v for k, v in given.items() if v is not None}
     if cadir is not None:
         obj.override(cadir=str(cadir))
