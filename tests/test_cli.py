@@ -254,3 +254,76 @@ def test_usage_errors_exit_2(ready: Path) -> None:
     assert result.exit_code == 2 and "CERTNAME" in result.output
     result = CliRunner().invoke(cli, ["--config", str(ready), "revoke"])
     assert result.exit_code == 2
+
+
+# --- global options, before or after the command -------------------------------------------------
+
+
+@pytest.mark.parametrize("path", all_commands(cli), ids=lambda p: " ".join(p))
+def test_every_command_takes_the_global_options_after_it(path: tuple[str, ...]) -> None:
+    """`splitca setup --cadir DIR` (README's first command) and the like, for every command."""
+    globals_after = ["--config", "c.yaml", "--cadir", "ca", "-v", "-q", "--help"]
+    result = CliRunner().invoke(cli, [*path, *globals_after])
+    assert result.exit_code == 0, result.output
+    # listed once, in their own section after the command's own options
+    assert result.output.count("--cadir DIR") == 1, result.output
+    own, _, shared = result.output.partition("Global options (before or after the command):")
+    assert "--cadir" in shared and "--cadir" not in own
+
+
+def test_cadir_after_the_command_is_used(tmp_path: Path) -> None:
+    cadir = tmp_path / "ca"
+    result = CliRunner().invoke(
+        cli,
+        ["setup", "--cadir", str(cadir), "--certname", "ca.test", "--key-size", "2048"],
+        env={"SPLITCA_CONFIG": None},
+    )
+    assert result.exit_code == 0, result.output
+    assert (cadir / "ca_crt.pem").is_file()
+    for args in (["crl", "show", "--cadir", str(cadir)], ["crl", "--cadir", str(cadir), "show"]):
+        result = CliRunner().invoke(cli, [*args, "--format", "json"], env={"SPLITCA_CONFIG": None})
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["crl_number"] == 0
+
+
+def test_global_option_given_twice_must_agree(ready: Path, settings, tmp_path: Path) -> None:
+    cadir = str(settings.cadir)
+    same = run(ready, "--cadir", cadir, "crl", "show", "--cadir", cadir + "/")
+    assert same.exit_code == 0, same.output
+    before = snapshot(settings.cadir)
+    other = CliRunner().invoke(
+        cli, ["--cadir", cadir, "revoke", "ca.test", "--cadir", str(tmp_path / "other")]
+    )
+    assert other.exit_code == 2
+    assert "--cadir" in other.output and "give it once" in other.output
+    assert "Traceback" not in other.output
+    assert snapshot(settings.cadir) == before  # refused before anything ran
+
+
+def test_config_after_the_command_wins_over_the_environment(
+    ready: Path, settings, tmp_path: Path
+) -> None:
+    elsewhere = write_config(tmp_path / "elsewhere.yaml", settings.replace(cadir=tmp_path / "nope"))
+    result = CliRunner().invoke(
+        cli, ["list", "--all", "--config", str(ready)], env={"SPLITCA_CONFIG": str(elsewhere)}
+    )
+    assert result.exit_code == 0, result.output
+    assert "ca.test" in result.output
+    # ...and the environment alone still works
+    result = CliRunner().invoke(cli, ["list", "--all"], env={"SPLITCA_CONFIG": str(ready)})
+    assert result.exit_code == 0 and "ca.test" in result.output
+
+
+def test_verbose_after_the_command_logs_debug(ready: Path) -> None:
+    import logging
+
+    root = logging.getLogger()
+    old = root.level
+    try:
+        assert run(ready, "crl", "show", "-v").exit_code == 0
+        assert root.level == logging.DEBUG
+        assert run(ready, "-q", "crl", "show").exit_code == 0
+        assert run(ready, "crl", "show", "-q").exit_code == 0
+        assert root.level == logging.ERROR
+    finally:
+        root.setLevel(old)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from ..config import DEFAULT_CONFIG_PATH, Settings
 from ..errors import (
@@ -67,6 +68,7 @@ class Ctx:
 
     config_path: Path | None
     overrides: dict[str, Any] = field(default_factory=dict)
+    given: dict[str, Any] = field(default_factory=dict)  # global options on the command line
     _settings: Settings | None = None
     _ca: CertificateAuthority | None = None  # imported lazily: see COMMAND_MODULES
 
@@ -122,8 +124,126 @@ COMMAND_MODULES: dict[str, str] = {
 }
 
 
+# --- global options ------------------------------------------------------------------------
+#
+# --config, --cadir, -v and -q belong to the whole program, but users type them where the
+# docs' first command puts them: after the command (`splitca setup --cadir DIR`). Every
+# command and nested group therefore accepts them too (GlobalOptions below), and they
+# merge into the one Ctx the group made: flags add up (-v wins over -q, as before the
+# command); a value given both before and after the command must be the same, else it is
+# a usage error (exit 2), since guessing which CA directory was meant is not safe.
+# $SPLITCA_CONFIG and the default config file are only defaults: --config anywhere wins.
+
+_GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (
+        ("--config", "config_path"),
+        {
+            "type": click.Path(dir_okay=False, path_type=Path),
+            "metavar": "FILE",
+            "help": f"YAML config file [env SPLITCA_CONFIG; default {DEFAULT_CONFIG_PATH} if it exists].",
+        },
+    ),
+    (
+        ("--cadir",),
+        {
+            "type": click.Path(file_okay=False, path_type=Path),
+            "metavar": "DIR",
+            "help": "CA directory (overrides the config's cadir).",
+        },
+    ),
+    (("-v", "--verbose"), {"is_flag": True, "help": "Log debug messages to stderr."}),
+    (("-q", "--quiet"), {"is_flag": True, "help": "Log only errors to stderr."}),
+)
+
+
+def _log_level(verbose: bool, quiet: bool) -> int:
+    return logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
+
+
+def _give(obj: Ctx, param: click.Parameter, value: Any) -> None:
+    """Merge one global option given on the command line into the Ctx."""
+    name = param.name
+    assert name is not None
+    if name in ("verbose", "quiet"):
+        obj.given[name] = True
+        logging.getLogger().setLevel(
+            _log_level(bool(obj.given.get("verbose")), bool(obj.given.get("quiet")))
+        )
+        return
+    before = obj.given.get(name)
+    if before is not None and before != value:
+        raise click.BadParameter(
+            f"given as {before} before the command and as {value} after it; give it once",
+            param=param,
+        )
+    obj.given[name] = value
+    if name == "config_path":
+        obj.config_path = value
+        obj._settings = None
+    elif name == "cadir":
+        obj.override(cadir=str(value))
+
+
+class GlobalOption(click.Option):
+    """A global option repeated on a command: merged into the Ctx, not passed to the function."""
+
+    def __init__(self, decls: tuple[str, ...], **attrs: Any) -> None:
+        super().__init__(list(decls), expose_value=False, callback=self._merge, **attrs)
+
+    @staticmethod
+    def _merge(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is None or value is False or ctx.resilient_parsing:
+            return
+        obj = ctx.find_object(Ctx)
+        assert obj is not None, "global options need the splitca group's Ctx"
+        _give(obj, param, value)
+
+
+class GlobalOptions(click.Command):
+    """Adds the global options to a command or nested group; help lists them in their own
+    short section. A command's own option with the same flag would win (none has one; a test
+    checks that every command accepts every global option)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        taken = {opt for p in self.params for opt in p.opts + p.secondary_opts}
+        for decls, attrs in _GLOBAL_OPTIONS:
+            if not taken.intersection(d for d in decls if d.startswith("-")):
+                self.params.append(GlobalOption(decls, **attrs))
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        own: list[tuple[str, str]] = []
+        shared: list[tuple[str, str]] = []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None and not isinstance(param, click.Argument):
+                (shared if isinstance(param, GlobalOption) else own).append(record)
+        if own:
+            with formatter.section("Options"):
+                formatter.write_dl(own)
+        if shared:
+            with formatter.section("Global options (before or after the command)"):
+                formatter.write_dl(shared)
+        if isinstance(self, click.Group):
+            self.format_commands(ctx, formatter)
+
+
+class SplitCACommand(GlobalOptions):
+    """Every `splitca X` command (the group's command_class)."""
+
+
+class SplitCASubGroup(GlobalOptions, click.Group):
+    """Nested groups (`crl`, `index`): their commands take the global options too."""
+
+    command_class = SplitCACommand
+    group_class = type  # groups nested deeper: this class again
+
+
 class SplitCAGroup(click.Group):
     """Loads command modules lazily; turns any SplitCAError into one line and its exit code."""
+
+    command_class = SplitCACommand
+    group_class = SplitCASubGroup
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(COMMAND_MODULES) | set(self.commands))
@@ -145,21 +265,16 @@ def _default_config() -> Path | None:
     return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
 
 
+def _group_options(fn: F) -> F:
+    """The global options, before the command: exposed to cli(); --config also reads the env."""
+    for decls, attrs in reversed(_GLOBAL_OPTIONS):
+        extra: dict[str, Any] = {"envvar": "SPLITCA_CONFIG"} if decls[-1] == "config_path" else {}
+        fn = click.option(*decls, **attrs, **extra)(fn)
+    return fn
+
+
 @click.group(cls=SplitCAGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="SPLITCA_CONFIG",
-    help=f"YAML config file [env SPLITCA_CONFIG; default {DEFAULT_CONFIG_PATH} if it exists].",
-)
-@click.option(
-    "--cadir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="CA directory (overrides the config's cadir).",
-)
-@click.option("-v", "--verbose", is_flag=True, help="Log debug messages to stderr.")
-@click.option("-q", "--quiet", is_flag=True, help="Log only errors to stderr.")
+@_group_options
 @click.version_option(package_name="splitca")
 @click.pass_context
 def cli(
@@ -170,17 +285,21 @@ def cli(
     \b
     Start here:
       splitca setup --cadir /var/lib/splitca/ca --certname ca.example.com
-      splitca --cadir /var/lib/splitca/ca serve
-      splitca --cadir /var/lib/splitca/ca list --all
-    Every command works while 'splitca serve' runs.
+      splitca serve --cadir /var/lib/splitca/ca
+      splitca list --all --cadir /var/lib/splitca/ca
+    Global options work before or after the command. Every command works
+    while 'splitca serve' runs.
     """
-    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
     logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=_log_level(verbose, quiet),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if config_path is None:
-        config_path = _default_config()
-    obj = Ctx(config_path)
+    from_command_line = ctx.get_parameter_source("config_path") is ParameterSource.COMMANDLINE
+    obj = Ctx(config_path if config_path is not None else _default_config())
+    given: dict[str, Any] = {"config_path": config_path if from_command_line else None}
+    given.update(cadir=cadir, verbose=verbose or None, quiet=quiet or None)
+    obj.given = {k: v for k, v in given.items() if v is not None}
     if cadir is not None:
         obj.override(cadir=str(cadir))
     ctx.obj = obj
