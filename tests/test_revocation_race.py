@@ -6,6 +6,7 @@ Everything goes through a real ``splitca serve`` with two worker processes."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.config import Settings
+from splitca.errors import Conflict
 from splitca.store import parse_inventory
 
 from .conftest import Server, fast_key, make_csr
@@ -251,3 +253,67 @@ def test_cli_revoke_racing_http_renewals_leaves_nothing_valid(race: Race) -> Non
 
     for i in range(CLI_TRIALS):
         _trial(race, f"cli-{i}", revoke, cleaned=False)
+
+
+def test_batch_revokes_racing_renewals_in_threads_are_final_and_never_deadlock(
+    settings: Settings,
+) -> None:
+    """Threads of one process: renewers of many names, and revokers of random batches of
+    them in random orders (each batch holds several name-lock stripes at once). No lock
+    wait times out, and whenever a revoke covered serial S, a renewal of S that succeeded
+    produced a serial that the same revoke covered too (it was issued before, never after)."""
+    CertificateAuthority.setup(settings)
+    ca = CertificateAuthority.open(settings)
+    ca.cadir._lock_timeout = 10.0  # a lock-order deadlock shows up as LockTimeout, not a hang
+    key = fast_key()
+    names = [f"batch-{i:02d}" for i in range(24)]
+    current: dict[str, x509.Certificate] = {}
+    for name in names:
+        ca.submit_csr(name, pki.pem(make_csr(name, key=key)))
+        current[name] = ca.sign(name)
+    renewed: list[tuple[str, int, int]] = []  # (name, presented serial, new serial)
+    revoked: list[dict[str, list[int]]] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def renewer(mine: list[str]) -> None:
+        held = {n: current[n] for n in mine}
+        while held and not stop.is_set():
+            for name, cert in list(held.items()):
+                try:
+                    new = ca.renew(cert)
+                except Conflict:
+                    del held[name]  # revoked: this agent is done
+                    continue
+                except BaseException as exc:
+                    errors.append(exc)
+                    return
+                renewed.append((name, cert.serial_number, new.serial_number))
+                held[name] = new
+
+    def revoker(seed: int) -> None:
+        rnd = random.Random(seed)
+        try:
+            for _ in range(6):
+                batch = rnd.sample(names, 8)
+                found, _ = ca.revoke(batch)
+                revoked.append(found)
+        except BaseException as exc:
+            errors.append(exc)
+
+    renewers = [threading.Thread(target=renewer, args=(names[i::4],)) for i in range(4)]
+    revokers = [threading.Thread(target=revoker, args=(seed,)) for seed in range(3)]
+    for t in renewers + revokers:
+        t.start()
+    for t in revokers:
+        t.join(DEADLINE * 2)
+    stop.set()
+    for t in renewers:
+        t.join(DEADLINE)
+    assert not any(t.is_alive() for t in renewers + revokers), "a thread is stuck"
+    assert not errors, errors[:3]
+    assert renewed and revoked
+    for found in revoked:
+        for name, old, new in renewed:
+            if old in found.get(name, ()):
+                assert new in found[name], f"renewal {old} -> {new} of {name} escaped a revoke"
