@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -275,6 +276,27 @@ class CertificateAuthority:
             },
         }
 
+    # --- per-name serialization ------------------------------------------------------------
+    @contextlib.contextmanager
+    def _names_locked(self, names: Iterable[str]) -> Iterator[None]:
+        """Hold the name locks of *names*: the one place issuing and revoking are serialized.
+
+        Everything that issues a certificate for a name (signing, autosign, renewal,
+        generate) and everything that revokes or cleans it runs under this, so a
+        revoke that has read a name's serials finishes installing its CRL before
+        anything new can be issued to that name, in any thread, worker or CLI process.
+        The locks are :meth:`CADir.name_lock` stripes; each distinct stripe is taken
+        once (they are not re-entrant), always in sorted order, so holders of several
+        never deadlock with each other. Name locks come before every other lock
+        (``serial``, ``inventory``, ``crl``, ``index``), and nothing waits for a name
+        lock while holding one of those; the group commits take none of them.
+        """
+        locks = {str(lk.path): lk for lk in map(self.cadir.name_lock, names)}
+        with contextlib.ExitStack() as held:
+            for path in sorted(locks):
+                held.enter_context(locks[path]())
+            yield
+
     # --- CSR intake ------------------------------------------------------------------------
     def submit_csr(self, certname: str, body: bytes, *, actor: Actor = SYSTEM) -> SubmitResult:
         """PUT certificate_request: validate, store as pending, autosign if policy says so.
@@ -321,7 +343,7 @@ class CertificateAuthority:
             **decision.details,
         )
         pem = pki.pem(csr)
-        with self.cadir.name_lock(certname)():
+        with self._names_locked([certname]):
             # Re-checked under the name lock: concurrent CSRs for one name (say, several
             # keys racing) must not all pass the check above and all be signed or stored.
             try:
@@ -545,7 +567,7 @@ class CertificateAuthority:
         """
         if not pki.is_safe_name(certname):
             raise NotFound("Invalid certificate subject.")
-        with self.cadir.name_lock(certname)():
+        with self._names_locked([certname]):
             data = _fs.read_bytes(self.cadir.csr_path(certname))
             if data is None:
                 if self.cadir.cert_path(certname).exists():
@@ -608,7 +630,7 @@ class CertificateAuthority:
         """
         if problem := pki.certname_problem(certname):
             raise InvalidRequest(f"{certname!r}: {problem}")
-        with self.cadir.name_lock(certname)():
+        with self._names_locked([certname]):
             if not replace:
                 state = self.state_of(certname)
                 if state is not None:
@@ -631,7 +653,7 @@ class CertificateAuthority:
 
         Raises:
           InvalidRequest: the certificate was not issued by this CA ("does not match signature").
-          Conflict: it is revoked.
+          Conflict: it is revoked (checked again under the name lock, see :meth:`revoke`).
         """
         _, ca_cert = self.signing_material()
         try:
@@ -661,7 +683,12 @@ class CertificateAuthority:
             sans = tuple(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
         except x509.ExtensionNotFound:
             sans = ()
-        with self.cadir.name_lock(certname)():
+        with self._names_locked([certname]):
+            # Again under the name lock: a revoke or clean of this name holds it from reading
+            # the name's serials until the CRL is installed, so either this renewal was
+            # issued before (and its serial is on that CRL) or it sees the revocation here.
+            if self.index.is_revoked(cert.serial_number):
+                raise Conflict("Certificate is revoked and cannot be renewed")
             new = self._issue(
                 Approved(certname, cert.public_key(), sans, exts),
                 self.settings.auto_renewal_cert_ttl,
@@ -690,30 +717,53 @@ class CertificateAuthority:
     ) -> tuple[dict[str, list[int]], list[str]]:
         """Revoke every certificate of each name, with ONE CRL re-sign for the whole batch.
 
+        The names' locks are held from reading their serials until the new CRL is
+        installed, so nothing issued to them (a renewal, say) escapes: when this returns,
+        every serial ever issued to each name is on the CRL, and no renewal with one of
+        those certificates can succeed any more.
+
         Returns:
           ({name: serials newly revoked or already revoked}, [names with nothing to revoke]).
         """
+        names = list(certnames)
+        with self._names_locked(n for n in names if pki.is_safe_name(n)):
+            found, missing, added = self._revoke_held(names, reason)
+        self._audit_revoke(found, added, reason, actor)
+        return found, missing
+
+    def _revoke_held(
+        self, names: list[str], reason: x509.ReasonFlags
+    ) -> tuple[dict[str, list[int]], list[str], set[int]]:
+        """:meth:`revoke`'s work; the caller holds the names' locks. Also returns the serials
+        newly put on the CRL."""
         found: dict[str, list[int]] = {}
         missing: list[str] = []
-        for name in certnames:
+        for name in names:
             serials = self.serials_for(name) if pki.is_safe_name(name) else []
             if serials:
                 found[name] = serials
             else:
                 missing.append(name)
         all_serials = {s for ss in found.values() for s in ss}
-        if all_serials:
-            added = self._add_to_crl(all_serials, reason)
-            for name, serials in found.items():
-                self.audit.event(
-                    "revoke",
-                    actor,
-                    certname=name,
-                    serials=serials,
-                    newly_revoked=[s for s in serials if s in added],
-                    reason=reason.name,
-                )
-        return found, missing
+        added = self._add_to_crl(all_serials, reason) if all_serials else set()
+        return found, missing, added
+
+    def _audit_revoke(
+        self,
+        found: dict[str, list[int]],
+        added: set[int],
+        reason: x509.ReasonFlags,
+        actor: Actor,
+    ) -> None:
+        for name, serials in found.items():
+            self.audit.event(
+                "revoke",
+                actor,
+                certname=name,
+                serials=serials,
+                newly_revoked=[s for s in serials if s in added],
+                reason=reason.name,
+            )
 
     def _add_to_crl(self, serials: set[int], reason: x509.ReasonFlags) -> set[int]:
         with self.cadir.lock("crl")():
@@ -841,27 +891,23 @@ class CertificateAuthority:
     ) -> tuple[list[str], list[str]]:
         """Revoke, then delete signed/<name>.pem (puppetserver's clean). One CRL re-sign.
 
+        Revocation and deletion happen under the same hold of the names' locks (see
+        :meth:`revoke`), so nothing can be issued to a name in between: a certificate
+        file that survives a clean would be one issued after it, to a new request.
+
         Returns (cleaned names, names that had nothing to revoke).
         """
         names = list(dict.fromkeys(certnames))
-        found, missing = self.revoke(names, actor=actor)
-        for name in found:
-            with self.cadir.name_lock(name)():
-                # A certificate signed between the batch revocation and now (the name lock
-                # was free) must not be deleted unrevoked: revoke it too, then delete.
-                row = self.index.cert(name)
-                if (
-                    row is not None
-                    and row.serial is not None
-                    and not self.index.is_revoked(row.serial)
-                ):
-                    self._add_to_crl({row.serial}, x509.ReasonFlags.key_compromise)
-                    found[name] = sorted({*found[name], row.serial})
+        reason = x509.ReasonFlags.key_compromise
+        with self._names_locked(n for n in names if pki.is_safe_name(n)):
+            found, missing, added = self._revoke_held(names, reason)
+            self._audit_revoke(found, added, reason, actor)
+            for name in found:
                 with self.index.transaction() as conn:
                     _unlink(self.cadir.cert_path(name))
                     self.index.delete_cert(conn, name)
                     self.index.record(conn, "signed")
-            self.audit.event("clean", actor, certname=name, serials=found[name])
+                self.audit.event("clean", actor, certname=name, serials=found[name])
         return list(found), missing
 
     def delete(self, certname: str, *, actor: Actor = SYSTEM) -> None:

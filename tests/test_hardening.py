@@ -96,31 +96,43 @@ def test_racing_csrs_for_one_name_sign_exactly_one(settings) -> None:
     assert len(issued) == 1
 
 
-def test_clean_revokes_a_certificate_signed_while_it_ran(settings) -> None:
-    """A signing that slips in between clean's revocation and its delete is revoked too."""
+def test_a_signing_racing_clean_lands_wholly_after_it(settings) -> None:
+    """A new request signed while clean runs waits for it: it is neither revoked nor deleted
+    by that clean, and nothing is ever deleted unrevoked (see test_revocation_race.py for
+    the same through the server)."""
     CertificateAuthority.setup(settings)
     ca = CertificateAuthority.open(settings.replace(allow_duplicate_certs=True))
     ca.submit_csr("flip", pki.pem(make_csr("flip")))
     first = ca.sign("flip")
-    real_revoke = ca.revoke
+    real_add = ca._add_to_crl
+    racers: list[threading.Thread] = []
+    second: list[x509.Certificate] = []
 
-    def revoke_then_sign_again(names, **kw):  # type: ignore[no-untyped-def]
-        result = real_revoke(names, **kw)
+    def sign_again() -> None:
         ca.submit_csr("flip", pki.pem(make_csr("flip")))
-        ca.sign("flip")  # the race: a new certificate lands before clean deletes
-        return result
+        second.append(ca.sign("flip"))
 
-    ca.revoke = revoke_then_sign_again  # type: ignore[method-assign]
+    def add_while_signing(serials, reason):  # type: ignore[no-untyped-def]
+        t = threading.Thread(target=sign_again)  # the race: a signing while clean revokes
+        t.start()
+        racers.append(t)
+        return real_add(serials, reason)
+
+    ca._add_to_crl = add_while_signing  # type: ignore[method-assign]
     cleaned, _ = ca.clean(["flip"])
-    assert cleaned == ["flip"]
+    for t in racers:
+        t.join(60)
+    assert cleaned == ["flip"] and len(second) == 1
     issued = [
         ln.serial
         for ln in parse_inventory(ca.cadir.inventory.read_bytes())
         if ln.certname == "flip"
     ]
-    assert len(issued) == 2 and first.serial_number in issued
-    assert all(ca.index.is_revoked(s) for s in issued), "a valid certificate was deleted unrevoked"
-    assert not ca.cadir.cert_path("flip").exists()
+    assert issued == [first.serial_number, second[0].serial_number]
+    assert ca.index.is_revoked(first.serial_number)
+    assert not ca.index.is_revoked(second[0].serial_number)
+    current = x509.load_pem_x509_certificate(ca.cadir.cert_path("flip").read_bytes())
+    assert current.serial_number == second[0].serial_number
 
 
 def test_admin_and_ca_names_are_never_autosigned(settings) -> None:

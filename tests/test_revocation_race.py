@@ -1,0 +1,319 @@
+"""Revocation is final: agents renewing as fast as they can while an admin revokes or cleans
+them (over HTTP, or with the CLI from another process) end up with nothing that is not on
+the CRL served right after the revoke/clean answered, and can renew nothing afterwards.
+
+Everything goes through a real ``splitca serve`` with two worker processes."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from splitca import pki
+from splitca.authority import CertificateAuthority
+from splitca.config import Settings
+from splitca.errors import Conflict
+from splitca.store import parse_inventory
+
+from .conftest import Server, fast_key, make_csr
+
+pytestmark = pytest.mark.slow
+
+V1 = "/puppet-ca/v1"
+RENEWERS = 4  # threads renewing one agent's certificate at once
+TRIALS = 8  # per test; each trial is one agent revoked (or cleaned) mid-renewal
+CLI_TRIALS = 4  # a CLI run costs an interpreter start-up
+WARMUP_RENEWALS = 2 * RENEWERS  # renewals that must have succeeded before the revoke starts
+AFTER_ATTEMPTS = 2  # renewal attempts each thread makes after the revoke answered
+DEADLINE = 30.0  # seconds any one phase of a trial may take, so a hang cannot stall the suite
+
+
+@dataclass
+class Outcome:
+    """What the renewers of one trial saw."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    received: list[x509.Certificate] = field(default_factory=list)
+    late_successes: list[int] = field(default_factory=list)  # serials got after the answer
+    attempts_after: dict[int, int] = field(default_factory=dict)  # per thread
+    latest: dict[int, x509.Certificate] = field(default_factory=dict)  # per thread
+    errors: list[str] = field(default_factory=list)
+
+
+def _session(server: Server, cert: Path | None = None, key: Path | None = None) -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False  # REQUESTS_CA_BUNDLE would otherwise override verify
+    s.verify = str(server.cacert)
+    if cert is not None and key is not None:
+        s.cert = (str(cert), str(key))
+    return s
+
+
+def _renew(server: Server, cert_file: Path, key_file: Path) -> requests.Response:
+    with _session(server, cert_file, key_file) as s:
+        return s.post(f"{server.url}{V1}/certificate_renewal", timeout=DEADLINE)
+
+
+def _renewer(
+    idx: int,
+    server: Server,
+    workdir: Path,
+    key_file: Path,
+    first: x509.Certificate,
+    outcome: Outcome,
+    answered: threading.Event,
+    stop: threading.Event,
+) -> None:
+    """Renew continuously, always presenting the newest certificate this thread holds."""
+    current = first
+    n = 0
+    session: requests.Session | None = None
+    try:
+        while not stop.is_set():
+            if session is None:
+                n += 1
+                cert_file = workdir / f"r{idx}-{n}.pem"
+                cert_file.write_bytes(pki.pem(current))
+                session = _session(server, cert_file, key_file)
+            after = answered.is_set()
+            try:
+                r = session.post(f"{server.url}{V1}/certificate_renewal", timeout=DEADLINE)
+            except requests.RequestException as exc:
+                with outcome.lock:
+                    outcome.errors.append(f"renewer {idx}: {exc!r}")
+                session.close()
+                session = None
+                continue
+            with outcome.lock:
+                if after:
+                    outcome.attempts_after[idx] = outcome.attempts_after.get(idx, 0) + 1
+                if r.status_code == 200:
+                    new = x509.load_pem_x509_certificate(r.content)
+                    outcome.received.append(new)
+                    outcome.latest[idx] = new
+                    if after:
+                        outcome.late_successes.append(new.serial_number)
+            if r.status_code == 200:
+                current = new
+                session.close()
+                session = None  # present the renewed certificate from now on
+            elif r.status_code >= 500:
+                with outcome.lock:
+                    outcome.errors.append(f"renewer {idx}: {r.status_code} {r.text[:200]}")
+    finally:
+        if session is not None:
+            session.close()
+
+
+def _wait_for(cond: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def _crl_serials(server: Server) -> set[int]:
+    with _session(server) as s:
+        r = s.get(f"{server.url}{V1}/certificate_revocation_list/ca", timeout=DEADLINE)
+    assert r.status_code == 200, r.text
+    return {
+        e.serial_number
+        for block in pki.split_pem(r.content, "X509 CRL")
+        for e in x509.load_pem_x509_crl(block)
+    }
+
+
+def _inventory_serials(settings: Settings, name: str) -> set[int]:
+    lines = parse_inventory((settings.cadir / "inventory.txt").read_bytes())
+    return {ln.serial for ln in lines if ln.certname == name}
+
+
+@dataclass
+class Race:
+    server: Server  # two workers
+    ca: CertificateAuthority  # the same cadir, from this process
+    key: rsa.RSAPrivateKey  # every trial's agent key
+    key_file: Path
+    workdir: Path
+
+
+def _trial(race: Race, name: str, act: Callable[[str], None], *, cleaned: bool) -> None:
+    server, ca, key_file, workdir = race.server, race.ca, race.key_file, race.workdir
+    key = race.key
+    ca.submit_csr(name, pki.pem(make_csr(name, key=key)))
+    first = ca.sign(name)
+    outcome = Outcome()
+    answered, stop = threading.Event(), threading.Event()
+    threads = [
+        threading.Thread(
+            target=_renewer,
+            args=(i, server, workdir, key_file, first, outcome, answered, stop),
+            daemon=True,
+        )
+        for i in range(RENEWERS)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        _wait_for(lambda: len(outcome.received) >= WARMUP_RENEWALS, f"{name}'s first renewals")
+        act(name)  # the revoke or clean, while every renewer is mid-flight
+        answered.set()
+        crl = _crl_serials(server)  # the CRL that is served once the revoke has answered
+        _wait_for(
+            lambda: all(
+                outcome.attempts_after.get(i, 0) >= AFTER_ATTEMPTS for i in range(RENEWERS)
+            ),
+            f"{name}'s renewals after the revoke",
+        )
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(DEADLINE)
+    assert not outcome.errors, outcome.errors[:5]
+    escaped = sorted(c.serial_number for c in outcome.received if c.serial_number not in crl)
+    assert not escaped, f"{name}: renewed certificates missing from the CRL: {escaped}"
+    assert not outcome.late_successes, (
+        f"{name}: renewals succeeded after the revoke answered: {outcome.late_successes}"
+    )
+    unrevoked = sorted(_inventory_serials(server.settings, name) - crl)
+    assert not unrevoked, f"{name}: issued serials (inventory) missing from the CRL: {unrevoked}"
+    if cleaned:
+        assert not ca.cadir.cert_path(name).exists(), f"signed/{name}.pem came back after clean"
+    # No certificate this agent ever held renews now.
+    for i, cert in enumerate([first, *outcome.latest.values()]):
+        cert_file = workdir / f"final-{i}.pem"
+        cert_file.write_bytes(pki.pem(cert))
+        r = _renew(server, cert_file, key_file)
+        assert r.status_code != 200, f"{name}: serial {cert.serial_number} renewed after the revoke"
+
+
+@pytest.fixture
+def race(settings: Settings, server_factory: Callable[..., Server], tmp_path: Path) -> Race:
+    CertificateAuthority.setup(settings)
+    ca = CertificateAuthority.open(settings)
+    server = server_factory(settings.replace(allow_auto_renewal=True), workers=2)
+    key = fast_key()
+    key_file = tmp_path / "agent-key.pem"
+    key_file.write_bytes(pki.private_key_pem(key))
+    key_file.chmod(0o600)
+    workdir = tmp_path / "renewals"
+    workdir.mkdir()
+    return Race(server, ca, key, key_file, workdir)
+
+
+def _admin(server: Server) -> requests.Session:
+    s = server.settings
+    return _session(server, s.effective_server_cert, s.effective_server_key)
+
+
+def test_http_revoke_racing_renewals_leaves_nothing_valid(race: Race) -> None:
+    server = race.server
+    with _admin(server) as admin:
+
+        def revoke(name: str) -> None:
+            r = admin.put(
+                f"{server.url}{V1}/certificate_status/{name}",
+                json={"desired_state": "revoked"},
+                timeout=DEADLINE,
+            )
+            assert r.status_code == 204, (r.status_code, r.text)
+
+        for i in range(TRIALS):
+            _trial(race, f"rv-{i}", revoke, cleaned=False)
+
+
+def test_http_clean_racing_renewals_leaves_nothing_valid(race: Race) -> None:
+    server = race.server
+    with _admin(server) as admin:
+
+        def clean(name: str) -> None:
+            r = admin.put(f"{server.url}{V1}/clean", json={"certnames": [name]}, timeout=DEADLINE)
+            assert r.status_code == 200 and "Successfully cleaned" in r.text, r.text
+
+        for i in range(TRIALS):
+            _trial(race, f"cl-{i}", clean, cleaned=True)
+
+
+def test_cli_revoke_racing_http_renewals_leaves_nothing_valid(race: Race) -> None:
+    server = race.server
+
+    def revoke(name: str) -> None:
+        proc = server.cli("revoke", name)
+        assert proc.returncode == 0, proc.stderr
+
+    for i in range(CLI_TRIALS):
+        _trial(race, f"cli-{i}", revoke, cleaned=False)
+
+
+def test_batch_revokes_racing_renewals_in_threads_are_final_and_never_deadlock(
+    settings: Settings,
+) -> None:
+    """Threads of one process: renewers of many names, and revokers of random batches of
+    them in random orders (each batch holds several name-lock stripes at once). No lock
+    wait times out, and whenever a revoke covered serial S, a renewal of S that succeeded
+    produced a serial that the same revoke covered too (it was issued before, never after)."""
+    CertificateAuthority.setup(settings)
+    ca = CertificateAuthority.open(settings)
+    ca.cadir._lock_timeout = 10.0  # a lock-order deadlock shows up as LockTimeout, not a hang
+    key = fast_key()
+    names = [f"batch-{i:02d}" for i in range(24)]
+    current: dict[str, x509.Certificate] = {}
+    for name in names:
+        ca.submit_csr(name, pki.pem(make_csr(name, key=key)))
+        current[name] = ca.sign(name)
+    renewed: list[tuple[str, int, int]] = []  # (name, presented serial, new serial)
+    revoked: list[dict[str, list[int]]] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def renewer(mine: list[str]) -> None:
+        held = {n: current[n] for n in mine}
+        while held and not stop.is_set():
+            for name, cert in list(held.items()):
+                try:
+                    new = ca.renew(cert)
+                except Conflict:
+                    del held[name]  # revoked: this agent is done
+                    continue
+                except BaseException as exc:
+                    errors.append(exc)
+                    return
+                renewed.append((name, cert.serial_number, new.serial_number))
+                held[name] = new
+
+    def revoker(seed: int) -> None:
+        rnd = random.Random(seed)
+        try:
+            for _ in range(6):
+                batch = rnd.sample(names, 8)
+                found, _ = ca.revoke(batch)
+                revoked.append(found)
+        except BaseException as exc:
+            errors.append(exc)
+
+    renewers = [threading.Thread(target=renewer, args=(names[i::4],)) for i in range(4)]
+    revokers = [threading.Thread(target=revoker, args=(seed,)) for seed in range(3)]
+    for t in renewers + revokers:
+        t.start()
+    for t in revokers:
+        t.join(DEADLINE * 2)
+    stop.set()
+    for t in renewers:
+        t.join(DEADLINE)
+    assert not any(t.is_alive() for t in renewers + revokers), "a thread is stuck"
+    assert not errors, errors[:3]
+    assert renewed and revoked
+    for found in revoked:
+        for name, old, new in renewed:
+            if old in found.get(name, ()):
+                assert new in found[name], f"renewal {old} -> {new} of {name} escaped a revoke"
