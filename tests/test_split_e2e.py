@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
@@ -27,6 +28,7 @@ from .apache_harness import (
     owned_by_nobody,
     refused,
     render_master,
+    require_debian_defaults,
     start_apache,
     stop_apache,
     unprivileged,
@@ -36,6 +38,9 @@ from .apache_harness import (
 )
 from .apache_harness import backend as backend
 from .conftest import Server, make_settings, write_config
+
+if TYPE_CHECKING:
+    from splitca.config import Settings
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -239,6 +244,37 @@ def test_puppet_agent_bootstraps_from_the_ca_and_runs_against_the_apache_master(
 # --- the CA itself under Apache + mod_wsgi -----------------------------------------------------------
 
 
+def wsgi_ca_site(settings: Settings, config: Path, port: int, python_home: Path) -> str:
+    """The CA's vhost for mod_wsgi, as `splitca apache-config --site ca` renders it."""
+    script = next(python_home.glob("lib/python3*/site-packages/splitca/templates/splitca.wsgi"))
+    args = [
+        "--config", str(config),
+        "apache-config", "--site", "ca",
+        "--listen", f"127.0.0.1:{port}",
+        "--python-home", str(python_home),
+        "--wsgi-script", str(script),
+    ]  # fmt: skip
+    if IS_ROOT:
+        user, group = unprivileged()
+        args += ["--wsgi-user", user, "--wsgi-group", group]
+        rendered = CliRunner().invoke(cli, args)
+        assert rendered.exit_code == 0, rendered.output
+        return rendered.output
+    # Apache runs as us, and so does the daemon: no user= needed
+    return apache.render(
+        apache.CASite(
+            server_name=settings.certname,
+            listen=f"127.0.0.1:{port}",
+            cert=settings.effective_server_cert,
+            key=settings.effective_server_key,
+            ca_cert=settings.cadir / "ca_crt.pem",
+            splitca_config=config,
+            wsgi_script=script,
+            python_home=python_home,
+        )
+    )
+
+
 def test_ca_under_mod_wsgi_serves_the_api_and_bootstraps_an_agent(wsgi_python_home, agent_factory):  # noqa: F811
     from .conftest import free_port
 
@@ -247,35 +283,7 @@ def test_ca_under_mod_wsgi_serves_the_api_and_bootstraps_an_agent(wsgi_python_ho
     CertificateAuthority.setup(settings)
     config = write_config(root / "splitca.yaml", settings)
     port = free_port()
-    script = next(
-        wsgi_python_home.glob("lib/python3*/site-packages/splitca/templates/splitca.wsgi")
-    )
-    args = [
-        "--config", str(config),
-        "apache-config", "--site", "ca",
-        "--listen", f"127.0.0.1:{port}",
-        "--python-home", str(wsgi_python_home),
-        "--wsgi-script", str(script),
-    ]  # fmt: skip
-    if IS_ROOT:
-        user, group = unprivileged()
-        args += ["--wsgi-user", user, "--wsgi-group", group]
-        rendered = CliRunner().invoke(cli, args)
-        assert rendered.exit_code == 0, rendered.output
-        text = rendered.output
-    else:  # Apache runs as us, and so does the daemon: no user= needed
-        text = apache.render(
-            apache.CASite(
-                server_name=settings.certname,
-                listen=f"127.0.0.1:{port}",
-                cert=settings.effective_server_cert,
-                key=settings.effective_server_key,
-                ca_cert=settings.cadir / "ca_crt.pem",
-                splitca_config=config,
-                wsgi_script=script,
-                python_home=wsgi_python_home,
-            )
-        )
+    text = wsgi_ca_site(settings, config, port, wsgi_python_home)
     with owned_by_nobody(root):
         httpd = start_apache(text, port, ("ssl", "headers", "env", "wsgi"))
         try:
@@ -391,3 +399,72 @@ def test_master_forwards_puppet_ca_to_the_ca_over_verified_tls(
         assert https_get(port, "/echo", **kw).json()["x-client-dn"] == "CN=agent1.example.com"
     finally:
         stop_apache(httpd)
+
+
+# --- the CA under Apache as Debian ships it: mod_deflate gzips the CRL ---------------------------
+
+
+def test_sync_crl_installs_the_crl_that_apache_mod_deflate_gzipped(wsgi_python_home, tmp_path):  # noqa: F811
+    """Debian enables mod_deflate by default, and it compresses text/plain: the CA's CRL
+    reaches sync-crl gzipped. sync-crl decodes it and installs the CRL itself, the first
+    one and the one a revocation through the same Apache produced."""
+    import gzip
+    import shutil
+
+    from .conftest import free_port
+
+    require_debian_defaults()
+    root = world_dir("splitca-ca-")
+    settings = make_settings(root)
+    CertificateAuthority.setup(settings)
+    ca = CertificateAuthority.open(settings)
+    issue(ca, "agent1.example.com", root / "agent1")
+    ca.index.close()
+    config = write_config(root / "splitca.yaml", settings)
+    port = free_port()
+    text = wsgi_ca_site(settings, config, port, wsgi_python_home)
+    master = tmp_path / "master"
+    master.mkdir()
+    cacert = master / "ca.pem"
+    cacert.write_bytes((settings.cadir / "ca_crt.pem").read_bytes())
+    dest = master / "crl.pem"
+    sync = [
+        sys.executable, "-m", "splitca", "sync-crl",
+        "--ca-url", f"https://127.0.0.1:{port}",
+        "--ca-cert", str(cacert),
+        "--dest", str(dest),
+        "--no-reload",
+    ]  # fmt: skip
+    with owned_by_nobody(root):
+        httpd = start_apache(text, port, ("ssl", "headers", "env", "wsgi"))
+        try:
+            # What any client that accepts gzip gets from this Apache (curl --compressed,
+            # requests, sync-crl): the harness loads Debian's default modules as shipped.
+            crl_path = "/puppet-ca/v1/certificate_revocation_list/ca"
+            raw = https_get(port, crl_path, cacert=cacert, headers={"Accept-Encoding": "gzip"})
+            assert raw.status == 200 and raw.headers.get("Content-Encoding") == "gzip", raw
+            assert gzip.decompress(raw.body) == (settings.cadir / "ca_crl.pem").read_bytes()
+
+            first = subprocess.run(sync, capture_output=True, text=True, timeout=120)
+            assert first.returncode == 10, first.stdout + first.stderr
+            assert "Installed CRL number 0" in first.stdout
+            assert dest.read_bytes() == (settings.cadir / "ca_crl.pem").read_bytes()
+
+            revoke = https_request(
+                "PUT",
+                port,
+                "/puppet-ca/v1/certificate_status/agent1.example.com",
+                cacert=cacert,
+                cert=settings.effective_server_cert,
+                key=settings.effective_server_key,
+                headers={"Content-Type": "application/json"},
+                body=b'{"desired_state": "revoked"}',
+            )
+            assert revoke.status == 204, revoke.body
+            again = subprocess.run(sync, capture_output=True, text=True, timeout=120)
+            assert again.returncode == 10, again.stdout + again.stderr
+            assert "Installed CRL number 1" in again.stdout
+            assert dest.read_bytes() == (settings.cadir / "ca_crl.pem").read_bytes()
+        finally:
+            stop_apache(httpd)
+    shutil.rmtree(root, ignore_errors=True)
