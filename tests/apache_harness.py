@@ -661,7 +661,7 @@ def render_master(
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout  # the config; stderr says how sync-crl reloads it
 
 
 def build_master_stack(ca: CertificateAuthority, where: Path, backend: Backend) -> MasterStack:

@@ -468,3 +468,136 @@ def test_sync_crl_installs_the_crl_that_apache_mod_deflate_gzipped(wsgi_python_h
         finally:
             stop_apache(httpd)
     shutil.rmtree(root, ignore_errors=True)
+
+
+# --- a reload is done only when the Apache that serves the vhost re-read it -------------------------
+
+
+def _sync_args(server_url: str, cacert: Path, crl: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "splitca", "sync-crl",
+        "--ca-url", server_url, "--ca-cert", str(cacert), "--dest", str(crl), *extra,
+    ]  # fmt: skip
+
+
+def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL, env=env
+    )
+
+
+def _stop_daemon(stopped: Apache) -> None:
+    """Stop an Apache a reload command may have started in the background."""
+    pidfile = stopped.root / "httpd.pid"
+    if pidfile.exists():
+        subprocess.run(
+            [stopped.binary, "-f", str(stopped.conf), "-k", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
+        wait_until(lambda: not pidfile.exists(), "the started Apache stopped")
+
+
+def test_a_reload_that_would_start_a_stopped_apache_is_not_recorded(
+    settings, server_factory, backend, tmp_path
+):
+    """The reload command of a *stopped* Apache (here `apache2 -k graceful`, which, like
+    `apachectl graceful`, starts it) must not run: the CRL is installed, the reload stays
+    pending (exit 9), and the next run, given the Apache that serves the vhost as
+    `apache-config --apache-conf` prints it, reloads it although the CRL did not change."""
+    from .conftest import free_port
+
+    CertificateAuthority.setup(settings)
+    server = server_factory(settings)
+    master_ssl = tmp_path / "master1-ssl"
+    master = generate(server.config, "master1.example.com", master_ssl, "IP:127.0.0.1")
+    agent1 = generate(server.config, "agent1.example.com", tmp_path / "agent1-ssl")
+    crl = master_ssl / "crl.pem"
+    httpd = start_master(master, crl, backend.url)
+    port = free_port()
+    stopped = start_apache(f"Listen 127.0.0.1:{port}\n", port, ("ssl",))
+    stopped.stop()  # configured, not running: the "system" Apache of the issue
+    try:
+        assert splitca(server.config, "revoke", "agent1.example.com").returncode == 0
+        wrong = _sync_args(
+            server.url, master.cacert, crl,
+            "--reload-command", shlex.join(stopped.graceful_command),
+            "--apache-pidfile", str(stopped.root / "httpd.pid"),
+        )  # fmt: skip
+        first = _run(wrong)
+        assert first.returncode == 9, first.stdout + first.stderr
+        assert "Apache is not running" in first.stderr and "still pending" in first.stderr
+        assert crl.read_bytes() == (settings.cadir / "ca_crl.pem").read_bytes()
+        assert not (stopped.root / "httpd.pid").exists()  # it was not started
+        assert gets_through(httpd, agent1)  # true: the serving Apache has the old CRL
+        assert _run(wrong).returncode == 9  # still pending, still not started
+
+        hint = CliRunner().invoke(
+            cli,
+            ["apache-config", "--server-name", "master1.example.com",
+             "--apache-conf", str(httpd.conf), "--apache-bin", httpd.binary],
+        )  # fmt: skip
+        assert hint.exit_code == 0, hint.output
+        from splitca.cli.split import RELOAD_HINT
+
+        line = next(ln for ln in hint.stderr.splitlines() if ln.startswith(RELOAD_HINT))
+        right = _sync_args(
+            server.url, master.cacert, crl, *shlex.split(line.removeprefix(RELOAD_HINT))
+        )
+        before = httpd.generations()
+        second = _run(right)
+        assert second.returncode == 10, second.stdout + second.stderr
+        assert "not loaded; reloaded" in second.stdout
+        assert httpd.generations() > before  # confirmed before sync-crl answered
+        wait_until(lambda: not gets_through(httpd, agent1), "agent1 refused")
+
+        generations = httpd.generations()
+        third = _run(right)
+        assert third.returncode == 0 and httpd.generations() == generations, third.stdout
+
+        forced = _run([*right, "--force-reload"])
+        assert forced.returncode == 10, forced.stdout + forced.stderr
+        assert "reloaded (--force-reload)" in forced.stdout
+        assert httpd.generations() > generations
+    finally:
+        _stop_daemon(stopped)
+        stop_apache(stopped)
+        stop_apache(httpd)
+
+
+def test_the_default_reload_never_starts_a_stopped_system_apache(
+    settings, server_factory, tmp_path
+):
+    """`apachectl graceful` (the default) starts a stopped Apache and exits 0. Here a fake
+    `apachectl` does just that to a stopped Apache of the test's own; sync-crl must not run
+    it while the system Apache's PidFile names no running process."""
+    from .conftest import free_port
+
+    system = apache.system_apache()
+    if system is None:
+        pytest.skip("no system Apache configuration here")
+    if system.pidfile.exists():
+        pytest.skip(f"{system.pidfile} exists: the system Apache may be running")
+    CertificateAuthority.setup(settings)
+    server = server_factory(settings)
+    master = tmp_path / "master"
+    master.mkdir()
+    (master / "ca.pem").write_bytes(server.cacert.read_bytes())
+    port = free_port()
+    stopped = start_apache(f"Listen 127.0.0.1:{port}\n", port, ("ssl",))
+    stopped.stop()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "apachectl"
+    fake.write_text(f"#!/bin/sh\nexec {shlex.join(stopped.graceful_command)}\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    try:
+        result = _run(_sync_args(server.url, master / "ca.pem", master / "crl.pem"), env=env)
+        assert result.returncode == 9, result.stdout + result.stderr
+        assert f"--apache-pidfile {system.pidfile}" in result.stderr
+        assert not (stopped.root / "httpd.pid").exists()  # the fake apachectl never ran
+        assert (master / "crl.pem").read_bytes() == (settings.cadir / "ca_crl.pem").read_bytes()
+    finally:
+        _stop_daemon(stopped)
+        stop_apache(stopped)
