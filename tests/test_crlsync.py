@@ -590,6 +590,46 @@ def test_a_reload_the_running_apache_does_not_act_on_is_not_recorded(master, fak
         alive.wait()
 
 
+@pytest.mark.xfail(
+    not hasattr(pki, "pem_spans"),
+    reason="needs the linear-time PEM parser (pki.pem_spans, branch fix/csr)",
+    run=False,  # the quadratic parser would burn ~30 s of CPU
+)
+def test_a_hostile_answer_of_unterminated_pem_markers_is_refused_quickly(master, fake_ca, ca):
+    """256 KB of '-----BEGIN A-----' lines: the backreferencing PEM regex took 29 s on
+    this, past any --timeout. Parsing is linear: refused as parse, well within it."""
+    before = install(master, ca_signer(ca).crl(3))
+    fake_ca.body = b"-----BEGIN A-----\n" * (256 * 1024 // 18)
+    started = time.monotonic()
+    result = master.sync(fake_ca.url)
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 7, result.output
+    assert "CRL rejected (parse)" in result.output
+    assert untouched(master, before)
+    assert elapsed < 5, elapsed  # generous: the quadratic parser takes ~30 s
+
+
+def test_timeout_covers_parsing_and_verifying_the_answer(master, fake_ca, ca, monkeypatch):
+    """--timeout bounds the whole answer, not only its download: a CRL whose checks end
+    after the deadline is not installed (exit 6, the installed CRL kept)."""
+    before = install(master, ca_signer(ca).crl(3))
+    fake_ca.body = ca_signer(ca).crl(4)
+    real = crlsync.verify_crl
+
+    def slow_verify(*args: Any, **kw: Any) -> crlsync.VerifiedCRL:
+        time.sleep(1.5)  # as a slow parse of a hostile answer would
+        return real(*args, **kw)
+
+    monkeypatch.setattr(crlsync, "verify_crl", slow_verify)
+    result = master.sync(fake_ca.url, "--timeout", "1")
+    assert result.exit_code == 6, result.output
+    assert "took longer than --timeout 1s; nothing was installed" in result.output
+    assert untouched(master, before)
+    assert master.reload_count() == 0
+    monkeypatch.setattr(crlsync, "verify_crl", real)
+    assert master.sync(fake_ca.url, "--timeout", "1").exit_code == crlsync.EXIT_UPDATED
+
+
 def test_the_environment_cannot_change_what_is_trusted(master, ca, tmp_path):
     """A CA server with a certificate from another CA is refused even when
     REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE/SSL_CERT_FILE point at that CA."""
