@@ -343,6 +343,8 @@ class _Layer:
     def feed(self, data: bytes, *, final: bool) -> bytes:
         if self.obj is None:
             data = self.pending + data
+            if not data and final:  # an empty body, whatever its coding claims
+                return b""
             if len(data) < 2 and not final:
                 self.pending = data
                 return b""

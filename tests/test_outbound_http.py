@@ -434,6 +434,12 @@ ENCODED = {
 }
 
 
+def test_an_empty_body_is_empty_whatever_its_coding(web: Callable[..., Web]) -> None:
+    server = web(lambda path: (200, {"Content-Encoding": "gzip"}, b""))
+    with _plain_client(server) as client:
+        assert client.get(server.url + "/crl").body == b""
+
+
 def _plain_client(server: Web, **kw: Any) -> HTTPClient:
     return HTTPClient(server.url, ca_bundle=None, loopback_http=True, timeout=5, **kw)
 
