@@ -535,7 +535,7 @@ Checks a CRL must pass: {", ".join(CHECKS)}.
     type=int,
     default=16 * 1024 * 1024,
     show_default=True,
-    help="Refuse a CRL answer larger than this.",
+    help="Refuse a CRL answer larger than this, as sent or as decoded (gzip).",
 )
 @click.option(
     "--warn-before",
