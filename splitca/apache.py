@@ -17,13 +17,16 @@ from .errors import ConfigError
 __all__ = [
     "BACKENDS",
     "BASE_MODULES",
+    "SYSTEM_APACHES",
     "CASite",
     "MasterSite",
     "ServerFrame",
+    "SystemApache",
     "module_file",
     "module_files",
     "render",
     "render_server_config",
+    "system_apache",
     "wsgi_script_path",
 ]
 
@@ -373,6 +376,51 @@ def _render_ca(site: CASite) -> str:
 def wsgi_script_path() -> Path:
     """The mod_wsgi entry point shipped with the package (a real file next to the templates)."""
     return Path(str(_TEMPLATES / "splitca.wsgi"))
+
+
+# --- the distribution's own Apache ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SystemApache:
+    """The Apache a distribution's package installs: where its configuration lives, its
+    PidFile, and the command that reloads it gracefully (re-reading certificates and CRLs).
+    """
+
+    name: str
+    config_dir: Path
+    pidfile: Path
+    reload_command: tuple[str, ...]
+
+    def owns(self, path: Path) -> bool:
+        """Whether *path* is inside this Apache's configuration directory."""
+        return Path(path).absolute().is_relative_to(self.config_dir)
+
+
+SYSTEM_APACHES = (
+    # APACHE_PID_FILE in /etc/apache2/envvars; `apachectl graceful` tests the config first.
+    SystemApache(
+        "Debian",
+        Path("/etc/apache2"),
+        Path("/var/run/apache2/apache2.pid"),
+        ("apachectl", "graceful"),
+    ),
+    # PidFile run/httpd.pid under ServerRoot /etc/httpd (run -> /run/httpd).
+    SystemApache(
+        "RHEL", Path("/etc/httpd"), Path("/run/httpd/httpd.pid"), ("apachectl", "graceful")
+    ),
+)
+
+
+def system_apache(path: Path | None = None) -> SystemApache | None:
+    """The system Apache whose configuration holds *path*; without *path*, the one
+    installed here (its configuration directory exists). None if there is none."""
+    for candidate in SYSTEM_APACHES:
+        if (path is not None and candidate.owns(path)) or (
+            path is None and candidate.config_dir.is_dir()
+        ):
+            return candidate
+    return None
 
 
 # --- a minimal server around one site, for Apache's config test -----------------------------

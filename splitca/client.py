@@ -11,6 +11,7 @@ import ssl
 import threading
 import time
 import urllib.parse
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ __all__ = ["Fetched", "HTTPClient", "check_base_url", "system_ca_bundle"]
 USER_AGENT = "splitca"
 CRL_V1_PATH = "/puppet-ca/v1/certificate_revocation_list/ca"
 _READ_SIZE = 64 * 1024
+# The content codings this client decodes, and so the only ones it asks for. Set
+# explicitly: requests' default grows with what is installed (br, zstd).
+ACCEPT_ENCODING = "gzip, deflate"
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,10 @@ class HTTPClient:
     request goes. Redirects are not followed: a 3xx is an error. Every request is bounded
     by *timeout*, per connect/read and in total (connect, TLS handshake, headers and body
     together: a server that trickles bytes cannot hold it longer), and by *max_bytes* of
-    body, read by streaming so an oversized answer is never held in memory.
+    body, read by streaming so an oversized answer is never held in memory. A body sent
+    with a ``Content-Encoding`` (Apache's mod_deflate gzips ``text/plain`` by default) is
+    decoded while it is read, and *max_bytes* bounds the decoded body too, so a small
+    compressed answer cannot expand without limit; a coding it does not know is an error.
     """
 
     def __init__(
@@ -139,7 +146,9 @@ class HTTPClient:
         self._session.mount("http://", adapter)
         if client_cert is not None:
             self._session.cert = (str(client_cert[0]), str(client_cert[1]))
-        self._session.headers.update({"User-Agent": USER_AGENT, "Accept": accept})
+        self._session.headers.update(
+            {"User-Agent": USER_AGENT, "Accept": accept, "Accept-Encoding": ACCEPT_ENCODING}
+        )
 
     def close(self) -> None:
         self._session.close()
@@ -161,10 +170,13 @@ class HTTPClient:
         """GET *url*; 200 and 304 are answers (and 404/410 if *missing_ok*), anything else
         is a RemoteError.
 
+        The body is returned decoded from its ``Content-Encoding`` (gzip, deflate).
+
         Raises:
           RemoteError: unreachable, TLS failure (including an untrusted server), timeout
-            (per operation or in total), an HTTP error status, a redirect, or a body over
-            ``max_bytes`` (ResponseTooLarge).
+            (per operation or in total), an HTTP error status, a redirect, a content
+            coding that is unknown or does not decode, or a body over ``max_bytes`` as
+            sent or as decoded (ResponseTooLarge).
         """
         shown = _shown(url)
         late = RemoteError(f"{shown} did not answer within {self.timeout:g}s")
@@ -224,8 +236,14 @@ class HTTPClient:
                     "followed"
                 )
             if resp.status_code != 200:
-                detail = _short(resp.raw.read(200, decode_content=False))
-                raise RemoteError(f"{shown} answered HTTP {resp.status_code}{detail}")
+                raw = resp.raw.read(200, decode_content=False)
+                try:  # only for the message: its first line, if it decodes
+                    raw = _Decoder(resp.headers.get("Content-Encoding"), shown, 4096).feed(
+                        raw, final=False
+                    )
+                except RemoteError:
+                    raw = b""
+                raise RemoteError(f"{shown} answered HTTP {resp.status_code}{_short(raw)}")
             body = self._read_capped(resp, shown, deadline)
             return Fetched(url, 200, body, lm, date)
 
@@ -235,8 +253,10 @@ class HTTPClient:
             raise ResponseTooLarge(
                 f"{shown} sent {int(declared)} bytes, more than the limit of {self.max_bytes} bytes"
             )
+        decoder = _Decoder(resp.headers.get("Content-Encoding"), shown, self.max_bytes)
         # One socket read at a time (read1), checking the deadline after each; the
-        # deadline's watchdog also interrupts a read that blocks past it.
+        # deadline's watchdog also interrupts a read that blocks past it. Reads are of the
+        # bytes as sent (requests does not decode a raw read); the decoder expands them.
         read = getattr(resp.raw, "read1", None) or resp.raw.read
         chunks: list[bytes] = []
         size = 0
@@ -245,11 +265,139 @@ class HTTPClient:
                 raise RemoteError(f"{shown} did not answer within {self.timeout:g}s")
             chunk = read(_READ_SIZE)
             if not chunk:
+                chunks.append(decoder.feed(b"", final=True))
                 return b"".join(chunks)
             size += len(chunk)
             if size > self.max_bytes:
                 raise ResponseTooLarge(f"{shown} sent more than {self.max_bytes} bytes (the limit)")
-            chunks.append(chunk)
+            chunks.append(decoder.feed(chunk, final=False))
+
+
+# --- content codings ------------------------------------------------------------------------------
+
+_ZLIB = zlib.MAX_WBITS  # zlib-wrapped deflate (RFC 9110 "deflate")
+_GZIP = 16 + zlib.MAX_WBITS
+_RAW_DEFLATE = -zlib.MAX_WBITS  # what some servers send as "deflate"
+_CODINGS = {"gzip": _GZIP, "x-gzip": _GZIP, "deflate": _ZLIB}
+
+
+class _Decoder:
+    """Decodes a body's ``Content-Encoding`` as it streams in, never holding more than
+    *limit* decoded bytes: every layer is asked for at most what is left of the limit
+    (plus one byte, to notice the overflow), so a decompression bomb costs no memory and
+    fails as soon as it crosses the limit.
+
+    Codings are listed in the order they were applied and undone in reverse (RFC 9110
+    8.4); ``identity`` is no coding. Anything else raises RemoteError before a byte of
+    the body is read.
+    """
+
+    def __init__(self, header: str | None, shown: str, limit: int) -> None:
+        self.shown = shown
+        self.limit = limit
+        names = []
+        for raw_name in (header or "").split(","):
+            name = raw_name.strip().lower()
+            if not name or name == "identity":
+                continue
+            if name not in _CODINGS:
+                raise RemoteError(
+                    f"{shown} sent its answer with Content-Encoding {_printable(name)!r}, which "
+                    f"splitca cannot decode (it asks for {ACCEPT_ENCODING})"
+                )
+            names.append(name)
+        if len(names) > _MAX_CODINGS:
+            raise RemoteError(
+                f"{shown} sent its answer with {len(names)} content codings; at most "
+                f"{_MAX_CODINGS} are decoded"
+            )
+        self.names = names
+        # The first to undo is the last one applied.
+        self.layers = [_Layer(n, shown, limit) for n in reversed(names)]
+
+    def feed(self, data: bytes, *, final: bool) -> bytes:
+        """Decode the next *data* (the body as sent); *final* at its end."""
+        for layer in self.layers:
+            data = layer.feed(data, final=final)
+        return data
+
+
+_MAX_CODINGS = 3
+
+
+class _Layer:
+    """One content coding being undone; its output is bounded by *limit* in total."""
+
+    def __init__(self, name: str, shown: str, limit: int) -> None:
+        self.name, self.shown, self.limit = name, shown, limit
+        self.size = 0
+        self.pending = b""  # the first bytes, until "deflate" shows whether it is zlib
+        self.obj: Any = None
+
+    def _start(self, head: bytes) -> Any:
+        wbits = _CODINGS[self.name]
+        if self.name == "deflate" and not _looks_zlib(head):
+            wbits = _RAW_DEFLATE  # servers that send raw deflate as "deflate"
+        return zlib.decompressobj(wbits)
+
+    def feed(self, data: bytes, *, final: bool) -> bytes:
+        if self.obj is None:
+            data = self.pending + data
+            if not data and final:  # an empty body, whatever its coding claims
+                return b""
+            if len(data) < 2 and not final:
+                self.pending = data
+                return b""
+            self.pending = b""
+            self.obj = self._start(data)
+        out: list[bytes] = []
+        try:
+            while data:
+                room = self.limit - self.size + 1  # one byte more proves the overflow
+                chunk = self.obj.decompress(data, room)
+                self._count(chunk)
+                out.append(chunk)
+                data = self.obj.unconsumed_tail
+                if self.obj.eof and self.obj.unused_data:
+                    data = self.obj.unused_data
+                    if self.name == "deflate":
+                        raise RemoteError(
+                            f"{self.shown} sent data after the end of its deflate body"
+                        )
+                    self.obj = zlib.decompressobj(_GZIP)  # gzip may hold several members
+            if final:
+                chunk = self.obj.flush()
+                self._count(chunk)
+                out.append(chunk)
+                if not self.obj.eof:
+                    raise zlib.error("the compressed data ends early")
+        except zlib.error as exc:
+            raise RemoteError(
+                f"{self.shown} sent a {self.name} body that does not decode: {exc}"
+            ) from None
+        return b"".join(out)
+
+    def _count(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise ResponseTooLarge(
+                f"{self.shown} sent an answer that decodes ({self.name}) to more than "
+                f"{self.limit} bytes (the limit)"
+            )
+
+
+def _looks_zlib(data: bytes) -> bool:
+    """A zlib header (RFC 1950): method deflate, window at most 32K, valid check bits."""
+    return (
+        len(data) >= 2
+        and data[0] & 0x0F == 8
+        and data[0] >> 4 <= 7
+        and (data[0] * 256 + data[1]) % 31 == 0
+    )
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() and c.isascii() else "?" for c in text)[:40]
 
 
 # --- the total deadline ---------------------------------------------------------------------------

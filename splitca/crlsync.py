@@ -7,9 +7,11 @@ import email.utils
 import hashlib
 import json
 import logging
+import os
 import shlex
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from .errors import (
 
 __all__ = [
     "CHECKS",
+    "DEFAULT_RELOAD_COMMAND",
     "EXIT_UNCHANGED",
     "EXIT_UPDATED",
     "SyncConfig",
@@ -44,9 +47,13 @@ log = logging.getLogger(__name__)
 
 # Exit codes of `splitca sync-crl` that are outcomes, not errors. Errors take theirs from
 # the CLI's EXIT_CODES table: 2 usage, 5 cannot write, 6 CA unreachable, 7 CRL rejected,
-# 8 stale (no fresh CRL and the installed one expires soon), 9 reload failed.
+# 8 stale (no fresh CRL and the installed one expires soon), 9 reload failed or not
+# confirmed (still pending: the next run retries it).
 EXIT_UNCHANGED = 0
 EXIT_UPDATED = 10
+
+# The system Apache's graceful restart; confirmed through its PidFile (--apache-pidfile).
+DEFAULT_RELOAD_COMMAND = ("apachectl", "graceful")
 
 # Every check a fetched CRL must pass, in the order they run; CRLRejected.check is one.
 CHECKS = {
@@ -344,8 +351,12 @@ class SyncConfig:
     legacy_environment: str | None = None
     timeout: float = 30.0
     max_bytes: int = 16 * 1024 * 1024
-    reload_command: tuple[str, ...] = ("apachectl", "graceful")
+    reload_command: tuple[str, ...] = DEFAULT_RELOAD_COMMAND
     reload_timeout: float = 120.0
+    # The PidFile of the Apache that serves the CRL: reload only while it runs, and count
+    # the reload as done only once it re-read its configuration. None: exit 0 is enough.
+    apache_pidfile: Path | None = None
+    force_reload: bool = False
     warn_before: dt.timedelta | None = None
     state_file: Path | None = None
     conditional: bool = True
@@ -360,6 +371,10 @@ class SyncConfig:
             raise ConfigError("--client-cert and --client-key go together")
         if not 1 <= self.timeout <= 600:
             raise ConfigError("--timeout: must be 1 to 600 seconds")
+        if not 1 <= self.reload_timeout <= 3600:
+            raise ConfigError("--reload-timeout: must be 1 to 3600 seconds")
+        if self.force_reload and not self.reload_command:
+            raise ConfigError("--force-reload: there is no reload command (--no-reload)")
         if not 1024 <= self.max_bytes <= 1024**3:
             raise ConfigError("--max-bytes: must be 1024 to 1073741824")
         if self.legacy_environment is not None and not self.legacy_environment.isidentifier():
@@ -381,6 +396,7 @@ class SyncResult:
     next_update: dt.datetime | None
     changed: tuple[Path, ...]
     reloaded: bool
+    forced: bool = False  # reloaded because of --force-reload, not because of a change
 
     @property
     def exit_code(self) -> int:
@@ -388,6 +404,8 @@ class SyncResult:
 
     def describe(self) -> str:
         when = f", next update {self.next_update:%Y-%m-%d %H:%M}Z" if self.next_update else ""
+        if self.outcome == "updated" and not self.changed and self.forced:
+            return f"CRL number {self.number}{when} was in place; reloaded (--force-reload)"
         if self.outcome == "updated" and not self.changed:
             return f"CRL number {self.number}{when} was in place but not loaded; reloaded"
         if self.outcome == "updated":
@@ -454,9 +472,25 @@ def _save_state(path: Path, state: dict[str, str]) -> None:
         log.warning("could not save %s: %s", path, exc)
 
 
-def run_reload(command: Sequence[str], timeout: float) -> None:
-    """Run the reload command (no shell). Raises ReloadFailed naming what went wrong."""
+def run_reload(command: Sequence[str], timeout: float, pidfile: Path | None = None) -> None:
+    """Run the reload command (no shell) and, with *pidfile*, confirm it took effect.
+
+    With *pidfile* (the PidFile of the Apache that serves the CRL), the command is run
+    only while that file names a running process: ``apachectl graceful`` *starts* a
+    stopped Apache, which would report success while the server that matters kept its
+    old CRL. After the command, the reload counts as done only once Apache re-read its
+    configuration: it rewrites its PidFile for every new generation (and, where /proc
+    shows it, has started a new child process for it).
+
+    Raises:
+      ReloadFailed: naming what went wrong; nothing is recorded, so the next run
+        reloads again.
+    """
     shown = shlex.join(command)
+    deadline = time.monotonic() + timeout
+    before = None
+    if pidfile is not None:
+        before = _running(pidfile)
     try:
         proc = subprocess.run(
             list(command),
@@ -466,22 +500,127 @@ def run_reload(command: Sequence[str], timeout: float) -> None:
             check=False,
         )
     except FileNotFoundError:
-        raise ReloadFailed(f"reload command not found: {shown}") from None
+        raise ReloadFailed(f"reload command not found: {shown}{_PENDING}") from None
     except subprocess.TimeoutExpired:
-        raise ReloadFailed(f"reload command did not finish within {timeout:g}s: {shown}") from None
+        raise ReloadFailed(
+            f"reload command did not finish within {timeout:g}s: {shown}{_PENDING}"
+        ) from None
     except OSError as exc:
-        raise ReloadFailed(f"cannot run reload command {shown}: {exc.strerror or exc}") from None
+        raise ReloadFailed(
+            f"cannot run reload command {shown}: {exc.strerror or exc}{_PENDING}"
+        ) from None
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).decode("utf-8", "replace").strip().splitlines()
         why = f": {detail[-1][:200]}" if detail else ""
-        raise ReloadFailed(f"reload command {shown} exited with {proc.returncode}{why}")
+        raise ReloadFailed(f"reload command {shown} exited with {proc.returncode}{why}{_PENDING}")
+    if pidfile is not None and before is not None:
+        _confirm(pidfile, before, shown, timeout, deadline)
+
+
+_PENDING = "; the reload is still pending and the next run tries again"
+_POLL = 0.05
+
+
+@dataclass(frozen=True)
+class _Apache:
+    """A running Apache as its PidFile shows it."""
+
+    pid: int
+    stamp: tuple[int, int, int]  # the PidFile's inode, mtime and ctime
+    children: frozenset[int]  # its child processes (empty without /proc)
+
+
+def _read_pidfile(path: Path) -> tuple[int, tuple[int, int, int]] | None:
+    try:
+        st = os.stat(path)
+        pid = int(path.read_bytes()[:32].strip())
+    except (OSError, ValueError):
+        return None
+    return (pid, (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)) if pid > 0 else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process (root's Apache): it exists
+        pass
+    except OSError:
+        return False
+    fields = _proc_stat(pid)
+    return fields is None or fields[0] not in ("Z", "X")  # a zombie has exited
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...), if any."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[-1].split()
+
+
+def _children(pid: int) -> frozenset[int]:
+    """Processes whose parent is *pid* (empty where there is no /proc)."""
+    out = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return frozenset()
+    for name in entries:
+        if name.isdigit():
+            fields = _proc_stat(int(name))
+            if fields is not None and len(fields) > 1 and fields[1] == str(pid):
+                out.add(int(name))
+    return frozenset(out)
+
+
+def _running(pidfile: Path) -> _Apache:
+    """The Apache behind *pidfile*, which must be running. Raises ReloadFailed if not."""
+    found = _read_pidfile(pidfile)
+    if found is None:
+        why = "it does not exist" if not pidfile.exists() else "it holds no process id"
+    elif not _alive(found[0]):
+        why = f"process {found[0]} is not running"
+    else:
+        return _Apache(found[0], found[1], _children(found[0]))
+    raise ReloadFailed(
+        f"not reloading: Apache is not running (--apache-pidfile {pidfile}: {why}); "
+        f"the reload command would start a server, not reload the one serving the CRL"
+        f"{_PENDING}"
+    )
+
+
+def _confirm(pidfile: Path, before: _Apache, shown: str, timeout: float, deadline: float) -> None:
+    """Wait (until *deadline*) for the Apache behind *pidfile* to finish reloading."""
+    with_proc = os.path.isdir(f"/proc/{before.pid}")
+    while True:
+        found = _read_pidfile(pidfile)
+        if found is not None and found[1] != before.stamp and _alive(found[0]):
+            pid = found[0]
+            if not with_proc or _children(pid) - before.children:
+                log.info("Apache (pid %d) reloaded", pid)
+                return
+        elif not _alive(before.pid) and (found is None or not _alive(found[0])):
+            raise ReloadFailed(
+                f"Apache (pid {before.pid}, {pidfile}) exited during the reload by {shown}: "
+                f"check its error log and 'apachectl configtest'{_PENDING}"
+            )
+        if time.monotonic() >= deadline:
+            raise ReloadFailed(
+                f"reload command {shown} exited with 0, but Apache (pid {before.pid}, "
+                f"{pidfile}) did not re-read its configuration within {timeout:g}s: is this "
+                f"the PidFile of the Apache that serves the CRL?{_PENDING}"
+            )
+        time.sleep(_POLL)
 
 
 def sync_once(
     cfg: SyncConfig,
     *,
     clock: Callable[[], dt.datetime] = utcnow,
-    reload: Callable[[Sequence[str], float], None] = run_reload,
+    reload: Callable[[Sequence[str], float, Path | None], None] = run_reload,
 ) -> SyncResult:
     """Fetch, verify, install where different, reload if anything changed.
 
@@ -493,7 +632,8 @@ def sync_once(
         it; also raised after installing a CRL that itself expires soon.
       StoreError: a destination could not be written.
       LockTimeout: another sync of the same files did not finish in time.
-      ReloadFailed: the CRL was installed but the reload command failed.
+      ReloadFailed: the CRL was installed but the reload failed or could not be
+        confirmed; it stays pending (the state is not saved) and the next run retries.
     """
     cas = load_pinned(cfg.ca_cert)
     state_path = cfg.effective_state_file
@@ -513,7 +653,7 @@ def _sync_locked(
     state_path: Path,
     *,
     clock: Callable[[], dt.datetime],
-    reload: Callable[[Sequence[str], float], None],
+    reload: Callable[[Sequence[str], float, Path | None], None],
 ) -> SyncResult:
     installed = [_read(p) for p in cfg.destinations]
     for path, content in zip(cfg.destinations, installed, strict=True):
@@ -537,12 +677,16 @@ def _sync_locked(
         since = None
         if (
             cfg.conditional
+            and not cfg.force_reload  # a 304 would leave nothing to reload with
             and state.get("url") == url
             and current is not None
             and all(c == current for c in installed)
             and state.get("sha256") == _sha256(current)
         ):
             since = state.get("last_modified")
+        # --timeout bounds the whole answer: fetched (the client's own deadline), then
+        # parsed and verified (checked below; parsing is linear in the bounded size).
+        deadline = time.monotonic() + cfg.timeout
         try:
             try:
                 fetched = client.get(url, if_modified_since=since)
@@ -560,6 +704,11 @@ def _sync_locked(
             verified = verify_crl(
                 fetched.body, cas, now=now, installed=installed, allow_rollback=cfg.allow_rollback
             )
+            if time.monotonic() > deadline:
+                raise RemoteError(
+                    f"{url}: fetching and verifying its CRL took longer than --timeout "
+                    f"{cfg.timeout:g}s; nothing was installed"
+                )
         except (RemoteError, CRLRejected) as exc:
             now = clock()
             fresh = installed_state(current, cas, warn_before=cfg.warn_before)
@@ -578,11 +727,13 @@ def _sync_locked(
     # not because of us (the master's own puppet agent refreshes hostcrl, say): the
     # running Apache still has whatever it read at its last (re)start.
     digest = _sha256(verified.data)
-    must_reload = bool(changed) or state.get("sha256") != digest
+    must_reload = bool(changed) or state.get("sha256") != digest or cfg.force_reload
     reloaded = False
     if must_reload and cfg.reload_command:
-        # On ReloadFailed the state is not saved, so the next run reloads again.
-        reload(cfg.reload_command, cfg.reload_timeout)
+        # The state records a CRL only once a reload of it is confirmed: on ReloadFailed
+        # it is not saved, so the reload stays pending and the next run retries it, even
+        # if the CRL did not change (and without a conditional GET, which needs the state).
+        reload(cfg.reload_command, cfg.reload_timeout, cfg.apache_pidfile)
         reloaded = True
     new_state = {"url": url, "sha256": digest}
     validator = usable_validator(fetched.last_modified, fetched.date)
@@ -597,6 +748,7 @@ def _sync_locked(
         verified.next_update,
         changed,
         reloaded,
+        forced=reloaded and not changed and cfg.force_reload and state.get("sha256") == digest,
     )
     fresh = installed_state(verified.data, cas, warn_before=cfg.warn_before)
     if fresh.stale(now):

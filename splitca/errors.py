@@ -74,7 +74,8 @@ class CRLStale(SplitCAError):
 
 
 class ReloadFailed(SplitCAError):
-    """A new CRL was installed but the command that makes the server load it failed."""
+    """A CRL was installed but the reload that makes the server load it failed or could not
+    be confirmed (it stays pending)."""
 
 
 class CRLRejected(SplitCAError):

@@ -35,6 +35,16 @@ from splitca.cli.split import server_modules
 from .conftest import REPO, free_port, require_program
 
 MODULES_DIR = Path("/usr/lib/apache2/modules")
+# What Debian's apache2 package enables on a fresh install (enable_default_modules in its
+# postinst, with the modules those depend on), loaded with their shipped .conf files: the
+# guide's Apache is Debian's as shipped, so every Apache here runs with them (mod_deflate
+# gzips text/plain answers, mod_reqtimeout bounds slow requests, ...).
+DEBIAN_MODS_AVAILABLE = Path("/etc/apache2/mods-available")
+DEBIAN_DEFAULT_MODULES = (
+    "mpm_event", "authz_core", "authz_host", "authn_core", "auth_basic", "access_compat",
+    "authn_file", "authz_user", "alias", "dir", "autoindex", "env", "mime", "negotiation",
+    "setenvif", "filter", "deflate", "status", "reqtimeout",
+)  # fmt: skip
 IS_ROOT = os.geteuid() == 0
 WAIT = 30.0  # upper bound for every wait in these tests
 
@@ -58,6 +68,35 @@ def require_module(name: str) -> None:
         if os.environ.get("SPLITCA_REQUIRE_INTEROP") == "1":
             pytest.fail(f"Apache module {filename} is missing; scripts/test.sh installs it")
         pytest.skip(f"Apache module {filename} is not installed")
+
+
+def debian_default_modules() -> tuple[str, ...]:
+    """Directives loading DEBIAN_DEFAULT_MODULES as /etc/apache2/mods-available has them.
+
+    Each LoadModule is guarded like ServerFrame's own, so a module the site also needs is
+    loaded once. Empty where there is no Debian Apache (the tests then run without them).
+    """
+    out: list[str] = []
+    for name in DEBIAN_DEFAULT_MODULES:
+        load = DEBIAN_MODS_AVAILABLE / f"{name}.load"
+        if not load.exists():
+            continue
+        for line in load.read_text().splitlines():
+            words = line.split()
+            if len(words) == 3 and words[0] == "LoadModule":
+                out.append(f"<IfModule !{words[1]}>\n    {line.strip()}\n</IfModule>")
+        conf = DEBIAN_MODS_AVAILABLE / f"{name}.conf"
+        if conf.exists():
+            out.append(f'Include "{conf}"')
+    return tuple(out)
+
+
+def require_debian_defaults() -> None:
+    """For a test about Debian's Apache as shipped: its default modules must be there."""
+    if not (DEBIAN_MODS_AVAILABLE / "deflate.load").exists():
+        if os.environ.get("SPLITCA_REQUIRE_INTEROP") == "1":
+            pytest.fail(f"no {DEBIAN_MODS_AVAILABLE}/deflate.load: Debian's apache2 is needed")
+        pytest.skip("not Debian's Apache: no mods-available/deflate.load")
 
 
 def world_dir(prefix: str) -> Path:
@@ -185,7 +224,7 @@ def start_apache(
         user=user,
         group=group,
         log_level="notice ssl:info",
-        extra=extra,
+        extra=(*debian_default_modules(), *extra),
     )
     conf = root / "httpd.conf"
     conf.write_text(apache.render_server_config(frame))
@@ -622,7 +661,7 @@ def render_master(
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout  # the config; stderr says how sync-crl reloads it
 
 
 def build_master_stack(ca: CertificateAuthority, where: Path, backend: Backend) -> MasterStack:

@@ -222,7 +222,7 @@ def test_shipped_examples_match_what_the_command_in_their_header_renders(example
     assert argv[:2] == ["splitca", "apache-config"]
     result = CliRunner().invoke(cli, argv[1:])
     assert result.exit_code == 0, result.output
-    assert result.output == text, f"apache/{example} is stale: re-run the command in its header"
+    assert result.stdout == text, f"apache/{example} is stale: re-run the command in its header"
 
 
 def test_examples_cover_every_backend_and_both_sites():
@@ -339,3 +339,85 @@ def test_check_reports_apaches_own_error(master_files):
     assert "Apache's config test failed" in result.output
     assert "/nonexistent/crl.pem" in result.output
     assert "Traceback" not in result.output
+
+
+# --- the reload sync-crl must use for the Apache a master site belongs to ----------------------
+
+
+def _hint(output: str) -> list[str]:
+    from splitca.cli.split import RELOAD_HINT
+
+    line = next(ln for ln in output.splitlines() if ln.startswith(RELOAD_HINT))
+    return shlex.split(line.removeprefix(RELOAD_HINT))
+
+
+@pytest.mark.parametrize(
+    ("output", "command", "pidfile"),
+    [
+        (
+            "/etc/apache2/sites-available/puppet-master.conf",
+            "apachectl graceful",
+            "/var/run/apache2/apache2.pid",
+        ),
+        ("/etc/httpd/conf.d/puppet-master.conf", "apachectl graceful", "/run/httpd/httpd.pid"),
+    ],
+)
+def test_the_system_apaches_reload_is_printed_for_a_site_in_its_config(output, command, pidfile):
+    from splitca.cli.split import reload_hint
+
+    hint = shlex.split(reload_hint(Path(output), None, None).split(": ", 1)[1])
+    assert hint == ["--reload-command", command, "--apache-pidfile", pidfile]
+
+
+def test_apache_conf_gives_that_apaches_exact_reload_and_pidfile(tmp_path):
+    """For an Apache of its own (apache2 -f FILE), the reload and PidFile sync-crl must use
+    are that Apache's, the PidFile as Apache itself reports it."""
+    root = tmp_path / "httpd"
+    root.mkdir()
+    (root / "site.conf").write_text("")
+    frame = apache.ServerFrame(
+        server_root=root,
+        run_dir=root / "run",
+        error_log=root / "error.log",
+        site_conf=root / "site.conf",
+        modules_dir=modules_dir(),
+        modules=("mpm_event", "unixd", "authz_core"),
+    )
+    (root / "run").mkdir()
+    conf = root / "httpd.conf"
+    conf.write_text(apache.render_server_config(frame))
+    out = tmp_path / "site-out.conf"
+    result = CliRunner().invoke(
+        cli,
+        ["apache-config", "--server-name", "m1", "--verify-depth", "1", "--output", str(out),
+         "--apache-conf", str(conf), "--apache-bin", apache_binary()],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _hint(result.stderr) == [
+        "--reload-command",
+        shlex.join([apache_binary(), "-f", str(conf), "-k", "graceful"]),
+        "--apache-pidfile",
+        str(root / "run" / "httpd.pid"),
+    ]
+    assert "--reload-command" not in result.stdout + out.read_text()
+    # An Apache that cannot tell its PidFile: an error, and nothing is written.
+    broken = tmp_path / "broken.conf"
+    broken.write_text("NoSuchDirective here\n")
+    out.unlink()
+    failed = CliRunner().invoke(
+        cli,
+        ["apache-config", "--server-name", "m1", "--output", str(out),
+         "--apache-conf", str(broken), "--apache-bin", apache_binary()],
+    )  # fmt: skip
+    assert failed.exit_code == 2, failed.output
+    assert "--apache-conf: Apache does not report a PidFile" in failed.output
+    assert not out.exists()
+
+
+def test_without_output_or_apache_conf_it_says_what_sync_crl_needs():
+    result = CliRunner().invoke(
+        cli, ["apache-config", "--server-name", "m1", "--verify-depth", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "--apache-conf" in result.stderr and "SSLVerifyClient" not in result.stderr
+    assert "--apache-conf" not in result.stdout

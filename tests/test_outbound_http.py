@@ -24,7 +24,7 @@ from splitca.cli import cli
 from splitca.client import HTTPClient, system_ca_bundle
 from splitca.config import Settings
 from splitca.enrollment import register
-from splitca.errors import ConfigError, RemoteError
+from splitca.errors import ConfigError, RemoteError, ResponseTooLarge
 from splitca.registry import Classification, DirectoryRegistry
 from splitca.registry_http import HttpRegistry
 
@@ -404,3 +404,104 @@ def test_client_is_reusable_after_a_deadline(
         for _ in range(3):
             got = client.get(fast.url + "/y")
             assert got.status == 200 and got.body == b"ok"
+
+
+# --- 4. content codings: decoded as sent, bounded as decoded ---------------------------------------
+
+
+def _gzip(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data, compresslevel=6, mtime=0)
+
+
+def _zlib(data: bytes, wbits: int) -> bytes:
+    import zlib
+
+    obj = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    return obj.compress(data) + obj.flush()
+
+
+BODY = b"-----BEGIN X509 CRL-----\n" + b"QUJD" * 5000 + b"\n-----END X509 CRL-----\n"
+ENCODED = {
+    "gzip": ("gzip", _gzip(BODY)),
+    "x-gzip": ("x-gzip", _gzip(BODY)),
+    "deflate": ("deflate", _zlib(BODY, 15)),
+    "raw-deflate": ("deflate", _zlib(BODY, -15)),  # what some servers send as deflate
+    "identity": ("identity", BODY),
+    "two-gzip-members": ("gzip", _gzip(BODY[:7000]) + _gzip(BODY[7000:])),
+    "gzip-then-deflate": ("gzip, deflate", _zlib(_gzip(BODY), 15)),
+}
+
+
+def test_an_empty_body_is_empty_whatever_its_coding(web: Callable[..., Web]) -> None:
+    server = web(lambda path: (200, {"Content-Encoding": "gzip"}, b""))
+    with _plain_client(server) as client:
+        assert client.get(server.url + "/crl").body == b""
+
+
+def _plain_client(server: Web, **kw: Any) -> HTTPClient:
+    return HTTPClient(server.url, ca_bundle=None, loopback_http=True, timeout=5, **kw)
+
+
+@pytest.mark.parametrize("case", sorted(ENCODED))
+def test_a_content_encoded_answer_is_decoded(web: Callable[..., Web], case: str) -> None:
+    """What Apache's mod_deflate (on by default on Debian) does to a text/plain CRL."""
+    coding, sent = ENCODED[case]
+    server = web(lambda path: (200, {"Content-Encoding": coding}, sent))
+    with _plain_client(server) as client:
+        got = client.get(server.url + "/crl")
+    assert got.body == BODY
+    # it asks only for what it decodes, whatever requests would have sent by default
+    assert server.seen[0][1]["Accept-Encoding"] == "gzip, deflate"
+
+
+def test_a_gzip_bomb_fails_at_the_decoded_limit_without_expanding_it(
+    web: Callable[..., Web],
+) -> None:
+    """64 KiB on the wire that gunzip to 64 MiB: refused as too large once 1 MiB is decoded,
+    and the client never holds much more than that limit."""
+    import tracemalloc
+    import zlib
+
+    obj = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"\0" * (1024 * 1024)
+    bomb = b"".join(obj.compress(block) for _ in range(64)) + obj.flush()
+    assert len(bomb) < 128 * 1024
+    server = web(lambda path: (200, {"Content-Encoding": "gzip"}, bomb))
+    with _plain_client(server, max_bytes=1024 * 1024) as client:
+        tracemalloc.start()
+        try:
+            with pytest.raises(ResponseTooLarge, match=r"decodes \(gzip\) to more than 1048576"):
+                client.get(server.url + "/crl")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024, peak
+
+
+@pytest.mark.parametrize(
+    ("coding", "sent", "message"),
+    [
+        ("br", b"\x1b\x03\x00", r"Content-Encoding 'br', which splitca cannot decode"),
+        ("gzip", b"this is not gzip", r"gzip body that does not decode"),
+        ("gzip", _gzip(BODY)[:-20], r"gzip body that does not decode: .*ends early"),
+        ("deflate", _zlib(BODY, 15) + b"trailing", r"data after the end of its deflate body"),
+        ("gzip, gzip, gzip, gzip", _gzip(BODY), r"4 content codings; at most 3"),
+    ],
+    ids=["unknown", "garbage", "truncated", "trailing", "too-many"],
+)
+def test_a_body_that_does_not_decode_is_a_clear_error(
+    web: Callable[..., Web], coding: str, sent: bytes, message: str
+) -> None:
+    server = web(lambda path: (200, {"Content-Encoding": coding}, sent))
+    with _plain_client(server) as client, pytest.raises(RemoteError, match=message) as info:
+        client.get(server.url + "/crl")
+    assert not isinstance(info.value, ResponseTooLarge)
+
+
+def test_an_error_answer_that_is_gzipped_is_shown_decoded(web: Callable[..., Web]) -> None:
+    server = web(lambda path: (503, {"Content-Encoding": "gzip"}, _gzip(b"busy, try later\n")))
+    with _plain_client(server) as client, pytest.raises(RemoteError) as info:
+        client.get(server.url + "/crl")
+    assert str(info.value).endswith("answered HTTP 503: busy, try later")

@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
@@ -27,6 +28,7 @@ from .apache_harness import (
     owned_by_nobody,
     refused,
     render_master,
+    require_debian_defaults,
     start_apache,
     stop_apache,
     unprivileged,
@@ -36,6 +38,9 @@ from .apache_harness import (
 )
 from .apache_harness import backend as backend
 from .conftest import Server, make_settings, write_config
+
+if TYPE_CHECKING:
+    from splitca.config import Settings
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -239,6 +244,37 @@ def test_puppet_agent_bootstraps_from_the_ca_and_runs_against_the_apache_master(
 # --- the CA itself under Apache + mod_wsgi -----------------------------------------------------------
 
 
+def wsgi_ca_site(settings: Settings, config: Path, port: int, python_home: Path) -> str:
+    """The CA's vhost for mod_wsgi, as `splitca apache-config --site ca` renders it."""
+    script = next(python_home.glob("lib/python3*/site-packages/splitca/templates/splitca.wsgi"))
+    args = [
+        "--config", str(config),
+        "apache-config", "--site", "ca",
+        "--listen", f"127.0.0.1:{port}",
+        "--python-home", str(python_home),
+        "--wsgi-script", str(script),
+    ]  # fmt: skip
+    if IS_ROOT:
+        user, group = unprivileged()
+        args += ["--wsgi-user", user, "--wsgi-group", group]
+        rendered = CliRunner().invoke(cli, args)
+        assert rendered.exit_code == 0, rendered.output
+        return rendered.output
+    # Apache runs as us, and so does the daemon: no user= needed
+    return apache.render(
+        apache.CASite(
+            server_name=settings.certname,
+            listen=f"127.0.0.1:{port}",
+            cert=settings.effective_server_cert,
+            key=settings.effective_server_key,
+            ca_cert=settings.cadir / "ca_crt.pem",
+            splitca_config=config,
+            wsgi_script=script,
+            python_home=python_home,
+        )
+    )
+
+
 def test_ca_under_mod_wsgi_serves_the_api_and_bootstraps_an_agent(wsgi_python_home, agent_factory):  # noqa: F811
     from .conftest import free_port
 
@@ -247,35 +283,7 @@ def test_ca_under_mod_wsgi_serves_the_api_and_bootstraps_an_agent(wsgi_python_ho
     CertificateAuthority.setup(settings)
     config = write_config(root / "splitca.yaml", settings)
     port = free_port()
-    script = next(
-        wsgi_python_home.glob("lib/python3*/site-packages/splitca/templates/splitca.wsgi")
-    )
-    args = [
-        "--config", str(config),
-        "apache-config", "--site", "ca",
-        "--listen", f"127.0.0.1:{port}",
-        "--python-home", str(wsgi_python_home),
-        "--wsgi-script", str(script),
-    ]  # fmt: skip
-    if IS_ROOT:
-        user, group = unprivileged()
-        args += ["--wsgi-user", user, "--wsgi-group", group]
-        rendered = CliRunner().invoke(cli, args)
-        assert rendered.exit_code == 0, rendered.output
-        text = rendered.output
-    else:  # Apache runs as us, and so does the daemon: no user= needed
-        text = apache.render(
-            apache.CASite(
-                server_name=settings.certname,
-                listen=f"127.0.0.1:{port}",
-                cert=settings.effective_server_cert,
-                key=settings.effective_server_key,
-                ca_cert=settings.cadir / "ca_crt.pem",
-                splitca_config=config,
-                wsgi_script=script,
-                python_home=wsgi_python_home,
-            )
-        )
+    text = wsgi_ca_site(settings, config, port, wsgi_python_home)
     with owned_by_nobody(root):
         httpd = start_apache(text, port, ("ssl", "headers", "env", "wsgi"))
         try:
@@ -391,3 +399,205 @@ def test_master_forwards_puppet_ca_to_the_ca_over_verified_tls(
         assert https_get(port, "/echo", **kw).json()["x-client-dn"] == "CN=agent1.example.com"
     finally:
         stop_apache(httpd)
+
+
+# --- the CA under Apache as Debian ships it: mod_deflate gzips the CRL ---------------------------
+
+
+def test_sync_crl_installs_the_crl_that_apache_mod_deflate_gzipped(wsgi_python_home, tmp_path):  # noqa: F811
+    """Debian enables mod_deflate by default, and it compresses text/plain: the CA's CRL
+    reaches sync-crl gzipped. sync-crl decodes it and installs the CRL itself, the first
+    one and the one a revocation through the same Apache produced."""
+    import gzip
+    import shutil
+
+    from .conftest import free_port
+
+    require_debian_defaults()
+    root = world_dir("splitca-ca-")
+    settings = make_settings(root)
+    CertificateAuthority.setup(settings)
+    ca = CertificateAuthority.open(settings)
+    issue(ca, "agent1.example.com", root / "agent1")
+    ca.index.close()
+    config = write_config(root / "splitca.yaml", settings)
+    port = free_port()
+    text = wsgi_ca_site(settings, config, port, wsgi_python_home)
+    master = tmp_path / "master"
+    master.mkdir()
+    cacert = master / "ca.pem"
+    cacert.write_bytes((settings.cadir / "ca_crt.pem").read_bytes())
+    dest = master / "crl.pem"
+    sync = [
+        sys.executable, "-m", "splitca", "sync-crl",
+        "--ca-url", f"https://127.0.0.1:{port}",
+        "--ca-cert", str(cacert),
+        "--dest", str(dest),
+        "--no-reload",
+    ]  # fmt: skip
+    with owned_by_nobody(root):
+        httpd = start_apache(text, port, ("ssl", "headers", "env", "wsgi"))
+        try:
+            # What any client that accepts gzip gets from this Apache (curl --compressed,
+            # requests, sync-crl): the harness loads Debian's default modules as shipped.
+            crl_path = "/puppet-ca/v1/certificate_revocation_list/ca"
+            raw = https_get(port, crl_path, cacert=cacert, headers={"Accept-Encoding": "gzip"})
+            assert raw.status == 200 and raw.headers.get("Content-Encoding") == "gzip", raw
+            assert gzip.decompress(raw.body) == (settings.cadir / "ca_crl.pem").read_bytes()
+
+            first = subprocess.run(sync, capture_output=True, text=True, timeout=120)
+            assert first.returncode == 10, first.stdout + first.stderr
+            assert "Installed CRL number 0" in first.stdout
+            assert dest.read_bytes() == (settings.cadir / "ca_crl.pem").read_bytes()
+
+            revoke = https_request(
+                "PUT",
+                port,
+                "/puppet-ca/v1/certificate_status/agent1.example.com",
+                cacert=cacert,
+                cert=settings.effective_server_cert,
+                key=settings.effective_server_key,
+                headers={"Content-Type": "application/json"},
+                body=b'{"desired_state": "revoked"}',
+            )
+            assert revoke.status == 204, revoke.body
+            again = subprocess.run(sync, capture_output=True, text=True, timeout=120)
+            assert again.returncode == 10, again.stdout + again.stderr
+            assert "Installed CRL number 1" in again.stdout
+            assert dest.read_bytes() == (settings.cadir / "ca_crl.pem").read_bytes()
+        finally:
+            stop_apache(httpd)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+# --- a reload is done only when the Apache that serves the vhost re-read it -------------------------
+
+
+def _sync_args(server_url: str, cacert: Path, crl: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "splitca", "sync-crl",
+        "--ca-url", server_url, "--ca-cert", str(cacert), "--dest", str(crl), *extra,
+    ]  # fmt: skip
+
+
+def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL, env=env
+    )
+
+
+def _stop_daemon(stopped: Apache) -> None:
+    """Stop an Apache a reload command may have started in the background."""
+    pidfile = stopped.root / "httpd.pid"
+    if pidfile.exists():
+        subprocess.run(
+            [stopped.binary, "-f", str(stopped.conf), "-k", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
+        wait_until(lambda: not pidfile.exists(), "the started Apache stopped")
+
+
+def test_a_reload_that_would_start_a_stopped_apache_is_not_recorded(
+    settings, server_factory, backend, tmp_path
+):
+    """The reload command of a *stopped* Apache (here `apache2 -k graceful`, which, like
+    `apachectl graceful`, starts it) must not run: the CRL is installed, the reload stays
+    pending (exit 9), and the next run, given the Apache that serves the vhost as
+    `apache-config --apache-conf` prints it, reloads it although the CRL did not change."""
+    from .conftest import free_port
+
+    CertificateAuthority.setup(settings)
+    server = server_factory(settings)
+    master_ssl = tmp_path / "master1-ssl"
+    master = generate(server.config, "master1.example.com", master_ssl, "IP:127.0.0.1")
+    agent1 = generate(server.config, "agent1.example.com", tmp_path / "agent1-ssl")
+    crl = master_ssl / "crl.pem"
+    httpd = start_master(master, crl, backend.url)
+    port = free_port()
+    stopped = start_apache(f"Listen 127.0.0.1:{port}\n", port, ("ssl",))
+    stopped.stop()  # configured, not running: the "system" Apache of the issue
+    try:
+        assert splitca(server.config, "revoke", "agent1.example.com").returncode == 0
+        wrong = _sync_args(
+            server.url, master.cacert, crl,
+            "--reload-command", shlex.join(stopped.graceful_command),
+            "--apache-pidfile", str(stopped.root / "httpd.pid"),
+        )  # fmt: skip
+        first = _run(wrong)
+        assert first.returncode == 9, first.stdout + first.stderr
+        assert "Apache is not running" in first.stderr and "still pending" in first.stderr
+        assert crl.read_bytes() == (settings.cadir / "ca_crl.pem").read_bytes()
+        assert not (stopped.root / "httpd.pid").exists()  # it was not started
+        assert gets_through(httpd, agent1)  # true: the serving Apache has the old CRL
+        assert _run(wrong).returncode == 9  # still pending, still not started
+
+        hint = CliRunner().invoke(
+            cli,
+            ["apache-config", "--server-name", "master1.example.com",
+             "--apache-conf", str(httpd.conf), "--apache-bin", httpd.binary],
+        )  # fmt: skip
+        assert hint.exit_code == 0, hint.output
+        from splitca.cli.split import RELOAD_HINT
+
+        line = next(ln for ln in hint.stderr.splitlines() if ln.startswith(RELOAD_HINT))
+        right = _sync_args(
+            server.url, master.cacert, crl, *shlex.split(line.removeprefix(RELOAD_HINT))
+        )
+        before = httpd.generations()
+        second = _run(right)
+        assert second.returncode == 10, second.stdout + second.stderr
+        assert "not loaded; reloaded" in second.stdout
+        assert httpd.generations() > before  # confirmed before sync-crl answered
+        wait_until(lambda: not gets_through(httpd, agent1), "agent1 refused")
+
+        generations = httpd.generations()
+        third = _run(right)
+        assert third.returncode == 0 and httpd.generations() == generations, third.stdout
+
+        forced = _run([*right, "--force-reload"])
+        assert forced.returncode == 10, forced.stdout + forced.stderr
+        assert "reloaded (--force-reload)" in forced.stdout
+        assert httpd.generations() > generations
+    finally:
+        _stop_daemon(stopped)
+        stop_apache(stopped)
+        stop_apache(httpd)
+
+
+def test_the_default_reload_never_starts_a_stopped_system_apache(
+    settings, server_factory, tmp_path
+):
+    """`apachectl graceful` (the default) starts a stopped Apache and exits 0. Here a fake
+    `apachectl` does just that to a stopped Apache of the test's own; sync-crl must not run
+    it while the system Apache's PidFile names no running process."""
+    from .conftest import free_port
+
+    system = apache.system_apache()
+    if system is None:
+        pytest.skip("no system Apache configuration here")
+    if system.pidfile.exists():
+        pytest.skip(f"{system.pidfile} exists: the system Apache may be running")
+    CertificateAuthority.setup(settings)
+    server = server_factory(settings)
+    master = tmp_path / "master"
+    master.mkdir()
+    (master / "ca.pem").write_bytes(server.cacert.read_bytes())
+    port = free_port()
+    stopped = start_apache(f"Listen 127.0.0.1:{port}\n", port, ("ssl",))
+    stopped.stop()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "apachectl"
+    fake.write_text(f"#!/bin/sh\nexec {shlex.join(stopped.graceful_command)}\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    try:
+        result = _run(_sync_args(server.url, master / "ca.pem", master / "crl.pem"), env=env)
+        assert result.returncode == 9, result.stdout + result.stderr
+        assert f"--apache-pidfile {system.pidfile}" in result.stderr
+        assert not (stopped.root / "httpd.pid").exists()  # the fake apachectl never ran
+        assert (master / "crl.pem").read_bytes() == (settings.cadir / "ca_crl.pem").read_bytes()
+    finally:
+        _stop_daemon(stopped)
+        stop_apache(stopped)

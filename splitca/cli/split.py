@@ -21,7 +21,16 @@ import click
 
 from .. import _fs, apache, pki
 from ..config import parse_duration
-from ..crlsync import CHECKS, EXIT_UNCHANGED, EXIT_UPDATED, SyncConfig, SyncResult, sync_once, watch
+from ..crlsync import (
+    CHECKS,
+    DEFAULT_RELOAD_COMMAND,
+    EXIT_UNCHANGED,
+    EXIT_UPDATED,
+    SyncConfig,
+    SyncResult,
+    sync_once,
+    watch,
+)
 from ..errors import ConfigError, SplitCAError
 from ._base import Ctx, cli, echo_json, exit_code_for, format_option, pass_ctx
 
@@ -99,7 +108,7 @@ def _default_python_home() -> Path | None:
     return None
 
 
-def find_apache(given: str | None) -> str:
+def find_apache(given: str | None, *, option: str = "--check") -> str:
     for name in [given] if given else APACHE_BINARIES:
         assert name is not None
         found = shutil.which(name) or next(
@@ -108,7 +117,7 @@ def find_apache(given: str | None) -> str:
         if found:
             return found
     raise ConfigError(
-        f"--check: Apache not found ({given or ' or '.join(APACHE_BINARIES)}); pass --apache-bin"
+        f"{option}: Apache not found ({given or ' or '.join(APACHE_BINARIES)}); pass --apache-bin"
     )
 
 
@@ -256,7 +265,15 @@ def config_test(text: str, modules: tuple[str, ...], *, apache_bin: str, modules
     help="Write here (atomically) instead of stdout.",
 )
 @click.option("--check", is_flag=True, help="Run Apache's config test on the result first.")
-@click.option("--apache-bin", help="Apache binary for --check (default: apache2 or httpd).")
+@click.option(
+    "--apache-conf",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The server config (httpd.conf) of the Apache that includes this site, when it is "
+    "not the system Apache: the reload printed for sync-crl is then this Apache's (master).",
+)
+@click.option(
+    "--apache-bin", help="Apache binary for --check and --apache-conf (default: apache2 or httpd)."
+)
 @click.option(
     "--modules-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -289,6 +306,7 @@ def apache_config(
     threads: int,
     output: Path | None,
     check: bool,
+    apache_conf: Path | None,
     apache_bin: str | None,
     modules_dir: Path | None,
 ) -> None:
@@ -304,7 +322,10 @@ def apache_config(
           --server-name ca.example.com --output /etc/apache2/sites-available/puppet-ca.conf
 
     Values that could break or inject into the config (spaces, quotes, newlines,
-    '$', '%') are refused. See docs/split-ca.md for the whole deployment.
+    '$', '%') are refused. For a compile master it also prints (on stderr) how
+    'splitca sync-crl' reloads the Apache this site belongs to: the system Apache's
+    when --output is in its configuration, else the one --apache-conf names. See
+    docs/split-ca.md for the whole deployment.
     """
     rendered: apache.MasterSite | apache.CASite
     if site == "master":
@@ -368,11 +389,59 @@ def apache_config(
             modules_dir=find_modules_dir(modules_dir),
         )
         click.echo("Apache's config test passed.", err=True)
+    hint = None
+    if isinstance(rendered, apache.MasterSite):
+        hint = reload_hint(output, apache_conf, apache_bin)  # before writing: it may fail
     if output is None:
         click.echo(text, nl=False)
     else:
         _fs.atomic_write(output, text.encode("utf-8"), mode=0o644)
         click.echo(f"Wrote {output}", err=True)
+    if hint:
+        click.echo(hint, err=True)
+
+
+RELOAD_HINT = "sync-crl reloads this Apache with: "
+
+
+def reload_hint(output: Path | None, apache_conf: Path | None, apache_bin: str | None) -> str:
+    """How sync-crl reloads the Apache a master site is for: ``--reload-command`` and
+    ``--apache-pidfile``, exact for the system Apache or the one *apache_conf* names."""
+    system = apache.system_apache(apache_conf or output) if (apache_conf or output) else None
+    if apache_conf is not None and system is None:
+        binary = find_apache(apache_bin, option="--apache-conf")
+        command: tuple[str, ...] = (binary, "-f", str(apache_conf.absolute()), "-k", "graceful")
+        pidfile = apache_pidfile_of(binary, apache_conf)
+    elif system is not None:
+        command, pidfile = system.reload_command, system.pidfile
+    else:
+        return (
+            "sync-crl must reload the Apache that includes this site: run this again with "
+            "--apache-conf (that Apache's httpd.conf) for its --reload-command and "
+            "--apache-pidfile, or --output into the system Apache's configuration"
+        )
+    return f"{RELOAD_HINT}--reload-command {shlex.quote(shlex.join(command))} " + shlex.join(
+        ["--apache-pidfile", str(pidfile)]
+    )
+
+
+def apache_pidfile_of(apache_bin: str, conf: Path) -> Path:
+    """The PidFile of the Apache run with ``-f conf``, as Apache itself reports it."""
+    try:
+        proc = subprocess.run(
+            [apache_bin, "-f", str(conf.absolute()), "-t", "-D", "DUMP_RUN_CFG"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"--apache-conf: could not run {apache_bin}: {exc}") from None
+    for line in proc.stdout.splitlines():
+        if line.startswith("PidFile: "):
+            return Path(line.split(": ", 1)[1].strip().strip('"'))
+    output = " ".join((proc.stderr + proc.stdout).split())[:300]
+    raise ConfigError(f"--apache-conf: Apache does not report a PidFile for {conf}: {output}")
 
 
 def _default_name() -> str:
@@ -387,14 +456,16 @@ def _default_name() -> str:
 _EXIT_HELP = f"""\b
 Exit codes (for timers and monitoring):
   {EXIT_UNCHANGED}   the installed CRL is current; nothing changed
-  {EXIT_UPDATED}  a new CRL was installed (and the reload command ran)
+  {EXIT_UPDATED}  a new CRL was installed (and Apache reloaded), or --force-reload reloaded
   2   bad arguments, or --ca-cert unreadable
   5   a --dest file could not be written (or another sync of them is stuck)
   6   the CA could not be reached or answered an error; installed CRL kept
   7   the CA's CRL was rejected (the message names the check); installed CRL kept
   8   STALE: the installed CRL is expired or near its nextUpdate and no fresh one
       could be had (takes precedence over 6 and 7)
-  9   a new CRL was installed but the reload command failed
+  9   the CRL is installed but the reload failed or could not be confirmed (Apache
+      not running, or it did not re-read its configuration); it stays pending and the
+      next run retries it
 \b
 Checks a CRL must pass: {", ".join(CHECKS)}.
 """
@@ -431,18 +502,40 @@ Checks a CRL must pass: {", ".join(CHECKS)}.
 )
 @click.option(
     "--reload-command",
-    default="apachectl graceful",
-    show_default=True,
-    help="Run (no shell) after the CRL changed; '' for none.",
+    help="Run (no shell) after the CRL changed; '' for none. Default: 'apachectl graceful' "
+    "for the system Apache, confirmed through its PidFile.",
+)
+@click.option(
+    "--apache-pidfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PidFile of the Apache that serves the CRL: reload only while it runs, and count the "
+    "reload as done only once it re-read its configuration. Default: the system Apache's with "
+    "the default --reload-command, none with another.",
+)
+@click.option(
+    "--force-reload", is_flag=True, help="Reload even if the CRL did not change (exit 10)."
 )
 @click.option("--no-reload", is_flag=True, help="Never run the reload command.")
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per fetch.")
+@click.option(
+    "--reload-timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Seconds the reload command and its confirmation may take.",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds for the whole fetch: connecting, reading, parsing and verifying the CRL.",
+)
 @click.option(
     "--max-bytes",
     type=int,
     default=16 * 1024 * 1024,
     show_default=True,
-    help="Refuse a CRL answer larger than this.",
+    help="Refuse a CRL answer larger than this, as sent or as decoded (gzip).",
 )
 @click.option(
     "--warn-before",
@@ -475,8 +568,11 @@ def sync_crl(
     client_cert: Path | None,
     client_key: Path | None,
     legacy_environment: str | None,
-    reload_command: str,
+    reload_command: str | None,
+    apache_pidfile: Path | None,
+    force_reload: bool,
     no_reload: bool,
+    reload_timeout: float,
     timeout: float,
     max_bytes: int,
     warn_before: str | None,
@@ -493,10 +589,7 @@ def sync_crl(
     CRL number not lower than the installed one, and not be expired; otherwise the
     installed file is left alone.
     """
-    try:
-        command = tuple(shlex.split(reload_command)) if not no_reload else ()
-    except ValueError as exc:
-        raise ConfigError(f"--reload-command: {exc}") from None
+    command, pidfile = _reload_of(reload_command, apache_pidfile, no_reload)
     cfg = SyncConfig(
         ca_url=ca_url,
         ca_cert=ca_cert,
@@ -507,6 +600,9 @@ def sync_crl(
         timeout=timeout,
         max_bytes=max_bytes,
         reload_command=command,
+        reload_timeout=reload_timeout,
+        apache_pidfile=pidfile,
+        force_reload=force_reload,
         warn_before=parse_duration(warn_before, key="--warn-before") if warn_before else None,
         state_file=state_file,
         conditional=not no_conditional,
@@ -531,6 +627,30 @@ def sync_crl(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     watch(cfg, seconds, stop=stop, report=lambda r: _report(r, fmt))
+
+
+def _reload_of(
+    reload_command: str | None, apache_pidfile: Path | None, no_reload: bool
+) -> tuple[tuple[str, ...], Path | None]:
+    """The reload command and the PidFile that confirms it, from the options."""
+    if no_reload:
+        return (), None
+    if reload_command is not None:
+        try:
+            return tuple(shlex.split(reload_command)), apache_pidfile
+        except ValueError as exc:
+            raise ConfigError(f"--reload-command: {exc}") from None
+    if apache_pidfile is not None:
+        return DEFAULT_RELOAD_COMMAND, apache_pidfile
+    system = apache.system_apache()
+    if system is None:
+        known = " or ".join(str(a.config_dir) for a in apache.SYSTEM_APACHES)
+        raise ConfigError(
+            f"--reload-command: there is no system Apache here (no {known}): give the "
+            "--reload-command and --apache-pidfile of the Apache that serves the CRL (as "
+            "'splitca apache-config' prints them), or --no-reload"
+        )
+    return system.reload_command, system.pidfile
 
 
 def _report(result: SyncResult | SplitCAError, fmt: str) -> None:
