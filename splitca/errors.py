@@ -61,6 +61,10 @@ class StoreError(SplitCAError):
     """The cadir is missing, corrupt, or could not be written (for example a full disk)."""
 
 
+class UnsafePath(StoreError):
+    """A path splitca would write is a symbolic link: refused, never followed."""
+
+
 class RemoteError(SplitCAError):
     """A remote service (the CA, a registry) failed or answered something unusable."""
 
