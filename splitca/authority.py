@@ -135,12 +135,26 @@ class CertificateAuthority:
 
     # --- setup ---------------------------------------------------------------------------
     @classmethod
-    def setup(cls, settings: Settings, *, clock: Callable[[], dt.datetime] = utcnow) -> SetupResult:
-        """Create a CA in an empty cadir; change nothing if one exists.
+    def setup(
+        cls,
+        settings: Settings,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+        server_identity: bool = False,
+    ) -> SetupResult:
+        """Create a CA, with the CA server's TLS identity, in an empty cadir.
+
+        If a CA exists (one imported from puppetserver, say) nothing at all is written,
+        unless *server_identity*: then the CA server's certificate is issued if it is
+        missing, never replacing a certificate file (see :meth:`_ensure_server_identity`).
 
         Raises:
           StoreError: the cadir holds part of a CA (never overwritten).
+          Conflict: *server_identity*, and a certificate for the certname already exists.
         """
+        if CADir(settings.cadir).is_initialised():
+            # Looked at before anything is created: re-running setup changes no byte.
+            return cls._setup_existing(settings, clock=clock, server_identity=server_identity)
         ca = cls(settings, clock=clock)
         cadir = ca.cadir
         cadir.ensure_dirs()
@@ -148,10 +162,8 @@ class CertificateAuthority:
             present = [
                 p for p in (cadir.cacert, cadir.cakey, cadir.cacrl, cadir.serial_file) if p.exists()
             ]
-            if len(present) == 4:
-                msgs = [f"CA already exists in {cadir.root}; nothing changed."]
-                msgs += ca._ensure_server_identity()
-                return SetupResult(False, msgs)
+            if len(present) == 4:  # a concurrent setup made it meanwhile
+                return cls._setup_existing(settings, clock=clock, server_identity=server_identity)
             if present:
                 raise StoreError(
                     f"Cannot initialize CA with partial state in {cadir.root}: found "
@@ -201,20 +213,86 @@ class CertificateAuthority:
             )
             return SetupResult(True, msgs)
 
+    @classmethod
+    def _setup_existing(
+        cls, settings: Settings, *, clock: Callable[[], dt.datetime], server_identity: bool
+    ) -> SetupResult:
+        if not server_identity:
+            msgs = [f"CA already exists in {settings.cadir}; nothing changed."]
+            if hint := _server_identity_hint(settings):
+                msgs.append(hint)
+            return SetupResult(False, msgs)
+        ca = cls.open(settings, clock=clock)
+        with ca.cadir.lock("setup")():
+            msgs = [f"CA already exists in {settings.cadir}."]
+            return SetupResult(False, msgs + ca._ensure_server_identity())
+
     def _ensure_server_identity(self) -> list[str]:
-        """The CA host's own TLS certificate (with pp_cli_auth, as puppetserver's), made once."""
+        """The CA host's own TLS certificate (with pp_cli_auth, as puppetserver's), made once.
+
+        Never replaces a certificate file: if signed/<certname>.pem exists (an imported
+        puppetserver CA holds its own host's certificate there) this is a Conflict. The
+        key is written before the certificate is issued, so a run that stops half-way is
+        finished by the next one (with that key) instead of blocking the name.
+
+        Raises:
+          Conflict: a certificate for the certname exists, or server/cert.pem without its key.
+          StoreError: configured server_cert/server_key are missing, or a write failed.
+        """
         cert_path = self.settings.effective_server_cert
         key_path = self.settings.effective_server_key
-        if cert_path.exists() and key_path.exists():
-            return []
-        if self.settings.server_cert is not None:
+        have_cert, have_key = os.path.lexists(cert_path), os.path.lexists(key_path)
+        if have_cert and have_key:
+            return [f"The CA server's certificate {cert_path} exists; nothing changed."]
+        if self.settings.server_cert is not None or self.settings.server_key is not None:
             raise StoreError(f"server_cert {cert_path} or server_key {key_path} does not exist")
+        if have_cert:
+            raise Conflict(
+                f"{cert_path} exists but its key {key_path} does not; splitca never replaces a "
+                f"certificate file: restore the key, or move {cert_path} away"
+            )
+        certname = self.settings.certname
+        signed = self.cadir.cert_path(certname)
+        key: CertificateIssuerPrivateKeyTypes | None = None
+        if have_key:  # a run that stopped half-way: finish it with the key it wrote
+            try:
+                key = pki.load_private_key(key_path.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise StoreError(f"cannot read the CA server's key {key_path}: {exc}") from exc
+            existing = _fs.read_bytes(signed)
+            if existing is not None:
+                try:
+                    certs = pki.load_certificates(existing)
+                except ValueError:
+                    certs = []
+                if certs and pki.public_key_pem(certs[0].public_key()) == pki.public_key_pem(
+                    key.public_key()
+                ):
+                    self.cadir.write_public(cert_path, existing)
+                    return [f"Installed the CA server's certificate {cert_path} ({signed})."]
+        if os.path.lexists(signed):
+            raise Conflict(
+                f"{signed} already exists (on a CA imported from puppetserver it is puppetserver's "
+                f"own certificate for {certname}); splitca never replaces a certificate. Set "
+                "server_cert and server_key to that certificate and its key, or give this CA "
+                "server another name with --certname"
+            )
+        wrote_key = False
+        if key is None:
+            key = pki.generate_private_key("rsa", rsa_bits=4096)
+            try:
+                key_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create {key_path.parent}: {exc.strerror}") from exc
+            self.cadir.write_key(key_path, pki.private_key_pem(key), mode=PRIVATE_MODE)
+            wrote_key = True
         alt = pki.parse_alt_names(self.settings.dns_alt_names)
-        key_pem, cert = self.generate(
-            self.settings.certname, alt_names=alt, ca_client=True, actor=SYSTEM, replace=True
-        )
-        cert_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-        self.cadir.write_key(key_path, key_pem, mode=PRIVATE_MODE)
+        try:
+            _, cert = self.generate(certname, alt_names=alt, ca_client=True, actor=SYSTEM, key=key)
+        except BaseException:
+            if wrote_key:  # nothing was issued: leave nothing behind
+                _unlink(key_path)
+            raise
         self.cadir.write_public(cert_path, pki.pem(cert))
         names = ", ".join(
             pki.general_name_str(n)
@@ -598,10 +676,13 @@ class CertificateAuthority:
         key_size: int = 4096,
         actor: Actor = SYSTEM,
         replace: bool = False,
+        key: CertificateIssuerPrivateKeyTypes | None = None,
     ) -> tuple[bytes, x509.Certificate]:
         """Make a key and a certificate for *certname* here (trusted: SANs allowed).
 
         ``ca_client`` adds ``pp_cli_auth`` so the certificate can administer this CA.
+        With *key* (one the caller has already saved) no key is made: the certificate
+        is for that key, so a failure after issuing cannot lose it.
 
         Raises:
           Conflict: a certificate or CSR for *certname* already exists.
@@ -616,7 +697,8 @@ class CertificateAuthority:
                         f"{certname} already has a {state} certificate; "
                         f"run 'splitca clean {certname}' first to replace it"
                     )
-            key = pki.generate_private_key(key_type, rsa_bits=key_size)
+            if key is None:
+                key = pki.generate_private_key(key_type, rsa_bits=key_size)
             exts = (pki.cli_auth_extension(),) if ca_client else ()
             approved = Approved(certname, key.public_key(), tuple(alt_names), exts)
             cert = self._issue(approved, ttl=None)
@@ -875,6 +957,20 @@ class CertificateAuthority:
             self.index.delete_csr(conn, certname)
             self.index.record(conn, "signed", "requests")
         self.audit.event("delete", actor, certname=certname)
+
+
+def _server_identity_hint(settings: Settings) -> str | None:
+    """What to do if the CA server has no TLS certificate (None if it has one)."""
+    cert, key = settings.effective_server_cert, settings.effective_server_key
+    if cert.exists() and key.exists():
+        return None
+    missing = cert if not cert.exists() else key
+    if settings.server_cert is not None or settings.server_key is not None:
+        return f"{missing} (server_cert/server_key) does not exist; 'splitca serve' needs it."
+    return (
+        f"The CA server has no TLS certificate ({missing} is missing); "
+        "'splitca setup --server-identity' issues one."
+    )
 
 
 def _unlink(path: os.PathLike[str]) -> None:

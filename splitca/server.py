@@ -34,6 +34,18 @@ def build_ssl_context(settings: Settings) -> ssl.SSLContext:
     """TLS 1.2+, the CA server's certificate, client certificates optional and verified against the CA."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    configured = settings.server_cert is not None or settings.server_key is not None
+    for path in (settings.effective_server_cert, settings.effective_server_key):
+        if not path.exists():
+            raise StoreError(
+                f"the CA server's TLS certificate or key {path} does not exist; "
+                + (
+                    "check server_cert and server_key"
+                    if configured
+                    else "run 'splitca setup --server-identity' to issue them "
+                    "(or set server_cert and server_key)"
+                )
+            )
     try:
         ctx.load_cert_chain(str(settings.effective_server_cert), str(settings.effective_server_key))
         ctx.load_verify_locations(cafile=str(settings.cadir / "ca_crt.pem"))
@@ -41,7 +53,7 @@ def build_ssl_context(settings: Settings) -> ssl.SSLContext:
         raise StoreError(
             f"cannot load the server's TLS certificate {settings.effective_server_cert} or key "
             f"{settings.effective_server_key}: {getattr(exc, 'strerror', None) or exc}. "
-            "Run 'splitca setup' to issue them, or set server_cert and server_key."
+            "Run 'splitca setup --server-identity' to issue them, or set server_cert and server_key."
         ) from exc
     ctx.verify_mode = ssl.CERT_OPTIONAL  # agents bootstrap without a certificate
     return ctx

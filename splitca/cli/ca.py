@@ -45,6 +45,12 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
     "--ec-curve", type=click.Choice(["P-256", "P-384"]), help="EC curve with --key-type ec."
 )
 @click.option("--ca-ttl", help="CA certificate lifetime, e.g. 5y or 15y (default 5y).")
+@click.option(
+    "--server-identity",
+    is_flag=True,
+    help="For a CA that already exists (imported from puppetserver, say): issue this host's "
+    "TLS certificate if it is missing. Refused if signed/CERTNAME.pem exists.",
+)
 @format_option
 @pass_ctx
 def setup(
@@ -56,14 +62,20 @@ def setup(
     key_size: int | None,
     ec_curve: str | None,
     ca_ttl: str | None,
+    server_identity: bool,
     fmt: str,
 ) -> None:
     """Create a CA in the cadir (puppetserver's layout). Safe to re-run.
 
     Writes ca_crt.pem, ca_key.pem (0640), ca_pub.pem, ca_crl.pem, serial,
     inventory.txt, signed/ and requests/, plus this host's TLS certificate with
-    pp_cli_auth. If a CA already exists nothing is changed; a partial CA is
-    reported and never overwritten.
+    pp_cli_auth (server/cert.pem, server/key.pem). If a CA already exists not a
+    byte is changed; a partial CA is reported and never overwritten.
+
+    \b
+    An existing CA without splitca's server certificate (puppetserver's cadir):
+      splitca --cadir DIR setup --server-identity --certname ca.example.com
+    issues it (and never replaces a certificate file).
     """
     c.override(
         certname=certname,
@@ -74,7 +86,7 @@ def setup(
         ec_curve=ec_curve,
         ca_ttl=ca_ttl,
     )
-    result = CertificateAuthority.setup(c.settings)
+    result = CertificateAuthority.setup(c.settings, server_identity=server_identity)
     if fmt == "json":
         echo_json(
             {"created": result.created, "cadir": str(c.settings.cadir), "messages": result.messages}
