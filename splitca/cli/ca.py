@@ -11,11 +11,11 @@ from pathlib import Path
 import click
 from cryptography import x509
 
-from .. import pki
+from .. import _fs, pki
 from ..audit import Actor
 from ..authority import CertificateAuthority
 from ..config import parse_duration
-from ..errors import ConfigError, InvalidRequest, NotFound, SplitCAError
+from ..errors import ConfigError, InvalidRequest, NotFound, SplitCAError, StoreError
 from ..index import Row
 from ._base import Ctx, cli, echo_json, format_option, pass_ctx
 
@@ -395,25 +395,41 @@ def generate(
         raise InvalidRequest(f"--dns-alt-names: {exc}") from None
     if key_type == "rsa" and key_size not in (2048, 3072, 4096):
         raise ConfigError("--key-size: must be 2048, 3072 or 4096")
+    if problem := pki.certname_problem(certname):
+        raise InvalidRequest(f"{certname!r}: {problem}")
     out = ssldir or Path(f"{certname}-ssl")
-    key_pem, cert = c.ca.generate(
-        certname,
-        alt_names=alt_names,
-        ca_client=ca_client,
-        key_type=key_type,
-        key_size=key_size,
-        actor=CLI_ACTOR,
-    )
-    for sub in ("private_keys", "certs"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    (out / "private_keys").chmod(0o750)
     paths = {
         "key": out / "private_keys" / f"{certname}.pem",
         "cert": out / "certs" / f"{certname}.pem",
         "ca": out / "certs" / "ca.pem",
         "crl": out / "crl.pem",
     }
-    c.ca.cadir.write_key(paths["key"], key_pem, mode=0o600)
+    # The destination is made, and the key written to it, before anything is issued:
+    # a bad --ssldir costs nothing, and an issued certificate always has its key.
+    try:
+        for sub in ("private_keys", "certs"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        (out / "private_keys").chmod(0o750)
+    except OSError as exc:
+        raise StoreError(
+            f"--ssldir: cannot create {exc.filename or out}: {exc.strerror or exc}"
+        ) from None
+    key = pki.generate_private_key(key_type, rsa_bits=key_size)
+    staged = _fs.stage(paths["key"], pki.private_key_pem(key), mode=0o600)
+    try:
+        _, cert = c.ca.generate(
+            certname,
+            alt_names=alt_names,
+            ca_client=ca_client,
+            key_type=key_type,
+            key_size=key_size,
+            actor=CLI_ACTOR,
+            key=key,
+        )
+    except BaseException:
+        _fs.discard(staged)
+        raise
+    _fs.publish(staged, paths["key"])
     c.ca.cadir.write_public(paths["cert"], pki.pem(cert))
     c.ca.cadir.write_public(paths["ca"], c.ca.ca_certificate_pem())
     c.ca.cadir.write_public(paths["crl"], c.ca.crl_pem())
