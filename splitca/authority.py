@@ -785,7 +785,7 @@ class CertificateAuthority:
                 missing.append(name)
         all_serials = {s for ss in found.values() for s in ss}
         if all_serials:
-            added = self._add_to_crl(all_serials, reason)
+            added = self._add_to_crl(all_serials, reason, actor=actor)
             for name, serials in found.items():
                 self.audit.event(
                     "revoke",
@@ -797,7 +797,9 @@ class CertificateAuthority:
                 )
         return found, missing
 
-    def _add_to_crl(self, serials: set[int], reason: x509.ReasonFlags) -> set[int]:
+    def _add_to_crl(
+        self, serials: set[int], reason: x509.ReasonFlags, *, actor: Actor = SYSTEM
+    ) -> set[int]:
         with self.cadir.lock("crl")():
             current = self.index.revocation_rows()
             known = {row[0] for row in current}
@@ -806,7 +808,7 @@ class CertificateAuthority:
             if new:
                 when, code = now.timestamp(), pki.reason_code(reason)
                 rows = current + [(e.serial, when, code) for e in new]
-                self._write_crl(rows, now, added=new)
+                self._write_crl(rows, now, added=new, actor=actor, reason=reason.name)
         return {e.serial for e in new}
 
     def _write_crl(
@@ -815,11 +817,19 @@ class CertificateAuthority:
         now: dt.datetime,
         *,
         added: list[pki.Revocation] | None = None,
+        actor: Actor = SYSTEM,
+        reason: str | None = None,
     ) -> int:
         """Sign and atomically install a new CA CRL (caller holds the crl lock); its number.
 
         *entries* are (serial, unix time, CRLReason code). With *added*, only those
         are new to the index; otherwise the index's revocations are replaced.
+
+        Once the file is installed the CRL is in effect (it is what is served), so a
+        ``crl-published`` audit event is written at once, and a failure to update the
+        index afterwards (a full disk) does not fail the call: it is logged, and the
+        index catches up from the file on its next refresh (its stamp for the CRL is
+        recorded only when the index commits).
         """
         key, ca_cert = self.signing_material()
         number = self.index.crl_number() + 1
@@ -839,13 +849,35 @@ class CertificateAuthority:
             if pki.crl_header(block).issuer != issuer:
                 data += block + b"\n"
         tmp = self.cadir.stage(self.cadir.cacrl, data)
-        with self.index.transaction() as conn:
-            _fs.publish(tmp, self.cadir.cacrl)
-            if added is not None:
-                self.index.add_revoked(conn, added, number)
-            else:
-                self.index.replace_revocation_rows(conn, entries, number)
-            self.index.record(conn, "crl")
+        installed = False
+        try:
+            with self.index.transaction() as conn:
+                _fs.publish(tmp, self.cadir.cacrl)
+                installed = True
+                fields: dict[str, object] = {"crl_number": number, "entries": len(entries)}
+                if added:
+                    fields["revoked"] = [e.serial for e in added]
+                if reason is not None:
+                    fields["reason"] = reason
+                if not self.audit.event("crl-published", actor, **fields):
+                    log.error("CRL number %d is in effect but its audit record is lost", number)
+                if added is not None:
+                    self.index.add_revoked(conn, added, number)
+                else:
+                    self.index.replace_revocation_rows(conn, entries, number)
+                self.index.record(conn, "crl")
+        except BaseException as exc:
+            if not installed:
+                _fs.discard(tmp)
+                raise
+            if not isinstance(exc, StoreError):
+                raise
+            log.warning(
+                "CRL number %d is installed and in effect, but the index could not be updated "
+                "(%s); it catches up from the CRL file on its next refresh",
+                number,
+                exc,
+            )
         log.info("Published CRL number %d with %d entries", number, len(entries))
         return number
 
@@ -907,7 +939,7 @@ class CertificateAuthority:
                 pruned = len(entries) - len(kept)
                 entries = kept
             # Nothing pruned: the index's revocations stay as they are (only the number moves).
-            number = self._write_crl(entries, now, added=None if pruned else [])
+            number = self._write_crl(entries, now, added=None if pruned else [], actor=actor)
         self.audit.event(
             "crl-refresh",
             actor,
