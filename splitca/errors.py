@@ -65,6 +65,10 @@ class UnsafePath(StoreError):
     """A path splitca would write is a symbolic link: refused, never followed."""
 
 
+class ListenError(SplitCAError):
+    """The server cannot listen on its address and port (in use, not permitted, unknown host)."""
+
+
 class RemoteError(SplitCAError):
     """A remote service (the CA, a registry) failed or answered something unusable."""
 
