@@ -193,6 +193,10 @@ def test_generate_to_an_unusable_ssldir_issues_nothing(tmp_path: Path) -> None:
     key = pki.load_private_key((tmp_path / "ssl" / "private_keys" / "node1.pem").read_bytes())
     cert = x509.load_pem_x509_certificate((tmp_path / "ssl" / "certs" / "node1.pem").read_bytes())
     assert pki.public_key_pem(cert.public_key()) == pki.public_key_pem(key.public_key())
+    # Refused (the name is taken): no directories are left behind either.
+    again = generate(config, tmp_path / "other" / "ssl")
+    assert again.exit_code == 4 and "already has a signed certificate" in one_line_error(again)
+    assert not (tmp_path / "other").exists()
 
 
 # --- no write through a symlink ---------------------------------------------------------------------
@@ -227,6 +231,7 @@ def test_cli_refuses_a_planted_symlink_and_leaves_its_target_alone(
     assert target.read_bytes() == b"root's file\n"
     assert link.is_symlink()
     assert not (settings.cadir / "signed" / "node1.pem").exists()
+    assert not (tmp_path / "ssl").exists()
 
 
 def test_append_never_follows_a_symlink(tmp_path: Path) -> None:

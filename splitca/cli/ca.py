@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -404,35 +405,44 @@ def generate(
         "ca": out / "certs" / "ca.pem",
         "crl": out / "crl.pem",
     }
-    # The destination is made, and the key written to it, before anything is issued:
-    # a bad --ssldir costs nothing, and an issued certificate always has its key.
+    ca = c.ca  # a CA that cannot be opened fails before anything is made
+    # The destination is made, and the key written to it, before anything is issued: a bad
+    # --ssldir costs nothing, an issued certificate always has its key, and a failure
+    # removes the directories this command made.
+    made = [d for d in (out / "private_keys", out / "certs", out, *out.parents) if not d.exists()]
     try:
-        for sub in ("private_keys", "certs"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
-        (out / "private_keys").chmod(0o750)
-    except OSError as exc:
-        raise StoreError(
-            f"--ssldir: cannot create {exc.filename or out}: {exc.strerror or exc}"
-        ) from None
-    key = pki.generate_private_key(key_type, rsa_bits=key_size)
-    staged = _fs.stage(paths["key"], pki.private_key_pem(key), mode=0o600)
-    try:
-        _, cert = c.ca.generate(
-            certname,
-            alt_names=alt_names,
-            ca_client=ca_client,
-            key_type=key_type,
-            key_size=key_size,
-            actor=CLI_ACTOR,
-            key=key,
-        )
+        try:
+            for sub in ("private_keys", "certs"):
+                (out / sub).mkdir(parents=True, exist_ok=True)
+            (out / "private_keys").chmod(0o750)
+        except OSError as exc:
+            raise StoreError(
+                f"--ssldir: cannot create {exc.filename or out}: {exc.strerror or exc}"
+            ) from None
+        key = pki.generate_private_key(key_type, rsa_bits=key_size)
+        staged = _fs.stage(paths["key"], pki.private_key_pem(key), mode=0o600)
+        try:
+            _, cert = ca.generate(
+                certname,
+                alt_names=alt_names,
+                ca_client=ca_client,
+                key_type=key_type,
+                key_size=key_size,
+                actor=CLI_ACTOR,
+                key=key,
+            )
+        except BaseException:
+            _fs.discard(staged)
+            raise
     except BaseException:
-        _fs.discard(staged)
+        for d in sorted(made, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only if empty: never anything that was there before
         raise
     _fs.publish(staged, paths["key"])
-    c.ca.cadir.write_public(paths["cert"], pki.pem(cert))
-    c.ca.cadir.write_public(paths["ca"], c.ca.ca_certificate_pem())
-    c.ca.cadir.write_public(paths["crl"], c.ca.crl_pem())
+    ca.cadir.write_public(paths["cert"], pki.pem(cert))
+    ca.cadir.write_public(paths["ca"], ca.ca_certificate_pem())
+    ca.cadir.write_public(paths["crl"], ca.crl_pem())
     if fmt == "json":
         echo_json(
             {
