@@ -265,8 +265,11 @@ class CertificateAuthority:
                     certs = pki.load_certificates(existing)
                 except ValueError:
                     certs = []
-                if certs and pki.public_key_pem(certs[0].public_key()) == pki.public_key_pem(
-                    key.public_key()
+                if (
+                    certs
+                    and pki.public_key_pem(certs[0].public_key())
+                    == pki.public_key_pem(key.public_key())
+                    and self.state_of(certname) == "signed"  # not revoked meanwhile
                 ):
                     self.cadir.write_public(cert_path, existing)
                     return [f"Installed the CA server's certificate {cert_path} ({signed})."]
@@ -999,9 +1002,16 @@ def _server_identity_hint(settings: Settings) -> str | None:
     missing = cert if not cert.exists() else key
     if settings.server_cert is not None or settings.server_key is not None:
         return f"{missing} (server_cert/server_key) does not exist; 'splitca serve' needs it."
+    taken = CADir(settings.cadir).cert_path(settings.certname)
+    if os.path.lexists(taken):
+        return (
+            f"The CA server has no TLS certificate ({missing} is missing), and {taken} exists "
+            "(splitca never replaces it): 'splitca setup --server-identity --certname NAME' "
+            "issues one under another name, or set server_cert and server_key."
+        )
     return (
         f"The CA server has no TLS certificate ({missing} is missing); "
-        "'splitca setup --server-identity' issues one."
+        f"'splitca setup --server-identity' issues one for {settings.certname}."
     )
 
 
