@@ -1,4 +1,9 @@
-"""Filesystem primitives: atomic writes with explicit modes, durable appends, cross-process locks."""
+"""Filesystem primitives: atomic writes with explicit modes, durable appends, cross-process locks.
+
+Nothing here writes through a symbolic link: every open for writing uses ``O_NOFOLLOW``
+(a planted link makes the operation fail with :class:`UnsafePath`, its target untouched),
+temporary files are created with ``O_EXCL``, and a rename replaces a link itself.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import LockTimeout, StoreError
+from .errors import LockTimeout, StoreError, UnsafePath
 
 __all__ = [
     "FileLock",
@@ -20,10 +25,42 @@ __all__ = [
     "atomic_write",
     "discard",
     "fsync_dir",
+    "open_nofollow",
     "publish",
     "read_bytes",
+    "refuse_symlink",
     "stage",
 ]
+
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _symlink_refused(path: os.PathLike[str] | str) -> UnsafePath:
+    return UnsafePath(
+        f"refusing to use {os.fspath(path)}: it is a symbolic link, and splitca never writes "
+        "through one (replace it with a regular file, and find out who made it)"
+    )
+
+
+def refuse_symlink(path: os.PathLike[str] | str) -> None:
+    """Raise :class:`UnsafePath` if *path* is a symbolic link (for paths opened by others: SQLite)."""
+    if os.path.islink(path):
+        raise _symlink_refused(path)
+
+
+def open_nofollow(path: os.PathLike[str] | str, flags: int, mode: int = 0o600) -> int:
+    """``os.open`` that never follows a symbolic link in the last component.
+
+    Raises:
+      UnsafePath: *path* is a symbolic link.
+      OSError: anything else.
+    """
+    try:
+        return os.open(path, flags | _NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            raise _symlink_refused(path) from None
+        raise
 
 
 def fsync_dir(path: Path) -> None:
@@ -46,8 +83,15 @@ def stage(
     must be on the same filesystem) so that staging leaves *path*'s directory alone.
     """
     tmp = (tmpdir or path.parent) / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            fd = open_nofollow(tmp, flags, mode)
+        except FileExistsError:
+            # Left by a crashed process that had our pid, or planted: unlink removes the
+            # entry itself (never a link's target), then create afresh, exclusively.
+            os.unlink(tmp)
+            fd = open_nofollow(tmp, flags, mode)
         try:
             os.fchmod(fd, mode)  # umask must not widen or narrow the mode we chose
             view = memoryview(data)
@@ -107,15 +151,13 @@ def append_line(path: Path, line: bytes, *, mode: int, durable: bool = True) -> 
     if not line.endswith(b"\n"):
         raise ValueError("append_line needs a newline-terminated record")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+        fd = open_nofollow(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode)
         try:
-            # If a previous crash left a torn last line, start ours on a fresh line.
+            # If a previous crash left a torn last line, start ours on a fresh line
+            # (read through the same descriptor: the file we append to, never another).
             size = os.fstat(fd).st_size
-            if size:
-                with open(path, "rb") as f:
-                    f.seek(size - 1)
-                    if f.read(1) != b"\n":
-                        line = b"\n" + line
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line
             try:
                 written = os.write(fd, line)
                 if written != len(line):
@@ -150,7 +192,7 @@ class SyncPoint:
             if ino == mark[0] and size >= mark[1]:
                 return  # another thread's fsync already covered it
             try:
-                fd = os.open(self.path, os.O_RDONLY)
+                fd = open_nofollow(self.path, os.O_RDONLY)
                 try:
                     st = os.fstat(fd)
                     os.fsync(fd)
@@ -230,7 +272,7 @@ class FileLock:
     def _open(self, slot: _Slot) -> int:
         if slot.fd is None:
             try:
-                slot.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                slot.fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             except OSError as exc:
                 raise StoreError(f"could not open lock {self.path}: {exc.strerror}") from exc
         return slot.fd
@@ -283,7 +325,7 @@ class FileLock:
                 self._drop(slot)
                 raise StoreError(f"could not lock {self.path}: {exc.strerror}") from exc
             try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+                same = os.fstat(fd).st_ino == os.lstat(self.path).st_ino
             except OSError:
                 same = False
             if same:

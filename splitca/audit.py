@@ -10,6 +10,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._fs import open_nofollow
+from .errors import UnsafePath
+
 __all__ = ["Actor", "AuditLog"]
 
 log = logging.getLogger(__name__)
@@ -44,16 +47,17 @@ class AuditLog:
     """Appends events as JSON lines with ``O_APPEND`` (one write per event, so lines never interleave).
 
     A failure to write the audit log is logged loudly but never fails the CA operation
-    that has already happened.
+    that has already happened. The log is never written through a symbolic link.
     """
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._lock = threading.Lock()
 
-    def event(self, event: str, actor: Actor = SYSTEM, **fields: object) -> None:
+    def event(self, event: str, actor: Actor = SYSTEM, **fields: object) -> bool:
+        """Record one event; False (and an error logged) if it could not be written."""
         if self.path is None:
-            return
+            return True
         record: dict[str, object] = {
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
             "event": event,
@@ -66,10 +70,15 @@ class AuditLog:
         line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
         try:
             with self._lock:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                fd = open_nofollow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
                 try:
-                    os.write(fd, line)
+                    if os.write(fd, line) != len(line):
+                        raise OSError("short write (disk full?)")
                 finally:
                     os.close(fd)
-        except OSError as exc:
-            log.error("could not write audit log %s: %s", self.path, exc)
+        except (OSError, UnsafePath) as exc:
+            log.error(
+                "could not write audit log %s (event %r not recorded): %s", self.path, event, exc
+            )
+            return False
+        return True

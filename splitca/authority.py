@@ -136,12 +136,26 @@ class CertificateAuthority:
 
     # --- setup ---------------------------------------------------------------------------
     @classmethod
-    def setup(cls, settings: Settings, *, clock: Callable[[], dt.datetime] = utcnow) -> SetupResult:
-        """Create a CA in an empty cadir; change nothing if one exists.
+    def setup(
+        cls,
+        settings: Settings,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+        server_identity: bool = False,
+    ) -> SetupResult:
+        """Create a CA, with the CA server's TLS identity, in an empty cadir.
+
+        If a CA exists (one imported from puppetserver, say) nothing at all is written,
+        unless *server_identity*: then the CA server's certificate is issued if it is
+        missing, never replacing a certificate file (see :meth:`_ensure_server_identity`).
 
         Raises:
           StoreError: the cadir holds part of a CA (never overwritten).
+          Conflict: *server_identity*, and a certificate for the certname already exists.
         """
+        if CADir(settings.cadir).is_initialised():
+            # Looked at before anything is created: re-running setup changes no byte.
+            return cls._setup_existing(settings, clock=clock, server_identity=server_identity)
         ca = cls(settings, clock=clock)
         cadir = ca.cadir
         cadir.ensure_dirs()
@@ -149,10 +163,8 @@ class CertificateAuthority:
             present = [
                 p for p in (cadir.cacert, cadir.cakey, cadir.cacrl, cadir.serial_file) if p.exists()
             ]
-            if len(present) == 4:
-                msgs = [f"CA already exists in {cadir.root}; nothing changed."]
-                msgs += ca._ensure_server_identity()
-                return SetupResult(False, msgs)
+            if len(present) == 4:  # a concurrent setup made it meanwhile
+                return cls._setup_existing(settings, clock=clock, server_identity=server_identity)
             if present:
                 raise StoreError(
                     f"Cannot initialize CA with partial state in {cadir.root}: found "
@@ -202,20 +214,89 @@ class CertificateAuthority:
             )
             return SetupResult(True, msgs)
 
+    @classmethod
+    def _setup_existing(
+        cls, settings: Settings, *, clock: Callable[[], dt.datetime], server_identity: bool
+    ) -> SetupResult:
+        if not server_identity:
+            msgs = [f"CA already exists in {settings.cadir}; nothing changed."]
+            if hint := _server_identity_hint(settings):
+                msgs.append(hint)
+            return SetupResult(False, msgs)
+        ca = cls.open(settings, clock=clock)
+        with ca.cadir.lock("setup")():
+            msgs = [f"CA already exists in {settings.cadir}."]
+            return SetupResult(False, msgs + ca._ensure_server_identity())
+
     def _ensure_server_identity(self) -> list[str]:
-        """The CA host's own TLS certificate (with pp_cli_auth, as puppetserver's), made once."""
+        """The CA host's own TLS certificate (with pp_cli_auth, as puppetserver's), made once.
+
+        Never replaces a certificate file: if signed/<certname>.pem exists (an imported
+        puppetserver CA holds its own host's certificate there) this is a Conflict. The
+        key is written before the certificate is issued, so a run that stops half-way is
+        finished by the next one (with that key) instead of blocking the name.
+
+        Raises:
+          Conflict: a certificate for the certname exists, or server/cert.pem without its key.
+          StoreError: configured server_cert/server_key are missing, or a write failed.
+        """
         cert_path = self.settings.effective_server_cert
         key_path = self.settings.effective_server_key
-        if cert_path.exists() and key_path.exists():
-            return []
-        if self.settings.server_cert is not None:
+        have_cert, have_key = os.path.lexists(cert_path), os.path.lexists(key_path)
+        if have_cert and have_key:
+            return [f"The CA server's certificate {cert_path} exists; nothing changed."]
+        if self.settings.server_cert is not None or self.settings.server_key is not None:
             raise StoreError(f"server_cert {cert_path} or server_key {key_path} does not exist")
+        if have_cert:
+            raise Conflict(
+                f"{cert_path} exists but its key {key_path} does not; splitca never replaces a "
+                f"certificate file: restore the key, or move {cert_path} away"
+            )
+        certname = self.settings.certname
+        signed = self.cadir.cert_path(certname)
+        key: CertificateIssuerPrivateKeyTypes | None = None
+        if have_key:  # a run that stopped half-way: finish it with the key it wrote
+            try:
+                key = pki.load_private_key(key_path.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise StoreError(f"cannot read the CA server's key {key_path}: {exc}") from exc
+            existing = _fs.read_bytes(signed)
+            if existing is not None:
+                try:
+                    certs = pki.load_certificates(existing)
+                except ValueError:
+                    certs = []
+                if (
+                    certs
+                    and pki.public_key_pem(certs[0].public_key())
+                    == pki.public_key_pem(key.public_key())
+                    and self.state_of(certname) == "signed"  # not revoked meanwhile
+                ):
+                    self.cadir.write_public(cert_path, existing)
+                    return [f"Installed the CA server's certificate {cert_path} ({signed})."]
+        if os.path.lexists(signed):
+            raise Conflict(
+                f"{signed} already exists (on a CA imported from puppetserver it is puppetserver's "
+                f"own certificate for {certname}); splitca never replaces a certificate. Set "
+                "server_cert and server_key to that certificate and its key, or give this CA "
+                "server another name with --certname"
+            )
+        wrote_key = False
+        if key is None:
+            key = pki.generate_private_key("rsa", rsa_bits=4096)
+            try:
+                key_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create {key_path.parent}: {exc.strerror}") from exc
+            self.cadir.write_key(key_path, pki.private_key_pem(key), mode=PRIVATE_MODE)
+            wrote_key = True
         alt = pki.parse_alt_names(self.settings.dns_alt_names)
-        key_pem, cert = self.generate(
-            self.settings.certname, alt_names=alt, ca_client=True, actor=SYSTEM, replace=True
-        )
-        cert_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-        self.cadir.write_key(key_path, key_pem, mode=PRIVATE_MODE)
+        try:
+            _, cert = self.generate(certname, alt_names=alt, ca_client=True, actor=SYSTEM, key=key)
+        except BaseException:
+            if wrote_key:  # nothing was issued: leave nothing behind
+                _unlink(key_path)
+            raise
         self.cadir.write_public(cert_path, pki.pem(cert))
         names = ", ".join(
             pki.general_name_str(n)
@@ -620,10 +701,13 @@ class CertificateAuthority:
         key_size: int = 4096,
         actor: Actor = SYSTEM,
         replace: bool = False,
+        key: CertificateIssuerPrivateKeyTypes | None = None,
     ) -> tuple[bytes, x509.Certificate]:
         """Make a key and a certificate for *certname* here (trusted: SANs allowed).
 
         ``ca_client`` adds ``pp_cli_auth`` so the certificate can administer this CA.
+        With *key* (one the caller has already saved) no key is made: the certificate
+        is for that key, so a failure after issuing cannot lose it.
 
         Raises:
           Conflict: a certificate or CSR for *certname* already exists.
@@ -638,7 +722,8 @@ class CertificateAuthority:
                         f"{certname} already has a {state} certificate; "
                         f"run 'splitca clean {certname}' first to replace it"
                     )
-            key = pki.generate_private_key(key_type, rsa_bits=key_size)
+            if key is None:
+                key = pki.generate_private_key(key_type, rsa_bits=key_size)
             exts = (pki.cli_auth_extension(),) if ca_client else ()
             approved = Approved(certname, key.public_key(), tuple(alt_names), exts)
             cert = self._issue(approved, ttl=None)
@@ -727,12 +812,12 @@ class CertificateAuthority:
         """
         names = list(certnames)
         with self._names_locked(n for n in names if pki.is_safe_name(n)):
-            found, missing, added = self._revoke_held(names, reason)
+            found, missing, added = self._revoke_held(names, reason, actor)
         self._audit_revoke(found, added, reason, actor)
         return found, missing
 
     def _revoke_held(
-        self, names: list[str], reason: x509.ReasonFlags
+        self, names: list[str], reason: x509.ReasonFlags, actor: Actor
     ) -> tuple[dict[str, list[int]], list[str], set[int]]:
         """:meth:`revoke`'s work; the caller holds the names' locks. Also returns the serials
         newly put on the CRL."""
@@ -745,7 +830,7 @@ class CertificateAuthority:
             else:
                 missing.append(name)
         all_serials = {s for ss in found.values() for s in ss}
-        added = self._add_to_crl(all_serials, reason) if all_serials else set()
+        added = self._add_to_crl(all_serials, reason, actor=actor) if all_serials else set()
         return found, missing, added
 
     def _audit_revoke(
@@ -765,7 +850,9 @@ class CertificateAuthority:
                 reason=reason.name,
             )
 
-    def _add_to_crl(self, serials: set[int], reason: x509.ReasonFlags) -> set[int]:
+    def _add_to_crl(
+        self, serials: set[int], reason: x509.ReasonFlags, *, actor: Actor = SYSTEM
+    ) -> set[int]:
         with self.cadir.lock("crl")():
             current = self.index.revocation_rows()
             known = {row[0] for row in current}
@@ -774,7 +861,7 @@ class CertificateAuthority:
             if new:
                 when, code = now.timestamp(), pki.reason_code(reason)
                 rows = current + [(e.serial, when, code) for e in new]
-                self._write_crl(rows, now, added=new)
+                self._write_crl(rows, now, added=new, actor=actor, reason=reason.name)
         return {e.serial for e in new}
 
     def _write_crl(
@@ -783,11 +870,19 @@ class CertificateAuthority:
         now: dt.datetime,
         *,
         added: list[pki.Revocation] | None = None,
+        actor: Actor = SYSTEM,
+        reason: str | None = None,
     ) -> int:
         """Sign and atomically install a new CA CRL (caller holds the crl lock); its number.
 
         *entries* are (serial, unix time, CRLReason code). With *added*, only those
         are new to the index; otherwise the index's revocations are replaced.
+
+        Once the file is installed the CRL is in effect (it is what is served), so a
+        ``crl-published`` audit event is written at once, and a failure to update the
+        index afterwards (a full disk) does not fail the call: it is logged, and the
+        index catches up from the file on its next refresh (its stamp for the CRL is
+        recorded only when the index commits).
         """
         key, ca_cert = self.signing_material()
         number = self.index.crl_number() + 1
@@ -807,13 +902,35 @@ class CertificateAuthority:
             if pki.crl_header(block).issuer != issuer:
                 data += block + b"\n"
         tmp = self.cadir.stage(self.cadir.cacrl, data)
-        with self.index.transaction() as conn:
-            _fs.publish(tmp, self.cadir.cacrl)
-            if added is not None:
-                self.index.add_revoked(conn, added, number)
-            else:
-                self.index.replace_revocation_rows(conn, entries, number)
-            self.index.record(conn, "crl")
+        installed = False
+        try:
+            with self.index.transaction() as conn:
+                _fs.publish(tmp, self.cadir.cacrl)
+                installed = True
+                fields: dict[str, object] = {"crl_number": number, "entries": len(entries)}
+                if added:
+                    fields["revoked"] = [e.serial for e in added]
+                if reason is not None:
+                    fields["reason"] = reason
+                if not self.audit.event("crl-published", actor, **fields):
+                    log.error("CRL number %d is in effect but its audit record is lost", number)
+                if added is not None:
+                    self.index.add_revoked(conn, added, number)
+                else:
+                    self.index.replace_revocation_rows(conn, entries, number)
+                self.index.record(conn, "crl")
+        except BaseException as exc:
+            if not installed:
+                _fs.discard(tmp)
+                raise
+            if not isinstance(exc, StoreError):
+                raise
+            log.warning(
+                "CRL number %d is installed and in effect, but the index could not be updated "
+                "(%s); it catches up from the CRL file on its next refresh",
+                number,
+                exc,
+            )
         log.info("Published CRL number %d with %d entries", number, len(entries))
         return number
 
@@ -875,7 +992,7 @@ class CertificateAuthority:
                 pruned = len(entries) - len(kept)
                 entries = kept
             # Nothing pruned: the index's revocations stay as they are (only the number moves).
-            number = self._write_crl(entries, now, added=None if pruned else [])
+            number = self._write_crl(entries, now, added=None if pruned else [], actor=actor)
         self.audit.event(
             "crl-refresh",
             actor,
@@ -900,7 +1017,7 @@ class CertificateAuthority:
         names = list(dict.fromkeys(certnames))
         reason = x509.ReasonFlags.key_compromise
         with self._names_locked(n for n in names if pki.is_safe_name(n)):
-            found, missing, added = self._revoke_held(names, reason)
+            found, missing, added = self._revoke_held(names, reason, actor)
             self._audit_revoke(found, added, reason, actor)
             for name in found:
                 with self.index.transaction() as conn:
@@ -921,6 +1038,27 @@ class CertificateAuthority:
             self.index.delete_csr(conn, certname)
             self.index.record(conn, "signed", "requests")
         self.audit.event("delete", actor, certname=certname)
+
+
+def _server_identity_hint(settings: Settings) -> str | None:
+    """What to do if the CA server has no TLS certificate (None if it has one)."""
+    cert, key = settings.effective_server_cert, settings.effective_server_key
+    if cert.exists() and key.exists():
+        return None
+    missing = cert if not cert.exists() else key
+    if settings.server_cert is not None or settings.server_key is not None:
+        return f"{missing} (server_cert/server_key) does not exist; 'splitca serve' needs it."
+    taken = CADir(settings.cadir).cert_path(settings.certname)
+    if os.path.lexists(taken):
+        return (
+            f"The CA server has no TLS certificate ({missing} is missing), and {taken} exists "
+            "(splitca never replaces it): 'splitca setup --server-identity --certname NAME' "
+            "issues one under another name, or set server_cert and server_key."
+        )
+    return (
+        f"The CA server has no TLS certificate ({missing} is missing); "
+        f"'splitca setup --server-identity' issues one for {settings.certname}."
+    )
 
 
 def _unlink(path: os.PathLike[str]) -> None:

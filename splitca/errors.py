@@ -61,6 +61,14 @@ class StoreError(SplitCAError):
     """The cadir is missing, corrupt, or could not be written (for example a full disk)."""
 
 
+class UnsafePath(StoreError):
+    """A path splitca would write is a symbolic link: refused, never followed."""
+
+
+class ListenError(SplitCAError):
+    """The server cannot listen on its address and port (in use, not permitted, unknown host)."""
+
+
 class RemoteError(SplitCAError):
     """A remote service (the CA, a registry) failed or answered something unusable."""
 

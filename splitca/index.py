@@ -22,9 +22,9 @@ from pathlib import Path
 
 from cryptography import x509
 
-from . import pki
+from . import _fs, pki
 from .errors import StoreError
-from .store import CADir, parse_inventory
+from .store import INDEX_FILE_SUFFIXES, CADir, parse_inventory
 
 __all__ = ["Index", "Row"]
 
@@ -111,6 +111,9 @@ class Index:
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
+            # SQLite follows symbolic links when it opens (and creates) its files.
+            for suffix in INDEX_FILE_SUFFIXES:
+                _fs.refuse_symlink(f"{self.cadir.index_path}{suffix}")
             try:
                 conn = sqlite3.connect(self.cadir.index_path, timeout=60, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from .compose import open_ca
 from .config import Settings
-from .errors import SplitCAError, StoreError
+from .errors import ListenError, SplitCAError, StoreError
 from .wsgi import App
 
 __all__ = ["build_ssl_context", "serve"]
@@ -34,6 +35,18 @@ def build_ssl_context(settings: Settings) -> ssl.SSLContext:
     """TLS 1.2+, the CA server's certificate, client certificates optional and verified against the CA."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    configured = settings.server_cert is not None or settings.server_key is not None
+    for path in (settings.effective_server_cert, settings.effective_server_key):
+        if not path.exists():
+            raise StoreError(
+                f"the CA server's TLS certificate or key {path} does not exist; "
+                + (
+                    "check server_cert and server_key"
+                    if configured
+                    else "run 'splitca setup --server-identity' to issue them "
+                    "(or set server_cert and server_key)"
+                )
+            )
     try:
         ctx.load_cert_chain(str(settings.effective_server_cert), str(settings.effective_server_key))
         ctx.load_verify_locations(cafile=str(settings.cadir / "ca_crt.pem"))
@@ -41,7 +54,7 @@ def build_ssl_context(settings: Settings) -> ssl.SSLContext:
         raise StoreError(
             f"cannot load the server's TLS certificate {settings.effective_server_cert} or key "
             f"{settings.effective_server_key}: {getattr(exc, 'strerror', None) or exc}. "
-            "Run 'splitca setup' to issue them, or set server_cert and server_key."
+            "Run 'splitca setup --server-identity' to issue them, or set server_cert and server_key."
         ) from exc
     ctx.verify_mode = ssl.CERT_OPTIONAL  # agents bootstrap without a certificate
     return ctx
@@ -197,6 +210,42 @@ class _Connection(cheroot_server.HTTPConnection):
             sock.settimeout(limit)
 
 
+def _listen_error(settings: Settings, exc: OSError) -> ListenError:
+    """The one-line error for an address the server cannot listen on."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+    why = cause.strerror or str(cause)
+    hint = (
+        " (is another server running on it? choose another with --port/--listen)"
+        if cause.errno == errno.EADDRINUSE
+        else ""
+    )
+    return ListenError(f"cannot listen on {settings.listen}:{settings.port}: {why}{hint}")
+
+
+def _check_listen(settings: Settings) -> None:
+    """Bind the address once in the foreground, before any worker is forked.
+
+    Raises:
+      ListenError: no address for ``listen`` can be bound (port in use, not permitted...).
+    """
+    try:
+        infos = socket.getaddrinfo(
+            settings.listen, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        raise _listen_error(settings, exc) from None
+    error: OSError | None = None
+    for family, kind, proto, _, addr in infos:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as cheroot does
+                sock.bind(addr)
+            return
+        except OSError as exc:
+            error = exc
+    raise _listen_error(settings, error or OSError(errno.EADDRNOTAVAIL, "no address")) from None
+
+
 def _make_server(settings: Settings, app: App, *, reuse_port: bool) -> cheroot_wsgi.Server:
     server = cheroot_wsgi.Server(
         (settings.listen, settings.port),
@@ -229,7 +278,11 @@ def _run_worker(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    server.prepare()
+    try:
+        server.prepare()  # binds and listens
+    except OSError as exc:
+        ca.index.close()
+        raise _listen_error(settings, exc) from None
     if on_ready:
         on_ready()
     try:
@@ -258,6 +311,7 @@ def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> 
     """Run the CA server in the foreground until SIGTERM/SIGINT. Returns an exit code."""
     ca = open_ca(settings)
     build_ssl_context(settings)  # fail now, in the foreground, on a bad cert or key
+    _check_listen(settings)  # and on a port in use, before forking any worker
     log.info("autosign policy: %s", ca.autosigner.description)  # a bad autosign value fails here
     if settings.crl_ttl < dt.timedelta(days=365):
         log.warning(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -21,6 +22,7 @@ CERT_MODE = 0o644
 KEY_MODE = 0o640  # puppetserver's rw-r----- for ca_key.pem
 PRIVATE_MODE = 0o600
 LOCK_STRIPES = 64
+INDEX_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")  # SQLite's database and side files
 
 _INVENTORY_RE = re.compile(r"^0x([0-9A-Fa-f]+) (\S+) (\S+) (.*)$")
 _INVENTORY_SERIAL_RE = re.compile(rb"0x([0-9A-Fa-f]+) \S+ \S+ /")
@@ -115,7 +117,11 @@ class CADir:
         return not self.missing_ca_files()
 
     def ensure_dirs(self) -> None:
-        """Create the directories splitca needs (not the CA files)."""
+        """Create the directories splitca needs (not the CA files); refuse planted symlinks.
+
+        Raises:
+          UnsafePath: a directory or file that splitca writes is a symbolic link.
+        """
         try:
             for d, mode in (
                 (self.root, 0o750),
@@ -128,6 +134,34 @@ class CADir:
                 d.mkdir(mode=mode, parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create {exc.filename}: {exc.strerror}") from exc
+        self.refuse_symlinks()
+
+    def refuse_symlinks(self) -> None:
+        """Fail before changing anything if a path splitca writes is a symbolic link.
+
+        Whoever can write the cadir (the web server user, under mod_wsgi) must not be
+        able to make a root-run command write elsewhere. The writes themselves never
+        follow a link (see :mod:`splitca._fs`); this check makes a command refuse
+        up front instead of failing half-way. The cadir itself may be a link.
+        """
+        locks = self.private / "locks"
+        paths = [
+            self.signeddir,
+            self.csrdir,
+            self.private,
+            locks,
+            self.tmpdir,
+            self.root / "server",
+            self.cacrl,
+            self.serial_file,
+            self.inventory,
+            self.root / "audit.log",
+            *(Path(f"{self.index_path}{suffix}") for suffix in INDEX_FILE_SUFFIXES),
+        ]
+        with contextlib.suppress(OSError):
+            paths += [Path(e.path) for e in os.scandir(locks) if e.is_symlink()]
+        for path in paths:
+            _fs.refuse_symlink(path)
 
     # --- locks -------------------------------------------------------------------------
     def lock(self, name: str) -> _fs.FileLock:

@@ -112,11 +112,11 @@ def test_a_signing_racing_clean_lands_wholly_after_it(settings) -> None:
         ca.submit_csr("flip", pki.pem(make_csr("flip")))
         second.append(ca.sign("flip"))
 
-    def add_while_signing(serials, reason):  # type: ignore[no-untyped-def]
+    def add_while_signing(serials, reason, **kwargs):  # type: ignore[no-untyped-def]
         t = threading.Thread(target=sign_again)  # the race: a signing while clean revokes
         t.start()
         racers.append(t)
-        return real_add(serials, reason)
+        return real_add(serials, reason, **kwargs)
 
     ca._add_to_crl = add_while_signing  # type: ignore[method-assign]
     cleaned, _ = ca.clean(["flip"])

@@ -49,17 +49,17 @@ def fixture_ca(tmp_path: Path) -> tuple[CertificateAuthority, Path]:
     settings = Settings.from_mapping(
         {"cadir": str(cadir), "certname": "localhost", "key_size": 2048}
     )
-    # Serving needs a TLS identity; this CA's own host key is not in the cadir (puppetserver keeps it in
-    # its ssldir), so `setup` on an existing CA issues splitca's server cert and changes no CA file.
+    # `setup` on an existing CA changes nothing (see test_files_truth.py for every byte).
     before = snapshot(cadir)
     result = CertificateAuthority.setup(settings)
     assert not result.created
-    after = snapshot(cadir)
-    changed = {k for k in after if before.get(k) != after[k]}
-    assert changed <= {"serial", "inventory.txt", "signed/localhost.pem"} | {
-        k for k in after if k.startswith("server/")
-    }
+    assert snapshot(cadir) == before
     return CertificateAuthority.open(settings), cadir
+
+
+def admin_of(cadir: Path) -> x509.Certificate:
+    """puppetserver's own host certificate: it carries pp_cli_auth."""
+    return x509.load_pem_x509_certificate((cadir / "signed" / "localhost.pem").read_bytes())
 
 
 def expected(name: str) -> str:
@@ -96,7 +96,7 @@ def test_certificate_status_matches_puppetserver(fixture_ca, name: str) -> None:
 
 
 def test_localhost_status_before_setup(tmp_path: Path) -> None:
-    """The CA host's own cert (pp_cli_auth) as puppetserver left it; setup re-issues it for splitca."""
+    """The CA host's own cert (pp_cli_auth) as puppetserver left it; splitca never replaces it."""
     cadir = copy_fixture_cadir(tmp_path / "ca")
     ca = CertificateAuthority.open(
         Settings.from_mapping({"cadir": str(cadir), "certname": "localhost"})
@@ -106,15 +106,15 @@ def test_localhost_status_before_setup(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["big-5000", "no-such-node"])
 def test_missing_and_cleaned_nodes_404_like_puppetserver(fixture_ca, name: str) -> None:
-    ca, _ = fixture_ca
-    admin = x509.load_pem_x509_certificate(ca.settings.effective_server_cert.read_bytes())
+    ca, cadir = fixture_ca
+    admin = admin_of(cadir)
     r = wsgi_call(App(ca), "GET", f"{V1}/certificate_status/{name}", client=admin)
     assert (r.status, r.text) == (404, expected(f"{name}.json").strip())
 
 
 def test_statuses_requested_matches_puppetserver(fixture_ca) -> None:
-    ca, _ = fixture_ca
-    admin = x509.load_pem_x509_certificate(ca.settings.effective_server_cert.read_bytes())
+    ca, cadir = fixture_ca
+    admin = admin_of(cadir)
     r = wsgi_call(
         App(ca), "GET", f"{V1}/certificate_statuses/any", client=admin, query="state=requested"
     )
@@ -132,8 +132,8 @@ def test_statuses_requested_matches_puppetserver(fixture_ca) -> None:
     ],
 )
 def test_raw_responses_match_puppetserver(fixture_ca, endpoint: str) -> None:
-    ca, _ = fixture_ca
-    admin = x509.load_pem_x509_certificate(ca.settings.effective_server_cert.read_bytes())
+    ca, cadir = fixture_ca
+    admin = admin_of(cadir)
     r = wsgi_call(App(ca), "GET", f"{V1}/{endpoint}", client=admin)
     stem = "_" + endpoint.replace("/", "_")
     head = expected(f"{stem}.headers")

@@ -23,6 +23,7 @@ from ..errors import (
     CRLStale,
     Forbidden,
     InvalidRequest,
+    ListenError,
     LockTimeout,
     NotFound,
     PolicyViolation,
@@ -40,6 +41,7 @@ __all__ = ["EXIT_CODES", "Ctx", "cli", "exit_code_for", "format_option", "pass_c
 # Documented in docs/cli.md. Commands with richer outcomes (sync-crl) document their own.
 EXIT_CODES: tuple[tuple[type[SplitCAError], int], ...] = (
     (ConfigError, 2),
+    (ListenError, 2),  # serve: the address or port cannot be used (in use, not permitted)
     (NotFound, 3),
     (PolicyViolation, 4),
     (Conflict, 4),

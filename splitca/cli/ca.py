@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -11,11 +12,11 @@ from pathlib import Path
 import click
 from cryptography import x509
 
-from .. import pki
+from .. import _fs, pki
 from ..audit import Actor
 from ..authority import CertificateAuthority
 from ..config import parse_duration
-from ..errors import ConfigError, InvalidRequest, NotFound, SplitCAError
+from ..errors import ConfigError, InvalidRequest, NotFound, SplitCAError, StoreError
 from ..index import Row
 from ._base import Ctx, cli, echo_json, format_option, pass_ctx
 
@@ -45,6 +46,12 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
     "--ec-curve", type=click.Choice(["P-256", "P-384"]), help="EC curve with --key-type ec."
 )
 @click.option("--ca-ttl", help="CA certificate lifetime, e.g. 5y or 15y (default 5y).")
+@click.option(
+    "--server-identity",
+    is_flag=True,
+    help="For a CA that already exists (imported from puppetserver, say): issue this host's "
+    "TLS certificate if it is missing. Refused if signed/CERTNAME.pem exists.",
+)
 @format_option
 @pass_ctx
 def setup(
@@ -56,14 +63,20 @@ def setup(
     key_size: int | None,
     ec_curve: str | None,
     ca_ttl: str | None,
+    server_identity: bool,
     fmt: str,
 ) -> None:
     """Create a CA in the cadir (puppetserver's layout). Safe to re-run.
 
     Writes ca_crt.pem, ca_key.pem (0640), ca_pub.pem, ca_crl.pem, serial,
     inventory.txt, signed/ and requests/, plus this host's TLS certificate with
-    pp_cli_auth. If a CA already exists nothing is changed; a partial CA is
-    reported and never overwritten.
+    pp_cli_auth (server/cert.pem, server/key.pem). If a CA already exists not a
+    byte is changed; a partial CA is reported and never overwritten.
+
+    \b
+    An existing CA without splitca's server certificate (puppetserver's cadir):
+      splitca setup --server-identity --certname ca.example.com
+    issues it (and never replaces a certificate file).
     """
     c.override(
         certname=certname,
@@ -74,7 +87,7 @@ def setup(
         ec_curve=ec_curve,
         ca_ttl=ca_ttl,
     )
-    result = CertificateAuthority.setup(c.settings)
+    result = CertificateAuthority.setup(c.settings, server_identity=server_identity)
     if fmt == "json":
         echo_json(
             {"created": result.created, "cadir": str(c.settings.cadir), "messages": result.messages}
@@ -383,28 +396,53 @@ def generate(
         raise InvalidRequest(f"--dns-alt-names: {exc}") from None
     if key_type == "rsa" and key_size not in (2048, 3072, 4096):
         raise ConfigError("--key-size: must be 2048, 3072 or 4096")
+    if problem := pki.certname_problem(certname):
+        raise InvalidRequest(f"{certname!r}: {problem}")
     out = ssldir or Path(f"{certname}-ssl")
-    key_pem, cert = c.ca.generate(
-        certname,
-        alt_names=alt_names,
-        ca_client=ca_client,
-        key_type=key_type,
-        key_size=key_size,
-        actor=CLI_ACTOR,
-    )
-    for sub in ("private_keys", "certs"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    (out / "private_keys").chmod(0o750)
     paths = {
         "key": out / "private_keys" / f"{certname}.pem",
         "cert": out / "certs" / f"{certname}.pem",
         "ca": out / "certs" / "ca.pem",
         "crl": out / "crl.pem",
     }
-    c.ca.cadir.write_key(paths["key"], key_pem, mode=0o600)
-    c.ca.cadir.write_public(paths["cert"], pki.pem(cert))
-    c.ca.cadir.write_public(paths["ca"], c.ca.ca_certificate_pem())
-    c.ca.cadir.write_public(paths["crl"], c.ca.crl_pem())
+    ca = c.ca  # a CA that cannot be opened fails before anything is made
+    # The destination is made, and the key written to it, before anything is issued: a bad
+    # --ssldir costs nothing, an issued certificate always has its key, and a failure
+    # removes the directories this command made.
+    made = [d for d in (out / "private_keys", out / "certs", out, *out.parents) if not d.exists()]
+    try:
+        try:
+            for sub in ("private_keys", "certs"):
+                (out / sub).mkdir(parents=True, exist_ok=True)
+            (out / "private_keys").chmod(0o750)
+        except OSError as exc:
+            raise StoreError(
+                f"--ssldir: cannot create {exc.filename or out}: {exc.strerror or exc}"
+            ) from None
+        key = pki.generate_private_key(key_type, rsa_bits=key_size)
+        staged = _fs.stage(paths["key"], pki.private_key_pem(key), mode=0o600)
+        try:
+            _, cert = ca.generate(
+                certname,
+                alt_names=alt_names,
+                ca_client=ca_client,
+                key_type=key_type,
+                key_size=key_size,
+                actor=CLI_ACTOR,
+                key=key,
+            )
+        except BaseException:
+            _fs.discard(staged)
+            raise
+    except BaseException:
+        for d in sorted(made, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only if empty: never anything that was there before
+        raise
+    _fs.publish(staged, paths["key"])
+    ca.cadir.write_public(paths["cert"], pki.pem(cert))
+    ca.cadir.write_public(paths["ca"], ca.ca_certificate_pem())
+    ca.cadir.write_public(paths["crl"], ca.crl_pem())
     if fmt == "json":
         echo_json(
             {
