@@ -12,6 +12,9 @@ command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 [ -e /usr/lib/apache2/modules/mod_wsgi.so ] || need_pkgs+=(libapache2-mod-wsgi-py3)
 # The passenger backend of 'splitca apache-config' must pass Apache's config test too.
 [ -e /usr/lib/apache2/modules/mod_passenger.so ] || need_pkgs+=(libapache2-mod-passenger)
+# The real `puppetserver ca` tool (a ruby library, no binary) for tests/test_puppetserver_ca_tool.py.
+command -v ruby >/dev/null 2>&1 && ruby -e 'require "puppetserver/ca/cli"' >/dev/null 2>&1 \
+  || need_pkgs+=(ruby-puppetserver-ca-cli)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "==> installing Debian packages: ${need_pkgs[*]}"

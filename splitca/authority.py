@@ -131,7 +131,12 @@ class CertificateAuthority:
                 certs = pki.load_certificates(self.cadir.read_ca_cert())
                 if not certs:
                     raise StoreError(f"{self.cadir.cacert} holds no certificate")
-                self._key = (stamp, key, certs[0])
+                cert = pki.signing_certificate(certs, key)
+                if cert is None:
+                    raise StoreError(
+                        f"no certificate in {self.cadir.cacert} matches {self.cadir.cakey}"
+                    )
+                self._key = (stamp, key, cert)
             return self._key[1], self._key[2]
 
     # --- setup ---------------------------------------------------------------------------

@@ -604,15 +604,15 @@ def _revoked_row(e: pki.Revocation) -> tuple[str, float, int | None]:
 
 
 def own_crl(crl_pem: bytes, cacert_pem: bytes) -> x509.CertificateRevocationList | None:
-    """The CRL in *crl_pem* issued by the (first) CA in *cacert_pem*; else the first CRL."""
+    """The CRL in *crl_pem* issued by the signing CA of *cacert_pem*; else the first CRL."""
     blocks = pki.split_pem(crl_pem, "X509 CRL")
     if not blocks:
         return None
     crls = [x509.load_pem_x509_crl(b) for b in blocks]
-    certs = pki.load_certificates(cacert_pem) if cacert_pem else []
-    if certs:
+    signer = pki.signing_certificate(pki.load_certificates(cacert_pem) if cacert_pem else [])
+    if signer is not None:
         for crl in crls:
-            if crl.issuer == certs[0].subject:
+            if crl.issuer == signer.subject:
                 return crl
     return crls[0]
 

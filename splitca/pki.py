@@ -654,6 +654,32 @@ def build_crl_der(
     return _der.finish_crl(tbs, algorithm, _sign_raw(ca_key, tbs))
 
 
+# --- the CA certificate bundle -------------------------------------------------------------
+
+
+def signing_certificate(
+    certs: Sequence[x509.Certificate], key: CertificateIssuerPrivateKeyTypes | None = None
+) -> x509.Certificate | None:
+    """The certificate this CA signs with, out of ``ca_crt.pem``'s bundle.
+
+    The bundle may list the chain in any order (``puppetserver ca import`` accepts that and
+    writes it as given; puppetserver picks the certificate matching its key). With *key*:
+    the certificate holding its public key, None if there is none. Without: the chain's
+    lowest CA, the one that issued no other certificate of the bundle.
+    """
+    if key is not None:
+        spki = _spki(key.public_key())
+        return next((c for c in certs if _spki(c.public_key()) == spki), None)
+    issuers = {c.issuer for c in certs if c.issuer != c.subject}
+    return next((c for c in certs if c.subject not in issuers), certs[0] if certs else None)
+
+
+def _spki(public_key: CertificatePublicKeyTypes) -> bytes:
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
 def pem(
     obj: x509.Certificate | x509.CertificateRevocationList | x509.CertificateSigningRequest,
 ) -> bytes:

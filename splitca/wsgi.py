@@ -204,18 +204,25 @@ class Route:
     pattern: re.Pattern[str]
     handler: Handler
     access: str
+    prefix: str  # the API the pattern is relative to: V1 or STATUS_V1
 
 
-def route(methods: str, pattern: str, access: str) -> Callable[[Handler], Handler]:
+V1 = "/puppet-ca/v1"
+# puppetserver's status service; `puppetserver ca` asks it whether the CA is up.
+STATUS_V1 = "/status/v1"
+
+
+def route(
+    methods: str, pattern: str, access: str, *, prefix: str = V1
+) -> Callable[[Handler], Handler]:
     def deco(fn: Handler) -> Handler:
-        ROUTES.append(Route(tuple(methods.split()), re.compile(pattern), fn, access))
+        ROUTES.append(Route(tuple(methods.split()), re.compile(pattern), fn, access, prefix))
         return fn
 
     return deco
 
 
 ROUTES: list[Route] = []
-V1 = "/puppet-ca/v1"
 NAME = r"(?P<name>[^/]+)"
 # Legacy Puppet 2.6-3.x agents: /<environment>/<indirection>/<key>
 LEGACY_RE = re.compile(
@@ -272,12 +279,10 @@ class App:
             if m:
                 legacy = m.group("env")
                 path = f"{V1}/{m.group('rest')}"
-        if not path.startswith(V1 + "/") and path != V1:
-            return Response.text("Not Found", 404)
-        sub = path[len(V1) :]
         allowed: list[str] = []
         for r in ROUTES:
-            m = r.pattern.fullmatch(sub)
+            # Every pattern starts with "/", so "/puppet-ca/v1x/..." matches nothing.
+            m = r.pattern.fullmatch(path[len(r.prefix) :]) if path.startswith(r.prefix) else None
             if not m:
                 continue
             if req.method not in r.methods and not (req.method == "HEAD" and "GET" in r.methods):
@@ -637,6 +642,28 @@ def certificate_renewal(app: App, req: Request, p: dict[str, str]) -> Response:
     except InvalidRequest as exc:
         return Response.text(str(exc), 403)
     return Response(200, pki.pem(new), TEXT)
+
+
+# --- puppetserver's status service (the simple, load-balancer endpoints) -------------------
+
+# What `/status/v1/simple/<service>` knows. puppetserver also lists its compiler's services;
+# splitca is only a CA, so a tool asking for those learns that they are not here.
+_STATUS_SERVICES = ("ca", "status-service")
+_STATUS_TYPE = "text/plain; charset=utf-8"
+
+
+@route("GET", r"/simple/?", PUBLIC, prefix=STATUS_V1)
+def status_simple(app: App, req: Request, p: dict[str, str]) -> Response:
+    # Answering at all means the CA opened its cadir and serves: "running", as puppetserver.
+    return Response.text("running", 200, _STATUS_TYPE)
+
+
+@route("GET", rf"/simple/{NAME}", PUBLIC, prefix=STATUS_V1)
+def status_simple_service(app: App, req: Request, p: dict[str, str]) -> Response:
+    name = p["name"]
+    if name not in _STATUS_SERVICES:
+        return Response.text(f"not found: {_printable(name)}", 404, _STATUS_TYPE)
+    return Response.text("running", 200, _STATUS_TYPE)
 
 
 # --- factories -------------------------------------------------------------------------------

@@ -63,6 +63,23 @@ def test_unknown_paths_are_404_not_found(app: App) -> None:
     assert (r.status, r.text) == (404, "Not Found")
 
 
+def test_status_simple_answers_running_like_puppetserver(app: App) -> None:
+    """`puppetserver ca` asks GET /status/v1/simple/ca, without a client certificate, whether
+    the CA runs; only the body "running" stops it from writing into the cadir offline."""
+    for path in ("/status/v1/simple", "/status/v1/simple/", "/status/v1/simple/ca"):
+        r = wsgi_call(app, "GET", path)
+        assert (r.status, r.text) == (200, "running"), path
+        assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert wsgi_call(app, "HEAD", "/status/v1/simple/ca").status == 200
+    r = wsgi_call(app, "GET", "/status/v1/simple/master")  # a compiler service: not here
+    assert (r.status, r.text) == (404, "not found: master")
+    assert wsgi_call(app, "POST", "/status/v1/simple").status == 405
+    assert wsgi_call(app, "GET", "/status/v1/services").status == 404
+    # The API prefixes end at a "/": no route answers under a longer first segment.
+    assert wsgi_call(app, "GET", "/status/v1simple").status == 404
+    assert wsgi_call(app, "GET", f"{V1}x/certificate/ca").status == 404
+
+
 def test_wrong_method_is_405_with_allow(app: App) -> None:
     r = wsgi_call(app, "POST", f"{V1}/certificate/ca")
     assert r.status == 405 and "GET" in r.headers["Allow"]
