@@ -10,6 +10,7 @@ import functools
 import hashlib
 import ipaddress
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -99,6 +100,12 @@ _LABELS_RE = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_-]*[a-z
 
 
 _BAD_FORMAT = "Subject hostname format is invalid"
+
+# cryptography warns (UserWarning, with a source line on stderr) when it parses a CN
+# longer than 64 characters; such a name is refused here with a clear message instead.
+warnings.filterwarnings(
+    "ignore", message="Attribute's length must be >= 1 and <= 64", category=UserWarning
+)
 
 
 @functools.lru_cache(maxsize=4096)
