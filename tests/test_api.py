@@ -667,3 +667,18 @@ def test_requested_pp_extensions_are_issued_non_critical_and_openssl_verifies(
     ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier("1.3.6.1.4.1.34380.1.1.13"))
     assert not ext.critical
     assert openssl_verify(ca.cadir.cert_path(name), ca.cadir.root).returncode == 0
+
+
+def test_a_version_2_csr_left_in_requests_is_listed_and_signable(
+    app: App, ca: CertificateAuthority, admin_cert
+) -> None:
+    """As `puppetserver ca` (offline) or an imported puppetserver cadir leaves one: the
+    index reads it (the old code's index refresh raised InvalidVersion: every request 500)."""
+    _plant_pending(ca, "left.example.com", _puppetserver_ca_csr("left.example.com"))
+    r = wsgi_call(app, "GET", f"{V1}/certificate_statuses/all", client=admin_cert)
+    assert r.status == 200, r.text
+    assert {"name": "left.example.com", "state": "requested"}.items() <= next(
+        s for s in json.loads(r.body) if s["name"] == "left.example.com"
+    ).items()
+    r = wsgi_call(app, "POST", f"{V1}/sign/all", b"{}", client=admin_cert)
+    assert json.loads(r.body)["signed"] == ["left.example.com"]
