@@ -682,3 +682,47 @@ def test_a_version_2_csr_left_in_requests_is_listed_and_signable(
     ).items()
     r = wsgi_call(app, "POST", f"{V1}/sign/all", b"{}", client=admin_cert)
     assert json.loads(r.body)["signed"] == ["left.example.com"]
+
+
+def test_puppetserver_ca_generate_succeeds_against_splitca_serve(
+    settings, server_factory, tmp_path
+) -> None:
+    """The real `puppetserver ca generate` (version-2 CSRs) against the real server, two
+    workers: key, CSR, signing and download all succeed (the old code answered its PUT 500)."""
+    import shutil
+    import subprocess
+
+    from .conftest import require_program
+
+    ruby = require_program("ruby")
+    lib = "/usr/share/rubygems-integration/all/gems/puppetserver-ca-2.4.0/lib"
+    if not os.path.isdir(lib):
+        pytest.skip("ruby-puppetserver-ca-cli is not installed")
+    CertificateAuthority.setup(settings)
+    server = server_factory(settings, workers=2)
+    ssl = tmp_path / "tool-ssl"
+    (ssl / "certs").mkdir(parents=True)
+    (ssl / "private_keys").mkdir()
+    shutil.copy(settings.effective_server_cert, ssl / "certs" / "ca.test.pem")
+    shutil.copy(settings.effective_server_key, ssl / "private_keys" / "ca.test.pem")
+    shutil.copy(settings.cadir / "ca_crt.pem", ssl / "certs" / "ca.pem")
+    shutil.copy(settings.cadir / "ca_crl.pem", ssl / "crl.pem")
+    conf = tmp_path / "puppet.conf"
+    conf.write_text(
+        f"[main]\ncertname = ca.test\nssldir = {ssl}\nserver = 127.0.0.1\n"
+        f"ca_server = 127.0.0.1\nca_port = {server.port}\n"
+    )
+    script = 'require "puppetserver/ca/cli"; exit Puppetserver::Ca::Cli.run(ARGV, STDOUT, STDERR)'
+    args = ["generate", "--certname", "gen1.example.com", "--config", str(conf)]
+    proc = subprocess.run(
+        [ruby, "-I", lib, "-e", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, HOME=str(tmp_path)),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Successfully signed certificate request for gen1.example.com" in proc.stdout
+    issued = (ssl / "certs" / "gen1.example.com.pem").read_bytes()
+    assert issued == (settings.cadir / "signed" / "gen1.example.com.pem").read_bytes()
+    assert "Traceback" not in server.log_text()
