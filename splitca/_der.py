@@ -1,4 +1,5 @@
-"""Just enough DER to write a large CRL fast and to read a CRL's header without parsing its entries."""
+"""Just enough DER to write a large CRL fast, to read a CRL's header without parsing its
+entries, and to re-encode a CSR whose version cryptography refuses."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["CrlHeader", "encode_tbs_crl", "finish_crl", "pem_crl", "read_crl_header"]
+__all__ = [
+    "CrlHeader",
+    "CsrParts",
+    "encode_tbs_crl",
+    "finish_crl",
+    "pem_crl",
+    "read_crl_header",
+    "read_csr",
+]
 
 # CRLReason codes (RFC 5280 section 5.3.1) by cryptography's ReasonFlags names.
 REASON_CODES = {
@@ -191,3 +200,42 @@ def read_crl_header(der: bytes) -> CrlHeader:
         if tag in (0x17, 0x18):
             next_update = _parse_time(tag, der[start:end])
     return CrlHeader(issuer, this_update, next_update)
+
+
+@dataclass(frozen=True)
+class CsrParts:
+    """A PKCS#10 CertificationRequest split where its version can be replaced."""
+
+    version: int
+    info: bytes  # the whole CertificationRequestInfo TLV: the bytes the signature covers
+    after_version: bytes  # subject, subjectPKInfo and attributes, as encoded
+    signature: bytes  # signatureAlgorithm and signature, as encoded
+
+    def as_version_0(self) -> bytes:
+        """The same request with version 0 (its signature no longer covers it)."""
+        return tlv(0x30, tlv(0x30, integer(0) + self.after_version) + self.signature)
+
+
+def read_csr(der: bytes) -> CsrParts:
+    """Split a DER CertificationRequest (RFC 2986) around its version field.
+
+    Raises:
+      ValueError: not a CertificationRequest's DER.
+    """
+    tag, pos, end = _read(der, 0)
+    if tag != 0x30 or end != len(der):
+        raise ValueError("not a SEQUENCE, or trailing data")
+    info_start = pos
+    tag, pos, info_end = _read(der, pos)
+    if tag != 0x30:
+        raise ValueError("no CertificationRequestInfo")
+    tag, start, version_end = _read(der, pos)
+    if tag != 0x02 or not 1 <= version_end - start <= 4:
+        raise ValueError("no version INTEGER")
+    version = int.from_bytes(der[start:version_end], "big", signed=True)
+    return CsrParts(
+        version=version,
+        info=der[info_start:info_end],
+        after_version=der[version_end:info_end],
+        signature=der[info_end:end],
+    )

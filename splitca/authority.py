@@ -18,7 +18,14 @@ from . import _fs, pki
 from ._batch import GroupCommit
 from .audit import SYSTEM, Actor, AuditLog
 from .config import Settings
-from .errors import Conflict, InvalidRequest, NotFound, PolicyViolation, StoreError
+from .errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PolicyViolation,
+    SplitCAError,
+    StoreError,
+)
 from .index import Index, Row, own_crl
 from .policy import (
     Approved,
@@ -64,7 +71,8 @@ class BulkSignResult:
     signed: list[str] = field(default_factory=list)
     no_csr: list[str] = field(default_factory=list)
     signing_errors: list[str] = field(default_factory=list)
-    messages: dict[str, str] = field(default_factory=dict)
+    messages: dict[str, str] = field(default_factory=dict)  # why a name was not signed
+    certificates: dict[str, x509.Certificate] = field(default_factory=dict)
 
 
 class CertificateAuthority:
@@ -561,19 +569,28 @@ class CertificateAuthority:
         not_after = min(
             now + (ttl or self.settings.effective_cert_ttl), ca_cert.not_valid_after_utc
         )
+        # Everything that can refuse the request is checked before a serial is taken:
+        # a request that cannot become a certificate costs no serial or inventory line.
+        try:
+            builder = pki.leaf_builder(
+                ca_key=key,
+                ca_cert=ca_cert,
+                public_key=approved.public_key,
+                certname=approved.certname,
+                not_before=not_before,
+                not_after=not_after,
+                alt_names=approved.alt_names,
+                extensions=approved.extensions,
+            )
+        except (ValueError, TypeError) as exc:
+            raise PolicyViolation(
+                "invalid-csr",
+                approved.certname,
+                f"Cannot issue a certificate for {approved.certname}: {exc}",
+            ) from None
         # Inventory first: a certificate a client has received is always in the inventory.
         serial, mark = self._reserve_serial(approved.certname, not_before, not_after)
-        cert = pki.build_leaf_certificate(
-            ca_key=key,
-            ca_cert=ca_cert,
-            public_key=approved.public_key,
-            certname=approved.certname,
-            serial=serial,
-            not_before=not_before,
-            not_after=not_after,
-            alt_names=approved.alt_names,
-            extensions=approved.extensions,
-        )
+        cert = pki.sign_leaf(builder, key, serial)
         # The inventory line is durable before the certificate can be published; one
         # fsync (overlapping other threads' signing) covers every line appended so far.
         self._inventory_sync.sync_upto(mark)
@@ -676,19 +693,33 @@ class CertificateAuthority:
         return cert
 
     def sign_many(
-        self, certnames: Iterable[str], *, allow_alt_names: bool = False, actor: Actor = SYSTEM
+        self,
+        certnames: Iterable[str],
+        *,
+        ttl: dt.timedelta | None = None,
+        allow_alt_names: bool = False,
+        actor: Actor = SYSTEM,
     ) -> BulkSignResult:
-        """Bulk sign (POST /sign): every name lands in signed, no-csr or signing-errors."""
+        """Bulk sign (POST /sign, 'splitca sign'): every name lands in signed, no-csr or
+        signing-errors, with the reason in ``messages``. One name's failure, whatever it
+        is, never stops the others."""
         result = BulkSignResult()
         for name in certnames:
             try:
-                self.sign(name, allow_alt_names=allow_alt_names, actor=actor)
-                result.signed.append(name)
-            except (NotFound, Conflict):
+                cert = self.sign(name, ttl=ttl, allow_alt_names=allow_alt_names, actor=actor)
+            except (NotFound, Conflict) as exc:
                 result.no_csr.append(name)
-            except PolicyViolation as exc:
+                result.messages[name] = str(exc)
+            except SplitCAError as exc:
                 result.signing_errors.append(name)
                 result.messages[name] = str(exc)
+            except Exception as exc:  # reported, never the end of the batch
+                log.exception("signing %s failed", name)
+                result.signing_errors.append(name)
+                result.messages[name] = f"internal error ({type(exc).__name__}); see the log"
+            else:
+                result.signed.append(name)
+                result.certificates[name] = cert
         return result
 
     def sign_all(self, *, allow_alt_names: bool = False, actor: Actor = SYSTEM) -> BulkSignResult:

@@ -92,19 +92,17 @@ def parse_crls(
         including any error cryptography raises while parsing it.
     """
     try:
-        text = data.decode("ascii")
+        data.decode("ascii")
     except UnicodeDecodeError:
         raise _reject("parse", f"{what} is not PEM text") from None
-    blocks = pki.pem_blocks(data)
+    spans = pki.pem_spans(data)
+    blocks = [(label, data[start:end]) for label, start, end in spans]
     if not blocks:
         raise _reject("parse", f"{what} holds no PEM CRL")
     labels = sorted({label for label, _ in blocks if label != "X509 CRL"})
     if labels:
         raise _reject("parse", f"{what} holds PEM {', '.join(labels)}, not only CRLs")
-    outside = text
-    for _, block in blocks:
-        outside = outside.replace(block.decode("ascii"), "", 1)
-    if outside.strip():
+    if pki.outside_pem(data, spans).strip():
         raise _reject("parse", f"{what} has text outside its PEM CRL blocks")
     crls = []
     for _, block in blocks:

@@ -45,6 +45,9 @@ def new_certname(*, prefix: str = "", domain: str = "") -> str:
     """
     name = f"{prefix}{uuid.uuid4()}" + (f".{domain.strip('.')}" if domain else "")
     if problem := pki.certname_problem(name):
+        if len(name) > pki.MAX_CN_LENGTH:
+            room = pki.MAX_CN_LENGTH - 36 - (1 if domain else 0)  # a UUID has 36 characters
+            problem += f" The prefix and domain can have at most {room} characters together."
         raise InvalidRequest(f"--prefix/--domain give an invalid certname {name!r}: {problem}")
     return name
 

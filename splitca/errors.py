@@ -44,7 +44,8 @@ class PolicyViolation(SplitCAError):
 
     ``kind`` is one of puppetserver's CSR failure kinds: ``duplicate-cert``,
     ``hostname-mismatch``, ``invalid-subject-name``, ``disallowed-extension``,
-    ``invalid-signature``, or splitca's own ``weak-key`` and ``weak-signature``.
+    ``invalid-signature``, or splitca's own ``weak-key``, ``unsupported-key``,
+    ``weak-signature`` and ``invalid-csr``.
     """
 
     def __init__(self, kind: str, certname: str, message: str) -> None:

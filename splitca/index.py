@@ -23,7 +23,7 @@ from pathlib import Path
 from cryptography import x509
 
 from . import _fs, pki
-from .errors import StoreError
+from .errors import InvalidRequest, StoreError
 from .store import INDEX_FILE_SUFFIXES, CADir, parse_inventory
 
 __all__ = ["Index", "Row"]
@@ -633,7 +633,8 @@ def _csr_values(name: str, data: bytes) -> tuple[object, ...] | None:
     blocks = [b for label, b in pki.pem_blocks(data) if label.endswith("CERTIFICATE REQUEST")]
     if not blocks:
         return None
-    csr = x509.load_pem_x509_csr(
-        blocks[0].replace(b"NEW CERTIFICATE REQUEST", b"CERTIFICATE REQUEST")
-    )
+    try:
+        csr = pki.csr_from_pem_block(blocks[0])
+    except InvalidRequest as exc:
+        raise ValueError(str(exc)) from None
     return (json.dumps(pki.csr_status_fields(name, csr), separators=(",", ":")),)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import base64
+import bisect
 import contextlib
 import datetime as dt
 import functools
 import hashlib
 import ipaddress
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
@@ -88,15 +90,27 @@ SHORT_NAMES.update(
 OIDS_BY_SHORT_NAME = {v: k for k, v in SHORT_NAMES.items()}
 
 MAX_CERTNAME_LENGTH = 250  # "<name>.pem" must fit in a 255-byte file name
+# RFC 5280 ub-common-name: a certificate's CN holds at most 64 characters, and the
+# certname is the CN, so a longer name could be stored but never signed.
+MAX_CN_LENGTH = 64
 
 # Equivalent of puppetserver's validate-subject! (see puppet-ca-api.md section 4.2),
 # including its tolerance of trailing dots (Java's String.split drops trailing empties).
 _LABELS_RE = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_-]*[a-z0-9_])*\.*")
 
 
+_BAD_FORMAT = "Subject hostname format is invalid"
+
+# cryptography warns (UserWarning, with a source line on stderr) when it parses a CN
+# longer than 64 characters; such a name is refused here with a clear message instead.
+warnings.filterwarnings(
+    "ignore", message="Attribute's length must be >= 1 and <= 64", category=UserWarning
+)
+
+
 @functools.lru_cache(maxsize=4096)
-def certname_problem(name: str) -> str | None:
-    """Return puppetserver's message for an invalid certname, or None if it is valid."""
+def _format_problem(name: str) -> str | None:
+    """puppetserver's message if *name* breaks the certname format rules, else None."""
     if any(c.isupper() for c in name):
         return "Certificate names must be lower case."
     if "*" in name:
@@ -108,13 +122,36 @@ def certname_problem(name: str) -> str | None:
         or not name.isascii()
         or _LABELS_RE.fullmatch(name) is None
     ):
-        return "Subject hostname format is invalid"
+        return _BAD_FORMAT
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def certname_problem(name: str) -> str | None:
+    """The message for a name that cannot be a new certname, or None if it can be.
+
+    puppetserver's format rules, and the CN length limit: every way a name enters
+    the CA (CSR submission, registration, enrollment, generate, configuration)
+    checks this, so a name that could never be signed is refused at the door.
+    """
+    problem = _format_problem(name)
+    if problem and (len(name) <= MAX_CN_LENGTH or problem != _BAD_FORMAT):
+        return problem
+    if len(name) > MAX_CN_LENGTH:
+        return (
+            f"Certificate names must be at most {MAX_CN_LENGTH} characters long "
+            f"(the limit of a certificate's common name, RFC 5280); this one has {len(name)}."
+        )
     return None
 
 
 def is_safe_name(name: str) -> bool:
-    """True if *name* can be used as a file name in the cadir (no path tricks at all)."""
-    return certname_problem(name) is None
+    """True if *name* can be used as a file name in the cadir (no path tricks at all).
+
+    Looser than :func:`certname_problem` on length only: names stored by older
+    versions (or another CA) can still be listed, refused, revoked and deleted.
+    """
+    return _format_problem(name) is None
 
 
 def puppet_time(when: dt.datetime) -> str:
@@ -202,13 +239,83 @@ def signing_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm 
 
 
 # --- PEM parsing -----------------------------------------------------------------------
+#
+# A block is ``-----BEGIN <LABEL>-----``, an optional CR, a LF, anything, and the first
+# ``-----END <LABEL>-----`` after it with the same label (LABEL: A-Z, 0-9, space). The
+# scan is linear (n log n at worst) on any input: each BEGIN and END marker is read
+# once, and the END a BEGIN needs is looked up by label instead of being searched for.
+# (A backreferencing regex rescans the rest of the input for every unmatched BEGIN:
+# quadratic, 29 s of CPU for 256 KB of ``-----BEGIN A-----`` lines.)
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
+_BEGIN = b"-----BEGIN "
+_END = b"-----END "
+_DASHES = b"-----"
+_LABEL_RUN = re.compile(rb"[A-Z0-9 ]*")
+
+
+def _marker_label(data: bytes, pos: int) -> tuple[bytes, int] | None:
+    """(label, end of the closing dashes) of the marker whose label starts at *pos*."""
+    run = _LABEL_RUN.match(data, pos)
+    assert run is not None  # a * pattern always matches
+    label_end = run.end()
+    if label_end == pos or not data.startswith(_DASHES, label_end):
+        return None
+    return data[pos:label_end], label_end + len(_DASHES)
+
+
+def _end_markers(data: bytes) -> dict[bytes, list[tuple[int, int]]]:
+    """Every ``-----END <LABEL>-----`` in *data*: label -> [(start, end)] in order."""
+    out: dict[bytes, list[tuple[int, int]]] = {}
+    pos = data.find(_END)
+    while pos != -1:
+        marker = _marker_label(data, pos + len(_END))
+        if marker is not None:
+            out.setdefault(marker[0], []).append((pos, marker[1]))
+        pos = data.find(_END, pos + len(_END))
+    return out
+
+
+def pem_spans(data: bytes) -> list[tuple[str, int, int]]:
+    """(label, start, end) of every PEM block in *data*, left to right, never overlapping."""
+    ends = _end_markers(data) if _BEGIN in data else {}
+    out: list[tuple[str, int, int]] = []
+    pos = data.find(_BEGIN)
+    while pos != -1:
+        marker = _marker_label(data, pos + len(_BEGIN))
+        nxt = pos + len(_BEGIN)
+        if marker is not None:
+            label, body = marker
+            if data.startswith(b"\r\n", body):
+                body += 2
+            elif data.startswith(b"\n", body):
+                body += 1
+            else:
+                body = -1
+            candidates = ends.get(label) if body != -1 else None
+            if candidates:
+                i = bisect.bisect_left(candidates, (body, -1))
+                if i < len(candidates):
+                    end = candidates[i][1]
+                    out.append((label.decode("ascii"), pos, end))
+                    nxt = end
+        pos = data.find(_BEGIN, nxt)
+    return out
 
 
 def pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
     """Return (label, whole block) for every PEM block in *data*."""
-    return [(m.group(1).decode(), m.group(0)) for m in _PEM_BLOCK.finditer(data)]
+    return [(label, data[start:end]) for label, start, end in pem_spans(data)]
+
+
+def outside_pem(data: bytes, spans: Iterable[tuple[str, int, int]]) -> bytes:
+    """The bytes of *data* outside the given blocks (from :func:`pem_spans`)."""
+    parts: list[bytes] = []
+    pos = 0
+    for _, start, end in spans:
+        parts.append(data[pos:start])
+        pos = end
+    parts.append(data[pos:])
+    return b"".join(parts)
 
 
 def split_pem(data: bytes, label: str) -> list[bytes]:
@@ -217,6 +324,13 @@ def split_pem(data: bytes, label: str) -> list[bytes]:
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:
     return [x509.load_pem_x509_certificate(b) for b in split_pem(data, "CERTIFICATE")]
+
+
+# Puppet tooling writes CSRs with these version values: 0 (the only one PKCS#10
+# defines: Puppet agents, openssl, cryptography) and 2 (the puppetserver ca tool,
+# ``csr.version = 2`` in Ruby). 1 is accepted as well (the same confusion of X.509's
+# v2 with its encoding); anything else is refused.
+CSR_VERSIONS = (0, 1, 2)
 
 
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
@@ -231,28 +345,131 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
         raise InvalidRequest("Request body is not UTF-8 text; expected one PEM CSR.") from None
     if "\x00" in text:
         raise InvalidRequest("Request body contains NUL bytes; expected one PEM CSR.")
-    blocks = pem_blocks(data)
-    if not blocks:
+    spans = pem_spans(data)
+    if not spans:
         raise InvalidRequest("Request body is not a PEM certificate request.")
-    if len(blocks) > 1:
+    if len(spans) > 1:
         raise InvalidRequest(
-            f"Request body holds {len(blocks)} PEM objects; expected exactly one CSR."
+            f"Request body holds {len(spans)} PEM objects; expected exactly one CSR."
         )
-    label, block = blocks[0]
+    label, start, end = spans[0]
     if label not in ("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"):
         raise InvalidRequest(f"Request body holds a PEM {label}, not a CERTIFICATE REQUEST.")
-    outside = _PEM_BLOCK.sub(b"", data)
-    if outside.strip():
+    if outside_pem(data, spans).strip():
         raise InvalidRequest("Request body has text outside the PEM CSR block.")
-    if label == "NEW CERTIFICATE REQUEST":
+    return csr_from_pem_block(data[start:end])
+
+
+def csr_from_pem_block(block: bytes) -> x509.CertificateSigningRequest:
+    """One PEM CSR block (``CERTIFICATE REQUEST`` or ``NEW CERTIFICATE REQUEST``) parsed.
+
+    Whatever cryptography raises on hostile input (ValueError, InvalidVersion,
+    UnsupportedAlgorithm, ...) becomes InvalidRequest. A CSR with version 1 or 2
+    (see :data:`CSR_VERSIONS`) comes back as a :class:`VersionedCsr`.
+
+    Raises:
+      InvalidRequest: with a message fit for the client.
+    """
+    if block.startswith(b"-----BEGIN NEW CERTIFICATE REQUEST-----"):
         block = block.replace(b"NEW CERTIFICATE REQUEST", b"CERTIFICATE REQUEST")
+    csr: x509.CertificateSigningRequest
     try:
         csr = x509.load_pem_x509_csr(block)
+    except x509.InvalidVersion as exc:
+        csr = _versioned_csr(block, exc.parsed_version)
+    except Exception as exc:  # cryptography raises several types on hostile input
+        raise InvalidRequest(f"Could not parse the certificate request: {exc}") from None
+    try:
         csr.subject  # noqa: B018 - force parsing of the lazy fields now
         csr.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:
+        csr.signature_algorithm_oid  # noqa: B018
+    except Exception as exc:
         raise InvalidRequest(f"Could not parse the certificate request: {exc}") from None
     return csr
+
+
+def _versioned_csr(block: bytes, version: int) -> x509.CertificateSigningRequest:
+    if version not in CSR_VERSIONS:
+        raise InvalidRequest(
+            f"Certificate request version {version} is not supported "
+            f"(accepted: {', '.join(map(str, CSR_VERSIONS))})."
+        )
+    try:
+        # cryptography's PEM reader accepted the armour, so this is plain base64.
+        b64 = block.split(b"-----", 3)[2]
+        der_bytes = base64.b64decode(b"".join(b64.split()), validate=True)
+        parts = _der.read_csr(der_bytes)
+        csr = x509.load_der_x509_csr(parts.as_version_0())
+    except Exception as exc:
+        raise InvalidRequest(f"Could not parse the certificate request: {exc}") from None
+    return VersionedCsr(csr, der_bytes, parts.info)  # type: ignore[return-value]
+
+
+class VersionedCsr:
+    """A CSR whose version field is not 0, as cryptography's object for the same request.
+
+    cryptography refuses every version but 0 (``InvalidVersion``), so the request is
+    re-encoded with version 0 to read its fields, while the signature is checked, and
+    the CSR stored, fingerprinted and served, as the bytes the client signed.
+    """
+
+    def __init__(self, inner: x509.CertificateSigningRequest, der_bytes: bytes, info: bytes):
+        self._inner = inner
+        self._der = der_bytes
+        self._info = info
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    @property
+    def tbs_certrequest_bytes(self) -> bytes:
+        return self._info
+
+    def public_bytes(self, encoding: serialization.Encoding) -> bytes:
+        if encoding == serialization.Encoding.DER:
+            return self._der
+        if encoding == serialization.Encoding.PEM:
+            b64 = base64.b64encode(self._der)
+            lines = b"\n".join(b64[i : i + 64] for i in range(0, len(b64), 64))
+            return (
+                b"-----BEGIN CERTIFICATE REQUEST-----\n"
+                + lines
+                + b"\n-----END CERTIFICATE REQUEST-----\n"
+            )
+        raise ValueError(f"unsupported encoding {encoding}")
+
+    @property
+    def is_signature_valid(self) -> bool:
+        """The signature verifies over the original request info (RSA PKCS#1 v1.5 or
+        ECDSA with a SHA-2 hash, as cryptography checks for version 0)."""
+        try:
+            algorithm = self._inner.signature_hash_algorithm
+        except Exception:
+            return False
+        if not isinstance(algorithm, hashes.SHA224 | hashes.SHA256 | hashes.SHA384 | hashes.SHA512):
+            return False
+        return verify_signature(
+            self._inner.public_key(), self._inner.signature, self._info, algorithm
+        )
+
+
+def verify_signature(
+    key: CertificatePublicKeyTypes,
+    signature: bytes,
+    data: bytes,
+    algorithm: hashes.HashAlgorithm,
+) -> bool:
+    """True if *signature* by *key* (RSA PKCS#1 v1.5 or ECDSA) over *data* verifies."""
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, padding.PKCS1v15(), algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, data, ec.ECDSA(algorithm))
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
 
 
 # --- CSR inspection --------------------------------------------------------------------
@@ -329,7 +546,7 @@ def inspect_csr(csr: x509.CertificateSigningRequest) -> CsrInfo:
     """
     try:
         exts = tuple(csr.extensions)
-    except (ValueError, x509.DuplicateExtension, UnsupportedAlgorithm) as exc:
+    except Exception as exc:  # ValueError, DuplicateExtension, UnsupportedGeneralNameType, ...
         raise InvalidRequest(f"CSR has malformed extension requests: {exc}") from None
     sans: tuple[x509.GeneralName, ...] = ()
     for ext in exts:
@@ -341,7 +558,7 @@ def inspect_csr(csr: x509.CertificateSigningRequest) -> CsrInfo:
         password = attr.value.decode("utf-8", "replace")
     except x509.AttributeNotFound:
         pass
-    except ValueError as exc:
+    except Exception as exc:
         raise InvalidRequest(f"CSR has malformed attributes: {exc}") from None
     return CsrInfo(
         cn=first_cn(csr.subject), sans=sans, extensions=exts, challenge_password=password
@@ -467,6 +684,39 @@ def build_leaf_certificate(
     *extensions* are the already-vetted requested extensions (never SAN, never
     anything policy refused); the SAN always contains ``DNS:<certname>``.
     """
+    builder = leaf_builder(
+        ca_key=ca_key,
+        ca_cert=ca_cert,
+        public_key=public_key,
+        certname=certname,
+        not_before=not_before,
+        not_after=not_after,
+        alt_names=alt_names,
+        extensions=extensions,
+    )
+    return sign_leaf(builder, ca_key, serial)
+
+
+def leaf_builder(
+    *,
+    ca_key: CertificateIssuerPrivateKeyTypes,
+    ca_cert: x509.Certificate,
+    public_key: CertificatePublicKeyTypes,
+    certname: str,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    alt_names: Sequence[x509.GeneralName] = (),
+    extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
+) -> x509.CertificateBuilder:
+    """Everything of :func:`build_leaf_certificate` but the serial and the signature.
+
+    Every check cryptography makes on the contents (the CN's length, duplicate
+    extensions, the key type) happens here, so a caller can build this before it
+    takes a serial, and a request that cannot be issued costs none.
+
+    Raises:
+      ValueError, TypeError: the contents cannot make a certificate.
+    """
     sans = list(alt_names)
     own = x509.DNSName(certname)
     if own not in sans:
@@ -476,7 +726,6 @@ def build_leaf_certificate(
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, certname)]))
         .issuer_name(ca_cert.subject)
         .public_key(public_key)
-        .serial_number(serial)
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(
@@ -487,13 +736,19 @@ def build_leaf_certificate(
     )
     for ext in extensions:
         builder = builder.add_extension(ext.value, ext.critical)
-    builder = (
+    return (
         builder.add_extension(x509.SubjectAlternativeName(sans), False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
         .add_extension(_LEAF_EKU, True)
         .add_extension(_LEAF_KU, True)
     )
-    return builder.sign(ca_key, signing_hash(ca_key))  # type: ignore[arg-type]
+
+
+def sign_leaf(
+    builder: x509.CertificateBuilder, ca_key: CertificateIssuerPrivateKeyTypes, serial: int
+) -> x509.Certificate:
+    """Give a :func:`leaf_builder` its serial and sign it."""
+    return builder.serial_number(serial).sign(ca_key, signing_hash(ca_key))  # type: ignore[arg-type]
 
 
 def cli_auth_extension() -> x509.Extension[x509.ExtensionType]:

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from . import pki
@@ -96,9 +95,14 @@ def check_crypto(csr: x509.CertificateSigningRequest, certname: str, rules: CsrR
             certname,
             f"CSR '{certname}' has an EC key on curve {key.curve.name}; use P-256, P-384 or P-521.",
         )
-    if isinstance(key, dsa.DSAPublicKey):
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        # Ed25519/Ed448, DSA, ...: Puppet agents (Ruby OpenSSL, key_type rsa or ec) make
+        # only RSA and EC keys, and Puppet's TLS stacks expect nothing else.
         raise PolicyViolation(
-            "weak-key", certname, f"CSR '{certname}' has a DSA key, which is not accepted."
+            "unsupported-key",
+            certname,
+            f"CSR '{certname}' has {_key_kind(key)} key, which is not accepted; "
+            "use an RSA key or an EC key on P-256, P-384 or P-521.",
         )
     try:
         algorithm = csr.signature_hash_algorithm
@@ -117,6 +121,18 @@ def check_crypto(csr: x509.CertificateSigningRequest, certname: str, rules: CsrR
             f"CSR '{certname}' is signed with {algorithm.name.upper()}, which is refused. "
             "Set allow_legacy_signatures: true to accept CSRs from Puppet 2.6 agents.",
         )
+
+
+def _key_kind(key: CertificatePublicKeyTypes) -> str:
+    kinds = {
+        dsa.DSAPublicKey: "a DSA",
+        ed25519.Ed25519PublicKey: "an Ed25519",
+        ed448.Ed448PublicKey: "an Ed448",
+    }
+    for cls, kind in kinds.items():
+        if isinstance(key, cls):
+            return kind
+    return f"a {type(key).__name__}"
 
 
 def vet(
@@ -175,6 +191,21 @@ def vet(
             certname,
             f"Found extensions that are not permitted: {', '.join(bad)}",
         )
+    critical = [
+        e.oid.dotted_string
+        for e in info.extensions
+        if e.critical and not isinstance(e.value, x509.SubjectAlternativeName)
+    ]
+    if critical:
+        # Requested extensions are copied into the certificate. Marked critical, an
+        # extension no verifier knows (every pp_* one) makes OpenSSL, Java and Ruby
+        # reject the certificate ("unhandled critical extension"): refused, never issued.
+        raise PolicyViolation(
+            "disallowed-extension",
+            certname,
+            f"CSR '{certname}' marks requested extensions critical ({', '.join(critical)}); "
+            "Puppet extensions must be non-critical, or no TLS client accepts the certificate.",
+        )
     if not _signature_valid(csr):
         raise PolicyViolation(
             "invalid-signature",
@@ -190,25 +221,20 @@ def vet(
 def _signature_valid(csr: x509.CertificateSigningRequest) -> bool:
     """The CSR's self-signature verifies (MD5/SHA-1 too: cryptography's check refuses those
     outright, so legacy signatures, once allowed by policy, are verified by hand)."""
-    if csr.is_signature_valid:
-        return True
+    try:
+        if csr.is_signature_valid:
+            return True
+    except Exception:  # an algorithm cryptography will not verify: only MD5/SHA-1 below
+        pass
     try:
         algorithm = csr.signature_hash_algorithm
     except Exception:
         return False
     if not isinstance(algorithm, hashes.MD5 | hashes.SHA1):
         return False
-    key = csr.public_key()
-    try:
-        if isinstance(key, rsa.RSAPublicKey):
-            key.verify(csr.signature, csr.tbs_certrequest_bytes, padding.PKCS1v15(), algorithm)
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(csr.signature, csr.tbs_certrequest_bytes, ec.ECDSA(algorithm))
-        else:
-            return False
-    except InvalidSignature:
-        return False
-    return True
+    return pki.verify_signature(
+        csr.public_key(), csr.signature, csr.tbs_certrequest_bytes, algorithm
+    )
 
 
 # --- autosign ---------------------------------------------------------------------------

@@ -482,3 +482,264 @@ def test_query_parameters_of_old_agents_are_ignored(app, ca) -> None:
         app, "GET", f"{V1}/certificate/ca", query="environment=production&fail_on_404=true"
     )
     assert r.status == 200 and r.body == ca.cadir.cacert.read_bytes()
+
+
+# --- names, CSR versions, bulk signing (issue 8) ----------------------------------------------
+
+
+def _long_cn_csr(name: str) -> bytes:
+    """A CSR whose CN is *name* even if it is longer than a certificate's CN may be."""
+    import warnings
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        attr = x509.NameAttribute(NameOID.COMMON_NAME, name, _validate=False)
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([attr]))
+    return pki.pem(builder.sign(fast_key(), hashes.SHA256()))
+
+
+def _plant_pending(ca: CertificateAuthority, name: str, body: bytes) -> None:
+    """A pending CSR as an older splitca (or another tool) left it in requests/."""
+    path = ca.cadir.csr_path(name)
+    path.write_bytes(body)
+    os.chmod(path, 0o644)
+
+
+def test_sign_all_signs_past_a_csr_that_cannot_be_signed_through_the_server(
+    settings, server_factory, tmp_path
+) -> None:
+    """A stored CSR whose name is longer than a CN ends in signing-errors; every other
+    CSR is signed; the failure takes no serial (two workers, real HTTPS)."""
+    import requests
+
+    from splitca.store import parse_inventory
+
+    CertificateAuthority.setup(settings)
+    ca = CertificateAuthority.open(settings)
+    long_name = "a" * 70  # sorts first: the old code stopped right there
+    _plant_pending(ca, long_name, _long_cn_csr(long_name))
+    good = [f"good-{i}" for i in range(3)]
+    for name in good:
+        ca.submit_csr(name, pki.pem(make_csr(name)))
+    serial_before = ca.cadir.read_serial()
+    lines_before = len(list(parse_inventory(ca.cadir.inventory.read_bytes())))
+    server = server_factory(settings, workers=2)
+    admin = (str(settings.effective_server_cert), str(settings.effective_server_key))
+    with requests.Session() as s:
+        s.trust_env = False
+        s.verify = str(server.cacert)
+        s.cert = admin
+        r = s.post(f"{server.url}{V1}/sign/all", json={}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"signed": good, "no-csr": [], "signing-errors": [long_name]}
+        r = s.post(f"{server.url}{V1}/sign", json={"certnames": [long_name, "nope"]}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"signed": [], "no-csr": ["nope"], "signing-errors": [long_name]}
+    assert "Traceback" not in server.log_text()
+    assert ca.cadir.read_serial() == serial_before + len(good)
+    lines = list(parse_inventory(ca.cadir.inventory.read_bytes()))
+    assert len(lines) == lines_before + len(good)
+    assert long_name not in {ln.certname for ln in lines}
+    assert ca.cadir.csr_path(long_name).exists()
+
+
+def test_put_of_a_name_longer_than_a_cn_is_400_with_autosign_and_costs_nothing(
+    settings,
+) -> None:
+    CertificateAuthority.setup(settings)
+    ca = CertificateAuthority.open(settings.replace(autosign=True))
+    app = App(ca)
+    from .conftest import snapshot
+
+    before = snapshot(ca.cadir.root)
+    name = "x" * 65
+    r = wsgi_call(app, "PUT", f"{V1}/certificate_request/{name}", _long_cn_csr(name))
+    assert (r.status, r.text) == (
+        400,
+        "Certificate names must be at most 64 characters long "
+        "(the limit of a certificate's common name, RFC 5280); this one has 65.",
+    )
+    assert snapshot(ca.cadir.root) == before
+    # 64 characters is fine, and signed
+    name = "x" * 64
+    assert (
+        wsgi_call(app, "PUT", f"{V1}/certificate_request/{name}", _long_cn_csr(name)).status == 200
+    )
+    assert ca.state_of(name) == "signed"
+
+
+def test_a_refused_issue_takes_no_serial(ca: CertificateAuthority) -> None:
+    """Whatever cryptography refuses while building a certificate is refused before a
+    serial or an inventory line is taken (here a CN too long, bypassing the name check)."""
+    from splitca.errors import PolicyViolation
+    from splitca.policy import Approved
+
+    serial = ca.cadir.read_serial()
+    inventory = ca.cadir.inventory.read_bytes()
+    approved = Approved("y" * 65, fast_key().public_key(), (), ())
+    with pytest.raises(PolicyViolation, match="Cannot issue a certificate for y"):
+        ca._issue(approved, ttl=None)
+    assert ca.cadir.read_serial() == serial
+    assert ca.cadir.inventory.read_bytes() == inventory
+
+
+def test_bulk_sign_reports_an_unexpected_error_and_goes_on(
+    ca: CertificateAuthority, monkeypatch
+) -> None:
+    for name in ("b1", "b2", "b3"):
+        ca.submit_csr(name, pki.pem(make_csr(name)))
+    real_sign = ca.sign
+
+    def sign(name: str, **kw: object) -> x509.Certificate:
+        if name == "b2":
+            raise RuntimeError("disk on fire")
+        return real_sign(name, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ca, "sign", sign)
+    result = ca.sign_all()
+    assert (result.signed, result.no_csr, result.signing_errors) == (["b1", "b3"], [], ["b2"])
+    assert result.messages["b2"] == "internal error (RuntimeError); see the log"
+
+
+def _puppetserver_ca_csr(name: str) -> bytes:
+    """A CSR made by the real `puppetserver ca` tool's code (Host#create_csr: version 2)."""
+    import subprocess
+
+    from .conftest import require_program
+
+    ruby = require_program("ruby")
+    lib = "/usr/share/rubygems-integration/all/gems/puppetserver-ca-2.4.0/lib"
+    if not os.path.isdir(lib):
+        pytest.skip("ruby-puppetserver-ca-cli is not installed")
+    script = (
+        'require "puppetserver/ca/host"; '
+        "h = Puppetserver::Ca::Host.new(OpenSSL::Digest::SHA256.new); "
+        "k = OpenSSL::PKey::RSA.new(2048); "
+        "print h.create_csr(name: ARGV[0], key: k).to_pem"
+    )
+    out = subprocess.run(
+        [ruby, "-I", lib, "-e", script, name], capture_output=True, check=True, timeout=60
+    )
+    return out.stdout
+
+
+def test_csr_of_the_puppetserver_ca_tool_version_2_is_accepted_and_signed(
+    app: App, ca: CertificateAuthority, admin_cert, tmp_path
+) -> None:
+    import hashlib
+    import subprocess
+
+    body = _puppetserver_ca_csr("tool.example.com")
+    text = subprocess.run(
+        ["openssl", "req", "-noout", "-text"], input=body, capture_output=True, timeout=30
+    ).stdout
+    assert b"Version: Unknown (2)" in text  # really version 2
+    r = wsgi_call(app, "PUT", f"{V1}/certificate_request/tool.example.com", body)
+    assert (r.status, r.text) == (200, "")
+    # stored, fingerprinted and served as the bytes that were signed
+    stored = ca.csr_pem("tool.example.com")
+    assert stored is not None
+    der = pki.split_pem(stored, "CERTIFICATE REQUEST")[0]
+    assert der.split(b"-----")[2].split() == body.split(b"-----")[2].split()
+    r = wsgi_call(app, "GET", f"{V1}/certificate_status/tool.example.com", client=admin_cert)
+    import base64
+
+    original = base64.b64decode(b"".join(body.split(b"-----")[2].split()))
+    digest = hashlib.sha256(original).hexdigest().upper()
+    assert json.loads(r.body)["fingerprint"].replace(":", "") == digest
+    r = wsgi_call(
+        app,
+        "PUT",
+        f"{V1}/certificate_status/tool.example.com",
+        b'{"desired_state":"signed"}',
+        headers={"Content-Type": "application/json"},
+        client=admin_cert,
+    )
+    assert r.status == 204, r.text
+    from .conftest import openssl_verify
+
+    assert openssl_verify(ca.cadir.cert_path("tool.example.com"), ca.cadir.root).returncode == 0
+
+
+def test_a_version_1_csr_is_accepted_too(app: App, ca: CertificateAuthority) -> None:
+    from .test_bad_input import versioned_csr
+
+    r = wsgi_call(app, "PUT", f"{V1}/certificate_request/v1host", versioned_csr("v1host", 1))
+    assert (r.status, r.text) == (200, "")
+    assert ca.sign("v1host").subject.rfc4514_string() == "CN=v1host"
+
+
+def test_requested_pp_extensions_are_issued_non_critical_and_openssl_verifies(
+    app: App, ca: CertificateAuthority
+) -> None:
+    from .conftest import openssl_verify
+
+    name = "ext.example.com"
+    status, text = put_csr(app, name, extensions=[("1.3.6.1.4.1.34380.1.1.13", "webserver")])
+    assert (status, text) == (200, "")
+    cert = ca.sign(name)
+    ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier("1.3.6.1.4.1.34380.1.1.13"))
+    assert not ext.critical
+    assert openssl_verify(ca.cadir.cert_path(name), ca.cadir.root).returncode == 0
+
+
+def test_a_version_2_csr_left_in_requests_is_listed_and_signable(
+    app: App, ca: CertificateAuthority, admin_cert
+) -> None:
+    """As `puppetserver ca` (offline) or an imported puppetserver cadir leaves one: the
+    index reads it (the old code's index refresh raised InvalidVersion: every request 500)."""
+    _plant_pending(ca, "left.example.com", _puppetserver_ca_csr("left.example.com"))
+    r = wsgi_call(app, "GET", f"{V1}/certificate_statuses/all", client=admin_cert)
+    assert r.status == 200, r.text
+    assert {"name": "left.example.com", "state": "requested"}.items() <= next(
+        s for s in json.loads(r.body) if s["name"] == "left.example.com"
+    ).items()
+    r = wsgi_call(app, "POST", f"{V1}/sign/all", b"{}", client=admin_cert)
+    assert json.loads(r.body)["signed"] == ["left.example.com"]
+
+
+def test_puppetserver_ca_generate_succeeds_against_splitca_serve(
+    settings, server_factory, tmp_path
+) -> None:
+    """The real `puppetserver ca generate` (version-2 CSRs) against the real server, two
+    workers: key, CSR, signing and download all succeed (the old code answered its PUT 500)."""
+    import shutil
+    import subprocess
+
+    from .conftest import require_program
+
+    ruby = require_program("ruby")
+    lib = "/usr/share/rubygems-integration/all/gems/puppetserver-ca-2.4.0/lib"
+    if not os.path.isdir(lib):
+        pytest.skip("ruby-puppetserver-ca-cli is not installed")
+    CertificateAuthority.setup(settings)
+    server = server_factory(settings, workers=2)
+    ssl = tmp_path / "tool-ssl"
+    (ssl / "certs").mkdir(parents=True)
+    (ssl / "private_keys").mkdir()
+    shutil.copy(settings.effective_server_cert, ssl / "certs" / "ca.test.pem")
+    shutil.copy(settings.effective_server_key, ssl / "private_keys" / "ca.test.pem")
+    shutil.copy(settings.cadir / "ca_crt.pem", ssl / "certs" / "ca.pem")
+    shutil.copy(settings.cadir / "ca_crl.pem", ssl / "crl.pem")
+    conf = tmp_path / "puppet.conf"
+    conf.write_text(
+        f"[main]\ncertname = ca.test\nssldir = {ssl}\nserver = 127.0.0.1\n"
+        f"ca_server = 127.0.0.1\nca_port = {server.port}\n"
+    )
+    script = 'require "puppetserver/ca/cli"; exit Puppetserver::Ca::Cli.run(ARGV, STDOUT, STDERR)'
+    args = ["generate", "--certname", "gen1.example.com", "--config", str(conf)]
+    proc = subprocess.run(
+        [ruby, "-I", lib, "-e", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, HOME=str(tmp_path)),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Successfully signed certificate request for gen1.example.com" in proc.stdout
+    issued = (ssl / "certs" / "gen1.example.com.pem").read_bytes()
+    assert issued == (settings.cadir / "signed" / "gen1.example.com.pem").read_bytes()
+    assert "Traceback" not in server.log_text()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed448, ed25519, padding, rsa
+from cryptography.x509.oid import NameOID
 
 from splitca import pki
 from splitca.authority import CertificateAuthority
@@ -50,6 +53,64 @@ def legacy_csr(name: str, digest: str) -> bytes:
 def weak_key(name: str) -> bytes:
     key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     return pem(make_csr(name, key=key))
+
+
+def long_cn_csr(name: str) -> bytes:
+    """A CSR whose CN is longer than 64 characters (cryptography warns, openssl makes them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name, _validate=False)])
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    return pem(builder.sign(fast_key(), hashes.SHA256()))
+
+
+_RSA_SHA256 = bytes.fromhex("300d06092a864886f70d01010b0500")
+
+
+def _tlv(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    size = bytes([n]) if n < 0x80 else bytes([0x82]) + n.to_bytes(2, "big")
+    return bytes([tag]) + size + body
+
+
+def _skip_header(der: bytes, pos: int) -> int:
+    """Position of the contents of the TLV at *pos* (lengths up to 2 bytes)."""
+    first = der[pos + 1]
+    return pos + 2 + (first & 0x7F if first & 0x80 else 0)
+
+
+def versioned_csr(name: str, version: int, *, tamper: bool = False) -> bytes:
+    """A CSR with *version* in its version field, correctly signed over that encoding
+    (as the puppetserver ca tool's ``csr.version = 2`` makes them)."""
+    key = fast_key()
+    der = pki.der(make_csr(name, key=key))
+    info_at = _skip_header(der, 0)
+    body_at = _skip_header(der, info_at)
+    info_len = (
+        int.from_bytes(der[info_at + 2 : body_at], "big")
+        if der[info_at + 1] & 0x80
+        else der[info_at + 1]
+    )
+    assert der[body_at : body_at + 3] == b"\x02\x01\x00"  # version 0
+    info = _tlv(0x30, bytes([2, 1, version]) + der[body_at + 3 : body_at + info_len])
+    signature = key.sign(info, padding.PKCS1v15(), hashes.SHA256())
+    if tamper:
+        signature = signature[:-1] + bytes([signature[-1] ^ 0xFF])
+    out = _tlv(0x30, info + _RSA_SHA256 + _tlv(0x03, b"\x00" + signature))
+    b64 = base64.encodebytes(out)
+    return b"-----BEGIN CERTIFICATE REQUEST-----\n" + b64 + b"-----END CERTIFICATE REQUEST-----\n"
+
+
+def eddsa_csr(name: str, key: ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey) -> bytes:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    return pem(x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, None))
+
+
+def critical_extension_csr(name: str, oid: str) -> bytes:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    ext = x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), pki.der_utf8("webserver"))
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject).add_extension(ext, True)
+    return pem(builder.sign(fast_key(), hashes.SHA256()))
 
 
 @dataclass(frozen=True)
@@ -199,6 +260,71 @@ CASES = [
         lambda: legacy_csr("w3", "md5"),
         400,
         "CSR 'w3' is signed with MD5, which is refused.",
+    ),
+    Case(
+        "name-longer-than-a-cn",
+        "n" * 65,
+        lambda: long_cn_csr("n" * 65),
+        400,
+        "Certificate names must be at most 64 characters long "
+        "(the limit of a certificate's common name, RFC 5280); this one has 65.",
+        exact=True,
+    ),
+    Case(
+        "name-of-250-characters",
+        ("n" * 49 + ".") * 5,
+        lambda: long_cn_csr(("n" * 49 + ".") * 5),
+        400,
+        "Certificate names must be at most 64 characters long",
+    ),
+    Case(
+        "csr-version-3",
+        "v3",
+        lambda: versioned_csr("v3", 3),
+        400,
+        "Certificate request version 3 is not supported (accepted: 0, 1, 2).",
+        exact=True,
+    ),
+    Case(
+        "csr-version-2-bad-signature",
+        "v2bad",
+        lambda: versioned_csr("v2bad", 2, tamper=True),
+        400,
+        "CSR contains a public key that does not correspond to the signing key",
+        exact=True,
+    ),
+    Case(
+        "ed25519-key",
+        "k1",
+        lambda: eddsa_csr("k1", ed25519.Ed25519PrivateKey.generate()),
+        400,
+        "CSR 'k1' has an Ed25519 key, which is not accepted; "
+        "use an RSA key or an EC key on P-256, P-384 or P-521.",
+        exact=True,
+    ),
+    Case(
+        "ed448-key",
+        "k2",
+        lambda: eddsa_csr("k2", ed448.Ed448PrivateKey.generate()),
+        400,
+        "CSR 'k2' has an Ed448 key, which is not accepted;",
+    ),
+    Case(
+        "critical-pp-extension",
+        "c1",
+        lambda: critical_extension_csr("c1", "1.3.6.1.4.1.34380.1.1.13"),
+        400,
+        "CSR 'c1' marks requested extensions critical (1.3.6.1.4.1.34380.1.1.13); "
+        "Puppet extensions must be non-critical, or no TLS client accepts the certificate.",
+        exact=True,
+    ),
+    Case(
+        "quadratic-pem",
+        "q1",
+        lambda: b"-----BEGIN A-----\n" * (65536 // 18),
+        400,
+        "Request body is not a PEM certificate request.",
+        exact=True,
     ),
     Case(
         "bad-signature",

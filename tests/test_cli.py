@@ -327,3 +327,42 @@ def test_verbose_after_the_command_logs_debug(ready: Path) -> None:
         assert root.level == logging.ERROR
     finally:
         root.setLevel(old)
+
+
+def test_sign_all_reports_an_unsignable_csr_and_signs_the_rest(ready: Path, settings) -> None:
+    """`splitca sign --all` (the one bulk path, as POST sign/all): a stored CSR whose name
+    is longer than a CN gets a one-line error, exit 4, and every other CSR is signed."""
+    import os
+    import subprocess
+    import sys
+
+    from .test_api import _long_cn_csr
+
+    ca = CertificateAuthority.open(settings)
+    long_name = "a" * 70  # first in name order
+    ca.cadir.csr_path(long_name).write_bytes(_long_cn_csr(long_name))
+    for name in ("n1", "n2"):
+        ca.submit_csr(name, pki.pem(make_csr(name)))
+    serial = ca.cadir.read_serial()
+    proc = subprocess.run(
+        [sys.executable, "-m", "splitca", "--config", str(ready), "sign", "--all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
+    assert proc.returncode == 4, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"Error: could not sign {long_name}: Certificate names must be at most 64 characters "
+        "long (the limit of a certificate's common name, RFC 5280); this one has 70."
+    ]
+    assert [ln.split(" (")[0] for ln in proc.stdout.splitlines()] == [
+        "Signed certificate for n1",
+        "Signed certificate for n2",
+    ]
+    assert ca.state_of("n1") == ca.state_of("n2") == "signed"
+    assert ca.cadir.read_serial() == serial + 2
+    result = run(ready, "sign", "n1", "n3", "--format", "json")
+    assert result.exit_code == 4
+    assert [r["signed"] for r in json.loads(result.stdout)] == [False, False]

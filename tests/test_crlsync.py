@@ -590,11 +590,6 @@ def test_a_reload_the_running_apache_does_not_act_on_is_not_recorded(master, fak
         alive.wait()
 
 
-@pytest.mark.xfail(
-    not hasattr(pki, "pem_spans"),
-    reason="needs the linear-time PEM parser (pki.pem_spans, branch fix/csr)",
-    run=False,  # the quadratic parser would burn ~30 s of CPU
-)
 def test_a_hostile_answer_of_unterminated_pem_markers_is_refused_quickly(master, fake_ca, ca):
     """256 KB of '-----BEGIN A-----' lines: the backreferencing PEM regex took 29 s on
     this, past any --timeout. Parsing is linear: refused as parse, well within it."""

@@ -549,3 +549,23 @@ def test_post_registration_can_answer_with_user_data(
         )
         assert r.status == 400, bad
     assert len(list(open_registry(rca.settings).records())) == before
+
+
+def test_cli_enroll_refuses_a_domain_that_makes_a_name_longer_than_a_cn(
+    rca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """<uuid>.<domain> must fit a certificate's CN (64 characters): refused before any
+    registration or token exists, not after the machine burnt its token on a 500."""
+    cfg = write_config(tmp_path / "c.yaml", rca.settings)
+    domain = "nodes." + "d" * 25 + ".example.com"  # 36 + 1 + 43 = 80 characters
+    r = run(cfg, "enroll", "--domain", domain)
+    assert r.exit_code == 4, r.output
+    assert "at most 64 characters" in r.stderr and r.stdout == ""
+    assert list(open_registry(rca.settings).records()) == []
+    r = run(cfg, "register", "r" * 65)
+    assert r.exit_code == 4 and "at most 64 characters" in r.stderr
+    assert list(open_registry(rca.settings).records()) == []
+    # 64 characters fit: a 27-character domain
+    r = run(cfg, "enroll", "--domain", "n" * 15 + ".example.com", "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)["certname"]) == 64

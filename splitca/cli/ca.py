@@ -16,7 +16,7 @@ from .. import _fs, pki
 from ..audit import Actor
 from ..authority import CertificateAuthority
 from ..config import parse_duration
-from ..errors import ConfigError, InvalidRequest, NotFound, SplitCAError, StoreError
+from ..errors import ConfigError, InvalidRequest, NotFound, StoreError
 from ..index import Row
 from ._base import Ctx, cli, echo_json, format_option, pass_ctx
 
@@ -251,14 +251,17 @@ def sign(
         raise click.UsageError("give CERTNAME(s) or --all, not both and not neither")
     if sign_all:
         names = c.ca.index.pending_names()
+    names = list(dict.fromkeys(names))
     lifetime = parse_duration(ttl, key="--ttl") if ttl else None
+    # The one bulk path (as POST sign/all): a CSR that cannot be signed is reported and
+    # the others are still signed.
+    outcome = c.ca.sign_many(
+        names, ttl=lifetime, allow_alt_names=allow_dns_alt_names, actor=CLI_ACTOR
+    )
     results: list[dict[str, object]] = []
-    failed = 0
     for name in names:
-        try:
-            cert = c.ca.sign(
-                name, ttl=lifetime, allow_alt_names=allow_dns_alt_names, actor=CLI_ACTOR
-            )
+        cert = outcome.certificates.get(name)
+        if cert is not None:
             results.append(
                 {
                     "certname": name,
@@ -267,9 +270,11 @@ def sign(
                     "fingerprint": pki.fingerprints(pki.der(cert))["SHA256"],
                 }
             )
-        except SplitCAError as exc:
-            failed += 1
-            results.append({"certname": name, "signed": False, "error": str(exc)})
+        else:
+            results.append(
+                {"certname": name, "signed": False, "error": outcome.messages.get(name, "")}
+            )
+    failed = len(outcome.no_csr) + len(outcome.signing_errors)
     if fmt == "json":
         echo_json(results)
     else:
