@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from splitca.authority import CertificateAuthority
 
+from .apache_harness import wsgi_python_home  # noqa: F401 - fixture
 from .conftest import Server, make_csr, snapshot
 
 V1 = "/puppet-ca/v1"
@@ -336,3 +337,79 @@ def test_a_body_of_exactly_max_body_bytes_is_read(serve: Callable[..., Server]) 
             got, _, body = read_response(s)
         assert (got, body) == (413, b"Request body is larger than 4096 bytes."), framing
     assert_no_traceback(server)
+
+
+# --- the same bodies with the CA under Apache + mod_wsgi ------------------------------------------
+
+
+@pytest.mark.interop
+@pytest.mark.slow
+def test_bodies_under_mod_wsgi_are_bounded_and_bad_ones_are_4xx(wsgi_python_home: Path) -> None:  # noqa: F811
+    """With the CA under Apache as apache-config renders it, bodies are bounded too: mod_wsgi
+    refuses chunked bodies, LimitRequestBody caps the rest, the app refuses a Content-Length
+    over max_body_bytes unread; nothing is a 500 or a traceback in Apache's error log."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from splitca.cli import cli
+
+    from .apache_harness import (
+        IS_ROOT,
+        owned_by_nobody,
+        start_apache,
+        stop_apache,
+        unprivileged,
+        world_dir,
+    )
+    from .conftest import free_port, make_settings, write_config
+
+    root = world_dir("splitca-bodies-")
+    settings = make_settings(root)
+    CertificateAuthority.setup(settings)
+    config = write_config(root / "splitca.yaml", settings)
+    port = free_port()
+    script = next(
+        wsgi_python_home.glob("lib/python3*/site-packages/splitca/templates/splitca.wsgi")
+    )
+    args = [
+        "--config", str(config),
+        "apache-config", "--site", "ca",
+        "--listen", f"127.0.0.1:{port}",
+        "--python-home", str(wsgi_python_home),
+        "--wsgi-script", str(script),
+    ]  # fmt: skip
+    if IS_ROOT:
+        user, group = unprivileged()
+        args += ["--wsgi-user", user, "--wsgi-group", group]
+    rendered = CliRunner().invoke(cli, args)
+    assert rendered.exit_code == 0, rendered.output
+    before = snapshot(settings.cadir)
+    bad = put_head("bad", "Transfer-Encoding: chunked") + b"zz\r\nsome bytes\r\n"
+    huge = put_head("huge", "Transfer-Encoding: chunked") + b"19000000\r\n" + b"A" * 131072
+    # over max_body_bytes, under the vhost's LimitRequestBody: the app refuses it unread
+    big = put_head("big", "Content-Length: 100000") + b"A" * 100000
+    # As rendered, mod_wsgi refuses chunked bodies itself (411). With WSGIChunkedRequest On,
+    # the Apache child decodes the chunks while it passes them to the daemon, and refuses
+    # a bad one itself (400); what reaches the app is read in bounded pieces.
+    cases = (((), [bad, huge, big], [411, 411, 413]), (("WSGIChunkedRequest On",), [bad], [400]))
+    for extra, requests, expected in cases:
+        with owned_by_nobody(root):
+            httpd = start_apache(
+                rendered.output, port, ("ssl", "headers", "env", "wsgi"), extra=extra
+            )
+            try:
+                answers = []
+                for data in requests:
+                    with tls(port) as s:
+                        s.sendall(data)
+                        answers.append(read_response(s, timeout=30))
+                log = httpd.log_text()
+            finally:
+                stop_apache(httpd)
+        assert [a[0] for a in answers] == expected, (extra, answers, log[-3000:])
+        if not extra:
+            assert answers[2][2] == b"Request body is larger than 65536 bytes."
+        assert "Traceback" not in log, log[-3000:]
+    assert snapshot(settings.cadir) == before
+    shutil.rmtree(root, ignore_errors=True)
