@@ -512,6 +512,10 @@ def _make_server(settings: Settings, app: App, *, reuse_port: bool) -> cheroot_w
     )
     server.ssl_adapter = _Adapter(settings)
     server.ConnectionClass = _Connection
+    # A head longer than the connection pre-reads is refused by cheroot (414/413) while it
+    # parses what was pre-read, never read on from the socket (the margin covers cheroot's
+    # 256-byte line reads).
+    server.max_request_header_size = _Connection.HEAD_LIMIT - 512
     return server
 
 

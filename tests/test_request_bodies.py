@@ -227,6 +227,20 @@ def test_a_too_long_content_length_is_413_before_the_body(serve: Callable[..., S
     assert_no_traceback(server)
 
 
+def test_a_head_too_long_to_pre_read_is_refused(serve: Callable[..., Server]) -> None:
+    """Past 64 KiB the head is not read on (and its chunked body never reaches the app)."""
+    server = serve()
+    for head in (
+        f"PUT {V1}/certificate_request/{'a' * 70000} HTTP/1.1\r\nHost: ca\r\n",
+        put_head("long", "X-Padding: " + "a" * 70000, "Transfer-Encoding: chunked")[:-2].decode(),
+    ):
+        with tls(server.port) as s:
+            s.sendall(head.encode() + b"\r\n" + f"{400 * 1024 * 1024:x}\r\n".encode() + b"A" * 1000)
+            got, _, body = read_response(s)
+        assert got in (413, 414) and b"the maximum allowed bytes" in body, (got, body)
+    assert_no_traceback(server)
+
+
 def test_a_body_that_stalls_is_408(ca: CertificateAuthority, serve: Callable[..., Server]) -> None:
     server = serve(socket_timeout=TIMEOUT)
     before = snapshot(ca.cadir.root)
