@@ -111,9 +111,15 @@ class _DeadlineSSLSocket(ssl.SSLSocket):
         True when a whole request head is buffered (or *limit* bytes), False when more
         is needed, None when the connection is finished (closed or broken).
         """
+        skipped = 0
         while True:
-            while self.pre[:2] == b"\r\n":
-                del self.pre[:2]  # empty lines before a request line are ignored (RFC 9112 2.2)
+            # empty lines before a request line are ignored (RFC 9112 2.2), within limit
+            blank = len(self.pre) - len(self.pre.lstrip(b"\r\n"))
+            if blank:
+                skipped += blank
+                if skipped > limit:
+                    return None
+                del self.pre[:blank]
             if b"\r\n\r\n" in self.pre or len(self.pre) >= limit:
                 return True
             chunk = self.recv_nowait()

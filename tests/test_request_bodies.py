@@ -20,6 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from splitca.authority import CertificateAuthority
+from splitca.errors import BodyTooLarge
 
 from .apache_harness import wsgi_python_home  # noqa: F401 - fixture
 from .conftest import Server, make_csr, snapshot
@@ -138,6 +139,34 @@ def serve(ca: CertificateAuthority, server_factory: Callable[..., Server]) -> Ca
         return server_factory(ca.settings.replace(**overrides), workers=2)
 
     return start
+
+
+def test_chunked_decoding_does_not_depend_on_how_the_bytes_arrive() -> None:
+    """Size lines, CRLFs and trailers split across reads (TLS records) decode the same."""
+    from splitca.server import _BodyReader
+
+    payload = bytes(range(256)) * 40
+    wire = chunked(payload, 77).replace(b"\r\n", b'; ext="x"\r\n', 1)
+    wire = wire[:-2] + b"Trailer-A: 1\r\nTrailer-B: 2\r\n\r\nNEXT"
+    for step in (1, 2, 3, 7, 64, len(wire)):
+        reader = _BodyReader(65536, None)
+        for i in range(0, len(wire), step):
+            rest = reader.feed(wire[i : i + step])
+            if rest is not None:
+                assert rest + wire[i + step :] == b"NEXT", step
+                break
+        else:
+            raise AssertionError(f"body never complete, fed {step} bytes at a time")
+        assert bytes(reader.data) == payload, step
+    # the pipelined bytes after the body come back whole when they arrive with it
+    reader = _BodyReader(65536, None)
+    assert reader.feed(wire) == b"NEXT"
+    # one-byte chunks up to the limit: linear work, then the limit holds
+    reader = _BodyReader(65536, None)
+    assert reader.feed(b"1\r\nx\r\n" * 65536) is None
+    assert len(reader.data) == 65536
+    with pytest.raises(BodyTooLarge):
+        reader.feed(b"1\r\nx\r\n")
 
 
 def test_a_huge_declared_chunk_is_413_without_reading_it(
