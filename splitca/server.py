@@ -492,7 +492,7 @@ class _Connection(cheroot_server.HTTPConnection):
             "Connection: close\r\n\r\n"
         )
         log.info(
-            "%s: request body incomplete after the socket timeout: %d",
+            "%s: request body still incomplete at the socket timeout; answered %d and closed",
             self.remote_addr,
             resp.status,
         )
