@@ -23,6 +23,10 @@ class BodyTooLarge(InvalidRequest):
         self.limit = limit
 
 
+class RequestTimeout(InvalidRequest):
+    """A client did not finish sending its request (the body) in the allowed time."""
+
+
 class UnsupportedMediaType(InvalidRequest):
     """A request body has a Content-Type the endpoint does not take."""
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import io
 import logging
 import os
+import re
 import signal
 import socket
 import ssl
@@ -14,8 +16,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 from cheroot import server as cheroot_server
 from cheroot import wsgi as cheroot_wsgi
@@ -23,8 +26,15 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from .compose import open_ca
 from .config import Settings
-from .errors import ListenError, SplitCAError, StoreError
-from .wsgi import App
+from .errors import (
+    BodyTooLarge,
+    InvalidRequest,
+    ListenError,
+    RequestTimeout,
+    SplitCAError,
+    StoreError,
+)
+from .wsgi import App, error_response
 
 __all__ = ["build_ssl_context", "serve"]
 
@@ -105,23 +115,229 @@ class _DeadlineSSLSocket(ssl.SSLSocket):
         self._before_read()
         return super().recv_into(buffer, nbytes, flags)
 
+    def recv_nowait(self) -> bytes | Literal[False] | None:
+        """Non-blocking: what the client has sent, False if nothing yet, None if the connection is finished."""
+        try:
+            chunk = ssl.SSLSocket.recv(self, 65536)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return False
+        except (OSError, ValueError):
+            return None
+        return chunk or None
+
     def read_available(self, limit: int) -> bool | None:
         """Non-blocking: move what the client has sent into ``pre``.
 
         True when a whole request head is buffered (or *limit* bytes), False when more
         is needed, None when the connection is finished (closed or broken).
         """
-        while b"\r\n\r\n" not in self.pre and len(self.pre) < limit:
-            try:
-                chunk = ssl.SSLSocket.recv(self, 65536)
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-                return False
-            except (OSError, ValueError):
-                return None
+        skipped = 0
+        while True:
+            # empty lines before a request line are ignored (RFC 9112 2.2), within limit
+            blank = len(self.pre) - len(self.pre.lstrip(b"\r\n"))
+            if blank:
+                skipped += blank
+                if skipped > limit:
+                    return None
+                del self.pre[:blank]
+            if b"\r\n\r\n" in self.pre or len(self.pre) >= limit:
+                return True
+            chunk = self.recv_nowait()
             if not chunk:
-                return None
+                return None if chunk is None else False
             self.pre.extend(chunk)
-        return True
+
+
+# --- request bodies, read before a worker thread serves the request -----------------------
+
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
+_HTTP_VERSION = re.compile(rb"HTTP/(\d)\.(\d)")
+_LINE_LIMIT = 4096  # a chunk-size line (with extensions) or one trailer line
+_TRAILER_LIMIT = 65536
+
+
+def _malformed(why: str) -> InvalidRequest:
+    return InvalidRequest(f"Malformed chunked request body: {why}.")
+
+
+class _BodyReader:
+    """Incremental, bounded decoding of one request body: Content-Length or chunked.
+
+    :meth:`feed` takes bytes as they arrive and returns what follows the body (a
+    pipelined request) once the body is complete, None while more is needed. It raises
+    BodyTooLarge as soon as the body, declared or received, would pass *limit* (a chunk
+    is refused by its size line, before any of it is read), and InvalidRequest on broken
+    chunked framing. It holds the decoded body and at most one framing line: memory is
+    bounded by *limit*, work is linear in what was received.
+    """
+
+    def __init__(self, limit: int, length: int | None) -> None:
+        if length is not None and length > limit:
+            raise BodyTooLarge(limit)
+        self.limit = limit
+        self.data = bytearray()
+        self._left = length  # Content-Length: bytes still to come; None: chunked
+        self._buf = bytearray()  # chunked: received, not yet decoded
+        self._state = "size"  # chunked: size, data, crlf, trailer
+        self._chunk_left = 0
+        self._trailer = 0
+
+    @property
+    def done(self) -> bool:
+        return self._left == 0
+
+    def feed(self, chunk: bytes) -> bytes | None:
+        if self._left is not None:
+            take = chunk[: self._left]
+            self.data += take
+            self._left -= len(take)
+            return chunk[len(take) :] if self._left == 0 else None
+        buf = self._buf
+        buf += chunk
+        pos = 0
+        try:
+            while True:
+                if self._state == "data":
+                    n = min(self._chunk_left, len(buf) - pos)
+                    self.data += buf[pos : pos + n]
+                    pos += n
+                    self._chunk_left -= n
+                    if self._chunk_left:
+                        return None
+                    self._state = "crlf"
+                elif self._state == "crlf":
+                    if len(buf) - pos < 2:
+                        return None
+                    if buf[pos : pos + 2] != b"\r\n":
+                        raise _malformed("a chunk does not end with CRLF")
+                    pos += 2
+                    self._state = "size"
+                else:  # a line: a chunk size, or a trailer field
+                    end = buf.find(b"\n", pos, pos + _LINE_LIMIT + 1)
+                    if end < 0:
+                        if len(buf) - pos > _LINE_LIMIT:
+                            raise _malformed("a line is too long")
+                        return None
+                    line = bytes(buf[pos:end]).strip()
+                    if self._state == "trailer":
+                        self._trailer += end + 1 - pos
+                    pos = end + 1
+                    if self._state == "trailer":
+                        if not line:
+                            rest = bytes(buf[pos:])
+                            pos = len(buf)
+                            return rest
+                        if self._trailer > _TRAILER_LIMIT:
+                            raise _malformed("the trailer is too long")
+                        continue
+                    size = line.split(b";", 1)[0].strip()
+                    if not _HEX.fullmatch(size):
+                        shown = size[:20].decode("ascii", "backslashreplace")
+                        raise _malformed(f"bad chunk size '{shown}'")
+                    n = int(size, 16)
+                    if n == 0:
+                        self._state = "trailer"
+                    elif len(self.data) + n > self.limit:
+                        raise BodyTooLarge(self.limit)
+                    else:
+                        self._chunk_left = n
+                        self._state = "data"
+        finally:
+            del buf[:pos]
+
+
+def _framing(head: bytes, limit: int) -> tuple[bytes, int | None, bool]:
+    """How the body after *head* is framed, as cheroot reads the head.
+
+    Returns the head to hand to cheroot (without ``Expect``: the 100 Continue, if any,
+    is sent here, before the body is read), the Content-Length (0: no body; None:
+    chunked) and whether the client waits for 100 Continue. Raises InvalidRequest on
+    a Content-Length that is not one number, BodyTooLarge on an absurd one.
+    """
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    version = _HTTP_VERSION.fullmatch(parts[-1]) if len(parts) == 3 else None
+    http11 = version is not None and (int(version[1]), int(version[2])) >= (1, 1)
+    fields: dict[bytes, list[bytes]] = {}
+    kept = [lines[0]]
+    last: bytes | None = None
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t") and last is not None:  # obsolete line folding
+            fields[last][-1] += b" " + line.strip()
+        else:
+            name, _, value = line.partition(b":")
+            last = name.strip().lower()
+            fields.setdefault(last, []).append(value.strip())
+        if last != b"expect":
+            kept.append(line)
+    expect = any(v.lower() == b"100-continue" for v in fields.get(b"expect", []))
+    codings = [
+        c.strip().lower() for v in fields.get(b"transfer-encoding", []) for c in v.split(b",")
+    ]
+    codings = [c for c in codings if c] if http11 else []  # cheroot: chunked only from HTTP/1.1
+    if codings:
+        # cheroot answers any other coding with 501 and reads no body
+        return b"\r\n".join(kept), (None if set(codings) == {b"chunked"} else 0), expect
+    lengths = set(fields.get(b"content-length", []))
+    if not lengths:
+        return b"\r\n".join(kept), 0, expect
+    value = lengths.pop()
+    if lengths or not value.isdigit():
+        raise InvalidRequest("Invalid Content-Length header.")
+    if len(value.lstrip(b"0")) > len(str(limit)):
+        raise BodyTooLarge(limit)
+    return b"\r\n".join(kept), int(value), expect
+
+
+class _BodyInput:
+    """``wsgi.input`` over a body the connection has already read, or the error that ended it."""
+
+    def __init__(self, body: bytes | SplitCAError) -> None:
+        self._error = body if isinstance(body, SplitCAError) else None
+        self._data = io.BytesIO(body if isinstance(body, bytes) else b"")
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._error is not None:
+            raise self._error
+        return self._data.read(-1 if size is None else size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if self._error is not None:
+            raise self._error
+        return self._data.readline(-1 if size is None else size)
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        if self._error is not None:
+            raise self._error
+        return self._data.readlines(hint)
+
+    def __iter__(self) -> _BodyInput:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+class _Request(cheroot_server.HTTPRequest):
+    """cheroot's request, reading its body from memory when the connection gathered it."""
+
+    def respond(self) -> None:
+        body = getattr(self.conn, "body", None)
+        if body is None:
+            super().respond()
+            return
+        if isinstance(body, SplitCAError):
+            self.close_connection = True  # the rest of the stream cannot be framed
+        self.rfile = _BodyInput(body)
+        # cheroot's HTTPRequest.respond, minus its own body readers
+        self.server.gateway(self).respond()
+        if self.ready:
+            self.ensure_headers_sent()
+        if self.chunked_write:
+            self.conn.wfile.write(b"0\r\n\r\n")
 
 
 class _Adapter(BuiltinSSLAdapter):
@@ -142,6 +358,7 @@ class _Adapter(BuiltinSSLAdapter):
         self.context = build_ssl_context(settings)
         self.context.sslsocket_class = _DeadlineSSLSocket
         self.request_timeout = settings.socket_timeout.total_seconds()
+        self.max_body = settings.max_body_bytes
 
     def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, str]]:
         return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), {}
@@ -150,15 +367,23 @@ class _Adapter(BuiltinSSLAdapter):
 class _Connection(cheroot_server.HTTPConnection):
     """An HTTPS connection that never makes a worker thread wait for a slow or idle client.
 
-    The TLS handshake and the request head are read without blocking: while they are
-    incomplete the connection goes back to cheroot's selector (returning True keeps
-    it open) and the worker serves someone else. Only a complete head is handed to
-    cheroot's parser, with a deadline for the rest (the body). A client gets
-    ``socket_timeout`` from its first byte to finish the handshake or a request head.
+    The TLS handshake, the request head and the request body are read without
+    blocking: while they are incomplete the connection goes back to cheroot's selector
+    (returning True keeps it open) and the worker serves someone else. Only a complete
+    request is handed to cheroot's parser and the app, which read it from memory. A
+    client gets ``socket_timeout`` from its first byte to finish the handshake and a
+    request (head and body); the body is bounded by ``max_body_bytes`` while it is
+    read. A body that is too large, badly framed or late is handed to the app as an
+    error its ``wsgi.input`` raises, so the app's one error map answers 413, 400 or 408.
     """
 
+    RequestHandlerClass = _Request
     _handshaken = False
     _started: float | None = None
+    _head = b""  # the request head, once complete, while its body is read
+    _reader: _BodyReader | None = None  # the body being read
+    body: bytes | SplitCAError | None = None  # the request's body, for _Request
+    _later = b""  # what the client sent after this request (pipelining)
     HEAD_LIMIT = 65536
 
     def communicate(self) -> bool:
@@ -168,7 +393,7 @@ class _Connection(cheroot_server.HTTPConnection):
             return bool(super().communicate())
         limit = adapter.request_timeout
         while True:
-            ready = self._read_head(sock, adapter, limit)
+            ready = self._read_request(sock, adapter, limit)
             if ready is not True:
                 return ready is False  # False: wait in the selector; None: close
             self._started = None
@@ -178,17 +403,24 @@ class _Connection(cheroot_server.HTTPConnection):
                 keep = bool(super().communicate())
             finally:
                 sock.deadline = None
+                self.body = None
+                sock.pre.extend(self._later)
+                self._later = b""
             if not keep or self.rfile.has_data():
                 return keep
             if not (sock.pre or sock.pending()):
                 return True
             # a pipelined request is already here: serve it now, the selector won't wake
 
-    def _read_head(self, sock: _DeadlineSSLSocket, adapter: _Adapter, limit: float) -> bool | None:
+    def _read_request(
+        self, sock: _DeadlineSSLSocket, adapter: _Adapter, limit: float
+    ) -> bool | None:
         now = time.monotonic()
         if self._started is None:
             self._started = now
         elif now - self._started > limit:
+            if self._reader is not None:  # the head came, the body is late: 408
+                return self._hand_over(sock, self._head, RequestTimeout(_LATE), b"")
             log.debug("closing %s: no complete request within %gs", self.remote_addr, limit)
             return None
         if self.rfile.has_data():
@@ -205,9 +437,91 @@ class _Connection(cheroot_server.HTTPConnection):
                     return None
                 self.ssl_env = adapter.get_environ(sock)
                 self._handshaken = True
-            return sock.read_available(self.HEAD_LIMIT)
+            return self._read_body(sock, adapter, limit)
         finally:
             sock.settimeout(limit)
+
+    def _read_body(self, sock: _DeadlineSSLSocket, adapter: _Adapter, limit: float) -> bool | None:
+        reader = self._reader
+        if reader is None:  # first the head
+            ready = sock.read_available(self.HEAD_LIMIT)
+            if ready is not True:
+                return ready
+            end = sock.pre.find(b"\r\n\r\n")
+            if end < 0:
+                return True  # a head past HEAD_LIMIT: cheroot's parser takes it from here
+            head = bytes(sock.pre[: end + 4])
+            data: bytes | Literal[False] | None = bytes(sock.pre[end + 4 :])
+            sock.pre.clear()
+            try:
+                head, length, expect = _framing(head, adapter.max_body)
+                reader = _BodyReader(adapter.max_body, length)
+            except SplitCAError as exc:
+                return self._hand_over(sock, head, exc, b"")
+            self._head, self._reader = head, reader
+            if expect and length != 0 and not data:
+                try:  # the client waits for this before it sends the body
+                    sock.settimeout(limit)
+                    sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    sock.setblocking(False)
+                except (OSError, ValueError):
+                    self._reader = None
+                    return None
+        else:
+            data = sock.recv_nowait()
+        while True:
+            if data:
+                try:
+                    later = reader.feed(data)
+                except SplitCAError as exc:
+                    return self._hand_over(sock, self._head, exc, b"")
+                if later is not None:
+                    return self._hand_over(sock, self._head, bytes(reader.data), later)
+            elif reader.done:  # no body, or an empty one
+                return self._hand_over(sock, self._head, b"", b"")
+            elif data is False:
+                return False  # wait in the selector for the rest
+            elif data is None:  # the client hung up, or the connection broke
+                self._reader = None
+                return None
+            data = sock.recv_nowait()
+
+    def _hand_over(
+        self, sock: _DeadlineSSLSocket, head: bytes, body: bytes | SplitCAError, later: bytes
+    ) -> Literal[True]:
+        """The request is complete (or failed): cheroot parses *head*, the app reads *body*."""
+        sock.pre[:] = head
+        self.body = body
+        self._later = later
+        self._head, self._reader = b"", None
+        return True
+
+    def close(self) -> None:
+        if self._reader is not None and self.server.ready:
+            # cheroot's selector expired us: the client stopped sending its body
+            self._reader = None
+            self._answer_late()
+        super().close()
+
+    def _answer_late(self) -> None:
+        """Best effort, never blocking (this runs in cheroot's selector thread): a 408."""
+        resp = error_response(RequestTimeout(_LATE))
+        head = (
+            f"HTTP/1.1 {resp.status} {HTTPStatus(resp.status).phrase}\r\n"
+            f"Content-Type: {resp.content_type}\r\nContent-Length: {len(resp.body)}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        log.info(
+            "%s: request body still incomplete at the socket timeout; answered %d and closed",
+            self.remote_addr,
+            resp.status,
+        )
+        with contextlib.suppress(OSError, ValueError):
+            self.socket.setblocking(False)
+            self.socket.send(head.encode("ascii") + resp.body)
+
+
+_LATE = "The request was not complete within the server's socket timeout."
 
 
 def _listen_error(settings: Settings, exc: OSError) -> ListenError:
@@ -260,6 +574,10 @@ def _make_server(settings: Settings, app: App, *, reuse_port: bool) -> cheroot_w
     )
     server.ssl_adapter = _Adapter(settings)
     server.ConnectionClass = _Connection
+    # A head longer than the connection pre-reads is refused by cheroot (414/413) while it
+    # parses what was pre-read, never read on from the socket (the margin covers cheroot's
+    # 256-byte line reads).
+    server.max_request_header_size = _Connection.HEAD_LIMIT - 512
     return server
 
 

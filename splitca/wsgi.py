@@ -35,6 +35,7 @@ from .errors import (
     NotFound,
     PolicyViolation,
     RemoteError,
+    RequestTimeout,
     SplitCAError,
     StoreError,
     UnsupportedMediaType,
@@ -110,11 +111,13 @@ class Request:
 
     def body(self) -> bytes:
         """Read the body, at most ``max_body`` bytes; BodyTooLarge past that (HTTP 413)."""
-        length_header = self.environ.get("CONTENT_LENGTH") or ""
         stream = self.environ.get("wsgi.input")
         if stream is None:
             return b""
-        if length_header:
+        chunked = self.environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
+        length: int | None = None
+        length_header = self.environ.get("CONTENT_LENGTH") or ""
+        if length_header and not chunked:  # a chunked body's framing wins (RFC 9112 6.3)
             try:
                 length = int(length_header)
             except ValueError:
@@ -122,17 +125,10 @@ class Request:
             if length < 0:
                 raise InvalidRequest("Invalid Content-Length header.")
             if length > self.max_body:
-                raise BodyTooLarge(self.max_body)
-            data: bytes = stream.read(length)
-            return data
-        if self.environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked" or self.environ.get(
-            "wsgi.input_terminated"
-        ):
-            data = stream.read(self.max_body + 1)
-            if len(data) > self.max_body:
-                raise BodyTooLarge(self.max_body)
-            return data
-        return b""
+                raise BodyTooLarge(self.max_body)  # before reading any of it
+        elif not (chunked or self.environ.get("wsgi.input_terminated")):
+            return b""
+        return read_body(stream, length, self.max_body)
 
     def json_body(self) -> Any:
         raw = self.body()
@@ -142,6 +138,46 @@ class Request:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidRequest("Request body is not JSON.") from None
+
+
+BODY_PIECE = 65536  # wsgi.input is read in pieces of at most this size
+
+
+def read_body(stream: Any, length: int | None, limit: int) -> bytes:
+    """Read a request body from ``wsgi.input``: *length* bytes, or (None) to its end.
+
+    Bounded while reading: a body without a length stops at ``limit + 1`` bytes
+    (BodyTooLarge), whatever its chunks declare. This is also the one place where a
+    WSGI server's read errors become client errors: a broken chunked encoding, a
+    client that stops sending (timeout) or hangs up are the client's fault (400/408),
+    not a crash. The built-in server hands over bodies it already read and checked
+    (splitca.server), so there only SplitCAErrors come out of the stream.
+    """
+    want = limit + 1 if length is None else length
+    parts: list[bytes] = []
+    got = 0
+    try:
+        while got < want:
+            piece = stream.read(min(BODY_PIECE, want - got))
+            if not piece:
+                break
+            parts.append(piece)
+            got += len(piece)
+    except SplitCAError:
+        raise
+    except TimeoutError:
+        raise RequestTimeout("The request body did not arrive in time.") from None
+    except ValueError:  # cheroot's chunked reader on a bad chunk size or framing
+        raise InvalidRequest("Malformed chunked request body.") from None
+    except OSError as exc:  # mod_wsgi: "request data read error" (client gone, timeout, bad chunk)
+        if "timed out" in str(exc) or "timeout" in str(exc).lower():
+            raise RequestTimeout("The request body did not arrive in time.") from None
+        raise InvalidRequest("The request body could not be read.") from None
+    if got > limit:
+        raise BodyTooLarge(limit)
+    if length is not None and got < length:
+        raise InvalidRequest("The request body is shorter than its Content-Length.")
+    return b"".join(parts)
 
 
 @dataclass
@@ -166,6 +202,7 @@ class Response:
 
 _STATUS: tuple[tuple[type[SplitCAError], int], ...] = (
     (BodyTooLarge, 413),
+    (RequestTimeout, 408),
     (UnsupportedMediaType, 415),
     (InvalidRequest, 400),
     (PolicyViolation, 400),

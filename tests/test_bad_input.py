@@ -445,3 +445,100 @@ def test_chunked_oversized_body_is_413(app: App, ca: CertificateAuthority) -> No
     seen: dict[str, str] = {}
     body = b"".join(app(environ, lambda s, h: seen.setdefault("status", s)))
     assert seen["status"].startswith("413") and b"larger than" in body
+
+
+class _Stream:
+    """A wsgi.input as a WSGI server might give it: endless data, or an error after some bytes."""
+
+    def __init__(self, error: BaseException | None = None, after: int = 0) -> None:
+        self.error = error
+        self.after = after
+        self.served = 0
+        self.largest_read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        assert size is not None and size >= 0, "an unbounded read of wsgi.input"
+        self.largest_read = max(self.largest_read, size)
+        if self.error is not None and self.served >= self.after:
+            raise self.error
+        self.served += size
+        return b"A" * size
+
+
+def _put_streamed(app: App, stream: _Stream, **environ: str) -> tuple[str, bytes]:
+    import logging
+    from wsgiref.util import setup_testing_defaults
+
+    env: dict[str, object] = {}
+    setup_testing_defaults(env)
+    env.update(
+        {
+            "REQUEST_METHOD": "PUT",
+            "PATH_INFO": f"{V1}/certificate_request/streamed",
+            "wsgi.input": stream,
+            **environ,
+        }
+    )
+    seen: dict[str, str] = {}
+    logger = logging.getLogger("splitca.wsgi")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        body = b"".join(app(env, lambda s, h: seen.setdefault("status", s)))
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in records if r.exc_info], "a client error logged a traceback"
+    return seen["status"], body
+
+
+def test_an_endless_chunked_body_is_read_in_bounded_pieces(app: App) -> None:
+    """Under any WSGI server (mod_wsgi included): pieces of at most 64 KiB, stop past the limit."""
+    stream = _Stream()
+    status, body = _put_streamed(app, stream, HTTP_TRANSFER_ENCODING="chunked")
+    assert status.startswith("413") and body == b"Request body is larger than 65536 bytes."
+    assert stream.served <= 65536 + 1
+    assert stream.largest_read <= 65536
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "message"),
+    [
+        # cheroot's chunked reader on "zz" as a chunk size
+        (ValueError("Bad chunked transfer size: b'zz'"), "400", b"Malformed chunked request body."),
+        # a socket timeout while the client sends its body
+        (TimeoutError("timed out"), "408", b"The request body did not arrive in time."),
+        # mod_wsgi, client gone or Apache's own chunk parser refused the body
+        (
+            OSError("Apache/mod_wsgi request data read error: Connection reset by peer"),
+            "400",
+            b"The request body could not be read.",
+        ),
+        # mod_wsgi, Apache's Timeout passed while reading the body
+        (
+            OSError("Apache/mod_wsgi request data read error: The timeout specified has expired"),
+            "408",
+            b"The request body did not arrive in time.",
+        ),
+    ],
+)
+def test_wsgi_input_errors_are_the_clients_error(
+    app: App, ca: CertificateAuthority, error: BaseException, status: str, message: bytes
+) -> None:
+    before = snapshot(ca.cadir.root)
+    for environ in ({"HTTP_TRANSFER_ENCODING": "chunked"}, {"CONTENT_LENGTH": "5000"}):
+        got, body = _put_streamed(app, _Stream(error, after=0), **environ)
+        assert got.startswith(status) and body == message, (environ, got, body)
+    assert snapshot(ca.cadir.root) == before
+
+
+def test_a_body_shorter_than_its_content_length_is_400(app: App) -> None:
+    class Short(_Stream):
+        def read(self, size: int = -1) -> bytes:
+            return b""  # the client hung up early
+
+    status, body = _put_streamed(app, Short(), CONTENT_LENGTH="5000")
+    assert (
+        status.startswith("400") and body == b"The request body is shorter than its Content-Length."
+    )
