@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import io
 import os
+import selectors
 import shutil
 import signal
 import socket
@@ -464,3 +465,16 @@ def chdir(path: Path) -> Iterator[None]:
         yield
     finally:
         os.chdir(old)
+
+
+def io_ready(
+    sock: socket.socket, *, read: bool = True, write: bool = False, timeout: float
+) -> tuple[bool, bool]:
+    """(readable, writable) within *timeout*, via epoll/poll: select() fails past fd 1023,
+    which a long test session reaches."""
+    events = (selectors.EVENT_READ if read else 0) | (selectors.EVENT_WRITE if write else 0)
+    with selectors.DefaultSelector() as sel:
+        sel.register(sock, events)
+        ready = sel.select(timeout)
+    mask = ready[0][1] if ready else 0
+    return bool(mask & selectors.EVENT_READ), bool(mask & selectors.EVENT_WRITE)

@@ -4,7 +4,6 @@ real agents."""
 from __future__ import annotations
 
 import contextlib
-import select
 import socket
 import ssl
 import threading
@@ -17,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 
 from splitca.authority import CertificateAuthority
 
-from .conftest import Server, make_csr
+from .conftest import Server, io_ready, make_csr
 
 IDLE = 40  # connections that never send a byte
 HALF_HELLO = 10  # connections that send part of a ClientHello and stop
@@ -99,7 +98,7 @@ def test_idle_and_slow_clients_do_not_starve_agents(
 
 def answered(t: ssl.SSLSocket, wait: float = 0.5) -> bool:
     """Whether the server answered or hung up within *wait* (TLS session tickets are no answer)."""
-    if not select.select([t], [], [], wait)[0]:
+    if not io_ready(t, timeout=wait)[0]:
         return False
     t.setblocking(False)
     try:

@@ -9,7 +9,6 @@ must keep working now that the server reads bodies before a worker thread serves
 from __future__ import annotations
 
 import re
-import select
 import socket
 import ssl
 import time
@@ -23,7 +22,7 @@ from splitca.authority import CertificateAuthority
 from splitca.errors import BodyTooLarge
 
 from .apache_harness import wsgi_python_home  # noqa: F401 - fixture
-from .conftest import Server, make_csr, snapshot
+from .conftest import Server, io_ready, make_csr, snapshot
 
 V1 = "/puppet-ca/v1"
 TIMEOUT = 2  # the server's socket_timeout in the slow-body tests
@@ -189,8 +188,7 @@ def test_a_huge_declared_chunk_is_413_without_reading_it(
     sent, answer, hung_up = 0, b"", False
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not complete(answer):
-        want_write = [s] if sent < total and not hung_up else []
-        readable, writable, _ = select.select([s], want_write, [], 1)
+        readable, writable = io_ready(s, write=sent < total and not hung_up, timeout=1)
         if readable or s.pending():
             try:
                 data = s.recv(65536)
@@ -300,7 +298,7 @@ def test_a_body_that_trickles_past_the_timeout_is_408(
                 s.sendall(b"x")
             except OSError:
                 break
-            if select.select([s], [], [], 0.4)[0]:
+            if io_ready(s, timeout=0.4)[0]:
                 break
         got, head, body = read_response(s, timeout=TIMEOUT * 5)
     assert got == 408, (head, body)
