@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import LockTimeout, StoreError, UnsafePath
+from .errors import LockTimeout, NotDurable, StoreError, UnsafePath
 
 __all__ = [
     "FileLock",
@@ -110,15 +110,25 @@ def stage(
 
 
 def publish(tmp: Path, path: Path, *, durable: bool = True) -> None:
-    """Rename a staged file over *path* (atomic), then make the rename durable."""
+    """Rename a staged file over *path* (atomic), then make the rename durable.
+
+    Raises:
+      StoreError: the rename failed; *path* is untouched and the staged file removed.
+      NotDurable: the rename happened (readers see the new file) but syncing it failed.
+    """
     try:
         os.replace(tmp, path)
-        if durable:
-            fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise StoreError(f"could not write {path}: {exc.strerror or exc}") from exc
+    if durable:
+        try:
+            fsync_dir(path.parent)
+        except OSError as exc:
+            raise NotDurable(
+                f"{path} is in place but could not be synced: {exc.strerror or exc}"
+            ) from exc
 
 
 def discard(tmp: Path) -> None:

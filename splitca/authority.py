@@ -21,6 +21,7 @@ from .config import Settings
 from .errors import (
     Conflict,
     InvalidRequest,
+    NotDurable,
     NotFound,
     PolicyViolation,
     SplitCAError,
@@ -941,7 +942,10 @@ class CertificateAuthority:
         installed = False
         try:
             with self.index.transaction() as conn:
-                _fs.publish(tmp, self.cadir.cacrl)
+                try:
+                    _fs.publish(tmp, self.cadir.cacrl)
+                except NotDurable as exc:  # renamed into place: it is what is served
+                    log.warning("CRL number %d is in effect, but %s", number, exc)
                 installed = True
                 fields: dict[str, object] = {"crl_number": number, "entries": len(entries)}
                 if added:

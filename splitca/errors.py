@@ -70,6 +70,10 @@ class UnsafePath(StoreError):
     """A path splitca would write is a symbolic link: refused, never followed."""
 
 
+class NotDurable(StoreError):
+    """A file was renamed into place (readers see it) but the rename could not be synced."""
+
+
 class ListenError(SplitCAError):
     """The server cannot listen on its address and port (in use, not permitted, unknown host)."""
 

@@ -4,6 +4,7 @@ moment it takes effect, and `serve` on a busy port says so in one line."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -341,6 +342,38 @@ def test_a_lost_crl_audit_record_is_reported(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.ERROR):
         ca.revoke(["n1"])
     assert "audit record is lost" in caplog.text
+
+
+def test_a_crl_renamed_into_place_but_not_synced_is_in_effect_and_audited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A directory fsync that fails after the rename (EIO; some filesystems refuse it) leaves
+    the new CRL served: the revoke must say so and audit it, not fail with no record."""
+    settings = make_settings(tmp_path)
+    CertificateAuthority.setup(settings)
+    ca = CertificateAuthority.open(settings)
+    _, cert = ca.generate("n1", key_size=2048)
+    real = _fs.fsync_dir
+
+    def refuse_for_cadir(path: os.PathLike[str]) -> None:
+        if Path(path) == settings.cadir:
+            raise OSError(errno.EIO, "Input/output error")
+        real(path)
+
+    monkeypatch.setattr(_fs, "fsync_dir", refuse_for_cadir)
+    with caplog.at_level(logging.WARNING):
+        found, _ = ca.revoke(["n1"])
+    monkeypatch.undo()
+    assert found == {"n1": [cert.serial_number]}
+    assert "in effect" in caplog.text and "could not be synced" in caplog.text
+    crl = x509.load_pem_x509_crl(
+        pki.split_pem((settings.cadir / "ca_crl.pem").read_bytes(), "X509 CRL")[0]
+    )
+    assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
+    events = [json.loads(line) for line in (settings.cadir / "audit.log").read_text().splitlines()]
+    published = [e for e in events if e["event"] == "crl-published"]
+    assert published and published[-1]["revoked"] == [cert.serial_number]
+    assert any(e["event"] == "revoke" and e["certname"] == "n1" for e in events)
 
 
 # --- serve on a busy port ------------------------------------------------------------------------
