@@ -200,6 +200,40 @@ def test_generate_to_an_unusable_ssldir_issues_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "other").exists()
 
 
+@pytest.mark.parametrize("blocked", ["private_keys/node1.pem", "certs/node1.pem", "crl.pem"])
+def test_generate_never_issues_a_certificate_it_cannot_deliver(
+    tmp_path: Path, blocked: str
+) -> None:
+    """A destination file that is a directory (or an existing key) fails before issuing, and an
+    existing key is never replaced: the name stays free and no key is lost."""
+    settings = make_settings(tmp_path)
+    CertificateAuthority.setup(settings)
+    cadir = settings.cadir
+    config = write_config(tmp_path / "splitca.yaml", settings)
+    ssldir = tmp_path / "ssl"
+    (ssldir / blocked).mkdir(parents=True)
+    before = {p: (cadir / p).read_bytes() for p in ("serial", "inventory.txt")}
+    result = generate(config, ssldir)
+    assert result.exit_code == 5, result.output
+    assert "--ssldir" in one_line_error(result)
+    assert {p: (cadir / p).read_bytes() for p in before} == before
+    assert not (cadir / "signed" / "node1.pem").exists()
+    assert not (ssldir / "private_keys" / "node1.pem").is_file()
+
+
+def test_generate_never_replaces_an_existing_key(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    CertificateAuthority.setup(settings)
+    config = write_config(tmp_path / "splitca.yaml", settings)
+    key = tmp_path / "ssl" / "private_keys" / "node1.pem"
+    key.parent.mkdir(parents=True)
+    key.write_bytes(b"the key in use\n")
+    result = generate(config, tmp_path / "ssl")
+    assert result.exit_code == 5 and "never replaced" in one_line_error(result)
+    assert key.read_bytes() == b"the key in use\n"
+    assert not (settings.cadir / "signed" / "node1.pem").exists()
+
+
 # --- no write through a symlink ---------------------------------------------------------------------
 
 

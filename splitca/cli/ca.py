@@ -6,6 +6,8 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from .. import _fs, pki
 from ..audit import Actor
 from ..authority import CertificateAuthority
 from ..config import parse_duration
-from ..errors import ConfigError, InvalidRequest, NotFound, StoreError
+from ..errors import ConfigError, Conflict, InvalidRequest, NotFound, StoreError
 from ..index import Row
 from ._base import Ctx, cli, echo_json, format_option, pass_ctx
 
@@ -419,13 +421,31 @@ def generate(
         try:
             for sub in ("private_keys", "certs"):
                 (out / sub).mkdir(parents=True, exist_ok=True)
+            for sub in ("private_keys", "certs"):
+                if (out / sub).is_symlink():
+                    raise StoreError(f"--ssldir: {out / sub} is a symbolic link; refused")
             (out / "private_keys").chmod(0o750)
         except OSError as exc:
             raise StoreError(
                 f"--ssldir: cannot create {exc.filename or out}: {exc.strerror or exc}"
             ) from None
+        if (state := ca.state_of(certname)) is not None:  # the answer that matters most first
+            raise Conflict(
+                f"{certname} already has a {state} certificate; "
+                f"run 'splitca clean {certname}' first to replace it"
+            )
+        for kind, path in paths.items():
+            # An existing key is never replaced (it may be in use); nothing may be a link
+            # or a directory, which would fail only after the certificate exists.
+            if os.path.lexists(path) and (
+                kind == "key" or not stat.S_ISREG(os.lstat(path).st_mode)
+            ):
+                what = "holds a key, never replaced" if kind == "key" else "is not a regular file"
+                raise StoreError(f"--ssldir: {path} {what}; choose another --ssldir")
         key = pki.generate_private_key(key_type, rsa_bits=key_size)
-        staged = _fs.stage(paths["key"], pki.private_key_pem(key), mode=0o600)
+        # The key is in its final place before the certificate is issued: an issued
+        # certificate always has its key. A failed issue removes it again.
+        _fs.publish(_fs.stage(paths["key"], pki.private_key_pem(key), mode=0o600), paths["key"])
         try:
             _, cert = ca.generate(
                 certname,
@@ -437,14 +457,14 @@ def generate(
                 key=key,
             )
         except BaseException:
-            _fs.discard(staged)
+            with contextlib.suppress(OSError):
+                os.unlink(paths["key"])
             raise
     except BaseException:
         for d in sorted(made, key=lambda p: len(p.parts), reverse=True):
             with contextlib.suppress(OSError):
                 d.rmdir()  # only if empty: never anything that was there before
         raise
-    _fs.publish(staged, paths["key"])
     ca.cadir.write_public(paths["cert"], pki.pem(cert))
     ca.cadir.write_public(paths["ca"], ca.ca_certificate_pem())
     ca.cadir.write_public(paths["crl"], ca.crl_pem())
