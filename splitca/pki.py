@@ -448,9 +448,22 @@ class VersionedCsr:
             return False
         if not isinstance(algorithm, hashes.SHA224 | hashes.SHA256 | hashes.SHA384 | hashes.SHA512):
             return False
-        return verify_signature(
-            self._inner.public_key(), self._inner.signature, self._info, algorithm
-        )
+        key = self._inner.public_key()
+        # The signature algorithm must be the key's kind: sha256WithRSAEncryption for an RSA
+        # key, ecdsa-with-SHA256 for an EC key (no RSA signature labelled as ECDSA).
+        oids = _RSA_SIGNATURES if isinstance(key, rsa.RSAPublicKey) else _ECDSA_SIGNATURES
+        if self._inner.signature_algorithm_oid not in oids:
+            return False
+        return verify_signature(key, self._inner.signature, self._info, algorithm)
+
+
+_SIG = x509.oid.SignatureAlgorithmOID
+_RSA_SIGNATURES = frozenset(
+    (_SIG.RSA_WITH_SHA224, _SIG.RSA_WITH_SHA256, _SIG.RSA_WITH_SHA384, _SIG.RSA_WITH_SHA512)
+)
+_ECDSA_SIGNATURES = frozenset(
+    (_SIG.ECDSA_WITH_SHA224, _SIG.ECDSA_WITH_SHA256, _SIG.ECDSA_WITH_SHA384, _SIG.ECDSA_WITH_SHA512)
+)
 
 
 def verify_signature(

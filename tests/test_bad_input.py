@@ -79,7 +79,12 @@ def _skip_header(der: bytes, pos: int) -> int:
     return pos + 2 + (first & 0x7F if first & 0x80 else 0)
 
 
-def versioned_csr(name: str, version: int, *, tamper: bool = False) -> bytes:
+_ECDSA_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
+
+
+def versioned_csr(
+    name: str, version: int, *, tamper: bool = False, label: bytes = _RSA_SHA256
+) -> bytes:
     """A CSR with *version* in its version field, correctly signed over that encoding
     (as the puppetserver ca tool's ``csr.version = 2`` makes them)."""
     key = fast_key()
@@ -96,7 +101,7 @@ def versioned_csr(name: str, version: int, *, tamper: bool = False) -> bytes:
     signature = key.sign(info, padding.PKCS1v15(), hashes.SHA256())
     if tamper:
         signature = signature[:-1] + bytes([signature[-1] ^ 0xFF])
-    out = _tlv(0x30, info + _RSA_SHA256 + _tlv(0x03, b"\x00" + signature))
+    out = _tlv(0x30, info + label + _tlv(0x03, b"\x00" + signature))
     b64 = base64.encodebytes(out)
     return b"-----BEGIN CERTIFICATE REQUEST-----\n" + b64 + b"-----END CERTIFICATE REQUEST-----\n"
 
@@ -289,6 +294,14 @@ CASES = [
         "csr-version-2-bad-signature",
         "v2bad",
         lambda: versioned_csr("v2bad", 2, tamper=True),
+        400,
+        "CSR contains a public key that does not correspond to the signing key",
+        exact=True,
+    ),
+    Case(
+        "csr-version-2-rsa-signature-labelled-ecdsa",
+        "v2label",
+        lambda: versioned_csr("v2label", 2, label=_ECDSA_SHA256),
         400,
         "CSR contains a public key that does not correspond to the signing key",
         exact=True,
