@@ -545,6 +545,25 @@ def test_force_reload_reloads_a_current_crl(master, fake_ca, ca):
     assert refused.exit_code == 2 and "--force-reload" in refused.output
 
 
+def test_an_apache_reload_command_without_a_pidfile_is_warned_about(
+    master, fake_ca, ca, tmp_path, caplog
+):
+    """Exit 0 of `apachectl graceful` may mean it started a stopped system Apache: say so."""
+    apachectl = tmp_path / "bin" / "apachectl"
+    apachectl.parent.mkdir()
+    apachectl.write_text(f"#!/bin/sh\necho reload >> {master.reloads}\n")
+    apachectl.chmod(0o755)
+    fake_ca.body = ca.crl_pem()
+    with caplog.at_level(logging.WARNING):
+        result = master.sync(fake_ca.url, "--reload-command", f"{apachectl} graceful")
+    assert result.exit_code == crlsync.EXIT_UPDATED, result.output
+    assert "cannot be confirmed without --apache-pidfile" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        master.sync(fake_ca.url, "--force-reload")  # the fixture's own `sh -c` command
+    assert "cannot be confirmed" not in caplog.text
+
+
 def test_no_reload_while_the_apache_in_the_pidfile_is_not_running(master, fake_ca, ca):
     """A reload command like `apachectl graceful` would start a stopped Apache and
     succeed: with --apache-pidfile it is not run, the reload stays pending, and the next

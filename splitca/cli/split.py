@@ -629,6 +629,10 @@ def sync_crl(
     watch(cfg, seconds, stop=stop, report=lambda r: _report(r, fmt))
 
 
+# Programs that reload an Apache: their exit status alone does not say the right one reloaded.
+_APACHE_PROGRAMS = frozenset({"apachectl", "apache2ctl", "httpd", "apache2"})
+
+
 def _reload_of(
     reload_command: str | None, apache_pidfile: Path | None, no_reload: bool
 ) -> tuple[tuple[str, ...], Path | None]:
@@ -637,9 +641,17 @@ def _reload_of(
         return (), None
     if reload_command is not None:
         try:
-            return tuple(shlex.split(reload_command)), apache_pidfile
+            command = tuple(shlex.split(reload_command))
         except ValueError as exc:
             raise ConfigError(f"--reload-command: {exc}") from None
+        if apache_pidfile is None and command and Path(command[0]).name in _APACHE_PROGRAMS:
+            log.warning(
+                "--reload-command %s cannot be confirmed without --apache-pidfile (a stopped "
+                "Apache may be started, a running one left on the old CRL): give the PidFile of "
+                "the Apache that serves the CRL, as 'splitca apache-config' prints it",
+                shlex.join(command),
+            )
+        return command, apache_pidfile
     if apache_pidfile is not None:
         return DEFAULT_RELOAD_COMMAND, apache_pidfile
     system = apache.system_apache()
