@@ -274,14 +274,15 @@ class CertificateAuthority:
                 key = pki.load_private_key(key_path.read_bytes())
             except (OSError, ValueError) as exc:
                 raise StoreError(f"cannot read the CA server's key {key_path}: {exc}") from exc
-            existing = _fs.read_bytes(signed)
-            if existing is not None:
-                try:
-                    certs = pki.load_certificates(existing)
-                except ValueError:
-                    certs = []
+            with self._names_locked([certname]):  # a revoke cannot land between check and install
+                existing = _fs.read_bytes(signed)
+                certs = []
+                if existing is not None:
+                    with contextlib.suppress(ValueError):
+                        certs = pki.load_certificates(existing)
                 if (
-                    certs
+                    existing is not None
+                    and certs
                     and pki.public_key_pem(certs[0].public_key())
                     == pki.public_key_pem(key.public_key())
                     and self.state_of(certname) == "signed"  # not revoked meanwhile
