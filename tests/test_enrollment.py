@@ -22,7 +22,7 @@ from splitca.autosign_registry import RedeemedLedger, RegistryAutosigner
 from splitca.cli import cli
 from splitca.config import Settings
 from splitca.enrollment import cloud_config, register, render_user_data
-from splitca.errors import Conflict, InvalidRequest, NotFound, PolicyViolation
+from splitca.errors import ConfigError, Conflict, InvalidRequest, NotFound, PolicyViolation
 from splitca.registry import (
     Classification,
     DirectoryRegistry,
@@ -501,7 +501,7 @@ def test_settings_validate_registry_locations(tmp_path: Path) -> None:
     for good in ("", "/srv/reg", "https://reg.example.com/nodes/", "s3://my-bucket/reg"):
         Settings.from_mapping({**base, "registry": good})
     for bad in ("relative/dir", "ftp://x/y", "s3://Bad_Bucket/x", "https://h/x?q=1"):
-        with pytest.raises(Exception, match="registry"):
+        with pytest.raises(ConfigError, match=r"^registry: "):
             Settings.from_mapping({**base, "registry": bad})
 
 

@@ -287,7 +287,14 @@ def test_sync_crl_verification_survives_hostile_crls(
 ) -> None:
     good, cas = crl_world
     now = dt.datetime.now(dt.UTC)
-    assert crlsync.verify_crl(good, cas, now=now).number >= 0
+    verified = crlsync.verify_crl(good, cas, now=now)
+    crls = [x509.load_pem_x509_crl(b) for b in pki.split_pem(good, "X509 CRL")]
+    assert verified.data == good
+    assert verified.numbers == {
+        crl.issuer.rfc4514_string(): pki.crl_number(crl) for crl in crls
+    } and set(verified.numbers) == {ca.subject.rfc4514_string() for ca in cas}
+    assert verified.number == max(pki.crl_number(crl) for crl in crls)
+    assert verified.next_update == min(crl.next_update_utc for crl in crls)  # type: ignore[type-var]
 
     @FUZZ
     @given(data=st.one_of(st.binary(max_size=3000), mangled_crl(good), st.just(good + good)))

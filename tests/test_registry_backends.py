@@ -20,7 +20,7 @@ from splitca.authority import CertificateAuthority
 from splitca.cli import cli
 from splitca.config import Settings
 from splitca.enrollment import register
-from splitca.errors import Conflict
+from splitca.errors import Conflict, RemoteError
 from splitca.registry import Classification, DirectoryRegistry, hash_token, open_registry
 from splitca.registry_http import HttpRegistry
 from splitca.registry_s3 import S3Registry
@@ -249,5 +249,5 @@ def test_s3_hostile_or_unreachable_registry_leaves_csrs_pending(
     dead = S3Registry(
         "s3://splitca-nodes/fleet", endpoint_url=f"http://127.0.0.1:{free_port()}", timeout=1
     )
-    with pytest.raises(Exception, match="registry s3://splitca-nodes/fleet"):
+    with pytest.raises(RemoteError, match=r"^registry s3://splitca-nodes/fleet: get failed: \w+"):
         dead.get("x.example.com")
