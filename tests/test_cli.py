@@ -20,7 +20,7 @@ from splitca.authority import CertificateAuthority
 from splitca.cli import cli
 from splitca.index import Row
 
-from .conftest import make_csr, snapshot, write_config
+from .conftest import make_csr, setup_ca, snapshot, write_config
 
 
 def run(config: Path, *args: str) -> Result:
@@ -33,9 +33,17 @@ def config(settings, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ready(config: Path, settings) -> Path:
+def set_up(config: Path, settings) -> Path:
+    """A CA made by `splitca setup` (for the tests of setup itself)."""
     result = run(config, "setup")
     assert result.exit_code == 0, result.output
+    return config
+
+
+@pytest.fixture
+def ready(config: Path, settings) -> Path:
+    """A CA as `splitca setup` makes it (a copy of one made once per session)."""
+    setup_ca(settings)
     return config
 
 
@@ -62,7 +70,7 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
     )  # a sentence that teaches, not an empty help
 
 
-def test_setup_creates_puppetserver_layout_with_safe_modes(ready: Path, settings) -> None:
+def test_setup_creates_puppetserver_layout_with_safe_modes(set_up: Path, settings) -> None:
     cadir = settings.cadir
     for name in (
         "ca_crt.pem",
@@ -86,18 +94,18 @@ def test_setup_creates_puppetserver_layout_with_safe_modes(ready: Path, settings
     assert "127.0.0.1" in [str(ip) for ip in names.get_values_for_type(x509.IPAddress)]
 
 
-def test_setup_again_changes_nothing_and_says_so(ready: Path, settings) -> None:
+def test_setup_again_changes_nothing_and_says_so(set_up: Path, settings) -> None:
     before = snapshot(settings.cadir)
-    result = run(ready, "setup")
+    result = run(set_up, "setup")
     assert result.exit_code == 0
     assert "already exists" in result.output and "nothing changed" in result.output
     assert snapshot(settings.cadir) == before
 
 
-def test_setup_refuses_partial_state(ready: Path, settings) -> None:
+def test_setup_refuses_partial_state(set_up: Path, settings) -> None:
     (settings.cadir / "ca_crl.pem").unlink()
     key_before = (settings.cadir / "ca_key.pem").read_bytes()
-    result = run(ready, "setup")
+    result = run(set_up, "setup")
     assert result.exit_code == 5
     assert "partial state" in result.output and "never replaces a CA key" in result.output
     assert (settings.cadir / "ca_key.pem").read_bytes() == key_before

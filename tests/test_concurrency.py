@@ -17,13 +17,13 @@ from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.store import parse_inventory
 
-from .conftest import fast_key, make_csr
+from .conftest import fast_key, make_csr, setup_ca
 
 pytestmark = pytest.mark.slow
 
 
 def test_server_and_cli_signers_never_reuse_a_serial(settings, server_factory) -> None:
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     ca = CertificateAuthority.open(settings)
     pending = [f"cli-{i:02d}" for i in range(40)]
     for name in pending:

@@ -34,7 +34,7 @@ from splitca.registry import (
 )
 from splitca.wsgi import App
 
-from .conftest import make_csr, write_config, wsgi_call
+from .conftest import make_csr, setup_ca, write_config, wsgi_call
 
 V1 = "/puppet-ca/v1"
 NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -45,7 +45,7 @@ WORKER = Classification(("hadoop::worker",), {"datacenter": "fra"}, "production"
 def rca(settings: Settings) -> CertificateAuthority:
     """A CA with ``autosign: registry`` over the default local registry."""
     s = settings.replace(autosign="registry")
-    CertificateAuthority.setup(s)
+    setup_ca(s)
     return CertificateAuthority.open(s)
 
 

@@ -25,7 +25,7 @@ from splitca.registry import Classification, DirectoryRegistry, hash_token, open
 from splitca.registry_http import HttpRegistry
 from splitca.registry_s3 import S3Registry
 
-from .conftest import free_port, make_csr, write_config
+from .conftest import free_port, make_csr, setup_ca, write_config
 
 WORKER = Classification(("hadoop::worker",), {"rack": "r1"}, "production")
 HOUR = dt.timedelta(hours=1)
@@ -97,7 +97,7 @@ def http_ca(settings: Settings, web: RegistryServer) -> CertificateAuthority:
     s = settings.replace(
         autosign="registry", registry=web.url, registry_timeout=dt.timedelta(seconds=1)
     )
-    CertificateAuthority.setup(s)
+    setup_ca(s)
     return CertificateAuthority.open(s)
 
 
@@ -187,7 +187,7 @@ def s3_ca(settings: Settings, s3: str) -> CertificateAuthority:
     s = settings.replace(
         autosign="registry", registry="s3://splitca-nodes/fleet", registry_s3_endpoint=s3
     )
-    CertificateAuthority.setup(s)
+    setup_ca(s)
     return CertificateAuthority.open(s)
 
 

@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from splitca.authority import CertificateAuthority
-
-from .conftest import REPO, Server, free_port
+from .conftest import REPO, Server, free_port, setup_ca
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +29,7 @@ def session(cacert: Path) -> requests.Session:
 
 
 def test_access_log_and_clean_sigterm(settings, server_factory) -> None:
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     server = server_factory(settings)
     with session(server.cacert) as s:
         assert s.get(f"{server.url}/puppet-ca/v1/certificate/ca", timeout=10).status_code == 200
@@ -50,7 +48,7 @@ def test_client_certificate_is_optional_and_verified(
     """Agents connect without a certificate; a certificate from another CA fails the handshake."""
     import trustme
 
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     server = server_factory(settings)
     other = trustme.CA()
     stranger = other.issue_cert("stranger")
@@ -119,7 +117,7 @@ def test_dead_worker_is_replaced(settings, server_factory) -> None:
     """A killed worker is replaced by a new process that serves requests; the other worker
     is left alone. Waits on those conditions (bounded), not on a pid count: a forked pid is
     not yet a listening worker, and one keep-alive connection shows only one worker."""
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     server = server_factory(settings, workers=2)
     supervisor = server.proc.pid
     original = _live_children(supervisor)  # both told the supervisor they listen
