@@ -298,7 +298,11 @@ class CertificateAuthority:
             )
         wrote_key = False
         if key is None:
-            key = pki.generate_private_key("rsa", rsa_bits=4096)
+            key = pki.generate_private_key(
+                self.settings.key_type,
+                rsa_bits=self.settings.key_size,
+                curve=self.settings.ec_curve,
+            )
             try:
                 key_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
             except OSError as exc:

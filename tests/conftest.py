@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import io
 import os
 import selectors
@@ -12,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -73,12 +75,26 @@ def free_port() -> int:
 
 # --- keys and CSRs -------------------------------------------------------------------------
 
+# Agent keys, generated once per session and handed out so that no two calls in one test
+# get the same key (the cursor is reset before each test; the pool grows on demand).
 _KEY_POOL: list[rsa.RSAPrivateKey] = []
+_key_cursor = 0
 
 
 def fast_key() -> rsa.RSAPrivateKey:
-    """A fresh 2048-bit RSA key (real, just not 4096 bits, to keep tests quick)."""
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    """A real 2048-bit RSA key, distinct from every other one this test got (from a
+    session pool: key generation is the slowest part of making a CSR)."""
+    global _key_cursor
+    if _key_cursor == len(_KEY_POOL):
+        _KEY_POOL.append(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    _key_cursor += 1
+    return _KEY_POOL[_key_cursor - 1]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keys_per_test() -> None:
+    global _key_cursor
+    _key_cursor = 0
 
 
 def make_csr(
@@ -132,9 +148,79 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 
 
+# --- pristine CAs: `setup` once per session, a copy per test ------------------------------------
+
+_INDEX_FILES = tuple(f"index.sqlite3{suffix}" for suffix in ("", "-wal", "-shm", "-journal"))
+
+
+@dataclass
+class _Pristine:
+    cadir: Path
+    digest: dict[str, str]
+
+
+_PRISTINE: dict[tuple[Any, ...], _Pristine] = {}
+_PRISTINE_ROOT: list[Path] = []
+
+
+def tree_digest(root: Path, *, skip: Sequence[str] = ()) -> dict[str, str]:
+    """Mode and content hash of every file and directory under *root* (but names in *skip*)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.name in skip:
+            continue
+        content = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
+        out[p.relative_to(root).as_posix()] = f"{p.lstat().st_mode:o} {content}"
+    return out
+
+
+def _pristine_key(settings: Settings) -> tuple[Any, ...]:
+    """Settings that are equal but for cadir make the same CA (cadir-relative paths only)."""
+    return tuple(
+        (f, getattr(settings, f)) for f in sorted(settings.__dataclass_fields__) if f != "cadir"
+    )
+
+
+def setup_ca(settings: Settings) -> None:
+    """What ``CertificateAuthority.setup(settings)`` makes, in ``settings.cadir``, but
+    copied from a CA set up once per session with the same settings.
+
+    The copy keeps modes and times; splitca's index is not copied (it is rebuilt from the
+    files when the CA is opened, as for a cadir restored from a backup). Tests that test
+    setup itself, or need a CA made at a given time, call ``CertificateAuthority.setup``.
+    """
+    if settings.cadir.exists() and any(settings.cadir.iterdir()):
+        CertificateAuthority.setup(settings)  # a CA (or part of one) is there: as setup does
+        return
+    key = _pristine_key(settings)
+    pristine = _PRISTINE.get(key)
+    if pristine is None:
+        root = Path(tempfile.mkdtemp(prefix=f"pristine-{len(_PRISTINE)}-", dir=_PRISTINE_ROOT[0]))
+        made = settings.replace(cadir=root / "ca")
+        CertificateAuthority.setup(made)
+        digest = tree_digest(made.cadir, skip=_INDEX_FILES)
+        pristine = _PRISTINE[key] = _Pristine(made.cadir, digest)
+    shutil.copytree(
+        pristine.cadir,
+        settings.cadir,
+        symlinks=True,
+        ignore=lambda d, names: [n for n in names if n in _INDEX_FILES],
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pristine_cas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    _PRISTINE_ROOT.append(tmp_path_factory.mktemp("pristine"))
+    yield
+    for p in _PRISTINE.values():
+        now = tree_digest(p.cadir, skip=_INDEX_FILES)
+        changed = sorted(k for k in now.keys() | p.digest.keys() if now.get(k) != p.digest.get(k))
+        assert not changed, f"a test changed the pristine CA {p.cadir}: {changed}"
+
+
 @pytest.fixture
 def ca(settings: Settings) -> CertificateAuthority:
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     return CertificateAuthority.open(settings)
 
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from splitca.authority import CertificateAuthority
-
-from .conftest import Agent, openssl_verify
+from .conftest import Agent, openssl_verify, setup_ca
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 
 def test_bootstrap_with_autosign_gets_a_certificate(settings, server_factory, agent_factory):
     """`puppet ssl bootstrap` against an autosigning splitca ends with a verified certificate."""
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     server = server_factory(settings.replace(autosign=True))
     agent: Agent = agent_factory("agent-auto.example.com")
     result = agent.bootstrap(server.port)
@@ -29,7 +27,7 @@ def test_bootstrap_with_autosign_gets_a_certificate(settings, server_factory, ag
 def test_manual_signing_then_revocation(settings, server_factory, agent_factory):
     """Autosign off: the agent waits; `splitca sign` lets the next bootstrap finish;
     after `splitca revoke` the agent's fresh CRL marks its certificate revoked."""
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     server = server_factory(settings.replace(autosign=False))
     agent = agent_factory("agent-manual.example.com")
     first = agent.bootstrap(server.port)
@@ -71,7 +69,7 @@ def test_agent_with_crl_refresh_interval_picks_up_a_new_crl(
 
     from splitca import pki
 
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     server = server_factory(settings.replace(autosign=True))
     agent = agent_factory("agent-refresh.example.com")
     assert agent.bootstrap(server.port).returncode == 0

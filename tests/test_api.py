@@ -14,7 +14,7 @@ from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.wsgi import App
 
-from .conftest import fast_key, make_csr, wsgi_call
+from .conftest import fast_key, make_csr, setup_ca, wsgi_call
 
 V1 = "/puppet-ca/v1"
 
@@ -180,7 +180,7 @@ def test_duplicate_of_signed_and_revoked(app: App, ca: CertificateAuthority) -> 
 
 
 def test_autosign_signs_on_put(tmp_path, settings) -> None:
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     app = App(CertificateAuthority.open(settings.replace(autosign=True)))
     assert put_csr(app, "auto1") == (200, "")
     r = wsgi_call(app, "GET", f"{V1}/certificate/auto1")
@@ -223,7 +223,7 @@ def test_admin_endpoints_refuse_anonymous_and_plain_agents(app, ca, method, path
 
 
 def test_admin_by_certname_list(tmp_path, settings) -> None:
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     ca = CertificateAuthority.open(settings.replace(admin_certnames=("ops1",)))
     app = App(ca)
     ops = agent_cert(ca, "ops1")
@@ -357,7 +357,7 @@ def test_certificate_status_put_errors(app, admin_cert, body, ctype, status, mes
 
 
 def test_certificate_status_put_unknown_and_policy_409(tmp_path, settings) -> None:
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     # SANs allowed at intake but not for this signing -> 409 with puppetserver's message kind
     ca = CertificateAuthority.open(settings.replace(allow_subject_alt_names=True))
     app = App(ca)
@@ -517,7 +517,7 @@ def test_sign_all_signs_past_a_csr_that_cannot_be_signed_through_the_server(
 
     from splitca.store import parse_inventory
 
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     ca = CertificateAuthority.open(settings)
     long_name = "a" * 70  # sorts first: the old code stopped right there
     _plant_pending(ca, long_name, _long_cn_csr(long_name))
@@ -549,7 +549,7 @@ def test_sign_all_signs_past_a_csr_that_cannot_be_signed_through_the_server(
 def test_put_of_a_name_longer_than_a_cn_is_400_with_autosign_and_costs_nothing(
     settings,
 ) -> None:
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     ca = CertificateAuthority.open(settings.replace(autosign=True))
     app = App(ca)
     from .conftest import snapshot
@@ -715,7 +715,7 @@ def test_puppetserver_ca_generate_succeeds_against_splitca_serve(
     lib = "/usr/share/rubygems-integration/all/gems/puppetserver-ca-2.4.0/lib"
     if not os.path.isdir(lib):
         pytest.skip("ruby-puppetserver-ca-cli is not installed")
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     server = server_factory(settings, workers=2)
     ssl = tmp_path / "tool-ssl"
     (ssl / "certs").mkdir(parents=True)

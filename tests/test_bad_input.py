@@ -17,7 +17,7 @@ from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.wsgi import App
 
-from .conftest import fast_key, make_csr, snapshot, wsgi_call
+from .conftest import fast_key, make_csr, setup_ca, snapshot, wsgi_call
 
 V1 = "/puppet-ca/v1"
 
@@ -417,7 +417,7 @@ def test_path_segments_never_escape_the_cadir(
 def test_authorization_extension_pp_cli_auth_is_refused_even_when_auth_extensions_allowed(
     settings,
 ) -> None:
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     ca = CertificateAuthority.open(settings.replace(allow_authorization_extensions=True))
     app = App(ca)
     before = snapshot(ca.cadir.root)
@@ -434,7 +434,7 @@ def test_authorization_extension_pp_cli_auth_is_refused_even_when_auth_extension
 
 
 def test_legacy_signature_switch_accepts_sha1(settings) -> None:
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     app = App(CertificateAuthority.open(settings.replace(allow_legacy_signatures=True)))
     body = legacy_csr("old-agent", "sha1")
     assert wsgi_call(app, "PUT", f"{V1}/certificate_request/old-agent", body).status == 200

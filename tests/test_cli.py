@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import sqlite3
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 import click
@@ -14,8 +18,9 @@ from cryptography import x509
 from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.cli import cli
+from splitca.index import Row
 
-from .conftest import make_csr, snapshot, write_config
+from .conftest import make_csr, setup_ca, snapshot, write_config
 
 
 def run(config: Path, *args: str) -> Result:
@@ -28,9 +33,17 @@ def config(settings, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ready(config: Path, settings) -> Path:
+def set_up(config: Path, settings) -> Path:
+    """A CA made by `splitca setup` (for the tests of setup itself)."""
     result = run(config, "setup")
     assert result.exit_code == 0, result.output
+    return config
+
+
+@pytest.fixture
+def ready(config: Path, settings) -> Path:
+    """A CA as `splitca setup` makes it (a copy of one made once per session)."""
+    setup_ca(settings)
     return config
 
 
@@ -57,7 +70,7 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
     )  # a sentence that teaches, not an empty help
 
 
-def test_setup_creates_puppetserver_layout_with_safe_modes(ready: Path, settings) -> None:
+def test_setup_creates_puppetserver_layout_with_safe_modes(set_up: Path, settings) -> None:
     cadir = settings.cadir
     for name in (
         "ca_crt.pem",
@@ -81,18 +94,18 @@ def test_setup_creates_puppetserver_layout_with_safe_modes(ready: Path, settings
     assert "127.0.0.1" in [str(ip) for ip in names.get_values_for_type(x509.IPAddress)]
 
 
-def test_setup_again_changes_nothing_and_says_so(ready: Path, settings) -> None:
+def test_setup_again_changes_nothing_and_says_so(set_up: Path, settings) -> None:
     before = snapshot(settings.cadir)
-    result = run(ready, "setup")
+    result = run(set_up, "setup")
     assert result.exit_code == 0
     assert "already exists" in result.output and "nothing changed" in result.output
     assert snapshot(settings.cadir) == before
 
 
-def test_setup_refuses_partial_state(ready: Path, settings) -> None:
+def test_setup_refuses_partial_state(set_up: Path, settings) -> None:
     (settings.cadir / "ca_crl.pem").unlink()
     key_before = (settings.cadir / "ca_key.pem").read_bytes()
-    result = run(ready, "setup")
+    result = run(set_up, "setup")
     assert result.exit_code == 5
     assert "partial state" in result.output and "never replaces a CA key" in result.output
     assert (settings.cadir / "ca_key.pem").read_bytes() == key_before
@@ -244,9 +257,56 @@ def test_crl_show_and_refresh(ready: Path) -> None:
     assert body["reissued"] is True and body["crl_number"] == 1
 
 
-def test_index_rebuild(ready: Path, settings) -> None:
+def _populate(settings) -> list[Row]:
+    """A CA with a pending CSR, signed and revoked certificates; its statuses, as indexed."""
+    ca = CertificateAuthority.open(settings)
+    for name in ("pending.test", "signed.test", "revoked.test"):
+        ca.submit_csr(name, pki.pem(make_csr(name)))
+    ca.sign("signed.test")
+    ca.sign("revoked.test")
+    ca.revoke(["revoked.test"])
+    rows = list(ca.statuses())
+    states = {r.name: r.state for r in rows}
+    assert {k: states[k] for k in ("pending.test", "signed.test", "revoked.test")} == {
+        "pending.test": "requested",
+        "signed.test": "signed",
+        "revoked.test": "revoked",
+    }
+    return _without_reasons(rows)
+
+
+def _without_reasons(rows: Iterable[Row]) -> list[Row]:
+    # pending_reason is recorded when a CSR arrives, not kept in the cadir: a rebuild
+    # cannot know it (everything else of a status comes from the files).
+    return [dataclasses.replace(r, reason="") for r in rows]
+
+
+def test_index_rebuild_restores_what_the_files_say(ready: Path, settings) -> None:
+    before = _populate(settings)
+    # An index that lies behind the files' back: its stamps still match, so only a
+    # rebuild (not the automatic refresh) notices.
+    index = settings.cadir / ".splitca" / "index.sqlite3"
+    with contextlib.closing(sqlite3.connect(index)) as db, db:
+        db.executescript("DELETE FROM certs; DELETE FROM csrs; DELETE FROM revoked;")
+    assert list(CertificateAuthority.open(settings).statuses()) == []
     result = run(ready, "index", "rebuild")
-    assert result.exit_code == 0 and "Index rebuilt" in result.output
+    assert result.exit_code == 0 and "Index rebuilt" in result.output, result.output
+    assert "{'requested': 1, 'signed': 2, 'revoked': 1}" in result.output
+    assert _without_reasons(CertificateAuthority.open(settings).statuses()) == before
+
+
+def test_index_rebuild_recreates_a_deleted_index(ready: Path, settings) -> None:
+    before = _populate(settings)
+    index = settings.cadir / ".splitca" / "index.sqlite3"
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{index}{suffix}").unlink(missing_ok=True)
+    result = run(ready, "index", "rebuild")
+    assert result.exit_code == 0 and "Index rebuilt" in result.output, result.output
+    assert index.is_file()
+    with contextlib.closing(sqlite3.connect(index)) as db:
+        names = {n for (n,) in db.execute("SELECT name FROM certs UNION SELECT name FROM csrs")}
+    assert names == {r.name for r in before}
+    assert _without_reasons(CertificateAuthority.open(settings).statuses()) == before
 
 
 def test_usage_errors_exit_2(ready: Path) -> None:

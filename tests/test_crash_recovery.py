@@ -21,7 +21,7 @@ from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.store import parse_inventory
 
-from .conftest import make_csr, openssl, write_config
+from .conftest import make_csr, openssl, setup_ca, write_config
 
 DIE = textwrap.dedent(
     """
@@ -72,7 +72,7 @@ def crash_signing(config: Path, point: str, name: str) -> None:
 
 @pytest.mark.parametrize("point", ["after-inventory", "before-publish", "before-index-commit"])
 def test_interrupted_signing_recovers(settings, tmp_path: Path, server_factory, point: str) -> None:
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     ca = CertificateAuthority.open(settings)
     ca.submit_csr("victim", pki.pem(make_csr("victim")))
     ca.index.close()

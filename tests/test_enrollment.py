@@ -22,7 +22,7 @@ from splitca.autosign_registry import RedeemedLedger, RegistryAutosigner
 from splitca.cli import cli
 from splitca.config import Settings
 from splitca.enrollment import cloud_config, register, render_user_data
-from splitca.errors import Conflict, InvalidRequest, NotFound, PolicyViolation
+from splitca.errors import ConfigError, Conflict, InvalidRequest, NotFound, PolicyViolation
 from splitca.registry import (
     Classification,
     DirectoryRegistry,
@@ -34,7 +34,7 @@ from splitca.registry import (
 )
 from splitca.wsgi import App
 
-from .conftest import make_csr, write_config, wsgi_call
+from .conftest import make_csr, setup_ca, write_config, wsgi_call
 
 V1 = "/puppet-ca/v1"
 NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -45,7 +45,7 @@ WORKER = Classification(("hadoop::worker",), {"datacenter": "fra"}, "production"
 def rca(settings: Settings) -> CertificateAuthority:
     """A CA with ``autosign: registry`` over the default local registry."""
     s = settings.replace(autosign="registry")
-    CertificateAuthority.setup(s)
+    setup_ca(s)
     return CertificateAuthority.open(s)
 
 
@@ -501,7 +501,7 @@ def test_settings_validate_registry_locations(tmp_path: Path) -> None:
     for good in ("", "/srv/reg", "https://reg.example.com/nodes/", "s3://my-bucket/reg"):
         Settings.from_mapping({**base, "registry": good})
     for bad in ("relative/dir", "ftp://x/y", "s3://Bad_Bucket/x", "https://h/x?q=1"):
-        with pytest.raises(Exception, match="registry"):
+        with pytest.raises(ConfigError, match=r"^registry: "):
             Settings.from_mapping({**base, "registry": bad})
 
 

@@ -283,11 +283,25 @@ def mangled_crl(draw: st.DrawFn, good: bytes) -> bytes:
 
 
 def test_sync_crl_verification_survives_hostile_crls(
-    crl_world: tuple[bytes, list[x509.Certificate]],
+    crl_world: tuple[bytes, list[x509.Certificate]], world: World
 ) -> None:
     good, cas = crl_world
     now = dt.datetime.now(dt.UTC)
-    assert crlsync.verify_crl(good, cas, now=now).number >= 0
+    verified = crlsync.verify_crl(good, cas, now=now)
+    crls = [x509.load_pem_x509_crl(b) for b in pki.split_pem(good, "X509 CRL")]
+    assert verified.data == good
+    assert verified.numbers == {
+        crl.issuer.rfc4514_string(): pki.crl_number(crl) for crl in crls
+    } and set(verified.numbers) == {ca.subject.rfc4514_string() for ca in cas}
+    assert verified.next_update == min(crl.next_update_utc for crl in crls)  # type: ignore[type-var]
+    # The CA's next CRL verifies as one number higher; going back to the first is refused.
+    assert world.ca.refresh_crl(force=True)
+    newer = world.ca.crl_pem()
+    later = dt.datetime.now(dt.UTC)
+    assert crlsync.verify_crl(newer, cas, now=later, installed=[good]).number == verified.number + 1
+    with pytest.raises(CRLRejected) as rejected:
+        crlsync.verify_crl(good, cas, now=later, installed=[newer])
+    assert rejected.value.check == "crl-number"
 
     @FUZZ
     @given(data=st.one_of(st.binary(max_size=3000), mangled_crl(good), st.just(good + good)))

@@ -22,7 +22,7 @@ from splitca.errors import PolicyViolation
 from splitca.store import parse_inventory
 from splitca.wsgi import App
 
-from .conftest import fast_key, make_csr, write_config, wsgi_call
+from .conftest import fast_key, make_csr, setup_ca, write_config, wsgi_call
 
 V1 = "/puppet-ca/v1"
 
@@ -69,7 +69,7 @@ def test_certificate_from_a_lookalike_or_sibling_ca_is_not_an_admin(
 
 def test_racing_csrs_for_one_name_sign_exactly_one(settings) -> None:
     """Eight different keys PUT the same name at once with autosign on: one certificate, not eight."""
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     ca = CertificateAuthority.open(settings.replace(autosign=True))
     app = App(ca)
     bodies = [pki.pem(make_csr("race.example.com")) for _ in range(8)]
@@ -100,7 +100,7 @@ def test_a_signing_racing_clean_lands_wholly_after_it(settings) -> None:
     """A new request signed while clean runs waits for it: it is neither revoked nor deleted
     by that clean, and nothing is ever deleted unrevoked (see test_revocation_race.py for
     the same through the server)."""
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     ca = CertificateAuthority.open(settings.replace(allow_duplicate_certs=True))
     ca.submit_csr("flip", pki.pem(make_csr("flip")))
     first = ca.sign("flip")
@@ -136,7 +136,7 @@ def test_a_signing_racing_clean_lands_wholly_after_it(settings) -> None:
 
 
 def test_admin_and_ca_names_are_never_autosigned(settings) -> None:
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     ca = CertificateAuthority.open(settings.replace(autosign=True, admin_certnames=("ops1",)))
     ca.clean(["ca.test"])  # even a cleaned CA name cannot be claimed by whoever asks first
     for name in ("ops1", "ca.test"):
@@ -181,7 +181,7 @@ def test_p384_keys_are_fine(ca: CertificateAuthority) -> None:
     ids=["huge-cert-ttl", "nested-clean", "nested-sign", "nested-registration"],
 )
 def test_absurd_numbers_and_nesting_are_4xx_not_500(settings, path: str, body: bytes) -> None:
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     ca = CertificateAuthority.open(settings.replace(max_body_bytes=16 * 1024 * 1024))
     ca.submit_csr("huge", pki.pem(make_csr("huge")))
     admin = x509.load_pem_x509_certificate(settings.effective_server_cert.read_bytes())
@@ -192,7 +192,7 @@ def test_absurd_numbers_and_nesting_are_4xx_not_500(settings, path: str, body: b
 
 
 def test_misconfigured_autosign_fails_at_start_not_on_every_csr(settings, tmp_path: Path) -> None:
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     bad = settings.replace(autosign=str(tmp_path))  # a directory is neither allowlist nor program
     r = wsgi_call(
         App(CertificateAuthority.open(bad)),

@@ -18,7 +18,7 @@ from cryptography import x509
 from splitca import pki
 from splitca.authority import CertificateAuthority
 
-from .conftest import Server, fast_key, make_csr, openssl
+from .conftest import Server, fast_key, make_csr, openssl, setup_ca
 
 pytestmark = pytest.mark.interop
 
@@ -68,7 +68,7 @@ class LegacyAgent:
 def test_puppet3_agent_bootstrap_over_legacy_paths(
     settings, server_factory, tmp_path: Path
 ) -> None:
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     server = server_factory(settings.replace(autosign=False))
     agent = LegacyAgent(server, "legacy01.example.com", tmp_path)
     name = agent.certname
@@ -133,7 +133,7 @@ def test_legacy_certificate_status_for_puppet3_tools(
     settings, server_factory, tmp_path: Path
 ) -> None:
     """`puppet cert` (3.x) talks pson to certificate_status(es) with an admin certificate."""
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     server = server_factory(settings)
     ca = CertificateAuthority.open(settings)
     ca.submit_csr("p3", pki.pem(make_csr("p3")))
@@ -159,7 +159,7 @@ def test_legacy_certificate_status_for_puppet3_tools(
 
 
 def test_legacy_routes_can_be_turned_off(settings, server_factory) -> None:
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     server = server_factory(settings.replace(legacy_routes=False))
     ctx = ssl.create_default_context(cafile=str(server.cacert))
     conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=ctx, timeout=15)

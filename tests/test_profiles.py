@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.config import Settings
+from splitca.server import build_ssl_context
 
 from .conftest import make_csr, make_settings, openssl
 
@@ -193,3 +195,33 @@ def test_ec_ca_signs_verifiable_certificates(tmp_path: Path, key_type: str, curv
         str(path),
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings_", "expected"),
+    [
+        ({"key_size": 2048}, ("rsa", 2048)),
+        ({"key_type": "ec", "ec_curve": "P-256"}, ("ec", 256)),
+        ({"key_type": "ec", "ec_curve": "P-384"}, ("ec", 384)),
+    ],
+    ids=["rsa-2048", "ec-p256", "ec-p384"],
+)
+def test_setup_gives_the_server_identity_the_configured_key(
+    tmp_path: Path, settings_: dict[str, object], expected: tuple[str, int]
+) -> None:
+    """The CA server's TLS key follows key_type/key_size/ec_curve, like the CA key (it was
+    always RSA-4096)."""
+    settings = make_settings(tmp_path, **settings_)
+    CertificateAuthority.setup(settings)
+    cert = x509.load_pem_x509_certificate(settings.effective_server_cert.read_bytes())
+    key = pki.load_private_key(settings.effective_server_key.read_bytes())
+    ca_key = pki.load_private_key((settings.cadir / "ca_key.pem").read_bytes())
+    for k in (cert.public_key(), key.public_key(), ca_key.public_key()):
+        kind = "ec" if isinstance(k, ec.EllipticCurvePublicKey) else "rsa"
+        assert isinstance(k, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
+        assert (
+            kind,
+            k.curve.key_size if isinstance(k, ec.EllipticCurvePublicKey) else k.key_size,
+        ) == expected
+    assert pki.public_key_pem(cert.public_key()) == pki.public_key_pem(key.public_key())
+    build_ssl_context(settings)  # splitca serve can use it

@@ -20,12 +20,12 @@ from splitca.authority import CertificateAuthority
 from splitca.cli import cli
 from splitca.config import Settings
 from splitca.enrollment import register
-from splitca.errors import Conflict
+from splitca.errors import Conflict, RemoteError
 from splitca.registry import Classification, DirectoryRegistry, hash_token, open_registry
 from splitca.registry_http import HttpRegistry
 from splitca.registry_s3 import S3Registry
 
-from .conftest import free_port, make_csr, write_config
+from .conftest import free_port, make_csr, setup_ca, write_config
 
 WORKER = Classification(("hadoop::worker",), {"rack": "r1"}, "production")
 HOUR = dt.timedelta(hours=1)
@@ -97,7 +97,7 @@ def http_ca(settings: Settings, web: RegistryServer) -> CertificateAuthority:
     s = settings.replace(
         autosign="registry", registry=web.url, registry_timeout=dt.timedelta(seconds=1)
     )
-    CertificateAuthority.setup(s)
+    setup_ca(s)
     return CertificateAuthority.open(s)
 
 
@@ -187,7 +187,7 @@ def s3_ca(settings: Settings, s3: str) -> CertificateAuthority:
     s = settings.replace(
         autosign="registry", registry="s3://splitca-nodes/fleet", registry_s3_endpoint=s3
     )
-    CertificateAuthority.setup(s)
+    setup_ca(s)
     return CertificateAuthority.open(s)
 
 
@@ -249,5 +249,5 @@ def test_s3_hostile_or_unreachable_registry_leaves_csrs_pending(
     dead = S3Registry(
         "s3://splitca-nodes/fleet", endpoint_url=f"http://127.0.0.1:{free_port()}", timeout=1
     )
-    with pytest.raises(Exception, match="registry s3://splitca-nodes/fleet"):
+    with pytest.raises(RemoteError, match=r"^registry s3://splitca-nodes/fleet: get failed: \w+"):
         dead.get("x.example.com")

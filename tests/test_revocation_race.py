@@ -24,7 +24,7 @@ from splitca.config import Settings
 from splitca.errors import Conflict
 from splitca.store import parse_inventory
 
-from .conftest import Server, fast_key, make_csr
+from .conftest import Server, fast_key, make_csr, setup_ca
 
 pytestmark = pytest.mark.slow
 
@@ -199,7 +199,7 @@ def _trial(race: Race, name: str, act: Callable[[str], None], *, cleaned: bool) 
 
 @pytest.fixture
 def race(settings: Settings, server_factory: Callable[..., Server], tmp_path: Path) -> Race:
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     ca = CertificateAuthority.open(settings)
     server = server_factory(settings.replace(allow_auto_renewal=True), workers=2)
     key = fast_key()
@@ -262,7 +262,7 @@ def test_batch_revokes_racing_renewals_in_threads_are_final_and_never_deadlock(
     them in random orders (each batch holds several name-lock stripes at once). No lock
     wait times out, and whenever a revoke covered serial S, a renewal of S that succeeded
     produced a serial that the same revoke covered too (it was issued before, never after)."""
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     ca = CertificateAuthority.open(settings)
     ca.cadir._lock_timeout = 10.0  # a lock-order deadlock shows up as LockTimeout, not a hang
     key = fast_key()

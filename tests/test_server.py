@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -13,9 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from splitca.authority import CertificateAuthority
-
-from .conftest import REPO, free_port
+from .conftest import REPO, Server, free_port, setup_ca
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +29,7 @@ def session(cacert: Path) -> requests.Session:
 
 
 def test_access_log_and_clean_sigterm(settings, server_factory) -> None:
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     server = server_factory(settings)
     with session(server.cacert) as s:
         assert s.get(f"{server.url}/puppet-ca/v1/certificate/ca", timeout=10).status_code == 200
@@ -47,7 +48,7 @@ def test_client_certificate_is_optional_and_verified(
     """Agents connect without a certificate; a certificate from another CA fails the handshake."""
     import trustme
 
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     server = server_factory(settings)
     other = trustme.CA()
     stranger = other.issue_cert("stranger")
@@ -66,27 +67,82 @@ def test_client_certificate_is_optional_and_verified(
         )
 
 
+def _live_children(pid: int) -> set[int]:
+    """The processes whose parent is *pid*, without zombies (a killed worker is one until
+    the supervisor reaps it)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, timeout=30)
+    live = set()
+    for child in out.stdout.split():
+        try:
+            stat = Path(f"/proc/{child}/stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] != "Z":
+            live.add(int(child))
+    return live
+
+
+def _served_by(server: Server, pids: set[int]) -> int | None:
+    """GET the CA certificate on a fresh TLS connection; which of *pids* holds the server
+    end of it (the worker that accepted and answered), read from /proc."""
+    ctx = ssl.create_default_context(cafile=str(server.cacert))
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=30) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(b"GET /puppet-ca/v1/certificate/ca HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < 65536:
+            chunk = tls.recv(4096)
+            assert chunk, f"connection closed before a response: {head!r}"
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 200 "), head[:200]
+        # The connection is still open (keep-alive): find its server-side socket.
+        want = (f"{server.port:04X}", f"{tls.getsockname()[1]:04X}")
+        inodes = {
+            f[9]
+            for f in (ln.split() for ln in Path("/proc/net/tcp").read_text().splitlines()[1:])
+            if (f[1].split(":")[1], f[2].split(":")[1]) == want
+        }
+        assert len(inodes) == 1, inodes
+        link = f"socket:[{inodes.pop()}]"
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                if any(os.readlink(fd) == link for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                    return pid
+        return None
+
+
 def test_dead_worker_is_replaced(settings, server_factory) -> None:
-    CertificateAuthority.setup(settings)
+    """A killed worker is replaced by a new process that serves requests; the other worker
+    is left alone. Waits on those conditions (bounded), not on a pid count: a forked pid is
+    not yet a listening worker, and one keep-alive connection shows only one worker."""
+    setup_ca(settings)
     server = server_factory(settings, workers=2)
-    children = subprocess.run(
-        ["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True
-    ).stdout.split()
-    assert len(children) == 2
-    os.kill(int(children[0]), signal.SIGKILL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        now = subprocess.run(
-            ["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True
-        ).stdout.split()
-        if len(now) == 2 and children[0] not in now:
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail(f"worker not replaced:\n{server.log_text()}")
-    with session(server.cacert) as s:
-        for _ in range(6):  # whichever worker the kernel picks answers
-            assert s.get(f"{server.url}/puppet-ca/v1/certificate/ca", timeout=10).status_code == 200
+    supervisor = server.proc.pid
+    original = _live_children(supervisor)  # both told the supervisor they listen
+    assert len(original) == 2, original
+    victim, survivor = sorted(original)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while (now := _live_children(supervisor)) == original or len(now) < 2:
+        assert time.monotonic() < deadline, f"worker not replaced:\n{server.log_text()}"
+        assert server.proc.poll() is None, server.log_text()
+        time.sleep(0.1)
+    assert victim not in now and survivor in now and len(now) == 2, (original, now)
+    (replacement,) = now - original
+    # Fresh connections are spread over the workers' listening sockets (SO_REUSEPORT):
+    # every one is answered, and the replacement answers some once it listens.
+    answered = []
+    while replacement not in answered:
+        assert time.monotonic() < deadline, f"replacement never answered:\n{server.log_text()}"
+        who = _served_by(server, now)
+        assert who in now, (who, now)
+        answered.append(who)
+    assert _live_children(supervisor) == now  # nothing else died or was restarted
+    assert re.search(
+        rf"worker \d \(pid {victim}\) exited with status \d+; restarting", server.log_text()
+    )
     assert server.stop() == 0
 
 

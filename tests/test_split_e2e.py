@@ -37,7 +37,7 @@ from .apache_harness import (
     wsgi_python_home,  # noqa: F401 - fixture
 )
 from .apache_harness import backend as backend
-from .conftest import Server, make_settings, write_config
+from .conftest import Server, make_settings, setup_ca, write_config
 
 if TYPE_CHECKING:
     from splitca.config import Settings
@@ -119,7 +119,7 @@ def gets_through(apache_server: Apache, who: Identity) -> bool:
 def test_revoked_agent_is_refused_after_sync_while_others_get_through(
     settings, server_factory, backend, tmp_path
 ):
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     server: Server = server_factory(settings)
     master_ssl = tmp_path / "master1-ssl"
     master = generate(
@@ -207,7 +207,7 @@ def test_expired_crl_refuses_everyone_until_refresh_and_sync(tmp_path, server_fa
 def test_puppet_agent_bootstraps_from_the_ca_and_runs_against_the_apache_master(
     settings, server_factory, agent_factory, backend, tmp_path
 ):
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     server = server_factory(settings.replace(autosign=True))
     master_ssl = tmp_path / "master1-ssl"
     master = generate(server.config, "master1.example.com", master_ssl, "puppet,IP:127.0.0.1")
@@ -280,7 +280,7 @@ def test_ca_under_mod_wsgi_serves_the_api_and_bootstraps_an_agent(wsgi_python_ho
 
     root = world_dir("splitca-ca-")
     settings = make_settings(root, autosign=True)
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     config = write_config(root / "splitca.yaml", settings)
     port = free_port()
     text = wsgi_ca_site(settings, config, port, wsgi_python_home)
@@ -378,7 +378,7 @@ def test_master_forwards_puppet_ca_to_the_ca_over_verified_tls(
 ):
     from .conftest import free_port
 
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     server = server_factory(settings)
     master_ssl = tmp_path / "master1-ssl"
     master = generate(server.config, "master1.example.com", master_ssl, "IP:127.0.0.1")
@@ -416,7 +416,7 @@ def test_sync_crl_installs_the_crl_that_apache_mod_deflate_gzipped(wsgi_python_h
     require_debian_defaults()
     root = world_dir("splitca-ca-")
     settings = make_settings(root)
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     ca = CertificateAuthority.open(settings)
     issue(ca, "agent1.example.com", root / "agent1")
     ca.index.close()
@@ -507,7 +507,7 @@ def test_a_reload_that_would_start_a_stopped_apache_is_not_recorded(
     `apache-config --apache-conf` prints it, reloads it although the CRL did not change."""
     from .conftest import free_port
 
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     server = server_factory(settings)
     master_ssl = tmp_path / "master1-ssl"
     master = generate(server.config, "master1.example.com", master_ssl, "IP:127.0.0.1")
@@ -578,7 +578,7 @@ def test_the_default_reload_never_starts_a_stopped_system_apache(
         pytest.skip("no system Apache configuration here")
     if system.pidfile.exists():
         pytest.skip(f"{system.pidfile} exists: the system Apache may be running")
-    CertificateAuthority.setup(settings)
+    setup_ca(settings)
     server = server_factory(settings)
     master = tmp_path / "master"
     master.mkdir()
