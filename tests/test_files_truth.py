@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -341,6 +342,10 @@ def test_revoke_on_a_full_disk_reports_the_truth_and_audits(tiny_fs: Path) -> No
             cert = result.serial
     assert cert is not None
     ca.index.close()
+    # An open connection keeps SQLite's -wal/-shm files in place, so the CLI can open the
+    # index on the full disk (creating them needs 32 KiB) and fails only at its commit.
+    holder = sqlite3.connect(settings.cadir / ".splitca" / "index.sqlite3")
+    holder.execute("SELECT count(*) FROM sqlite_master").fetchall()
     config = write_config(tiny_fs.parent / "splitca.yaml", settings)
     # Fill the disk, then free two pages: room for the new CRL, none for the index.
     spacer = tiny_fs / "spacer"
@@ -361,6 +366,7 @@ def test_revoke_on_a_full_disk_reports_the_truth_and_audits(tiny_fs: Path) -> No
     assert published[-1]["actor"]["kind"] == "cli"
     assert any(e["event"] == "revoke" and e["certname"] == "n1" for e in events)
 
+    holder.close()
     filler.unlink()  # space comes back: the index catches up from the CRL file
     status = run_cli(config, "status", "n1")
     assert status.returncode == 0 and "n1: revoked" in status.stdout, status.stderr
