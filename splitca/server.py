@@ -418,7 +418,7 @@ class _Connection(cheroot_server.HTTPConnection):
                 "Connection: close\r\n\r\n"
             ]
         )
-        log.info("%s: %s; answered %d and closed", self.remote_addr, exc, resp.status)
+        log.info("%s: answered %d and closed: %s", self.remote_addr, resp.status, exc)
         with contextlib.suppress(OSError, ValueError):
             self.socket.setblocking(False)
             self.socket.send(head.encode("ascii") + resp.body)
