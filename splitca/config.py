@@ -88,6 +88,7 @@ class Settings:
     threads: int = 16
     socket_timeout: dt.timedelta = dt.timedelta(seconds=10)
     max_body_bytes: int = 64 * 1024
+    max_buffered_bytes: int = 0  # 0 -> 2 * max_body_bytes * threads, per worker
     admin_certnames: tuple[str, ...] = ()
     legacy_routes: bool = True
     puppet_version: str = "7.23.0"
@@ -120,6 +121,10 @@ class Settings:
     @property
     def effective_crl_refresh_margin(self) -> dt.timedelta:
         return self.crl_refresh_margin or self.crl_ttl / 2
+
+    @property
+    def effective_max_buffered_bytes(self) -> int:
+        return self.max_buffered_bytes or 2 * self.max_body_bytes * self.threads
 
     @property
     def effective_audit_log(self) -> Path:
@@ -223,6 +228,8 @@ class Settings:
             raise ConfigError("threads: must be 1 to 1000")
         if not 1024 <= self.max_body_bytes <= 16 * 1024 * 1024:
             raise ConfigError("max_body_bytes: must be 1024 to 16777216")
+        if self.max_buffered_bytes and not self.max_body_bytes <= self.max_buffered_bytes:
+            raise ConfigError("max_buffered_bytes: must be 0 (derived) or at least max_body_bytes")
         if not 1024 <= self.min_rsa_bits <= 16384:
             raise ConfigError("min_rsa_bits: must be 1024 to 16384")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

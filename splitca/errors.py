@@ -27,6 +27,14 @@ class RequestTimeout(InvalidRequest):
     """A client did not finish sending its request (the body) in the allowed time."""
 
 
+class MalformedRequestLine(InvalidRequest):
+    """A request line that is not strictly ``method target HTTP/d.d``."""
+
+
+class ServerBusy(SplitCAError):
+    """The server cannot take this request now (it holds too much for other requests)."""
+
+
 class UnsupportedMediaType(InvalidRequest):
     """A request body has a Content-Type the endpoint does not take."""
 

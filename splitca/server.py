@@ -8,7 +8,6 @@ import errno
 import io
 import logging
 import os
-import re
 import signal
 import socket
 import ssl
@@ -24,13 +23,14 @@ from cheroot import server as cheroot_server
 from cheroot import wsgi as cheroot_wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from ._http_read import BodyReader, Budget, find_head_end, framing
 from .compose import open_ca
 from .config import Settings
 from .errors import (
-    BodyTooLarge,
-    InvalidRequest,
     ListenError,
+    MalformedRequestLine,
     RequestTimeout,
+    ServerBusy,
     SplitCAError,
     StoreError,
 )
@@ -125,169 +125,6 @@ class _DeadlineSSLSocket(ssl.SSLSocket):
             return None
         return chunk or None
 
-    def read_available(self, limit: int) -> bool | None:
-        """Non-blocking: move what the client has sent into ``pre``.
-
-        True when a whole request head is buffered (or *limit* bytes), False when more
-        is needed, None when the connection is finished (closed or broken).
-        """
-        skipped = 0
-        while True:
-            # empty lines before a request line are ignored (RFC 9112 2.2), within limit
-            blank = len(self.pre) - len(self.pre.lstrip(b"\r\n"))
-            if blank:
-                skipped += blank
-                if skipped > limit:
-                    return None
-                del self.pre[:blank]
-            if b"\r\n\r\n" in self.pre or len(self.pre) >= limit:
-                return True
-            chunk = self.recv_nowait()
-            if not chunk:
-                return None if chunk is None else False
-            self.pre.extend(chunk)
-
-
-# --- request bodies, read before a worker thread serves the request -----------------------
-
-_HEX = re.compile(rb"[0-9A-Fa-f]+")
-_HTTP_VERSION = re.compile(rb"HTTP/(\d)\.(\d)")
-_LINE_LIMIT = 4096  # a chunk-size line (with extensions) or one trailer line
-_TRAILER_LIMIT = 65536
-
-
-def _malformed(why: str) -> InvalidRequest:
-    return InvalidRequest(f"Malformed chunked request body: {why}.")
-
-
-class _BodyReader:
-    """Incremental, bounded decoding of one request body: Content-Length or chunked.
-
-    :meth:`feed` takes bytes as they arrive and returns what follows the body (a
-    pipelined request) once the body is complete, None while more is needed. It raises
-    BodyTooLarge as soon as the body, declared or received, would pass *limit* (a chunk
-    is refused by its size line, before any of it is read), and InvalidRequest on broken
-    chunked framing. It holds the decoded body and at most one framing line: memory is
-    bounded by *limit*, work is linear in what was received.
-    """
-
-    def __init__(self, limit: int, length: int | None) -> None:
-        if length is not None and length > limit:
-            raise BodyTooLarge(limit)
-        self.limit = limit
-        self.data = bytearray()
-        self._left = length  # Content-Length: bytes still to come; None: chunked
-        self._buf = bytearray()  # chunked: received, not yet decoded
-        self._state = "size"  # chunked: size, data, crlf, trailer
-        self._chunk_left = 0
-        self._trailer = 0
-
-    @property
-    def done(self) -> bool:
-        return self._left == 0
-
-    def feed(self, chunk: bytes) -> bytes | None:
-        if self._left is not None:
-            take = chunk[: self._left]
-            self.data += take
-            self._left -= len(take)
-            return chunk[len(take) :] if self._left == 0 else None
-        buf = self._buf
-        buf += chunk
-        pos = 0
-        try:
-            while True:
-                if self._state == "data":
-                    n = min(self._chunk_left, len(buf) - pos)
-                    self.data += buf[pos : pos + n]
-                    pos += n
-                    self._chunk_left -= n
-                    if self._chunk_left:
-                        return None
-                    self._state = "crlf"
-                elif self._state == "crlf":
-                    if len(buf) - pos < 2:
-                        return None
-                    if buf[pos : pos + 2] != b"\r\n":
-                        raise _malformed("a chunk does not end with CRLF")
-                    pos += 2
-                    self._state = "size"
-                else:  # a line: a chunk size, or a trailer field
-                    end = buf.find(b"\n", pos, pos + _LINE_LIMIT + 1)
-                    if end < 0:
-                        if len(buf) - pos > _LINE_LIMIT:
-                            raise _malformed("a line is too long")
-                        return None
-                    line = bytes(buf[pos:end]).strip()
-                    if self._state == "trailer":
-                        self._trailer += end + 1 - pos
-                    pos = end + 1
-                    if self._state == "trailer":
-                        if not line:
-                            rest = bytes(buf[pos:])
-                            pos = len(buf)
-                            return rest
-                        if self._trailer > _TRAILER_LIMIT:
-                            raise _malformed("the trailer is too long")
-                        continue
-                    size = line.split(b";", 1)[0].strip()
-                    if not _HEX.fullmatch(size):
-                        shown = size[:20].decode("ascii", "backslashreplace")
-                        raise _malformed(f"bad chunk size '{shown}'")
-                    n = int(size, 16)
-                    if n == 0:
-                        self._state = "trailer"
-                    elif len(self.data) + n > self.limit:
-                        raise BodyTooLarge(self.limit)
-                    else:
-                        self._chunk_left = n
-                        self._state = "data"
-        finally:
-            del buf[:pos]
-
-
-def _framing(head: bytes, limit: int) -> tuple[bytes, int | None, bool]:
-    """How the body after *head* is framed, as cheroot reads the head.
-
-    Returns the head to hand to cheroot (without ``Expect``: the 100 Continue, if any,
-    is sent here, before the body is read), the Content-Length (0: no body; None:
-    chunked) and whether the client waits for 100 Continue. Raises InvalidRequest on
-    a Content-Length that is not one number, BodyTooLarge on an absurd one.
-    """
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ")
-    version = _HTTP_VERSION.fullmatch(parts[-1]) if len(parts) == 3 else None
-    http11 = version is not None and (int(version[1]), int(version[2])) >= (1, 1)
-    fields: dict[bytes, list[bytes]] = {}
-    kept = [lines[0]]
-    last: bytes | None = None
-    for line in lines[1:]:
-        if line[:1] in (b" ", b"\t") and last is not None:  # obsolete line folding
-            fields[last][-1] += b" " + line.strip()
-        else:
-            name, _, value = line.partition(b":")
-            last = name.strip().lower()
-            fields.setdefault(last, []).append(value.strip())
-        if last != b"expect":
-            kept.append(line)
-    expect = any(v.lower() == b"100-continue" for v in fields.get(b"expect", []))
-    codings = [
-        c.strip().lower() for v in fields.get(b"transfer-encoding", []) for c in v.split(b",")
-    ]
-    codings = [c for c in codings if c] if http11 else []  # cheroot: chunked only from HTTP/1.1
-    if codings:
-        # cheroot answers any other coding with 501 and reads no body
-        return b"\r\n".join(kept), (None if set(codings) == {b"chunked"} else 0), expect
-    lengths = set(fields.get(b"content-length", []))
-    if not lengths:
-        return b"\r\n".join(kept), 0, expect
-    value = lengths.pop()
-    if lengths or not value.isdigit():
-        raise InvalidRequest("Invalid Content-Length header.")
-    if len(value.lstrip(b"0")) > len(str(limit)):
-        raise BodyTooLarge(limit)
-    return b"\r\n".join(kept), int(value), expect
-
 
 class _BodyInput:
     """``wsgi.input`` over a body the connection has already read, or the error that ended it."""
@@ -359,6 +196,7 @@ class _Adapter(BuiltinSSLAdapter):
         self.context.sslsocket_class = _DeadlineSSLSocket
         self.request_timeout = settings.socket_timeout.total_seconds()
         self.max_body = settings.max_body_bytes
+        self.budget = Budget(settings.effective_max_buffered_bytes)
 
     def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, str]]:
         return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), {}
@@ -375,16 +213,24 @@ class _Connection(cheroot_server.HTTPConnection):
     request (head and body); the body is bounded by ``max_body_bytes`` while it is
     read. A body that is too large, badly framed or late is handed to the app as an
     error its ``wsgi.input`` raises, so the app's one error map answers 413, 400 or 408.
+    What all connections of a worker hold beyond their first ``FREE`` bytes comes from
+    one budget (``max_buffered_bytes``); a connection that needs more than is left is
+    answered 503 and closed. A request line that is not strictly ``method target
+    HTTP/d.d`` is answered 400 and closed, before any body is read.
     """
 
     RequestHandlerClass = _Request
     _handshaken = False
     _started: float | None = None
+    _scanned = 0  # how much of the head buffered so far was searched for its end
+    _skipped = 0  # blank lines skipped before the request line
+    _charged = 0  # bytes this connection holds from the worker's budget
     _head = b""  # the request head, once complete, while its body is read
-    _reader: _BodyReader | None = None  # the body being read
+    _reader: BodyReader | None = None  # the body being read
     body: bytes | SplitCAError | None = None  # the request's body, for _Request
     _later = b""  # what the client sent after this request (pipelining)
     HEAD_LIMIT = 65536
+    FREE = 16384  # bytes a connection may hold outside the budget: an agent's whole request
 
     def communicate(self) -> bool:
         sock = self.socket
@@ -404,6 +250,7 @@ class _Connection(cheroot_server.HTTPConnection):
             finally:
                 sock.deadline = None
                 self.body = None
+                self._charge(adapter.budget, 0)
                 sock.pre.extend(self._later)
                 self._later = b""
             if not keep or self.rfile.has_data():
@@ -419,10 +266,7 @@ class _Connection(cheroot_server.HTTPConnection):
         if self._started is None:
             self._started = now
         elif now - self._started > limit:
-            if self._reader is not None:  # the head came, the body is late: 408
-                return self._hand_over(sock, self._head, RequestTimeout(_LATE), b"")
-            log.debug("closing %s: no complete request within %gs", self.remote_addr, limit)
-            return None
+            return self._late(sock)
         if self.rfile.has_data():
             return True  # cheroot's reader already holds the next request
         sock.setblocking(False)
@@ -441,22 +285,74 @@ class _Connection(cheroot_server.HTTPConnection):
         finally:
             sock.settimeout(limit)
 
+    def _late(self, sock: _DeadlineSSLSocket) -> bool | None:
+        """socket_timeout has passed since the request's first byte."""
+        if self._reader is not None:  # the head came, the body is late: 408
+            return self._hand_over(sock, self._head, RequestTimeout(_LATE), b"")
+        log.debug("closing %s: no complete request within socket_timeout", self.remote_addr)
+        return None
+
+    def _charge(self, budget: Budget, held: int) -> bool:
+        """This connection now holds *held* bytes; False if the worker's budget has no room."""
+        want = max(0, held - self.FREE)
+        if not budget.resize(self._charged, want):
+            return False
+        self._charged = want
+        return True
+
+    def _refuse(self, exc: SplitCAError) -> None:
+        """Answer *exc* now, without the app, and give up on the connection."""
+        self._reader = None
+        self._answer(exc)
+
+    def _read_head(self, sock: _DeadlineSSLSocket, budget: Budget, limit: float) -> bool | None:
+        """Move what the client has sent into ``sock.pre``, without blocking.
+
+        True when a whole request head is buffered (or HEAD_LIMIT bytes), False when more
+        is needed, None when the connection is finished (closed, broken, refused).
+        """
+        pre = sock.pre
+        while True:
+            # empty lines before a request line are ignored (RFC 9112 2.2), within limit
+            if not self._scanned and pre and pre[0] in b"\r\n":
+                blank = len(pre) - len(pre.lstrip(b"\r\n"))
+                self._skipped += blank
+                if self._skipped > self.HEAD_LIMIT:
+                    return None
+                del pre[:blank]
+            if find_head_end(pre, self._scanned) >= 0 or len(pre) >= self.HEAD_LIMIT:
+                return True
+            self._scanned = len(pre)
+            if time.monotonic() - (self._started or 0) > limit:
+                return self._late(sock)
+            chunk = sock.recv_nowait()
+            if not chunk:
+                return None if chunk is None else False
+            pre.extend(chunk)
+            if not self._charge(budget, len(pre)):
+                self._refuse(ServerBusy(_BUSY))
+                return None
+
     def _read_body(self, sock: _DeadlineSSLSocket, adapter: _Adapter, limit: float) -> bool | None:
         reader = self._reader
         if reader is None:  # first the head
-            ready = sock.read_available(self.HEAD_LIMIT)
+            ready = self._read_head(sock, adapter.budget, limit)
             if ready is not True:
                 return ready
-            end = sock.pre.find(b"\r\n\r\n")
+            end = find_head_end(sock.pre, self._scanned)
+            self._scanned = self._skipped = 0
             if end < 0:
                 return True  # a head past HEAD_LIMIT: cheroot's parser takes it from here
             head = bytes(sock.pre[: end + 4])
             data: bytes | Literal[False] | None = bytes(sock.pre[end + 4 :])
             sock.pre.clear()
             try:
-                head, length, expect = _framing(head, adapter.max_body)
-                reader = _BodyReader(adapter.max_body, length)
+                head, length, expect = framing(head, adapter.max_body)
+                reader = BodyReader(adapter.max_body, length)
             except SplitCAError as exc:
+                if isinstance(exc, MalformedRequestLine):  # cheroot may read it otherwise
+                    self._refuse(exc)
+                    return None
                 return self._hand_over(sock, head, exc, b"")
             self._head, self._reader = head, reader
             if expect and length != 0 and not data:
@@ -477,6 +373,9 @@ class _Connection(cheroot_server.HTTPConnection):
                     return self._hand_over(sock, self._head, exc, b"")
                 if later is not None:
                     return self._hand_over(sock, self._head, bytes(reader.data), later)
+                if not self._charge(adapter.budget, len(self._head) + reader.held):
+                    self._refuse(ServerBusy(_BUSY))
+                    return None
             elif reader.done:  # no body, or an empty one
                 return self._hand_over(sock, self._head, b"", b"")
             elif data is False:
@@ -484,6 +383,8 @@ class _Connection(cheroot_server.HTTPConnection):
             elif data is None:  # the client hung up, or the connection broke
                 self._reader = None
                 return None
+            if time.monotonic() - (self._started or 0) > limit:
+                return self._late(sock)  # data keeps coming, but not the end of it
             data = sock.recv_nowait()
 
     def _hand_over(
@@ -497,31 +398,34 @@ class _Connection(cheroot_server.HTTPConnection):
         return True
 
     def close(self) -> None:
+        adapter = self.server.ssl_adapter
+        if isinstance(adapter, _Adapter):
+            self._charge(adapter.budget, 0)
         if self._reader is not None and self.server.ready:
             # cheroot's selector expired us: the client stopped sending its body
             self._reader = None
-            self._answer_late()
+            self._answer(RequestTimeout(_LATE))
         super().close()
 
-    def _answer_late(self) -> None:
-        """Best effort, never blocking (this runs in cheroot's selector thread): a 408."""
-        resp = error_response(RequestTimeout(_LATE))
-        head = (
-            f"HTTP/1.1 {resp.status} {HTTPStatus(resp.status).phrase}\r\n"
-            f"Content-Type: {resp.content_type}\r\nContent-Length: {len(resp.body)}\r\n"
-            "Connection: close\r\n\r\n"
+    def _answer(self, exc: SplitCAError) -> None:
+        """Best effort, never blocking (this may run in cheroot's selector thread)."""
+        resp = error_response(exc)
+        head = "".join(
+            [f"HTTP/1.1 {resp.status} {HTTPStatus(resp.status).phrase}\r\n"]
+            + [f"{name}: {value}\r\n" for name, value in resp.headers]
+            + [
+                f"Content-Type: {resp.content_type}\r\nContent-Length: {len(resp.body)}\r\n"
+                "Connection: close\r\n\r\n"
+            ]
         )
-        log.info(
-            "%s: request body still incomplete at the socket timeout; answered %d and closed",
-            self.remote_addr,
-            resp.status,
-        )
+        log.info("%s: answered %d and closed: %s", self.remote_addr, resp.status, exc)
         with contextlib.suppress(OSError, ValueError):
             self.socket.setblocking(False)
             self.socket.send(head.encode("ascii") + resp.body)
 
 
 _LATE = "The request was not complete within the server's socket timeout."
+_BUSY = "The server is reading too many request bodies at once; retry later."
 
 
 def _listen_error(settings: Settings, exc: OSError) -> ListenError:

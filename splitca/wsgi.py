@@ -36,6 +36,7 @@ from .errors import (
     PolicyViolation,
     RemoteError,
     RequestTimeout,
+    ServerBusy,
     SplitCAError,
     StoreError,
     UnsupportedMediaType,
@@ -211,6 +212,7 @@ _STATUS: tuple[tuple[type[SplitCAError], int], ...] = (
     (Conflict, 409),
     (ConfigError, 503),  # the server is misconfigured: not the client's fault, not a crash
     (LockTimeout, 503),
+    (ServerBusy, 503),
     (StoreError, 503),
     (RemoteError, 502),
 )

@@ -9,6 +9,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -180,3 +181,62 @@ def test_slow_bodies_do_not_starve_agents(
     assert server.proc.poll() is None
     assert "Traceback" not in server.log_text()
     assert not list((ca.cadir.root / "requests").glob("slow*"))
+
+
+def peak_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.slow
+def test_stalled_big_bodies_share_one_budget_per_worker(
+    ca: CertificateAuthority, server_factory: Callable[..., Server]
+) -> None:
+    """Many connections each send most of a large body, then stall: what a worker holds for
+    them is bounded by max_buffered_bytes, not by the number of connections (the ones past
+    the budget get 503), and an agent's small request is still served."""
+    from .test_request_bodies import tls, worker_pids
+
+    body_limit, budget, conns = 4 * 1024 * 1024, 8 * 1024 * 1024, 40
+    server = server_factory(
+        ca.settings.replace(
+            socket_timeout=60, max_body_bytes=body_limit, max_buffered_bytes=budget
+        ),
+        workers=2,
+    )
+    workers = worker_pids(server)
+    assert len(workers) == 2
+    before = {pid: peak_rss_kb(pid) for pid in workers}
+    stalled: list[ssl.SSLSocket] = []
+    try:
+        for i in range(conns):
+            s = tls(server.port, timeout=20)
+            stalled.append(s)
+            with contextlib.suppress(OSError):  # refused (503) and closed while we sent
+                s.sendall(
+                    f"PUT /puppet-ca/v1/certificate_request/big{i} HTTP/1.1\r\nHost: ca\r\n"
+                    f"Content-Type: text/plain\r\nContent-Length: {body_limit}\r\n\r\n".encode()
+                    + b"A" * (body_limit - 1)
+                )
+        time.sleep(1)  # let the workers read what was sent
+        growth = {pid: peak_rss_kb(pid) - before[pid] for pid in workers}
+        name = "agent.example.com"
+        r = requests.put(
+            f"{server.url}/puppet-ca/v1/certificate_request/{name}",
+            data=make_csr(name).public_bytes(serialization.Encoding.PEM),
+            headers={"Content-Type": "text/plain"},
+            verify=str(server.cacert),
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+    finally:
+        for s in stalled:
+            s.close()
+    # 40 x 4 MiB would be 80 MiB a worker; the budget is 8 MiB (plus copies, TLS, the allocator)
+    assert max(growth.values()) < 40 * 1024, growth
+    log = server.log_text()
+    assert "answered 503 and closed: The server is reading too many request bodies" in log, log
+    assert "Traceback" not in log
+    assert not list((ca.cadir.root / "requests").glob("big*"))

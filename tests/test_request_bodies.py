@@ -12,14 +12,15 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from splitca.authority import CertificateAuthority
-from splitca.errors import BodyTooLarge
+from splitca.errors import BodyTooLarge, RequestTimeout
 
 from .apache_harness import wsgi_python_home  # noqa: F401 - fixture
 from .conftest import Server, io_ready, make_csr, snapshot
@@ -142,13 +143,13 @@ def serve(ca: CertificateAuthority, server_factory: Callable[..., Server]) -> Ca
 
 def test_chunked_decoding_does_not_depend_on_how_the_bytes_arrive() -> None:
     """Size lines, CRLFs and trailers split across reads (TLS records) decode the same."""
-    from splitca.server import _BodyReader
+    from splitca._http_read import BodyReader
 
     payload = bytes(range(256)) * 40
     wire = chunked(payload, 77).replace(b"\r\n", b'; ext="x"\r\n', 1)
     wire = wire[:-2] + b"Trailer-A: 1\r\nTrailer-B: 2\r\n\r\nNEXT"
     for step in (1, 2, 3, 7, 64, len(wire)):
-        reader = _BodyReader(65536, None)
+        reader = BodyReader(65536, None)
         for i in range(0, len(wire), step):
             rest = reader.feed(wire[i : i + step])
             if rest is not None:
@@ -158,14 +159,37 @@ def test_chunked_decoding_does_not_depend_on_how_the_bytes_arrive() -> None:
             raise AssertionError(f"body never complete, fed {step} bytes at a time")
         assert bytes(reader.data) == payload, step
     # the pipelined bytes after the body come back whole when they arrive with it
-    reader = _BodyReader(65536, None)
+    reader = BodyReader(65536, None)
     assert reader.feed(wire) == b"NEXT"
-    # one-byte chunks up to the limit: linear work, then the limit holds
-    reader = _BodyReader(65536, None)
-    assert reader.feed(b"1\r\nx\r\n" * 65536) is None
+    # 16-byte chunks up to the limit: linear work, then the limit holds
+    reader = BodyReader(65536, None)
+    assert reader.feed(b"10\r\n" + b"x" * 16 + b"\r\n") is None
+    assert reader.feed((b"10\r\n" + b"x" * 16 + b"\r\n") * 4095) is None
     assert len(reader.data) == 65536
     with pytest.raises(BodyTooLarge):
         reader.feed(b"1\r\nx\r\n")
+
+
+def test_chunk_framing_counts_against_the_limit() -> None:
+    """Size lines, extensions and CRLFs count too: at most limit + 64 KiB of framing, so a
+    body of max_body_bytes is at most 2 * max_body_bytes + 64 KiB on the wire (413 beyond)."""
+    from splitca._http_read import BodyReader
+
+    # the reviewer's case: 4 KiB of chunk extension per data byte
+    reader = BodyReader(1024, None)
+    piece = b"1;" + b"e" * 4000 + b"\r\nA\r\n"
+    with pytest.raises(BodyTooLarge):
+        for _ in range(1000):
+            assert reader.feed(piece) is None
+    assert len(reader.data) < 40
+    # one-byte chunks: refused once their framing passes the bound, not at the body's end
+    reader = BodyReader(65536, None)
+    with pytest.raises(BodyTooLarge):
+        reader.feed(b"1\r\nx\r\n" * 65536)
+    # a legitimate body in reasonable chunks is read whole
+    reader = BodyReader(65536, None)
+    assert reader.feed(chunked(b"y" * 65536, 512)) == b""
+    assert len(reader.data) == 65536
 
 
 def test_a_huge_declared_chunk_is_413_without_reading_it(
@@ -454,3 +478,157 @@ def test_bodies_under_mod_wsgi_are_bounded_and_bad_ones_are_4xx(wsgi_python_home
         assert "Traceback" not in log, log[-3000:]
     assert snapshot(settings.cadir) == before
     shutil.rmtree(root, ignore_errors=True)
+
+
+# --- the head, as cheroot will read it ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "version", ["HTTP/1.1 ", "HTTP/1.1\t", "HTTP/01.1", "HTTP/1.01", "HTTP/+1.1"]
+)
+def test_a_request_line_cheroot_could_read_otherwise_is_400(
+    ca: CertificateAuthority, serve: Callable[..., Server], version: str
+) -> None:
+    """cheroot strips the request line and int()s the version, so it takes these as HTTP/1.1
+    and chunked: a body reader that took them as HTTP/1.0 (no chunked) would leave the body
+    to be parsed as the next request (two answers for one request). Refused, nothing read."""
+    server = serve()
+    before = snapshot(ca.cadir.root)
+    smuggled = b"GET /status/v1/simple HTTP/1.1\r\nHost: ca\r\n\r\n"
+    with tls(server.port) as s:
+        s.sendall(
+            f"PUT {V1}/certificate_request/smuggle {version}\r\nHost: ca\r\n".encode()
+            + b"Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + smuggled
+        )
+        responses = Responses(s)
+        got, head, body = responses.next()
+        assert (got, body) == (400, b"Malformed request line."), (version, head, body)
+        assert b"connection: close" in head.lower()
+        assert responses.next(5)[0] == 0  # closed: no answer for the "body"
+    assert snapshot(ca.cadir.root) == before
+    assert_no_traceback(server)
+
+
+def test_http_1_0_expect_100_continue_is_ignored(
+    ca: CertificateAuthority, serve: Callable[..., Server]
+) -> None:
+    """RFC 9110 10.1.1: an Expect from an HTTP/1.0 client is ignored, no interim 100."""
+    server = serve()
+    csr = csr_pem("old")
+    with tls(server.port) as s:
+        s.sendall(
+            f"PUT {V1}/certificate_request/old HTTP/1.0\r\nHost: ca\r\n"
+            f"Content-Type: text/plain\r\nContent-Length: {len(csr)}\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
+        io_ready(s, timeout=0.5)  # what the server sends before the body, if anything
+        s.sendall(csr)
+        got = b""
+        s.settimeout(10)
+        while b"\r\n\r\n" not in got:
+            piece = s.recv(65536)
+            if not piece:
+                break
+            got += piece
+    assert got.startswith(b"HTTP/1.1 200 "), got[:200]
+    assert (ca.cadir.root / "requests" / "old.pem").exists()
+
+
+# --- bounded work and time, whatever the client sends ---------------------------------------------
+
+
+class CountingBuffer(bytearray):
+    """A bytearray that counts the bytes its searches and strips go over."""
+
+    work = 0
+
+    def find(self, sub: Any, start: Any = None, end: Any = None) -> int:  # type: ignore[override]
+        self.work += len(self) - (start or 0)
+        return super().find(sub, start, end)
+
+    def lstrip(self, chars: Any = None) -> bytearray:  # type: ignore[override]
+        self.work += len(self)
+        return super().lstrip(chars)
+
+
+class FakeSocket:
+    """What _Connection reads a request from: ``pre`` and non-blocking reads, scripted."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.pre = CountingBuffer()
+        self.chunks = chunks
+        self.sent = b""
+
+    def recv_nowait(self) -> bytes | bool:
+        return next(self.chunks, False)
+
+    def settimeout(self, timeout: float | None) -> None:
+        pass
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def send(self, data: bytes) -> int:
+        self.sent += data
+        return len(data)
+
+    sendall = send
+
+
+def fake_connection(max_body: int = 65536) -> tuple[Any, Any]:
+    from types import SimpleNamespace
+
+    from splitca._http_read import Budget
+    from splitca.server import _Connection
+
+    conn = object.__new__(_Connection)
+    conn.remote_addr = "127.0.0.1"
+    conn._started = time.monotonic()
+    return conn, SimpleNamespace(max_body=max_body, budget=Budget(16 * max_body))
+
+
+def test_a_head_in_one_byte_records_is_read_in_linear_work() -> None:
+    """Each TLS record resumes the search for the head's end where it stopped: a 60 KB head
+    a byte at a time is not 60 KB of searching (and copying) per byte."""
+    head = b"GET /status/v1/simple HTTP/1.1\r\nHost: ca\r\nX-Pad: " + b"A" * 60000 + b"\r\n\r\n"
+    sock = FakeSocket(head[i : i + 1] for i in range(len(head)))
+    conn, adapter = fake_connection()
+    ready = None
+    for _ in range(len(head)):
+        ready = conn._read_body(sock, adapter, 30.0)
+        if ready is not False:
+            break
+    assert ready is True
+    assert bytes(sock.pre) == head  # handed to cheroot's parser whole
+    assert sock.pre.work < 20 * len(head), sock.pre.work
+    # blank lines before the request line are still skipped, but only before it
+    sock = FakeSocket(iter([b"\r\n", b"\r\n", b"GET / HTTP/1.1\r\n", b"\r\n"]))
+    conn, adapter = fake_connection()
+    while (ready := conn._read_body(sock, adapter, 30.0)) is False:
+        pass
+    assert bytes(sock.pre) == b"GET / HTTP/1.1\r\n\r\n"
+
+
+def test_a_body_that_keeps_coming_is_cut_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """socket_timeout is checked while data keeps arriving, not only when the client pauses."""
+    from splitca import server as server_module
+    from splitca._http_read import BodyReader
+
+    clock = [1000.0]
+
+    def monotonic() -> float:
+        clock[0] += 0.01  # every read takes a little time
+        return clock[0]
+
+    monkeypatch.setattr(server_module.time, "monotonic", monotonic)
+    limit = 16 * 1024 * 1024
+    piece = b"400\r\n" + b"x" * 1024 + b"\r\n"
+    sock = FakeSocket(piece for _ in range(limit // 1024 + 10))  # always more, right away
+    conn, adapter = fake_connection(limit)
+    conn._started = clock[0]
+    conn._head = put_head("flood", "Transfer-Encoding: chunked")
+    conn._reader = BodyReader(limit, None)
+    assert conn._read_body(sock, adapter, 1.0) is True
+    assert isinstance(conn.body, RequestTimeout), conn.body
+    assert clock[0] - 1000.0 < 5  # cut near the 1 s deadline, not at the body's end
