@@ -2,7 +2,11 @@
 
 Nothing here writes through a symbolic link: every open for writing uses ``O_NOFOLLOW``
 (a planted link makes the operation fail with :class:`UnsafePath`, its target untouched),
-temporary files are created with ``O_EXCL``, and a rename replaces a link itself.
+temporary files are created with ``O_EXCL``, and a rename replaces a link itself. With an
+*anchor* (the cadir), no directory between the anchor and the file may be a link either:
+the directories are opened one by one with ``O_NOFOLLOW`` and the file is created, renamed
+or removed relative to the last one, so swapping a directory for a link after a check
+cannot redirect the write.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -25,11 +30,13 @@ __all__ = [
     "atomic_write",
     "discard",
     "fsync_dir",
+    "open_dir",
     "open_nofollow",
     "publish",
     "read_bytes",
     "refuse_symlink",
     "stage",
+    "unlink",
 ]
 
 _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
@@ -48,19 +55,84 @@ def refuse_symlink(path: os.PathLike[str] | str) -> None:
         raise _symlink_refused(path)
 
 
-def open_nofollow(path: os.PathLike[str] | str, flags: int, mode: int = 0o600) -> int:
-    """``os.open`` that never follows a symbolic link in the last component.
+def _is_link(name: str, dir_fd: int | None) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def open_dir(path: Path, anchor: Path | None = None) -> int:
+    """A descriptor of directory *path*; below *anchor* (if *path* is under it) no component
+    may be a symbolic link. The caller closes it.
 
     Raises:
-      UnsafePath: *path* is a symbolic link.
+      UnsafePath: a directory below *anchor* is a symbolic link.
+      OSError: anything else (a missing directory, say).
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    parts: tuple[str, ...] = ()
+    if anchor is not None:
+        try:
+            parts = path.relative_to(anchor).parts
+        except ValueError:
+            anchor = None
+    fd = os.open(anchor if anchor is not None else path, flags)
+    walked = anchor
+    try:
+        for part in parts:
+            assert walked is not None
+            walked = walked / part
+            try:
+                nfd = os.open(part, flags | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(part, fd):
+                    raise _symlink_refused(walked) from None
+                raise
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_nofollow(
+    path: os.PathLike[str] | str, flags: int, mode: int = 0o600, *, anchor: Path | None = None
+) -> int:
+    """``os.open`` that never follows a symbolic link in the last component (nor, with
+    *anchor*, in any directory below it).
+
+    Raises:
+      UnsafePath: *path* (or a directory below *anchor*) is a symbolic link.
       OSError: anything else.
     """
+    path = Path(path)
+    dir_fd = open_dir(path.parent, anchor) if anchor is not None else None
+    name = path.name if dir_fd is not None else str(path)
     try:
-        return os.open(path, flags | _NOFOLLOW, mode)
+        return os.open(name, flags | _NOFOLLOW, mode, dir_fd=dir_fd)
     except OSError as exc:
-        if exc.errno == errno.ELOOP and os.path.islink(path):
+        if exc.errno == errno.ELOOP and _is_link(name, dir_fd):
             raise _symlink_refused(path) from None
         raise
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
+
+
+def unlink(path: Path, *, anchor: Path | None = None) -> None:
+    """Remove *path* (not there: fine), never through a linked directory below *anchor*."""
+    try:
+        dir_fd = open_dir(path.parent, anchor)
+    except FileNotFoundError:
+        return
+    try:
+        os.unlink(path.name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(dir_fd)
 
 
 def fsync_dir(path: Path) -> None:
@@ -73,7 +145,13 @@ def fsync_dir(path: Path) -> None:
 
 
 def stage(
-    path: Path, data: bytes, *, mode: int, durable: bool = True, tmpdir: Path | None = None
+    path: Path,
+    data: bytes,
+    *,
+    mode: int,
+    durable: bool = True,
+    tmpdir: Path | None = None,
+    anchor: Path | None = None,
 ) -> Path:
     """Write *data* to a temporary file for *path* with *mode*, fsynced; return its path.
 
@@ -86,12 +164,12 @@ def stage(
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
         try:
-            fd = open_nofollow(tmp, flags, mode)
+            fd = open_nofollow(tmp, flags, mode, anchor=anchor)
         except FileExistsError:
             # Left by a crashed process that had our pid, or planted: unlink removes the
             # entry itself (never a link's target), then create afresh, exclusively.
-            os.unlink(tmp)
-            fd = open_nofollow(tmp, flags, mode)
+            unlink(tmp, anchor=anchor)
+            fd = open_nofollow(tmp, flags, mode, anchor=anchor)
         try:
             os.fchmod(fd, mode)  # umask must not widen or narrow the mode we chose
             view = memoryview(data)
@@ -109,26 +187,36 @@ def stage(
     return tmp
 
 
-def publish(tmp: Path, path: Path, *, durable: bool = True) -> None:
+def publish(tmp: Path, path: Path, *, durable: bool = True, anchor: Path | None = None) -> None:
     """Rename a staged file over *path* (atomic), then make the rename durable.
 
     Raises:
       StoreError: the rename failed; *path* is untouched and the staged file removed.
       NotDurable: the rename happened (readers see the new file) but syncing it failed.
     """
+    src = dst = -1
     try:
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise StoreError(f"could not write {path}: {exc.strerror or exc}") from exc
-    if durable:
         try:
-            fsync_dir(path.parent)
-        except OSError as exc:
-            raise NotDurable(
-                f"{path} is in place but could not be synced: {exc.strerror or exc}"
-            ) from exc
+            src = open_dir(tmp.parent, anchor)
+            dst = src if tmp.parent == path.parent else open_dir(path.parent, anchor)
+            os.replace(tmp.name, path.name, src_dir_fd=src, dst_dir_fd=dst)
+        except (OSError, UnsafePath) as exc:
+            if src >= 0:  # (not through a directory that turned out to be a link)
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp.name, dir_fd=src)
+            if isinstance(exc, UnsafePath):
+                raise
+            raise StoreError(f"could not write {path}: {exc.strerror or exc}") from exc
+        if durable:
+            try:
+                os.fsync(dst)
+            except OSError as exc:
+                raise NotDurable(
+                    f"{path} is in place but could not be synced: {exc.strerror or exc}"
+                ) from exc
+    finally:
+        for fd in {src, dst} - {-1}:
+            os.close(fd)
 
 
 def discard(tmp: Path) -> None:
@@ -137,7 +225,9 @@ def discard(tmp: Path) -> None:
         os.unlink(tmp)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int, durable: bool = True) -> None:
+def atomic_write(
+    path: Path, data: bytes, *, mode: int, durable: bool = True, anchor: Path | None = None
+) -> None:
     """Replace *path* with *data* so readers see the old file or the new one, never a torn one.
 
     The data goes to a temporary file in the same directory, which gets *mode*, is
@@ -147,10 +237,13 @@ def atomic_write(path: Path, data: bytes, *, mode: int, durable: bool = True) ->
     Raises:
       StoreError: the write failed; the message names the path and the OS error.
     """
-    publish(stage(path, data, mode=mode, durable=durable), path, durable=durable)
+    tmp = stage(path, data, mode=mode, durable=durable, anchor=anchor)
+    publish(tmp, path, durable=durable, anchor=anchor)
 
 
-def append_line(path: Path, line: bytes, *, mode: int, durable: bool = True) -> tuple[int, int]:
+def append_line(
+    path: Path, line: bytes, *, mode: int, durable: bool = True, anchor: Path | None = None
+) -> tuple[int, int]:
     """Append one newline-terminated record to *path*, durably unless ``durable=False``.
 
     A single ``write`` on an ``O_APPEND`` descriptor. Readers must tolerate a torn
@@ -161,7 +254,7 @@ def append_line(path: Path, line: bytes, *, mode: int, durable: bool = True) -> 
     if not line.endswith(b"\n"):
         raise ValueError("append_line needs a newline-terminated record")
     try:
-        fd = open_nofollow(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode)
+        fd = open_nofollow(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode, anchor=anchor)
         try:
             # If a previous crash left a torn last line, start ours on a fresh line
             # (read through the same descriptor: the file we append to, never another).
@@ -274,15 +367,18 @@ class FileLock:
     are bounded: :class:`LockTimeout` after *timeout*.
     """
 
-    def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
+    def __init__(self, path: Path, *, timeout: float = 30.0, anchor: Path | None = None) -> None:
         self.path = path
         self.timeout = timeout
+        self.anchor = anchor
         self._cached: tuple[int, _Slot] | None = None
 
     def _open(self, slot: _Slot) -> int:
         if slot.fd is None:
             try:
-                slot.fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                slot.fd = open_nofollow(
+                    self.path, os.O_RDWR | os.O_CREAT, 0o600, anchor=self.anchor
+                )
             except OSError as exc:
                 raise StoreError(f"could not open lock {self.path}: {exc.strerror}") from exc
         return slot.fd

@@ -314,7 +314,7 @@ class CertificateAuthority:
             _, cert = self.generate(certname, alt_names=alt, ca_client=True, actor=SYSTEM, key=key)
         except BaseException:
             if wrote_key:  # nothing was issued: leave nothing behind
-                _unlink(key_path)
+                self.cadir.unlink(key_path)
             raise
         self.cadir.write_public(cert_path, pki.pem(cert))
         names = ", ".join(
@@ -463,7 +463,7 @@ class CertificateAuthority:
                 return SubmitResult(certname, True, decision.reason, cert.serial_number)
             tmp = self.cadir.stage(self.cadir.csr_path(certname), pem)
             with self.index.transaction() as conn:
-                _fs.publish(tmp, self.cadir.csr_path(certname))
+                self.cadir.publish(tmp, self.cadir.csr_path(certname))
                 self.index.put_csr(conn, certname, csr, reason=decision.reason)
                 self.index.record(conn, "requests")
         log.info("Saved CSR for %s (pending: %s)", certname, decision.reason)
@@ -490,7 +490,7 @@ class CertificateAuthority:
         if not pki.is_safe_name(certname) or not self.cadir.csr_path(certname).exists():
             raise NotFound(f"No certificate request for {certname}")
         with self.cadir.name_lock(certname)(), self.index.transaction() as conn:
-            _unlink(self.cadir.csr_path(certname))
+            self.cadir.unlink(self.cadir.csr_path(certname))
             self.index.delete_csr(conn, certname)
             self.index.record(conn, "requests")
         self.audit.event("csr-deleted", actor, certname=certname)
@@ -526,7 +526,7 @@ class CertificateAuthority:
                 inventory_line(first + i, nb, na, name) for i, (name, nb, na) in enumerate(wanted)
             )
             # No fsync under the lock: it overlaps the signing (see _issue).
-            mark = _fs.append_line(self.cadir.inventory, lines, mode=0o644, durable=False)
+            mark = self.cadir.append(self.cadir.inventory, lines, durable=False)
             self.cadir.write_serial(first + len(wanted), durable=False)
             with self.index.transaction() as conn:
                 self.index.add_inventory(conn, lines)
@@ -627,10 +627,10 @@ class CertificateAuthority:
         with self.index.transaction() as conn:
             changed = {"signed"}
             for certname, tmp, cert, values, drop_csr in items:
-                _fs.publish(tmp, self.cadir.cert_path(certname), durable=False)
+                self.cadir.publish(tmp, self.cadir.cert_path(certname), durable=False)
                 self.index.put_cert(conn, certname, cert, values=values)
                 if drop_csr:
-                    _unlink(self.cadir.csr_path(certname))
+                    self.cadir.unlink(self.cadir.csr_path(certname))
                     self.index.delete_csr(conn, certname)
                     changed.add("requests")
             try:
@@ -948,7 +948,7 @@ class CertificateAuthority:
         try:
             with self.index.transaction() as conn:
                 try:
-                    _fs.publish(tmp, self.cadir.cacrl)
+                    self.cadir.publish(tmp, self.cadir.cacrl)
                 except NotDurable as exc:  # renamed into place: it is what is served
                     log.warning("CRL number %d is in effect, but %s", number, exc)
                 installed = True
@@ -1066,7 +1066,7 @@ class CertificateAuthority:
             self._audit_revoke(found, added, reason, actor)
             for name in found:
                 with self.index.transaction() as conn:
-                    _unlink(self.cadir.cert_path(name))
+                    self.cadir.unlink(self.cadir.cert_path(name))
                     self.index.delete_cert(conn, name)
                     self.index.record(conn, "signed")
                 self.audit.event("clean", actor, certname=name, serials=found[name])
@@ -1077,8 +1077,8 @@ class CertificateAuthority:
         if not pki.is_safe_name(certname) or self.index.status(certname) is None:
             raise NotFound("Invalid certificate subject.")
         with self.cadir.name_lock(certname)(), self.index.transaction() as conn:
-            _unlink(self.cadir.cert_path(certname))
-            _unlink(self.cadir.csr_path(certname))
+            self.cadir.unlink(self.cadir.cert_path(certname))
+            self.cadir.unlink(self.cadir.csr_path(certname))
             self.index.delete_cert(conn, certname)
             self.index.delete_csr(conn, certname)
             self.index.record(conn, "signed", "requests")
@@ -1104,15 +1104,6 @@ def _server_identity_hint(settings: Settings) -> str | None:
         f"The CA server has no TLS certificate ({missing} is missing); "
         f"'splitca setup --server-identity' issues one for {settings.certname}."
     )
-
-
-def _unlink(path: os.PathLike[str]) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise StoreError(f"Path {path} exists but could not be deleted: {exc.strerror}") from exc
 
 
 def _fs_stamp(path: os.PathLike[str]) -> str:

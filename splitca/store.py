@@ -168,7 +168,11 @@ class CADir:
         """A named cross-process lock: ``serial``, ``inventory``, ``crl``, ``setup``..."""
         lock = self._locks.get(name)
         if lock is None:
-            lock = _fs.FileLock(self.private / "locks" / f"{name}.lock", timeout=self._lock_timeout)
+            lock = _fs.FileLock(
+                self.private / "locks" / f"{name}.lock",
+                timeout=self._lock_timeout,
+                anchor=self.root,
+            )
             self._locks[name] = lock  # a benign race: two equal objects, one kept
         return lock
 
@@ -241,7 +245,13 @@ class CADir:
         serial was made durable first, because the next serial is never below the
         highest one in the inventory (see ``CertificateAuthority._reserve_serial``).
         """
-        _fs.atomic_write(self.serial_file, format_serial(value), mode=CERT_MODE, durable=durable)
+        _fs.atomic_write(
+            self.serial_file,
+            format_serial(value),
+            mode=CERT_MODE,
+            durable=durable,
+            anchor=self.root,
+        )
 
     # --- inventory ---------------------------------------------------------------------
     def append_inventory(self, serial: int, not_before: str, not_after: str, certname: str) -> None:
@@ -250,6 +260,7 @@ class CADir:
                 self.inventory,
                 inventory_line(serial, not_before, not_after, certname),
                 mode=CERT_MODE,
+                anchor=self.root,
             )
 
     def inventory_tail_max(self, tail: int = 1024) -> int:
@@ -274,10 +285,31 @@ class CADir:
 
     # --- whole-file writers with the right modes ----------------------------------------
     def write_public(self, path: Path, data: bytes) -> None:
-        _fs.atomic_write(path, data, mode=CERT_MODE)
+        _fs.atomic_write(path, data, mode=CERT_MODE, anchor=self.root)
 
     def write_key(self, path: Path, data: bytes, *, mode: int = KEY_MODE) -> None:
-        _fs.atomic_write(path, data, mode=mode)
+        _fs.atomic_write(path, data, mode=mode, anchor=self.root)
+
+    def append(self, path: Path, lines: bytes, *, durable: bool = True) -> tuple[int, int]:
+        """Append records to a file in the cadir (see :func:`_fs.append_line`)."""
+        return _fs.append_line(path, lines, mode=CERT_MODE, durable=durable, anchor=self.root)
+
+    def publish(self, tmp: Path, path: Path, *, durable: bool = True) -> None:
+        """Rename a staged file into place in the cadir, through no linked directory."""
+        _fs.publish(tmp, path, durable=durable, anchor=self.root)
+
+    def unlink(self, path: Path) -> None:
+        """Remove a file of the cadir (missing: fine), through no linked directory.
+
+        Raises:
+          StoreError: it exists but could not be removed.
+        """
+        try:
+            _fs.unlink(path, anchor=self.root)
+        except OSError as exc:
+            raise StoreError(
+                f"Path {path} exists but could not be deleted: {exc.strerror}"
+            ) from exc
 
     def stage(self, path: Path, data: bytes) -> Path:
         """Stage a public file for :func:`_fs.publish`, outside the target directory.
@@ -293,7 +325,9 @@ class CADir:
             except FileNotFoundError:
                 same = False
             self._same_fs[parent] = same
-        return _fs.stage(path, data, mode=CERT_MODE, tmpdir=self.tmpdir if same else None)
+        return _fs.stage(
+            path, data, mode=CERT_MODE, tmpdir=self.tmpdir if same else None, anchor=self.root
+        )
 
     def clear_stale_staging(self, older_than: float = 3600.0) -> int:
         """Remove staged files left by crashed processes; returns how many."""

@@ -270,6 +270,43 @@ def test_cli_refuses_a_planted_symlink_and_leaves_its_target_alone(
     assert not (tmp_path / "ssl").exists()
 
 
+@pytest.mark.parametrize(
+    ("swapped", "operation"),
+    [
+        ("signed", "generate"),  # the certificate's rename
+        (".splitca/tmp", "generate"),  # staging
+        (".splitca/locks", "generate"),  # lock files
+        ("requests", "submit"),  # a pending CSR
+        ("signed", "clean"),  # deleting signed/NAME.pem
+    ],
+)
+def test_a_directory_swapped_for_a_link_after_the_check_is_never_written_through(
+    tmp_path: Path, swapped: str, operation: str
+) -> None:
+    """Whoever can write the cadir swaps one of its directories for a link after the CA was
+    opened (its up-front check passed): nothing may be created, renamed or removed there."""
+    settings = make_settings(tmp_path)
+    CertificateAuthority.setup(settings)
+    ca = CertificateAuthority.open(settings)
+    if operation == "clean":
+        ca.generate("node1", key_size=2048)
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "node1.pem").write_bytes(b"root's file\n")
+    real = settings.cadir / swapped
+    os.rename(real, tmp_path / "real-dir")
+    real.symlink_to(evil)
+    with pytest.raises(StoreError, match="symbolic link"):
+        if operation == "generate":
+            ca.generate("node2", key_size=2048)
+        elif operation == "submit":
+            ca.submit_csr("node2", pki.pem(make_csr("node2")))
+        else:
+            ca.clean(["node1"])
+    assert sorted(os.listdir(evil)) == ["node1.pem"]
+    assert (evil / "node1.pem").read_bytes() == b"root's file\n"
+
+
 def test_append_never_follows_a_symlink(tmp_path: Path) -> None:
     target = tmp_path / "victim"
     target.write_bytes(b"keep\n")
@@ -393,14 +430,14 @@ def test_a_crl_renamed_into_place_but_not_synced_is_in_effect_and_audited(
     CertificateAuthority.setup(settings)
     ca = CertificateAuthority.open(settings)
     _, cert = ca.generate("n1", key_size=2048)
-    real = _fs.fsync_dir
+    real = os.fsync
 
-    def refuse_for_cadir(path: os.PathLike[str]) -> None:
-        if Path(path) == settings.cadir:
+    def refuse_for_cadir(fd: int) -> None:
+        if Path(os.readlink(f"/proc/self/fd/{fd}")) == settings.cadir.resolve():
             raise OSError(errno.EIO, "Input/output error")
-        real(path)
+        real(fd)
 
-    monkeypatch.setattr(_fs, "fsync_dir", refuse_for_cadir)
+    monkeypatch.setattr(os, "fsync", refuse_for_cadir)
     with caplog.at_level(logging.WARNING):
         found, _ = ca.revoke(["n1"])
     monkeypatch.undo()
