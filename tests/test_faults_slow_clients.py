@@ -180,4 +180,4 @@ def test_slow_bodies_do_not_starve_agents(
     assert served_in < 20, served_in  # a bound on the test, not a benchmark
     assert server.proc.poll() is None
     assert "Traceback" not in server.log_text()
-    assert not list((ca.cadir.root / "requests").glob("slow*"))
+    assert not list((ca.store.cadir.root / "requests").glob("slow*"))

@@ -305,7 +305,7 @@ def test_revoke_on_a_full_disk_reports_the_truth_and_audits(tiny_fs: Path) -> No
         if name == "n1":
             cert = result.serial
     assert cert is not None
-    ca.index.close()
+    ca.close()
     config = write_config(tiny_fs.parent / "splitca.yaml", settings)
     # Fill the disk, then free two pages: room for the new CRL, none for the index.
     spacer = tiny_fs / "spacer"

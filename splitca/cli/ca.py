@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -12,12 +11,13 @@ from pathlib import Path
 import click
 from cryptography import x509
 
-from .. import _fs, pki
+from .. import pki
 from ..audit import Actor
 from ..authority import CertificateAuthority
 from ..config import parse_duration
-from ..errors import ConfigError, InvalidRequest, NotFound, StoreError
+from ..errors import ConfigError, InvalidRequest, NotFound
 from ..index import Row
+from ..usecases_ssldir import ssldir_paths
 from ._base import Ctx, cli, echo_json, format_option, pass_ctx
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ def sign(
     if sign_all == bool(names):
         raise click.UsageError("give CERTNAME(s) or --all, not both and not neither")
     if sign_all:
-        names = c.ca.index.pending_names()
+        names = c.ca.pending_names()
     names = list(dict.fromkeys(names))
     lifetime = parse_duration(ttl, key="--ttl") if ttl else None
     # The one bulk path (as POST sign/all): a CSR that cannot be signed is reported and
@@ -404,50 +404,16 @@ def generate(
     if problem := pki.certname_problem(certname):
         raise InvalidRequest(f"{certname!r}: {problem}")
     out = ssldir or Path(f"{certname}-ssl")
-    paths = {
-        "key": out / "private_keys" / f"{certname}.pem",
-        "cert": out / "certs" / f"{certname}.pem",
-        "ca": out / "certs" / "ca.pem",
-        "crl": out / "crl.pem",
-    }
-    ca = c.ca  # a CA that cannot be opened fails before anything is made
-    # The destination is made, and the key written to it, before anything is issued: a bad
-    # --ssldir costs nothing, an issued certificate always has its key, and a failure
-    # removes the directories this command made.
-    made = [d for d in (out / "private_keys", out / "certs", out, *out.parents) if not d.exists()]
-    try:
-        try:
-            for sub in ("private_keys", "certs"):
-                (out / sub).mkdir(parents=True, exist_ok=True)
-            (out / "private_keys").chmod(0o750)
-        except OSError as exc:
-            raise StoreError(
-                f"--ssldir: cannot create {exc.filename or out}: {exc.strerror or exc}"
-            ) from None
-        key = pki.generate_private_key(key_type, rsa_bits=key_size)
-        staged = _fs.stage(paths["key"], pki.private_key_pem(key), mode=0o600)
-        try:
-            _, cert = ca.generate(
-                certname,
-                alt_names=alt_names,
-                ca_client=ca_client,
-                key_type=key_type,
-                key_size=key_size,
-                actor=CLI_ACTOR,
-                key=key,
-            )
-        except BaseException:
-            _fs.discard(staged)
-            raise
-    except BaseException:
-        for d in sorted(made, key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                d.rmdir()  # only if empty: never anything that was there before
-        raise
-    _fs.publish(staged, paths["key"])
-    ca.cadir.write_public(paths["cert"], pki.pem(cert))
-    ca.cadir.write_public(paths["ca"], ca.ca_certificate_pem())
-    ca.cadir.write_public(paths["crl"], ca.crl_pem())
+    paths = ssldir_paths(certname, out)
+    cert = c.ca.generate_ssldir(  # a CA that cannot be opened fails before anything is made
+        certname,
+        out,
+        alt_names=alt_names,
+        ca_client=ca_client,
+        key_type=key_type,
+        key_size=key_size,
+        actor=CLI_ACTOR,
+    )
     if fmt == "json":
         echo_json(
             {
@@ -519,7 +485,6 @@ def index() -> None:
 def index_rebuild(c: Ctx) -> None:
     """Re-read every file in the cadir into the index (after restoring a backup, say)."""
     started = dt.datetime.now(dt.UTC)
-    c.ca.index.rebuild()
-    counts = c.ca.index.counts()
+    counts = c.ca.rebuild_index()
     secs = (dt.datetime.now(dt.UTC) - started).total_seconds()
     click.echo(f"Index rebuilt in {secs:.1f}s: {counts}")
