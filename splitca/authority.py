@@ -27,9 +27,8 @@ from . import (
 from .audit import SYSTEM, Actor, AuditLog
 from .config import Settings
 from .filestore import FileStore
-from .index import Row
 from .policy import Autosigner, make_autosigner
-from .ports import Blob
+from .ports import Blob, Row
 from .signer import KeyFileSigner
 from .usecases_common import Deps, reserved_names, rules_of, state_of
 from .usecases_setup import SetupResult

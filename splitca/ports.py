@@ -10,6 +10,7 @@ promises written here.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -19,12 +20,35 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from . import pki
-from .index import Row
 
-__all__ = ["Blob", "CAStore", "CRLEntry", "Reservation", "Signer", "SigningKey"]
+__all__ = ["Blob", "CAStore", "CRLEntry", "Reservation", "Row", "Signer", "SigningKey"]
 
 # A revocation as the CRL encodes it: (serial, unix time, CRLReason code or None).
 CRLEntry = tuple[int, float, int | None]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One certificate_status, as stored: ``status`` is the JSON object without ``state``."""
+
+    name: str
+    state: str  # requested | signed | revoked
+    status: str
+    serial: int | None = None
+    not_after_ts: int | None = None
+    reason: str = ""
+
+    def json(self) -> str:
+        """The full certificate_status JSON object, state included."""
+        return (
+            f'{{"state":"{self.state}",{self.status[1:]}'
+            if len(self.status) > 2
+            else (f'{{"state":"{self.state}"}}')
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = json.loads(self.json())
+        return out
 
 
 @dataclass(frozen=True, slots=True)

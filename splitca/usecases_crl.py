@@ -11,7 +11,6 @@ from cryptography import x509
 from . import pki
 from .audit import SYSTEM, Actor
 from .errors import StoreError
-from .index import own_crl
 from .ports import CRLEntry
 from .usecases_common import Deps
 
@@ -136,7 +135,7 @@ def crl_info(d: Deps) -> dict[str, object]:
     """Number, dates, size and entry count of the CRL in effect (``splitca crl show``)."""
     ca_cert = d.signer.current().certificate
     served = d.store.crl().data
-    crl = own_crl(served, d.store.ca_cert().data)
+    crl = pki.own_crl(served, d.store.ca_cert().data)
     if crl is None:
         raise StoreError("the CRL file holds no CRL")
     now = d.clock()

@@ -5,8 +5,7 @@ from __future__ import annotations
 from cryptography import x509
 
 from . import pki
-from .index import Row
-from .ports import Blob
+from .ports import Blob, Row
 from .usecases_common import Deps
 
 __all__ = ["certificate", "csr", "expirations", "status"]

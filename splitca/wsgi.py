@@ -40,7 +40,7 @@ from .errors import (
     StoreError,
     UnsupportedMediaType,
 )
-from .index import Row
+from .ports import Row
 
 __all__ = ["App", "Request", "Response", "application", "make_app"]
 

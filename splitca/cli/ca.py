@@ -16,7 +16,7 @@ from ..audit import Actor
 from ..authority import CertificateAuthority
 from ..config import parse_duration
 from ..errors import ConfigError, InvalidRequest, NotFound
-from ..index import Row
+from ..ports import Row
 from ..usecases_ssldir import ssldir_paths
 from ._base import Ctx, cli, echo_json, format_option, pass_ctx
 
