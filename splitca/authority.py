@@ -58,7 +58,6 @@ class CertificateAuthority:
         audit: AuditLog | None = None,
     ) -> None:
         self.settings = settings
-        self.clock = clock
         self.store = FileStore(settings.cadir)
         self.signer = KeyFileSigner(self.store.cadir)
         self.audit = audit if audit is not None else AuditLog(settings.effective_audit_log)
@@ -72,6 +71,11 @@ class CertificateAuthority:
             rules=rules_of(settings),
             autosigner=lambda: self.autosigner,
         )
+
+    @property
+    def clock(self) -> Callable[[], dt.datetime]:
+        """The clock the use cases were given (fixed at construction)."""
+        return self.deps.clock
 
     # --- opening and setup ---------------------------------------------------------------
     @classmethod
