@@ -112,3 +112,14 @@ def test_use_cases_and_ports_know_no_store_implementation() -> None:
     for name in ["ports", *USE_CASES]:
         reached = _local_imports(PKG / f"{name}.py") & STORE_IMPLEMENTATIONS
         assert not reached, f"{name} imports store implementation(s) {sorted(reached)}"
+
+
+def test_edges_reach_the_ca_only_through_its_use_cases() -> None:
+    """HTTP, CLI and server call the facade's use cases; the store behind it is not theirs."""
+    import re
+
+    internals = re.compile(r"\bca\.(cadir|index|store|signer|deps)\b")
+    edges = [PKG / "wsgi.py", PKG / "wsgi_registrations.py", PKG / "server.py"]
+    for path in [*edges, *sorted((PKG / "cli").glob("*.py"))]:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            assert not internals.search(line), f"{path.relative_to(PKG)}:{number}: {line.strip()}"
