@@ -17,13 +17,14 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 
 from . import _fs, pki
 from .errors import InvalidRequest, StoreError
+from .pki import own_crl
+from .ports import Row
 from .store import INDEX_FILE_SUFFIXES, CADir, parse_inventory
 
 __all__ = ["Index", "Row"]
@@ -68,30 +69,6 @@ def _stamp(path: str | Path) -> str:
 
 def _entry_stamp(st: os.stat_result) -> str:
     return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
-
-
-@dataclass(frozen=True)
-class Row:
-    """One certificate_status, as stored: ``status`` is the JSON object without ``state``."""
-
-    name: str
-    state: str  # requested | signed | revoked
-    status: str
-    serial: int | None = None
-    not_after_ts: int | None = None
-    reason: str = ""
-
-    def json(self) -> str:
-        """The full certificate_status JSON object, state included."""
-        return (
-            f'{{"state":"{self.state}",{self.status[1:]}'
-            if len(self.status) > 2
-            else (f'{{"state":"{self.state}"}}')
-        )
-
-    def as_dict(self) -> dict[str, object]:
-        out: dict[str, object] = json.loads(self.json())
-        return out
 
 
 class Index:
@@ -601,20 +578,6 @@ def _revoked_row(e: pki.Revocation) -> tuple[str, float, int | None]:
         e.date.timestamp(),
         None if e.reason is None else _REASONS[e.reason.name],
     )
-
-
-def own_crl(crl_pem: bytes, cacert_pem: bytes) -> x509.CertificateRevocationList | None:
-    """The CRL in *crl_pem* issued by the signing CA of *cacert_pem*; else the first CRL."""
-    blocks = pki.split_pem(crl_pem, "X509 CRL")
-    if not blocks:
-        return None
-    crls = [x509.load_pem_x509_crl(b) for b in blocks]
-    signer = pki.signing_certificate(pki.load_certificates(cacert_pem) if cacert_pem else [])
-    if signer is not None:
-        for crl in crls:
-            if crl.issuer == signer.subject:
-                return crl
-    return crls[0]
 
 
 def _cert_row(name: str, cert: x509.Certificate) -> tuple[str, int, str]:

@@ -1006,3 +1006,17 @@ def csr_status_fields(name: str, csr: x509.CertificateSigningRequest) -> dict[st
     except (ValueError, x509.DuplicateExtension):
         exts = ()
     return _status_common(name, exts, der(csr))
+
+
+def own_crl(crl_pem: bytes, cacert_pem: bytes) -> x509.CertificateRevocationList | None:
+    """The CRL in *crl_pem* issued by the signing CA of *cacert_pem*; else the first CRL."""
+    blocks = split_pem(crl_pem, "X509 CRL")
+    if not blocks:
+        return None
+    crls = [x509.load_pem_x509_crl(b) for b in blocks]
+    signer = signing_certificate(load_certificates(cacert_pem) if cacert_pem else [])
+    if signer is not None:
+        for crl in crls:
+            if crl.issuer == signer.subject:
+                return crl
+    return crls[0]

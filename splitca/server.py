@@ -503,14 +503,14 @@ def _run_worker(
     try:
         server.prepare()  # binds and listens
     except OSError as exc:
-        ca.index.close()
+        ca.close()
         raise _listen_error(settings, exc) from None
     if on_ready:
         on_ready()
     try:
         server.serve()
     finally:
-        ca.index.close()
+        ca.close()
 
 
 def _crl_upkeep(settings: Settings, stop: threading.Event) -> None:
@@ -526,7 +526,7 @@ def _crl_upkeep(settings: Settings, stop: threading.Event) -> None:
         except Exception:
             log.exception("CRL refresh crashed (will retry)")
         stop.wait(interval)
-    ca.index.close()
+    ca.close()
 
 
 def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> int:
@@ -545,8 +545,8 @@ def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> 
     ca.refresh_crl()  # a CRL past its margin is re-issued before we accept agents
     if ca.repair_serial():  # a crash may have lost the serial file's last (unsynced) update
         log.warning("serial file was behind the inventory; moved it past the last issued serial")
-    ca.cadir.clear_stale_staging()
-    ca.index.close()
+    ca.maintain()  # staged files left by crashed processes
+    ca.close()
     if settings.autosign is True:
         log.warning(
             "autosign is TRUE: every CSR that passes validation is signed. Do not use in production."

@@ -191,6 +191,11 @@ class CADir:
     # --- cached reads of the few files served on every request ---------------------------
     def read_cached(self, path: Path) -> bytes | None:
         """File bytes, re-read only when (inode, size, mtime) changed. None if missing."""
+        found = self.read_cached_stamped(path)
+        return None if found is None else found[0]
+
+    def read_cached_stamped(self, path: Path) -> tuple[bytes, float] | None:
+        """:meth:`read_cached` with the file's mtime (from the same ``stat``)."""
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -199,11 +204,11 @@ class CADir:
         with self._cache_lock:
             hit = self._file_cache.get(path)
             if hit and hit[0] == key:
-                return hit[1]
+                return hit[1], st.st_mtime
         data = path.read_bytes()
         with self._cache_lock:
             self._file_cache[path] = (key, data)
-        return data
+        return data, st.st_mtime
 
     def mtime(self, path: Path) -> float | None:
         try:

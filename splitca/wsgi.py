@@ -41,7 +41,7 @@ from .errors import (
     StoreError,
     UnsupportedMediaType,
 )
-from .index import Row
+from .ports import Row
 
 __all__ = ["App", "Request", "Response", "application", "make_app"]
 
@@ -357,7 +357,7 @@ class App:
                 "client %s presented a certificate this CA did not issue", req.client.certname
             )
             return None
-        if self.ca.index.is_revoked(cert.serial_number):
+        if self.ca.is_revoked(cert.serial_number):
             log.warning(
                 "client %s presented revoked certificate serial %d",
                 req.client.certname,
@@ -367,7 +367,7 @@ class App:
         return cert
 
     def _issued_by_us(self, cert: x509.Certificate) -> bool:
-        _, ca_cert = self.ca.signing_material()
+        ca_cert = self.ca.ca_certificate()
         try:
             cert.verify_directly_issued_by(ca_cert)
         except (ValueError, TypeError, InvalidSignature):
@@ -442,13 +442,10 @@ def _file_response(req: Request, data: bytes, mtime: float | None) -> Response:
 @route("GET", rf"/certificate/{NAME}", PUBLIC)
 def get_certificate(app: App, req: Request, p: dict[str, str]) -> Response:
     name = p["name"]
-    cadir = app.ca.cadir
-    if name == "ca":
-        return _file_response(req, app.ca.ca_certificate_pem(), cadir.mtime(cadir.cacert))
-    data = app.ca.certificate_pem(name)
-    if data is None:
+    found = app.ca.ca_certificate_file() if name == "ca" else app.ca.certificate_file(name)
+    if found is None:
         return Response.text(f"Could not find certificate {name}", 404)
-    return _file_response(req, data, cadir.mtime(cadir.cert_path(name)))
+    return _file_response(req, found.data, found.modified)
 
 
 @route("GET", rf"/certificate_request/{NAME}", PUBLIC)
@@ -472,7 +469,7 @@ def put_certificate_request(app: App, req: Request, p: dict[str, str]) -> Respon
 @route("DELETE", rf"/certificate_request/{NAME}", ADMIN)
 def delete_certificate_request(app: App, req: Request, p: dict[str, str]) -> Response:
     name = p["name"]
-    path = app.ca.cadir.csr_path(name) if pki.is_safe_name(name) else None
+    path = app.ca.csr_location(name) if pki.is_safe_name(name) else None
     try:
         app.ca.delete_csr(name, actor=req.client.actor)
     except NotFound:
@@ -482,8 +479,8 @@ def delete_certificate_request(app: App, req: Request, p: dict[str, str]) -> Res
 
 @route("GET", r"/certificate_revocation_list/[^/]*", PUBLIC)
 def get_crl(app: App, req: Request, p: dict[str, str]) -> Response:
-    cadir = app.ca.cadir
-    return _file_response(req, app.ca.crl_pem(), cadir.mtime(cadir.cacrl))
+    found = app.ca.crl_file()
+    return _file_response(req, found.data, found.modified)
 
 
 _STATUS_TYPES = ("application/json", "text/pson", "pson")

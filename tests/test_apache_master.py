@@ -48,7 +48,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MasterStack]:
     yield s
     stop_apache(s.apache)
     backend.stop()
-    ca.index.close()
+    ca.close()
 
 
 @pytest.fixture(scope="module")

@@ -91,7 +91,7 @@ def test_wrong_method_is_405_with_allow(app: App) -> None:
 def test_ca_certificate_is_served_byte_for_byte(app: App, ca: CertificateAuthority) -> None:
     r = wsgi_call(app, "GET", f"{V1}/certificate/ca", headers={"Accept": "text/plain"})
     assert r.status == 200 and r.headers["Content-Type"] == "text/plain"
-    assert r.body == ca.cadir.cacert.read_bytes()
+    assert r.body == ca.store.cadir.cacert.read_bytes()
 
 
 def test_certificate_404_then_200_once_signed(app: App, ca: CertificateAuthority) -> None:
@@ -103,12 +103,12 @@ def test_certificate_404_then_200_once_signed(app: App, ca: CertificateAuthority
     )
     agent_cert(ca, "agent1")
     r = wsgi_call(app, "GET", f"{V1}/certificate/agent1")
-    assert r.status == 200 and r.body == ca.cadir.cert_path("agent1").read_bytes()
+    assert r.status == 200 and r.body == ca.store.cadir.cert_path("agent1").read_bytes()
 
 
 @pytest.mark.parametrize("path", [f"{V1}/certificate/ca", f"{V1}/certificate_revocation_list/ca"])
 def test_if_modified_since_gives_304(app: App, ca: CertificateAuthority, path: str) -> None:
-    target = ca.cadir.cacert if "certificate/ca" in path else ca.cadir.cacrl
+    target = ca.store.cadir.cacert if "certificate/ca" in path else ca.store.cadir.cacrl
     old = time.time() - 3600
     os.utime(target, (old, old))
     later = email.utils.formatdate(old + 60, usegmt=True)
@@ -124,7 +124,7 @@ def test_a_change_in_the_same_second_as_if_modified_since_is_not_hidden(
 ) -> None:
     """The header has 1 s resolution: a CRL re-issued in the second an agent fetched is sent again."""
     base = int(time.time()) - 100
-    os.utime(ca.cadir.cacrl, (base + 0.7, base + 0.7))  # re-issued at base+0.7 ...
+    os.utime(ca.store.cadir.cacrl, (base + 0.7, base + 0.7))  # re-issued at base+0.7 ...
     same_second = email.utils.formatdate(base + 0.2, usegmt=True)  # ... after a fetch at base+0.2
     r = wsgi_call(
         app,
@@ -132,7 +132,7 @@ def test_a_change_in_the_same_second_as_if_modified_since_is_not_hidden(
         f"{V1}/certificate_revocation_list/ca",
         headers={"If-Modified-Since": same_second},
     )
-    assert r.status == 200 and r.body == ca.cadir.cacrl.read_bytes()
+    assert r.status == 200 and r.body == ca.store.cadir.cacrl.read_bytes()
     next_second = email.utils.formatdate(base + 1.1, usegmt=True)
     r = wsgi_call(
         app,
@@ -145,7 +145,7 @@ def test_a_change_in_the_same_second_as_if_modified_since_is_not_hidden(
 
 def test_crl_ignores_last_segment_and_is_public(app: App, ca: CertificateAuthority) -> None:
     r = wsgi_call(app, "GET", f"{V1}/certificate_revocation_list/whatever")
-    assert r.status == 200 and r.body == ca.cadir.cacrl.read_bytes()
+    assert r.status == 200 and r.body == ca.store.cadir.cacrl.read_bytes()
 
 
 # --- CSR submission --------------------------------------------------------------------------
@@ -293,7 +293,7 @@ def test_certificate_status_lifecycle(app, ca, admin_cert) -> None:
         wsgi_call(app, "GET", f"{V1}/certificate_status/life1", client=admin_cert).body
     )
     assert status["state"] == "signed" and isinstance(status["serial_number"], int)
-    cert = x509.load_pem_x509_certificate(ca.cadir.cert_path("life1").read_bytes())
+    cert = x509.load_pem_x509_certificate(ca.store.cadir.cert_path("life1").read_bytes())
     assert (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds() == 86400 + 3600
     r = wsgi_call(
         app,
@@ -429,8 +429,8 @@ def test_clean_endpoint(app, ca, admin_cert) -> None:
     agent_cert(ca, "c1")
     r = wsgi_call(app, "PUT", f"{V1}/clean", b'{"certnames":["c1"]}', client=admin_cert)
     assert (r.status, r.text) == (200, "Successfully cleaned all certs.")
-    assert not ca.cadir.cert_path("c1").exists()
-    assert ca.index.is_revoked(ca.serials_for("c1")[0])
+    assert not ca.store.cadir.cert_path("c1").exists()
+    assert ca.is_revoked(ca.serials_for("c1")[0])
     r = wsgi_call(app, "PUT", f"{V1}/clean", b'{"certnames":["missing"]}', client=admin_cert)
     assert (r.status, r.text) == (
         200,
@@ -472,7 +472,7 @@ def test_certificate_renewal_only_for_the_holder(app, ca) -> None:
     new = x509.load_pem_x509_certificate(r.body)
     assert new.serial_number != old.serial_number and new.public_key() == old.public_key()
     assert new.subject == old.subject
-    assert ca.cadir.cert_path("renew1").read_bytes() == r.body
+    assert ca.store.cadir.cert_path("renew1").read_bytes() == r.body
     ca.revoke(["renew1"])
     assert wsgi_call(app, "POST", f"{V1}/certificate_renewal", client=new).status == 403
 
@@ -481,7 +481,7 @@ def test_query_parameters_of_old_agents_are_ignored(app, ca) -> None:
     r = wsgi_call(
         app, "GET", f"{V1}/certificate/ca", query="environment=production&fail_on_404=true"
     )
-    assert r.status == 200 and r.body == ca.cadir.cacert.read_bytes()
+    assert r.status == 200 and r.body == ca.store.cadir.cacert.read_bytes()
 
 
 # --- names, CSR versions, bulk signing (issue 8) ----------------------------------------------
@@ -503,7 +503,7 @@ def _long_cn_csr(name: str) -> bytes:
 
 def _plant_pending(ca: CertificateAuthority, name: str, body: bytes) -> None:
     """A pending CSR as an older splitca (or another tool) left it in requests/."""
-    path = ca.cadir.csr_path(name)
+    path = ca.store.cadir.csr_path(name)
     path.write_bytes(body)
     os.chmod(path, 0o644)
 
@@ -524,8 +524,8 @@ def test_sign_all_signs_past_a_csr_that_cannot_be_signed_through_the_server(
     good = [f"good-{i}" for i in range(3)]
     for name in good:
         ca.submit_csr(name, pki.pem(make_csr(name)))
-    serial_before = ca.cadir.read_serial()
-    lines_before = len(list(parse_inventory(ca.cadir.inventory.read_bytes())))
+    serial_before = ca.store.cadir.read_serial()
+    lines_before = len(list(parse_inventory(ca.store.cadir.inventory.read_bytes())))
     server = server_factory(settings, workers=2)
     admin = (str(settings.effective_server_cert), str(settings.effective_server_key))
     with requests.Session() as s:
@@ -539,11 +539,11 @@ def test_sign_all_signs_past_a_csr_that_cannot_be_signed_through_the_server(
         assert r.status_code == 200, r.text
         assert r.json() == {"signed": [], "no-csr": ["nope"], "signing-errors": [long_name]}
     assert "Traceback" not in server.log_text()
-    assert ca.cadir.read_serial() == serial_before + len(good)
-    lines = list(parse_inventory(ca.cadir.inventory.read_bytes()))
+    assert ca.store.cadir.read_serial() == serial_before + len(good)
+    lines = list(parse_inventory(ca.store.cadir.inventory.read_bytes()))
     assert len(lines) == lines_before + len(good)
     assert long_name not in {ln.certname for ln in lines}
-    assert ca.cadir.csr_path(long_name).exists()
+    assert ca.store.cadir.csr_path(long_name).exists()
 
 
 def test_put_of_a_name_longer_than_a_cn_is_400_with_autosign_and_costs_nothing(
@@ -554,7 +554,7 @@ def test_put_of_a_name_longer_than_a_cn_is_400_with_autosign_and_costs_nothing(
     app = App(ca)
     from .conftest import snapshot
 
-    before = snapshot(ca.cadir.root)
+    before = snapshot(ca.store.cadir.root)
     name = "x" * 65
     r = wsgi_call(app, "PUT", f"{V1}/certificate_request/{name}", _long_cn_csr(name))
     assert (r.status, r.text) == (
@@ -562,7 +562,7 @@ def test_put_of_a_name_longer_than_a_cn_is_400_with_autosign_and_costs_nothing(
         "Certificate names must be at most 64 characters long "
         "(the limit of a certificate's common name, RFC 5280); this one has 65.",
     )
-    assert snapshot(ca.cadir.root) == before
+    assert snapshot(ca.store.cadir.root) == before
     # 64 characters is fine, and signed
     name = "x" * 64
     assert (
@@ -576,14 +576,15 @@ def test_a_refused_issue_takes_no_serial(ca: CertificateAuthority) -> None:
     serial or an inventory line is taken (here a CN too long, bypassing the name check)."""
     from splitca.errors import PolicyViolation
     from splitca.policy import Approved
+    from splitca.usecases_common import issue
 
-    serial = ca.cadir.read_serial()
-    inventory = ca.cadir.inventory.read_bytes()
+    serial = ca.store.cadir.read_serial()
+    inventory = ca.store.cadir.inventory.read_bytes()
     approved = Approved("y" * 65, fast_key().public_key(), (), ())
     with pytest.raises(PolicyViolation, match="Cannot issue a certificate for y"):
-        ca._issue(approved, ttl=None)
-    assert ca.cadir.read_serial() == serial
-    assert ca.cadir.inventory.read_bytes() == inventory
+        issue(ca.deps, approved, None, drop_csr=True)
+    assert ca.store.cadir.read_serial() == serial
+    assert ca.store.cadir.inventory.read_bytes() == inventory
 
 
 def test_bulk_sign_reports_an_unexpected_error_and_goes_on(
@@ -661,7 +662,10 @@ def test_csr_of_the_puppetserver_ca_tool_version_2_is_accepted_and_signed(
     assert r.status == 204, r.text
     from .conftest import openssl_verify
 
-    assert openssl_verify(ca.cadir.cert_path("tool.example.com"), ca.cadir.root).returncode == 0
+    assert (
+        openssl_verify(ca.store.cadir.cert_path("tool.example.com"), ca.store.cadir.root).returncode
+        == 0
+    )
 
 
 def test_a_version_1_csr_is_accepted_too(app: App, ca: CertificateAuthority) -> None:
@@ -683,7 +687,7 @@ def test_requested_pp_extensions_are_issued_non_critical_and_openssl_verifies(
     cert = ca.sign(name)
     ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier("1.3.6.1.4.1.34380.1.1.13"))
     assert not ext.critical
-    assert openssl_verify(ca.cadir.cert_path(name), ca.cadir.root).returncode == 0
+    assert openssl_verify(ca.store.cadir.cert_path(name), ca.store.cadir.root).returncode == 0
 
 
 def test_a_version_2_csr_left_in_requests_is_listed_and_signable(

@@ -354,8 +354,8 @@ CASES = [
 def test_bad_csr_is_refused_and_changes_nothing(
     app: App, ca: CertificateAuthority, case: Case
 ) -> None:
-    before = snapshot(ca.cadir.root)
-    outside_before = sorted(p.name for p in ca.cadir.root.parent.iterdir())
+    before = snapshot(ca.store.cadir.root)
+    outside_before = sorted(p.name for p in ca.store.cadir.root.parent.iterdir())
     r = wsgi_call(
         app,
         "PUT",
@@ -370,8 +370,8 @@ def test_bad_csr_is_refused_and_changes_nothing(
     else:
         assert case.message in r.text
     assert "Traceback" not in r.text
-    assert snapshot(ca.cadir.root) == before
-    assert sorted(p.name for p in ca.cadir.root.parent.iterdir()) == outside_before
+    assert snapshot(ca.store.cadir.root) == before
+    assert sorted(p.name for p in ca.store.cadir.root.parent.iterdir()) == outside_before
 
 
 def test_duplicate_is_refused_and_changes_nothing(app: App, ca: CertificateAuthority) -> None:
@@ -380,13 +380,13 @@ def test_duplicate_is_refused_and_changes_nothing(app: App, ca: CertificateAutho
         wsgi_call(app, "PUT", f"{V1}/certificate_request/d1", pem(make_csr("d1", key=key))).status
         == 200
     )
-    before = snapshot(ca.cadir.root)
+    before = snapshot(ca.store.cadir.root)
     r = wsgi_call(app, "PUT", f"{V1}/certificate_request/d1", pem(make_csr("d1", key=fast_key())))
     assert (r.status, r.text) == (
         400,
         "d1 already has a requested certificate; ignoring certificate request",
     )
-    assert snapshot(ca.cadir.root) == before
+    assert snapshot(ca.store.cadir.root) == before
 
 
 @pytest.mark.parametrize(
@@ -403,15 +403,15 @@ def test_duplicate_is_refused_and_changes_nothing(app: App, ca: CertificateAutho
 def test_path_segments_never_escape_the_cadir(
     app: App, ca: CertificateAuthority, admin_cert, path: str
 ) -> None:
-    before = snapshot(ca.cadir.root)
+    before = snapshot(ca.store.cadir.root)
     for method in ("GET", "PUT", "DELETE"):
         r = wsgi_call(
             app, method, path, pem(make_csr("evil")) if method == "PUT" else b"", client=admin_cert
         )
         assert r.status in (400, 403, 404, 405), (method, r.status, r.text)
         assert b"PRIVATE KEY" not in r.body
-    assert snapshot(ca.cadir.root) == before
-    assert not (ca.cadir.root.parent / "evil.pem").exists()
+    assert snapshot(ca.store.cadir.root) == before
+    assert not (ca.store.cadir.root.parent / "evil.pem").exists()
 
 
 def test_authorization_extension_pp_cli_auth_is_refused_even_when_auth_extensions_allowed(
@@ -420,14 +420,14 @@ def test_authorization_extension_pp_cli_auth_is_refused_even_when_auth_extension
     setup_ca(settings)
     ca = CertificateAuthority.open(settings.replace(allow_authorization_extensions=True))
     app = App(ca)
-    before = snapshot(ca.cadir.root)
+    before = snapshot(ca.store.cadir.root)
     body = pem(make_csr("p2", extensions=[(pki.PP_CLI_AUTH.dotted_string, "true")]))
     r = wsgi_call(app, "PUT", f"{V1}/certificate_request/p2", body)
     assert (r.status, r.text) == (
         400,
         "Found extensions that are not permitted: 1.3.6.1.4.1.34380.1.3.39",
     )
-    assert snapshot(ca.cadir.root) == before
+    assert snapshot(ca.store.cadir.root) == before
     # while an ordinary authorization extension is now accepted
     ok = pem(make_csr("p3", extensions=[("1.3.6.1.4.1.34380.1.3.13", "webops")]))
     assert wsgi_call(app, "PUT", f"{V1}/certificate_request/p3", ok).status == 200
@@ -539,11 +539,11 @@ def test_an_endless_chunked_body_is_read_in_bounded_pieces(app: App) -> None:
 def test_wsgi_input_errors_are_the_clients_error(
     app: App, ca: CertificateAuthority, error: BaseException, status: str, message: bytes
 ) -> None:
-    before = snapshot(ca.cadir.root)
+    before = snapshot(ca.store.cadir.root)
     for environ in ({"HTTP_TRANSFER_ENCODING": "chunked"}, {"CONTENT_LENGTH": "5000"}):
         got, body = _put_streamed(app, _Stream(error, after=0), **environ)
         assert got.startswith(status) and body == message, (environ, got, body)
-    assert snapshot(ca.cadir.root) == before
+    assert snapshot(ca.store.cadir.root) == before
 
 
 def test_a_body_shorter_than_its_content_length_is_400(app: App) -> None:

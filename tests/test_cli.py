@@ -400,10 +400,10 @@ def test_sign_all_reports_an_unsignable_csr_and_signs_the_rest(ready: Path, sett
 
     ca = CertificateAuthority.open(settings)
     long_name = "a" * 70  # first in name order
-    ca.cadir.csr_path(long_name).write_bytes(_long_cn_csr(long_name))
+    ca.store.cadir.csr_path(long_name).write_bytes(_long_cn_csr(long_name))
     for name in ("n1", "n2"):
         ca.submit_csr(name, pki.pem(make_csr(name)))
-    serial = ca.cadir.read_serial()
+    serial = ca.store.cadir.read_serial()
     proc = subprocess.run(
         [sys.executable, "-m", "splitca", "--config", str(ready), "sign", "--all"],
         capture_output=True,
@@ -422,7 +422,7 @@ def test_sign_all_reports_an_unsignable_csr_and_signs_the_rest(ready: Path, sett
         "Signed certificate for n2",
     ]
     assert ca.state_of("n1") == ca.state_of("n2") == "signed"
-    assert ca.cadir.read_serial() == serial + 2
+    assert ca.store.cadir.read_serial() == serial + 2
     result = run(ready, "sign", "n1", "n3", "--format", "json")
     assert result.exit_code == 4
     assert [r["signed"] for r in json.loads(result.stdout)] == [False, False]

@@ -92,9 +92,9 @@ def test_server_and_cli_signers_never_reuse_a_serial(settings, server_factory) -
     assert set(serials) <= set(inv_serials), "a certificate is missing from the inventory"
     per_name = collections.Counter(ln.certname for ln in lines)
     assert all(per_name[n] == 1 for n in pending + agents), "a name was signed twice"
-    assert ca.cadir.read_serial() > max(inv_serials)
+    assert ca.store.cadir.read_serial() > max(inv_serials)
     assert list((cadir / "requests").glob("*.pem")) == []
     fresh = CertificateAuthority.open(settings)
-    assert fresh.index.counts()["signed"] == len(certs)
+    assert fresh.store.index.counts()["signed"] == len(certs)
     for name, cert in certs.items():
         assert fresh.status(name).serial == cert.serial_number  # type: ignore[union-attr]

@@ -46,7 +46,7 @@ DIE = textwrap.dedent(
             if path.parent.name == "signed":
                 die()
             return real_publish(tmp, path, **kw)
-        authority._fs.publish = publish
+        _fs.publish = publish
     elif point == "before-index-commit":  # certificate renamed into place, CSR removed, index not committed
         real_record = index.Index.record
         def record(self, conn, *which):
@@ -75,9 +75,9 @@ def test_interrupted_signing_recovers(settings, tmp_path: Path, server_factory, 
     setup_ca(settings)
     ca = CertificateAuthority.open(settings)
     ca.submit_csr("victim", pki.pem(make_csr("victim")))
-    ca.index.close()
+    ca.close()
     config = write_config(tmp_path / "c.yaml", settings)
-    serial_before = ca.cadir.read_serial()
+    serial_before = ca.store.cadir.read_serial()
 
     crash_signing(config, point, "victim")
 
@@ -118,7 +118,7 @@ def test_interrupted_signing_recovers(settings, tmp_path: Path, server_factory, 
         ).returncode
         == 0
     )
-    again.index.close()
+    again.close()
     server = server_factory(settings)
     with requests.Session() as s:
         s.trust_env = False
@@ -136,12 +136,12 @@ def test_interrupted_signing_recovers(settings, tmp_path: Path, server_factory, 
 
 def test_torn_inventory_line_is_tolerated_and_healed(ca: CertificateAuthority) -> None:
     """A crash mid-append leaves a partial last line: readers skip it; the next append starts fresh."""
-    with open(ca.cadir.inventory, "ab") as f:
+    with open(ca.store.cadir.inventory, "ab") as f:
         f.write(b"0x00FF 2026-01-01T00:00:00UTC 2031-01")  # torn: no end, no newline
     ca.submit_csr("after-tear", pki.pem(make_csr("after-tear")))
     cert = ca.sign("after-tear")
-    lines = ca.cadir.inventory.read_bytes().split(b"\n")
+    lines = ca.store.cadir.inventory.read_bytes().split(b"\n")
     assert any(ln.startswith(f"0x{cert.serial_number:04X} ".encode()) for ln in lines)
-    parsed = list(parse_inventory(ca.cadir.inventory.read_bytes()))
+    parsed = list(parse_inventory(ca.store.cadir.inventory.read_bytes()))
     assert parsed[-1].certname == "after-tear"
     assert all(p.serial != 0xFF for p in parsed)

@@ -263,7 +263,7 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CertificateAuthorit
     CertificateAuthority.setup(settings)
     authority = CertificateAuthority.open(settings)
     yield authority
-    authority.index.close()
+    authority.close()
 
 
 @pytest.fixture(scope="module")

@@ -134,31 +134,36 @@ def test_kill_9_during_enrollment_loses_and_reuses_nothing(
 
     # Every certificate a client received is in signed/, the inventory and the index.
     fresh = CertificateAuthority.open(settings)
-    inventory_lines = list(parse_inventory(fresh.cadir.inventory.read_bytes()))
+    inventory_lines = list(parse_inventory(fresh.store.cadir.inventory.read_bytes()))
     by_serial: dict[int, str] = {}
     for line in inventory_lines:
         assert line.serial not in by_serial, f"serial {line.serial:X} issued twice (seed {seed})"
         by_serial[line.serial] = line.certname
     for name, pem in received.items():
-        assert fresh.cadir.cert_path(name).read_bytes() == pem, name
+        assert fresh.store.cadir.cert_path(name).read_bytes() == pem, name
         serial = x509.load_pem_x509_certificate(pem).serial_number
         assert by_serial.get(serial) == name
-        row = fresh.index.cert(name)
+        row = fresh.store.index.cert(name)
         assert row is not None and row.serial == serial
     on_disk = [
         x509.load_pem_x509_certificate(p.read_bytes()).serial_number
-        for p in fresh.cadir.signeddir.glob("*.pem")
+        for p in fresh.store.cadir.signeddir.glob("*.pem")
     ]
     assert len(on_disk) == len(set(on_disk)), "two certificates share a serial"
     # The index agrees with a rebuild from the files.
-    before = fresh.index.counts()
-    fresh.index.rebuild()
-    assert fresh.index.counts() == before
+    before = fresh.store.index.counts()
+    fresh.store.index.rebuild()
+    assert fresh.store.index.counts() == before
 
     # The CRL verifies after a revocation, and the server starts clean.
     fresh.revoke([names[0]])
     out = openssl(
-        "crl", "-in", str(fresh.cadir.cacrl), "-CAfile", str(fresh.cadir.cacert), "-noout"
+        "crl",
+        "-in",
+        str(fresh.store.cadir.cacrl),
+        "-CAfile",
+        str(fresh.store.cadir.cacert),
+        "-noout",
     )
     assert out.returncode == 0 and b"verify OK" in out.stdout + out.stderr
     final = server_factory(settings, workers=2)
@@ -178,6 +183,6 @@ def test_kill_9_during_enrollment_loses_and_reuses_nothing(
     assert serial not in by_serial
     assert final.stop() == 0
     assert "Traceback" not in final.log_text()
-    assert fresh.cadir.read_serial() > max(by_serial)
-    leftovers = list(Path(fresh.cadir.tmpdir).glob("*.tmp"))
+    assert fresh.store.cadir.read_serial() > max(by_serial)
+    leftovers = list(Path(fresh.store.cadir.tmpdir).glob("*.tmp"))
     assert all(time.time() - p.stat().st_mtime < 3600 for p in leftovers)

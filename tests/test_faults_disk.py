@@ -58,7 +58,7 @@ def _fill(mnt: Path, leave: int) -> Path:
 
 def _assert_nothing_torn(ca: CertificateAuthority) -> dict[int, str]:
     """Every file parses; returns the inventory as {serial: certname}."""
-    cadir = ca.cadir
+    cadir = ca.store.cadir
     for pem in cadir.signeddir.glob("*.pem"):
         x509.load_pem_x509_certificate(pem.read_bytes())
     for pem in cadir.csrdir.glob("*.pem"):
@@ -114,13 +114,13 @@ def test_full_disk_gives_503_loses_nothing_and_recovers(tiny_fs: Path) -> None:
     except (StoreError, LockTimeout):
         pass
     else:
-        crl = x509.load_pem_x509_crl(ca.cadir.cacrl.read_bytes())
+        crl = x509.load_pem_x509_crl(ca.store.cadir.cacrl.read_bytes())
         serial = x509.load_pem_x509_certificate(received[victim]).serial_number
         assert crl.get_revoked_certificate_by_serial_number(serial) is not None
     # Nothing torn, nothing lost, while the disk is still full.
     inventory = _assert_nothing_torn(ca)
     for name, pem in received.items():
-        assert ca.cadir.cert_path(name).read_bytes() == pem
+        assert ca.store.cadir.cert_path(name).read_bytes() == pem
         serial = x509.load_pem_x509_certificate(pem).serial_number
         assert inventory[serial] == name
     # Space comes back: signing resumes, and the refused agents can enroll.
@@ -138,7 +138,7 @@ def test_full_disk_gives_503_loses_nothing_and_recovers(tiny_fs: Path) -> None:
     serials = [x509.load_pem_x509_certificate(p).serial_number for p in received.values()]
     assert len(set(serials)) == len(serials)
     for name, pem in received.items():
-        row = ca.index.cert(name)
+        row = ca.store.index.cert(name)
         assert row is not None
         assert row.serial == x509.load_pem_x509_certificate(pem).serial_number
         assert inventory[row.serial] == name

@@ -118,31 +118,36 @@ def test_hundreds_of_enrollments_with_cli_sign_and_revoke(
     assert last.returncode == 0, last.stderr
     fresh = CertificateAuthority.open(settings)
     for name in names:
-        row = fresh.index.cert(name)
+        row = fresh.store.index.cert(name)
         assert row is not None, f"{name} has no certificate"
-        assert fresh.cadir.csr_path(name).exists() is False
+        assert fresh.store.cadir.csr_path(name).exists() is False
     # No serial issued twice, anywhere.
-    lines = list(parse_inventory(fresh.cadir.inventory.read_bytes()))
+    lines = list(parse_inventory(fresh.store.cadir.inventory.read_bytes()))
     serials = [line.serial for line in lines]
     assert len(serials) == len(set(serials))
     on_disk = [
         x509.load_pem_x509_certificate(p.read_bytes()).serial_number
-        for p in fresh.cadir.signeddir.glob("*.pem")
+        for p in fresh.store.cadir.signeddir.glob("*.pem")
     ]
     assert len(on_disk) == len(set(on_disk))
     for name, pem in issued.items():
-        assert fresh.cadir.cert_path(name).read_bytes() == pem
+        assert fresh.store.cadir.cert_path(name).read_bytes() == pem
     # Every revocation is in the CRL, which verifies; the index agrees with the files.
-    crl = x509.load_pem_x509_crl(fresh.cadir.cacrl.read_bytes())
+    crl = x509.load_pem_x509_crl(fresh.store.cadir.cacrl.read_bytes())
     in_crl = {r.serial_number for r in crl}
     for name in revoked:
         assert x509.load_pem_x509_certificate(issued[name]).serial_number in in_crl
     out = openssl(
-        "crl", "-in", str(fresh.cadir.cacrl), "-CAfile", str(fresh.cadir.cacert), "-noout"
+        "crl",
+        "-in",
+        str(fresh.store.cadir.cacrl),
+        "-CAfile",
+        str(fresh.store.cadir.cacert),
+        "-noout",
     )
     assert out.returncode == 0 and b"verify OK" in out.stdout + out.stderr
-    counts = fresh.index.counts()
-    fresh.index.rebuild()
-    assert fresh.index.counts() == counts
+    counts = fresh.store.index.counts()
+    fresh.store.index.rebuild()
+    assert fresh.store.index.counts() == counts
     assert counts["revoked"] == len(set(revoked))
     assert "Traceback" not in server.log_text()

@@ -180,7 +180,7 @@ def test_slow_bodies_do_not_starve_agents(
     assert served_in < 20, served_in  # a bound on the test, not a benchmark
     assert server.proc.poll() is None
     assert "Traceback" not in server.log_text()
-    assert not list((ca.cadir.root / "requests").glob("slow*"))
+    assert not list((ca.store.cadir.root / "requests").glob("slow*"))
 
 
 def peak_rss_kb(pid: int) -> int:
@@ -239,4 +239,4 @@ def test_stalled_big_bodies_share_one_budget_per_worker(
     log = server.log_text()
     assert "answered 503 and closed: The server is reading too many request bodies" in log, log
     assert "Traceback" not in log
-    assert not list((ca.cadir.root / "requests").glob("big*"))
+    assert not list((ca.store.cadir.root / "requests").glob("big*"))

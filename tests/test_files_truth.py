@@ -378,7 +378,7 @@ def test_revoke_on_a_full_disk_reports_the_truth_and_audits(tiny_fs: Path) -> No
         if name == "n1":
             cert = result.serial
     assert cert is not None
-    ca.index.close()
+    ca.close()
     # An open connection keeps SQLite's -wal/-shm files in place, so the CLI can open the
     # index on the full disk (creating them needs 32 KiB) and fails only at its commit.
     holder = sqlite3.connect(settings.cadir / ".splitca" / "index.sqlite3")

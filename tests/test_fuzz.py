@@ -56,7 +56,7 @@ class World:
         self.outside = self.files_outside()
 
     def files_outside(self) -> set[str]:
-        cadir = self.ca.cadir.root
+        cadir = self.ca.store.cadir.root
         out = set()
         for dirpath, _dirs, files in os.walk(self.root):
             if Path(dirpath).is_relative_to(cadir):

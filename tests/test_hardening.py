@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from splitca import pki
+from splitca import pki, usecases_revoke
 from splitca.authority import CertificateAuthority
 from splitca.errors import PolicyViolation
 from splitca.store import parse_inventory
@@ -90,13 +90,13 @@ def test_racing_csrs_for_one_name_sign_exactly_one(settings) -> None:
     assert sorted(statuses) == [200] + [400] * 7
     issued = [
         ln
-        for ln in parse_inventory(ca.cadir.inventory.read_bytes())
+        for ln in parse_inventory(ca.store.cadir.inventory.read_bytes())
         if ln.certname == "race.example.com"
     ]
     assert len(issued) == 1
 
 
-def test_a_signing_racing_clean_lands_wholly_after_it(settings) -> None:
+def test_a_signing_racing_clean_lands_wholly_after_it(settings, monkeypatch) -> None:
     """A new request signed while clean runs waits for it: it is neither revoked nor deleted
     by that clean, and nothing is ever deleted unrevoked (see test_revocation_race.py for
     the same through the server)."""
@@ -104,7 +104,7 @@ def test_a_signing_racing_clean_lands_wholly_after_it(settings) -> None:
     ca = CertificateAuthority.open(settings.replace(allow_duplicate_certs=True))
     ca.submit_csr("flip", pki.pem(make_csr("flip")))
     first = ca.sign("flip")
-    real_add = ca._add_to_crl
+    real_add = usecases_revoke.add_to_crl
     racers: list[threading.Thread] = []
     second: list[x509.Certificate] = []
 
@@ -112,26 +112,26 @@ def test_a_signing_racing_clean_lands_wholly_after_it(settings) -> None:
         ca.submit_csr("flip", pki.pem(make_csr("flip")))
         second.append(ca.sign("flip"))
 
-    def add_while_signing(serials, reason, **kwargs):  # type: ignore[no-untyped-def]
+    def add_while_signing(d, serials, reason, **kwargs):  # type: ignore[no-untyped-def]
         t = threading.Thread(target=sign_again)  # the race: a signing while clean revokes
         t.start()
         racers.append(t)
-        return real_add(serials, reason, **kwargs)
+        return real_add(d, serials, reason, **kwargs)
 
-    ca._add_to_crl = add_while_signing  # type: ignore[method-assign]
+    monkeypatch.setattr(usecases_revoke, "add_to_crl", add_while_signing)
     cleaned, _ = ca.clean(["flip"])
     for t in racers:
         t.join(60)
     assert cleaned == ["flip"] and len(second) == 1
     issued = [
         ln.serial
-        for ln in parse_inventory(ca.cadir.inventory.read_bytes())
+        for ln in parse_inventory(ca.store.cadir.inventory.read_bytes())
         if ln.certname == "flip"
     ]
     assert issued == [first.serial_number, second[0].serial_number]
-    assert ca.index.is_revoked(first.serial_number)
-    assert not ca.index.is_revoked(second[0].serial_number)
-    current = x509.load_pem_x509_certificate(ca.cadir.cert_path("flip").read_bytes())
+    assert ca.is_revoked(first.serial_number)
+    assert not ca.is_revoked(second[0].serial_number)
+    current = x509.load_pem_x509_certificate(ca.store.cadir.cert_path("flip").read_bytes())
     assert current.serial_number == second[0].serial_number
 
 

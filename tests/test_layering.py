@@ -6,7 +6,24 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "splitca"
-CORE = ["errors", "config", "pki", "_fs", "store", "index", "policy", "authority", "audit"]
+USE_CASES = sorted(p.stem for p in PKG.glob("usecases_*.py"))
+CORE = [
+    "errors",
+    "config",
+    "pki",
+    "_fs",
+    "store",
+    "index",
+    "policy",
+    "authority",
+    "audit",
+    "ports",
+    "filestore",
+    "signer",
+    *USE_CASES,
+]
+# What implements the ports: the use cases and the ports reach storage only through them.
+STORE_IMPLEMENTATIONS = {"filestore", "store", "index", "_batch", "signer"}
 TRANSPORTS = {"click", "requests", "wsgiref", "cheroot", "boto3", "http", "urllib3"}
 EDGES = {"wsgi", "server", "cli", "crlsync", "apache"}
 
@@ -87,3 +104,22 @@ def test_core_does_not_reach_adapters_or_edges_even_indirectly() -> None:
                     f"{name} reaches {mod}, which imports {top & TRANSPORTS}"
                 )
         assert not seen & forbidden, f"{name} reaches {sorted(seen & forbidden)}"
+
+
+def test_use_cases_and_ports_know_no_store_implementation() -> None:
+    """The use cases talk to the CAStore/Signer ports, never to the file store behind them."""
+    assert USE_CASES, "no use-case modules found"
+    for name in ["ports", *USE_CASES]:
+        reached = _local_imports(PKG / f"{name}.py") & STORE_IMPLEMENTATIONS
+        assert not reached, f"{name} imports store implementation(s) {sorted(reached)}"
+
+
+def test_edges_reach_the_ca_only_through_its_use_cases() -> None:
+    """HTTP, CLI and server call the facade's use cases; the store behind it is not theirs."""
+    import re
+
+    internals = re.compile(r"\bca\.(cadir|index|store|signer|deps)\b")
+    edges = [PKG / "wsgi.py", PKG / "wsgi_registrations.py", PKG / "server.py"]
+    for path in [*edges, *sorted((PKG / "cli").glob("*.py"))]:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            assert not internals.search(line), f"{path.relative_to(PKG)}:{number}: {line.strip()}"

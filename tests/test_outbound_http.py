@@ -262,7 +262,7 @@ def test_a_redirecting_registry_leaves_the_csr_pending(
             "h1.example.com", pki.pem(make_csr("h1.example.com", password=token))
         )
     finally:
-        ca.index.close()
+        ca.close()
     assert not result.signed
     assert result.reason.startswith("registry unavailable:") and "redirect" in result.reason
     assert elsewhere.seen == []

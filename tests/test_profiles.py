@@ -52,10 +52,10 @@ def test_agent_certificate_profile(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     CertificateAuthority.setup(settings, clock=lambda: FIXED)
     ca = CertificateAuthority.open(settings, clock=lambda: FIXED)
-    serial_before = ca.cadir.read_serial()
+    serial_before = ca.store.cadir.read_serial()
     cert = signed(ca, "web01.example.com", extensions=[(PP_ROLE, "webserver")])
     assert cert.serial_number == serial_before
-    assert ca.cadir.read_serial() == serial_before + 1
+    assert ca.store.cadir.read_serial() == serial_before + 1
     assert cert.not_valid_before_utc == FIXED - dt.timedelta(days=1)
     assert pki.first_cn(cert.subject) == "web01.example.com"
     exts = {e.oid: e for e in cert.extensions}
@@ -87,7 +87,7 @@ def test_agent_certificate_profile(tmp_path: Path) -> None:
     crit = [e.critical for e in cert.extensions]
     assert crit == sorted(crit)
     # Inventory line in puppetserver's format.
-    line = ca.cadir.inventory.read_text().splitlines()[-1]
+    line = ca.store.cadir.inventory.read_text().splitlines()[-1]
     assert (
         line
         == f"0x{cert.serial_number:04X} 2026-05-31T12:00:00UTC {pki.puppet_time(cert.not_valid_after_utc)} /CN=web01.example.com"
@@ -101,8 +101,8 @@ def test_every_certificate_and_crl_verifies_with_openssl(
     good = signed(ca, "good.example.com")
     bad = signed(ca, "bad.example.com")
     ca.revoke(["bad.example.com"])
-    cacert = ca.cadir.cacert
-    crl = ca.cadir.cacrl
+    cacert = ca.store.cadir.cacert
+    crl = ca.store.cadir.cacrl
     for cert, ok in ((good, True), (bad, False)):
         path = tmp_path / "leaf.pem"
         path.write_bytes(pki.pem(cert))
@@ -189,9 +189,9 @@ def test_ec_ca_signs_verifiable_certificates(tmp_path: Path, key_type: str, curv
         "verify",
         "-crl_check",
         "-CAfile",
-        str(ca.cadir.cacert),
+        str(ca.store.cadir.cacert),
         "-CRLfile",
-        str(ca.cadir.cacrl),
+        str(ca.store.cadir.cacrl),
         str(path),
     )
     assert out.returncode == 0, out.stdout + out.stderr

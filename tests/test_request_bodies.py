@@ -236,7 +236,7 @@ def test_a_huge_declared_chunk_is_413_without_reading_it(
     growth = max(peak_rss_kb(pid) - before[pid] for pid in workers)
     assert growth < 200 * 1024, f"a worker's peak RSS grew by {growth} kB"
     assert sent < total  # refused long before the chunk was sent
-    assert not (ca.cadir.root / "requests" / "huge.pem").exists()
+    assert not (ca.store.cadir.root / "requests" / "huge.pem").exists()
     assert_no_traceback(server)
 
 
@@ -253,7 +253,7 @@ def test_bad_chunk_sizes_are_the_clients_error(
     ca: CertificateAuthority, serve: Callable[..., Server]
 ) -> None:
     server = serve()
-    before = snapshot(ca.cadir.root)
+    before = snapshot(ca.store.cadir.root)
     for size_line, status, message in BAD_CHUNK_SIZES:
         with tls(server.port) as s:
             s.sendall(
@@ -265,7 +265,7 @@ def test_bad_chunk_sizes_are_the_clients_error(
         assert got == status, (size_line, head, body)
         assert body == message
         assert b"connection: close" in head.lower()  # the rest of the stream cannot be framed
-    assert snapshot(ca.cadir.root) == before
+    assert snapshot(ca.store.cadir.root) == before
     assert_no_traceback(server)
 
 
@@ -294,13 +294,13 @@ def test_a_head_too_long_to_pre_read_is_refused(serve: Callable[..., Server]) ->
 
 def test_a_body_that_stalls_is_408(ca: CertificateAuthority, serve: Callable[..., Server]) -> None:
     server = serve(socket_timeout=TIMEOUT)
-    before = snapshot(ca.cadir.root)
+    before = snapshot(ca.store.cadir.root)
     with tls(server.port, timeout=TIMEOUT * 10) as s:
         s.sendall(put_head("stall", "Content-Length: 1000", "Content-Type: text/plain") + b"x" * 10)
         got, head, body = read_response(s, timeout=TIMEOUT * 10)
     assert got == 408, (head, body)
     assert body == b"The request was not complete within the server's socket timeout."
-    assert snapshot(ca.cadir.root) == before
+    assert snapshot(ca.store.cadir.root) == before
     assert server.proc.poll() is None
     assert_no_traceback(server)
 
@@ -327,7 +327,7 @@ def test_a_body_that_trickles_past_the_timeout_is_408(
         got, head, body = read_response(s, timeout=TIMEOUT * 5)
     assert got == 408, (head, body)
     assert body == b"The request was not complete within the server's socket timeout."
-    assert not (ca.cadir.root / "requests" / "trickle.pem").exists()
+    assert not (ca.store.cadir.root / "requests" / "trickle.pem").exists()
     assert_no_traceback(server)
 
 
@@ -375,7 +375,7 @@ def test_ordinary_bodies_keep_working(
         got, _, pem = responses.next()
         assert (got, pem) == (200, two)
     for name in ("chunky", "patient", "pipe1", "pipe2"):
-        assert (ca.cadir.root / "requests" / f"{name}.pem").exists(), name
+        assert (ca.store.cadir.root / "requests" / f"{name}.pem").exists(), name
     assert_no_traceback(server)
 
 
@@ -493,7 +493,7 @@ def test_a_request_line_cheroot_could_read_otherwise_is_400(
     and chunked: a body reader that took them as HTTP/1.0 (no chunked) would leave the body
     to be parsed as the next request (two answers for one request). Refused, nothing read."""
     server = serve()
-    before = snapshot(ca.cadir.root)
+    before = snapshot(ca.store.cadir.root)
     smuggled = b"GET /status/v1/simple HTTP/1.1\r\nHost: ca\r\n\r\n"
     with tls(server.port) as s:
         s.sendall(
@@ -506,7 +506,7 @@ def test_a_request_line_cheroot_could_read_otherwise_is_400(
         assert (got, body) == (400, b"Malformed request line."), (version, head, body)
         assert b"connection: close" in head.lower()
         assert responses.next(5)[0] == 0  # closed: no answer for the "body"
-    assert snapshot(ca.cadir.root) == before
+    assert snapshot(ca.store.cadir.root) == before
     assert_no_traceback(server)
 
 
@@ -532,7 +532,7 @@ def test_http_1_0_expect_100_continue_is_ignored(
                 break
             got += piece
     assert got.startswith(b"HTTP/1.1 200 "), got[:200]
-    assert (ca.cadir.root / "requests" / "old.pem").exists()
+    assert (ca.store.cadir.root / "requests" / "old.pem").exists()
 
 
 # --- bounded work and time, whatever the client sends ---------------------------------------------

@@ -188,7 +188,9 @@ def _trial(race: Race, name: str, act: Callable[[str], None], *, cleaned: bool) 
     unrevoked = sorted(_inventory_serials(server.settings, name) - crl)
     assert not unrevoked, f"{name}: issued serials (inventory) missing from the CRL: {unrevoked}"
     if cleaned:
-        assert not ca.cadir.cert_path(name).exists(), f"signed/{name}.pem came back after clean"
+        assert not ca.store.cadir.cert_path(name).exists(), (
+            f"signed/{name}.pem came back after clean"
+        )
     # No certificate this agent ever held renews now.
     for i, cert in enumerate([first, *outcome.latest.values()]):
         cert_file = workdir / f"final-{i}.pem"
@@ -264,7 +266,7 @@ def test_batch_revokes_racing_renewals_in_threads_are_final_and_never_deadlock(
     produced a serial that the same revoke covered too (it was issued before, never after)."""
     setup_ca(settings)
     ca = CertificateAuthority.open(settings)
-    ca.cadir._lock_timeout = 10.0  # a lock-order deadlock shows up as LockTimeout, not a hang
+    ca.store.cadir._lock_timeout = 10.0  # a lock-order deadlock shows up as LockTimeout, not a hang
     key = fast_key()
     names = [f"batch-{i:02d}" for i in range(24)]
     current: dict[str, x509.Certificate] = {}

@@ -173,7 +173,7 @@ def test_expired_crl_refuses_everyone_until_refresh_and_sync(tmp_path, server_fa
         past, "master1.example.com", tmp_path / "master-ssl", alt_names=("IP:127.0.0.1",)
     )
     agent = issue(past, "agent1.example.com", tmp_path / "agent")
-    past.index.close()
+    past.close()
     crl = tmp_path / "master-ssl" / "crl.pem"
     crl.write_bytes(
         (settings.cadir / "ca_crl.pem").read_bytes()
@@ -419,7 +419,7 @@ def test_sync_crl_installs_the_crl_that_apache_mod_deflate_gzipped(wsgi_python_h
     setup_ca(settings)
     ca = CertificateAuthority.open(settings)
     issue(ca, "agent1.example.com", root / "agent1")
-    ca.index.close()
+    ca.close()
     config = write_config(root / "splitca.yaml", settings)
     port = free_port()
     text = wsgi_ca_site(settings, config, port, wsgi_python_home)

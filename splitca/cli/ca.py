@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
-import os
-import stat
 import sys
 from pathlib import Path
 
 import click
 from cryptography import x509
 
-from .. import _fs, pki
+from .. import pki
 from ..audit import Actor
 from ..authority import CertificateAuthority
 from ..config import parse_duration
-from ..errors import ConfigError, Conflict, InvalidRequest, NotFound, StoreError
-from ..index import Row
+from ..errors import ConfigError, InvalidRequest, NotFound
+from ..ports import Row
+from ..usecases_ssldir import ssldir_paths
 from ._base import Ctx, cli, echo_json, format_option, pass_ctx
 
 log = logging.getLogger(__name__)
@@ -252,7 +250,7 @@ def sign(
     if sign_all == bool(names):
         raise click.UsageError("give CERTNAME(s) or --all, not both and not neither")
     if sign_all:
-        names = c.ca.index.pending_names()
+        names = c.ca.pending_names()
     names = list(dict.fromkeys(names))
     lifetime = parse_duration(ttl, key="--ttl") if ttl else None
     # The one bulk path (as POST sign/all): a CSR that cannot be signed is reported and
@@ -406,68 +404,16 @@ def generate(
     if problem := pki.certname_problem(certname):
         raise InvalidRequest(f"{certname!r}: {problem}")
     out = ssldir or Path(f"{certname}-ssl")
-    paths = {
-        "key": out / "private_keys" / f"{certname}.pem",
-        "cert": out / "certs" / f"{certname}.pem",
-        "ca": out / "certs" / "ca.pem",
-        "crl": out / "crl.pem",
-    }
-    ca = c.ca  # a CA that cannot be opened fails before anything is made
-    # The destination is made, and the key written to it, before anything is issued: a bad
-    # --ssldir costs nothing, an issued certificate always has its key, and a failure
-    # removes the directories this command made.
-    made = [d for d in (out / "private_keys", out / "certs", out, *out.parents) if not d.exists()]
-    try:
-        try:
-            for sub in ("private_keys", "certs"):
-                (out / sub).mkdir(parents=True, exist_ok=True)
-            for sub in ("private_keys", "certs"):
-                if (out / sub).is_symlink():
-                    raise StoreError(f"--ssldir: {out / sub} is a symbolic link; refused")
-            (out / "private_keys").chmod(0o750)
-        except OSError as exc:
-            raise StoreError(
-                f"--ssldir: cannot create {exc.filename or out}: {exc.strerror or exc}"
-            ) from None
-        if (state := ca.state_of(certname)) is not None:  # the answer that matters most first
-            raise Conflict(
-                f"{certname} already has a {state} certificate; "
-                f"run 'splitca clean {certname}' first to replace it"
-            )
-        for kind, path in paths.items():
-            # An existing key is never replaced (it may be in use); nothing may be a link
-            # or a directory, which would fail only after the certificate exists.
-            if os.path.lexists(path) and (
-                kind == "key" or not stat.S_ISREG(os.lstat(path).st_mode)
-            ):
-                what = "holds a key, never replaced" if kind == "key" else "is not a regular file"
-                raise StoreError(f"--ssldir: {path} {what}; choose another --ssldir")
-        key = pki.generate_private_key(key_type, rsa_bits=key_size)
-        # The key is in its final place before the certificate is issued: an issued
-        # certificate always has its key. A failed issue removes it again.
-        _fs.publish(_fs.stage(paths["key"], pki.private_key_pem(key), mode=0o600), paths["key"])
-        try:
-            _, cert = ca.generate(
-                certname,
-                alt_names=alt_names,
-                ca_client=ca_client,
-                key_type=key_type,
-                key_size=key_size,
-                actor=CLI_ACTOR,
-                key=key,
-            )
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(paths["key"])
-            raise
-    except BaseException:
-        for d in sorted(made, key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                d.rmdir()  # only if empty: never anything that was there before
-        raise
-    ca.cadir.write_public(paths["cert"], pki.pem(cert))
-    ca.cadir.write_public(paths["ca"], ca.ca_certificate_pem())
-    ca.cadir.write_public(paths["crl"], ca.crl_pem())
+    paths = ssldir_paths(certname, out)
+    cert = c.ca.generate_ssldir(  # a CA that cannot be opened fails before anything is made
+        certname,
+        out,
+        alt_names=alt_names,
+        ca_client=ca_client,
+        key_type=key_type,
+        key_size=key_size,
+        actor=CLI_ACTOR,
+    )
     if fmt == "json":
         echo_json(
             {
@@ -539,7 +485,6 @@ def index() -> None:
 def index_rebuild(c: Ctx) -> None:
     """Re-read every file in the cadir into the index (after restoring a backup, say)."""
     started = dt.datetime.now(dt.UTC)
-    c.ca.index.rebuild()
-    counts = c.ca.index.counts()
+    counts = c.ca.rebuild_index()
     secs = (dt.datetime.now(dt.UTC) - started).total_seconds()
     click.echo(f"Index rebuilt in {secs:.1f}s: {counts}")
