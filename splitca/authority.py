@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from . import _fs, pki
 from ._batch import GroupCommit
 from .audit import SYSTEM, Actor, AuditLog
+from .clock import utcnow
 from .config import Settings
 from .errors import (
     Conflict,
@@ -44,10 +45,6 @@ __all__ = ["CertificateAuthority", "SetupResult", "SubmitResult"]
 _Publication = tuple[str, Path, x509.Certificate, tuple[str, int, str], bool]
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)

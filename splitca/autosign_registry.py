@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import _fs, pki, policy
+from .clock import utcnow
 from .config import Settings
 from .errors import SplitCAError, StoreError
 from .registry import Registry, describe_location, open_registry
@@ -18,10 +19,6 @@ from .registry import Registry, describe_location, open_registry
 __all__ = ["RedeemedLedger", "RegistryAutosigner"]
 
 log = logging.getLogger(__name__)
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class RedeemedLedger:
@@ -88,7 +85,7 @@ class RegistryAutosigner:
 
     registry_factory: Callable[[], Registry]
     ledger: RedeemedLedger
-    clock: Callable[[], dt.datetime] = _utcnow
+    clock: Callable[[], dt.datetime] = utcnow
     _registry: Registry | None = field(default=None, init=False, repr=False)
 
     @property
@@ -125,7 +122,7 @@ class RegistryAutosigner:
 
 
 def make_registry_autosigner(
-    *, settings: Settings, clock: Callable[[], dt.datetime] = _utcnow, **_: object
+    *, settings: Settings, clock: Callable[[], dt.datetime] = utcnow, **_: object
 ) -> RegistryAutosigner:
     """The factory ``policy.make_autosigner`` calls for ``autosign: registry``."""
     return RegistryAutosigner(

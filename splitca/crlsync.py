@@ -20,6 +20,7 @@ from cryptography import x509
 
 from . import _fs, pki
 from .client import HTTPClient
+from .clock import utcnow
 from .errors import (
     ConfigError,
     CRLRejected,
@@ -69,10 +70,6 @@ CHECKS = {
 }
 CLOCK_SKEW = dt.timedelta(minutes=5)
 STRONG_VALIDATOR_AGE = dt.timedelta(seconds=60)  # RFC 9110 8.8.2.2
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _reject(check: str, message: str) -> CRLRejected:

@@ -9,6 +9,7 @@ import datetime as dt
 import functools
 import hashlib
 import ipaddress
+import json
 import re
 import warnings
 from collections.abc import Iterable, Sequence
@@ -993,3 +994,14 @@ def csr_status_fields(name: str, csr: x509.CertificateSigningRequest) -> dict[st
     except (ValueError, x509.DuplicateExtension):
         exts = ()
     return _status_common(name, exts, der(csr))
+
+
+def with_pending_reason(status_json: str, reason: str) -> str:
+    """A pending CSR's certificate_status JSON object plus ``pending_reason`` (why it is not
+    signed), the one place splitca's extension to puppetserver's object is added.
+
+    *status_json* is one compact JSON object; an empty *reason* leaves it unchanged.
+    """
+    if not reason:
+        return status_json
+    return status_json[:-1] + f',"pending_reason":{json.dumps(reason)}}}'

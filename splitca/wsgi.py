@@ -599,10 +599,7 @@ def _encoded(first: str, rest: Iterator[str]) -> Iterator[bytes]:
 
 def _status_json(row: Row) -> str:
     """certificate_status JSON, plus ``pending_reason`` (why not signed) for a pending CSR."""
-    text = row.json()
-    if row.state == "requested" and row.reason:
-        text = text[:-1] + f',"pending_reason":{json.dumps(row.reason)}}}'
-    return text
+    return pki.with_pending_reason(row.json(), row.reason if row.state == "requested" else "")
 
 
 def _json_array(items: Iterator[str]) -> bytes:

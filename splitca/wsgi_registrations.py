@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from . import enrollment
+from .clock import utcnow
 from .config import Settings, parse_duration
 from .errors import ConfigError, InvalidRequest
 from .registry import Classification, Registry, open_registry
@@ -119,7 +120,7 @@ def registrations(app: App, req: Request, p: dict[str, str]) -> Response:
             _user_data(app, "check.invalid", "0" * 64, user_data)  # refuse bad options first
         name = enrollment.new_certname(prefix=prefix, domain=domain)
         return _register(app, req, name, body, user_data)
-    now = enrollment.utcnow()
+    now = utcnow()
     return Response.json([r.public(now) for r in _registry(app.settings).records()])
 
 
@@ -136,4 +137,4 @@ def registration(app: App, req: Request, p: dict[str, str]) -> Response:
     record = registry.get(name)
     if record is None:
         return Response.text(f"{name} is not registered", 404)
-    return Response.json(record.public(enrollment.utcnow()))
+    return Response.json(record.public(utcnow()))

@@ -211,10 +211,7 @@ def status(c: Ctx, certname: str, fmt: str) -> None:
     if row is None:
         raise NotFound(f"nothing is known about {certname}")
     if fmt == "json":
-        d = row.as_dict()
-        if row.reason:
-            d["pending_reason"] = row.reason
-        echo_json(d)
+        echo_json(json.loads(pki.with_pending_reason(row.json(), row.reason)))
     else:
         click.echo(f"{row.name}: {row.state}")
         click.echo(_text_line(row))

@@ -12,6 +12,7 @@ import click
 
 from .. import enrollment
 from ..audit import Actor, AuditLog
+from ..clock import utcnow
 from ..config import parse_duration
 from ..errors import ConfigError, InvalidRequest, StoreError
 from ..registry import Classification, Registry, open_registry
@@ -254,7 +255,7 @@ def registrations_(c: Ctx, state: str | None, fmt: str) -> None:
 
     Tokens are never shown (they are not stored); token_id identifies one in the audit log.
     """
-    now = enrollment.utcnow()
+    now = utcnow()
     rows = [r.public(now) for r in enrollment.registrations(_registry(c))]
     if state:
         rows = [r for r in rows if r["state"] == state]
