@@ -124,12 +124,9 @@ class RegistryAutosigner:
 def make_registry_autosigner(
     *, settings: Settings, clock: Callable[[], dt.datetime] = utcnow, **_: object
 ) -> RegistryAutosigner:
-    """The factory ``policy.make_autosigner`` calls for ``autosign: registry``."""
+    """The factory for ``autosign: registry`` (named in splitca.compose's strategy table)."""
     return RegistryAutosigner(
         registry_factory=lambda: open_registry(settings),
         ledger=RedeemedLedger(settings.cadir / ".splitca" / "redeemed-tokens"),
         clock=clock,
     )
-
-
-policy.STRATEGIES["registry"] = make_registry_autosigner

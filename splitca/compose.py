@@ -1,20 +1,44 @@
-"""The composition root: builds a CertificateAuthority with every optional strategy plugged in."""
+"""The composition root: the one place that names concrete strategies and wires the CA and its app."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import autosign_registry  # noqa: F401 - registers `autosign: registry` with policy
 from .authority import CertificateAuthority
+from .autosign_registry import make_registry_autosigner
 from .config import Settings
+from .policy import Autosigner, Deferred, Strategies, make_autosigner
 
-__all__ = ["open_ca"]
+__all__ = ["AUTOSIGN_STRATEGIES", "build_autosigner", "open_ca"]
+
+# `autosign: <name>` strategies; paths and true/false are policy's own (allowlist, executable).
+AUTOSIGN_STRATEGIES: Strategies = {"registry": make_registry_autosigner}
 
 
-def open_ca(settings: Settings, **kwargs: Any) -> CertificateAuthority:
-    """Open the CA for an edge (server, WSGI app, CLI), with all autosign strategies available.
+def build_autosigner(settings: Settings) -> Autosigner:
+    """The autosigner for ``settings.autosign``; ConfigError for a value it cannot honour."""
+    return make_autosigner(
+        settings.autosign,
+        timeout=settings.autosign_timeout.total_seconds(),
+        strategies=AUTOSIGN_STRATEGIES,
+        settings=settings,
+    )
 
-    The core never imports the enrollment adapters (registry backends pull in requests or
-    boto3); edges come through here instead.
+
+def open_ca(
+    settings: Settings, *, autosign_at_start: bool = True, **kwargs: Any
+) -> CertificateAuthority:
+    """Open the CA for an edge (server, WSGI app, CLI) with its autosigner built here.
+
+    Edges that take CSRs build it at start, so a bad ``autosign`` fails before the first
+    request (``autosign_at_start``); the CLI, which never autosigns, defers it so an
+    unused setting neither warns nor fails its commands. The core never imports the
+    enrollment adapters (registry backends pull in requests or boto3): they are named here.
     """
+    if "autosigner" not in kwargs:
+        kwargs["autosigner"] = (
+            build_autosigner(settings)
+            if autosign_at_start
+            else Deferred(lambda: build_autosigner(settings))
+        )
     return CertificateAuthority.open(settings, **kwargs)

@@ -20,6 +20,7 @@ from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.autosign_registry import RedeemedLedger, RegistryAutosigner
 from splitca.cli import cli
+from splitca.compose import open_ca
 from splitca.config import Settings
 from splitca.enrollment import cloud_config, register, render_user_data
 from splitca.errors import Conflict, InvalidRequest, NotFound, PolicyViolation
@@ -46,7 +47,7 @@ def rca(settings: Settings) -> CertificateAuthority:
     """A CA with ``autosign: registry`` over the default local registry."""
     s = settings.replace(autosign="registry")
     CertificateAuthority.setup(s)
-    return CertificateAuthority.open(s)
+    return open_ca(s)
 
 
 def audit_lines(ca: CertificateAuthority) -> list[dict[str, Any]]:
@@ -569,3 +570,71 @@ def test_cli_enroll_refuses_a_domain_that_makes_a_name_longer_than_a_cn(
     r = run(cfg, "enroll", "--domain", "n" * 15 + ".example.com", "--format", "json")
     assert r.exit_code == 0, r.output
     assert len(json.loads(r.stdout)["certname"]) == 64
+
+
+# --- wiring: `autosign: registry` is never silently "autosign nothing" ---------------------
+
+_OPEN_WAYS = {
+    # A fresh interpreter per way, so nothing another module registered at import helps.
+    "CertificateAuthority.open": (
+        "from splitca.authority import CertificateAuthority\nca = CertificateAuthority.open(s)"
+    ),
+    "compose.open_ca": "from splitca.compose import open_ca\nca = open_ca(s)",
+    "wsgi.make_app": "from splitca.wsgi import make_app\nca = make_app(s).ca",
+}
+
+
+@pytest.mark.parametrize("way", sorted(_OPEN_WAYS))
+def test_registry_autosign_is_used_or_refused_however_the_ca_is_opened(
+    settings: Settings, tmp_path: Path, way: str
+) -> None:
+    import subprocess
+    import sys
+
+    s = settings.replace(autosign="registry")
+    CertificateAuthority.setup(s)
+    _, token = register(open_registry(s), "w1.example.com", WORKER, ttl=dt.timedelta(hours=1))
+    (tmp_path / "csr.pem").write_bytes(pki.pem(make_csr("w1.example.com", password=token)))
+    cfg = write_config(tmp_path / "registry.yaml", s)
+    script = "\n".join(
+        [
+            "import sys",
+            "from pathlib import Path",
+            "from splitca.config import Settings",
+            "from splitca.errors import ConfigError",
+            f"s = Settings.load(Path({str(cfg)!r}))",
+            "try:",
+            *("    " + line for line in _OPEN_WAYS[way].splitlines()),
+            f"    r = ca.submit_csr('w1.example.com', Path({str(tmp_path / 'csr.pem')!r}).read_bytes())",
+            "except ConfigError as exc:",
+            "    print('refused:', exc); sys.exit(0)",
+            "print('signed' if r.signed else 'pending: ' + r.reason)",
+        ]
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.strip()
+    if way == "CertificateAuthority.open":  # the core alone has no registry: it says so
+        assert out.startswith("refused:") and "registry" in out, out
+    else:
+        assert out == "signed", out
+
+
+def test_an_autosign_name_missing_from_the_table_is_a_config_error(settings: Settings) -> None:
+    from splitca.compose import AUTOSIGN_STRATEGIES, build_autosigner
+    from splitca.errors import ConfigError
+    from splitca.policy import Deferred, make_autosigner
+
+    with pytest.raises(ConfigError, match="'registry' is not an autosign strategy"):
+        make_autosigner("registry", timeout=1.0, settings=settings)  # no table: refuse
+    with pytest.raises(ConfigError, match="known: registry"):
+        make_autosigner("bogus", timeout=1.0, strategies=AUTOSIGN_STRATEGIES)
+    built = build_autosigner(settings.replace(autosign="registry"))
+    assert isinstance(built, RegistryAutosigner)
+    calls: list[int] = []
+    deferred = Deferred(lambda: calls.append(1) or built)  # type: ignore[func-returns-value]
+    assert calls == []  # nothing built (nor refused) until it is used
+    assert deferred.description == built.description and calls == [1]
+    assert deferred.description and calls == [1]  # built once

@@ -90,7 +90,7 @@ class Ctx:
         if self._ca is None:
             from ..compose import open_ca
 
-            self._ca = open_ca(self.settings)
+            self._ca = open_ca(self.settings, autosign_at_start=False)  # the CLI never autosigns
         return self._ca
 
 
