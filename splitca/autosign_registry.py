@@ -14,7 +14,7 @@ from . import _fs, pki, policy
 from .clock import utcnow
 from .config import Settings
 from .errors import SplitCAError, StoreError
-from .registry import Registry, describe_location, open_registry
+from .registry import Registry, describe_location
 
 __all__ = ["RedeemedLedger", "RegistryAutosigner"]
 
@@ -122,11 +122,14 @@ class RegistryAutosigner:
 
 
 def make_registry_autosigner(
-    *, settings: Settings, clock: Callable[[], dt.datetime] = utcnow, **_: object
+    *,
+    settings: Settings,
+    registry_factory: Callable[[], Registry],
+    clock: Callable[[], dt.datetime] = utcnow,
 ) -> RegistryAutosigner:
     """The factory for ``autosign: registry`` (named in splitca.compose's strategy table)."""
     return RegistryAutosigner(
-        registry_factory=lambda: open_registry(settings),
+        registry_factory=registry_factory,
         ledger=RedeemedLedger(settings.cadir / ".splitca" / "redeemed-tokens"),
         clock=clock,
     )

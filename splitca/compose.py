@@ -2,17 +2,51 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .authority import CertificateAuthority
-from .autosign_registry import make_registry_autosigner
+from .autosign_registry import RegistryAutosigner, make_registry_autosigner
 from .config import Settings
 from .policy import Autosigner, Deferred, Strategies, make_autosigner
+from .registry import DirectoryRegistry, Registry
 
-__all__ = ["AUTOSIGN_STRATEGIES", "build_autosigner", "open_ca"]
+__all__ = ["AUTOSIGN_STRATEGIES", "build_autosigner", "open_ca", "open_registry"]
+
+
+def open_registry(settings: Settings) -> Registry:
+    """The backend named by the ``registry`` setting (remote ones are imported lazily)."""
+    location = settings.effective_registry
+    timeout = settings.registry_timeout.total_seconds()
+    if location.startswith(("http://", "https://")):
+        from .registry_http import HttpRegistry
+
+        return HttpRegistry(
+            location,
+            timeout=timeout,
+            negative_ttl=settings.registry_negative_ttl.total_seconds(),
+            ca_file=settings.registry_ca_file,
+        )
+    if location.startswith("s3://"):
+        from .registry_s3 import S3Registry
+
+        return S3Registry(
+            location,
+            timeout=timeout,
+            endpoint_url=settings.registry_s3_endpoint or None,
+            region=settings.registry_s3_region or None,
+        )
+    return DirectoryRegistry(Path(location))
+
+
+def _registry_autosigner(*, settings: Settings, **_: object) -> RegistryAutosigner:
+    return make_registry_autosigner(
+        settings=settings, registry_factory=lambda: open_registry(settings)
+    )
+
 
 # `autosign: <name>` strategies; paths and true/false are policy's own (allowlist, executable).
-AUTOSIGN_STRATEGIES: Strategies = {"registry": make_registry_autosigner}
+AUTOSIGN_STRATEGIES: Strategies = {"registry": _registry_autosigner}
 
 
 def build_autosigner(settings: Settings) -> Autosigner:

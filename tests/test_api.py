@@ -12,7 +12,7 @@ from cryptography import x509
 
 from splitca import pki
 from splitca.authority import CertificateAuthority
-from splitca.wsgi import App
+from splitca.wsgi import App, make_app
 
 from .conftest import fast_key, make_csr, wsgi_call
 
@@ -181,7 +181,7 @@ def test_duplicate_of_signed_and_revoked(app: App, ca: CertificateAuthority) -> 
 
 def test_autosign_signs_on_put(tmp_path, settings) -> None:
     CertificateAuthority.setup(settings)
-    app = App(CertificateAuthority.open(settings.replace(autosign=True)))
+    app = make_app(ca=CertificateAuthority.open(settings.replace(autosign=True)))
     assert put_csr(app, "auto1") == (200, "")
     r = wsgi_call(app, "GET", f"{V1}/certificate/auto1")
     assert r.status == 200 and b"BEGIN CERTIFICATE" in r.body
@@ -225,7 +225,7 @@ def test_admin_endpoints_refuse_anonymous_and_plain_agents(app, ca, method, path
 def test_admin_by_certname_list(tmp_path, settings) -> None:
     CertificateAuthority.setup(settings)
     ca = CertificateAuthority.open(settings.replace(admin_certnames=("ops1",)))
-    app = App(ca)
+    app = make_app(ca=ca)
     ops = agent_cert(ca, "ops1")
     assert wsgi_call(app, "GET", f"{V1}/certificate_statuses/all", client=ops).status == 200
 
@@ -360,7 +360,7 @@ def test_certificate_status_put_unknown_and_policy_409(tmp_path, settings) -> No
     CertificateAuthority.setup(settings)
     # SANs allowed at intake but not for this signing -> 409 with puppetserver's message kind
     ca = CertificateAuthority.open(settings.replace(allow_subject_alt_names=True))
-    app = App(ca)
+    app = make_app(ca=ca)
     admin = x509.load_pem_x509_certificate(settings.effective_server_cert.read_bytes())
     r = wsgi_call(
         app, "PUT", f"{V1}/certificate_status/ghost", b'{"desired_state":"signed"}', client=admin
@@ -371,7 +371,7 @@ def test_certificate_status_put_unknown_and_policy_409(tmp_path, settings) -> No
     )
     assert r.status == 404
     assert put_csr(app, "san1", sans=["DNS:san1", "DNS:other"])[0] == 200
-    strict = App(CertificateAuthority.open(settings))
+    strict = make_app(ca=CertificateAuthority.open(settings))
     r = wsgi_call(
         strict, "PUT", f"{V1}/certificate_status/san1", b'{"desired_state":"signed"}', client=admin
     )
@@ -551,7 +551,7 @@ def test_put_of_a_name_longer_than_a_cn_is_400_with_autosign_and_costs_nothing(
 ) -> None:
     CertificateAuthority.setup(settings)
     ca = CertificateAuthority.open(settings.replace(autosign=True))
-    app = App(ca)
+    app = make_app(ca=ca)
     from .conftest import snapshot
 
     before = snapshot(ca.cadir.root)

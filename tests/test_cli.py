@@ -370,7 +370,7 @@ def test_sign_all_reports_an_unsignable_csr_and_signs_the_rest(ready: Path, sett
 
 def test_pending_reason_is_spliced_the_same_everywhere(ready: Path, settings) -> None:
     """CLI status/list and HTTP certificate_status(es) show one pending_reason, one way."""
-    from splitca.wsgi import App
+    from splitca.wsgi import make_app
 
     from .conftest import wsgi_call
 
@@ -381,7 +381,7 @@ def test_pending_reason_is_spliced_the_same_everywhere(ready: Path, settings) ->
     shown = json.loads(run(ready, "status", "p1", "--format", "json").stdout)
     listed = json.loads(run(ready, "list", "--format", "json").stdout)
     admin = x509.load_pem_x509_certificate(settings.effective_server_cert.read_bytes())
-    app = App(ca)
+    app = make_app(ca=ca)
     one = json.loads(
         wsgi_call(app, "GET", "/puppet-ca/v1/certificate_status/p1", client=admin).body
     )

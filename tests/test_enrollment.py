@@ -20,7 +20,7 @@ from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.autosign_registry import RedeemedLedger, RegistryAutosigner
 from splitca.cli import cli
-from splitca.compose import open_ca
+from splitca.compose import open_ca, open_registry
 from splitca.config import Settings
 from splitca.enrollment import cloud_config, register, render_user_data
 from splitca.errors import Conflict, InvalidRequest, NotFound, PolicyViolation
@@ -30,10 +30,9 @@ from splitca.registry import (
     Registration,
     check_token,
     hash_token,
-    open_registry,
     parse_record,
 )
-from splitca.wsgi import App
+from splitca.wsgi import make_app
 
 from .conftest import make_csr, write_config, wsgi_call
 
@@ -312,7 +311,7 @@ def test_audit_has_one_line_per_event_and_never_the_token(rca: CertificateAuthor
 
 
 def test_certificate_status_explains_pending(rca: CertificateAuthority, admin_cert: Any) -> None:
-    app = App(rca)
+    app = make_app(ca=rca)
     submit(rca, "why.example.com", None)
     r = wsgi_call(app, "GET", f"{V1}/certificate_status/why.example.com", client=admin_cert)
     assert r.status == 200
@@ -326,7 +325,7 @@ def test_certificate_status_explains_pending(rca: CertificateAuthority, admin_ce
 
 
 def test_registration_endpoint_needs_an_admin(rca: CertificateAuthority) -> None:
-    app = App(rca)
+    app = make_app(ca=rca)
     agent = rca.generate("plain.example.com", key_type="rsa", key_size=2048)[1]
     for client in (None, agent):
         for method, path in (
@@ -343,7 +342,7 @@ def test_registration_endpoint_round_trip(
     rca: CertificateAuthority, admin_cert: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("DEBUG")
-    app = App(rca)
+    app = make_app(ca=rca)
     body = {"classes": ["hadoop::worker"], "parameters": {"replicas": 3}, "ttl": "30m"}
     r = wsgi_call(
         app,
@@ -520,7 +519,7 @@ def test_post_registration_can_answer_with_user_data(
 ) -> None:
     """A remote provisioner gets ready-to-use user-data in one call; options are validated
     (nothing can inject lines into puppet.conf) before anything is registered."""
-    app = App(rca)
+    app = make_app(ca=rca)
     body = {"classes": ["hadoop::worker"], "user_data": {"server": "puppet.example.com"}}
     r = wsgi_call(
         app, "POST", f"{V1}/splitca/registrations", json.dumps(body).encode(), client=admin_cert

@@ -18,11 +18,11 @@ from click.testing import CliRunner
 from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.cli import cli
-from splitca.compose import open_ca
+from splitca.compose import open_ca, open_registry
 from splitca.config import Settings
 from splitca.enrollment import register
 from splitca.errors import Conflict
-from splitca.registry import Classification, DirectoryRegistry, hash_token, open_registry
+from splitca.registry import Classification, DirectoryRegistry, hash_token
 from splitca.registry_http import HttpRegistry
 from splitca.registry_s3 import S3Registry
 

@@ -13,9 +13,10 @@ import click
 from .. import enrollment
 from ..audit import Actor, AuditLog
 from ..clock import utcnow
+from ..compose import open_registry
 from ..config import parse_duration
 from ..errors import ConfigError, InvalidRequest, StoreError
-from ..registry import Classification, Registry, open_registry
+from ..registry import Classification, Registry
 from ._base import Ctx, cli, echo_json, format_option, pass_ctx
 
 F = TypeVar("F", bound=Callable[..., Any])
