@@ -26,6 +26,7 @@ from .errors import (
     Forbidden,
     InvalidRequest,
     LockTimeout,
+    NotAcceptable,
     NotFound,
     PolicyViolation,
     RemoteError,
@@ -49,6 +50,7 @@ __all__ = [
     "Request",
     "Response",
     "Route",
+    "answer",
     "error_response",
     "printable",
     "route",
@@ -214,6 +216,7 @@ _STATUS: tuple[tuple[type[SplitCAError], int], ...] = (
     (BodyTooLarge, 413),
     (RequestTimeout, 408),
     (UnsupportedMediaType, 415),
+    (NotAcceptable, 406),
     (InvalidRequest, 400),
     (PolicyViolation, 400),
     (NotFound, 404),
@@ -227,6 +230,7 @@ _STATUS: tuple[tuple[type[SplitCAError], int], ...] = (
 
 
 def error_response(exc: BaseException) -> Response:
+    """The answer for an error that reached the app: its status from ``_STATUS``, else 500."""
     for cls, status in _STATUS:
         if isinstance(exc, cls):
             resp = Response.text(str(exc), status)
@@ -236,6 +240,22 @@ def error_response(exc: BaseException) -> Response:
             return resp
     log.exception("unhandled error")
     return Response.text("Internal error; see the CA server's log.", 500)
+
+
+# A route's own answer for an error class, where Puppet's wire differs from _STATUS for that
+# endpoint (409 for a refused certificate_status PUT, 422 for a bad /sign body, ...).
+# A renderer gets what the handler got, and the error.
+ErrorRender = Callable[["App", "Request", dict[str, str], SplitCAError], "Response"]
+ErrorOverride = tuple[type[SplitCAError] | tuple[type[SplitCAError], ...], ErrorRender]
+
+
+def answer(status: int, text: str | None = None, content_type: str = TEXT) -> ErrorRender:
+    """An override answering *status* with *text* (default: the error's message)."""
+
+    def render(app: App, req: Request, params: dict[str, str], exc: SplitCAError) -> Response:
+        return Response.text(str(exc) if text is None else text, status, content_type)
+
+    return render
 
 
 # --- routing -----------------------------------------------------------------------------
@@ -252,6 +272,7 @@ class Route:
     handler: Handler
     access: str
     prefix: str  # the API the pattern is relative to: V1 or STATUS_V1
+    errors: tuple[ErrorOverride, ...] = ()  # checked before _STATUS, for the handler's errors
 
 
 V1 = "/puppet-ca/v1"
@@ -259,13 +280,23 @@ V1 = "/puppet-ca/v1"
 STATUS_V1 = "/status/v1"
 
 
-def route(methods: str, pattern: str, access: str, handler: Handler, *, prefix: str = V1) -> Route:
+def route(
+    methods: str,
+    pattern: str,
+    access: str,
+    handler: Handler,
+    *,
+    prefix: str = V1,
+    errors: Sequence[ErrorOverride] = (),
+) -> Route:
     """One entry of a route table: ``route("GET PUT", r"/thing/{NAME}", ADMIN, handler)``.
 
     Route tables are plain tuples that each area's module exposes (``ROUTES``); the app
     is given the assembled table when it is made (``splitca.wsgi.make_app``).
     """
-    return Route(tuple(methods.split()), re.compile(pattern), handler, access, prefix)
+    return Route(
+        tuple(methods.split()), re.compile(pattern), handler, access, prefix, tuple(errors)
+    )
 
 
 NAME = r"(?P<name>[^/]+)"
@@ -338,7 +369,15 @@ class App:
             self.authorize(req, r.access, params)
             if legacy is not None:
                 params["_legacy"] = legacy
-            return r.handler(self, req, params)
+            try:
+                return r.handler(self, req, params)
+            except SplitCAError as exc:
+                # The route's own answer for this error class, if Puppet's wire has one;
+                # everything else goes to the one map (error_response).
+                for cls, render in r.errors:
+                    if isinstance(exc, cls):
+                        return render(self, req, params, exc)
+                raise
         if allowed:
             resp = Response.text(f"Method {req.method} is not allowed on {req.path}", 405)
             resp.headers.append(("Allow", ", ".join(sorted(set(allowed)))))

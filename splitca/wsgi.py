@@ -20,6 +20,7 @@ from .config import MAX_TTL, Settings
 from .errors import (
     Conflict,
     InvalidRequest,
+    NotAcceptable,
     NotFound,
     PolicyViolation,
     SplitCAError,
@@ -40,6 +41,7 @@ from .httpapp import (
     Response,
     Route,
     StartResponse,
+    answer,
     error_response,
     printable,
     route,
@@ -112,12 +114,21 @@ def put_certificate_request(app: App, req: Request, p: dict[str, str]) -> Respon
 
 def delete_certificate_request(app: App, req: Request, p: dict[str, str]) -> Response:
     name = p["name"]
-    path = app.ca.cadir.csr_path(name) if pki.is_safe_name(name) else None
-    try:
-        app.ca.delete_csr(name, actor=req.client.actor)
-    except NotFound:
-        return Response.text(f"No certificate request for {name} at expected path {path}", 404)
-    return Response.text(f"Deleted certificate request for {name} at {path}", 204, None)
+    app.ca.delete_csr(name, actor=req.client.actor)
+    return Response.text(
+        f"Deleted certificate request for {name} at {_csr_path(app, name)}", 204, None
+    )
+
+
+def _csr_path(app: App, name: str) -> Path | None:
+    return app.ca.cadir.csr_path(name) if pki.is_safe_name(name) else None
+
+
+def _no_csr(app: App, req: Request, p: dict[str, str], exc: SplitCAError) -> Response:
+    name = p["name"]
+    return Response.text(
+        f"No certificate request for {name} at expected path {_csr_path(app, name)}", 404
+    )
 
 
 def get_crl(app: App, req: Request, p: dict[str, str]) -> Response:
@@ -138,11 +149,7 @@ def _status_media_type(req: Request) -> str:
             return JSON
         if mt in ("text/pson", "pson"):
             return mt
-    raise _NotAcceptable()
-
-
-class _NotAcceptable(InvalidRequest):
-    pass
+    raise NotAcceptable("No acceptable resource available.")
 
 
 def _check_content_type(req: Request) -> None:
@@ -154,24 +161,25 @@ def _check_content_type(req: Request) -> None:
         raise UnsupportedMediaType("Unsupported media type.")
 
 
-def certificate_status(app: App, req: Request, p: dict[str, str]) -> Response:
+def get_certificate_status(app: App, req: Request, p: dict[str, str]) -> Response:
+    media = _status_media_type(req)
+    row = app.ca.status(p["name"])
+    if row is None:
+        return Response.text("Resource not found.", 404)
+    return Response(200, _status_json(row).encode(), media)
+
+
+def delete_certificate_status(app: App, req: Request, p: dict[str, str]) -> Response:
+    app.ca.delete(p["name"], actor=req.client.actor)  # NotFound: see ROUTES
+    return Response(204, b"", TEXT)
+
+
+_STATUS_CTYPE = "text/plain; charset=UTF-8"  # certificate_status's own text answers
+
+
+def put_certificate_status(app: App, req: Request, p: dict[str, str]) -> Response:
+    """Sign or revoke; liberator's decision order (puppet-ca-api.md section 3.7)."""
     name = p["name"]
-    if req.method == "GET":
-        try:
-            media = _status_media_type(req)
-        except _NotAcceptable:
-            return Response.text("No acceptable resource available.", 406)
-        row = app.ca.status(name)
-        if row is None:
-            return Response.text("Resource not found.", 404)
-        return Response(200, _status_json(row).encode(), media)
-    if req.method == "DELETE":
-        try:
-            app.ca.delete(name, actor=req.client.actor)
-        except NotFound:
-            return Response.text("Invalid certificate subject.", 404, "text/plain; charset=UTF-8")
-        return Response(204, b"", TEXT)
-    # PUT: liberator's decision order (puppet-ca-api.md section 3.7)
     body = req.json_body()
     if not isinstance(body, dict) or "desired_state" not in body:
         raise InvalidRequest('Missing required parameter "desired_state"')
@@ -188,26 +196,20 @@ def certificate_status(app: App, req: Request, p: dict[str, str]) -> Response:
             f"cert_ttl specified for host {name} must be at most {int(MAX_TTL.total_seconds())} (50 years)"
         )
     _check_content_type(req)
-    ctype = "text/plain; charset=UTF-8"
     if app.ca.status(name) is None and not (
         state == "revoked" and pki.is_safe_name(name) and app.ca.serials_for(name)
     ):
-        return Response.text("Invalid certificate subject.", 404, ctype)
-    try:
-        if state == "signed":
-            app.ca.sign(
-                name, ttl=dt.timedelta(seconds=ttl) if ttl else None, actor=req.client.actor
-            )
-        else:
-            found, _ = app.ca.revoke([name], actor=req.client.actor)
-            if not found:
-                return Response.text(
-                    f"Cannot revoke certificate for host {name} without a signed certificate",
-                    409,
-                    ctype,
-                )
-    except (PolicyViolation, Conflict) as exc:
-        return Response.text(str(exc), 409, ctype)
+        return Response.text("Invalid certificate subject.", 404, _STATUS_CTYPE)
+    if state == "signed":  # PolicyViolation, Conflict: 409, see ROUTES
+        app.ca.sign(name, ttl=dt.timedelta(seconds=ttl) if ttl else None, actor=req.client.actor)
+        return Response(204, b"", TEXT)
+    found, _ = app.ca.revoke([name], actor=req.client.actor)
+    if not found:
+        return Response.text(
+            f"Cannot revoke certificate for host {name} without a signed certificate",
+            409,
+            _STATUS_CTYPE,
+        )
     return Response(204, b"", TEXT)
 
 
@@ -216,10 +218,7 @@ def certificate_statuses_missing(app: App, req: Request, p: dict[str, str]) -> R
 
 
 def certificate_statuses(app: App, req: Request, p: dict[str, str]) -> Response:
-    try:
-        media = _status_media_type(req)
-    except _NotAcceptable:
-        return Response.text("No acceptable resource available.", 406)
+    media = _status_media_type(req)
     state = (req.query.get("state") or [None])[0]
     if state not in ("requested", "signed", "revoked"):
         state = None
@@ -274,12 +273,7 @@ def _bulk_response(result: Any) -> Response:
 
 
 def sign(app: App, req: Request, p: dict[str, str]) -> Response:
-    try:
-        body = req.json_body()
-    except InvalidRequest as exc:
-        return Response.json(
-            {"kind": "schema-violation", "submitted": None, "error": str(exc)}, 422
-        )
+    body = req.json_body()  # InvalidRequest: 422 schema-violation, see ROUTES
     names = body.get("certnames") if isinstance(body, dict) else None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         return Response.json(
@@ -304,11 +298,12 @@ def certificate_renewal(app: App, req: Request, p: dict[str, str]) -> Response:
     cert = app.client_in_good_standing(req)
     if cert is None:
         return Response.text("No valid certificate found in renewal request", 400)
-    try:
-        new = app.ca.renew(cert, actor=req.client.actor)
-    except InvalidRequest as exc:
-        return Response.text(str(exc), 403)
+    new = app.ca.renew(cert, actor=req.client.actor)  # InvalidRequest: 403, see ROUTES
     return Response(200, pki.pem(new), TEXT)
+
+
+def _schema_violation(app: App, req: Request, p: dict[str, str], exc: SplitCAError) -> Response:
+    return Response.json({"kind": "schema-violation", "submitted": None, "error": str(exc)}, 422)
 
 
 # --- puppetserver's status service (the simple, load-balancer endpoints) -------------------
@@ -333,21 +328,48 @@ def status_simple_service(app: App, req: Request, p: dict[str, str]) -> Response
 
 # --- the route table -------------------------------------------------------------------------
 
-# Puppet's CA API and the status service, in match order (first match wins).
+# Puppet's CA API and the status service, in match order (first match wins). ``errors``
+# are a route's own answers where Puppet's wire differs from the one map (httpapp._STATUS).
 ROUTES: tuple[Route, ...] = (
     route("GET", rf"/certificate/{NAME}", PUBLIC, get_certificate),
     route("GET", rf"/certificate_request/{NAME}", PUBLIC, get_certificate_request),
     route("PUT", rf"/certificate_request/{NAME}", PUBLIC, put_certificate_request),
-    route("DELETE", rf"/certificate_request/{NAME}", ADMIN, delete_certificate_request),
+    route(
+        "DELETE",
+        rf"/certificate_request/{NAME}",
+        ADMIN,
+        delete_certificate_request,
+        errors=[(NotFound, _no_csr)],
+    ),
     route("GET", r"/certificate_revocation_list/[^/]*", PUBLIC, get_crl),
-    route("GET PUT DELETE", rf"/certificate_status/{NAME}", ADMIN, certificate_status),
+    route("GET", rf"/certificate_status/{NAME}", ADMIN, get_certificate_status),
+    route(
+        "PUT",
+        rf"/certificate_status/{NAME}",
+        ADMIN,
+        put_certificate_status,
+        errors=[((PolicyViolation, Conflict), answer(409, None, _STATUS_CTYPE))],
+    ),
+    route(
+        "DELETE",
+        rf"/certificate_status/{NAME}",
+        ADMIN,
+        delete_certificate_status,
+        errors=[(NotFound, answer(404, "Invalid certificate subject.", _STATUS_CTYPE))],
+    ),
     route("GET", r"/certificate_statuses/?", ADMIN, certificate_statuses_missing),
     route("GET", r"/certificate_statuses/[^/]+", ADMIN, certificate_statuses),
     route("GET", r"/expirations", AUTHENTICATED, expirations),
     route("PUT", r"/clean", ADMIN, clean),
-    route("POST", r"/sign", ADMIN, sign),
+    route("POST", r"/sign", ADMIN, sign, errors=[(InvalidRequest, _schema_violation)]),
     route("POST", r"/sign/all", ADMIN, sign_all),
-    route("POST", r"/certificate_renewal", OWNER, certificate_renewal),
+    route(
+        "POST",
+        r"/certificate_renewal",
+        OWNER,
+        certificate_renewal,
+        errors=[(InvalidRequest, answer(403))],
+    ),
     route("GET", r"/simple/?", PUBLIC, status_simple, prefix=STATUS_V1),
     route("GET", rf"/simple/{NAME}", PUBLIC, status_simple_service, prefix=STATUS_V1),
 )

@@ -743,3 +743,45 @@ def test_puppetserver_ca_generate_succeeds_against_splitca_serve(
     issued = (ssl / "certs" / "gen1.example.com.pem").read_bytes()
     assert issued == (settings.cadir / "signed" / "gen1.example.com.pem").read_bytes()
     assert "Traceback" not in server.log_text()
+
+
+def test_route_specific_error_answers_are_exact(tmp_path, settings, app, ca, admin_cert) -> None:
+    """The answers Puppet's wire wants per endpoint (httpapp route ``errors=``), byte for byte."""
+
+    def call(
+        method: str, path: str, body: bytes = b"", **kw: dict[str, str]
+    ) -> tuple[int, str, str]:
+        r = wsgi_call(app, method, f"{V1}/{path}", body, client=admin_cert, **kw)
+        return r.status, r.headers.get("Content-Type", ""), r.text
+
+    csr_path = settings.cadir / "requests" / "gone.pem"
+    assert call("DELETE", "certificate_request/gone") == (
+        404,
+        "text/plain",
+        f"No certificate request for gone at expected path {csr_path}",
+    )
+    utf8 = "text/plain; charset=UTF-8"
+    assert call("DELETE", "certificate_status/gone") == (404, utf8, "Invalid certificate subject.")
+    agent_cert(ca, "twice")
+    put_csr(app, "pending1")
+    ca.sign("pending1")
+    put_csr(app, "pending1")  # a CSR beside a valid certificate: signing it is refused
+    status, ctype, text = call("PUT", "certificate_status/pending1", b'{"desired_state":"signed"}')
+    assert (status, ctype) == (409, utf8) and text, text
+    assert call("GET", "certificate_status/twice", headers={"Accept": "text/html"}) == (
+        406,
+        "text/plain",
+        "No acceptable resource available.",
+    )
+    assert call("GET", "certificate_statuses/any", headers={"Accept": "text/html"}) == (
+        406,
+        "text/plain",
+        "No acceptable resource available.",
+    )
+    status, ctype, text = call("POST", "sign", b"not json")
+    assert (status, ctype) == (422, "application/json")
+    assert json.loads(text) == {
+        "kind": "schema-violation",
+        "submitted": None,
+        "error": "Request body is not JSON.",
+    }

@@ -42,7 +42,7 @@ def test_every_module_has_a_one_line_docstring() -> None:
 
 
 def test_one_place_maps_errors_to_http_codes() -> None:
-    """Only wsgi.py holds status codes for errors; handlers raise domain errors."""
+    """Only httpapp.py holds status codes for errors; handlers raise domain errors."""
     for name in CORE:
         text = (PKG / f"{name}.py").read_text()
         assert "HTTPStatus" not in text and "status_code" not in text, name
@@ -184,3 +184,36 @@ def test_the_cycle_check_finds_planted_cycles(tmp_path: Path) -> None:
         ["pkg.x", "pkg.y", "pkg.x"],
         ["pkg.y", "pkg.x", "pkg.y"],
     )
+
+
+# --- one error map each for HTTP and the CLI ----------------------------------------------------------
+
+
+def test_cli_commands_hold_no_literal_exit_codes() -> None:
+    """Commands end through cli._base (finish / EXIT_CODES / Outcome), never with their own number."""
+    for path in sorted((PKG / "cli").glob("*.py")):
+        if path.name == "_base.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                text = ast.unparse(node.func)
+                assert text not in ("sys.exit", "ctx.exit", "SystemExit", "exit", "os._exit"), (
+                    f"{path.name}:{node.lineno}: {ast.unparse(node)}"
+                )
+                assert not text.endswith(("exceptions.Exit", "click.Exit")), (
+                    f"{path.name}:{node.lineno}: {ast.unparse(node)}"
+                )
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                assert "SystemExit" not in ast.unparse(node.exc), f"{path.name}:{node.lineno}"
+
+
+def test_route_handlers_build_no_answers_from_errors() -> None:
+    """No ``except`` in an HTTP route module builds a response: a route's own answers for an
+    error class are declared in its route table (``errors=``), the rest is httpapp's one map."""
+    for name in ("wsgi", "wsgi_registrations"):
+        tree = ast.parse((PKG / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ExceptHandler):
+                body = ast.unparse(ast.Module(body=node.body, type_ignores=[]))
+                in_app_start = "splitca is not configured" in body  # before any route exists
+                assert in_app_start or "Response" not in body, f"{name}.py:{node.lineno}: {body}"

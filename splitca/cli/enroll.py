@@ -17,7 +17,7 @@ from ..compose import open_registry
 from ..config import parse_duration
 from ..errors import ConfigError, InvalidRequest, StoreError
 from ..registry import Classification, Registry
-from ._base import Ctx, cli, echo_json, format_option, pass_ctx
+from ._base import Ctx, Outcome, cli, echo_json, finish, format_option, pass_ctx
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -305,5 +305,5 @@ def classify(c: Ctx, certname: str) -> None:
     found = enrollment.classify(_registry(c), certname)
     if found is None:
         click.echo(f"splitca classify: {certname} is not registered", err=True)
-        raise SystemExit(1)
+        finish(Outcome.NOT_REGISTERED)
     click.echo(enrollment.enc_yaml(found), nl=False)
