@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from splitca import pki
-from splitca.store import format_serial
+from splitca.store import format_serial, inventory_line
 
 from ._common import VAR, cached_rsa_keys, splitca_cmd, write_config
 from .enroll import pristine_ca
@@ -73,8 +73,12 @@ def _sign_chunk(args: tuple[Path, int, int, list[bytes], bool]) -> list[bytes]:
         )
         (cadir / "signed" / f"{name}.pem").write_bytes(pki.pem(cert))
         lines.append(
-            f"0x{i + 2:04X} {pki.puppet_time(cert.not_valid_before_utc)} "
-            f"{pki.puppet_time(cert.not_valid_after_utc)} /CN={name}\n".encode()
+            inventory_line(
+                i + 2,
+                pki.puppet_time(cert.not_valid_before_utc),
+                pki.puppet_time(cert.not_valid_after_utc),
+                name,
+            )
         )
     return lines
 

@@ -25,6 +25,7 @@ from . import (
     usecases_submit,
 )
 from .audit import SYSTEM, Actor, AuditLog
+from .clock import utcnow
 from .config import Settings
 from .filestore import FileStore
 from .policy import Autosigner, make_autosigner
@@ -36,10 +37,6 @@ from .usecases_sign import BulkSignResult
 from .usecases_submit import SubmitResult
 
 __all__ = ["BulkSignResult", "CertificateAuthority", "SetupResult", "SubmitResult", "utcnow"]
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class CertificateAuthority:

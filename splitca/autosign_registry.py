@@ -11,17 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import _fs, pki, policy
+from .clock import utcnow
 from .config import Settings
 from .errors import SplitCAError, StoreError
-from .registry import Registry, describe_location, open_registry
+from .registry import Registry, describe_location
 
 __all__ = ["RedeemedLedger", "RegistryAutosigner"]
 
 log = logging.getLogger(__name__)
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class RedeemedLedger:
@@ -88,7 +85,7 @@ class RegistryAutosigner:
 
     registry_factory: Callable[[], Registry]
     ledger: RedeemedLedger
-    clock: Callable[[], dt.datetime] = _utcnow
+    clock: Callable[[], dt.datetime] = utcnow
     _registry: Registry | None = field(default=None, init=False, repr=False)
 
     @property
@@ -125,14 +122,14 @@ class RegistryAutosigner:
 
 
 def make_registry_autosigner(
-    *, settings: Settings, clock: Callable[[], dt.datetime] = _utcnow, **_: object
+    *,
+    settings: Settings,
+    registry_factory: Callable[[], Registry],
+    clock: Callable[[], dt.datetime] = utcnow,
 ) -> RegistryAutosigner:
-    """The factory ``policy.make_autosigner`` calls for ``autosign: registry``."""
+    """The factory for ``autosign: registry`` (named in splitca.compose's strategy table)."""
     return RegistryAutosigner(
-        registry_factory=lambda: open_registry(settings),
+        registry_factory=registry_factory,
         ledger=RedeemedLedger(settings.cadir / ".splitca" / "redeemed-tokens"),
         clock=clock,
     )
-
-
-policy.STRATEGIES["registry"] = make_registry_autosigner

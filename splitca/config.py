@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import ipaddress
 import re
 import socket
+import types
+import typing
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -179,13 +182,13 @@ class Settings:
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> Settings:
-        known = {f.name: f for f in fields(cls)}
+        known = _field_types()
         unknown = sorted(str(k) for k in raw if k not in known)
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; see docs/configuration.md")
         values: dict[str, Any] = {}
         for key, value in raw.items():
-            values[key] = _coerce(key, known[key].type, value)
+            values[key] = _coerce(key, known[key], value)
         settings = cls(**values)
         settings.validate()
         return settings
@@ -303,41 +306,60 @@ def _validate_registry(s: Settings) -> None:
         raise ConfigError(f"registry_s3_region: not a region name: {s.registry_s3_region!r}")
 
 
-def _coerce(key: str, annotation: object, value: Any) -> Any:
-    """Turn a YAML value into the field's type, or raise ConfigError naming *key*."""
-    ann = str(annotation)
-    if ann.startswith("dt.timedelta"):
-        if value is None and "None" in ann:
-            return None
+def _optional(hint: object) -> object | None:
+    """``X`` for ``X | None`` (or ``Optional[X]``), else None."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        rest = tuple(a for a in args if a is not type(None))
+        if len(rest) == 1 and len(args) == 2:
+            return rest[0]
+    return None
+
+
+def _coerce(key: str, hint: object, value: Any) -> Any:
+    """Turn a YAML value into the field's type (a real type, from ``typing.get_type_hints``),
+    or raise ConfigError naming *key*."""
+    inner = _optional(hint)
+    if inner is not None:
+        return None if value is None else _coerce(key, inner, value)
+    if hint is dt.timedelta:
         return parse_duration(value, key=key)
-    if ann.startswith("Path"):
-        if value is None and "None" in ann:
-            return None
+    if hint is Path:
         if not isinstance(value, str | Path) or not str(value):
             raise ConfigError(f"{key}: expected a path, got {value!r}")
         if "\x00" in str(value):
             raise ConfigError(f"{key}: path contains a NUL byte")
         return Path(value)
-    if ann == "bool | str":
+    if set(typing.get_args(hint)) == {bool, str} and typing.get_origin(hint) in (
+        typing.Union,
+        types.UnionType,
+    ):
         if isinstance(value, bool | str):
             return value
         raise ConfigError(f"{key}: expected true, false, registry or a path; got {value!r}")
-    if ann == "bool":
+    if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value
-    if ann == "int":
+    if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
-    if ann == "str":
+    if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
-    if ann.startswith("tuple[str"):
+    if typing.get_origin(hint) is tuple and typing.get_args(hint) == (str, ...):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
         return tuple(v.strip() for v in value)
-    raise ConfigError(f"{key}: unsupported setting type {ann}")  # pragma: no cover
+    raise ConfigError(f"{key}: unsupported setting type {hint}")  # pragma: no cover
+
+
+@functools.cache
+def _field_types() -> dict[str, object]:
+    """Each Settings field's real type (the annotations are strings: ``from __future__``)."""
+    hints = typing.get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in fields(Settings)}

@@ -20,6 +20,7 @@ from cryptography import x509
 
 from . import _fs, pki
 from .client import HTTPClient
+from .clock import utcnow
 from .errors import (
     ConfigError,
     CRLRejected,
@@ -33,8 +34,6 @@ from .errors import (
 __all__ = [
     "CHECKS",
     "DEFAULT_RELOAD_COMMAND",
-    "EXIT_UNCHANGED",
-    "EXIT_UPDATED",
     "SyncConfig",
     "SyncResult",
     "installed_state",
@@ -44,13 +43,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# Exit codes of `splitca sync-crl` that are outcomes, not errors. Errors take theirs from
-# the CLI's EXIT_CODES table: 2 usage, 5 cannot write, 6 CA unreachable, 7 CRL rejected,
-# 8 stale (no fresh CRL and the installed one expires soon), 9 reload failed or not
-# confirmed (still pending: the next run retries it).
-EXIT_UNCHANGED = 0
-EXIT_UPDATED = 10
 
 # The system Apache's graceful restart; confirmed through its PidFile (--apache-pidfile).
 DEFAULT_RELOAD_COMMAND = ("apachectl", "graceful")
@@ -69,10 +61,6 @@ CHECKS = {
 }
 CLOCK_SKEW = dt.timedelta(minutes=5)
 STRONG_VALIDATOR_AGE = dt.timedelta(seconds=60)  # RFC 9110 8.8.2.2
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _reject(check: str, message: str) -> CRLRejected:
@@ -396,10 +384,6 @@ class SyncResult:
     reloaded: bool
     forced: bool = False  # reloaded because of --force-reload, not because of a change
 
-    @property
-    def exit_code(self) -> int:
-        return EXIT_UPDATED if self.outcome == "updated" else EXIT_UNCHANGED
-
     def describe(self) -> str:
         when = f", next update {self.next_update:%Y-%m-%d %H:%M}Z" if self.next_update else ""
         if self.outcome == "updated" and not self.changed and self.forced:
@@ -420,8 +404,7 @@ class SyncResult:
             "next_update": self.next_update.isoformat() if self.next_update else None,
             "changed": [str(p) for p in self.changed],
             "reloaded": self.reloaded,
-            "exit_code": self.exit_code,
-        }
+        }  # `splitca sync-crl --format json` adds its exit_code (cli._base.Outcome)
 
 
 def load_pinned(path: Path) -> list[x509.Certificate]:

@@ -12,6 +12,7 @@ import yaml
 
 from . import pki
 from .audit import SYSTEM, Actor, AuditLog
+from .clock import utcnow
 from .errors import InvalidRequest
 from .registry import Classification, Registration, Registry, hash_token, new_token
 
@@ -31,10 +32,6 @@ CHALLENGE_PASSWORD_OID = "1.2.840.113549.1.9.7"
 MAX_REGISTRATION_TTL = dt.timedelta(days=30)
 INSTALL_CHOICES = ("packages", "aio", "none")
 _HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]{2,45}\]?")
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def new_certname(*, prefix: str = "", domain: str = "") -> str:
@@ -75,7 +72,7 @@ def register(
         raise InvalidRequest(f"{certname!r} is not a valid certname: {problem}")
     if not dt.timedelta(0) < ttl <= MAX_REGISTRATION_TTL:
         raise InvalidRequest("ttl: a registration lasts more than 0s and at most 30d")
-    now = now or utcnow()
+    now = now or utcnow().replace(microsecond=0)  # registrations keep whole seconds
     token = new_token()
     record = Registration(certname, now, now + ttl, hash_token(token), classification)
     registry.add(record, replace=replace)

@@ -39,6 +39,10 @@ class UnsupportedMediaType(InvalidRequest):
     """A request body has a Content-Type the endpoint does not take."""
 
 
+class NotAcceptable(InvalidRequest):
+    """The client accepts no media type the endpoint can answer with."""
+
+
 class NotFound(SplitCAError):
     """The named object (certificate, CSR, registration) does not exist."""
 

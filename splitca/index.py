@@ -505,10 +505,7 @@ class Index:
         sep = "["
         if state in (None, "requested"):
             for row in self._csr_rows("ORDER BY name"):
-                text = row.json()
-                if row.reason:
-                    text = text[:-1] + f',"pending_reason":{json.dumps(row.reason)}}}'
-                yield sep + text
+                yield sep + pki.with_pending_reason(row.json(), row.reason)
                 sep = ","
         if state in (None, "signed", "revoked"):
             where = {

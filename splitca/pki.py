@@ -9,6 +9,7 @@ import datetime as dt
 import functools
 import hashlib
 import ipaddress
+import json
 import re
 import warnings
 from collections.abc import Iterable, Sequence
@@ -1020,3 +1021,14 @@ def own_crl(crl_pem: bytes, cacert_pem: bytes) -> x509.CertificateRevocationList
             if crl.issuer == signer.subject:
                 return crl
     return crls[0]
+
+
+def with_pending_reason(status_json: str, reason: str) -> str:
+    """A pending CSR's certificate_status JSON object plus ``pending_reason`` (why it is not
+    signed), the one place splitca's extension to puppetserver's object is added.
+
+    *status_json* is one compact JSON object; an empty *reason* leaves it unchanged.
+    """
+    if not reason:
+        return status_json
+    return status_json[:-1] + f',"pending_reason":{json.dumps(reason)}}}'

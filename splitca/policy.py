@@ -6,7 +6,8 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -391,20 +392,57 @@ class _suppress_lookup:
         return exc[0] is not None and issubclass(exc[0], ProcessLookupError)  # type: ignore[arg-type]
 
 
-# Extra strategies (such as the registry) register a factory here by name.
-STRATEGIES: dict[str, Callable[..., Autosigner]] = {}
+# Named strategies (``autosign: registry``): name -> factory(**context). The composition
+# root (splitca.compose) passes the table; nothing registers itself at import time.
+Strategies = Mapping[str, Callable[..., Autosigner]]
 
 
-def make_autosigner(value: bool | str, *, timeout: float, **context: object) -> Autosigner:
+class Deferred:
+    """An autosigner built on first use, for an edge that may never autosign (the CLI).
+
+    Built with the same table as at start, so it is never a weaker strategy; a bad
+    setting raises its ConfigError on first use.
+    """
+
+    def __init__(self, build: Callable[[], Autosigner]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._built: Autosigner | None = None
+
+    def _get(self) -> Autosigner:
+        with self._lock:
+            if self._built is None:
+                self._built = self._build()
+            return self._built
+
+    @property
+    def description(self) -> str:
+        return self._get().description
+
+    def decide(self, certname: str, csr_pem: bytes, info: pki.CsrInfo) -> AutosignDecision:
+        return self._get().decide(certname, csr_pem, info)
+
+
+def make_autosigner(
+    value: bool | str, *, timeout: float, strategies: Strategies | None = None, **context: object
+) -> Autosigner:
     """Build the strategy for the ``autosign`` setting, the way puppetserver reads it.
 
     A path that does not exist means "never" (logged); an executable file is a
-    policy executable; any other file is an allowlist.
+    policy executable; any other file is an allowlist. A name (not a path) must be
+    in *strategies*: an unknown one is a ConfigError, never "autosign nothing".
     """
     if isinstance(value, bool):
         return Fixed(value)
-    if value in STRATEGIES:
-        return STRATEGIES[value](**context)
+    if not value.startswith("/"):
+        factory = (strategies or {}).get(value)
+        if factory is None:
+            known = ", ".join(sorted(strategies or {})) or "none"
+            raise ConfigError(
+                f"autosign: {value!r} is not an autosign strategy available here (known: {known}); "
+                "a CA that autosigns by name is opened through splitca.compose"
+            )
+        return factory(**context)
     path = Path(value)
     if not path.exists():
         log.warning("autosign file %s does not exist; nothing will be autosigned", path)

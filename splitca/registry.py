@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import _fs, pki
-from .config import Settings
 from .errors import Conflict, InvalidRequest, NotFound, StoreError
 
 __all__ = [
@@ -30,7 +29,6 @@ __all__ = [
     "check_token",
     "hash_token",
     "new_token",
-    "open_registry",
     "parse_record",
 ]
 
@@ -402,31 +400,6 @@ class DirectoryRegistry:
             used = record.with_redeemed(now)
             _fs.atomic_write(path, used.to_json(), mode=RECORD_MODE)
         return Redemption(True, "registered; token accepted", used)
-
-
-def open_registry(settings: Settings) -> Registry:
-    """The backend named by the ``registry`` setting (remote ones are imported lazily)."""
-    location = settings.effective_registry
-    timeout = settings.registry_timeout.total_seconds()
-    if location.startswith(("http://", "https://")):
-        from .registry_http import HttpRegistry
-
-        return HttpRegistry(
-            location,
-            timeout=timeout,
-            negative_ttl=settings.registry_negative_ttl.total_seconds(),
-            ca_file=settings.registry_ca_file,
-        )
-    if location.startswith("s3://"):
-        from .registry_s3 import S3Registry
-
-        return S3Registry(
-            location,
-            timeout=timeout,
-            endpoint_url=settings.registry_s3_endpoint or None,
-            region=settings.registry_s3_region or None,
-        )
-    return DirectoryRegistry(Path(location))
 
 
 def describe_location(location: str) -> str:

@@ -34,7 +34,8 @@ from .errors import (
     SplitCAError,
     StoreError,
 )
-from .wsgi import App, error_response
+from .httpapp import App, error_response
+from .wsgi import make_app
 
 __all__ = ["build_ssl_context", "serve"]
 
@@ -490,7 +491,7 @@ def _run_worker(
 ) -> None:
     """Serve until SIGTERM/SIGINT, then finish in-flight requests and return."""
     ca = open_ca(settings)  # after fork: own index connections
-    server = _make_server(settings, App(ca), reuse_port=reuse_port)
+    server = _make_server(settings, make_app(settings, ca=ca), reuse_port=reuse_port)
     stopping = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -7,12 +7,14 @@ import json
 from typing import Any
 
 from . import enrollment
+from .clock import utcnow
+from .compose import open_registry
 from .config import Settings, parse_duration
 from .errors import ConfigError, InvalidRequest
-from .registry import Classification, Registry, open_registry
-from .wsgi import ADMIN, NAME, App, Request, Response, route
+from .httpapp import ADMIN, NAME, App, Request, Response, Route, route
+from .registry import Classification, Registry
 
-__all__: list[str] = []
+__all__ = ["ROUTES"]
 
 BASE = "/splitca/registrations"
 _COMMON = {"classes", "parameters", "environment", "ttl"}
@@ -105,7 +107,6 @@ def _register(
     return resp
 
 
-@route("GET POST", rf"{BASE}/?", ADMIN)
 def registrations(app: App, req: Request, p: dict[str, str]) -> Response:
     """GET: every registration (no tokens). POST: enroll a fresh UUID certname, optionally
     answering with its cloud-init user-data (``"user_data": {"server": ...}``)."""
@@ -119,11 +120,10 @@ def registrations(app: App, req: Request, p: dict[str, str]) -> Response:
             _user_data(app, "check.invalid", "0" * 64, user_data)  # refuse bad options first
         name = enrollment.new_certname(prefix=prefix, domain=domain)
         return _register(app, req, name, body, user_data)
-    now = enrollment.utcnow()
+    now = utcnow()
     return Response.json([r.public(now) for r in _registry(app.settings).records()])
 
 
-@route("GET PUT DELETE", rf"{BASE}/{NAME}", ADMIN)
 def registration(app: App, req: Request, p: dict[str, str]) -> Response:
     """One registration: read it, create (or replace) it, delete it."""
     name = p["name"]
@@ -136,4 +136,10 @@ def registration(app: App, req: Request, p: dict[str, str]) -> Response:
     record = registry.get(name)
     if record is None:
         return Response.text(f"{name} is not registered", 404)
-    return Response.json(record.public(enrollment.utcnow()))
+    return Response.json(record.public(utcnow()))
+
+
+ROUTES: tuple[Route, ...] = (
+    route("GET POST", rf"{BASE}/?", ADMIN, registrations),
+    route("GET PUT DELETE", rf"{BASE}/{NAME}", ADMIN, registration),
+)

@@ -12,7 +12,7 @@ from cryptography import x509
 
 from splitca import pki
 from splitca.authority import CertificateAuthority
-from splitca.wsgi import App
+from splitca.wsgi import App, make_app
 
 from .conftest import fast_key, make_csr, setup_ca, wsgi_call
 
@@ -181,7 +181,7 @@ def test_duplicate_of_signed_and_revoked(app: App, ca: CertificateAuthority) -> 
 
 def test_autosign_signs_on_put(tmp_path, settings) -> None:
     setup_ca(settings)
-    app = App(CertificateAuthority.open(settings.replace(autosign=True)))
+    app = make_app(ca=CertificateAuthority.open(settings.replace(autosign=True)))
     assert put_csr(app, "auto1") == (200, "")
     r = wsgi_call(app, "GET", f"{V1}/certificate/auto1")
     assert r.status == 200 and b"BEGIN CERTIFICATE" in r.body
@@ -225,7 +225,7 @@ def test_admin_endpoints_refuse_anonymous_and_plain_agents(app, ca, method, path
 def test_admin_by_certname_list(tmp_path, settings) -> None:
     setup_ca(settings)
     ca = CertificateAuthority.open(settings.replace(admin_certnames=("ops1",)))
-    app = App(ca)
+    app = make_app(ca=ca)
     ops = agent_cert(ca, "ops1")
     assert wsgi_call(app, "GET", f"{V1}/certificate_statuses/all", client=ops).status == 200
 
@@ -360,7 +360,7 @@ def test_certificate_status_put_unknown_and_policy_409(tmp_path, settings) -> No
     setup_ca(settings)
     # SANs allowed at intake but not for this signing -> 409 with puppetserver's message kind
     ca = CertificateAuthority.open(settings.replace(allow_subject_alt_names=True))
-    app = App(ca)
+    app = make_app(ca=ca)
     admin = x509.load_pem_x509_certificate(settings.effective_server_cert.read_bytes())
     r = wsgi_call(
         app, "PUT", f"{V1}/certificate_status/ghost", b'{"desired_state":"signed"}', client=admin
@@ -371,7 +371,7 @@ def test_certificate_status_put_unknown_and_policy_409(tmp_path, settings) -> No
     )
     assert r.status == 404
     assert put_csr(app, "san1", sans=["DNS:san1", "DNS:other"])[0] == 200
-    strict = App(CertificateAuthority.open(settings))
+    strict = make_app(ca=CertificateAuthority.open(settings))
     r = wsgi_call(
         strict, "PUT", f"{V1}/certificate_status/san1", b'{"desired_state":"signed"}', client=admin
     )
@@ -551,7 +551,7 @@ def test_put_of_a_name_longer_than_a_cn_is_400_with_autosign_and_costs_nothing(
 ) -> None:
     setup_ca(settings)
     ca = CertificateAuthority.open(settings.replace(autosign=True))
-    app = App(ca)
+    app = make_app(ca=ca)
     from .conftest import snapshot
 
     before = snapshot(ca.store.cadir.root)
@@ -747,3 +747,45 @@ def test_puppetserver_ca_generate_succeeds_against_splitca_serve(
     issued = (ssl / "certs" / "gen1.example.com.pem").read_bytes()
     assert issued == (settings.cadir / "signed" / "gen1.example.com.pem").read_bytes()
     assert "Traceback" not in server.log_text()
+
+
+def test_route_specific_error_answers_are_exact(tmp_path, settings, app, ca, admin_cert) -> None:
+    """The answers Puppet's wire wants per endpoint (httpapp route ``errors=``), byte for byte."""
+
+    def call(
+        method: str, path: str, body: bytes = b"", **kw: dict[str, str]
+    ) -> tuple[int, str, str]:
+        r = wsgi_call(app, method, f"{V1}/{path}", body, client=admin_cert, **kw)
+        return r.status, r.headers.get("Content-Type", ""), r.text
+
+    csr_path = settings.cadir / "requests" / "gone.pem"
+    assert call("DELETE", "certificate_request/gone") == (
+        404,
+        "text/plain",
+        f"No certificate request for gone at expected path {csr_path}",
+    )
+    utf8 = "text/plain; charset=UTF-8"
+    assert call("DELETE", "certificate_status/gone") == (404, utf8, "Invalid certificate subject.")
+    agent_cert(ca, "twice")
+    put_csr(app, "pending1")
+    ca.sign("pending1")
+    put_csr(app, "pending1")  # a CSR beside a valid certificate: signing it is refused
+    status, ctype, text = call("PUT", "certificate_status/pending1", b'{"desired_state":"signed"}')
+    assert (status, ctype) == (409, utf8) and text, text
+    assert call("GET", "certificate_status/twice", headers={"Accept": "text/html"}) == (
+        406,
+        "text/plain",
+        "No acceptable resource available.",
+    )
+    assert call("GET", "certificate_statuses/any", headers={"Accept": "text/html"}) == (
+        406,
+        "text/plain",
+        "No acceptable resource available.",
+    )
+    status, ctype, text = call("POST", "sign", b"not json")
+    assert (status, ctype) == (422, "application/json")
+    assert json.loads(text) == {
+        "kind": "schema-violation",
+        "submitted": None,
+        "error": "Request body is not JSON.",
+    }

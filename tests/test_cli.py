@@ -426,3 +426,38 @@ def test_sign_all_reports_an_unsignable_csr_and_signs_the_rest(ready: Path, sett
     result = run(ready, "sign", "n1", "n3", "--format", "json")
     assert result.exit_code == 4
     assert [r["signed"] for r in json.loads(result.stdout)] == [False, False]
+
+
+def test_pending_reason_is_spliced_the_same_everywhere(ready: Path, settings) -> None:
+    """CLI status/list and HTTP certificate_status(es) show one pending_reason, one way."""
+    from splitca.wsgi import make_app
+
+    from .conftest import wsgi_call
+
+    ca = CertificateAuthority.open(settings)
+    ca.submit_csr("p1", pki.pem(make_csr("p1")))
+    reason = ca.status("p1").reason
+    assert reason and "'" in reason
+    shown = json.loads(run(ready, "status", "p1", "--format", "json").stdout)
+    listed = json.loads(run(ready, "list", "--format", "json").stdout)
+    admin = x509.load_pem_x509_certificate(settings.effective_server_cert.read_bytes())
+    app = make_app(ca=ca)
+    one = json.loads(
+        wsgi_call(app, "GET", "/puppet-ca/v1/certificate_status/p1", client=admin).body
+    )
+    many = json.loads(
+        wsgi_call(app, "GET", "/puppet-ca/v1/certificate_statuses/any", client=admin).body
+    )
+    assert shown == listed[0] == one == many[0]
+    assert shown["pending_reason"] == reason and shown["state"] == "requested"
+
+
+def test_with_pending_reason_escapes_and_skips_empty() -> None:
+    status = '{"state":"requested","name":"x"}'
+    assert pki.with_pending_reason(status, "") == status
+    spliced = pki.with_pending_reason(status, 'no "match"\n\u00e9')
+    assert json.loads(spliced) == {
+        "state": "requested",
+        "name": "x",
+        "pending_reason": 'no "match"\n\u00e9',
+    }

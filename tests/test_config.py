@@ -78,3 +78,63 @@ def test_overrides_win_and_defaults_are_safe(tmp_path: Path) -> None:
     )
     assert d.crl_ttl == dt.timedelta(days=7) and d.listen == "127.0.0.1"
     assert d.effective_ca_name == "Puppet CA: ca.test"
+
+
+# --- every field coerces by its real type ------------------------------------------------------
+
+_BAD_BY_TYPE: dict[object, object] = {
+    dt.timedelta: "soon",
+    dt.timedelta | None: "soon",
+    Path: 5,
+    Path | None: "",
+    bool: "yes",
+    bool | str: 3,
+    int: True,
+    str: 5,
+    tuple[str, ...]: [1],
+}
+
+
+def _yaml_form(value: object) -> object:
+    """What a config file says for *value*."""
+    if isinstance(value, dt.timedelta):
+        return int(value.total_seconds())
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def test_every_field_round_trips_from_its_yaml_form_and_refuses_a_bad_value() -> None:
+    """Each Settings field is coerced by its real type hint: its default, written as YAML,
+    loads back to itself; a value of the wrong type is refused naming the key."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(Settings)
+    defaults = Settings.from_mapping({"cadir": "/tmp/ca", "certname": "ca.test"})
+    for f in dataclasses.fields(Settings):
+        hint = hints[f.name]
+        assert hint in _BAD_BY_TYPE, f"{f.name}: no coercion test for {hint}"
+        default = getattr(defaults, f.name)
+        raw = {"cadir": "/tmp/ca", "certname": "ca.test", f.name: _yaml_form(default)}
+        assert getattr(Settings.from_mapping(raw), f.name) == default, f.name
+        with pytest.raises(ConfigError, match=rf"^{f.name}: "):
+            Settings.from_mapping({**raw, f.name: _BAD_BY_TYPE[hint]})
+
+
+def test_coercion_takes_real_types_not_their_spelling() -> None:
+    """``_coerce`` works from the type objects, however the annotation was written."""
+    import datetime
+    import typing
+
+    from splitca.config import _coerce
+
+    assert _coerce("k", datetime.timedelta | None, None) is None
+    assert _coerce("k", typing.Optional[datetime.timedelta], "2h") == dt.timedelta(hours=2)  # noqa: UP045
+    assert _coerce("k", typing.Union[bool, str], "registry") == "registry"  # noqa: UP007
+    assert _coerce("k", tuple[str, ...], "a, b") == ("a", "b")
+    assert _coerce("k", Path | None, "/x") == Path("/x")
+    with pytest.raises(ConfigError, match=r"^k: expected true, false, registry or a path"):
+        _coerce("k", bool | str, 1.5)

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from splitca import _der, crlsync, pki
 from splitca.authority import CertificateAuthority
 from splitca.cli import cli
+from splitca.cli._base import Outcome
 from splitca.errors import CRLRejected
 
 from .apache_harness import Identity, issue
@@ -350,13 +351,13 @@ def untouched(master: Master, before: tuple[bytes, int]) -> bool:
 def test_first_sync_installs_and_reloads_then_nothing_changes(master, fake_ca, ca):
     fake_ca.body = ca.crl_pem()
     first = master.sync(fake_ca.url)
-    assert first.exit_code == crlsync.EXIT_UPDATED, first.output
+    assert first.exit_code == Outcome.CRL_UPDATED, first.output
     assert "Installed CRL number 0" in first.output
     assert master.crl.read_bytes() == ca.crl_pem()
     assert master.crl.stat().st_mode & 0o777 == 0o644
     assert master.reload_count() == 1
     again = master.sync(fake_ca.url)
-    assert again.exit_code == crlsync.EXIT_UNCHANGED, again.output
+    assert again.exit_code == Outcome.CRL_UNCHANGED, again.output
     assert "is current" in again.output
     assert master.reload_count() == 1  # reload only when the content changed
     path, headers, _ = fake_ca.requests[0]
@@ -370,7 +371,7 @@ def test_a_newer_crl_is_installed_to_every_destination(master, fake_ca, ca, tmp_
     hostcrl = tmp_path / "hostcrl.pem"
     fake_ca.body = signer.crl(4, serials=(17,))
     result = master.sync(fake_ca.url, "--dest", str(hostcrl), "--format", "json")
-    assert result.exit_code == crlsync.EXIT_UPDATED, result.output
+    assert result.exit_code == Outcome.CRL_UPDATED, result.output
     assert master.crl.read_bytes() == hostcrl.read_bytes() == fake_ca.body
     assert not untouched(master, before)
     assert '"crl_number":4' in result.output and '"reloaded":true' in result.output
@@ -380,12 +381,12 @@ def test_a_newer_crl_is_installed_to_every_destination(master, fake_ca, ca, tmp_
 def test_reload_when_someone_else_already_put_the_crl_in_place(master, fake_ca, ca):
     """E.g. the master's own puppet agent refreshed hostcrl: Apache must still reload."""
     fake_ca.body = ca.crl_pem()
-    assert master.sync(fake_ca.url).exit_code == crlsync.EXIT_UPDATED
+    assert master.sync(fake_ca.url).exit_code == Outcome.CRL_UPDATED
     newer = ca_signer(ca).crl(5)
     master.crl.write_bytes(newer)  # not us
     fake_ca.body = newer
     result = master.sync(fake_ca.url)
-    assert result.exit_code == crlsync.EXIT_UPDATED, result.output
+    assert result.exit_code == Outcome.CRL_UPDATED, result.output
     assert "not loaded; reloaded" in result.output
     assert master.reload_count() == 2
 
@@ -431,6 +432,17 @@ def test_too_large_answer_is_refused_without_reading_it_all(master, fake_ca, ca,
     assert result.exit_code == 7, result.output
     assert "CRL rejected (size)" in result.output
     assert untouched(master, before)
+
+
+def test_json_output_carries_the_outcome_exit_code(master, fake_ca, ca):
+    fake_ca.body = ca.crl_pem()
+    first = master.sync(fake_ca.url, "--format", "json")
+    out = json.loads(first.stdout)
+    assert first.exit_code == out["exit_code"] == 10 and out["outcome"] == "updated"
+    assert list(out)[-1] == "exit_code"  # the key order scripts saw before
+    again = master.sync(fake_ca.url, "--format", "json")
+    out = json.loads(again.stdout)
+    assert again.exit_code == out["exit_code"] == 0 and out["outcome"] == "unchanged"
 
 
 def test_json_output_names_the_failed_check(master, fake_ca, ca):
@@ -501,7 +513,7 @@ def test_failed_reload_is_exit_9_and_retried_next_time(master, fake_ca, ca):
     assert "exited with 3: nope" in failing.output
     assert master.crl.read_bytes() == ca.crl_pem()
     retry = master.sync(fake_ca.url)
-    assert retry.exit_code == crlsync.EXIT_UPDATED, retry.output
+    assert retry.exit_code == Outcome.CRL_UPDATED, retry.output
     assert master.reload_count() == 1
 
 
@@ -511,7 +523,7 @@ def test_a_gzipped_crl_is_installed_decoded(master, fake_ca, ca):
 
     fake_ca.body, fake_ca.encoding = gzip.compress(ca.crl_pem()), "gzip"
     result = master.sync(fake_ca.url)
-    assert result.exit_code == crlsync.EXIT_UPDATED, result.output
+    assert result.exit_code == Outcome.CRL_UPDATED, result.output
     assert master.crl.read_bytes() == ca.crl_pem()
     assert fake_ca.requests[0][1]["Accept-Encoding"] == "gzip, deflate"
 
@@ -531,16 +543,16 @@ def test_a_gzip_bomb_is_refused_as_size_and_the_installed_file_is_untouched(mast
 
 def test_force_reload_reloads_a_current_crl(master, fake_ca, ca):
     fake_ca.body = ca.crl_pem()
-    assert master.sync(fake_ca.url).exit_code == crlsync.EXIT_UPDATED
-    assert master.sync(fake_ca.url).exit_code == crlsync.EXIT_UNCHANGED
+    assert master.sync(fake_ca.url).exit_code == Outcome.CRL_UPDATED
+    assert master.sync(fake_ca.url).exit_code == Outcome.CRL_UNCHANGED
     assert master.reload_count() == 1
     forced = master.sync(fake_ca.url, "--force-reload", "--format", "json")
-    assert forced.exit_code == crlsync.EXIT_UPDATED, forced.output
+    assert forced.exit_code == Outcome.CRL_UPDATED, forced.output
     assert '"reloaded":true' in forced.output and '"changed":[]' in forced.output
     assert master.reload_count() == 2
     assert "reloaded (--force-reload)" in master.sync(fake_ca.url, "--force-reload").output
     assert master.reload_count() == 3
-    assert master.sync(fake_ca.url).exit_code == crlsync.EXIT_UNCHANGED
+    assert master.sync(fake_ca.url).exit_code == Outcome.CRL_UNCHANGED
     refused = master.sync(fake_ca.url, "--force-reload", "--no-reload")
     assert refused.exit_code == 2 and "--force-reload" in refused.output
 
@@ -556,7 +568,7 @@ def test_an_apache_reload_command_without_a_pidfile_is_warned_about(
     fake_ca.body = ca.crl_pem()
     with caplog.at_level(logging.WARNING):
         result = master.sync(fake_ca.url, "--reload-command", f"{apachectl} graceful")
-    assert result.exit_code == crlsync.EXIT_UPDATED, result.output
+    assert result.exit_code == Outcome.CRL_UPDATED, result.output
     assert "cannot be confirmed without --apache-pidfile" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -582,10 +594,10 @@ def test_no_reload_while_the_apache_in_the_pidfile_is_not_running(master, fake_c
         assert master.reload_count() == 0  # the command never ran
         assert master.crl.read_bytes() == ca.crl_pem()  # the CRL itself is installed
     retry = master.sync(fake_ca.url)
-    assert retry.exit_code == crlsync.EXIT_UPDATED, retry.output
+    assert retry.exit_code == Outcome.CRL_UPDATED, retry.output
     assert "not loaded; reloaded" in retry.output
     assert master.reload_count() == 1
-    assert master.sync(fake_ca.url).exit_code == crlsync.EXIT_UNCHANGED
+    assert master.sync(fake_ca.url).exit_code == Outcome.CRL_UNCHANGED
 
 
 def test_a_reload_the_running_apache_does_not_act_on_is_not_recorded(master, fake_ca, ca):
@@ -641,7 +653,7 @@ def test_timeout_covers_parsing_and_verifying_the_answer(master, fake_ca, ca, mo
     assert untouched(master, before)
     assert master.reload_count() == 0
     monkeypatch.setattr(crlsync, "verify_crl", real)
-    assert master.sync(fake_ca.url, "--timeout", "1").exit_code == crlsync.EXIT_UPDATED
+    assert master.sync(fake_ca.url, "--timeout", "1").exit_code == Outcome.CRL_UPDATED
 
 
 def test_the_environment_cannot_change_what_is_trusted(master, ca, tmp_path):
@@ -683,7 +695,7 @@ def test_client_certificate_and_legacy_path(master, fake_ca, ca, ca_server_ident
         "--client-key", str(ident.key),
         "--legacy-environment", "production",
     )  # fmt: skip
-    assert result.exit_code == crlsync.EXIT_UPDATED, result.output
+    assert result.exit_code == Outcome.CRL_UPDATED, result.output
     path, _, had_cert = fake_ca.requests[-1]
     assert path == "/production/certificate_revocation_list/ca"
     assert had_cert
@@ -692,16 +704,16 @@ def test_client_certificate_and_legacy_path(master, fake_ca, ca, ca_server_ident
 def test_conditional_get_uses_a_strong_last_modified(master, fake_ca, ca):
     fake_ca.body = ca.crl_pem()
     fake_ca.last_modified = email.utils.format_datetime(NOW - dt.timedelta(hours=1), usegmt=True)
-    assert master.sync(fake_ca.url).exit_code == crlsync.EXIT_UPDATED
+    assert master.sync(fake_ca.url).exit_code == Outcome.CRL_UPDATED
     assert "If-Modified-Since" not in fake_ca.requests[-1][1]
     again = master.sync(fake_ca.url)
-    assert again.exit_code == crlsync.EXIT_UNCHANGED, again.output
+    assert again.exit_code == Outcome.CRL_UNCHANGED, again.output
     assert fake_ca.requests[-1][1]["If-Modified-Since"] == fake_ca.last_modified
     # Someone replaced the installed file: fetch it all again rather than trust a 304.
     master.crl.write_bytes(b"tampered")
     third = master.sync(fake_ca.url)
     assert "If-Modified-Since" not in fake_ca.requests[-1][1]
-    assert third.exit_code == crlsync.EXIT_UPDATED and master.crl.read_bytes() == ca.crl_pem()
+    assert third.exit_code == Outcome.CRL_UPDATED and master.crl.read_bytes() == ca.crl_pem()
 
 
 @pytest.mark.parametrize(
@@ -832,7 +844,7 @@ def test_a_good_crl_replaces_an_installed_one_that_does_not_parse(master, fake_c
     fake_ca.body = ca_signer(ca).crl(4)
     with caplog.at_level(logging.WARNING, logger="splitca.crlsync"):
         result = master.sync(fake_ca.url)
-    assert result.exit_code == crlsync.EXIT_UPDATED, result.output
+    assert result.exit_code == Outcome.CRL_UPDATED, result.output
     assert master.crl.read_bytes() == fake_ca.body
     assert master.reload_count() == 1
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -884,7 +896,7 @@ def test_documented_exit_codes_and_checks_match_the_code():
     assert (codes[ConfigError], codes[StoreError], codes[RemoteError]) == (2, 5, 6)
     assert (codes[CRLRejected], codes[CRLStale], codes[ReloadFailed]) == (7, 8, 9)
     doc = (Path(__file__).resolve().parents[1] / "docs" / "split-ca.md").read_text()
-    for code in (crlsync.EXIT_UNCHANGED, crlsync.EXIT_UPDATED, 2, 5, 6, 7, 8, 9):
+    for code in (Outcome.CRL_UNCHANGED, Outcome.CRL_UPDATED, 2, 5, 6, 7, 8, 9):
         assert f"\n| {code} |" in doc, code
     for check in crlsync.CHECKS:
         assert re.search(rf"^\s*\| `{check}` \|", doc, re.MULTILINE), check

@@ -20,6 +20,7 @@ from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.autosign_registry import RedeemedLedger, RegistryAutosigner
 from splitca.cli import cli
+from splitca.compose import open_ca, open_registry
 from splitca.config import Settings
 from splitca.enrollment import cloud_config, register, render_user_data
 from splitca.errors import ConfigError, Conflict, InvalidRequest, NotFound, PolicyViolation
@@ -29,10 +30,9 @@ from splitca.registry import (
     Registration,
     check_token,
     hash_token,
-    open_registry,
     parse_record,
 )
-from splitca.wsgi import App
+from splitca.wsgi import make_app
 
 from .conftest import make_csr, setup_ca, write_config, wsgi_call
 
@@ -46,7 +46,7 @@ def rca(settings: Settings) -> CertificateAuthority:
     """A CA with ``autosign: registry`` over the default local registry."""
     s = settings.replace(autosign="registry")
     setup_ca(s)
-    return CertificateAuthority.open(s)
+    return open_ca(s)
 
 
 def audit_lines(ca: CertificateAuthority) -> list[dict[str, Any]]:
@@ -311,7 +311,7 @@ def test_audit_has_one_line_per_event_and_never_the_token(rca: CertificateAuthor
 
 
 def test_certificate_status_explains_pending(rca: CertificateAuthority, admin_cert: Any) -> None:
-    app = App(rca)
+    app = make_app(ca=rca)
     submit(rca, "why.example.com", None)
     r = wsgi_call(app, "GET", f"{V1}/certificate_status/why.example.com", client=admin_cert)
     assert r.status == 200
@@ -325,7 +325,7 @@ def test_certificate_status_explains_pending(rca: CertificateAuthority, admin_ce
 
 
 def test_registration_endpoint_needs_an_admin(rca: CertificateAuthority) -> None:
-    app = App(rca)
+    app = make_app(ca=rca)
     agent = rca.generate("plain.example.com", key_type="rsa", key_size=2048)[1]
     for client in (None, agent):
         for method, path in (
@@ -342,7 +342,7 @@ def test_registration_endpoint_round_trip(
     rca: CertificateAuthority, admin_cert: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("DEBUG")
-    app = App(rca)
+    app = make_app(ca=rca)
     body = {"classes": ["hadoop::worker"], "parameters": {"replicas": 3}, "ttl": "30m"}
     r = wsgi_call(
         app,
@@ -519,7 +519,7 @@ def test_post_registration_can_answer_with_user_data(
 ) -> None:
     """A remote provisioner gets ready-to-use user-data in one call; options are validated
     (nothing can inject lines into puppet.conf) before anything is registered."""
-    app = App(rca)
+    app = make_app(ca=rca)
     body = {"classes": ["hadoop::worker"], "user_data": {"server": "puppet.example.com"}}
     r = wsgi_call(
         app, "POST", f"{V1}/splitca/registrations", json.dumps(body).encode(), client=admin_cert
@@ -569,3 +569,71 @@ def test_cli_enroll_refuses_a_domain_that_makes_a_name_longer_than_a_cn(
     r = run(cfg, "enroll", "--domain", "n" * 15 + ".example.com", "--format", "json")
     assert r.exit_code == 0, r.output
     assert len(json.loads(r.stdout)["certname"]) == 64
+
+
+# --- wiring: `autosign: registry` is never silently "autosign nothing" ---------------------
+
+_OPEN_WAYS = {
+    # A fresh interpreter per way, so nothing another module registered at import helps.
+    "CertificateAuthority.open": (
+        "from splitca.authority import CertificateAuthority\nca = CertificateAuthority.open(s)"
+    ),
+    "compose.open_ca": "from splitca.compose import open_ca\nca = open_ca(s)",
+    "wsgi.make_app": "from splitca.wsgi import make_app\nca = make_app(s).ca",
+}
+
+
+@pytest.mark.parametrize("way", sorted(_OPEN_WAYS))
+def test_registry_autosign_is_used_or_refused_however_the_ca_is_opened(
+    settings: Settings, tmp_path: Path, way: str
+) -> None:
+    import subprocess
+    import sys
+
+    s = settings.replace(autosign="registry")
+    CertificateAuthority.setup(s)
+    _, token = register(open_registry(s), "w1.example.com", WORKER, ttl=dt.timedelta(hours=1))
+    (tmp_path / "csr.pem").write_bytes(pki.pem(make_csr("w1.example.com", password=token)))
+    cfg = write_config(tmp_path / "registry.yaml", s)
+    script = "\n".join(
+        [
+            "import sys",
+            "from pathlib import Path",
+            "from splitca.config import Settings",
+            "from splitca.errors import ConfigError",
+            f"s = Settings.load(Path({str(cfg)!r}))",
+            "try:",
+            *("    " + line for line in _OPEN_WAYS[way].splitlines()),
+            f"    r = ca.submit_csr('w1.example.com', Path({str(tmp_path / 'csr.pem')!r}).read_bytes())",
+            "except ConfigError as exc:",
+            "    print('refused:', exc); sys.exit(0)",
+            "print('signed' if r.signed else 'pending: ' + r.reason)",
+        ]
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.strip()
+    if way == "CertificateAuthority.open":  # the core alone has no registry: it says so
+        assert out.startswith("refused:") and "registry" in out, out
+    else:
+        assert out == "signed", out
+
+
+def test_an_autosign_name_missing_from_the_table_is_a_config_error(settings: Settings) -> None:
+    from splitca.compose import AUTOSIGN_STRATEGIES, build_autosigner
+    from splitca.errors import ConfigError
+    from splitca.policy import Deferred, make_autosigner
+
+    with pytest.raises(ConfigError, match="'registry' is not an autosign strategy"):
+        make_autosigner("registry", timeout=1.0, settings=settings)  # no table: refuse
+    with pytest.raises(ConfigError, match="known: registry"):
+        make_autosigner("bogus", timeout=1.0, strategies=AUTOSIGN_STRATEGIES)
+    built = build_autosigner(settings.replace(autosign="registry"))
+    assert isinstance(built, RegistryAutosigner)
+    calls: list[int] = []
+    deferred = Deferred(lambda: calls.append(1) or built)  # type: ignore[func-returns-value]
+    assert calls == []  # nothing built (nor refused) until it is used
+    assert deferred.description == built.description and calls == [1]
+    assert deferred.description and calls == [1]  # built once

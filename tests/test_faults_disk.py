@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from splitca.authority import CertificateAuthority
 from splitca.errors import LockTimeout, StoreError
 from splitca.store import parse_inventory
-from splitca.wsgi import App
+from splitca.wsgi import make_app
 
 from .conftest import REQUIRE_INTEROP, fast_key, make_csr, make_settings, wsgi_call
 
@@ -80,7 +80,7 @@ def test_full_disk_gives_503_loses_nothing_and_recovers(tiny_fs: Path) -> None:
     settings = make_settings(tiny_fs, autosign=True)
     CertificateAuthority.setup(settings)
     ca = CertificateAuthority.open(settings)
-    app = App(ca)
+    app = make_app(ca=ca)
     key = fast_key()
     filler = _fill(tiny_fs, leave=48 * 1024)
     received: dict[str, bytes] = {}

@@ -30,7 +30,7 @@ from splitca.authority import CertificateAuthority
 from splitca.config import Settings
 from splitca.errors import ConfigError, CRLRejected, InvalidRequest, SplitCAError
 from splitca.policy import allowlist_matches
-from splitca.wsgi import App
+from splitca.wsgi import make_app
 
 from .conftest import make_csr, make_settings, wsgi_call
 
@@ -51,7 +51,7 @@ class World:
         settings = make_settings(root, autosign=True)
         CertificateAuthority.setup(settings)
         self.ca = CertificateAuthority.open(settings)
-        self.app = App(self.ca)
+        self.app = make_app(ca=self.ca)
         self.admin = x509.load_pem_x509_certificate(settings.effective_server_cert.read_bytes())
         self.outside = self.files_outside()
 

@@ -20,7 +20,7 @@ from splitca import pki, usecases_revoke
 from splitca.authority import CertificateAuthority
 from splitca.errors import PolicyViolation
 from splitca.store import parse_inventory
-from splitca.wsgi import App
+from splitca.wsgi import App, make_app
 
 from .conftest import fast_key, make_csr, setup_ca, write_config, wsgi_call
 
@@ -71,7 +71,7 @@ def test_racing_csrs_for_one_name_sign_exactly_one(settings) -> None:
     """Eight different keys PUT the same name at once with autosign on: one certificate, not eight."""
     setup_ca(settings)
     ca = CertificateAuthority.open(settings.replace(autosign=True))
-    app = App(ca)
+    app = make_app(ca=ca)
     bodies = [pki.pem(make_csr("race.example.com")) for _ in range(8)]
     statuses: list[int] = []
     start = threading.Barrier(8)
@@ -186,7 +186,7 @@ def test_absurd_numbers_and_nesting_are_4xx_not_500(settings, path: str, body: b
     ca.submit_csr("huge", pki.pem(make_csr("huge")))
     admin = x509.load_pem_x509_certificate(settings.effective_server_cert.read_bytes())
     method = "POST" if path.endswith("/sign") else "PUT"
-    r = wsgi_call(App(ca), method, path, body, client=admin)
+    r = wsgi_call(make_app(ca=ca), method, path, body, client=admin)
     assert 400 <= r.status < 500, (r.status, r.text)
     assert "Traceback" not in r.text
 
@@ -195,7 +195,7 @@ def test_misconfigured_autosign_fails_at_start_not_on_every_csr(settings, tmp_pa
     setup_ca(settings)
     bad = settings.replace(autosign=str(tmp_path))  # a directory is neither allowlist nor program
     r = wsgi_call(
-        App(CertificateAuthority.open(bad)),
+        make_app(ca=CertificateAuthority.open(bad)),
         "PUT",
         f"{V1}/certificate_request/a1",
         pki.pem(make_csr("a1")),

@@ -242,6 +242,7 @@ def test_a_redirecting_registry_leaves_the_csr_pending(
     settings: Settings, web: Callable[..., Web], tmp_path: Path
 ) -> None:
     from splitca.authority import CertificateAuthority
+    from splitca.compose import open_ca
 
     from .conftest import make_csr
 
@@ -256,7 +257,7 @@ def test_a_redirecting_registry_leaves_the_csr_pending(
         registry_timeout=dt.timedelta(seconds=2),
     )
     CertificateAuthority.setup(s)
-    ca = CertificateAuthority.open(s)
+    ca = open_ca(s)
     try:
         result = ca.submit_csr(
             "h1.example.com", pki.pem(make_csr("h1.example.com", password=token))

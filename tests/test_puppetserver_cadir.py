@@ -17,7 +17,7 @@ from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.config import Settings
 from splitca.store import parse_serial
-from splitca.wsgi import App
+from splitca.wsgi import make_app
 
 from .conftest import (
     copy_fixture_cadir,
@@ -72,7 +72,7 @@ def test_reading_does_not_change_a_single_byte(tmp_path: Path) -> None:
     before = snapshot(cadir)
     settings = Settings.from_mapping({"cadir": str(cadir), "certname": "localhost"})
     ca = CertificateAuthority.open(settings)
-    app = App(ca)
+    app = make_app(ca=ca)
     admin = x509.load_pem_x509_certificate((cadir / "signed" / "localhost.pem").read_bytes())
     for path in [
         f"{V1}/certificate/ca",
@@ -88,7 +88,7 @@ def test_reading_does_not_change_a_single_byte(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", STATUS_NAMES)
 def test_certificate_status_matches_puppetserver(fixture_ca, name: str) -> None:
     ca, cadir = fixture_ca
-    app = App(ca)
+    app = make_app(ca=ca)
     admin = x509.load_pem_x509_certificate((cadir / "signed" / "localhost.pem").read_bytes())
     r = wsgi_call(app, "GET", f"{V1}/certificate_status/{name}", client=admin)
     assert r.status == 200
@@ -108,7 +108,7 @@ def test_localhost_status_before_setup(tmp_path: Path) -> None:
 def test_missing_and_cleaned_nodes_404_like_puppetserver(fixture_ca, name: str) -> None:
     ca, cadir = fixture_ca
     admin = admin_of(cadir)
-    r = wsgi_call(App(ca), "GET", f"{V1}/certificate_status/{name}", client=admin)
+    r = wsgi_call(make_app(ca=ca), "GET", f"{V1}/certificate_status/{name}", client=admin)
     assert (r.status, r.text) == (404, expected(f"{name}.json").strip())
 
 
@@ -116,7 +116,11 @@ def test_statuses_requested_matches_puppetserver(fixture_ca) -> None:
     ca, cadir = fixture_ca
     admin = admin_of(cadir)
     r = wsgi_call(
-        App(ca), "GET", f"{V1}/certificate_statuses/any", client=admin, query="state=requested"
+        make_app(ca=ca),
+        "GET",
+        f"{V1}/certificate_statuses/any",
+        client=admin,
+        query="state=requested",
     )
     assert json.loads(r.body) == json.loads(expected("_statuses_requested.json"))
 
@@ -134,7 +138,7 @@ def test_statuses_requested_matches_puppetserver(fixture_ca) -> None:
 def test_raw_responses_match_puppetserver(fixture_ca, endpoint: str) -> None:
     ca, cadir = fixture_ca
     admin = admin_of(cadir)
-    r = wsgi_call(App(ca), "GET", f"{V1}/{endpoint}", client=admin)
+    r = wsgi_call(make_app(ca=ca), "GET", f"{V1}/{endpoint}", client=admin)
     stem = "_" + endpoint.replace("/", "_")
     head = expected(f"{stem}.headers")
     status = int(head.split()[1])

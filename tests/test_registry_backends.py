@@ -18,10 +18,11 @@ from click.testing import CliRunner
 from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.cli import cli
+from splitca.compose import open_ca, open_registry
 from splitca.config import Settings
 from splitca.enrollment import register
 from splitca.errors import Conflict, RemoteError
-from splitca.registry import Classification, DirectoryRegistry, hash_token, open_registry
+from splitca.registry import Classification, DirectoryRegistry, hash_token
 from splitca.registry_http import HttpRegistry
 from splitca.registry_s3 import S3Registry
 
@@ -98,7 +99,7 @@ def http_ca(settings: Settings, web: RegistryServer) -> CertificateAuthority:
         autosign="registry", registry=web.url, registry_timeout=dt.timedelta(seconds=1)
     )
     setup_ca(s)
-    return CertificateAuthority.open(s)
+    return open_ca(s)
 
 
 def test_http_registry_enrolls_once_and_is_read_only(
@@ -188,7 +189,7 @@ def s3_ca(settings: Settings, s3: str) -> CertificateAuthority:
         autosign="registry", registry="s3://splitca-nodes/fleet", registry_s3_endpoint=s3
     )
     setup_ca(s)
-    return CertificateAuthority.open(s)
+    return open_ca(s)
 
 
 def s3_object(endpoint: str, key: str) -> dict[str, Any]:

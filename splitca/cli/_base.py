@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import importlib
 import json
 import logging
@@ -10,7 +11,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -36,9 +37,30 @@ from ..errors import (
 if TYPE_CHECKING:
     from ..authority import CertificateAuthority
 
-__all__ = ["EXIT_CODES", "Ctx", "cli", "exit_code_for", "format_option", "pass_ctx"]
+__all__ = [
+    "EXIT_CODES",
+    "Ctx",
+    "Outcome",
+    "cli",
+    "exit_code_for",
+    "finish",
+    "format_option",
+    "pass_ctx",
+]
 
-# Documented in docs/cli.md. Commands with richer outcomes (sync-crl) document their own.
+
+class Outcome(enum.IntEnum):
+    """Exit codes that are outcomes, not errors (docs/cli.md; sync-crl's in docs/split-ca.md)."""
+
+    OK = 0
+    FAILED = 1  # serve: its workers kept dying
+    NOT_REGISTERED = 1  # classify: an ENC's "no such node"
+    CRL_UNCHANGED = 0  # sync-crl: the installed CRL is current; nothing changed
+    CRL_UPDATED = 10  # sync-crl: a new CRL installed (and reloaded), or --force-reload reloaded
+
+
+# Errors, and a command's partial failures it reported itself name by name (finish(NotFound)).
+# Documented in docs/cli.md; sync-crl's use of them in docs/split-ca.md.
 EXIT_CODES: tuple[tuple[type[SplitCAError], int], ...] = (
     (ConfigError, 2),
     (ListenError, 2),  # serve: the address or port cannot be used (in use, not permitted)
@@ -57,11 +79,21 @@ EXIT_CODES: tuple[tuple[type[SplitCAError], int], ...] = (
 )
 
 
-def exit_code_for(exc: SplitCAError) -> int:
+def exit_code_for(outcome: Outcome | SplitCAError | type[SplitCAError]) -> int:
+    """The exit code of an outcome, or of an error (an instance, or its class)."""
+    if isinstance(outcome, Outcome):
+        return int(outcome)
+    kind = outcome if isinstance(outcome, type) else type(outcome)
     for cls, code in EXIT_CODES:
-        if isinstance(exc, cls):
+        if issubclass(kind, cls):
             return code
     return 1  # pragma: no cover - SplitCAError is last in the table
+
+
+def finish(outcome: Outcome | SplitCAError | type[SplitCAError]) -> NoReturn:
+    """End the command with *outcome*'s exit code, having reported it already (no "Error:"
+    line is added): ``finish(NotFound)`` after listing the names that were not found."""
+    raise click.exceptions.Exit(exit_code_for(outcome))
 
 
 @dataclass
@@ -90,7 +122,7 @@ class Ctx:
         if self._ca is None:
             from ..compose import open_ca
 
-            self._ca = open_ca(self.settings)
+            self._ca = open_ca(self.settings, autosign_at_start=False)  # the CLI never autosigns
         return self._ca
 
 

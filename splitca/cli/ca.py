@@ -15,10 +15,10 @@ from .. import pki
 from ..audit import Actor
 from ..authority import CertificateAuthority
 from ..config import parse_duration
-from ..errors import ConfigError, InvalidRequest, NotFound
+from ..errors import ConfigError, Conflict, InvalidRequest, NotFound
 from ..ports import Row
 from ..usecases_ssldir import ssldir_paths
-from ._base import Ctx, cli, echo_json, format_option, pass_ctx
+from ._base import Ctx, Outcome, cli, echo_json, finish, format_option, pass_ctx
 
 log = logging.getLogger(__name__)
 CLI_ACTOR = Actor("cli")
@@ -132,7 +132,7 @@ def serve(
     def ready(url: str) -> None:
         click.echo(f"splitca: CA ready at {url}/puppet-ca/v1 (cadir {c.settings.cadir})", err=True)
 
-    raise SystemExit(run(c.settings, ready=ready))
+    finish(Outcome(run(c.settings, ready=ready)))
 
 
 # --- listing -----------------------------------------------------------------------------
@@ -211,10 +211,7 @@ def status(c: Ctx, certname: str, fmt: str) -> None:
     if row is None:
         raise NotFound(f"nothing is known about {certname}")
     if fmt == "json":
-        d = row.as_dict()
-        if row.reason:
-            d["pending_reason"] = row.reason
-        echo_json(d)
+        echo_json(json.loads(pki.with_pending_reason(row.json(), row.reason)))
     else:
         click.echo(f"{row.name}: {row.state}")
         click.echo(_text_line(row))
@@ -288,7 +285,7 @@ def sign(
             else:
                 click.echo(f"Error: could not sign {r['certname']}: {r['error']}", err=True)
     if failed:
-        raise SystemExit(4)
+        finish(Conflict)  # "refused" (exit 4), each name's reason printed above
 
 
 _REASONS = {r.name: r for r in x509.ReasonFlags if r not in (x509.ReasonFlags.remove_from_crl,)}
@@ -323,7 +320,7 @@ def revoke(c: Ctx, certnames: tuple[str, ...], reason: str, fmt: str) -> None:
         for name in missing:
             click.echo(f"Error: no certificate to revoke for {name}", err=True)
     if missing:
-        raise SystemExit(3)
+        finish(NotFound)  # each missing name printed above
 
 
 @cli.command()
@@ -348,7 +345,7 @@ def clean(c: Ctx, certnames: tuple[str, ...], fmt: str) -> None:
         for name in missing:
             click.echo(f"Error: nothing to clean for {name}", err=True)
     if missing:
-        raise SystemExit(3)
+        finish(NotFound)  # each missing name printed above
 
 
 # --- generate --------------------------------------------------------------------------------

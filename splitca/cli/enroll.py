@@ -12,10 +12,12 @@ import click
 
 from .. import enrollment
 from ..audit import Actor, AuditLog
+from ..clock import utcnow
+from ..compose import open_registry
 from ..config import parse_duration
 from ..errors import ConfigError, InvalidRequest, StoreError
-from ..registry import Classification, Registry, open_registry
-from ._base import Ctx, cli, echo_json, format_option, pass_ctx
+from ..registry import Classification, Registry
+from ._base import Ctx, Outcome, cli, echo_json, finish, format_option, pass_ctx
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -254,7 +256,7 @@ def registrations_(c: Ctx, state: str | None, fmt: str) -> None:
 
     Tokens are never shown (they are not stored); token_id identifies one in the audit log.
     """
-    now = enrollment.utcnow()
+    now = utcnow()
     rows = [r.public(now) for r in enrollment.registrations(_registry(c))]
     if state:
         rows = [r for r in rows if r["state"] == state]
@@ -303,5 +305,5 @@ def classify(c: Ctx, certname: str) -> None:
     found = enrollment.classify(_registry(c), certname)
     if found is None:
         click.echo(f"splitca classify: {certname} is not registered", err=True)
-        raise SystemExit(1)
+        finish(Outcome.NOT_REGISTERED)
     click.echo(enrollment.enc_yaml(found), nl=False)

@@ -24,15 +24,13 @@ from ..config import parse_duration
 from ..crlsync import (
     CHECKS,
     DEFAULT_RELOAD_COMMAND,
-    EXIT_UNCHANGED,
-    EXIT_UPDATED,
     SyncConfig,
     SyncResult,
     sync_once,
     watch,
 )
 from ..errors import ConfigError, SplitCAError
-from ._base import Ctx, cli, echo_json, exit_code_for, format_option, pass_ctx
+from ._base import Ctx, Outcome, cli, echo_json, exit_code_for, finish, format_option, pass_ctx
 
 log = logging.getLogger(__name__)
 
@@ -455,8 +453,8 @@ def _default_name() -> str:
 
 _EXIT_HELP = f"""\b
 Exit codes (for timers and monitoring):
-  {EXIT_UNCHANGED}   the installed CRL is current; nothing changed
-  {EXIT_UPDATED}  a new CRL was installed (and Apache reloaded), or --force-reload reloaded
+  {Outcome.CRL_UNCHANGED:d}   the installed CRL is current; nothing changed
+  {Outcome.CRL_UPDATED:d}  a new CRL was installed (and Apache reloaded), or --force-reload reloaded
   2   bad arguments, or --ca-cert unreadable
   5   a --dest file could not be written (or another sync of them is stuck)
   6   the CA could not be reached or answered an error; installed CRL kept
@@ -615,9 +613,9 @@ def sync_crl(
             if fmt != "json":
                 raise  # the group prints it as one line, with its exit code
             _report(exc, fmt)
-            raise SystemExit(exit_code_for(exc)) from None
+            finish(exc)
         _report(result, fmt)
-        raise SystemExit(result.exit_code)
+        finish(_outcome(result))
     seconds = parse_duration(interval, key="--watch").total_seconds()
     stop = threading.Event()
 
@@ -665,6 +663,10 @@ def _reload_of(
     return system.reload_command, system.pidfile
 
 
+def _outcome(result: SyncResult) -> Outcome:
+    return Outcome.CRL_UPDATED if result.outcome == "updated" else Outcome.CRL_UNCHANGED
+
+
 def _report(result: SyncResult | SplitCAError, fmt: str) -> None:
     if isinstance(result, SplitCAError):
         code = exit_code_for(result)
@@ -676,7 +678,7 @@ def _report(result: SyncResult | SplitCAError, fmt: str) -> None:
             click.echo(f"Error: {result}", err=True)
         return
     if fmt == "json":
-        echo_json(result.as_dict())
+        echo_json({**result.as_dict(), "exit_code": exit_code_for(_outcome(result))})
     else:
         click.echo(result.describe())
 
