@@ -347,15 +347,20 @@ class FileStore:
         index afterwards (a full disk) does not fail the call: it is logged, and the
         index catches up from the file on its next refresh (its stamp for the CRL is
         recorded only when the index commits).
+
+        Raises:
+          NotDurable: the CRL is installed and recorded, but its rename could not be
+            synced (a crash could undo it); the caller reports failure.
         """
         tmp = self.cadir.stage(self.cadir.cacrl, pem)
         installed = False
+        not_durable: NotDurable | None = None
         try:
             with self.index.transaction() as conn:
                 try:
                     self.cadir.publish(tmp, self.cadir.cacrl)
-                except NotDurable as exc:  # renamed into place: it is what is served
-                    log.warning("CRL number %d is in effect, but %s", number, exc)
+                except NotDurable as exc:  # renamed into place: served, recorded, then reported
+                    not_durable = exc
                 installed = True
                 on_installed()
                 if added is not None:
@@ -375,6 +380,14 @@ class FileStore:
                 number,
                 exc,
             )
+        if not_durable is not None:
+            # Served now, but a crash could bring the previous CRL back (and the index would
+            # follow the file): the caller must not be told this is done.
+            raise NotDurable(
+                f"CRL number {number} is installed and served, but it could not be made durable "
+                f"({not_durable}); a crash could undo it: run 'splitca crl refresh --force' "
+                "once the storage is healthy"
+            ) from not_durable
 
 
 def _read_blob(path: Path) -> Blob | None:
