@@ -15,9 +15,10 @@ from typing import Any
 from . import pki
 from . import wsgi_registrations as _registrations
 from .authority import CertificateAuthority
-from .compose import open_ca
+from .compose import build_autosigner, open_ca
 from .config import MAX_TTL, Settings
 from .errors import (
+    ConfigError,
     Conflict,
     InvalidRequest,
     NotAcceptable,
@@ -46,6 +47,7 @@ from .httpapp import (
     printable,
     route,
 )
+from .policy import Autosigner, Deferred
 from .ports import Row
 
 __all__ = ["ROUTES", "App", "Request", "Response", "application", "error_response", "make_app"]
@@ -397,6 +399,18 @@ def make_app(
     return App(ca, default_routes() if routes is None else routes)
 
 
+def _open_for_wsgi(settings: Settings) -> CertificateAuthority:
+    """The CA under mod_wsgi, where a bad ``autosign`` must not take the whole API down:
+    it is logged once and CSR submissions answer 503 (the CA certificate, the CRL and
+    statuses keep being served), as with ``serve``'s refusal to start but without one."""
+    try:
+        autosigner: Autosigner = build_autosigner(settings)
+    except ConfigError as exc:
+        log.error("%s; certificate requests are answered 503 until it is fixed", exc)
+        autosigner = Deferred(lambda: build_autosigner(settings))
+    return open_ca(settings, autosigner=autosigner)
+
+
 _lazy_lock = threading.Lock()
 _lazy_app: App | None = None
 
@@ -414,7 +428,7 @@ def application(environ: Environ, start_response: StartResponse) -> Iterable[byt
                 path = environ.get("SPLITCA_CONFIG") or os.environ.get("SPLITCA_CONFIG")
                 try:
                     settings = Settings.load(Path(path) if path else None)
-                    _lazy_app = make_app(settings)
+                    _lazy_app = make_app(ca=_open_for_wsgi(settings))
                 except SplitCAError as exc:
                     log.error("splitca cannot start: %s", exc)
                     start_response("503 Service Unavailable", [("Content-Type", TEXT)])

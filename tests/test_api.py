@@ -6,15 +6,17 @@ import email.utils
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 from cryptography import x509
 
 from splitca import pki
+from splitca import wsgi as splitca_wsgi
 from splitca.authority import CertificateAuthority
 from splitca.wsgi import App, make_app
 
-from .conftest import fast_key, make_csr, setup_ca, wsgi_call
+from .conftest import fast_key, make_csr, make_settings, setup_ca, write_config, wsgi_call
 
 V1 = "/puppet-ca/v1"
 
@@ -789,3 +791,31 @@ def test_route_specific_error_answers_are_exact(tmp_path, settings, app, ca, adm
         "submitted": None,
         "error": "Request body is not JSON.",
     }
+
+
+def test_mod_wsgi_with_a_bad_autosign_still_serves_the_ca_and_crl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under mod_wsgi (the `application` entry point) an autosign setting that cannot be
+    honoured answers CSR submissions 503, while the CA certificate and the CRL, which every
+    agent and compile master needs, keep being served."""
+    not_a_policy = tmp_path / "policy.d"
+    not_a_policy.mkdir()
+    settings = make_settings(tmp_path, autosign=str(not_a_policy))
+    setup_ca(settings)
+    config = write_config(tmp_path / "splitca.yaml", settings)
+    monkeypatch.setattr(splitca_wsgi, "_lazy_app", None)
+    env = {"SPLITCA_CONFIG": str(config)}
+    for path in ("/puppet-ca/v1/certificate/ca", "/puppet-ca/v1/certificate_revocation_list/ca"):
+        got = wsgi_call(splitca_wsgi.application, "GET", path, environ_extra=env)  # type: ignore[arg-type]
+        assert got.status == 200, (path, got.text)
+    put = wsgi_call(
+        splitca_wsgi.application,  # type: ignore[arg-type]
+        "PUT",
+        "/puppet-ca/v1/certificate_request/n1",
+        pki.pem(make_csr("n1")),
+        headers={"Content-Type": "text/plain"},
+        environ_extra=env,
+    )
+    assert put.status == 503 and "autosign" in put.text, put.text
+    assert not (settings.cadir / "requests" / "n1.pem").exists()
