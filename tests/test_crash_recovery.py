@@ -19,7 +19,7 @@ from cryptography import x509
 
 from splitca import pki
 from splitca.authority import CertificateAuthority
-from splitca.store import parse_inventory
+from splitca.store.files.cadir import parse_inventory
 
 from .conftest import make_csr, openssl, setup_ca, write_config
 

@@ -19,9 +19,9 @@ from types import FrameType
 
 import click
 
-from .. import _fs, apache, pki
-from ..config import parse_duration
-from ..crlsync import (
+from splitca import fs, pki
+from splitca.split import apache
+from splitca.split.crlsync import (
     CHECKS,
     DEFAULT_RELOAD_COMMAND,
     SyncConfig,
@@ -29,6 +29,8 @@ from ..crlsync import (
     sync_once,
     watch,
 )
+
+from ..config import parse_duration
 from ..errors import ConfigError, SplitCAError
 from ._base import Ctx, Outcome, cli, echo_json, exit_code_for, finish, format_option, pass_ctx
 
@@ -393,7 +395,7 @@ def apache_config(
     if output is None:
         click.echo(text, nl=False)
     else:
-        _fs.atomic_write(output, text.encode("utf-8"), mode=0o644)
+        fs.atomic_write(output, text.encode("utf-8"), mode=0o644)
         click.echo(f"Wrote {output}", err=True)
     if hint:
         click.echo(hint, err=True)

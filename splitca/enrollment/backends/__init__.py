@@ -1,0 +1,1 @@
+"""Registry backends reached over the network: HTTP classifier and S3."""
