@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from splitca.core.audit import SYSTEM, Actor, AuditLog
-from splitca.core.policy import Autosigner, make_autosigner
+from splitca.core.autosign import Autosigner, make_autosigner
 from splitca.core.ports import Blob, Row
 from splitca.core.usecases import (
     crl as usecases_crl,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from splitca.core.policy import Autosigner, Deferred, Strategies, make_autosigner
+from splitca.core.autosign import Autosigner, Deferred, Strategies, make_autosigner
 from splitca.enrollment.autosign import RegistryAutosigner, make_registry_autosigner
-from splitca.enrollment.registry import DirectoryRegistry, Registry
+from splitca.enrollment.backends.directory import DirectoryRegistry
+from splitca.enrollment.registry import Registry
 
 from .authority import CertificateAuthority
 from .config import Settings

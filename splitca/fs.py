@@ -8,6 +8,7 @@ the directories are opened one by one with ``O_NOFOLLOW`` and the file is create
 or removed relative to the last one, so swapping a directory for a link after a check
 cannot redirect the write.
 """
+# Over 400 lines because the storage-safety primitives (atomic writes, O_NOFOLLOW opens, directory-relative renames, flock locks) are one reviewed mechanism.
 
 from __future__ import annotations
 

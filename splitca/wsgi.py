@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from splitca.http.routes_ca import application, make_app
+from splitca.http.wsgiapp import application, make_app
 
 __all__ = ["application", "make_app"]

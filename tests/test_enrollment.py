@@ -22,17 +22,17 @@ from splitca.cli import cli
 from splitca.compose import open_ca, open_registry
 from splitca.config import Settings
 from splitca.enrollment.autosign import RedeemedLedger, RegistryAutosigner
+from splitca.enrollment.backends.directory import DirectoryRegistry
 from splitca.enrollment.enroll import cloud_config, register, render_user_data
 from splitca.enrollment.registry import (
     Classification,
-    DirectoryRegistry,
     Registration,
     check_token,
     hash_token,
     parse_record,
 )
 from splitca.errors import ConfigError, Conflict, InvalidRequest, NotFound, PolicyViolation
-from splitca.http.routes_ca import make_app
+from splitca.http.wsgiapp import make_app
 
 from .conftest import make_csr, setup_ca, write_config, wsgi_call
 
@@ -623,7 +623,7 @@ def test_registry_autosign_is_used_or_refused_however_the_ca_is_opened(
 
 def test_an_autosign_name_missing_from_the_table_is_a_config_error(settings: Settings) -> None:
     from splitca.compose import AUTOSIGN_STRATEGIES, build_autosigner
-    from splitca.core.policy import Deferred, make_autosigner
+    from splitca.core.autosign import Deferred, make_autosigner
     from splitca.errors import ConfigError
 
     with pytest.raises(ConfigError, match="'registry' is not an autosign strategy"):

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 
 from splitca.authority import CertificateAuthority
 from splitca.errors import LockTimeout, StoreError
-from splitca.http.routes_ca import make_app
+from splitca.http.wsgiapp import make_app
 from splitca.store.files.cadir import parse_inventory
 
 from .conftest import REQUIRE_INTEROP, fast_key, make_csr, make_settings, wsgi_call

@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.config import Settings
-from splitca.core.policy import allowlist_matches
+from splitca.core.autosign import allowlist_matches
 from splitca.errors import ConfigError, CRLRejected, InvalidRequest, SplitCAError
-from splitca.http.routes_ca import make_app
+from splitca.http.wsgiapp import make_app
 from splitca.split import crlsync
 
 from .conftest import make_csr, make_settings, wsgi_call

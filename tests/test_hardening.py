@@ -20,7 +20,8 @@ from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.core.usecases import revoke as usecases_revoke
 from splitca.errors import PolicyViolation
-from splitca.http.routes_ca import App, make_app
+from splitca.http.routes_ca import App
+from splitca.http.wsgiapp import make_app
 from splitca.store.files.cadir import parse_inventory
 
 from .conftest import fast_key, make_csr, setup_ca, write_config, wsgi_call

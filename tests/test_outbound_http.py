@@ -22,9 +22,10 @@ from cryptography.hazmat.primitives import serialization
 from splitca import pki
 from splitca.cli import cli
 from splitca.config import Settings
+from splitca.enrollment.backends.directory import DirectoryRegistry
 from splitca.enrollment.backends.http import HttpRegistry
 from splitca.enrollment.enroll import register
-from splitca.enrollment.registry import Classification, DirectoryRegistry
+from splitca.enrollment.registry import Classification
 from splitca.errors import ConfigError, RemoteError, ResponseTooLarge
 from splitca.split.client import HTTPClient, system_ca_bundle
 

@@ -16,7 +16,7 @@ from cryptography import x509
 from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.config import Settings
-from splitca.http.routes_ca import make_app
+from splitca.http.wsgiapp import make_app
 from splitca.store.files.cadir import parse_serial
 
 from .conftest import (

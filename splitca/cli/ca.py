@@ -1,4 +1,5 @@
 """Operator commands for the CA itself: setup, serve, list, sign, revoke, clean, generate, crl, index."""
+# Over 400 lines because it holds every CA command (setup, serve, list, status, sign, revoke, clean, generate, crl, index), each a thin parse-call-render.
 
 from __future__ import annotations
 

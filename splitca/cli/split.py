@@ -1,4 +1,5 @@
 """Split-CA commands for compile masters and the CA's Apache: apache-config and sync-crl."""
+# Over 400 lines because sync-crl and apache-config carry many options each; their logic lives in split/.
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from splitca import fs, pki
 from splitca.clock import utcnow
 from splitca.config import Settings
-from splitca.core import policy
+from splitca.core.autosign import AutosignDecision
 from splitca.enrollment.registry import Registry, describe_location
 from splitca.errors import SplitCAError, StoreError
 
@@ -99,7 +99,7 @@ class RegistryAutosigner:
     def description(self) -> str:
         return "registry (pre-registered certnames with a one-time token)"
 
-    def decide(self, certname: str, csr_pem: bytes, info: pki.CsrInfo) -> policy.AutosignDecision:
+    def decide(self, certname: str, csr_pem: bytes, info: pki.CsrInfo) -> AutosignDecision:
         now = self.clock()
         details: dict[str, object] = {"policy": "registry"}
         try:
@@ -111,15 +111,15 @@ class RegistryAutosigner:
                 details["registration_expires"] = outcome.record.expires.isoformat()
             if outcome.ok and outcome.record is not None:
                 if not self.ledger.claim(outcome.record.token_sha256, certname, now):
-                    return policy.AutosignDecision(False, "token already used", details)
-                return policy.AutosignDecision(True, outcome.reason, details)
-            return policy.AutosignDecision(False, outcome.reason, details)
+                    return AutosignDecision(False, "token already used", details)
+                return AutosignDecision(True, outcome.reason, details)
+            return AutosignDecision(False, outcome.reason, details)
         except SplitCAError as exc:
             log.warning("registry autosign for %s: %s", certname, exc)
-            return policy.AutosignDecision(False, f"registry unavailable: {exc}", details)
+            return AutosignDecision(False, f"registry unavailable: {exc}", details)
         except Exception:
             log.exception("registry autosign for %s crashed", certname)
-            return policy.AutosignDecision(False, "registry policy failed; see the CA log", details)
+            return AutosignDecision(False, "registry policy failed; see the CA log", details)
 
 
 def make_registry_autosigner(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -13,16 +12,14 @@ import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Protocol
 
-from splitca import fs, pki
-from splitca.errors import Conflict, InvalidRequest, NotFound, StoreError
+from splitca import pki
+from splitca.errors import InvalidRequest
 
 __all__ = [
     "MAX_RECORD_BYTES",
     "Classification",
-    "DirectoryRegistry",
     "Redemption",
     "Registration",
     "Registry",
@@ -303,103 +300,6 @@ def checked_name(certname: str) -> str:
     if problem := pki.certname_problem(certname):
         raise InvalidRequest(f"{certname!r} is not a valid certname: {problem}")
     return certname
-
-
-class DirectoryRegistry:
-    """One JSON file per certname in a local directory; atomic writes, a lock around every change.
-
-    The lock is an ``flock`` on ``<dir>/.lock``, so ``splitca register`` run by hand,
-    the CA's worker processes and their threads all serialise their read-modify-writes:
-    of two CSRs racing with the same token, exactly one redeems it.
-    """
-
-    def __init__(self, root: Path, *, lock_timeout: float = 10.0) -> None:
-        self.root = root
-        self._lock = fs.FileLock(root / ".lock", timeout=lock_timeout)
-
-    @property
-    def location(self) -> str:
-        return str(self.root)
-
-    def _path(self, certname: str) -> Path:
-        return self.root / f"{checked_name(certname)}.json"
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        try:
-            self.root.mkdir(mode=0o750, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create registry {self.root}: {exc.strerror}") from exc
-        with self._lock():
-            yield
-
-    def _read(self, certname: str, path: Path) -> Registration | None:
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_RECORD_BYTES + 1)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StoreError(f"cannot read registration {path}: {exc.strerror}") from exc
-        try:
-            return parse_record(data, certname)
-        except ValueError as exc:
-            raise StoreError(f"registration {path} is invalid: {exc}") from None
-
-    def get(self, certname: str) -> Registration | None:
-        try:
-            path = self._path(certname)
-        except InvalidRequest:
-            return None
-        return self._read(certname, path)
-
-    def add(self, record: Registration, *, replace: bool = False) -> None:
-        path = self._path(record.certname)
-        with self._locked():
-            if not replace and path.exists():
-                raise Conflict(
-                    f"{record.certname} is already registered; unregister it first "
-                    "(or replace the registration, which issues a new token)"
-                )
-            fs.atomic_write(path, record.to_json(), mode=RECORD_MODE)
-
-    def remove(self, certname: str) -> None:
-        path = self._path(certname)
-        with self._locked():
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                raise NotFound(f"{certname} is not registered") from None
-            except OSError as exc:
-                raise StoreError(f"cannot remove {path}: {exc.strerror}") from exc
-
-    def records(self) -> Iterator[Registration]:
-        try:
-            paths = sorted(self.root.glob("*.json"))
-        except OSError as exc:
-            raise StoreError(f"cannot list registry {self.root}: {exc.strerror}") from exc
-        for path in paths:
-            try:
-                record = self._read(path.stem, path)
-            except StoreError as exc:
-                log.warning("skipping %s", exc)
-                continue
-            if record is not None:
-                yield record
-
-    def redeem(self, certname: str, token: str | None, now: dt.datetime) -> Redemption:
-        try:
-            path = self._path(certname)
-        except InvalidRequest:
-            return Redemption(False, "no registration")
-        with self._locked():
-            record = self._read(certname, path)
-            reason = check_token(record, token, now)
-            if reason is not None or record is None:
-                return Redemption(False, reason or "no registration", record)
-            used = record.with_redeemed(now)
-            fs.atomic_write(path, used.to_json(), mode=RECORD_MODE)
-        return Redemption(True, "registered; token accepted", used)
 
 
 def describe_location(location: str) -> str:

@@ -1,4 +1,5 @@
 """The HTTP framework under splitca's API: requests, responses, routes, authorization, the error map."""
+# Over 400 lines because request parsing, auth, routing and the one error map are one mechanism; split, the error-to-status map would scatter.
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The WSGI app: Puppet's CA HTTP API (v1, legacy paths, status), assembled by ``make_app``."""
+"""The WSGI app: Puppet's CA HTTP API (v1, legacy paths, status), assembled by ``wsgiapp.make_app``."""
 
 from __future__ import annotations
 
@@ -6,16 +6,11 @@ import datetime as dt
 import email.utils
 import json
 import logging
-import os
-import threading
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from splitca import pki
-from splitca.authority import CertificateAuthority
-from splitca.compose import open_ca
-from splitca.config import MAX_TTL, Settings
+from splitca.config import MAX_TTL
 from splitca.core.ports import Row
 from splitca.errors import (
     Conflict,
@@ -26,7 +21,6 @@ from splitca.errors import (
     SplitCAError,
     UnsupportedMediaType,
 )
-from splitca.http import routes_registrations as _registrations
 from splitca.http.app import (
     ADMIN,
     AUTHENTICATED,
@@ -37,18 +31,16 @@ from splitca.http.app import (
     STATUS_V1,
     TEXT,
     App,
-    Environ,
     Request,
     Response,
     Route,
-    StartResponse,
     answer,
     error_response,
     printable,
     route,
 )
 
-__all__ = ["ROUTES", "App", "Request", "Response", "application", "error_response", "make_app"]
+__all__ = ["ROUTES", "App", "Request", "Response", "error_response"]
 
 log = logging.getLogger(__name__)
 
@@ -370,53 +362,3 @@ ROUTES: tuple[Route, ...] = (
     route("GET", r"/simple/?", PUBLIC, status_simple, prefix=STATUS_V1),
     route("GET", rf"/simple/{NAME}", PUBLIC, status_simple_service, prefix=STATUS_V1),
 )
-
-
-# --- factories -------------------------------------------------------------------------------
-
-
-def default_routes() -> tuple[Route, ...]:
-    """Every area's routes: Puppet's API and status service, then splitca's registrations."""
-    return (*ROUTES, *_registrations.ROUTES)
-
-
-def make_app(
-    settings: Settings | None = None,
-    *,
-    ca: CertificateAuthority | None = None,
-    routes: Sequence[Route] | None = None,
-) -> App:
-    """Build the app over an existing CA (``splitca setup`` first), or over *ca*.
-
-    The route table is assembled here, when the app is made: *routes*, or every area's.
-    """
-    if ca is None:
-        if settings is None:
-            raise TypeError("make_app needs settings or a ca")
-        ca = open_ca(settings)
-    return App(ca, default_routes() if routes is None else routes)
-
-
-_lazy_lock = threading.Lock()
-_lazy_app: App | None = None
-
-
-def application(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-    """Entry point for Apache mod_wsgi (``WSGIScriptAlias``) and other WSGI servers.
-
-    The config path comes from ``SPLITCA_CONFIG`` (Apache ``SetEnv`` or the process
-    environment). The app is built on the first request.
-    """
-    global _lazy_app
-    if _lazy_app is None:
-        with _lazy_lock:
-            if _lazy_app is None:
-                path = environ.get("SPLITCA_CONFIG") or os.environ.get("SPLITCA_CONFIG")
-                try:
-                    settings = Settings.load(Path(path) if path else None)
-                    _lazy_app = make_app(settings)
-                except SplitCAError as exc:
-                    log.error("splitca cannot start: %s", exc)
-                    start_response("503 Service Unavailable", [("Content-Type", TEXT)])
-                    return [f"splitca is not configured: {exc}\n".encode()]
-    return _lazy_app(environ, start_response)

@@ -1,4 +1,5 @@
 """The embedded HTTPS server: cheroot over TLS, worker processes, clean shutdown, CRL upkeep."""
+# Over 400 lines because the non-blocking request reader, the per-worker budget and the pre-fork supervisor share cheroot's plumbing.
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from splitca.errors import (
 )
 from splitca.http.app import App, error_response
 from splitca.http.reading import BodyReader, Budget, find_head_end, framing
-from splitca.http.routes_ca import make_app
+from splitca.http.wsgiapp import make_app
 
 __all__ = ["build_ssl_context", "serve"]
 

@@ -1,4 +1,5 @@
 """Apache 2.4 configuration for a split CA: validated site models rendered from package templates."""
+# Over 400 lines because each site model validates its inputs beside the template fields it fills.
 
 from __future__ import annotations
 

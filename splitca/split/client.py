@@ -1,4 +1,5 @@
 """The one outbound HTTP client (the CA for sync-crl, a registry): explicit trust, bounded time and size."""
+# Over 400 lines because the bounded outbound HTTP client (TLS, size and time limits, redirects) is one mechanism.
 
 from __future__ import annotations
 

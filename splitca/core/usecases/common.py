@@ -12,7 +12,8 @@ from cryptography import x509
 from splitca import pki
 from splitca.config import Settings
 from splitca.core.audit import AuditLog
-from splitca.core.policy import Approved, Autosigner, CsrRules
+from splitca.core.autosign import Autosigner
+from splitca.core.policy import Approved, CsrRules
 from splitca.core.ports import CAStore, Signer
 from splitca.errors import PolicyViolation
 

@@ -11,7 +11,8 @@ from cryptography import x509
 
 from splitca import pki
 from splitca.core.audit import SYSTEM, Actor
-from splitca.core.policy import Approved, AutosignDecision, check_subject, vet
+from splitca.core.autosign import AutosignDecision
+from splitca.core.policy import Approved, check_subject, vet
 from splitca.core.usecases.common import Deps, cert_fields, issue, refuse_duplicate, reserved_names
 from splitca.errors import NotFound, PolicyViolation
 

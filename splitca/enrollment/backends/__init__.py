@@ -1,1 +1,1 @@
-"""Registry backends reached over the network: HTTP classifier and S3."""
+"""Registry backends (implementations of the Registry protocol): a local directory, an HTTP classifier, S3."""

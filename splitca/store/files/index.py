@@ -6,6 +6,7 @@ directory/file stamps it has seen. Any other change (puppetserver, a restore, a
 crash between rename and commit) shows up as a stamp mismatch, and only then is the
 changed part rescanned.
 """
+# Over 400 lines because the index's schema, its stamp-driven incremental refresh and its queries share one transaction model.
 
 from __future__ import annotations
 
