@@ -1,4 +1,4 @@
-"""CSR vetting (puppetserver's rules, stricter on weak crypto) and autosign strategies."""
+"""CSR vetting: puppetserver's rules, stricter on weak crypto; an Approved record or a refusal."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pre-registration registry: records, one-time tokens, the backend interface, the local backend."""
+"""The pre-registration registry: records, one-time tokens and the backend interface (Registry)."""
 
 from __future__ import annotations
 

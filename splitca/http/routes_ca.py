@@ -1,4 +1,4 @@
-"""The WSGI app: Puppet's CA HTTP API (v1, legacy paths, status), assembled by ``wsgiapp.make_app``."""
+"""Puppet's CA HTTP API routes (v1, legacy paths, status), assembled by ``wsgiapp.make_app``."""
 
 from __future__ import annotations
 
