@@ -83,7 +83,7 @@ def main() -> int:
     sign_s = floors.rsa_sign_seconds(key_pem)
     py_floor = floors.python_start()
     cli_floor = floors.python_start("splitca.cli, splitca.cli.ca")
-    server_floor = floors.python_start("splitca.server, splitca.cli.ca")
+    server_floor = floors.python_start("splitca.http.server, splitca.cli.ca")
     fsync = floors.fsync_seconds(VAR)
     show(
         [
@@ -91,7 +91,7 @@ def main() -> int:
             Result("one RSA-4096 signature, one core", sign_s * 1000, "ms"),
             Result("python -c pass", py_floor, "s"),
             Result("CLI start floor (import splitca.cli)", cli_floor, "s"),
-            Result("server start floor (import splitca.server)", server_floor, "s"),
+            Result("server start floor (import splitca.http.server)", server_floor, "s"),
             Result("write+fsync of 100 bytes", fsync * 1000, "ms"),
         ]
     )

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from splitca import pki
-from splitca.store import format_serial, inventory_line
+from splitca.store.files.cadir import format_serial, inventory_line
 
 from ._common import VAR, cached_rsa_keys, splitca_cmd, write_config
 from .enroll import pristine_ca

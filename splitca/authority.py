@@ -14,27 +14,42 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from . import (
-    usecases_crl,
-    usecases_read,
-    usecases_renew,
-    usecases_revoke,
-    usecases_setup,
-    usecases_sign,
-    usecases_ssldir,
-    usecases_submit,
+from splitca.core.audit import SYSTEM, Actor, AuditLog
+from splitca.core.autosign import Autosigner, make_autosigner
+from splitca.core.ports import Blob, Row
+from splitca.core.usecases import (
+    crl as usecases_crl,
 )
-from .audit import SYSTEM, Actor, AuditLog
+from splitca.core.usecases import (
+    read as usecases_read,
+)
+from splitca.core.usecases import (
+    renew as usecases_renew,
+)
+from splitca.core.usecases import (
+    revoke as usecases_revoke,
+)
+from splitca.core.usecases import (
+    setup as usecases_setup,
+)
+from splitca.core.usecases import (
+    sign as usecases_sign,
+)
+from splitca.core.usecases import (
+    ssldir as usecases_ssldir,
+)
+from splitca.core.usecases import (
+    submit as usecases_submit,
+)
+from splitca.core.usecases.common import Deps, reserved_names, rules_of, state_of
+from splitca.core.usecases.setup import SetupResult
+from splitca.core.usecases.sign import BulkSignResult
+from splitca.core.usecases.submit import SubmitResult
+from splitca.store.files.filestore import FileStore
+from splitca.store.files.signer import KeyFileSigner
+
 from .clock import utcnow
 from .config import Settings
-from .filestore import FileStore
-from .policy import Autosigner, make_autosigner
-from .ports import Blob, Row
-from .signer import KeyFileSigner
-from .usecases_common import Deps, reserved_names, rules_of, state_of
-from .usecases_setup import SetupResult
-from .usecases_sign import BulkSignResult
-from .usecases_submit import SubmitResult
 
 __all__ = ["BulkSignResult", "CertificateAuthority", "SetupResult", "SubmitResult", "utcnow"]
 

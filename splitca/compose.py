@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from splitca.core.autosign import Autosigner, Deferred, Strategies, make_autosigner
+from splitca.enrollment.autosign import RegistryAutosigner, make_registry_autosigner
+from splitca.enrollment.backends.directory import DirectoryRegistry
+from splitca.enrollment.registry import Registry
+
 from .authority import CertificateAuthority
-from .autosign_registry import RegistryAutosigner, make_registry_autosigner
 from .config import Settings
-from .policy import Autosigner, Deferred, Strategies, make_autosigner
-from .registry import DirectoryRegistry, Registry
 
 __all__ = ["AUTOSIGN_STRATEGIES", "build_autosigner", "open_ca", "open_registry"]
 
@@ -19,7 +21,7 @@ def open_registry(settings: Settings) -> Registry:
     location = settings.effective_registry
     timeout = settings.registry_timeout.total_seconds()
     if location.startswith(("http://", "https://")):
-        from .registry_http import HttpRegistry
+        from splitca.enrollment.backends.http import HttpRegistry
 
         return HttpRegistry(
             location,
@@ -28,7 +30,7 @@ def open_registry(settings: Settings) -> Registry:
             ca_file=settings.registry_ca_file,
         )
     if location.startswith("s3://"):
-        from .registry_s3 import S3Registry
+        from splitca.enrollment.backends.s3 import S3Registry
 
         return S3Registry(
             location,

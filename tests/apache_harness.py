@@ -28,9 +28,10 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from splitca import apache, pki
+from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.cli.split import server_modules
+from splitca.split import apache
 
 from .conftest import REPO, free_port, require_program
 

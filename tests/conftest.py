@@ -31,7 +31,8 @@ from cryptography.x509.oid import NameOID
 from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.config import Settings
-from splitca.wsgi import App, make_app
+from splitca.http.routes_ca import App
+from splitca.http.wsgiapp import make_app
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_CADIR = REPO.parent / "shared" / "fixtures" / "puppetserver-7.9.5-cadir"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from splitca import apache
 from splitca.authority import CertificateAuthority
 from splitca.cli import cli
 from splitca.errors import ConfigError
+from splitca.split import apache
 
 from .apache_harness import apache_binary, issue, modules_dir, require_module, wsgi_python_home  # noqa: F401
 from .conftest import REPO, write_config

@@ -13,8 +13,9 @@ import pytest
 import trustme
 from cryptography import x509
 
-from splitca import apache, pki
+from splitca import pki
 from splitca.authority import CertificateAuthority
+from splitca.split import apache
 
 from .apache_harness import (
     Identity,

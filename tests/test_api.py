@@ -12,9 +12,10 @@ import pytest
 from cryptography import x509
 
 from splitca import pki
-from splitca import wsgi as splitca_wsgi
 from splitca.authority import CertificateAuthority
-from splitca.wsgi import App, make_app
+from splitca.http import wsgiapp as splitca_wsgi
+from splitca.http.routes_ca import App
+from splitca.http.wsgiapp import make_app
 
 from .conftest import fast_key, make_csr, make_settings, setup_ca, write_config, wsgi_call
 
@@ -517,7 +518,7 @@ def test_sign_all_signs_past_a_csr_that_cannot_be_signed_through_the_server(
     CSR is signed; the failure takes no serial (two workers, real HTTPS)."""
     import requests
 
-    from splitca.store import parse_inventory
+    from splitca.store.files.cadir import parse_inventory
 
     setup_ca(settings)
     ca = CertificateAuthority.open(settings)
@@ -576,9 +577,9 @@ def test_put_of_a_name_longer_than_a_cn_is_400_with_autosign_and_costs_nothing(
 def test_a_refused_issue_takes_no_serial(ca: CertificateAuthority) -> None:
     """Whatever cryptography refuses while building a certificate is refused before a
     serial or an inventory line is taken (here a CN too long, bypassing the name check)."""
+    from splitca.core.policy import Approved
+    from splitca.core.usecases.common import issue
     from splitca.errors import PolicyViolation
-    from splitca.policy import Approved
-    from splitca.usecases_common import issue
 
     serial = ca.store.cadir.read_serial()
     inventory = ca.store.cadir.inventory.read_bytes()

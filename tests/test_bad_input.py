@@ -15,7 +15,8 @@ from cryptography.x509.oid import NameOID
 
 from splitca import pki
 from splitca.authority import CertificateAuthority
-from splitca.wsgi import App, make_app
+from splitca.http.routes_ca import App
+from splitca.http.wsgiapp import make_app
 
 from .conftest import fast_key, make_csr, setup_ca, snapshot, wsgi_call
 

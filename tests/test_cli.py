@@ -18,7 +18,7 @@ from cryptography import x509
 from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.cli import cli
-from splitca.index import Row
+from splitca.store.files.index import Row
 
 from .conftest import make_csr, setup_ca, snapshot, write_config
 
@@ -430,7 +430,7 @@ def test_sign_all_reports_an_unsignable_csr_and_signs_the_rest(ready: Path, sett
 
 def test_pending_reason_is_spliced_the_same_everywhere(ready: Path, settings) -> None:
     """CLI status/list and HTTP certificate_status(es) show one pending_reason, one way."""
-    from splitca.wsgi import make_app
+    from splitca.http.wsgiapp import make_app
 
     from .conftest import wsgi_call
 

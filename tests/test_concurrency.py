@@ -15,7 +15,7 @@ from cryptography import x509
 
 from splitca import pki
 from splitca.authority import CertificateAuthority
-from splitca.store import parse_inventory
+from splitca.store.files.cadir import parse_inventory
 
 from .conftest import fast_key, make_csr, setup_ca
 

@@ -19,7 +19,7 @@ from cryptography import x509
 
 from splitca import pki
 from splitca.authority import CertificateAuthority
-from splitca.store import parse_inventory
+from splitca.store.files.cadir import parse_inventory
 
 from .conftest import make_csr, openssl, setup_ca, write_config
 
@@ -27,7 +27,8 @@ DIE = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from splitca import _fs, authority, index
+    from splitca import authority, fs
+    from splitca.store.files import index
     from splitca.config import Settings
 
     config, point, name = sys.argv[1:4]
@@ -38,15 +39,15 @@ DIE = textwrap.dedent(
         os._exit(137)
 
     if point == "after-inventory":       # inventory line (the serial's durable record) written, serial file not
-        from splitca import store
-        store.CADir.write_serial = die
+        from splitca.store.files import cadir
+        cadir.CADir.write_serial = die
     elif point == "before-publish":      # serial + inventory written, certificate not yet in place
-        real_publish = _fs.publish
+        real_publish = fs.publish
         def publish(tmp, path, **kw):
             if path.parent.name == "signed":
                 die()
             return real_publish(tmp, path, **kw)
-        _fs.publish = publish
+        fs.publish = publish
     elif point == "before-index-commit":  # certificate renamed into place, CSR removed, index not committed
         real_record = index.Index.record
         def record(self, conn, *which):

@@ -28,11 +28,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from splitca import _der, crlsync, pki
+from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.cli import cli
 from splitca.cli._base import Outcome
 from splitca.errors import CRLRejected
+from splitca.pki import asn1
+from splitca.split import crlsync
 
 from .apache_harness import Identity, issue
 from .conftest import free_port, make_settings
@@ -780,7 +782,7 @@ def test_watch_keeps_syncing_until_sigterm(master, fake_ca, ca):
 def _children(der: bytes, start: int, end: int) -> list[bytes]:
     out, pos = [], start
     while pos < end:
-        _, _, stop = _der._read(der, pos)
+        _, _, stop = asn1._read(der, pos)
         out.append(der[pos:stop])
         pos = stop
     return out
@@ -793,21 +795,21 @@ def with_duplicate_extension(signer: Signer, number: int) -> bytes:
     ValueError) when the extensions are read."""
     crl = x509.load_pem_x509_crl(signer.crl(number))
     tbs = crl.tbs_certlist_bytes
-    _, start, end = _der._read(tbs, 0)
+    _, start, end = asn1._read(tbs, 0)
     fields = _children(tbs, start, end)
     assert fields[-1][0] == 0xA0  # [0] crlExtensions
-    _, start, end = _der._read(fields[-1], 0)
+    _, start, end = asn1._read(fields[-1], 0)
     seq = fields[-1][start:end]
-    _, start, end = _der._read(seq, 0)
-    extra = _der.tlv(0x30, _der._OID_CRL_NUMBER + _der.tlv(0x04, _der.integer(999)))
+    _, start, end = asn1._read(seq, 0)
+    extra = asn1.tlv(0x30, asn1._OID_CRL_NUMBER + asn1.tlv(0x04, asn1.integer(999)))
     exts = [*_children(seq, start, end), extra]
-    tbs = _der.tlv(0x30, b"".join(fields[:-1]) + _der.tlv(0xA0, _der.tlv(0x30, b"".join(exts))))
+    tbs = asn1.tlv(0x30, b"".join(fields[:-1]) + asn1.tlv(0xA0, asn1.tlv(0x30, b"".join(exts))))
     der = crl.public_bytes(serialization.Encoding.DER)
-    _, start, end = _der._read(der, 0)
+    _, start, end = asn1._read(der, 0)
     algorithm = _children(der, start, end)[1]
     assert isinstance(signer.key, rsa.RSAPrivateKey) and crl.signature_hash_algorithm
     signature = signer.key.sign(tbs, padding.PKCS1v15(), crl.signature_hash_algorithm)
-    out = _der.pem_crl(_der.finish_crl(tbs, algorithm, signature))
+    out = asn1.pem_crl(asn1.finish_crl(tbs, algorithm, signature))
     probe = x509.load_pem_x509_crl(out)
     assert probe.is_signature_valid(signer.cert.public_key())  # type: ignore[arg-type]
     with pytest.raises(x509.DuplicateExtension):

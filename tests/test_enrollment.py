@@ -18,21 +18,21 @@ from hypothesis import strategies as st
 
 from splitca import pki
 from splitca.authority import CertificateAuthority
-from splitca.autosign_registry import RedeemedLedger, RegistryAutosigner
 from splitca.cli import cli
 from splitca.compose import open_ca, open_registry
 from splitca.config import Settings
-from splitca.enrollment import cloud_config, register, render_user_data
-from splitca.errors import ConfigError, Conflict, InvalidRequest, NotFound, PolicyViolation
-from splitca.registry import (
+from splitca.enrollment.autosign import RedeemedLedger, RegistryAutosigner
+from splitca.enrollment.backends.directory import DirectoryRegistry
+from splitca.enrollment.enroll import cloud_config, register, render_user_data
+from splitca.enrollment.registry import (
     Classification,
-    DirectoryRegistry,
     Registration,
     check_token,
     hash_token,
     parse_record,
 )
-from splitca.wsgi import make_app
+from splitca.errors import ConfigError, Conflict, InvalidRequest, NotFound, PolicyViolation
+from splitca.http.wsgiapp import make_app
 
 from .conftest import make_csr, setup_ca, write_config, wsgi_call
 
@@ -623,8 +623,8 @@ def test_registry_autosign_is_used_or_refused_however_the_ca_is_opened(
 
 def test_an_autosign_name_missing_from_the_table_is_a_config_error(settings: Settings) -> None:
     from splitca.compose import AUTOSIGN_STRATEGIES, build_autosigner
+    from splitca.core.autosign import Deferred, make_autosigner
     from splitca.errors import ConfigError
-    from splitca.policy import Deferred, make_autosigner
 
     with pytest.raises(ConfigError, match="'registry' is not an autosign strategy"):
         make_autosigner("registry", timeout=1.0, settings=settings)  # no table: refuse

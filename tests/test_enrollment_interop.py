@@ -21,8 +21,9 @@ import yaml
 
 from splitca import pki
 from splitca.config import Settings
-from splitca.enrollment import register
-from splitca.registry import Classification, DirectoryRegistry
+from splitca.enrollment.backends.directory import DirectoryRegistry
+from splitca.enrollment.enroll import register
+from splitca.enrollment.registry import Classification
 
 from .conftest import Agent, Server, make_csr, require_program, setup_ca, write_config
 

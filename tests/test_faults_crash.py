@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from splitca.authority import CertificateAuthority
-from splitca.store import parse_inventory
+from splitca.store.files.cadir import parse_inventory
 
 from .conftest import Server, fast_key, make_csr, openssl
 

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import serialization
 
 from splitca.authority import CertificateAuthority
 from splitca.errors import LockTimeout, StoreError
-from splitca.store import parse_inventory
-from splitca.wsgi import make_app
+from splitca.http.wsgiapp import make_app
+from splitca.store.files.cadir import parse_inventory
 
 from .conftest import REQUIRE_INTEROP, fast_key, make_csr, make_settings, wsgi_call
 

@@ -20,14 +20,14 @@ import pytest
 from click.testing import CliRunner, Result
 from cryptography import x509
 
-from splitca import _fs, pki
-from splitca.audit import AuditLog
+from splitca import fs, pki
 from splitca.authority import CertificateAuthority
 from splitca.cli import cli
 from splitca.config import Settings
+from splitca.core.audit import AuditLog
 from splitca.errors import NotDurable, StoreError
-from splitca.index import Index
-from splitca.store import CADir
+from splitca.store.files.cadir import CADir
+from splitca.store.files.index import Index
 
 from .conftest import copy_fixture_cadir, free_port, make_csr, make_settings, write_config
 from .test_faults_disk import _fill, tiny_fs  # noqa: F401 - tiny_fs is a fixture
@@ -313,7 +313,7 @@ def test_append_never_follows_a_symlink(tmp_path: Path) -> None:
     link = tmp_path / "inventory.txt"
     link.symlink_to(target)
     with pytest.raises(StoreError, match="symbolic link"):
-        _fs.append_line(link, b"0x0002 x y /CN=evil\n", mode=0o644)
+        fs.append_line(link, b"0x0002 x y /CN=evil\n", mode=0o644)
     assert target.read_bytes() == b"keep\n"
 
 
@@ -332,7 +332,7 @@ def test_lock_file_never_follows_a_symlink(tmp_path: Path) -> None:
     target = tmp_path / "victim"
     link = tmp_path / "serial.lock"
     link.symlink_to(target)  # dangling: following it would create the target
-    with pytest.raises(StoreError, match="symbolic link"), _fs.FileLock(link)():
+    with pytest.raises(StoreError, match="symbolic link"), fs.FileLock(link)():
         pass
     assert not target.exists()
 
@@ -359,7 +359,7 @@ def test_staging_replaces_a_planted_temp_link_and_rename_replaces_a_link(tmp_pat
     planted = tmp_path / f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     planted.symlink_to(target)
     dest.symlink_to(target)
-    _fs.atomic_write(dest, b"new\n", mode=0o644)
+    fs.atomic_write(dest, b"new\n", mode=0o644)
     assert target.read_bytes() == b"keep\n"
     assert not dest.is_symlink() and dest.read_bytes() == b"new\n"
     assert not os.path.lexists(planted)

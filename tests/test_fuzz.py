@@ -25,12 +25,13 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from splitca import crlsync, pki
+from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.config import Settings
+from splitca.core.autosign import allowlist_matches
 from splitca.errors import ConfigError, CRLRejected, InvalidRequest, SplitCAError
-from splitca.policy import allowlist_matches
-from splitca.wsgi import make_app
+from splitca.http.wsgiapp import make_app
+from splitca.split import crlsync
 
 from .conftest import make_csr, make_settings, wsgi_call
 

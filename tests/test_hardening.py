@@ -16,11 +16,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from splitca import pki, usecases_revoke
+from splitca import pki
 from splitca.authority import CertificateAuthority
+from splitca.core.usecases import revoke as usecases_revoke
 from splitca.errors import PolicyViolation
-from splitca.store import parse_inventory
-from splitca.wsgi import App, make_app
+from splitca.http.routes_ca import App
+from splitca.http.wsgiapp import make_app
+from splitca.store.files.cadir import parse_inventory
 
 from .conftest import fast_key, make_csr, setup_ca, write_config, wsgi_call
 
@@ -214,7 +216,7 @@ def test_misconfigured_autosign_fails_at_start_not_on_every_csr(settings, tmp_pa
 
 def test_enroll_user_data_makes_puppet7_agents_refresh_their_crl(settings) -> None:
     """Puppet 7 never re-fetches its CRL by default; enroll's puppet.conf makes it, before expiry."""
-    from splitca.enrollment import agent_crl_refresh_seconds, cloud_config
+    from splitca.enrollment.enroll import agent_crl_refresh_seconds, cloud_config
 
     seconds = agent_crl_refresh_seconds(settings.crl_ttl, settings.effective_crl_refresh_margin)
     assert 60 <= seconds <= settings.effective_crl_refresh_margin.total_seconds() / 2

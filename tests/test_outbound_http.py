@@ -21,12 +21,13 @@ from cryptography.hazmat.primitives import serialization
 
 from splitca import pki
 from splitca.cli import cli
-from splitca.client import HTTPClient, system_ca_bundle
 from splitca.config import Settings
-from splitca.enrollment import register
+from splitca.enrollment.backends.directory import DirectoryRegistry
+from splitca.enrollment.backends.http import HttpRegistry
+from splitca.enrollment.enroll import register
+from splitca.enrollment.registry import Classification
 from splitca.errors import ConfigError, RemoteError, ResponseTooLarge
-from splitca.registry import Classification, DirectoryRegistry
-from splitca.registry_http import HttpRegistry
+from splitca.split.client import HTTPClient, system_ca_bundle
 
 from .conftest import make_settings
 

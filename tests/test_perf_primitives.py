@@ -14,10 +14,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from splitca import _der, pki
-from splitca._batch import GroupCommit
-from splitca._fs import FileLock
+from splitca import pki
 from splitca.errors import LockTimeout, StoreError
+from splitca.fs import FileLock
+from splitca.pki import asn1
+from splitca.store.files.batch import GroupCommit
 
 from .conftest import openssl
 
@@ -121,7 +122,7 @@ def test_pem_of_der_matches_cryptography() -> None:
 )
 def test_crl_header_refuses_junk(junk: bytes) -> None:
     with pytest.raises(ValueError):
-        _der.read_crl_header(junk)
+        asn1.read_crl_header(junk)
 
 
 def test_group_commit_batches_and_keeps_results_apart() -> None:

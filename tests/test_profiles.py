@@ -13,7 +13,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.config import Settings
-from splitca.server import build_ssl_context
+from splitca.http.server import build_ssl_context
 
 from .conftest import make_csr, make_settings, openssl
 

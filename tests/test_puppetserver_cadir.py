@@ -16,8 +16,8 @@ from cryptography import x509
 from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.config import Settings
-from splitca.store import parse_serial
-from splitca.wsgi import make_app
+from splitca.http.wsgiapp import make_app
+from splitca.store.files.cadir import parse_serial
 
 from .conftest import (
     copy_fixture_cadir,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from splitca import _fs
-from splitca.autosign_registry import RedeemedLedger
+from splitca import fs
+from splitca.enrollment.autosign import RedeemedLedger
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 TOKEN = "ab" * 32
@@ -27,13 +27,13 @@ def fsynced_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Path]]:
     that the directory holding the new entry is fsynced before claim() returns True (the
     file's own fsync does not make its name durable)."""
     seen: list[Path] = []
-    real = _fs.fsync_dir
+    real = fs.fsync_dir
 
     def spy(path: Path) -> None:
         seen.append(Path(path))
         real(path)
 
-    monkeypatch.setattr(_fs, "fsync_dir", spy)
+    monkeypatch.setattr(fs, "fsync_dir", spy)
     yield seen
 
 

@@ -20,11 +20,12 @@ from splitca.authority import CertificateAuthority
 from splitca.cli import cli
 from splitca.compose import open_ca, open_registry
 from splitca.config import Settings
-from splitca.enrollment import register
+from splitca.enrollment.backends.directory import DirectoryRegistry
+from splitca.enrollment.backends.http import HttpRegistry
+from splitca.enrollment.backends.s3 import S3Registry
+from splitca.enrollment.enroll import register
+from splitca.enrollment.registry import Classification, hash_token
 from splitca.errors import Conflict, RemoteError
-from splitca.registry import Classification, DirectoryRegistry, hash_token
-from splitca.registry_http import HttpRegistry
-from splitca.registry_s3 import S3Registry
 
 from .conftest import free_port, make_csr, setup_ca, write_config
 

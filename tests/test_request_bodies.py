@@ -143,7 +143,7 @@ def serve(ca: CertificateAuthority, server_factory: Callable[..., Server]) -> Ca
 
 def test_chunked_decoding_does_not_depend_on_how_the_bytes_arrive() -> None:
     """Size lines, CRLFs and trailers split across reads (TLS records) decode the same."""
-    from splitca._http_read import BodyReader
+    from splitca.http.reading import BodyReader
 
     payload = bytes(range(256)) * 40
     wire = chunked(payload, 77).replace(b"\r\n", b'; ext="x"\r\n', 1)
@@ -173,7 +173,7 @@ def test_chunked_decoding_does_not_depend_on_how_the_bytes_arrive() -> None:
 def test_chunk_framing_counts_against_the_limit() -> None:
     """Size lines, extensions and CRLFs count too: at most limit + 64 KiB of framing, so a
     body of max_body_bytes is at most 2 * max_body_bytes + 64 KiB on the wire (413 beyond)."""
-    from splitca._http_read import BodyReader
+    from splitca.http.reading import BodyReader
 
     # the reviewer's case: 4 KiB of chunk extension per data byte
     reader = BodyReader(1024, None)
@@ -579,8 +579,8 @@ class FakeSocket:
 def fake_connection(max_body: int = 65536) -> tuple[Any, Any]:
     from types import SimpleNamespace
 
-    from splitca._http_read import Budget
-    from splitca.server import _Connection
+    from splitca.http.reading import Budget
+    from splitca.http.server import _Connection
 
     conn = object.__new__(_Connection)
     conn.remote_addr = "127.0.0.1"
@@ -612,8 +612,8 @@ def test_a_head_in_one_byte_records_is_read_in_linear_work() -> None:
 
 def test_a_body_that_keeps_coming_is_cut_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     """socket_timeout is checked while data keeps arriving, not only when the client pauses."""
-    from splitca import server as server_module
-    from splitca._http_read import BodyReader
+    from splitca.http import server as server_module
+    from splitca.http.reading import BodyReader
 
     clock = [1000.0]
 

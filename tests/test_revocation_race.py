@@ -22,7 +22,7 @@ from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.config import Settings
 from splitca.errors import Conflict
-from splitca.store import parse_inventory
+from splitca.store.files.cadir import parse_inventory
 
 from .conftest import Server, fast_key, make_csr, setup_ca
 

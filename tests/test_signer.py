@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from splitca import pki
 from splitca.errors import StoreError
-from splitca.signer import KeyFileSigner
-from splitca.store import CADir
+from splitca.store.files.cadir import CADir
+from splitca.store.files.signer import KeyFileSigner
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 

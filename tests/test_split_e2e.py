@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 import pytest
 from click.testing import CliRunner
 
-from splitca import apache
 from splitca.authority import CertificateAuthority
 from splitca.cli import cli
+from splitca.split import apache
 
 from .apache_harness import (
     IS_ROOT,

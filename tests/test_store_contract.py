@@ -22,9 +22,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from splitca import pki
-from splitca.filestore import FileStore
-from splitca.ports import CAStore
-from splitca.signer import LoadedKey
+from splitca.core.ports import CAStore
+from splitca.store.files.filestore import FileStore
+from splitca.store.files.signer import LoadedKey
 
 from .conftest import make_csr
 
@@ -51,7 +51,7 @@ IMPLEMENTATIONS = [
         "file",
         lambda root: FileStore(root),
         _lag_file_counter,
-        "from splitca.filestore import FileStore; store = FileStore(root)",
+        "from splitca.store.files.filestore import FileStore; store = FileStore(root)",
     ),
 ]
 

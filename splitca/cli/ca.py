@@ -1,4 +1,5 @@
 """Operator commands for the CA itself: setup, serve, list, sign, revoke, clean, generate, crl, index."""
+# Over 400 lines because it holds every CA command (setup, serve, list, status, sign, revoke, clean, generate, crl, index), each a thin parse-call-render.
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from pathlib import Path
 import click
 from cryptography import x509
 
+from splitca.core.audit import Actor
+from splitca.core.ports import Row
+from splitca.core.usecases.ssldir import ssldir_paths
+
 from .. import pki
-from ..audit import Actor
 from ..authority import CertificateAuthority
 from ..config import parse_duration
 from ..errors import ConfigError, Conflict, InvalidRequest, NotFound
-from ..ports import Row
-from ..usecases_ssldir import ssldir_paths
 from ._base import Ctx, Outcome, cli, echo_json, finish, format_option, pass_ctx
 
 log = logging.getLogger(__name__)
@@ -119,7 +121,7 @@ def serve(
     Stops cleanly on SIGTERM or Ctrl-C. Point agents at it with
     'puppet ssl bootstrap --ca_server HOST --ca_port PORT'.
     """
-    from ..server import serve as run
+    from splitca.http.server import serve as run
 
     if logging.getLogger().level == logging.WARNING:  # neither -v nor -q given
         logging.getLogger().setLevel(logging.INFO)  # a server's access log belongs on stderr

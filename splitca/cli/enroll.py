@@ -10,13 +10,14 @@ from typing import Any, TypeVar
 
 import click
 
-from .. import enrollment
-from ..audit import Actor, AuditLog
+from splitca.core.audit import Actor, AuditLog
+from splitca.enrollment import enroll as enrollment
+from splitca.enrollment.registry import Classification, Registry
+
 from ..clock import utcnow
 from ..compose import open_registry
 from ..config import parse_duration
 from ..errors import ConfigError, InvalidRequest, StoreError
-from ..registry import Classification, Registry
 from ._base import Ctx, Outcome, cli, echo_json, finish, format_option, pass_ctx
 
 F = TypeVar("F", bound=Callable[..., Any])

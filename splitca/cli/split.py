@@ -1,4 +1,5 @@
 """Split-CA commands for compile masters and the CA's Apache: apache-config and sync-crl."""
+# Over 400 lines because sync-crl and apache-config carry many options each; their logic lives in split/.
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from types import FrameType
 
 import click
 
-from .. import _fs, apache, pki
-from ..config import parse_duration
-from ..crlsync import (
+from splitca import fs, pki
+from splitca.split import apache
+from splitca.split.crlsync import (
     CHECKS,
     DEFAULT_RELOAD_COMMAND,
     SyncConfig,
@@ -29,6 +30,8 @@ from ..crlsync import (
     sync_once,
     watch,
 )
+
+from ..config import parse_duration
 from ..errors import ConfigError, SplitCAError
 from ._base import Ctx, Outcome, cli, echo_json, exit_code_for, finish, format_option, pass_ctx
 
@@ -393,7 +396,7 @@ def apache_config(
     if output is None:
         click.echo(text, nl=False)
     else:
-        _fs.atomic_write(output, text.encode("utf-8"), mode=0o644)
+        fs.atomic_write(output, text.encode("utf-8"), mode=0o644)
         click.echo(f"Wrote {output}", err=True)
     if hint:
         click.echo(hint, err=True)

@@ -1,0 +1,1 @@
+"""Use cases: short functions over the injected ports (store, signer, policy, audit, clock)."""

@@ -1,0 +1,152 @@
+"""Use cases: put serials on the CRL, keep the CRL fresh (re-issue before nextUpdate), describe it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+
+from cryptography import x509
+
+from splitca import pki
+from splitca.core.audit import SYSTEM, Actor
+from splitca.core.ports import CRLEntry
+from splitca.core.usecases.common import Deps
+from splitca.errors import StoreError
+
+__all__ = ["add_to_crl", "crl_info", "crl_needs_refresh", "refresh_crl"]
+
+log = logging.getLogger(__name__)
+
+
+def add_to_crl(
+    d: Deps, serials: set[int], reason: x509.ReasonFlags, *, actor: Actor = SYSTEM
+) -> set[int]:
+    """Put *serials* on a new CRL (one re-sign for all); returns those that were not on it."""
+    with d.store.locked("crl"):
+        current = d.store.revocations()
+        known = {row[0] for row in current}
+        now = d.clock()
+        new = [pki.Revocation(s, now, reason) for s in sorted(serials - known)]
+        if new:
+            when, code = now.timestamp(), pki.reason_code(reason)
+            rows = current + [(e.serial, when, code) for e in new]
+            write_crl(d, rows, now, added=new, actor=actor, reason=reason.name)
+    return {e.serial for e in new}
+
+
+def write_crl(
+    d: Deps,
+    entries: Sequence[CRLEntry],
+    now: dt.datetime,
+    *,
+    added: list[pki.Revocation] | None = None,
+    actor: Actor = SYSTEM,
+    reason: str | None = None,
+) -> int:
+    """Sign and publish the next CRL (the caller holds the crl lock); returns its number.
+
+    *entries* are (serial, unix time, CRLReason code). With *added*, only those are
+    new; otherwise the store's revocations are replaced. A ``crl-published`` audit
+    event is written the moment the CRL is in effect (see CAStore.publish_crl).
+    """
+    key = d.signer.current()
+    number = d.store.crl_number() + 1
+    der = key.sign_crl(
+        entries=entries,
+        number=number,
+        this_update=now - dt.timedelta(minutes=1),
+        next_update=now + d.settings.crl_ttl,
+    )
+    data = pki.pem_crl(der) + _other_crls(d, key.certificate)
+    fields: dict[str, object] = {"crl_number": number, "entries": len(entries)}
+    if added:
+        fields["revoked"] = [e.serial for e in added]
+    if reason is not None:
+        fields["reason"] = reason
+
+    def audit_it() -> None:
+        if not d.audit.event("crl-published", actor, **fields):
+            log.error("CRL number %d is in effect but its audit record is lost", number)
+
+    d.store.publish_crl(data, number=number, entries=entries, added=added, on_installed=audit_it)
+    log.info("Published CRL number %d with %d entries", number, len(entries))
+    return number
+
+
+def _other_crls(d: Deps, ca_cert: x509.Certificate) -> bytes:
+    """Other CAs' CRLs in the file (intermediate-CA setups): kept, after ours."""
+    try:
+        existing = d.store.crl().data
+    except StoreError:
+        return b""
+    issuer = ca_cert.subject.public_bytes()
+    return b"".join(
+        block + b"\n"
+        for block in pki.split_pem(existing, "X509 CRL")
+        if pki.crl_header(block).issuer != issuer
+    )
+
+
+def crl_needs_refresh(d: Deps) -> bool:
+    """True if our CRL is missing, unreadable, or within the refresh margin of nextUpdate.
+
+    Reads only the CRL's header, so it costs microseconds at any CRL size.
+    """
+    issuer = d.signer.current().certificate.subject.public_bytes()
+    header = None
+    for block in pki.split_pem(d.store.crl().data, "X509 CRL"):
+        try:
+            candidate = pki.crl_header(block)
+        except ValueError:
+            continue
+        if candidate.issuer == issuer:
+            header = candidate
+            break
+    if header is None or header.next_update is None:
+        return True
+    return header.next_update - d.clock() < d.settings.effective_crl_refresh_margin
+
+
+def refresh_crl(d: Deps, *, force: bool = False, actor: Actor = SYSTEM) -> bool:
+    """Re-issue the CRL (new number, fresh nextUpdate) if it is due or *force*.
+
+    With ``crl_prune_expired`` the entries of certificates that have expired (per
+    the issued records) are dropped, as RFC 5280 allows.
+    """
+    with d.store.locked("crl"):
+        if not force and not crl_needs_refresh(d):
+            return False
+        now = d.clock()
+        entries = d.store.revocations()
+        pruned = 0
+        if d.settings.crl_prune_expired:
+            expired = d.store.expired_serials(now)
+            kept = [e for e in entries if e[0] not in expired]
+            pruned = len(entries) - len(kept)
+            entries = kept
+        # Nothing pruned: the store's revocations stay as they are (only the number moves).
+        number = write_crl(d, entries, now, added=None if pruned else [], actor=actor)
+    d.audit.event("crl-refresh", actor, crl_number=number, entries=len(entries), pruned=pruned)
+    return True
+
+
+def crl_info(d: Deps) -> dict[str, object]:
+    """Number, dates, size and entry count of the CRL in effect (``splitca crl show``)."""
+    ca_cert = d.signer.current().certificate
+    served = d.store.crl().data
+    crl = pki.own_crl(served, d.store.ca_cert().data)
+    if crl is None:
+        raise StoreError("the CRL file holds no CRL")
+    now = d.clock()
+    next_update = crl.next_update_utc
+    return {
+        "issuer": crl.issuer.rfc4514_string(),
+        "crl_number": pki.crl_number(crl),
+        "this_update": crl.last_update_utc.isoformat(),
+        "next_update": next_update.isoformat() if next_update else None,
+        "seconds_to_next_update": int((next_update - now).total_seconds()) if next_update else None,
+        "entries": d.store.revoked_count(),
+        "bytes": len(served),
+        "signature_valid": crl.is_signature_valid(ca_cert.public_key()),  # type: ignore[arg-type]
+    }

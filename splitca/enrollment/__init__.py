@@ -1,0 +1,1 @@
+"""Enrollment context: the registry protocol, register/cloud-config use cases, registry backends."""

@@ -1,0 +1,440 @@
+"""Filesystem primitives: atomic writes with explicit modes, durable appends, cross-process locks.
+
+Nothing here writes through a symbolic link: every open for writing uses ``O_NOFOLLOW``
+(a planted link makes the operation fail with :class:`UnsafePath`, its target untouched),
+temporary files are created with ``O_EXCL``, and a rename replaces a link itself. With an
+*anchor* (the cadir), no directory between the anchor and the file may be a link either:
+the directories are opened one by one with ``O_NOFOLLOW`` and the file is created, renamed
+or removed relative to the last one, so swapping a directory for a link after a check
+cannot redirect the write.
+"""
+# Over 400 lines because the storage-safety primitives (atomic writes, O_NOFOLLOW opens, directory-relative renames, flock locks) are one reviewed mechanism.
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from splitca.errors import LockTimeout, NotDurable, StoreError, UnsafePath
+
+__all__ = [
+    "FileLock",
+    "SyncPoint",
+    "append_line",
+    "atomic_write",
+    "discard",
+    "fsync_dir",
+    "open_dir",
+    "open_nofollow",
+    "publish",
+    "read_bytes",
+    "refuse_symlink",
+    "stage",
+    "unlink",
+]
+
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _symlink_refused(path: os.PathLike[str] | str) -> UnsafePath:
+    return UnsafePath(
+        f"refusing to use {os.fspath(path)}: it is a symbolic link, and splitca never writes "
+        "through one (replace it with a regular file, and find out who made it)"
+    )
+
+
+def refuse_symlink(path: os.PathLike[str] | str) -> None:
+    """Raise :class:`UnsafePath` if *path* is a symbolic link (for paths opened by others: SQLite)."""
+    if os.path.islink(path):
+        raise _symlink_refused(path)
+
+
+def _is_link(name: str, dir_fd: int | None) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def open_dir(path: Path, anchor: Path | None = None) -> int:
+    """A descriptor of directory *path*; below *anchor* (if *path* is under it) no component
+    may be a symbolic link. The caller closes it.
+
+    Raises:
+      UnsafePath: a directory below *anchor* is a symbolic link.
+      OSError: anything else (a missing directory, say).
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    parts: tuple[str, ...] = ()
+    if anchor is not None:
+        try:
+            parts = path.relative_to(anchor).parts
+        except ValueError:
+            anchor = None
+    fd = os.open(anchor if anchor is not None else path, flags)
+    walked = anchor
+    try:
+        for part in parts:
+            assert walked is not None
+            walked = walked / part
+            try:
+                nfd = os.open(part, flags | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(part, fd):
+                    raise _symlink_refused(walked) from None
+                raise
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_nofollow(
+    path: os.PathLike[str] | str, flags: int, mode: int = 0o600, *, anchor: Path | None = None
+) -> int:
+    """``os.open`` that never follows a symbolic link in the last component (nor, with
+    *anchor*, in any directory below it).
+
+    Raises:
+      UnsafePath: *path* (or a directory below *anchor*) is a symbolic link.
+      OSError: anything else.
+    """
+    path = Path(path)
+    dir_fd = open_dir(path.parent, anchor) if anchor is not None else None
+    name = path.name if dir_fd is not None else str(path)
+    try:
+        return os.open(name, flags | _NOFOLLOW, mode, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and _is_link(name, dir_fd):
+            raise _symlink_refused(path) from None
+        raise
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
+
+
+def unlink(path: Path, *, anchor: Path | None = None) -> None:
+    """Remove *path* (not there: fine), never through a linked directory below *anchor*."""
+    try:
+        dir_fd = open_dir(path.parent, anchor)
+    except FileNotFoundError:
+        return
+    try:
+        os.unlink(path.name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry change (create, rename, unlink) to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def stage(
+    path: Path,
+    data: bytes,
+    *,
+    mode: int,
+    durable: bool = True,
+    tmpdir: Path | None = None,
+    anchor: Path | None = None,
+) -> Path:
+    """Write *data* to a temporary file for *path* with *mode*, fsynced; return its path.
+
+    Pair with :func:`publish`. Splitting the two lets a caller do the cheap rename
+    inside a short critical section while the write and fsync happen outside it.
+    The temporary file is a hidden sibling of *path*, or lives in *tmpdir* (which
+    must be on the same filesystem) so that staging leaves *path*'s directory alone.
+    """
+    tmp = (tmpdir or path.parent) / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        try:
+            fd = open_nofollow(tmp, flags, mode, anchor=anchor)
+        except FileExistsError:
+            # Left by a crashed process that had our pid, or planted: unlink removes the
+            # entry itself (never a link's target), then create afresh, exclusively.
+            unlink(tmp, anchor=anchor)
+            fd = open_nofollow(tmp, flags, mode, anchor=anchor)
+        try:
+            os.fchmod(fd, mode)  # umask must not widen or narrow the mode we chose
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise StoreError(f"could not write {path}: {exc.strerror or exc}") from exc
+    return tmp
+
+
+def publish(tmp: Path, path: Path, *, durable: bool = True, anchor: Path | None = None) -> None:
+    """Rename a staged file over *path* (atomic), then make the rename durable.
+
+    Raises:
+      StoreError: the rename failed; *path* is untouched and the staged file removed.
+      NotDurable: the rename happened (readers see the new file) but syncing it failed.
+    """
+    src = dst = -1
+    try:
+        try:
+            src = open_dir(tmp.parent, anchor)
+            dst = src if tmp.parent == path.parent else open_dir(path.parent, anchor)
+            os.replace(tmp.name, path.name, src_dir_fd=src, dst_dir_fd=dst)
+        except (OSError, UnsafePath) as exc:
+            if src >= 0:  # (not through a directory that turned out to be a link)
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp.name, dir_fd=src)
+            if isinstance(exc, UnsafePath):
+                raise
+            raise StoreError(f"could not write {path}: {exc.strerror or exc}") from exc
+        if durable:
+            try:
+                os.fsync(dst)
+            except OSError as exc:
+                raise NotDurable(
+                    f"{path} is in place but could not be synced: {exc.strerror or exc}"
+                ) from exc
+    finally:
+        for fd in {src, dst} - {-1}:
+            os.close(fd)
+
+
+def discard(tmp: Path) -> None:
+    """Remove a staged file that will not be published."""
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+
+
+def atomic_write(
+    path: Path, data: bytes, *, mode: int, durable: bool = True, anchor: Path | None = None
+) -> None:
+    """Replace *path* with *data* so readers see the old file or the new one, never a torn one.
+
+    The data goes to a temporary file in the same directory, which gets *mode*, is
+    fsynced, and is renamed over *path*; then the directory is fsynced. On any
+    failure (for example ENOSPC) the temporary file is removed and *path* is untouched.
+
+    Raises:
+      StoreError: the write failed; the message names the path and the OS error.
+    """
+    tmp = stage(path, data, mode=mode, durable=durable, anchor=anchor)
+    publish(tmp, path, durable=durable, anchor=anchor)
+
+
+def append_line(
+    path: Path, line: bytes, *, mode: int, durable: bool = True, anchor: Path | None = None
+) -> tuple[int, int]:
+    """Append one newline-terminated record to *path*, durably unless ``durable=False``.
+
+    A single ``write`` on an ``O_APPEND`` descriptor. Readers must tolerate a torn
+    last line after a crash (see :func:`splitca.store.files.cadir.parse_inventory`); callers
+    serialise appends with a lock. Returns (inode, size after the append), for a
+    later :func:`sync_upto`.
+    """
+    if not line.endswith(b"\n"):
+        raise ValueError("append_line needs a newline-terminated record")
+    try:
+        fd = open_nofollow(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode, anchor=anchor)
+        try:
+            # If a previous crash left a torn last line, start ours on a fresh line
+            # (read through the same descriptor: the file we append to, never another).
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line
+            try:
+                written = os.write(fd, line)
+                if written != len(line):
+                    raise OSError(errno.ENOSPC, "No space left on device (short write)")
+                if durable:
+                    os.fsync(fd)
+                st = os.fstat(fd)
+            except OSError:
+                # Leave no torn record behind (a full disk writes part of it).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StoreError(f"could not append to {path}: {exc.strerror or exc}") from exc
+    return st.st_ino, st.st_size
+
+
+class SyncPoint:
+    """Group fsync of an append-only file: ``sync_upto(mark)`` returns once the file is durable
+    at least up to *mark* (from :func:`append_line`); concurrent callers share one fsync."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._durable: tuple[int, int] = (-1, -1)
+
+    def sync_upto(self, mark: tuple[int, int]) -> None:
+        with self._lock:
+            ino, size = self._durable
+            if ino == mark[0] and size >= mark[1]:
+                return  # another thread's fsync already covered it
+            try:
+                fd = open_nofollow(self.path, os.O_RDONLY)
+                try:
+                    st = os.fstat(fd)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise StoreError(f"could not sync {self.path}: {exc.strerror or exc}") from exc
+            self._durable = (st.st_ino, st.st_size)
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """Return the file's bytes, or None if it does not exist."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+class _Slot:
+    """One lock file in this process: a thread lock and, while held, a cached descriptor."""
+
+    __slots__ = ("fd", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.fd: int | None = None
+
+
+_registry_lock = threading.Lock()
+_slots: dict[str, _Slot] = {}
+
+
+def _slot(path: Path) -> _Slot:
+    key = str(path)
+    with _registry_lock:
+        slot = _slots.get(key)
+        if slot is None:
+            slot = _slots[key] = _Slot()
+        return slot
+
+
+_generation = 0  # bumped in a forked child, so FileLocks drop slots cached before the fork
+
+
+def _reset_after_fork() -> None:
+    # A thread lock some other thread held at fork() would stay held forever in the
+    # child, and inherited descriptors share their flock with the parent: start afresh.
+    # (Closing an inherited copy does not release the parent's lock.)
+    global _registry_lock, _generation
+    _registry_lock = threading.Lock()
+    _generation += 1
+    for slot in _slots.values():
+        if slot.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(slot.fd)
+    _slots.clear()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+class FileLock:
+    """An exclusive lock shared by threads and processes, on a lock file.
+
+    Threads of one process queue on an in-process lock first (prompt hand-over, no
+    polling); the winner then takes ``flock`` on the process's descriptor for the
+    file, which excludes other processes. The descriptor stays open between uses
+    (no open/close per lock) and is re-opened if the lock file was replaced. Waits
+    are bounded: :class:`LockTimeout` after *timeout*.
+    """
+
+    def __init__(self, path: Path, *, timeout: float = 30.0, anchor: Path | None = None) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.anchor = anchor
+        self._cached: tuple[int, _Slot] | None = None
+
+    def _open(self, slot: _Slot) -> int:
+        if slot.fd is None:
+            try:
+                slot.fd = open_nofollow(
+                    self.path, os.O_RDWR | os.O_CREAT, 0o600, anchor=self.anchor
+                )
+            except OSError as exc:
+                raise StoreError(f"could not open lock {self.path}: {exc.strerror}") from exc
+        return slot.fd
+
+    def _drop(self, slot: _Slot) -> None:
+        if slot.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(slot.fd)
+            slot.fd = None
+
+    @contextlib.contextmanager
+    def __call__(self, timeout: float | None = None) -> Iterator[None]:
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        cached = self._cached
+        if cached is not None and cached[0] == _generation:
+            slot = cached[1]
+        else:
+            slot = _slot(self.path)
+            self._cached = (_generation, slot)
+        if not slot.lock.acquire(timeout=max(limit, 0)):
+            raise LockTimeout(f"timed out after {limit:g}s waiting for lock {self.path.name}")
+        try:
+            fd = self._flock(slot, deadline, limit)
+            try:
+                yield
+            finally:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                except OSError:
+                    self._drop(slot)  # closing releases it too
+        finally:
+            slot.lock.release()
+
+    def _flock(self, slot: _Slot, deadline: float, limit: float) -> int:
+        delay = 0.0001
+        while True:
+            fd = self._open(slot)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"timed out after {limit:g}s waiting for lock {self.path.name}"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.005)
+                continue
+            except OSError as exc:
+                self._drop(slot)
+                raise StoreError(f"could not lock {self.path}: {exc.strerror}") from exc
+            try:
+                same = os.fstat(fd).st_ino == os.lstat(self.path).st_ino
+            except OSError:
+                same = False
+            if same:
+                return fd
+            self._drop(slot)  # the lock file was removed or replaced: lock the new one

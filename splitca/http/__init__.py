@@ -1,0 +1,1 @@
+"""The HTTP edge: WSGI app (requests, routes, auth, error map), routes per area, embedded server."""

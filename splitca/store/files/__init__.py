@@ -1,0 +1,1 @@
+"""FileStore: puppetserver's cadir, the SQLite index, group commit and the key-file signer."""

@@ -1,0 +1,104 @@
+"""KeyFileSigner: the Signer over the cadir's ca_key.pem and ca_crt.pem, loaded once, reloaded on change."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
+
+from splitca import pki
+from splitca.core.ports import CRLEntry
+from splitca.errors import StoreError
+from splitca.store.files.cadir import CADir
+
+__all__ = ["KeyFileSigner", "LoadedKey"]
+
+
+@dataclass(frozen=True)
+class LoadedKey:
+    """The SigningKey of an in-memory private key."""
+
+    key: CertificateIssuerPrivateKeyTypes
+    certificate: x509.Certificate
+
+    def prepare_leaf(
+        self,
+        *,
+        public_key: CertificatePublicKeyTypes,
+        certname: str,
+        not_before: dt.datetime,
+        not_after: dt.datetime,
+        alt_names: Sequence[x509.GeneralName],
+        extensions: Sequence[x509.Extension[x509.ExtensionType]],
+    ) -> x509.CertificateBuilder:
+        return pki.leaf_builder(
+            ca_key=self.key,
+            ca_cert=self.certificate,
+            public_key=public_key,
+            certname=certname,
+            not_before=not_before,
+            not_after=not_after,
+            alt_names=alt_names,
+            extensions=extensions,
+        )
+
+    def sign_leaf(self, tbs: x509.CertificateBuilder, serial: int) -> x509.Certificate:
+        return pki.sign_leaf(tbs, self.key, serial)
+
+    def sign_crl(
+        self,
+        *,
+        entries: Iterable[CRLEntry],
+        number: int,
+        this_update: dt.datetime,
+        next_update: dt.datetime,
+    ) -> bytes:
+        return pki.build_crl_der(
+            ca_key=self.key,
+            ca_cert=self.certificate,
+            entries=entries,
+            number=number,
+            this_update=this_update,
+            next_update=next_update,
+        )
+
+
+class KeyFileSigner:
+    """Signs with the unencrypted CA key in the cadir (puppetserver's ``ca_key.pem``)."""
+
+    def __init__(self, cadir: CADir) -> None:
+        self._cadir = cadir
+        self._lock = threading.Lock()
+        self._loaded: tuple[str, LoadedKey] | None = None
+
+    def current(self) -> LoadedKey:
+        """The CA key and certificate, loaded once and reloaded if the files change."""
+        c = self._cadir
+        stamp = _stamp(c.cakey) + "|" + _stamp(c.cacert)
+        with self._lock:
+            if self._loaded is None or self._loaded[0] != stamp:
+                key = pki.load_private_key(c.read_ca_key())
+                certs = pki.load_certificates(c.read_ca_cert())
+                if not certs:
+                    raise StoreError(f"{c.cacert} holds no certificate")
+                cert = pki.signing_certificate(certs, key)
+                if cert is None:
+                    raise StoreError(f"no certificate in {c.cacert} matches {c.cakey}")
+                self._loaded = (stamp, LoadedKey(key, cert))
+            return self._loaded[1]
+
+
+def _stamp(path: os.PathLike[str]) -> str:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "missing"
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
