@@ -27,6 +27,7 @@ from splitca.config import Settings
 from splitca.core.audit import AuditLog
 from splitca.errors import NotDurable, StoreError
 from splitca.store.files.cadir import CADir
+from splitca.store.files.filestore import FileStore
 from splitca.store.files.index import Index
 
 from .conftest import copy_fixture_cadir, free_port, make_csr, make_settings, write_config
@@ -479,3 +480,25 @@ def test_serve_on_a_port_in_use_is_one_line(tmp_path: Path, workers: int) -> Non
     assert last.startswith(f"Error: cannot listen on 127.0.0.1:{port}: "), proc.stderr
     assert "in use" in last
     assert "CA ready" not in proc.stderr
+
+
+def test_setup_that_finds_a_ca_made_meanwhile_does_not_wait_on_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `setup --server-identity` at once: the one that finds the CA made by the other,
+    under the setup lock, goes on to the server identity instead of waiting for that lock
+    (not re-entrant) until LockTimeout."""
+    settings = make_settings(tmp_path)
+    CertificateAuthority.setup(settings)
+    (settings.cadir / "server" / "cert.pem").unlink()  # a run that stopped half-way
+    real = FileStore.missing_parts
+    calls = [0]
+
+    def made_meanwhile(self: FileStore) -> list[str]:
+        calls[0] += 1  # the first look finds no CA; by the second the other setup made it
+        return ["ca_crt.pem"] if calls[0] == 1 else real(self)
+
+    monkeypatch.setattr(FileStore, "missing_parts", made_meanwhile)
+    result = CertificateAuthority.setup(settings, server_identity=True)
+    assert not result.created
+    assert (settings.cadir / "server" / "cert.pem").exists()

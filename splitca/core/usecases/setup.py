@@ -61,24 +61,31 @@ def setup(d: Deps, *, server_identity: bool = False) -> SetupResult:
     d.store.prepare()
     with d.store.locked("setup"):
         present = d.store.present_parts()
-        if not d.store.missing_parts():  # a concurrent setup made it meanwhile
-            return _setup_existing(d, server_identity=server_identity)
-        if present:
-            raise StoreError(
-                f"Cannot initialize CA with partial state in {d.settings.cadir}: found "
-                f"{', '.join(present)} but not all of ca_crt.pem, ca_key.pem, "
-                "ca_crl.pem, serial. Restore the missing files or move the directory away; "
-                "splitca never replaces a CA key."
-            )
-        key = _create_ca(d)
-        msgs = [
-            f"Created CA '{d.settings.effective_ca_name}' in {d.settings.cadir} ({_describe(key)})."
-        ]
-        msgs += ensure_server_identity(d)
-        d.audit.event(
-            "setup", SYSTEM, ca_name=d.settings.effective_ca_name, cadir=str(d.settings.cadir)
+        made_meanwhile = not d.store.missing_parts()  # by a concurrent setup
+        if not made_meanwhile:
+            return _create(d, present)
+    # Outside the setup lock: _setup_existing takes it again (it is not re-entrant).
+    return _setup_existing(d, server_identity=server_identity)
+
+
+def _create(d: Deps, present: list[str]) -> SetupResult:
+    """Create the CA in an empty store (the caller holds the setup lock)."""
+    if present:
+        raise StoreError(
+            f"Cannot initialize CA with partial state in {d.settings.cadir}: found "
+            f"{', '.join(present)} but not all of ca_crt.pem, ca_key.pem, "
+            "ca_crl.pem, serial. Restore the missing files or move the directory away; "
+            "splitca never replaces a CA key."
         )
-        return SetupResult(True, msgs)
+    key = _create_ca(d)
+    msgs = [
+        f"Created CA '{d.settings.effective_ca_name}' in {d.settings.cadir} ({_describe(key)})."
+    ]
+    msgs += ensure_server_identity(d)
+    d.audit.event(
+        "setup", SYSTEM, ca_name=d.settings.effective_ca_name, cadir=str(d.settings.cadir)
+    )
+    return SetupResult(True, msgs)
 
 
 def _create_ca(d: Deps) -> CertificateIssuerPrivateKeyTypes:
