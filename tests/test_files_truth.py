@@ -502,3 +502,13 @@ def test_setup_that_finds_a_ca_made_meanwhile_does_not_wait_on_itself(
     result = CertificateAuthority.setup(settings, server_identity=True)
     assert not result.created
     assert (settings.cadir / "server" / "cert.pem").exists()
+
+
+def test_crl_show_of_a_file_that_holds_no_crl_names_the_file(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    CertificateAuthority.setup(settings)
+    config = write_config(tmp_path / "splitca.yaml", settings)
+    (settings.cadir / "ca_crl.pem").write_bytes(b"not a CRL\n")
+    result = splitca("--config", str(config), "crl", "show")
+    assert result.exit_code == 5, result.output
+    assert f"{settings.cadir / 'ca_crl.pem'} holds no CRL" in one_line_error(result)

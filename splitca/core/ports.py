@@ -166,6 +166,10 @@ class CAStore(Protocol):
         """Where *name*'s request is (or would be) kept, for messages."""
         ...
 
+    def crl_location(self) -> str:
+        """Where the CRL is kept, for messages."""
+        ...
+
     # --- writes --------------------------------------------------------------------------
     def save_csr(
         self, name: str, pem: bytes, csr: x509.CertificateSigningRequest, *, reason: str

@@ -137,7 +137,7 @@ def crl_info(d: Deps) -> dict[str, object]:
     served = d.store.crl().data
     crl = pki.own_crl(served, d.store.ca_cert().data)
     if crl is None:
-        raise StoreError("the CRL file holds no CRL")
+        raise StoreError(f"{d.store.crl_location()} holds no CRL")
     now = d.clock()
     next_update = crl.next_update_utc
     return {

@@ -146,6 +146,9 @@ class FileStore:
     def csr_location(self, name: str) -> str:
         return str(self.cadir.csr_path(name))
 
+    def crl_location(self) -> str:
+        return str(self.cadir.cacrl)
+
     # --- writes --------------------------------------------------------------------------
     def save_csr(
         self, name: str, pem: bytes, csr: x509.CertificateSigningRequest, *, reason: str
