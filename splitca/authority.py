@@ -234,7 +234,6 @@ class CertificateAuthority:
         key_type: str = "rsa",
         key_size: int = 4096,
         actor: Actor = SYSTEM,
-        replace: bool = False,
         key: CertificateIssuerPrivateKeyTypes | None = None,
     ) -> tuple[bytes, x509.Certificate]:
         return usecases_sign.generate(
@@ -245,7 +244,6 @@ class CertificateAuthority:
             key_type=key_type,
             key_size=key_size,
             actor=actor,
-            replace=replace,
             key=key,
         )
 

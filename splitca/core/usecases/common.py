@@ -15,9 +15,17 @@ from splitca.core.audit import AuditLog
 from splitca.core.autosign import Autosigner
 from splitca.core.policy import Approved, CsrRules
 from splitca.core.ports import CAStore, Signer
-from splitca.errors import PolicyViolation
+from splitca.errors import Conflict, PolicyViolation
 
-__all__ = ["Deps", "cert_fields", "issue", "refuse_duplicate", "reserved_names", "state_of"]
+__all__ = [
+    "Deps",
+    "cert_fields",
+    "issue",
+    "refuse_duplicate",
+    "refuse_taken",
+    "reserved_names",
+    "state_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +62,15 @@ def state_of(d: Deps, certname: str) -> str | None:
         return None
     row = d.store.status(certname)
     return None if row is None else row.state
+
+
+def refuse_taken(d: Deps, certname: str) -> None:
+    """Conflict if *certname* already has a certificate or CSR (``generate`` makes new ones)."""
+    if (state := state_of(d, certname)) is not None:
+        raise Conflict(
+            f"{certname} already has a {state} certificate; "
+            f"run 'splitca clean {certname}' first to replace it"
+        )
 
 
 def refuse_duplicate(d: Deps, name: str) -> None:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from splitca import pki
 from splitca.core.audit import SYSTEM, Actor
 from splitca.core.policy import Approved, check_subject, vet
-from splitca.core.usecases.common import Deps, cert_fields, issue, state_of
+from splitca.core.usecases.common import Deps, cert_fields, issue, refuse_taken
 from splitca.errors import Conflict, InvalidRequest, NotFound, PolicyViolation, SplitCAError
 
 __all__ = ["BulkSignResult", "generate", "sign", "sign_many"]
@@ -108,7 +108,6 @@ def generate(
     key_type: str = "rsa",
     key_size: int = 4096,
     actor: Actor = SYSTEM,
-    replace: bool = False,
     key: CertificateIssuerPrivateKeyTypes | None = None,
 ) -> tuple[bytes, x509.Certificate]:
     """Make a key and a certificate for *certname* here (trusted: SANs allowed).
@@ -123,11 +122,7 @@ def generate(
     if problem := pki.certname_problem(certname):
         raise InvalidRequest(f"{certname!r}: {problem}")
     with d.store.names_locked([certname]):
-        if not replace and (state := state_of(d, certname)) is not None:
-            raise Conflict(
-                f"{certname} already has a {state} certificate; "
-                f"run 'splitca clean {certname}' first to replace it"
-            )
+        refuse_taken(d, certname)
         if key is None:
             key = pki.generate_private_key(key_type, rsa_bits=key_size)
         exts = (pki.cli_auth_extension(),) if ca_client else ()

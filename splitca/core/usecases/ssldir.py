@@ -12,9 +12,9 @@ from cryptography import x509
 
 from splitca import fs, pki
 from splitca.core.audit import SYSTEM, Actor
-from splitca.core.usecases.common import Deps, state_of
+from splitca.core.usecases.common import Deps, refuse_taken
 from splitca.core.usecases.sign import generate
-from splitca.errors import Conflict, InvalidRequest, StoreError
+from splitca.errors import InvalidRequest, StoreError
 
 __all__ = ["generate_ssldir", "ssldir_paths"]
 
@@ -58,11 +58,7 @@ def generate_ssldir(
     ]
     try:
         _make_dirs(ssldir)
-        if (state := state_of(d, certname)) is not None:  # the answer that matters most first
-            raise Conflict(
-                f"{certname} already has a {state} certificate; "
-                f"run 'splitca clean {certname}' first to replace it"
-            )
+        refuse_taken(d, certname)  # the answer that matters most first (again under the lock)
         _refuse_taken(paths)
         key = pki.generate_private_key(key_type, rsa_bits=key_size)
         # The key is in its final place before the certificate is issued: an issued
