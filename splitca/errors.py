@@ -82,6 +82,10 @@ class UnsafePath(StoreError):
     """A path splitca would write is a symbolic link: refused, never followed."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached now (database down, cadir gone): retry later."""
+
+
 class NotDurable(StoreError):
     """A file was renamed into place (readers see it) but the rename could not be synced."""
 

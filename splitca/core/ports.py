@@ -124,6 +124,10 @@ class CAStore(Protocol):
         """Release this thread's resources (connections); the store stays usable."""
         ...
 
+    def ping(self) -> None:
+        """Return if the store can serve now; raise StoreUnavailable if it cannot (health)."""
+        ...
+
     # --- locks ---------------------------------------------------------------------------
     def locked(self, name: str) -> AbstractContextManager[None]:
         """Hold a named CA-wide lock (``crl``, ``setup``) across threads and processes."""

@@ -19,7 +19,7 @@ from cryptography import x509
 
 from splitca import fs, pki
 from splitca.core.ports import Blob, CRLEntry, Reservation
-from splitca.errors import NotDurable, StoreError
+from splitca.errors import NotDurable, StoreError, StoreUnavailable
 from splitca.store.files.batch import GroupCommit
 from splitca.store.files.cadir import KEY_MODE, CADir, inventory_line
 from splitca.store.files.index import Index, Row
@@ -90,6 +90,11 @@ class FileStore:
 
     def close(self) -> None:
         self.index.close()
+
+    def ping(self) -> None:
+        missing = self.missing_parts()
+        if missing:
+            raise StoreUnavailable(f"the CA in {self.cadir.root} lacks {', '.join(missing)}")
 
     # --- locks ---------------------------------------------------------------------------
     def locked(self, name: str) -> contextlib.AbstractContextManager[None]:
