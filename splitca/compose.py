@@ -10,10 +10,10 @@ from splitca.enrollment.autosign import RegistryAutosigner, make_registry_autosi
 from splitca.enrollment.backends.directory import DirectoryRegistry
 from splitca.enrollment.registry import Registry
 
-from .authority import CertificateAuthority
+from .authority import CertificateAuthority, SetupResult
 from .config import Settings
 
-__all__ = ["AUTOSIGN_STRATEGIES", "build_autosigner", "open_ca", "open_registry"]
+__all__ = ["AUTOSIGN_STRATEGIES", "build_autosigner", "open_ca", "open_registry", "setup_ca"]
 
 
 def open_registry(settings: Settings) -> Registry:
@@ -78,3 +78,8 @@ def open_ca(
             else Deferred(lambda: build_autosigner(settings))
         )
     return CertificateAuthority.open(settings, **kwargs)
+
+
+def setup_ca(settings: Settings, **kwargs: Any) -> SetupResult:
+    """Create the CA named by ``settings`` (see :func:`splitca.core.usecases.setup.setup`)."""
+    return CertificateAuthority.setup(settings, **kwargs)

@@ -17,7 +17,7 @@ from splitca.core.ports import Row
 from splitca.core.usecases.ssldir import ssldir_paths
 
 from .. import pki
-from ..authority import CertificateAuthority
+from ..compose import setup_ca
 from ..config import parse_duration
 from ..errors import ConfigError, Conflict, InvalidRequest, NotFound
 from ._base import Ctx, Outcome, cli, echo_json, finish, format_option, pass_ctx
@@ -89,7 +89,7 @@ def setup(
         ec_curve=ec_curve,
         ca_ttl=ca_ttl,
     )
-    result = CertificateAuthority.setup(c.settings, server_identity=server_identity)
+    result = setup_ca(c.settings, server_identity=server_identity)
     if fmt == "json":
         echo_json(
             {"created": result.created, "cadir": str(c.settings.cadir), "messages": result.messages}
