@@ -160,27 +160,25 @@ class FileStore:
     ) -> None:
         path = self.cadir.csr_path(name)
         tmp = self.cadir.stage(path, pem)
-        with self.index.transaction() as conn:
+        with self.index.transaction(changes=("requests",)) as conn:
             self.cadir.publish(tmp, path)
             self.index.put_csr(conn, name, csr, reason=reason)
             self.index.record(conn, "requests")
 
     def delete_csr(self, name: str) -> None:
-        with self.index.transaction() as conn:
+        with self.index.transaction(changes=("requests",)) as conn:
             self.cadir.unlink(self.cadir.csr_path(name))
             self.index.delete_csr(conn, name)
             self.index.record(conn, "requests")
 
     def delete_cert(self, name: str, *, and_csr: bool = False) -> None:
-        with self.index.transaction() as conn:
+        with self.index.transaction(changes=("signed", "requests")) as conn:
             self.cadir.unlink(self.cadir.cert_path(name))
             self.index.delete_cert(conn, name)
             if and_csr:
                 self.cadir.unlink(self.cadir.csr_path(name))
                 self.index.delete_csr(conn, name)
-                self.index.record(conn, "signed", "requests")
-            else:
-                self.index.record(conn, "signed")
+            self.index.record(conn, "signed", "requests")
 
     def reserve_serial(
         self, name: str, not_before: dt.datetime, not_after: dt.datetime
@@ -281,7 +279,7 @@ class FileStore:
         certificate of the batch gets the error (a file already renamed is picked up
         by the index's next refresh, as after a crash).
         """
-        with self.index.transaction() as conn:
+        with self.index.transaction(changes=("signed", "requests")) as conn:
             changed = {"signed"}
             for certname, tmp, cert, values, drop_csr in items:
                 self.cadir.publish(tmp, self.cadir.cert_path(certname), durable=False)
@@ -296,7 +294,7 @@ class FileStore:
                     fs.fsync_dir(self.cadir.csrdir)
             except OSError as exc:
                 raise StoreError(f"could not sync {self.cadir.signeddir}: {exc.strerror}") from exc
-            self.index.record(conn, *sorted(changed))
+            self.index.record(conn, "signed", "requests")  # both were marked dirty
         return [None] * len(items)
 
     # --- queries -------------------------------------------------------------------------
@@ -364,7 +362,7 @@ class FileStore:
         installed = False
         not_durable: NotDurable | None = None
         try:
-            with self.index.transaction() as conn:
+            with self.index.transaction(changes=("crl",)) as conn:
                 try:
                     self.cadir.publish(tmp, self.cadir.cacrl)
                 except NotDurable as exc:  # renamed into place: served, recorded, then reported

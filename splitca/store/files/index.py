@@ -17,7 +17,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -109,12 +109,19 @@ class Index:
             self._local.conn = None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, changes: Sequence[str] = ()) -> Iterator[sqlite3.Connection]:
         """A write transaction (BEGIN IMMEDIATE): one writer at a time across processes.
 
         Writers queue on the cadir's ``index`` lock first: threads hand over promptly
         and processes poll briefly, instead of sleeping in SQLite's busy handler
         (which backs off in steps of milliseconds).
+
+        *changes* are the watched paths (``signed``, ``requests``, ``crl``) the caller
+        will change on disk in here. They are marked dirty in a commit of their own
+        first, so a writer killed between its rename and its commit leaves a mark that
+        makes the next transaction re-index them: a directory's stamp alone may not
+        move (its mtime has the kernel's coarse tick), and the next writer's stamps
+        would otherwise cover the orphaned file.
         """
         conn = self._conn()
         with self._write_lock():
@@ -128,6 +135,13 @@ class Index:
             self._local.pending = pending
             try:
                 try:
+                    # First catch up with what changed behind the index's back (a writer
+                    # killed between its rename and its commit, an external tool): the
+                    # stamps this transaction records cover those changes too, so they
+                    # must be indexed before anything is recorded.
+                    self._catch_up(conn)
+                    if changes:
+                        self._mark_dirty(conn, changes)
                     yield conn
                 except BaseException as exc:
                     with contextlib.suppress(sqlite3.Error):
@@ -145,6 +159,26 @@ class Index:
                 self._local.pending = None
             with self._seen_lock:
                 self._seen.update(pending)
+
+    def _mark_dirty(self, conn: sqlite3.Connection, changes: Sequence[str]) -> None:
+        """Commit "dirty" as the stamps of *changes*, then open the transaction again.
+
+        Best effort: where the mark cannot be committed (a full disk), the caller goes on
+        without it, as before marks existed (its own commit will likely fail too, and
+        the changed stamps then make the next refresh re-index).
+        """
+        try:
+            for w in changes:
+                self._set_meta(conn, f"stamp:{w}", "dirty")
+            conn.execute("COMMIT")  # no fsync (WAL, synchronous=NORMAL)
+        except sqlite3.Error as exc:
+            log.warning("index: could not mark %s as changing: %s", ", ".join(changes), exc)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"index is busy or unwritable: {exc}") from exc
 
     def _paths(self) -> dict[str, str]:
         """The watched paths as strings (stat()ed on every query; no pathlib on that path)."""
@@ -198,24 +232,32 @@ class Index:
             with self._seen_lock:
                 self._seen.update(now)
             return
-        with self.transaction() as conn:
-            fresh = self._get_meta(conn, "schema") != SCHEMA_VERSION
-            if fresh:
-                log.debug("index: building %s", self.cadir.index_path)
-                for table in ("certs", "csrs", "revoked", "inventory"):
-                    conn.execute(f"DROP TABLE IF EXISTS {table}")
-                conn.execute("DELETE FROM meta")
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                self._set_meta(conn, "schema", SCHEMA_VERSION)
-            for w in self.WATCHED:
-                stamp = _stamp(paths[w])
-                if self._get_meta(conn, f"stamp:{w}") != stamp:
-                    (log.debug if fresh else log.info)(
-                        "index: %s changed outside splitca; re-indexing it", paths[w]
-                    )
-                    getattr(self, f"_reconcile_{w}")(conn)
+        with self.transaction():
+            pass  # a write transaction catches up first (see _catch_up)
+
+    def _catch_up(self, conn: sqlite3.Connection) -> None:
+        """Inside a write transaction: re-index every watched path whose stamp is not the
+        one the index recorded (and build the schema if it is not current)."""
+        paths = self._paths()
+        stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        fresh = stored.get("schema") != SCHEMA_VERSION
+        if fresh:
+            log.debug("index: building %s", self.cadir.index_path)
+            for table in ("certs", "csrs", "revoked", "inventory"):
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute("DELETE FROM meta")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            self._set_meta(conn, "schema", SCHEMA_VERSION)
+            stored = {}
+        for w in self.WATCHED:
+            stamp = _stamp(paths[w])
+            if stored.get(f"stamp:{w}") != stamp:
+                (log.debug if fresh else log.info)(
+                    "index: %s changed outside splitca; re-indexing it", paths[w]
+                )
+                getattr(self, f"_reconcile_{w}")(conn)
                 self.record(conn, w)
 
     def rebuild(self) -> None:
