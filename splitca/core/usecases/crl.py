@@ -26,7 +26,8 @@ def add_to_crl(
     with d.store.locked("crl"):
         current = d.store.revocations()
         known = {row[0] for row in current}
-        now = d.clock()
+        # Whole seconds, as the CRL holds them: the store records what the CRL says.
+        now = d.clock().replace(microsecond=0)
         new = [pki.Revocation(s, now, reason) for s in sorted(serials - known)]
         if new:
             when, code = now.timestamp(), pki.reason_code(reason)

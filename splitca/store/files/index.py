@@ -93,14 +93,51 @@ class Index:
             for suffix in INDEX_FILE_SUFFIXES:
                 fs.refuse_symlink(f"{self.cadir.index_path}{suffix}")
             try:
-                conn = sqlite3.connect(self.cadir.index_path, timeout=60, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(_SCHEMA)
+                conn = self._connect()
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot open index {self.cadir.index_path}: {exc}") from exc
+                if not _is_not_a_database(exc):
+                    raise StoreError(f"cannot open index {self.cadir.index_path}: {exc}") from exc
+                conn = self._replace_unusable(exc)
             self._local.conn = conn
         return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.cadir.index_path, timeout=60, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()  # an open handle would keep the file locked for the next attempt
+            raise
+        return conn
+
+    def _replace_unusable(self, first: sqlite3.Error) -> sqlite3.Connection:
+        """The index file is not a database (overwritten, truncated, corrupt): it holds
+        nothing the cadir files do not, so it is moved aside and rebuilt from them."""
+        path = self.cadir.index_path
+        with self._write_lock():
+            try:
+                return self._connect()  # another process replaced it while we waited
+            except sqlite3.Error as exc:
+                if not _is_not_a_database(exc):
+                    raise StoreError(f"cannot open index {path}: {exc}") from exc
+            aside = f"{path}.unusable"
+            log.warning(
+                "index %s is not a usable database (%s); moved to %s, rebuilding it from the files",
+                path,
+                first,
+                aside,
+            )
+            for suffix in INDEX_FILE_SUFFIXES:
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+            with self._seen_lock:
+                self._seen.clear()  # what was seen was indexed in the file just moved aside
+            try:
+                return self._connect()
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open index {path}: {exc}") from exc
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -609,6 +646,12 @@ class Index:
         ).fetchone()[0]
         requested = conn.execute("SELECT count(*) FROM csrs").fetchone()[0]
         return {"requested": requested, "signed": signed, "revoked": revoked}
+
+
+def _is_not_a_database(exc: sqlite3.Error) -> bool:
+    """SQLite says the file is not a database, or a corrupt one (not: busy, unwritable)."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+    return code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
 
 
 def _revoked_row(e: pki.Revocation) -> tuple[str, float, int | None]:
