@@ -118,3 +118,45 @@ def test_without_an_answer_the_layout_that_is_there_is_used(
     monkeypatch.setattr(puppet, "_memo", {})
     monkeypatch.setenv(puppet.PROGRAM_ENV, str(fake_puppet(tmp_path, "exit 1\n")))
     assert puppet.local_puppet().ssldir == debian.ssldir
+
+
+def test_sync_crl_presents_the_host_certificate_only_if_the_pinned_ca_issued_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host certificate of another CA would fail the TLS handshake: it is not presented."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from splitca import pki
+    from splitca.cli.split import _host_identity
+    from splitca.store.files.signer import LoadedKey
+
+    now = dt.datetime.now(dt.UTC)
+    ssl = tmp_path / "ssl"
+    (ssl / "certs").mkdir(parents=True)
+    (ssl / "private_keys").mkdir()
+    cas = []
+    for i in (1, 2):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = pki.build_ca_certificate(key, f"CA {i}", now=now, ttl=dt.timedelta(days=1))
+        (tmp_path / f"ca{i}.pem").write_bytes(pki.pem(cert))
+        cas.append(LoadedKey(key, cert))
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    tbs = cas[0].prepare_leaf(
+        public_key=leaf_key.public_key(),
+        certname="m1.test",
+        not_before=now - dt.timedelta(minutes=1),
+        not_after=now + dt.timedelta(days=1),
+        alt_names=(),
+        extensions=(),
+    )
+    (ssl / "certs" / "m1.test.pem").write_bytes(pki.pem(cas[0].sign_leaf(tbs, 7)))
+    (ssl / "private_keys" / "m1.test.pem").write_bytes(pki.private_key_pem(leaf_key))
+    prog = fake_puppet(
+        tmp_path, f"echo 'confdir = {tmp_path}'\necho 'ssldir = {ssl}'\necho 'certname = m1.test'\n"
+    )
+    monkeypatch.setenv(puppet.PROGRAM_ENV, str(prog))
+    mine = (ssl / "certs" / "m1.test.pem", ssl / "private_keys" / "m1.test.pem")
+    assert _host_identity(tmp_path / "ca1.pem") == mine
+    assert _host_identity(tmp_path / "ca2.pem") == (None, None)
