@@ -313,8 +313,8 @@ class CertificateAuthority:
     def metrics_snapshot(self) -> usecases_health.Snapshot:
         return usecases_health.snapshot(self.deps)
 
-    def record_crl_fetch(self, certname: str) -> None:
-        usecases_fleet.record_crl_fetch(self.deps, certname)
+    def record_crl_fetch(self, certname: str, served: bytes) -> None:
+        usecases_fleet.record_crl_fetch(self.deps, certname, served)
 
     def masters(self) -> usecases_fleet.Fleet:
         return usecases_fleet.masters(self.deps)

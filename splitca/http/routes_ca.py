@@ -130,7 +130,7 @@ def get_crl(app: App, req: Request, p: dict[str, str]) -> Response:
     resp = _file_response(req, found.data, found.modified)
     synced = (req.header("User-Agent") or "").startswith(_SYNC_CRL_AGENT)
     if synced and req.client.certname and app.client_in_good_standing(req) is not None:
-        app.ca.record_crl_fetch(req.client.certname)  # best effort, never raises
+        app.ca.record_crl_fetch(req.client.certname, found.data)  # best effort, never raises
     return resp
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from cryptography import x509
+
 from splitca import pki
 from splitca.core.usecases.common import Deps
 from splitca.pki.asn1 import CrlHeader
@@ -14,12 +16,41 @@ __all__ = ["Fleet", "MasterState", "crl_header", "masters", "record_crl_fetch"]
 log = logging.getLogger(__name__)
 
 
-def record_crl_fetch(d: Deps, certname: str) -> None:
-    """Note that *certname* was just served the CRL in effect. Never raises: logged instead."""
+def record_crl_fetch(d: Deps, certname: str, served: bytes) -> None:
+    """Note that *certname* was just served *served* (the CRL file as sent). Never raises.
+
+    The number is read from the CRL that was sent, not from the store's records, so it is
+    exactly what the client got, and nothing here waits for the store's index.
+    """
     try:
-        d.store.record_crl_fetch(certname, d.store.crl_number(), d.clock().timestamp())
+        number = _served_number(d, served)
+        if number is not None:
+            d.store.record_crl_fetch(certname, number, d.clock().timestamp())
     except Exception as exc:  # best effort: the CRL answer must go out whatever happens here
         log.warning("CRL fetch by %s not recorded: %s", certname, exc)
+
+
+_numbers: dict[bytes, int] = {}  # the last CRLs' numbers, by their signature (the block's tail)
+
+
+def _served_number(d: Deps, served: bytes) -> int | None:
+    """The CRL number of our CRL in *served* (parsed once per CRL), or None if none is ours."""
+    issuer = d.signer.current().certificate.subject.public_bytes()
+    for block in pki.split_pem(served, "X509 CRL"):
+        try:
+            if pki.crl_header(block).issuer != issuer:
+                continue
+        except ValueError:
+            continue
+        key = block[-96:]
+        number = _numbers.get(key)
+        if number is None:
+            number = pki.crl_number(x509.load_pem_x509_crl(block))
+            if len(_numbers) > 8:
+                _numbers.clear()
+            _numbers[key] = number
+        return number
+    return None
 
 
 @dataclass(frozen=True)
