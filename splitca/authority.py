@@ -21,6 +21,12 @@ from splitca.core.usecases import (
     crl as usecases_crl,
 )
 from splitca.core.usecases import (
+    fleet as usecases_fleet,
+)
+from splitca.core.usecases import (
+    health as usecases_health,
+)
+from splitca.core.usecases import (
     read as usecases_read,
 )
 from splitca.core.usecases import (
@@ -270,6 +276,19 @@ class CertificateAuthority:
 
     def refresh_crl(self, *, force: bool = False, actor: Actor = SYSTEM) -> bool:
         return usecases_crl.refresh_crl(self.deps, force=force, actor=actor)
+
+    # --- health, metrics and the fleet's CRLs -----------------------------------------------
+    def health(self) -> usecases_health.Health:
+        return usecases_health.health(self.deps)
+
+    def metrics_snapshot(self) -> usecases_health.Snapshot:
+        return usecases_health.snapshot(self.deps)
+
+    def record_crl_fetch(self, certname: str, served: bytes) -> None:
+        usecases_fleet.record_crl_fetch(self.deps, certname, served)
+
+    def masters(self) -> usecases_fleet.Fleet:
+        return usecases_fleet.masters(self.deps)
 
     # --- store upkeep --------------------------------------------------------------------
     def repair_serial(self) -> bool:

@@ -365,7 +365,7 @@ def test_first_sync_installs_and_reloads_then_nothing_changes(master, fake_ca, c
     assert master.reload_count() == 1  # reload only when the content changed
     path, headers, _ = fake_ca.requests[0]
     assert path == "/puppet-ca/v1/certificate_revocation_list/ca"
-    assert headers["User-Agent"] == "splitca"
+    assert headers["User-Agent"] == "splitca-sync-crl"  # how the CA tells masters apart
 
 
 def test_a_newer_crl_is_installed_to_every_destination(master, fake_ca, ca, tmp_path):

@@ -26,6 +26,7 @@ from ..errors import (
     InvalidRequest,
     ListenError,
     LockTimeout,
+    MastersBehind,
     NotFound,
     PolicyViolation,
     ReloadFailed,
@@ -75,6 +76,7 @@ EXIT_CODES: tuple[tuple[type[SplitCAError], int], ...] = (
     (CRLRejected, 7),
     (CRLStale, 8),  # sync-crl: no fresh CRL and the installed one expires soon
     (ReloadFailed, 9),  # sync-crl: CRL installed, reload command failed
+    (MastersBehind, 11),  # masters: a compile master's CRL is behind by more than allowed
     (SplitCAError, 1),
 )
 
@@ -155,6 +157,7 @@ COMMAND_MODULES: dict[str, str] = {
     ),
     **dict.fromkeys(("register", "enroll", "registrations", "unregister", "classify"), "enroll"),
     **dict.fromkeys(("apache-config", "sync-crl"), "split"),
+    "masters": "fleet",
 }
 
 

@@ -21,7 +21,16 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 
 from splitca import pki
 
-__all__ = ["Blob", "CAStore", "CRLEntry", "Reservation", "Row", "Signer", "SigningKey"]
+__all__ = [
+    "Blob",
+    "CAStore",
+    "CRLEntry",
+    "CRLFetch",
+    "Reservation",
+    "Row",
+    "Signer",
+    "SigningKey",
+]
 
 # A revocation as the CRL encodes it: (serial, unix time, CRLReason code or None).
 CRLEntry = tuple[int, float, int | None]
@@ -67,6 +76,15 @@ class Reservation:
     token: object = None
 
 
+@dataclass(frozen=True, slots=True)
+class CRLFetch:
+    """A client (a compile master's sync-crl) that last fetched the CRL: which number, when."""
+
+    name: str
+    number: int
+    at: float  # POSIX time
+
+
 class CAStore(Protocol):
     """Where one CA keeps its certificates, requests, serials and revocations.
 
@@ -85,6 +103,9 @@ class CAStore(Protocol):
       those names' locks (threads and processes). Issuing and revoking a name happen
       under it; it is taken before any other lock, and the store's own internal locking
       (serials, publication) never waits for a name lock.
+    - **CRL fetch records are best effort**: :meth:`record_crl_fetch` never raises and
+      never waits long (it is called while a CRL is being served); a record it could not
+      write is logged and lost. They are a monitoring aid, not CA state.
     """
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -126,6 +147,19 @@ class CAStore(Protocol):
 
     def ping(self) -> None:
         """Return if the store can serve now; raise StoreUnavailable if it cannot (health)."""
+        ...
+
+    # --- who has which CRL (monitoring; best effort) ------------------------------------
+    def record_crl_fetch(self, name: str, number: int, at: float) -> None:
+        """Note that *name* was served CRL *number* at *at* (POSIX time), replacing its last.
+
+        Best effort: never raises, never blocks for more than a fraction of a second
+        (log a failure and return); visible to other instances when it returns.
+        """
+        ...
+
+    def crl_fetches(self) -> list[CRLFetch]:
+        """The last CRL fetch of every name recorded, in name order."""
         ...
 
     # --- locks ---------------------------------------------------------------------------

@@ -9,10 +9,12 @@ import errno
 import io
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +37,7 @@ from splitca.errors import (
     StoreError,
 )
 from splitca.http.app import App, error_response
+from splitca.http.metrics import MULTIPROC_ENV
 from splitca.http.reading import BodyReader, Budget, find_head_end, framing
 from splitca.http.wsgiapp import make_app
 
@@ -587,6 +590,34 @@ def _supervise(
     ready: Callable[[str], None] | None,
 ) -> int:
     """Fork *workers* processes that share the port (SO_REUSEPORT); restart any that die."""
+    own_metrics_dir = _metrics_dir()
+    try:
+        return _run_workers(settings, workers, url, upkeep, stop, ready)
+    finally:
+        if own_metrics_dir is not None:
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
+
+
+def _metrics_dir() -> str | None:
+    """Give the workers one prometheus-client multiprocess directory, so that a scrape
+    reaching any worker counts every worker's requests (see http/metrics.py). Made here,
+    before forking and before any worker imports prometheus_client; an operator's own
+    ``PROMETHEUS_MULTIPROC_DIR`` is used as given. Returns the directory made, if any."""
+    if os.environ.get(MULTIPROC_ENV):
+        return None
+    made = tempfile.mkdtemp(prefix="splitca-metrics-")
+    os.environ[MULTIPROC_ENV] = made
+    return made
+
+
+def _run_workers(
+    settings: Settings,
+    workers: int,
+    url: str,
+    upkeep: threading.Thread,
+    stop: threading.Event,
+    ready: Callable[[str], None] | None,
+) -> int:
     children: dict[int, int] = {}
     ready_r, ready_w = os.pipe()
     stopping = False

@@ -120,6 +120,7 @@ class HTTPClient:
         ca_option: str = "--ca-cert",
         loopback_http: bool = False,
         userinfo: bool = False,
+        user_agent: str = USER_AGENT,
     ) -> None:
         """*ca_bundle* None means the system trust store (:func:`system_ca_bundle`).
 
@@ -148,7 +149,7 @@ class HTTPClient:
         if client_cert is not None:
             self._session.cert = (str(client_cert[0]), str(client_cert[1]))
         self._session.headers.update(
-            {"User-Agent": USER_AGENT, "Accept": accept, "Accept-Encoding": ACCEPT_ENCODING}
+            {"User-Agent": user_agent, "Accept": accept, "Accept-Encoding": ACCEPT_ENCODING}
         )
 
     def close(self) -> None:

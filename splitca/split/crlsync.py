@@ -47,6 +47,10 @@ log = logging.getLogger(
 # The system Apache's graceful restart; confirmed through its PidFile (--apache-pidfile).
 DEFAULT_RELOAD_COMMAND = ("apachectl", "graceful")
 
+# How the CA tells a compile master's sync from an agent's CRL fetch: it records which CRL
+# each master has (``splitca masters``) when the request also carries the master's certificate.
+SYNC_USER_AGENT = "splitca-sync-crl"
+
 # Every check a fetched CRL must pass, in the order they run; CRLRejected.check is one.
 CHECKS = {
     "size": "the answer is larger than --max-bytes",
@@ -509,6 +513,7 @@ def _sync_locked(
         client_cert=client_cert,
         timeout=cfg.timeout,
         max_bytes=cfg.max_bytes,
+        user_agent=SYNC_USER_AGENT,
     ) as client:
         url = client.crl_url(cfg.legacy_environment)
         since = None

@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography import x509
 
 from splitca import fs, pki
-from splitca.core.ports import Blob, CRLEntry, Reservation
+from splitca.core.ports import Blob, CRLEntry, CRLFetch, Reservation
 from splitca.errors import NotDurable, StoreError, StoreUnavailable
 from splitca.store.files.batch import GroupCommit
 from splitca.store.files.cadir import KEY_MODE, CADir, inventory_line
@@ -95,6 +95,16 @@ class FileStore:
         missing = self.missing_parts()
         if missing:
             raise StoreUnavailable(f"the CA in {self.cadir.root} lacks {', '.join(missing)}")
+
+    # --- CRL fetches -----------------------------------------------------------------------
+    def record_crl_fetch(self, name: str, number: int, at: float) -> None:
+        try:
+            self.index.record_crl_fetch(name, number, at)
+        except (StoreError, OSError) as exc:
+            log.warning("CRL fetch by %s not recorded: %s", name, exc)
+
+    def crl_fetches(self) -> list[CRLFetch]:
+        return [CRLFetch(n, num, at) for n, num, at in self.index.crl_fetches()]
 
     # --- locks ---------------------------------------------------------------------------
     def locked(self, name: str) -> contextlib.AbstractContextManager[None]:

@@ -51,7 +51,12 @@ CREATE TABLE IF NOT EXISTS inventory (
   serial TEXT PRIMARY KEY, serial_int INTEGER, name TEXT NOT NULL, not_after_ts INTEGER);
 CREATE INDEX IF NOT EXISTS inventory_name ON inventory(name);
 CREATE INDEX IF NOT EXISTS inventory_serial_int ON inventory(serial_int);
+CREATE TABLE IF NOT EXISTS crl_fetches (
+  name TEXT PRIMARY KEY, number INTEGER NOT NULL, at REAL NOT NULL) WITHOUT ROWID;
 """
+# A CRL fetch record waits at most this long for SQLite's write lock, then gives up (logged):
+# it is written while a CRL is being served, which it must never hold up.
+_FETCH_BUSY_MS = 200
 
 _REASONS = {r.name: i for i, r in enumerate(x509.ReasonFlags)}
 # The revoked.reason column holds a ReasonFlags position; CRLs hold RFC 5280 codes.
@@ -634,6 +639,30 @@ class Index:
                 (ts,),
             )
         }
+
+    def record_crl_fetch(self, name: str, number: int, at: float) -> None:
+        """Upsert *name*'s last CRL fetch, waiting at most ``_FETCH_BUSY_MS`` (StoreError).
+
+        Outside :meth:`transaction` (no index lock: a long re-index must not hold it up);
+        a table splitca's re-indexing never drops, so ``index rebuild`` keeps it.
+        """
+        conn = self._conn()
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_FETCH_BUSY_MS}")
+            try:
+                conn.execute(
+                    "INSERT INTO crl_fetches(name, number, at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET number = excluded.number, at = excluded.at",
+                    (name, number, at),
+                )
+            finally:
+                conn.execute("PRAGMA busy_timeout = 60000")
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not record a CRL fetch in the index: {exc}") from exc
+
+    def crl_fetches(self) -> list[tuple[str, int, float]]:
+        rows = self._conn().execute("SELECT name, number, at FROM crl_fetches ORDER BY name")
+        return [(str(n), int(num), float(at)) for n, num, at in rows]
 
     def counts(self) -> dict[str, int]:
         self.refresh()
