@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from splitca.admin.local import LocalAdmin
+from splitca.admin.port import Admin, RemoteTarget
+from splitca.core.audit import Actor
 from splitca.core.autosign import Autosigner, Deferred, Strategies, make_autosigner
 from splitca.enrollment.autosign import RegistryAutosigner, make_registry_autosigner
 from splitca.enrollment.backends.directory import DirectoryRegistry
@@ -13,7 +17,14 @@ from splitca.enrollment.registry import Registry
 from .authority import CertificateAuthority, SetupResult
 from .config import Settings
 
-__all__ = ["AUTOSIGN_STRATEGIES", "build_autosigner", "open_ca", "open_registry", "setup_ca"]
+__all__ = [
+    "AUTOSIGN_STRATEGIES",
+    "build_autosigner",
+    "open_admin",
+    "open_ca",
+    "open_registry",
+    "setup_ca",
+]
 
 
 def open_registry(settings: Settings) -> Registry:
@@ -83,3 +94,27 @@ def open_ca(
 def setup_ca(settings: Settings, **kwargs: Any) -> SetupResult:
     """Create the CA named by ``settings`` (see :func:`splitca.core.usecases.setup.setup`)."""
     return CertificateAuthority.setup(settings, **kwargs)
+
+
+def open_admin(
+    remote: RemoteTarget | None,
+    *,
+    settings: Callable[[], Settings],
+    ca: Callable[[], CertificateAuthority],
+    actor: Actor,
+    registry_actor: Actor,
+) -> Admin:
+    """What the operator commands administer: the CA's HTTP API at ``remote.url`` (with the
+    admin identity given, or the agent ssldir's), else this host's CA and registry, each
+    opened on first use (*settings*, *ca*) under the CLI's actors."""
+    if remote is not None:
+        from splitca.admin.remote import RemoteAdmin  # requests only when it is used
+
+        return RemoteAdmin.connect(remote)
+    return LocalAdmin(
+        settings=settings,
+        ca=ca,
+        registry=lambda: open_registry(settings()),
+        actor=actor,
+        registry_actor=registry_actor,
+    )
