@@ -273,8 +273,16 @@ class HTTPClient:
                     f"{_shown(resp.headers.get('Location', '?'))[:200]!r}; redirects are not "
                     "followed"
                 )
-            body = self._read_capped(resp, shown, deadline, limit)
             lm, date = resp.headers.get("Last-Modified"), resp.headers.get("Date")
+            if resp.status_code in (204, 304):
+                # No body by definition (RFC 9110), but puppetserver's DELETE
+                # certificate_request sends one with its 204: whatever was sent is left
+                # unread, so the connection is not reused (the next answer would start
+                # with it).
+                if resp.headers.get("Content-Length", "0").strip() != "0":
+                    resp.raw.close()
+                return Fetched(url, resp.status_code, b"", lm, date)
+            body = self._read_capped(resp, shown, deadline, limit)
             return Fetched(url, resp.status_code, body, lm, date)
 
     def _get(
