@@ -71,26 +71,22 @@ def resolve(cert: Path | None, key: Path | None, ca_cert: Path | None) -> Identi
     """The given files, the missing ones taken from the agent ssldir; ConfigError (naming the
     option, the file and how to make one) for a file that is not there."""
     given = {"--cert": cert, "--key": key, "--ca-cert": ca_cert}
+    files: dict[str, Path] = {opt: path for opt, path in given.items() if path is not None}
     source = ""
-    if None in given.values():
+    if len(files) < len(given):
         certname, ssldir, source = agent_ssldir()
         defaults = {
             "--cert": ssldir / "certs" / f"{certname}.pem",
             "--key": ssldir / "private_keys" / f"{certname}.pem",
             "--ca-cert": ssldir / "certs" / "ca.pem",
         }
-        given = {opt: path or defaults[opt] for opt, path in given.items()}
-    for opt, path in given.items():
-        assert path is not None
+        files = {opt: files.get(opt, defaults[opt]) for opt in given}
+    for opt, path in files.items():
         if not path.is_file():
-            origin = (
-                f" (the agent ssldir's, from {source})"
-                if source and {"--cert": cert, "--key": key, "--ca-cert": ca_cert}[opt] is None
-                else ""
-            )
+            origin = f" (the agent ssldir's, from {source})" if given[opt] is None else ""
             raise ConfigError(
                 f"{opt}: {path} does not exist{origin}; give --cert, --key and --ca-cert, or "
                 "make an admin identity on the CA host with: "
                 "splitca generate NAME --ca-client --ssldir DIR"
             )
-    return Identity(given["--cert"], given["--key"], given["--ca-cert"])  # type: ignore[arg-type]
+    return Identity(files["--cert"], files["--key"], files["--ca-cert"])

@@ -231,7 +231,7 @@ class RemoteAdmin:
     ) -> dict[str, object]:
         body = {**_classification(classification, ttl), "replace": replace}
         url = self._url(V1 + "/splitca/registrations/{}", certname)
-        return _object(self, self._call("PUT", url, body, ok=(200, 201)))
+        return _object(self, self._call("PUT", url, body, ok=(200, 201)), _REGISTERED)
 
     def enroll(
         self, classification: Classification, *, ttl: dt.timedelta | None, options: EnrollOptions
@@ -251,13 +251,16 @@ class RemoteAdmin:
             "user_data": user_data,
         }
         got = self._call("POST", self._url(V1 + "/splitca/registrations"), body, ok=(200, 201))
-        found = _object(self, got)
-        return {k: found.get(k) for k in ("certname", "expires", "token_id", "user_data")}
+        found = _object(self, got, _ENROLLED)
+        return {k: found[k] for k in _ENROLLED}
 
     def registrations(self) -> list[dict[str, object]]:
         got = self._call("GET", self._url(V1 + "/splitca/registrations"))
         items = self._json(got)
-        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        if not isinstance(items, list) or not all(
+            isinstance(i, dict) and i.keys() >= _LISTED and isinstance(i["classes"], list)
+            for i in items
+        ):
             raise RemoteError(f"{got.url} answered JSON that is not a list of registrations")
         return items
 
@@ -277,10 +280,16 @@ def _classification(c: Classification, ttl: dt.timedelta | None) -> dict[str, ob
     return body
 
 
-def _object(admin: RemoteAdmin, got: Fetched) -> dict[str, object]:
+# What the CLI prints of a registration, an enrollment and a listed registration.
+_REGISTERED = ("expires", "token_id", "token")
+_ENROLLED = ("certname", "expires", "token_id", "user_data")
+_LISTED = {"certname", "state", "expires", "classes", "environment"}
+
+
+def _object(admin: RemoteAdmin, got: Fetched, keys: tuple[str, ...]) -> dict[str, object]:
     found = admin._json(got)
-    if not isinstance(found, dict):
-        raise RemoteError(f"{got.url} answered JSON that is not an object")
+    if not isinstance(found, dict) or not all(isinstance(found.get(k), str) for k in keys):
+        raise RemoteError(f"{got.url} answered JSON without {', '.join(keys)}")
     return found
 
 
@@ -291,8 +300,15 @@ def _row(item: object) -> Row:
     fields = dict(item)
     state, name = fields.pop("state", None), fields.get("name")
     reason = fields.pop("pending_reason", "")
-    if state not in _STATES or not isinstance(name, str) or not isinstance(reason, str):
-        raise RemoteError("the CA answered a certificate status without a name or state")
+    if (
+        state not in _STATES
+        or not isinstance(name, str)
+        or not isinstance(reason, str)
+        or not isinstance(fields.get("fingerprint"), str)
+    ):
+        raise RemoteError(
+            "the CA answered a certificate status without a name, state or fingerprint"
+        )
     serial = fields.get("serial_number")
     return Row(
         name=name,
