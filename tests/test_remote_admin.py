@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import socket
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from click.testing import CliRunner, Result
 from cryptography import x509
 
 from splitca import pki
+from splitca.admin import identity
 from splitca.admin import remote as remote_admin
 from splitca.cli import cli
 from splitca.compose import open_ca
@@ -394,6 +397,32 @@ def test_the_identity_defaults_to_the_agent_ssldir(site: Site, tmp_path: Path) -
     env["SPLITCA_CA_URL"] = site.server.url
     result = CliRunner().invoke(cli, ["--cadir", NOWHERE, "list", "--all"], env=env)
     same(site.local("list", "--all"), result)
+
+
+def test_without_puppet_the_fqdn_and_the_default_ssldirs_are_tried(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(identity, "_puppet", lambda: None)
+    ssldir = tmp_path / "debian-ssl"
+    monkeypatch.setattr(identity, "FALLBACK_SSLDIRS", (tmp_path / "puppetlabs-ssl", ssldir))
+    argv = ["--cadir", NOWHERE, "list", "--all", "--ca-url", site.server.url]
+    missing = CliRunner().invoke(cli, argv)
+    fqdn = socket.getfqdn().lower().rstrip(".")
+    assert missing.exit_code == 2, missing.output
+    assert missing.stderr.startswith(
+        f"Error: --cert: {tmp_path}/puppetlabs-ssl/certs/{fqdn}.pem does not exist (the agent "
+        "ssldir's, from the host name and Puppet's default ssldir)"
+    )
+    admin = site.work / "admin.test-ssl"
+    for sub, name in (
+        ("certs", f"{fqdn}.pem"),
+        ("private_keys", f"{fqdn}.pem"),
+        ("certs", "ca.pem"),
+    ):
+        (ssldir / sub).mkdir(parents=True, exist_ok=True)
+        source = admin / sub / ("ca.pem" if name == "ca.pem" else "admin.test.pem")
+        shutil.copy(source, ssldir / sub / name)
+    same(site.local("list", "--all"), CliRunner().invoke(cli, argv))
 
 
 def test_a_missing_default_identity_says_how_to_make_one(tmp_path: Path) -> None:
