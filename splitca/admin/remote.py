@@ -34,7 +34,7 @@ V1 = "/puppet-ca/v1"
 JSON = "application/json"
 TIMEOUT = 30.0  # each request, in total (connect, TLS, answer)
 MAX_BYTES = 1024 * 1024  # any answer but a listing
-LIST_MAX_BYTES = 256 * 1024 * 1024  # certificate_statuses: about 250k certificates
+LIST_MAX_BYTES = 256 * 1024 * 1024  # listings: about 250k certificates or registrations
 _STATES = ("requested", "signed", "revoked")
 # What an answer's status means, as the CA's one error map (http/app.py _STATUS) made it.
 _ERRORS: dict[int, type[SplitCAError]] = {
@@ -255,7 +255,7 @@ class RemoteAdmin:
         return {k: found[k] for k in _ENROLLED}
 
     def registrations(self) -> list[dict[str, object]]:
-        got = self._call("GET", self._url(V1 + "/splitca/registrations"))
+        got = self._call("GET", self._url(V1 + "/splitca/registrations"), max_bytes=LIST_MAX_BYTES)
         items = self._json(got)
         if not isinstance(items, list) or not all(
             isinstance(i, dict) and i.keys() >= _LISTED and isinstance(i["classes"], list)
