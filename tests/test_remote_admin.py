@@ -501,3 +501,15 @@ def test_an_answer_status_maps_to_the_cli_exit_code(
     assert result.exit_code == code, result.output
     assert "the CA says why?[31m" in result.stderr  # one printable line, no escape sequence
     assert "Traceback" not in result.output
+
+
+def test_many_pending_csrs_are_cleaned_in_one_command(site: Site) -> None:
+    """Each CSR-only name is one DELETE certificate_request, which splitca (like
+    puppetserver) answers 204 with a body: the client must not take those bytes for the
+    start of the next answer on the same connection."""
+    names = [f"many{i}.test" for i in range(25)]
+    site.csr(*names)
+    result = site.remote("clean", *names, "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"cleaned": [], "csr_deleted": names, "not_found": []}
+    assert not any((site.server.settings.cadir / "requests" / f"{n}.pem").exists() for n in names)

@@ -276,11 +276,14 @@ class HTTPClient:
             lm, date = resp.headers.get("Last-Modified"), resp.headers.get("Date")
             if resp.status_code in (204, 304):
                 # No body by definition (RFC 9110), but puppetserver's DELETE
-                # certificate_request sends one with its 204: whatever was sent is left
-                # unread, so the connection is not reused (the next answer would start
-                # with it).
+                # certificate_request sends one with its 204. urllib3 reads none and would
+                # hand the connection back with those bytes waiting, the start of the next
+                # answer; so such a connection is closed. Otherwise the empty body is read,
+                # which frees the connection for the next request.
                 if resp.headers.get("Content-Length", "0").strip() != "0":
                     resp.raw.close()
+                else:
+                    self._read_capped(resp, shown, deadline, limit)
                 return Fetched(url, resp.status_code, b"", lm, date)
             body = self._read_capped(resp, shown, deadline, limit)
             return Fetched(url, resp.status_code, body, lm, date)
