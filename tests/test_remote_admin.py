@@ -513,3 +513,19 @@ def test_many_pending_csrs_are_cleaned_in_one_command(site: Site) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"cleaned": [], "csr_deleted": names, "not_found": []}
     assert not any((site.server.settings.cadir / "requests" / f"{n}.pem").exists() for n in names)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<html>a proxy's page</html>", b"\xff\xfe[]", b'{"not": "a list"}', b'[{"name": 1}]'],
+    ids=["html", "utf16", "object", "bad-status"],
+)
+@pytest.mark.parametrize("args", [("list", "--all"), ("registrations",)])
+def test_an_answer_that_is_not_what_the_api_answers_is_a_clear_error(
+    fake_ca: Callable[..., tuple[str, list[str]]], body: bytes, args: tuple[str, ...]
+) -> None:
+    url, ident = fake_ca(lambda path: (200, {"Content-Type": "application/json"}, body))
+    result = CliRunner().invoke(cli, [*args, "--ca-url", url, *ident])
+    assert result.exit_code == 6, result.output
+    assert result.stderr.startswith("Error: ") and len(result.stderr.splitlines()) == 1
+    assert "Traceback" not in result.output and result.stdout == ""

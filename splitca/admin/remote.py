@@ -112,10 +112,7 @@ class RemoteAdmin:
         raise kind(text or f"the CA answered HTTP {got.status}")
 
     def _json(self, got: Fetched) -> Any:
-        try:
-            return json.loads(got.body or b"")
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise RemoteError(f"{got.url} answered something that is not JSON") from None
+        return _decoded(got)[1]
 
     # --- certificates ----------------------------------------------------------------------
     def _statuses(self, state: str | None) -> tuple[str, list[Any]]:
@@ -125,10 +122,10 @@ class RemoteAdmin:
             self._url(V1 + "/certificate_statuses/any", query=query),
             max_bytes=LIST_MAX_BYTES,
         )
-        items = self._json(got)
+        text, items = _decoded(got)
         if not isinstance(items, list):
             raise RemoteError(f"{got.url} answered JSON that is not a list")
-        return (got.body or b"").decode(), items
+        return text, items
 
     def statuses(self, state: str | None) -> Iterator[Row]:
         _, items = self._statuses(state)
@@ -317,6 +314,15 @@ def _row(item: object) -> Row:
         serial=serial if isinstance(serial, int) and not isinstance(serial, bool) else None,
         reason=reason,
     )
+
+
+def _decoded(got: Fetched) -> tuple[str, Any]:
+    """The answer's body as text and as the one JSON document in UTF-8 it must be."""
+    try:
+        text = (got.body or b"").decode("utf-8")
+        return text, json.loads(text)
+    except (ValueError, RecursionError):
+        raise RemoteError(f"{got.url} answered something that is not JSON") from None
 
 
 def _text(body: bytes | None) -> str:
