@@ -6,7 +6,9 @@ import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 
-from splitca.core.audit import AuditSink
+from splitca.admin.local import LocalAdmin
+from splitca.admin.port import Admin, RemoteTarget
+from splitca.core.audit import Actor, AuditSink
 from splitca.core.autosign import Autosigner, Deferred, Strategies, make_autosigner
 from splitca.enrollment.autosign import RegistryAutosigner, make_registry_autosigner
 from splitca.enrollment.backends.directory import DirectoryRegistry
@@ -23,6 +25,7 @@ __all__ = [
     "AUTOSIGN_STRATEGIES",
     "build_autosigner",
     "build_ca",
+    "open_admin",
     "open_audit",
     "open_ca",
     "open_registry",
@@ -134,3 +137,28 @@ def setup_ca(
 ) -> SetupResult:
     """Create the CA named by ``settings`` (see :func:`splitca.core.usecases.setup.setup`)."""
     return build_ca(settings, clock=clock).setup(server_identity=server_identity)
+
+
+def open_admin(
+    remote: RemoteTarget | None,
+    *,
+    settings: Callable[[], Settings],
+    ca: Callable[[], CertificateAuthority],
+    actor: Actor,
+    registry_actor: Actor,
+) -> Admin:
+    """What the operator commands administer: the CA's HTTP API at ``remote.url`` (with the
+    admin identity given, or the agent ssldir's), else this host's CA and registry, each
+    opened on first use (*settings*, *ca*) under the CLI's actors."""
+    if remote is not None:
+        from splitca.admin.remote import RemoteAdmin  # requests only when it is used
+
+        return RemoteAdmin.connect(remote)
+    return LocalAdmin(
+        settings=settings,
+        ca=ca,
+        registry=lambda: open_registry(settings()),
+        audit=lambda: open_audit(settings()),
+        actor=actor,
+        registry_actor=registry_actor,
+    )

@@ -12,7 +12,9 @@ docs/*.md sorted), against one scratch CA: the documented paths and host names a
 temporary ones by SUBSTITUTIONS, defaults that point at system paths are pinned by
 `_pin_system_defaults`, and the state a command needs (a pending CSR for `sign NAME`, a
 signed certificate for `revoke NAME`, a registration for `classify NAME`, a running
-`splitca serve` for `sync-crl --ca-url ...`) is made first by `_prepare`. Each command must
+`splitca serve` for `sync-crl --ca-url ...` and for the operator commands given `--ca-url`,
+with an admin identity pinned where the docs rely on the agent ssldir's) is made first by
+`_prepare`. Each command must
 exit as documented (EXPECTED_EXIT, else 0) without a traceback. A command the test cannot
 run must be in NOT_RUN with the reason; a new command in the docs is picked up
 automatically and either runs or fails loudly.
@@ -210,6 +212,12 @@ EXPECTED_EXIT: dict[tuple[str, ...], frozenset[int]] = {
 # click's CliRunner (the same `cli` object the console script calls), which is quicker.
 # sync-crl must run in-process: it resolves the documented CA host name to 127.0.0.1.
 SUBPROCESS = frozenset({("setup",), ("list",), ("revoke",), ("crl", "show"), ("serve",)})
+
+# Commands that take --ca-url and then work on the CA's HTTP API: run in-process (the docs'
+# CA host name resolves to 127.0.0.1 there) against the `splitca serve` on {ca_port}, with
+# the admin identity pinned (docs/remote-admin.md) unless the documented line gives one.
+_REMOTE_NAMES = ("list", "status", "sign", "revoke", "clean", "register", "registrations")
+REMOTE = frozenset((c,) for c in (*_REMOTE_NAMES, "unregister", "enroll"))
 
 # Global options and whether they take a value (to find the command in an argument list).
 _GLOBALS = {"--config": True, "--cadir": True, "-v": False, "--verbose": False}
@@ -415,11 +423,30 @@ def _master_ssldir(site: Site, server_name: str | None) -> None:
         (site.master_ssl / "certs" / f"{server_name}.pem").write_bytes(pki.pem(cert))
 
 
+def _admin_identity(site: Site) -> Path:
+    """An admin identity (pp_cli_auth) in Puppet's ssldir layout, for remote commands."""
+    ssldir = site.work / "admin-ssl"
+    if not (ssldir / "certs" / "ca.pem").exists():
+        _absent(site, "docs-admin.example.com")
+        argv = ["generate", "docs-admin.example.com", "--ca-client", "--ssldir", str(ssldir)]
+        result = CliRunner().invoke(cli, [*argv, "--key-size", "2048"], env=site.env)
+        assert result.exit_code == 0, result.output
+    return ssldir
+
+
 def _has(rest: list[str], *options: str) -> bool:
     return any(a == o or a.startswith(o + "=") for a in rest for o in options)
 
 
-def _pin_system_defaults(site: Site, path: tuple[str, ...], rest: list[str]) -> list[str]:
+def _remote(path: tuple[str, ...], args: tuple[str, ...]) -> bool:
+    """A REMOTE command given --ca-url (*args*: the whole documented command, which parsing
+    leaves whole, unlike the ``rest`` that _params consumes)."""
+    return path in REMOTE and _has(list(args), "--ca-url")
+
+
+def _pin_system_defaults(
+    site: Site, path: tuple[str, ...], rest: list[str], args: tuple[str, ...] = ()
+) -> list[str]:
     """Extra arguments for defaults that point at system paths (Puppet's ssldir, Apache)."""
     extra: list[str] = []
     if path == ("sync-crl",):
@@ -429,6 +456,15 @@ def _pin_system_defaults(site: Site, path: tuple[str, ...], rest: list[str]) -> 
             extra += ["--dest", str(site.master_ssl / "crl.pem")]
         if not _has(rest, "--reload-command"):
             extra += ["--reload-command", f"{site.stub_bin / 'apachectl'} graceful"]
+    if _remote(path, args):
+        ssldir = site.work / "admin-ssl"
+        pinned = {
+            "--cert": ssldir / "certs" / "docs-admin.example.com.pem",
+            "--key": ssldir / "private_keys" / "docs-admin.example.com.pem",
+            "--ca-cert": ssldir / "certs" / "ca.pem",
+        }
+        if not _has(list(args), *pinned):  # the agent ssldir's identity, by default
+            extra += [a for opt, file in pinned.items() for a in (opt, str(file))]
     if path == ("apache-config",) and not _has(rest, "--site") and not _has(rest, "--ssldir"):
         extra += ["--ssldir", str(site.master_ssl)]
     return extra
@@ -537,6 +573,9 @@ def run_doc_command(site: Site, cmd: DocCommand) -> tuple[int, str, frozenset[in
     try:
         if path and params is not None:
             _prepare(site, path, params)
+            if _remote(path, cmd.args):
+                _ca_server(site)
+                _admin_identity(site)
         return _run(site, cmd, path, rest)
     finally:
         while site.undo:
@@ -546,12 +585,12 @@ def run_doc_command(site: Site, cmd: DocCommand) -> tuple[int, str, frozenset[in
 def _run(
     site: Site, cmd: DocCommand, path: tuple[str, ...], rest: list[str]
 ) -> tuple[int, str, frozenset[int]]:
-    args = [*cmd.args, *_pin_system_defaults(site, path, rest)]
+    args = [*cmd.args, *_pin_system_defaults(site, path, rest, cmd.args)]
     expected = EXPECTED_EXIT.get(path, frozenset({0}))
     if path == ("serve",):
         port = rest[rest.index("--port") + 1] if "--port" in rest else site.serve_port
         code, output = _run_serve(site, args, int(port))
-    elif path in SUBPROCESS:
+    elif path in SUBPROCESS and not _remote(path, cmd.args):
         proc = subprocess.run(
             [sys.executable, "-m", "splitca", *args],
             env={**os.environ, **site.env},

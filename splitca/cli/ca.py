@@ -12,7 +12,6 @@ from pathlib import Path
 import click
 from cryptography import x509
 
-from splitca.core.audit import Actor
 from splitca.core.ports import Row
 from splitca.core.usecases.ssldir import ssldir_paths
 
@@ -21,9 +20,9 @@ from ..compose import setup_ca
 from ..config import parse_duration
 from ..errors import ConfigError, Conflict, InvalidRequest, NotFound
 from ._base import Ctx, Outcome, cli, echo_json, finish, format_option, pass_ctx
+from ._remote import CLI_ACTOR, admin, remote_options
 
 log = logging.getLogger(__name__)
-CLI_ACTOR = Actor("cli")
 
 
 def _split_names(values: tuple[str, ...]) -> list[str]:
@@ -165,6 +164,7 @@ def _text_line(row: Row) -> str:
 @click.option("--revoked", "state", flag_value="revoked", help="Only revoked certificates.")
 @click.option("--all", "state", flag_value="all", help="Everything: pending, signed and revoked.")
 @format_option
+@remote_options()
 @pass_ctx
 def list_(c: Ctx, state: str | None, fmt: str) -> None:
     """List CSRs and certificates, from the index (fast at 100k certificates).
@@ -173,12 +173,12 @@ def list_(c: Ctx, state: str | None, fmt: str) -> None:
     entries carry "pending_reason" explaining why they were not signed.
     """
     state = state or "requested"
-    rows = c.ca.statuses(None if state == "all" else state)
+    ca = admin(c)
     if fmt == "json":
         # Pieces of ~2000 objects rendered by the index: no per-row Python work, and no
         # list of 100k strings in memory.
         out = sys.stdout
-        for piece in c.ca.statuses_json(None if state == "all" else state):
+        for piece in ca.statuses_json(None if state == "all" else state):
             out.write(piece)
         out.write("\n")
         return
@@ -188,7 +188,7 @@ def list_(c: Ctx, state: str | None, fmt: str) -> None:
         "revoked": "Revoked Certificates:",
     }
     groups: dict[str, list[Row]] = {"requested": [], "signed": [], "revoked": []}
-    for row in rows:
+    for row in ca.statuses(None if state == "all" else state):
         groups[row.state].append(row)
     shown = 0
     for key, title in titles.items():
@@ -206,10 +206,11 @@ def list_(c: Ctx, state: str | None, fmt: str) -> None:
 @cli.command()
 @click.argument("certname")
 @format_option
+@remote_options()
 @pass_ctx
 def status(c: Ctx, certname: str, fmt: str) -> None:
     """Show one certname's certificate_status (certificate if signed, else CSR)."""
-    row = c.ca.status(certname)
+    row = admin(c).status(certname)
     if row is None:
         raise NotFound(f"nothing is known about {certname}")
     if fmt == "json":
@@ -232,6 +233,7 @@ def status(c: Ctx, certname: str, fmt: str) -> None:
 )
 @click.option("--ttl", help="Certificate lifetime, e.g. 90d or 1y (default: cert_ttl or ca_ttl).")
 @format_option
+@remote_options()
 @pass_ctx
 def sign(
     c: Ctx,
@@ -248,32 +250,19 @@ def sign(
     names = _split_names(certnames)
     if sign_all == bool(names):
         raise click.UsageError("give CERTNAME(s) or --all, not both and not neither")
+    ca = admin(c)
     if sign_all:
-        names = c.ca.pending_names()
+        names = ca.pending_names()
     names = list(dict.fromkeys(names))
     lifetime = parse_duration(ttl, key="--ttl") if ttl else None
-    # The one bulk path (as POST sign/all): a CSR that cannot be signed is reported and
-    # the others are still signed.
-    outcome = c.ca.sign_many(
-        names, ttl=lifetime, allow_alt_names=allow_dns_alt_names, actor=CLI_ACTOR
-    )
-    results: list[dict[str, object]] = []
-    for name in names:
-        cert = outcome.certificates.get(name)
-        if cert is not None:
-            results.append(
-                {
-                    "certname": name,
-                    "signed": True,
-                    "serial": cert.serial_number,
-                    "fingerprint": pki.fingerprints(pki.der(cert))["SHA256"],
-                }
-            )
-        else:
-            results.append(
-                {"certname": name, "signed": False, "error": outcome.messages.get(name, "")}
-            )
-    failed = len(outcome.no_csr) + len(outcome.signing_errors)
+    signed = ca.sign(names, ttl=lifetime, allow_alt_names=allow_dns_alt_names)
+    results: list[dict[str, object]] = [
+        {"certname": r.certname, "signed": True, "serial": r.serial, "fingerprint": r.fingerprint}
+        if r.signed
+        else {"certname": r.certname, "signed": False, "error": r.error}
+        for r in signed
+    ]
+    failed = sum(not r.signed for r in signed)
     if fmt == "json":
         echo_json(results)
     else:
@@ -303,6 +292,7 @@ _REASONS = {r.name: r for r in x509.ReasonFlags if r not in (x509.ReasonFlags.re
     help="CRL reason code (puppetserver uses key_compromise).",
 )
 @format_option
+@remote_options()
 @pass_ctx
 def revoke(c: Ctx, certnames: tuple[str, ...], reason: str, fmt: str) -> None:
     """Revoke every certificate issued to each CERTNAME, with one CRL re-sign for the batch.
@@ -311,14 +301,13 @@ def revoke(c: Ctx, certnames: tuple[str, ...], reason: str, fmt: str) -> None:
     nothing to revoke are reported and make the exit code 3.
     """
     names = _split_names(certnames)
-    found, missing = c.ca.revoke(names, reason=_REASONS[reason], actor=CLI_ACTOR)
+    found, missing = admin(c).revoke(names, reason=_REASONS[reason])
     if fmt == "json":
         echo_json({"revoked": found, "not_found": missing})
     else:
         for name, serials in found.items():
-            click.echo(
-                f"Revoked {name} (serial{'s' if len(serials) > 1 else ''} {', '.join(map(str, serials))})"
-            )
+            shown = f" (serial{'s' if len(serials) > 1 else ''} {', '.join(map(str, serials))})"
+            click.echo(f"Revoked {name}{shown if serials else ''}")
         for name in missing:
             click.echo(f"Error: no certificate to revoke for {name}", err=True)
     if missing:
@@ -328,15 +317,12 @@ def revoke(c: Ctx, certnames: tuple[str, ...], reason: str, fmt: str) -> None:
 @cli.command()
 @click.argument("certnames", nargs=-1, required=True)
 @format_option
+@remote_options()
 @pass_ctx
 def clean(c: Ctx, certnames: tuple[str, ...], fmt: str) -> None:
     """Revoke and delete the certificates of CERTNAMEs so the hosts can re-enroll."""
-    names = _split_names(certnames)
-    cleaned, missing = c.ca.clean(names, actor=CLI_ACTOR)
-    pending = [n for n in missing if c.ca.csr_pem(n) is not None]
-    for name in pending:
-        c.ca.delete_csr(name, actor=CLI_ACTOR)
-    missing = [n for n in missing if n not in pending]
+    done = admin(c).clean(_split_names(certnames))
+    cleaned, pending, missing = done.cleaned, done.csr_deleted, done.not_found
     if fmt == "json":
         echo_json({"cleaned": cleaned, "csr_deleted": pending, "not_found": missing})
     else:
