@@ -46,6 +46,7 @@ from splitca.core.usecases.setup import SetupResult
 from splitca.core.usecases.sign import BulkSignResult
 from splitca.core.usecases.submit import SubmitResult
 from splitca.store.files.filestore import FileStore
+from splitca.store.files.passphrase import passphrase_reader
 from splitca.store.files.signer import KeyFileSigner
 
 from .clock import utcnow
@@ -71,7 +72,7 @@ class CertificateAuthority:
     ) -> None:
         self.settings = settings
         self.store = FileStore(settings.cadir)
-        self.signer = KeyFileSigner(self.store.cadir)
+        self.signer = KeyFileSigner(self.store.cadir, passphrase=passphrase_reader(settings))
         self.audit = audit if audit is not None else AuditLog(settings.effective_audit_log)
         self._autosigner = autosigner
         self.deps = Deps(
@@ -104,10 +105,13 @@ class CertificateAuthority:
         *,
         clock: Callable[[], dt.datetime] = utcnow,
         server_identity: bool = False,
+        key_passphrase: bytes | None = None,
     ) -> SetupResult:
         """See :func:`usecases_setup.setup`."""
         return usecases_setup.setup(
-            cls(settings, clock=clock).deps, server_identity=server_identity
+            cls(settings, clock=clock).deps,
+            server_identity=server_identity,
+            key_passphrase=key_passphrase,
         )
 
     @property

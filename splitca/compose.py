@@ -9,11 +9,19 @@ from splitca.core.autosign import Autosigner, Deferred, Strategies, make_autosig
 from splitca.enrollment.autosign import RegistryAutosigner, make_registry_autosigner
 from splitca.enrollment.backends.directory import DirectoryRegistry
 from splitca.enrollment.registry import Registry
+from splitca.store.files.passphrase import read_passphrase
 
 from .authority import CertificateAuthority, SetupResult
 from .config import Settings
 
-__all__ = ["AUTOSIGN_STRATEGIES", "build_autosigner", "open_ca", "open_registry", "setup_ca"]
+__all__ = [
+    "AUTOSIGN_STRATEGIES",
+    "build_autosigner",
+    "ca_key_passphrase",
+    "open_ca",
+    "open_registry",
+    "setup_ca",
+]
 
 
 def open_registry(settings: Settings) -> Registry:
@@ -81,5 +89,16 @@ def open_ca(
 
 
 def setup_ca(settings: Settings, **kwargs: Any) -> SetupResult:
-    """Create the CA named by ``settings`` (see :func:`splitca.core.usecases.setup.setup`)."""
+    """Create the CA named by ``settings`` (see :func:`splitca.core.usecases.setup.setup`).
+
+    With ``encrypt_ca_key`` the passphrase is read first (a missing one fails before
+    anything is written) and the key is written encrypted.
+    """
+    if settings.encrypt_ca_key and "key_passphrase" not in kwargs:
+        kwargs["key_passphrase"] = read_passphrase(settings)
     return CertificateAuthority.setup(settings, **kwargs)
+
+
+def ca_key_passphrase(settings: Settings) -> bytes:
+    """The CA key's passphrase from its configured source (ConfigError if there is none)."""
+    return read_passphrase(settings)
