@@ -18,6 +18,9 @@ from splitca.core.audit import SYSTEM, Actor, AuditLog
 from splitca.core.autosign import Autosigner, make_autosigner
 from splitca.core.ports import Blob, Row
 from splitca.core.usecases import (
+    cacert as usecases_cacert,
+)
+from splitca.core.usecases import (
     crl as usecases_crl,
 )
 from splitca.core.usecases import (
@@ -275,6 +278,21 @@ class CertificateAuthority:
 
     def renew(self, cert: x509.Certificate, *, actor: Actor = SYSTEM) -> x509.Certificate:
         return usecases_renew.renew(self.deps, cert, actor=actor)
+
+    # --- the CA certificate itself --------------------------------------------------------
+    def ca_status(self, *, horizon: dt.timedelta | None = None) -> usecases_cacert.CAStatus:
+        return usecases_cacert.status(self.deps, horizon=horizon)
+
+    def log_ca_status(self) -> usecases_cacert.CAStatus:
+        return usecases_cacert.log_status(self.deps)
+
+    def renew_ca(
+        self, *, validity: dt.timedelta | None = None, actor: Actor = SYSTEM
+    ) -> usecases_cacert.RenewResult:
+        return usecases_cacert.renew(self.deps, validity=validity, actor=actor)
+
+    def encrypt_ca_key(self, passphrase: bytes, *, actor: Actor = SYSTEM) -> None:
+        usecases_cacert.encrypt_key(self.deps, passphrase, actor=actor)
 
     # --- revocation and removal ----------------------------------------------------------
     def revoke(

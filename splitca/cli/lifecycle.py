@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from splitca.core.audit import Actor
-from splitca.core.usecases import cacert
 
 from .. import pki
 from ..compose import ca_key_passphrase
@@ -43,7 +42,7 @@ def ca_status(c: Ctx, warn_within: str | None, fmt: str) -> None:
     monitoring check or a timer can run it; 0 otherwise. Needs no passphrase.
     """
     horizon = parse_duration(warn_within, key="--warn-within") if warn_within else None
-    report = cacert.status(c.ca.deps, horizon=horizon)
+    report = c.ca.ca_status(horizon=horizon)
     if fmt == "json":
         echo_json(report.as_dict())
     else:
@@ -87,7 +86,7 @@ def ca_renew(c: Ctx, validity: str | None, fmt: str) -> None:
     until it expires: give them the new ca_crt.pem before then (docs/ca-lifecycle.md).
     """
     ttl = parse_duration(validity, key="--validity") if validity else None
-    result = cacert.renew(c.ca.deps, validity=ttl, actor=CLI_ACTOR)
+    result = c.ca.renew_ca(validity=ttl, actor=CLI_ACTOR)
     old, new = result.old, result.new
     if fmt == "json":
         echo_json(
@@ -125,7 +124,7 @@ def ca_encrypt_key(c: Ctx, fmt: str) -> None:
     the key when it next loads it.
     """
     passphrase = ca_key_passphrase(c.settings)
-    cacert.encrypt_key(c.ca.deps, passphrase, actor=CLI_ACTOR)
+    c.ca.encrypt_ca_key(passphrase, actor=CLI_ACTOR)
     path = c.settings.cadir / "ca_key.pem"
     if fmt == "json":
         echo_json({"encrypted": True, "key": str(path)})

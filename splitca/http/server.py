@@ -26,7 +26,6 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from splitca.compose import open_ca
 from splitca.config import Settings
-from splitca.core.usecases import cacert as usecases_cacert
 from splitca.errors import (
     ListenError,
     MalformedRequestLine,
@@ -540,7 +539,7 @@ def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> 
     build_ssl_context(settings)  # fail now, in the foreground, on a bad cert or key
     _check_listen(settings)  # and on a port in use, before forking any worker
     log.info("autosign policy: %s", ca.autosigner.description)  # a bad autosign value fails here
-    usecases_cacert.log_status(ca.deps)  # each CA certificate's expiry; a warning if near
+    ca.log_ca_status()  # each CA certificate's expiry; a warning if near
     if settings.crl_ttl < dt.timedelta(days=365):
         log.warning(
             "crl_ttl is %s days: Puppet 7 agents keep the CRL they got at bootstrap and stop working "

@@ -1,4 +1,4 @@
-"""Use cases for the CA certificate's own lifecycle: its status and expiry, renewal with the same key, encrypting the key."""
+"""Use cases for the CA certificate itself: status and expiry, renewal with the same key, key encryption."""
 
 from __future__ import annotations
 

@@ -95,9 +95,7 @@ def _create(d: Deps, present: list[str], key_passphrase: bytes | None = None) ->
     return SetupResult(True, msgs)
 
 
-def _create_ca(
-    d: Deps, key_passphrase: bytes | None = None
-) -> CertificateIssuerPrivateKeyTypes:
+def _create_ca(d: Deps, key_passphrase: bytes | None = None) -> CertificateIssuerPrivateKeyTypes:
     s, now = d.settings, d.clock()
     key = pki.generate_private_key(s.key_type, rsa_bits=s.key_size, curve=s.ec_curve)
     cert = pki.build_ca_certificate(key, s.effective_ca_name, now=now, ttl=s.ca_ttl)

@@ -12,7 +12,6 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -276,7 +275,6 @@ class FileStore:
             fs.discard(tmp)  # gone if it was renamed into place; else clean up
 
     def publish_ca_cert(self, pem: bytes, reservation: Reservation) -> None:
-        """Replace ca_crt.pem atomically with *pem*, *reservation*'s record durable first."""
         self._inventory_sync.sync_upto(reservation.token)  # type: ignore[arg-type]
         self.cadir.write_public(self.cadir.cacert, pem)
 
@@ -284,12 +282,7 @@ class FileStore:
         return self.cadir.read_ca_key()
 
     def replace_ca_key(self, data: bytes) -> None:
-        """Replace ca_key.pem atomically (temp file, fsync, rename), keeping its mode."""
-        try:
-            mode = stat.S_IMODE(os.stat(self.cadir.cakey).st_mode)
-        except FileNotFoundError:
-            mode = KEY_MODE
-        self.cadir.write_key(self.cadir.cakey, data, mode=mode & 0o640)
+        self.cadir.rewrite_ca_key(data)
 
     def _publish_batch(self, items: list[_Publication]) -> list[None]:
         """Rename staged certificates into signed/ in one index transaction, one directory fsync.
