@@ -27,6 +27,7 @@ from .conftest import (
     fast_key,
     make_csr,
     make_settings,
+    openssl,
     openssl_verify,
     setup_ca,
     write_config,
@@ -308,6 +309,19 @@ def test_setup_encrypt_key_writes_an_encrypted_key_that_signs_and_issues_crls(
     assert (settings.cadir / "ca_key.pem").stat().st_mode & 0o777 == 0o640
     with pytest.raises(TypeError):  # unreadable without the passphrase
         serialization.load_pem_private_key(data, password=None)
+    # A strong KDF: PBES2 with PBKDF2-HMAC-SHA256, 600,000 rounds (0x927C0), AES-256-CBC;
+    # and OpenSSL reads it with the passphrase (the way back to an unencrypted key).
+    parsed = openssl("asn1parse", "-in", str(settings.cadir / "ca_key.pem")).stdout.decode()
+    for part in (":PBES2", ":PBKDF2", ":0927C0", ":hmacWithSHA256", ":aes-256-cbc"):
+        assert part in parsed, parsed
+    back = openssl(
+        "pkey",
+        "-in",
+        str(settings.cadir / "ca_key.pem"),
+        "-passin",
+        f"file:{tmp_path / 'ca-passphrase'}",
+    )
+    assert back.returncode == 0 and b"BEGIN PRIVATE KEY" in back.stdout, back.stderr
     # The CA server's TLS identity was issued by the encrypted key.
     server_cert = x509.load_pem_x509_certificate((settings.cadir / "server/cert.pem").read_bytes())
     (ca_cert,) = bundle(settings)

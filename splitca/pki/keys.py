@@ -9,6 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificatePublicKeyTypes,
 )
 
+from splitca.pki.keyseal import seal_private_key
+
 # --- keys ------------------------------------------------------------------------------
 
 _CURVES: dict[str, ec.EllipticCurve] = {
@@ -39,17 +41,11 @@ def private_key_pem(
 ) -> bytes:
     """PEM in the traditional format Puppet writes (``BEGIN RSA PRIVATE KEY``/``EC``).
 
-    With *passphrase*: encrypted PKCS#8 (``BEGIN ENCRYPTED PRIVATE KEY``) with the best
-    encryption cryptography offers (PBES2, scrypt or PBKDF2, AES-256).
+    With *passphrase*: encrypted PKCS#8 (``BEGIN ENCRYPTED PRIVATE KEY``), see
+    :func:`splitca.pki.keyseal.seal_private_key`.
     """
     if passphrase is not None:
-        if not passphrase:
-            raise ValueError("the passphrase is empty")
-        return key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(passphrase),
-        )
+        return seal_private_key(key, passphrase)
     fmt = (
         serialization.PrivateFormat.TraditionalOpenSSL
         if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
