@@ -138,6 +138,15 @@ def test_status_warns_and_exits_11_within_the_horizon_only(tmp_path: Path) -> No
     assert code == 2 and "--warn-within" in err
 
 
+def test_status_of_a_bundle_without_a_certificate_is_an_error(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    setup_ca(settings)
+    (settings.cadir / "ca_crt.pem").write_bytes(b"not a certificate\n")
+    code, out, err = run(config_for(tmp_path, settings), "ca", "status")
+    assert code == 5 and "holds no certificate" in err, out + err
+    assert "Traceback" not in out + err
+
+
 def test_serve_logs_the_ca_expiry_at_start(tmp_path: Path, server_factory) -> None:
     settings = make_settings(tmp_path, ca_ttl="200d")
     compose_setup_ca(settings)

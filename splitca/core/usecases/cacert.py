@@ -105,6 +105,8 @@ def status(d: Deps, *, horizon: dt.timedelta | None = None) -> CAStatus:
     horizon = horizon if horizon is not None else d.settings.ca_expiry_warning
     now = d.clock()
     certs = pki.load_certificates(d.store.ca_cert().data)
+    if not certs:
+        raise StoreError("the CA certificate bundle (ca_crt.pem) holds no certificate")
     notes: list[str] = []
     try:
         encrypted: bool | None = pki.is_encrypted_key(d.store.ca_key())
