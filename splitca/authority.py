@@ -287,9 +287,9 @@ class CertificateAuthority:
         return usecases_cacert.log_status(self.deps)
 
     def renew_ca(
-        self, *, validity: dt.timedelta | None = None, actor: Actor = SYSTEM
+        self, *, validity: dt.timedelta | None = None, serial: str = "auto", actor: Actor = SYSTEM
     ) -> usecases_cacert.RenewResult:
-        return usecases_cacert.renew(self.deps, validity=validity, actor=actor)
+        return usecases_cacert.renew(self.deps, validity=validity, serial=serial, actor=actor)
 
     def encrypt_ca_key(self, passphrase: bytes, *, actor: Actor = SYSTEM) -> None:
         usecases_cacert.encrypt_key(self.deps, passphrase, actor=actor)

@@ -24,6 +24,7 @@ from splitca.config import Settings
 
 from .conftest import (
     chdir,
+    copy_fixture_cadir,
     fast_key,
     make_csr,
     make_settings,
@@ -179,6 +180,7 @@ def test_renew_keeps_key_subject_and_ski_and_issued_certificates_verify(tmp_path
     shown = json.loads(out)
     (new,) = bundle(settings)
     assert shown["serial"] == new.serial_number and shown["old_serial"] == 1
+    assert shown["kept_serial"] is None  # splitca's certificates name the CA by key id only
     assert new.subject == old.subject == new.issuer
     assert ski(new) == ski(old)
     assert list(new.extensions) == list(
@@ -214,6 +216,37 @@ def test_renew_keeps_key_subject_and_ski_and_issued_certificates_verify(tmp_path
     assert crl.is_signature_valid(new.public_key()) and crl.issuer == new.subject
     audit = (settings.cadir / "audit.log").read_text()
     assert '"event":"ca-renew"' in audit.replace(" ", "")
+
+
+@pytest.mark.parametrize("serial", ["auto", "new"])
+def test_renew_of_a_puppetserver_ca_keeps_the_serial_its_certificates_name(
+    tmp_path: Path, serial: str
+) -> None:
+    """puppetserver's certificates name the CA by issuer and serial in their Authority Key
+    Identifier: with another serial OpenSSL no longer finds their issuer."""
+    cadir = copy_fixture_cadir(tmp_path / "ca")
+    settings = make_settings(tmp_path, cadir=str(cadir), certname="localhost")
+    (old,) = bundle(settings)
+    code, out, err = run(
+        config_for(tmp_path, settings), "ca", "renew", "--validity", "20y", "--serial", serial
+    )
+    assert code == 0, out + err
+    (new,) = bundle(settings)
+    assert new.not_valid_after_utc > old.not_valid_after_utc
+    crl = x509.load_pem_x509_crl((cadir / "ca_crl.pem").read_bytes())
+    results = {}
+    for path in sorted((cadir / "signed").glob("*.pem")):
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is None:
+            results[path.name] = openssl_verify(path, cadir).returncode
+    assert "agent1.pem" in results and len(results) >= 5
+    if serial == "auto":
+        assert new.serial_number == old.serial_number
+        assert "Kept the serial: " in out and "Authority Key Identifier" in out
+        assert set(results.values()) == {0}, results
+    else:  # why auto keeps it: with a new serial not one of them verifies
+        assert new.serial_number != old.serial_number
+        assert 0 not in results.values(), results
 
 
 def test_renew_while_serving_serves_and_signs_with_the_new_certificate(
@@ -282,6 +315,31 @@ def test_renew_refuses_an_intermediate_signing_certificate(tmp_path: Path) -> No
     rows = json.loads(out)["certificates"]
     assert [r["signing_key"] for r in rows] == [True, False]
     assert [r["self_signed"] for r in rows] == [False, True]
+
+
+def test_renewal_of_a_ca_naming_itself_by_serial_names_the_new_serial() -> None:
+    key = fast_key()
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name.from_rfc4514_string("CN=Old Ruby CA")
+    old = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .add_extension(x509.AuthorityKeyIdentifier(None, [x509.DirectoryName(name)], 1), False)
+        .sign(key, pki.signing_hash(key))  # type: ignore[arg-type]
+    )
+    new = pki.renew_ca_certificate(
+        old, key, serial=42, not_before=now, not_after=now + dt.timedelta(days=900)
+    )
+    aki = new.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert aki.authority_cert_serial_number == 42
+    assert aki.authority_cert_issuer == [x509.DirectoryName(name)]
+    new.verify_directly_issued_by(new)
 
 
 def test_signing_certificate_is_the_newest_one_holding_the_key(tmp_path: Path) -> None:

@@ -75,9 +75,18 @@ def ca_status(c: Ctx, warn_within: str | None, fmt: str) -> None:
     help="New lifetime from now, e.g. 15y [default: the ca_ttl setting]. Must end later "
     "than the current certificate.",
 )
+@click.option(
+    "--serial",
+    type=click.Choice(["auto", "keep", "new"]),
+    default="auto",
+    show_default=True,
+    help="keep: the old certificate's serial, which certificates naming the CA by serial in "
+    "their Authority Key Identifier need (puppetserver's do); new: a fresh one; auto: keep "
+    "if any signed certificate names it.",
+)
 @format_option
 @pass_ctx
-def ca_renew(c: Ctx, validity: str | None, fmt: str) -> None:
+def ca_renew(c: Ctx, validity: str | None, serial: str, fmt: str) -> None:
     """Re-issue the CA certificate with the SAME key, subject and key identifier.
 
     A new serial and validity; ca_crt.pem is replaced atomically, so 'splitca serve'
@@ -86,7 +95,7 @@ def ca_renew(c: Ctx, validity: str | None, fmt: str) -> None:
     until it expires: give them the new ca_crt.pem before then (docs/ca-lifecycle.md).
     """
     ttl = parse_duration(validity, key="--validity") if validity else None
-    result = c.ca.renew_ca(validity=ttl, actor=CLI_ACTOR)
+    result = c.ca.renew_ca(validity=ttl, serial=serial, actor=CLI_ACTOR)
     old, new = result.old, result.new
     if fmt == "json":
         echo_json(
@@ -96,16 +105,24 @@ def ca_renew(c: Ctx, validity: str | None, fmt: str) -> None:
                 "serial": new.serial_number,
                 "old_not_after": pki.puppet_time(old.not_valid_after_utc),
                 "not_after": pki.puppet_time(new.not_valid_after_utc),
+                "kept_serial": result.kept_serial,
                 "sha256": pki.fingerprints(pki.der(new))["SHA256"],
                 "bundle": str(c.settings.cadir / "ca_crt.pem"),
             }
         )
         return
+    serials = (
+        f"{old.serial_number} (kept)"
+        if result.kept_serial
+        else f"{old.serial_number} -> {new.serial_number}"
+    )
     click.echo(
-        f"Renewed CA certificate {new.subject.rfc4514_string()}: serial {old.serial_number} -> "
-        f"{new.serial_number}, valid until {pki.puppet_time(new.not_valid_after_utc)} "
+        f"Renewed CA certificate {new.subject.rfc4514_string()}: serial {serials}, valid until "
+        f"{pki.puppet_time(new.not_valid_after_utc)} "
         f"(was {pki.puppet_time(old.not_valid_after_utc)})."
     )
+    if result.kept_serial:
+        click.echo(f"Kept the serial: {result.kept_serial}.")
     click.echo(
         f"Distribute {c.settings.cadir / 'ca_crt.pem'} to compile masters and agents before "
         f"{pki.puppet_time(old.not_valid_after_utc)} (docs/ca-lifecycle.md)."

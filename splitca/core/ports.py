@@ -206,11 +206,12 @@ class CAStore(Protocol):
         ...
 
     # --- the CA's own certificate and key ----------------------------------------------
-    def publish_ca_cert(self, pem: bytes, reservation: Reservation) -> None:
+    def publish_ca_cert(self, pem: bytes, reservation: Reservation | None) -> None:
         """Replace the CA certificate bundle atomically (a renewed CA certificate in it).
 
-        *reservation* (from :meth:`reserve_serial`, for the CA's name) is durable first.
-        Readers see the old bundle or the new one, never a torn one.
+        *reservation* (from :meth:`reserve_serial`, for the CA's name; None when the
+        renewed certificate keeps the old one's serial) is durable first. Readers see
+        the old bundle or the new one, never a torn one.
         """
         ...
 

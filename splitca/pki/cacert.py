@@ -64,5 +64,13 @@ def renew_ca_certificate(
         .not_valid_after(not_after)
     )
     for ext in old.extensions:
-        builder = builder.add_extension(ext.value, ext.critical)
+        value = ext.value
+        if (
+            isinstance(value, x509.AuthorityKeyIdentifier)
+            and value.authority_cert_serial_number == old.serial_number
+        ):  # a self-signed CA naming itself by serial: name the new serial
+            value = x509.AuthorityKeyIdentifier(
+                value.key_identifier, value.authority_cert_issuer, serial
+            )
+        builder = builder.add_extension(value, ext.critical)
     return builder.sign(key, signing_hash(key))  # type: ignore[arg-type]

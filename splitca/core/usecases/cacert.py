@@ -197,27 +197,45 @@ def log_status(d: Deps) -> CAStatus:
     return report
 
 
+SERIAL_CHOICES = ("auto", "keep", "new")
+
+
 @dataclass(frozen=True)
 class RenewResult:
     old: x509.Certificate
     new: x509.Certificate
     bundle: bytes
+    kept_serial: str | None  # why the old serial was kept (None: a new one was taken)
 
 
-def renew(d: Deps, *, validity: dt.timedelta | None = None, actor: Actor = SYSTEM) -> RenewResult:
+def renew(
+    d: Deps,
+    *,
+    validity: dt.timedelta | None = None,
+    serial: str = "auto",
+    actor: Actor = SYSTEM,
+) -> RenewResult:
     """Re-issue the signing CA certificate with the same key, subject and extensions.
 
-    A new serial from the store's serial space, a validity of *validity* (default
-    ``ca_ttl``) from now (backdated like every certificate), installed atomically in
-    place of the old certificate in the served bundle (other certificates of the bundle
-    kept, in order). Every certificate the CA issued verifies against the new one, and
-    a running server signs with it from its next request (the Signer reloads).
+    A validity of *validity* (default ``ca_ttl``) from now (backdated like every
+    certificate), installed atomically in place of the old certificate in the served
+    bundle (other certificates of the bundle kept, in order). Every certificate the CA
+    issued verifies against the new one, and a running server signs with it from its
+    next request (the Signer reloads).
+
+    *serial*: ``new`` takes one from the store's serial space; ``keep`` re-uses the old
+    certificate's, which certificates naming the CA by issuer and serial in their
+    Authority Key Identifier need (puppetserver's and the Ruby CA's do: with another
+    serial, OpenSSL no longer finds their issuer); ``auto`` keeps it if any signed
+    certificate of the store does that, else takes a new one.
 
     Raises:
       Conflict: the signing certificate is not self-signed (an intermediate: its issuer
         must re-issue it).
       InvalidRequest: *validity* is over 50 years or would shorten the CA's life.
     """
+    if serial not in SERIAL_CHOICES:
+        raise InvalidRequest(f"--serial: must be one of {', '.join(SERIAL_CHOICES)}")
     validity = validity if validity is not None else d.settings.ca_ttl
     if validity > MAX_TTL:
         raise InvalidRequest("--validity: must be at most 50 years")
@@ -237,10 +255,14 @@ def renew(d: Deps, *, validity: dt.timedelta | None = None, actor: Actor = SYSTE
                 f"--validity {validity.days}d would end the CA on {pki.puppet_time(not_after)}, "
                 f"not after its current end {pki.puppet_time(old.not_valid_after_utc)}"
             )
+        kept = _why_keep_serial(d, old, serial)
+        reservation = None
+        if kept is None:
+            name = pki.first_cn(old.subject) or ""
+            reservation = d.store.reserve_serial(name, not_before, not_after)
+        number = old.serial_number if reservation is None else reservation.serial
+        new = key.renew_ca(serial=number, not_before=not_before, not_after=not_after)
         bundle = pki.load_certificates(d.store.ca_cert().data)
-        name = pki.first_cn(old.subject) or ""
-        reservation = d.store.reserve_serial(name, not_before, not_after)
-        new = key.renew_ca(serial=reservation.serial, not_before=not_before, not_after=not_after)
         pem = b"".join(pki.pem(new if c == old else c) for c in bundle)
         d.store.publish_ca_cert(pem, reservation)
         d.audit.event(
@@ -249,11 +271,35 @@ def renew(d: Deps, *, validity: dt.timedelta | None = None, actor: Actor = SYSTE
             subject=old.subject.rfc4514_string(),
             old_serial=old.serial_number,
             serial=new.serial_number,
+            kept_serial=kept,
             not_after=pki.puppet_time(not_after),
             sha256=pki.fingerprints(pki.der(new))["SHA256"],
         )
     log.info("Renewed the CA certificate (serial %d) until %s", new.serial_number, not_after)
-    return RenewResult(old, new, pem)
+    return RenewResult(old, new, pem, kept)
+
+
+def _why_keep_serial(d: Deps, old: x509.Certificate, choice: str) -> str | None:
+    """Why the renewed certificate keeps *old*'s serial (None: it gets a new one)."""
+    if choice == "keep":
+        return "--serial keep"
+    if choice == "new":
+        return None
+    for row in d.store.statuses("signed"):
+        blob = d.store.cert(row.name)
+        if blob is None:
+            continue
+        try:
+            cert = pki.load_certificates(blob.data)[0]
+            aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+        except (ValueError, IndexError, x509.ExtensionNotFound):
+            continue
+        if aki.authority_cert_serial_number == old.serial_number:
+            return (
+                f"{row.name}'s certificate (like every certificate puppetserver issued) names "
+                f"the CA by its serial {old.serial_number} in its Authority Key Identifier"
+            )
+    return None
 
 
 def encrypt_key(d: Deps, passphrase: bytes, *, actor: Actor = SYSTEM) -> None:

@@ -274,8 +274,9 @@ class FileStore:
         finally:
             fs.discard(tmp)  # gone if it was renamed into place; else clean up
 
-    def publish_ca_cert(self, pem: bytes, reservation: Reservation) -> None:
-        self._inventory_sync.sync_upto(reservation.token)  # type: ignore[arg-type]
+    def publish_ca_cert(self, pem: bytes, reservation: Reservation | None) -> None:
+        if reservation is not None:
+            self._inventory_sync.sync_upto(reservation.token)  # type: ignore[arg-type]
         self.cadir.write_public(self.cadir.cacert, pem)
 
     def ca_key(self) -> bytes:
