@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import ssl
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +29,7 @@ from .conftest import (
     chdir,
     copy_fixture_cadir,
     fast_key,
+    free_port,
     make_csr,
     make_settings,
     openssl,
@@ -439,6 +443,26 @@ def test_wrong_or_missing_passphrase_is_one_clear_line(tmp_path: Path) -> None:
     code, _, err = run(bad, "generate", "agent1.test")
     assert code == 2 and "readable by every user" in err
     assert not (settings.cadir / "signed" / "agent1.test.pem").exists()
+
+
+def test_serve_without_the_passphrase_fails_at_start_in_one_line(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    good = config_for(tmp_path, settings, ca_key_passphrase_file=str(passphrase_file(tmp_path)))
+    assert run(good, "setup", "--encrypt-key")[0] == 0
+    none = write_config(tmp_path / "none.yaml", settings.replace(port=free_port()))
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    served = subprocess.run(
+        [sys.executable, "-m", "splitca", "--config", str(none), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert served.returncode == 2, served.stderr
+    assert served.stderr.splitlines()[-1].startswith(
+        "Error: the CA key needs a passphrase and none is configured"
+    )
+    assert "Traceback" not in served.stderr and "CA ready" not in served.stderr
 
 
 def test_passphrase_from_systemd_credentials_directory(tmp_path: Path) -> None:
