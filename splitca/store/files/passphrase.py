@@ -73,9 +73,3 @@ def read_passphrase(settings: Settings) -> bytes:
 def passphrase_reader(settings: Settings) -> Callable[[], bytes]:
     """A reader the Signer calls only if the key is encrypted, and only when it loads it."""
     return lambda: read_passphrase(settings)
-
-
-def describe_source(settings: Settings) -> str:
-    """Where the passphrase comes from, for messages (a path, never the passphrase)."""
-    path = passphrase_file(settings)
-    return str(path) if path is not None else "no passphrase configured"
