@@ -18,6 +18,9 @@ from splitca.core.audit import SYSTEM, Actor, AuditSink
 from splitca.core.autosign import Autosigner
 from splitca.core.ports import Blob, CAStore, Row, Signer
 from splitca.core.usecases import (
+    cacert as usecases_cacert,
+)
+from splitca.core.usecases import (
     crl as usecases_crl,
 )
 from splitca.core.usecases import (
@@ -100,9 +103,13 @@ class CertificateAuthority:
         """Raise StoreError unless the store holds a complete CA (and catch up with it)."""
         usecases_setup.open_store(self.store, self.settings)
 
-    def setup(self, *, server_identity: bool = False) -> SetupResult:
+    def setup(
+        self, *, server_identity: bool = False, key_passphrase: bytes | None = None
+    ) -> SetupResult:
         """See :func:`usecases_setup.setup`."""
-        return usecases_setup.setup(self.deps, server_identity=server_identity)
+        return usecases_setup.setup(
+            self.deps, server_identity=server_identity, key_passphrase=key_passphrase
+        )
 
     @property
     def reserved_names(self) -> frozenset[str]:
@@ -248,6 +255,21 @@ class CertificateAuthority:
 
     def renew(self, cert: x509.Certificate, *, actor: Actor = SYSTEM) -> x509.Certificate:
         return usecases_renew.renew(self.deps, cert, actor=actor)
+
+    # --- the CA certificate itself --------------------------------------------------------
+    def ca_status(self, *, horizon: dt.timedelta | None = None) -> usecases_cacert.CAStatus:
+        return usecases_cacert.status(self.deps, horizon=horizon)
+
+    def log_ca_status(self) -> usecases_cacert.CAStatus:
+        return usecases_cacert.log_status(self.deps)
+
+    def renew_ca(
+        self, *, validity: dt.timedelta | None = None, serial: str = "auto", actor: Actor = SYSTEM
+    ) -> usecases_cacert.RenewResult:
+        return usecases_cacert.renew(self.deps, validity=validity, serial=serial, actor=actor)
+
+    def encrypt_ca_key(self, passphrase: bytes, *, actor: Actor = SYSTEM) -> None:
+        usecases_cacert.encrypt_key(self.deps, passphrase, actor=actor)
 
     # --- revocation and removal ----------------------------------------------------------
     def revoke(

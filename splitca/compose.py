@@ -15,6 +15,7 @@ from splitca.enrollment.backends.directory import DirectoryRegistry
 from splitca.enrollment.registry import Registry
 from splitca.store.files.audit import AuditLog
 from splitca.store.files.filestore import FileStore
+from splitca.store.files.passphrase import passphrase_reader, read_passphrase
 from splitca.store.files.signer import KeyFileSigner
 
 from .authority import CertificateAuthority, SetupResult
@@ -25,6 +26,7 @@ __all__ = [
     "AUTOSIGN_STRATEGIES",
     "build_autosigner",
     "build_ca",
+    "ca_key_passphrase",
     "open_admin",
     "open_audit",
     "open_ca",
@@ -98,7 +100,7 @@ def build_ca(
     return CertificateAuthority(
         settings,
         store=store,
-        signer=KeyFileSigner(store.cadir),
+        signer=KeyFileSigner(store.cadir, passphrase=passphrase_reader(settings)),
         audit=open_audit(settings) if audit is None else audit,
         autosigner=Deferred(lambda: build_autosigner(settings))
         if autosigner is None
@@ -134,9 +136,23 @@ def setup_ca(
     *,
     clock: Callable[[], dt.datetime] = utcnow,
     server_identity: bool = False,
+    key_passphrase: bytes | None = None,
 ) -> SetupResult:
-    """Create the CA named by ``settings`` (see :func:`splitca.core.usecases.setup.setup`)."""
-    return build_ca(settings, clock=clock).setup(server_identity=server_identity)
+    """Create the CA named by ``settings`` (see :func:`splitca.core.usecases.setup.setup`).
+
+    With ``encrypt_ca_key`` the passphrase is read first (a missing one fails before
+    anything is written) and the key is written encrypted.
+    """
+    if settings.encrypt_ca_key and key_passphrase is None:
+        key_passphrase = read_passphrase(settings)
+    return build_ca(settings, clock=clock).setup(
+        server_identity=server_identity, key_passphrase=key_passphrase
+    )
+
+
+def ca_key_passphrase(settings: Settings) -> bytes:
+    """The CA key's passphrase from its configured source (ConfigError if there is none)."""
+    return read_passphrase(settings)
 
 
 def open_admin(

@@ -58,6 +58,7 @@ class Outcome(enum.IntEnum):
     NOT_REGISTERED = 1  # classify: an ENC's "no such node"
     CRL_UNCHANGED = 0  # sync-crl: the installed CRL is current; nothing changed
     CRL_UPDATED = 10  # sync-crl: a new CRL installed (and reloaded), or --force-reload reloaded
+    CA_EXPIRING = 12  # ca status: a CA certificate expires within the horizon (or expired)
 
 
 # Errors, and a command's partial failures it reported itself name by name (finish(NotFound)).
@@ -158,6 +159,7 @@ COMMAND_MODULES: dict[str, str] = {
     **dict.fromkeys(("register", "enroll", "registrations", "unregister", "classify"), "enroll"),
     **dict.fromkeys(("apache-config", "sync-crl"), "split"),
     "masters": "fleet",
+    "ca": "lifecycle",
 }
 
 

@@ -53,6 +53,12 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
     help="For a CA that already exists (imported from puppetserver, say): issue this host's "
     "TLS certificate if it is missing. Refused if signed/CERTNAME.pem exists.",
 )
+@click.option(
+    "--encrypt-key",
+    is_flag=True,
+    help="Write ca_key.pem encrypted (PKCS#8), with the passphrase from ca_key_passphrase_file "
+    "or $CREDENTIALS_DIRECTORY (never from the command line). Setting: encrypt_ca_key.",
+)
 @format_option
 @pass_ctx
 def setup(
@@ -65,6 +71,7 @@ def setup(
     ec_curve: str | None,
     ca_ttl: str | None,
     server_identity: bool,
+    encrypt_key: bool,
     fmt: str,
 ) -> None:
     """Create a CA in the cadir (puppetserver's layout). Safe to re-run.
@@ -87,6 +94,7 @@ def setup(
         key_size=key_size,
         ec_curve=ec_curve,
         ca_ttl=ca_ttl,
+        encrypt_ca_key=True if encrypt_key else None,
     )
     result = setup_ca(c.settings, server_identity=server_identity)
     if fmt == "json":

@@ -239,6 +239,24 @@ class CAStore(Protocol):
         """
         ...
 
+    # --- the CA's own certificate and key ----------------------------------------------
+    def publish_ca_cert(self, pem: bytes, reservation: Reservation | None) -> None:
+        """Replace the CA certificate bundle atomically (a renewed CA certificate in it).
+
+        *reservation* (from :meth:`reserve_serial`, for the CA's name; None when the
+        renewed certificate keeps the old one's serial) is durable first. Readers see
+        the old bundle or the new one, never a torn one.
+        """
+        ...
+
+    def ca_key(self) -> bytes:
+        """The stored CA key exactly as kept (PEM, possibly encrypted); StoreError if missing."""
+        ...
+
+    def replace_ca_key(self, data: bytes) -> None:
+        """Replace the stored CA key atomically (the same key, re-encoded: encrypted, say)."""
+        ...
+
     # --- queries -------------------------------------------------------------------------
     def status(self, name: str) -> Row | None:
         """*name*'s certificate status (its certificate if any, else its request), or None."""
@@ -338,6 +356,13 @@ class SigningKey(Protocol):
         next_update: dt.datetime,
     ) -> bytes:
         """The DER of a signed CRL with *entries*."""
+        ...
+
+    def renew_ca(
+        self, *, serial: int, not_before: dt.datetime, not_after: dt.datetime
+    ) -> x509.Certificate:
+        """:attr:`certificate` re-issued by this key with a new serial and validity (same
+        subject, key and extensions); ValueError if it is not self-signed."""
         ...
 
 

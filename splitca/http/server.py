@@ -542,6 +542,8 @@ def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> 
     build_ssl_context(settings)  # fail now, in the foreground, on a bad cert or key
     _check_listen(settings)  # and on a port in use, before forking any worker
     log.info("autosign policy: %s", ca.autosigner.description)  # a bad autosign value fails here
+    ca.ca_certificate()  # loads (decrypts) the CA key now: no passphrase fails here, not later
+    ca.log_ca_status()  # each CA certificate's expiry; a warning if near
     if settings.crl_ttl < dt.timedelta(days=365):
         log.warning(
             "crl_ttl is %s days: Puppet 7 agents keep the CRL they got at bootstrap and stop working "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from splitca.pki import asn1
+from splitca.pki.cacert import describe_key, is_self_issued, renew_ca_certificate
 from splitca.pki.certs import (
     build_ca_certificate,
     build_leaf_certificate,
@@ -43,6 +44,7 @@ from splitca.pki.csr import (
 )
 from splitca.pki.keys import (
     generate_private_key,
+    is_encrypted_key,
     load_private_key,
     private_key_pem,
     public_key_pem,
@@ -112,6 +114,7 @@ __all__ = [
     "csr_status_fields",
     "der",
     "der_utf8",
+    "describe_key",
     "extension_value_text",
     "fingerprints",
     "first_cn",
@@ -119,7 +122,9 @@ __all__ = [
     "generate_private_key",
     "has_cli_auth",
     "inspect_csr",
+    "is_encrypted_key",
     "is_safe_name",
+    "is_self_issued",
     "leaf_builder",
     "load_certificates",
     "load_csr",
@@ -135,6 +140,7 @@ __all__ = [
     "public_key_pem",
     "puppet_time",
     "reason_code",
+    "renew_ca_certificate",
     "san_strings",
     "sign_leaf",
     "signing_certificate",

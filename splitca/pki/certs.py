@@ -200,7 +200,9 @@ def signing_certificate(
     """
     if key is not None:
         spki = _spki(key.public_key())
-        return next((c for c in certs if _spki(c.public_key()) == spki), None)
+        # A renewed CA (same key, later notAfter) beside its old certificate: the newest signs.
+        matching = [c for c in certs if _spki(c.public_key()) == spki]
+        return max(matching, key=lambda c: c.not_valid_after_utc, default=None)
     issuers = {c.issuer for c in certs if c.issuer != c.subject}
     return next((c for c in certs if c.subject not in issuers), certs[0] if certs else None)
 

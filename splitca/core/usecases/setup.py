@@ -44,8 +44,13 @@ def open_store(store: CAStore, settings: Settings) -> None:
     store.refresh()
 
 
-def setup(d: Deps, *, server_identity: bool = False) -> SetupResult:
+def setup(
+    d: Deps, *, server_identity: bool = False, key_passphrase: bytes | None = None
+) -> SetupResult:
     """Create a CA, with the CA server's TLS identity, in an empty store.
+
+    With *key_passphrase* the CA key is written encrypted (PKCS#8; see
+    :func:`splitca.core.usecases.cacert.encrypt_key` for an existing CA).
 
     If a CA exists (one imported from puppetserver, say) nothing at all is written,
     unless *server_identity*: then the CA server's certificate is issued if it is
@@ -63,12 +68,12 @@ def setup(d: Deps, *, server_identity: bool = False) -> SetupResult:
         present = d.store.present_parts()
         made_meanwhile = not d.store.missing_parts()  # by a concurrent setup
         if not made_meanwhile:
-            return _create(d, present)
+            return _create(d, present, key_passphrase)
     # Outside the setup lock: _setup_existing takes it again (it is not re-entrant).
     return _setup_existing(d, server_identity=server_identity)
 
 
-def _create(d: Deps, present: list[str]) -> SetupResult:
+def _create(d: Deps, present: list[str], key_passphrase: bytes | None = None) -> SetupResult:
     """Create the CA in an empty store (the caller holds the setup lock)."""
     if present:
         raise StoreError(
@@ -77,9 +82,11 @@ def _create(d: Deps, present: list[str]) -> SetupResult:
             "ca_crl.pem, serial. Restore the missing files or move the directory away; "
             "splitca never replaces a CA key."
         )
-    key = _create_ca(d)
+    key = _create_ca(d, key_passphrase)
+    sealed = ", key encrypted" if key_passphrase is not None else ""
     msgs = [
-        f"Created CA '{d.settings.effective_ca_name}' in {d.settings.cadir} ({_describe(key)})."
+        f"Created CA '{d.settings.effective_ca_name}' in {d.settings.cadir} "
+        f"({_describe(key)}{sealed})."
     ]
     msgs += ensure_server_identity(d)
     d.audit.event(
@@ -88,7 +95,7 @@ def _create(d: Deps, present: list[str]) -> SetupResult:
     return SetupResult(True, msgs)
 
 
-def _create_ca(d: Deps) -> CertificateIssuerPrivateKeyTypes:
+def _create_ca(d: Deps, key_passphrase: bytes | None = None) -> CertificateIssuerPrivateKeyTypes:
     s, now = d.settings, d.clock()
     key = pki.generate_private_key(s.key_type, rsa_bits=s.key_size, curve=s.ec_curve)
     cert = pki.build_ca_certificate(key, s.effective_ca_name, now=now, ttl=s.ca_ttl)
@@ -102,7 +109,7 @@ def _create_ca(d: Deps) -> CertificateIssuerPrivateKeyTypes:
     )
     d.store.create_ca(
         ca_cert=pki.pem(cert),
-        ca_key=pki.private_key_pem(key),
+        ca_key=pki.private_key_pem(key, key_passphrase),
         ca_pub=pki.public_key_pem(key.public_key()),
         crl=pki.pem(crl),
     )

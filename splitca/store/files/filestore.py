@@ -5,6 +5,8 @@ The files are puppetserver's and they are the truth (see docs/architecture.md,
 files into place. Concurrent reservations and publications in one process are
 batched (:class:`GroupCommit`): one lock round and one fsync serve many threads.
 """
+# Over 400 lines because it is one implementation of the whole CAStore port (every method
+# is a few lines over cadir/index); splitting it would split the port across files.
 
 from __future__ import annotations
 
@@ -281,6 +283,17 @@ class FileStore:
             self._publisher.submit((name, tmp, cert, values, drop))
         finally:
             fs.discard(tmp)  # gone if it was renamed into place; else clean up
+
+    def publish_ca_cert(self, pem: bytes, reservation: Reservation | None) -> None:
+        if reservation is not None:
+            self._inventory_sync.sync_upto(reservation.token)  # type: ignore[arg-type]
+        self.cadir.write_public(self.cadir.cacert, pem)
+
+    def ca_key(self) -> bytes:
+        return self.cadir.read_ca_key()
+
+    def replace_ca_key(self, data: bytes) -> None:
+        self.cadir.rewrite_ca_key(data)
 
     def _publish_batch(self, items: list[_Publication]) -> list[None]:
         """Rename staged certificates into signed/ in one index transaction, one directory fsync.
