@@ -18,7 +18,13 @@ from splitca.core.audit import SYSTEM, Actor, AuditLog
 from splitca.core.autosign import Autosigner, make_autosigner
 from splitca.core.ports import Blob, Row
 from splitca.core.usecases import (
+    chain as usecases_chain,
+)
+from splitca.core.usecases import (
     crl as usecases_crl,
+)
+from splitca.core.usecases import (
+    importca as usecases_importca,
 )
 from splitca.core.usecases import (
     read as usecases_read,
@@ -41,7 +47,9 @@ from splitca.core.usecases import (
 from splitca.core.usecases import (
     submit as usecases_submit,
 )
+from splitca.core.usecases.chain import Installed, RootSpec
 from splitca.core.usecases.common import Deps, reserved_names, rules_of, state_of
+from splitca.core.usecases.importca import ImportInput
 from splitca.core.usecases.setup import SetupResult
 from splitca.core.usecases.sign import BulkSignResult
 from splitca.core.usecases.submit import SubmitResult
@@ -104,11 +112,26 @@ class CertificateAuthority:
         *,
         clock: Callable[[], dt.datetime] = utcnow,
         server_identity: bool = False,
+        intermediate: RootSpec | None = None,
     ) -> SetupResult:
         """See :func:`usecases_setup.setup`."""
         return usecases_setup.setup(
-            cls(settings, clock=clock).deps, server_identity=server_identity
+            cls(settings, clock=clock).deps,
+            server_identity=server_identity,
+            intermediate=intermediate,
         )
+
+    @classmethod
+    def import_ca(
+        cls,
+        settings: Settings,
+        given: ImportInput,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+        actor: Actor = SYSTEM,
+    ) -> SetupResult:
+        """See :func:`usecases_importca.import_ca`."""
+        return usecases_importca.import_ca(cls(settings, clock=clock).deps, given, actor=actor)
 
     @property
     def autosigner(self) -> Autosigner:
@@ -293,6 +316,12 @@ class CertificateAuthority:
     # --- CRL upkeep ----------------------------------------------------------------------
     def crl_info(self) -> dict[str, object]:
         return usecases_crl.crl_info(self.deps)
+
+    def crl_warnings(self) -> list[str]:
+        return usecases_crl.chain_warnings(self.deps)
+
+    def install_crl(self, data: bytes, *, actor: Actor = SYSTEM) -> list[Installed]:
+        return usecases_chain.install_crl(self.deps, data, actor=actor)
 
     def crl_needs_refresh(self) -> bool:
         return usecases_crl.crl_needs_refresh(self.deps)

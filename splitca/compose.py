@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from splitca.core.autosign import Autosigner, Deferred, Strategies, make_autosigner
+from splitca.core.usecases.importca import ImportInput
 from splitca.enrollment.autosign import RegistryAutosigner, make_registry_autosigner
 from splitca.enrollment.backends.directory import DirectoryRegistry
 from splitca.enrollment.registry import Registry
@@ -13,7 +14,14 @@ from splitca.enrollment.registry import Registry
 from .authority import CertificateAuthority, SetupResult
 from .config import Settings
 
-__all__ = ["AUTOSIGN_STRATEGIES", "build_autosigner", "open_ca", "open_registry", "setup_ca"]
+__all__ = [
+    "AUTOSIGN_STRATEGIES",
+    "build_autosigner",
+    "import_ca",
+    "open_ca",
+    "open_registry",
+    "setup_ca",
+]
 
 
 def open_registry(settings: Settings) -> Registry:
@@ -83,3 +91,8 @@ def open_ca(
 def setup_ca(settings: Settings, **kwargs: Any) -> SetupResult:
     """Create the CA named by ``settings`` (see :func:`splitca.core.usecases.setup.setup`)."""
     return CertificateAuthority.setup(settings, **kwargs)
+
+
+def import_ca(settings: Settings, given: ImportInput, **kwargs: Any) -> SetupResult:
+    """Import an external CA into the empty cadir of ``settings`` (see usecases.importca)."""
+    return CertificateAuthority.import_ca(settings, given, **kwargs)
