@@ -661,10 +661,7 @@ def _warn(
     now: dt.datetime,
     warn_before: dt.timedelta | None,
 ) -> tuple[str, ...]:
-    lines = tuple(upper_warnings(data, cas, now=now, warn_before=warn_before))
-    for line in lines:
-        log.warning("%s", line)
-    return lines
+    return tuple(upper_warnings(data, cas, now=now, warn_before=warn_before))
 
 
 def watch(
