@@ -428,3 +428,23 @@ def test_a_csr_signed_under_an_imported_three_level_chain_verifies(tmp_path):
     assert aki(cert) == ski(chain[0].cert)
     code, out = verify_all(path, tmp_path / "ca")
     assert code == 0, out
+
+
+def test_setup_intermediate_can_write_the_root_key_encrypted(tmp_path):
+    config = write_config(tmp_path)
+    cadir = tmp_path / "ca"
+    (tmp_path / "pass").write_text("root secret\n")
+    root_key = tmp_path / "root_key.pem"
+    done = run(
+        config, "setup", "--intermediate", "--root-key-out", str(root_key),
+        "--root-passphrase-file", str(tmp_path / "pass"),
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert b"ENCRYPTED" in root_key.read_bytes()
+    with pytest.raises(pki.ChainError, match="encrypted"):
+        pki.load_key(root_key.read_bytes(), None)
+    args = ["ca", "root-crl", "--root-key", str(root_key), "--root-cert", str(cadir / "ca_crt.pem")]
+    args += ["--crl", str(cadir / "ca_crl.pem"), "--out", str(tmp_path / "root_crl.pem")]
+    done = run(config, *args, "--passphrase-file", str(tmp_path / "pass"))
+    assert done.exit_code == 0, done.output
+    assert run(config, "crl", "install-root", str(tmp_path / "root_crl.pem")).exit_code == 0

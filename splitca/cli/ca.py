@@ -22,6 +22,7 @@ from ..compose import setup_ca
 from ..config import parse_duration
 from ..errors import ConfigError, Conflict, InvalidRequest, NotFound
 from ._base import Ctx, Outcome, cli, echo_json, finish, format_option, pass_ctx
+from .chain import read_input, read_passphrase
 
 log = logging.getLogger(__name__)
 CLI_ACTOR = Actor("cli")
@@ -78,6 +79,11 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
 @click.option(
     "--root-crl-ttl", help="With --intermediate: how long the root's CRL is valid (default 1y)."
 )
+@click.option(
+    "--root-passphrase-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --intermediate: encrypt the root key with the passphrase in this file.",
+)
 @format_option
 @pass_ctx
 def setup(
@@ -95,6 +101,7 @@ def setup(
     root_ca_name: str | None,
     root_ttl: str | None,
     root_crl_ttl: str | None,
+    root_passphrase_file: Path | None,
     fmt: str,
 ) -> None:
     """Create a CA in the cadir (puppetserver's layout). Safe to re-run.
@@ -123,11 +130,9 @@ def setup(
         ca_ttl=ca_ttl,
     )
     spec = None
-    root_given = root_key_out or root_ca_name or root_ttl or root_crl_ttl
+    root_given = root_key_out or root_ca_name or root_ttl or root_crl_ttl or root_passphrase_file
     if root_given and not intermediate:
-        raise click.UsageError(
-            "--root-key-out, --root-ca-name, --root-ttl and --root-crl-ttl go with --intermediate"
-        )
+        raise click.UsageError("the --root-* options go with --intermediate")
     if intermediate:
         spec = RootSpec(
             key_out=root_key_out or c.settings.cadir / "root_key.pem",
@@ -136,6 +141,7 @@ def setup(
             crl_ttl=parse_duration(root_crl_ttl, key="--root-crl-ttl")
             if root_crl_ttl
             else DEFAULT_ROOT_CRL_TTL,
+            passphrase=read_passphrase(root_passphrase_file),
         )
         if spec.crl_ttl < dt.timedelta(hours=1):
             raise ConfigError("--root-crl-ttl: must be at least 1h")
@@ -545,8 +551,6 @@ def crl_install_root(c: Ctx, crl_file: Path, fmt: str) -> None:
     that CA's certificate in ca_crt.pem, be current and have a higher number than the
     one it replaces. ca_crl.pem is re-published atomically (this CA's CRL re-signed first).
     """
-    from .chain import read_input
-
     done = c.ca.install_crl(read_input(crl_file, "FILE"), actor=CLI_ACTOR)
     if fmt == "json":
         echo_json(

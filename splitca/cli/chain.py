@@ -117,8 +117,8 @@ def import_(
     the next, nothing is expired, and each CA has one current CRL signed by it.
     Leaf certificates then carry the signing CA's key identifier as their AKI.
     \b
-      splitca import --cadir /var/lib/splitca/ca --cert-bundle bundle.pem \\
-          --crl-chain crls.pem --private-key ca_key.pem --passphrase-file pass.txt
+      splitca import --cert-bundle bundle.pem --private-key ca_key.pem \\
+          --crl-chain crls.pem --passphrase-file pass.txt
     The key is stored unencrypted as ca_key.pem (mode 0640), as puppetserver does.
     """
     c.override(certname=certname, dns_alt_names=dns_alt_names)

@@ -1,4 +1,4 @@
-"""Use cases for CA chains: a root with an intermediate, the root's CRL (offline), installing it, the CRL chain's health."""
+"""Use cases for CA chains: a root with an intermediate, the root's CRL (offline), installing it on the CA."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from splitca import fs, pki
@@ -41,6 +42,7 @@ class RootSpec:
     name: str | None = None
     ttl: dt.timedelta = DEFAULT_ROOT_TTL
     crl_ttl: dt.timedelta = DEFAULT_ROOT_CRL_TTL
+    passphrase: bytes | None = None  # the root key is written encrypted with it
 
 
 @dataclass(frozen=True)
@@ -95,12 +97,22 @@ def create_chain(d: Deps, spec: RootSpec) -> ChainMaterial:
         spec.key_out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create {spec.key_out.parent}: {exc.strerror}") from exc
-    fs.atomic_write(spec.key_out, pki.private_key_pem(root_key), mode=PRIVATE_MODE)
+    fs.atomic_write(spec.key_out, _key_pem(root_key, spec.passphrase), mode=PRIVATE_MODE)
     return ChainMaterial(
         ca_cert=pki.pem(inter) + pki.pem(root),
         key=key,
         crl=b"".join(pki.pem_crl(c) for c in crls),
         root=root,
+    )
+
+
+def _key_pem(key: CertificateIssuerPrivateKeyTypes, passphrase: bytes | None) -> bytes:
+    if passphrase is None:
+        return pki.private_key_pem(key)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase),
     )
 
 
