@@ -26,6 +26,7 @@ __all__ = [
     "ChainError",
     "ChainedCRL",
     "build_subordinate_ca",
+    "crl_signed_by",
     "crl_warn_before",
     "describe_chain_crls",
     "directly_issued",
@@ -189,7 +190,8 @@ def order_chain(
     return chain, [c.fingerprint(_SHA) for c in chain] != [c.fingerprint(_SHA) for c in certs]
 
 
-def _signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+def crl_signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    """True if *ca*'s key made *crl*'s signature (False for a key it cannot check with)."""
     try:
         return crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
     except (TypeError, ValueError, UnsupportedAlgorithm):
@@ -214,7 +216,7 @@ def order_crls(
         where = next((i for i, ca in enumerate(chain) if ca.subject == crl.issuer), None)
         if where is None:
             raise ChainError(f"the CRL from {_name(crl.issuer)} is not from a CA of the chain")
-        if not _signed_by(crl, chain[where]):
+        if not crl_signed_by(crl, chain[where]):
             raise ChainError(
                 f"the CRL claiming issuer {_name(crl.issuer)} is not signed by that CA's key"
             )
@@ -286,7 +288,7 @@ def describe_chain_crls(
                 this_update=crl.last_update_utc,
                 next_update=crl.next_update_utc,
                 own=crl.issuer == signer.subject,
-                signature_valid=ca is not None and _signed_by(crl, ca),
+                signature_valid=ca is not None and crl_signed_by(crl, ca),
             )
         )
     return out

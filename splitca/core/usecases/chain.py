@@ -178,7 +178,7 @@ def issue_upper_crl(
         raise InvalidRequest(f"{ca.subject.rfc4514_string()!r} is not a CA certificate")
     name = repr(ca.subject.rfc4514_string())
     last = [c for c in previous if c.issuer == ca.subject]
-    last = [c for c in last if c.is_signature_valid(ca.public_key())]  # type: ignore[arg-type]
+    last = [c for c in last if pki.crl_signed_by(c, ca)]
     if not last:
         raise InvalidRequest(f"--crl holds no CRL of {name} signed by its key")
     base = max(last, key=pki.crl_number)
@@ -260,7 +260,7 @@ def install_crl(d: Deps, data: bytes, *, actor: Actor = SYSTEM) -> list[Installe
         ca = next((c for c in cas if c.subject == crl.issuer), None)
         if ca is None:
             raise InvalidRequest(f"the CRL of {name} is not from a CA in {_ca_file(d)}")
-        if not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+        if not pki.crl_signed_by(crl, ca):
             raise InvalidRequest(f"the CRL claiming issuer {name} is not signed by that CA's key")
         if crl.issuer in by_issuer:
             raise InvalidRequest(f"the file holds two CRLs of {name}")
@@ -273,7 +273,10 @@ def install_crl(d: Deps, data: bytes, *, actor: Actor = SYSTEM) -> list[Installe
     with d.store.locked("crl"):
         served: dict[x509.Name, x509.CertificateRevocationList] = {}
         for block in pki.split_pem(d.store.crl().data, "X509 CRL"):
-            one = x509.load_pem_x509_crl(block)
+            try:
+                one = x509.load_pem_x509_crl(block)
+            except ValueError:  # unreadable: replaced by what is installed now
+                continue
             if one.issuer != signer.subject:
                 served[one.issuer] = one
         results = []
