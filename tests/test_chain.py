@@ -279,9 +279,12 @@ def test_import_a_chain_signs_with_the_issuing_ca_and_its_own_key_identifier(tmp
     chain = ext_chain(levels)
     config = write_config(tmp_path)
     cadir = tmp_path / "ca"
-    done = run(config, "import", *import_files(tmp_path, chain))
+    crls = [c.crl() for c in chain[::-1]]  # root first too
+    done = run(config, "import", *import_files(tmp_path, chain, crls))
     assert done.exit_code == 0, done.output
-    assert "another order" in done.output  # the bundle was given root first: reordered, and said
+    # Both were given root first: put in chain order, and said so.
+    assert "--cert-bundle listed the chain in another order" in done.output
+    assert "--crl-chain listed the CRLs in another order" in done.output
     assert [c.subject for c in certs_of(cadir / "ca_crt.pem")] == [c.cert.subject for c in chain]
     assert [c.issuer for c in crls_of(cadir / "ca_crl.pem")] == [c.cert.subject for c in chain]
     leaf_path = issue(config, tmp_path, "web1.test")
@@ -344,6 +347,9 @@ def test_import_errors_are_one_clear_line_and_write_nothing(tmp_path):
     assert "does not match any certificate in the bundle" in out
     out = _import_error(tmp_path, chain, bundle=[issuing.cert, root.cert])
     assert "lacks the issuer of 'CN=Example Issuing CA'" in out
+    lookalike = ext_ca("Example Mid CA 1", root)  # the mid CA's name, another key
+    out = _import_error(tmp_path, chain, bundle=[issuing.cert, lookalike.cert, root.cert])
+    assert "the bundle's 'CN=Example Mid CA 1' did not sign 'CN=Example Issuing CA'" in out
     stray = ext_ca("Unrelated Root")
     out = _import_error(tmp_path, chain, bundle=[c.cert for c in chain] + [stray.cert])
     assert "outside the signing CA's chain" in out
