@@ -180,13 +180,13 @@ def chain_crls(d: Deps) -> list[pki.ChainedCRL]:
     """Every CRL the CA serves, described (this CA's own first)."""
     cas = pki.load_certificates(d.store.ca_cert().data)
     signer = d.signer.current().certificate
-    crls = []
+    out = []
     for block in pki.split_pem(d.store.crl().data, "X509 CRL"):
         try:
-            crls.append(x509.load_pem_x509_crl(block))
-        except ValueError:
+            out += pki.describe_chain_crls([x509.load_pem_x509_crl(block)], cas, signer)
+        except Exception:  # a CRL cryptography cannot read (of any kind) is not described
             continue
-    return pki.describe_chain_crls(crls, cas, signer)
+    return out
 
 
 def chain_warnings(d: Deps) -> list[str]:
