@@ -15,6 +15,7 @@ from splitca import pki
 
 from .apache_harness import (
     Identity,
+    https_get,
     refused,
     render_master,
     start_apache,
@@ -22,7 +23,7 @@ from .apache_harness import (
     wait_until,
 )
 from .apache_harness import backend as backend
-from .chain_helpers import NOW, ext_chain, import_files, run, write_config
+from .chain_helpers import NOW, ext_chain, import_files, key_pem, run, write_config
 from .conftest import Server, free_port, make_settings, openssl
 from .test_split_e2e import MASTER_MODULES, generate, gets_through, splitca, sync_crl
 
@@ -128,9 +129,29 @@ def test_serve_log_warns_well_before_the_roots_crl_expires(tmp_path, server_fact
     log = server.log_text()
     assert "CRL chain: the CRL of 'CN=Example Root CA' (number 1) expires at" in log, log
     assert "splitca crl install-root" in log
-    # The server renews its own CRL; the root's stays as it was, after it.
     served = server.cli("crl", "show", "--format", "json")
     assert [c["issuer"] for c in json.loads(served.stdout)["chain"]] == [
         "CN=Example Issuing CA",
         "CN=Example Root CA",
     ]
+    # The root's holder issues its next CRL; installed while serving, it is what the CA
+    # serves at once, and the warning is gone.
+    root_key = tmp_path / "ext_root_key.pem"
+    root_key.write_bytes(key_pem(root.key))
+    cadir = tmp_path / "ca"
+    made = server.cli(
+        "ca", "root-crl", "--root-key", str(root_key), "--root-cert", str(cadir / "ca_crt.pem"),
+        "--crl", str(cadir / "ca_crl.pem"), "--out", str(tmp_path / "root_crl.pem"),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    done = server.cli("crl", "install-root", str(tmp_path / "root_crl.pem"))
+    assert done.returncode == 0 and "Installed CRL number 2" in done.stdout, done.stderr
+    answer = https_get(
+        server.port, "/puppet-ca/v1/certificate_revocation_list/ca", cacert=server.cacert
+    )
+    assert answer.status == 200
+    assert answer.body == (cadir / "ca_crl.pem").read_bytes()
+    crls = [x509.load_pem_x509_crl(b) for b in pki.split_pem(answer.body, "X509 CRL")]
+    assert [pki.crl_number(c) for c in crls][1] == 2
+    shown = server.cli("crl", "show", "--format", "json")
+    assert json.loads(shown.stdout)["warnings"] == []
