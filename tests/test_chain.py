@@ -136,6 +136,11 @@ def test_root_crl_offline_revokes_the_intermediate_and_install_root_serves_it(tm
     assert pki.crl_number(own) == 1 and pki.der(kept) == pki.der(root_crl_before)
     assert "revoked" in verify_all(other, cadir)[1]
     assert verify_all(leaf, cadir)[0] == 0
+    assert (
+        run(config, "crl", "refresh", "--force").exit_code == 0
+    )  # the same: ours, then the root's
+    own, kept = crls_of(cadir / "ca_crl.pem")
+    assert pki.crl_number(own) == 2 and pki.der(kept) == pki.der(root_crl_before)
     # On the offline machine: copies of ca_crt.pem and ca_crl.pem, and the root key. No cadir.
     for name in ("ca_crt.pem", "ca_crl.pem"):
         shutil.copy(cadir / name, offline / name)
@@ -157,7 +162,7 @@ def test_root_crl_offline_revokes_the_intermediate_and_install_root_serves_it(tm
     assert installed.exit_code == 0, installed.output
     assert "Installed CRL number 1" in installed.output
     own2, root2 = crls_of(cadir / "ca_crl.pem")
-    assert pki.crl_number(root2) == 1 and pki.crl_number(own2) == 2  # ours re-signed first
+    assert pki.crl_number(root2) == 1 and pki.crl_number(own2) == 3  # ours re-signed first
     assert (
         own2.get_revoked_certificate_by_serial_number(
             x509.load_pem_x509_certificate(other.read_bytes()).serial_number
