@@ -21,6 +21,9 @@ from splitca.core.usecases import (
     cacert as usecases_cacert,
 )
 from splitca.core.usecases import (
+    chain as usecases_chain,
+)
+from splitca.core.usecases import (
     crl as usecases_crl,
 )
 from splitca.core.usecases import (
@@ -28,6 +31,9 @@ from splitca.core.usecases import (
 )
 from splitca.core.usecases import (
     health as usecases_health,
+)
+from splitca.core.usecases import (
+    importca as usecases_importca,
 )
 from splitca.core.usecases import (
     read as usecases_read,
@@ -50,7 +56,9 @@ from splitca.core.usecases import (
 from splitca.core.usecases import (
     submit as usecases_submit,
 )
+from splitca.core.usecases.chain import Installed, RootSpec
 from splitca.core.usecases.common import Deps, reserved_names, rules_of, state_of
+from splitca.core.usecases.importca import ImportInput
 from splitca.core.usecases.setup import SetupResult
 from splitca.core.usecases.sign import BulkSignResult
 from splitca.core.usecases.submit import SubmitResult
@@ -104,12 +112,23 @@ class CertificateAuthority:
         usecases_setup.open_store(self.store, self.settings)
 
     def setup(
-        self, *, server_identity: bool = False, key_passphrase: bytes | None = None
+        self,
+        *,
+        server_identity: bool = False,
+        key_passphrase: bytes | None = None,
+        intermediate: RootSpec | None = None,
     ) -> SetupResult:
         """See :func:`usecases_setup.setup`."""
         return usecases_setup.setup(
-            self.deps, server_identity=server_identity, key_passphrase=key_passphrase
+            self.deps,
+            server_identity=server_identity,
+            key_passphrase=key_passphrase,
+            intermediate=intermediate,
         )
+
+    def import_ca(self, given: ImportInput, *, actor: Actor = SYSTEM) -> SetupResult:
+        """See :func:`usecases_importca.import_ca`."""
+        return usecases_importca.import_ca(self.deps, given, actor=actor)
 
     @property
     def reserved_names(self) -> frozenset[str]:
@@ -292,6 +311,12 @@ class CertificateAuthority:
     # --- CRL upkeep ----------------------------------------------------------------------
     def crl_info(self) -> dict[str, object]:
         return usecases_crl.crl_info(self.deps)
+
+    def crl_warnings(self) -> list[str]:
+        return usecases_crl.chain_warnings(self.deps)
+
+    def install_crl(self, data: bytes, *, actor: Actor = SYSTEM) -> list[Installed]:
+        return usecases_chain.install_crl(self.deps, data, actor=actor)
 
     def crl_needs_refresh(self) -> bool:
         return usecases_crl.crl_needs_refresh(self.deps)

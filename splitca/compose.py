@@ -8,8 +8,10 @@ from pathlib import Path
 
 from splitca.admin.local import LocalAdmin
 from splitca.admin.port import Admin, RemoteTarget
-from splitca.core.audit import Actor, AuditSink
+from splitca.core.audit import SYSTEM, Actor, AuditSink
 from splitca.core.autosign import Autosigner, Deferred, Strategies, make_autosigner
+from splitca.core.usecases.chain import RootSpec
+from splitca.core.usecases.importca import ImportInput
 from splitca.enrollment.autosign import RegistryAutosigner, make_registry_autosigner
 from splitca.enrollment.backends.directory import DirectoryRegistry
 from splitca.enrollment.registry import Registry
@@ -27,6 +29,7 @@ __all__ = [
     "build_autosigner",
     "build_ca",
     "ca_key_passphrase",
+    "import_ca",
     "open_admin",
     "open_audit",
     "open_ca",
@@ -137,6 +140,7 @@ def setup_ca(
     clock: Callable[[], dt.datetime] = utcnow,
     server_identity: bool = False,
     key_passphrase: bytes | None = None,
+    intermediate: RootSpec | None = None,
 ) -> SetupResult:
     """Create the CA named by ``settings`` (see :func:`splitca.core.usecases.setup.setup`).
 
@@ -146,7 +150,7 @@ def setup_ca(
     if settings.encrypt_ca_key and key_passphrase is None:
         key_passphrase = read_passphrase(settings)
     return build_ca(settings, clock=clock).setup(
-        server_identity=server_identity, key_passphrase=key_passphrase
+        server_identity=server_identity, key_passphrase=key_passphrase, intermediate=intermediate
     )
 
 
@@ -178,3 +182,14 @@ def open_admin(
         actor=actor,
         registry_actor=registry_actor,
     )
+
+
+def import_ca(
+    settings: Settings,
+    given: ImportInput,
+    *,
+    clock: Callable[[], dt.datetime] = utcnow,
+    actor: Actor = SYSTEM,
+) -> SetupResult:
+    """Import an external CA into the empty cadir of ``settings`` (see usecases.importca)."""
+    return build_ca(settings, clock=clock).import_ca(given, actor=actor)

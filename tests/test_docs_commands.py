@@ -182,6 +182,7 @@ SUBSTITUTIONS = {
     "/etc/splitca/": "{etc}/",  # splitca.yaml (also $SPLITCA_CONFIG) and classify.yaml
     "/etc/apache2/sites-available/": "{work}/sites-available/",
     "~/": "{work}/home/",
+    "/media/offline/": "{work}/offline/",  # the root key's offline medium (intermediate-ca.md)
     "ca.example.com:8140": "ca.example.com:{ca_port}",  # resolved to 127.0.0.1 in-process
     "0.0.0.0": "127.0.0.1",  # network only on loopback
     # placeholders the docs abbreviate with "..."
@@ -439,6 +440,37 @@ def _admin_identity(site: Site) -> Path:
     return ssldir
 
 
+def _external_ca_files(site: Site, params: dict[str, Any]) -> None:
+    """What an operator receives from the organisation's PKI for `splitca import`: a
+    three-level chain (bundle, CRL chain), the issuing CA's key, encrypted if a
+    --passphrase-file is named (the passphrase in that file)."""
+    from .chain_helpers import ext_chain, key_pem, write_pems
+
+    chain = ext_chain(3)
+    write_pems(site.work / params["cert_bundle"], [c.cert for c in chain])
+    write_pems(site.work / params["crl_chain"], [c.crl() for c in chain])
+    passphrase = None
+    if params.get("passphrase_file"):
+        passphrase = b"docs passphrase"
+        (site.work / params["passphrase_file"]).write_bytes(passphrase + b"\n")
+    (site.work / params["private_key"]).write_bytes(key_pem(chain[0].key, passphrase))
+
+
+def _offline_copies(site: Site, params: dict[str, Any]) -> None:
+    """The docs' step before `ca root-crl`: copies of ca_crt.pem and ca_crl.pem on the
+    offline medium, from the CA whose chain holds the root key's certificate."""
+    key = pki.load_key((site.work / params["root_key"]).read_bytes(), None)
+    for bundle in sorted(site.work.glob("*/ca_crt.pem")):
+        if pki.signing_certificate(pki.load_certificates(bundle.read_bytes()), key) is not None:
+            for given, name in (
+                (params["root_cert"], "ca_crt.pem"),
+                (params["previous"], "ca_crl.pem"),
+            ):
+                if not (site.work / given).exists():
+                    shutil.copy(bundle.parent / name, site.work / given)
+            return
+
+
 def _has(rest: list[str], *options: str) -> bool:
     return any(a == o or a.startswith(o + "=") for a in rest for o in options)
 
@@ -508,6 +540,10 @@ def _prepare(site: Site, path: tuple[str, ...], params: dict[str, Any]) -> None:
         st = site.cadir.stat()
         os.chown(site.cadir, pwd.getpwnam("puppet").pw_uid, grp.getgrnam("puppet").gr_gid)
         site.undo.append(lambda: os.chown(site.cadir, st.st_uid, st.st_gid))
+    elif path == ("import",):
+        _external_ca_files(site, params)
+    elif path == ("ca", "root-crl"):
+        _offline_copies(site, params)
     if params.get("check"):
         require_program("apache2")
 

@@ -159,7 +159,7 @@ COMMAND_MODULES: dict[str, str] = {
     **dict.fromkeys(("register", "enroll", "registrations", "unregister", "classify"), "enroll"),
     **dict.fromkeys(("apache-config", "sync-crl"), "split"),
     "masters": "fleet",
-    "ca": "lifecycle",
+    **dict.fromkeys(("import", "ca"), "chain"),  # chain.py adds to lifecycle's `ca` group
 }
 
 

@@ -13,6 +13,7 @@ import click
 from cryptography import x509
 
 from splitca.core.ports import Row
+from splitca.core.usecases.chain import DEFAULT_ROOT_CRL_TTL, DEFAULT_ROOT_TTL, RootSpec
 from splitca.core.usecases.ssldir import ssldir_paths
 
 from .. import pki
@@ -21,6 +22,7 @@ from ..config import parse_duration
 from ..errors import ConfigError, Conflict, InvalidRequest, NotFound
 from ._base import Ctx, Outcome, cli, echo_json, finish, format_option, pass_ctx
 from ._remote import CLI_ACTOR, admin, remote_options
+from .chain import read_input, read_passphrase
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,34 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
     help="Write ca_key.pem encrypted (PKCS#8), with the passphrase from ca_key_passphrase_file "
     "or $CREDENTIALS_DIRECTORY (never from the command line). Setting: encrypt_ca_key.",
 )
+@click.option(
+    "--intermediate",
+    is_flag=True,
+    help="Make a root CA too, and sign agents with an intermediate under it "
+    "(as 'puppetserver ca setup'); the root key goes to --root-key-out.",
+)
+@click.option(
+    "--root-key-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --intermediate: where to write the root key (default CADIR/root_key.pem); "
+    "move it offline afterwards.",
+)
+@click.option(
+    "--root-ca-name",
+    help='With --intermediate: the root\'s CN (default "Puppet Root CA: <random>").',
+)
+@click.option(
+    "--root-ttl",
+    help="With --intermediate: the root certificate's lifetime (default 15y, at least --ca-ttl).",
+)
+@click.option(
+    "--root-crl-ttl", help="With --intermediate: how long the root's CRL is valid (default 1y)."
+)
+@click.option(
+    "--root-passphrase-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --intermediate: encrypt the root key with the passphrase in this file.",
+)
 @format_option
 @pass_ctx
 def setup(
@@ -72,6 +102,12 @@ def setup(
     ca_ttl: str | None,
     server_identity: bool,
     encrypt_key: bool,
+    intermediate: bool,
+    root_key_out: Path | None,
+    root_ca_name: str | None,
+    root_ttl: str | None,
+    root_crl_ttl: str | None,
+    root_passphrase_file: Path | None,
     fmt: str,
 ) -> None:
     """Create a CA in the cadir (puppetserver's layout). Safe to re-run.
@@ -85,6 +121,10 @@ def setup(
     An existing CA without splitca's server certificate (puppetserver's cadir):
       splitca setup --server-identity --certname ca.example.com
     issues it (and never replaces a certificate file).
+
+    \b
+    A root CA and an intermediate that signs agents (docs/intermediate-ca.md):
+      splitca setup --intermediate --root-key-out /media/offline/root_key.pem
     """
     c.override(
         certname=certname,
@@ -96,7 +136,23 @@ def setup(
         ca_ttl=ca_ttl,
         encrypt_ca_key=True if encrypt_key else None,
     )
-    result = setup_ca(c.settings, server_identity=server_identity)
+    spec = None
+    root_given = root_key_out or root_ca_name or root_ttl or root_crl_ttl or root_passphrase_file
+    if root_given and not intermediate:
+        raise click.UsageError("the --root-* options go with --intermediate")
+    if intermediate:
+        spec = RootSpec(
+            key_out=root_key_out or c.settings.cadir / "root_key.pem",
+            name=root_ca_name,
+            ttl=parse_duration(root_ttl, key="--root-ttl") if root_ttl else DEFAULT_ROOT_TTL,
+            crl_ttl=parse_duration(root_crl_ttl, key="--root-crl-ttl")
+            if root_crl_ttl
+            else DEFAULT_ROOT_CRL_TTL,
+            passphrase=read_passphrase(root_passphrase_file),
+        )
+        if spec.crl_ttl < dt.timedelta(hours=1):
+            raise ConfigError("--root-crl-ttl: must be at least 1h")
+    result = setup_ca(c.settings, server_identity=server_identity, intermediate=spec)
     if fmt == "json":
         echo_json(
             {"created": result.created, "cadir": str(c.settings.cadir), "messages": result.messages}
@@ -440,8 +496,21 @@ def crl_show(c: Ctx, fmt: str) -> None:
     if fmt == "json":
         echo_json(info)
         return
+    chain = info.pop("chain")
+    warnings = info.pop("warnings")
     for key, value in info.items():
         click.echo(f"{key:<24} {value}")
+    assert isinstance(chain, list) and isinstance(warnings, list)
+    if len(chain) > 1:
+        click.echo("chain:")
+        for one in chain:
+            whose = "this CA" if one["own"] else "above"
+            click.echo(
+                f"  {one['issuer']:<40} number {one['crl_number']}, next update "
+                f"{one['next_update']} ({whose}{'' if one['signature_valid'] else ', BAD SIGNATURE'})"
+            )
+    for line in warnings:
+        click.echo(f"Warning: {line}", err=True)
 
 
 @crl.command(name="refresh")
@@ -463,6 +532,36 @@ def crl_refresh(c: Ctx, force: bool, fmt: str) -> None:
         click.echo(
             f"CRL number {info['crl_number']} is fresh until {info['next_update']}; nothing to do"
         )
+
+
+@crl.command(name="install-root")
+@click.argument("crl_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@format_option
+@pass_ctx
+def crl_install_root(c: Ctx, crl_file: Path, fmt: str) -> None:
+    """Serve a new CRL of the root (or any CA above this one) after this CA's own CRL.
+
+    FILE comes from 'splitca ca root-crl' on the offline machine. It must verify with
+    that CA's certificate in ca_crt.pem, be current and have a higher number than the
+    one it replaces. ca_crl.pem is re-published atomically (this CA's CRL re-signed first).
+    """
+    done = c.ca.install_crl(read_input(crl_file, "FILE"), actor=CLI_ACTOR)
+    if fmt == "json":
+        echo_json(
+            [
+                {
+                    "issuer": r.issuer,
+                    "crl_number": r.number,
+                    "next_update": r.next_update.isoformat() if r.next_update else None,
+                    "installed": r.changed,
+                }
+                for r in done
+            ]
+        )
+        return
+    for r in done:
+        what = "Installed" if r.changed else "Already installed:"
+        click.echo(f"{what} CRL number {r.number} of {r.issuer!r}, next update {r.next_update}")
 
 
 # --- index maintenance -------------------------------------------------------------------------

@@ -22,7 +22,8 @@ def ca_group() -> None:
     splitca ca status                 expiry of each CA certificate (exit 12 if near)
     splitca ca renew                  same key, new validity: every agent stays valid
     splitca ca encrypt-key            encrypt ca_key.pem in place
-    See docs/ca-lifecycle.md.
+    splitca ca root-crl               the root's CRL, on the offline machine
+    See docs/ca-lifecycle.md and docs/intermediate-ca.md.
     """
 
 

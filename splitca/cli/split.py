@@ -742,6 +742,8 @@ def _report(result: SyncResult | SplitCAError, fmt: str) -> None:
         echo_json({**result.as_dict(), "exit_code": exit_code_for(_outcome(result))})
     else:
         click.echo(result.describe())
+        for line in result.warnings:
+            click.echo(f"Warning: {line}", err=True)
 
 
 def _check(exc: SplitCAError) -> dict[str, str]:

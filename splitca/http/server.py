@@ -26,6 +26,7 @@ from cheroot import server as cheroot_server
 from cheroot import wsgi as cheroot_wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from splitca.authority import CertificateAuthority
 from splitca.compose import open_ca
 from splitca.config import Settings
 from splitca.errors import (
@@ -524,16 +525,31 @@ def _crl_upkeep(settings: Settings, stop: threading.Event) -> None:
     """Re-issue the CRL well before nextUpdate, forever (one thread in the supervisor)."""
     ca = open_ca(settings)
     interval = max(5.0, min(300.0, settings.effective_crl_refresh_margin.total_seconds() / 10))
+    warned: dict[str, float] = {}
     while not stop.is_set():
         try:
             if ca.refresh_crl():
                 log.info("CRL re-issued before its nextUpdate")
+            _warn_crl_chain(ca, warned)
         except SplitCAError as exc:
             log.error("CRL refresh failed (will retry in %.0fs): %s", interval, exc)
         except Exception:
             log.exception("CRL refresh crashed (will retry)")
         stop.wait(interval)
     ca.close()
+
+
+CRL_WARNING_EVERY = 6 * 3600.0  # seconds between repeats of one CRL chain warning
+
+
+def _warn_crl_chain(ca: CertificateAuthority, warned: dict[str, float]) -> None:
+    """Log each CRL of the chain that nears its nextUpdate, again every few hours."""
+    now = time.monotonic()
+    for line in ca.crl_warnings():
+        key = line.split(" expires at ", 1)[0].split(" EXPIRED at ", 1)[0]
+        if now - warned.get(key, -CRL_WARNING_EVERY) >= CRL_WARNING_EVERY:
+            log.warning("CRL chain: %s", line)
+            warned[key] = now
 
 
 def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> int:
@@ -552,6 +568,8 @@ def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> 
             settings.crl_ttl.days,
         )
     ca.refresh_crl()  # a CRL past its margin is re-issued before we accept agents
+    for line in ca.crl_warnings():  # the root's CRL, re-issued by hand, nearing its nextUpdate
+        log.warning("CRL chain: %s", line)
     if ca.repair_serial():  # a crash may have lost the serial file's last (unsynced) update
         log.warning("serial file was behind the inventory; moved it past the last issued serial")
     ca.maintain()  # staged files left by crashed processes

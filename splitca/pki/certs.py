@@ -31,6 +31,19 @@ def ca_key_identifier(ca_cert: x509.Certificate) -> bytes:
         return _ski(ca_cert.public_key()).digest
 
 
+CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
 def build_ca_certificate(
     key: CertificateIssuerPrivateKeyTypes, name: str, *, now: dt.datetime, ttl: dt.timedelta
 ) -> x509.Certificate:
@@ -52,20 +65,7 @@ def build_ca_certificate(
         .add_extension(x509.AuthorityKeyIdentifier(ski.digest, None, None), False)
         .add_extension(ski, False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            True,
-        )
+        .add_extension(CA_KEY_USAGE, True)
         .sign(key, signing_hash(key))  # type: ignore[arg-type]
     )
 
