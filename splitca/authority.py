@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 
 from splitca.core.audit import SYSTEM, Actor, AuditLog
 from splitca.core.autosign import Autosigner, make_autosigner
-from splitca.core.ports import Blob, Row
+from splitca.core.ports import Blob, Refusal, Row
 from splitca.core.usecases import (
     crl as usecases_crl,
 )
@@ -187,6 +187,10 @@ class CertificateAuthority:
 
     def expirations(self) -> dict[str, dict[str, str]]:
         return usecases_read.expirations(self.deps)
+
+    def refusals(self) -> list[Refusal]:
+        """CSRs refused within ``refusal_retention``, newest first."""
+        return usecases_submit.refusals(self.deps)
 
     # --- requests and issuing ------------------------------------------------------------
     def submit_csr(self, certname: str, body: bytes, *, actor: Actor = SYSTEM) -> SubmitResult:

@@ -80,6 +80,7 @@ class Settings:
     allow_duplicate_certs: bool = False
     allow_legacy_signatures: bool = False  # MD5/SHA-1 CSRs (Puppet 2.6 agents)
     min_rsa_bits: int = 2048
+    refusal_retention: dt.timedelta = dt.timedelta(days=7)  # refused CSRs shown by `list --refused`
     # --- CRL ---
     crl_ttl: dt.timedelta = dt.timedelta(days=7)
     crl_refresh_margin: dt.timedelta | None = None  # None -> half of crl_ttl

@@ -164,15 +164,26 @@ def _text_line(row: Row) -> str:
 @click.option("--signed", "state", flag_value="signed", help="Only valid signed certificates.")
 @click.option("--revoked", "state", flag_value="revoked", help="Only revoked certificates.")
 @click.option("--all", "state", flag_value="all", help="Everything: pending, signed and revoked.")
+@click.option(
+    "--refused",
+    "state",
+    flag_value="refused",
+    help="CSRs refused at submission (name, reason, time, address) within refusal_retention.",
+)
 @format_option
 @pass_ctx
 def list_(c: Ctx, state: str | None, fmt: str) -> None:
     """List CSRs and certificates, from the index (fast at 100k certificates).
 
     JSON output is an array of puppetserver certificate_status objects; pending
-    entries carry "pending_reason" explaining why they were not signed.
+    entries carry "pending_reason" explaining why they were not signed. With
+    --refused: the CSRs this CA refused when they were submitted (never stored),
+    newest first, as objects with certname, kind, reason, address and time.
     """
     state = state or "requested"
+    if state == "refused":
+        _list_refused(c, fmt)
+        return
     rows = c.ca.statuses(None if state == "all" else state)
     if fmt == "json":
         # Pieces of ~2000 objects rendered by the index: no per-row Python work, and no
@@ -201,6 +212,38 @@ def list_(c: Ctx, state: str | None, fmt: str) -> None:
         click.echo(
             "No certificates to list" if state == "all" else f"No {state} certificates to list"
         )
+    if state in ("requested", "all") and (refused := len(c.ca.refusals())):
+        click.echo(
+            f"{refused} CSR{'s' if refused > 1 else ''} refused recently, "
+            "see 'splitca list --refused'",
+            err=True,
+        )
+
+
+def _list_refused(c: Ctx, fmt: str) -> None:
+    refusals = c.ca.refusals()
+    if fmt == "json":
+        echo_json([r.as_dict() for r in refusals])
+        return
+    window = _duration_text(c.settings.refusal_retention)
+    if not refusals:
+        click.echo(f"No CSRs refused in the last {window}")
+        return
+    click.echo(f"Refused CSRs (last {window}, newest first):")
+    for r in refusals:
+        d = r.as_dict()
+        click.echo(
+            f"    {r.certname:<40} {d['time']}  from {r.address or '-'}\t{r.kind}: {r.reason}"
+        )
+
+
+def _duration_text(td: dt.timedelta) -> str:
+    secs = int(td.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if secs % size == 0:
+            n = secs // size
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{secs} seconds"
 
 
 @cli.command()

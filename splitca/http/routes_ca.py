@@ -101,6 +101,16 @@ def put_certificate_request(app: App, req: Request, p: dict[str, str]) -> Respon
     return Response(200, b"", TEXT)
 
 
+def _csr_refused(app: App, req: Request, p: dict[str, str], exc: SplitCAError) -> Response:
+    """400 with the reason in the body and in the reason phrase (what a Puppet 7 agent logs)."""
+    if not isinstance(exc, PolicyViolation):
+        return error_response(exc)
+    resp = Response.text(str(exc), 400)
+    phrase = printable(f"Bad Request: CSR refused ({exc.kind}): {exc}")
+    resp.reason = phrase if len(phrase) <= 250 else phrase[:247] + "..."
+    return resp
+
+
 def delete_certificate_request(app: App, req: Request, p: dict[str, str]) -> Response:
     name = p["name"]
     app.ca.delete_csr(name, actor=req.client.actor)
@@ -322,7 +332,13 @@ def status_simple_service(app: App, req: Request, p: dict[str, str]) -> Response
 ROUTES: tuple[Route, ...] = (
     route("GET", rf"/certificate/{NAME}", PUBLIC, get_certificate),
     route("GET", rf"/certificate_request/{NAME}", PUBLIC, get_certificate_request),
-    route("PUT", rf"/certificate_request/{NAME}", PUBLIC, put_certificate_request),
+    route(
+        "PUT",
+        rf"/certificate_request/{NAME}",
+        PUBLIC,
+        put_certificate_request,
+        errors=[(PolicyViolation, _csr_refused)],
+    ),
     route(
         "DELETE",
         rf"/certificate_request/{NAME}",

@@ -13,10 +13,11 @@ from splitca import pki
 from splitca.core.audit import SYSTEM, Actor
 from splitca.core.autosign import AutosignDecision
 from splitca.core.policy import Approved, check_subject, vet
+from splitca.core.ports import Refusal
 from splitca.core.usecases.common import Deps, cert_fields, issue, refuse_duplicate, reserved_names
-from splitca.errors import NotFound, PolicyViolation
+from splitca.errors import InvalidRequest, NotFound, PolicyViolation
 
-__all__ = ["SubmitResult", "delete_csr", "submit_csr"]
+__all__ = ["SubmitResult", "delete_csr", "one_line", "refusals", "submit_csr"]
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,9 @@ def submit_csr(d: Deps, certname: str, body: bytes, *, actor: Actor = SYSTEM) ->
       InvalidRequest: not one PEM CSR.
       PolicyViolation: puppetserver's validation kinds and messages (HTTP 400).
     """
-    csr = pki.load_csr(body)
-    info = pki.inspect_csr(csr)
+    with _audit_refusal(d, actor, {"certname": certname}):
+        csr = pki.load_csr(body)
+        info = pki.inspect_csr(csr)
     fields = _csr_fields(certname, csr, info)
     with _audit_refusal(d, actor, fields):
         if info.cn is not None and pki.is_safe_name(info.cn):
@@ -77,12 +79,34 @@ def _csr_fields(
 
 @contextlib.contextmanager
 def _audit_refusal(d: Deps, actor: Actor, fields: dict[str, object]) -> Iterator[None]:
-    """Record a PolicyViolation raised inside as a ``csr-refused`` event, and let it go on."""
+    """A refusal raised inside (PolicyViolation, or InvalidRequest: not a CSR) is made
+    visible, and goes on: a ``csr-refused`` audit event, one log line (name, address,
+    reason) and a record in the store for ``splitca list --refused``."""
     try:
         yield
-    except PolicyViolation as exc:
-        d.audit.event("csr-refused", actor, **fields, kind=exc.kind, message=str(exc))
+    except (PolicyViolation, InvalidRequest) as exc:
+        kind = exc.kind if isinstance(exc, PolicyViolation) else "invalid-csr"
+        d.audit.event("csr-refused", actor, **fields, kind=kind, message=str(exc))
+        name, reason = one_line(str(fields["certname"]), 255), one_line(str(exc), 1000)
+        log.warning("Refused CSR for %s from %s: %s (%s)", name, actor.address or "-", reason, kind)
+        now = d.clock().timestamp()
+        d.store.record_refusal(
+            Refusal(name, kind, reason, one_line(actor.address, 100), now),
+            prune_before=now - d.settings.refusal_retention.total_seconds(),
+        )
         raise
+
+
+def one_line(text: str, limit: int) -> str:
+    """*text* as one printable line of at most *limit* characters (names come from URLs)."""
+    shown = text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def refusals(d: Deps) -> list[Refusal]:
+    """The CSRs refused within ``refusal_retention``, newest first."""
+    since = d.clock().timestamp() - d.settings.refusal_retention.total_seconds()
+    return d.store.refusals(since)
 
 
 def _decide(

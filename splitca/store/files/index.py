@@ -51,7 +51,13 @@ CREATE TABLE IF NOT EXISTS inventory (
   serial TEXT PRIMARY KEY, serial_int INTEGER, name TEXT NOT NULL, not_after_ts INTEGER);
 CREATE INDEX IF NOT EXISTS inventory_name ON inventory(name);
 CREATE INDEX IF NOT EXISTS inventory_serial_int ON inventory(serial_int);
+CREATE TABLE IF NOT EXISTS refusals (
+  at REAL NOT NULL, certname TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT NOT NULL,
+  address TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS refusals_at ON refusals(at);
 """
+# ``refusals`` is not derived from the files (they hold no trace of a refused CSR): a
+# rebuild or a schema change keeps it (only the derived tables above it are dropped).
 
 _REASONS = {r.name: i for i, r in enumerate(x509.ReasonFlags)}
 # The revoked.reason column holds a ReasonFlags position; CRLs hold RFC 5280 codes.
@@ -109,15 +115,16 @@ class Index:
             self._local.conn = None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, timeout: float | None = None) -> Iterator[sqlite3.Connection]:
         """A write transaction (BEGIN IMMEDIATE): one writer at a time across processes.
 
         Writers queue on the cadir's ``index`` lock first: threads hand over promptly
         and processes poll briefly, instead of sleeping in SQLite's busy handler
-        (which backs off in steps of milliseconds).
+        (which backs off in steps of milliseconds). *timeout* bounds that wait
+        (LockTimeout; default: the cadir's lock timeout).
         """
         conn = self._conn()
-        with self._write_lock():
+        with self._write_lock(timeout):
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -555,6 +562,35 @@ class Index:
                 (ts,),
             )
         }
+
+    def add_refusal(
+        self,
+        conn: sqlite3.Connection,
+        row: tuple[float, str, str, str, str],
+        *,
+        prune_before: float,
+        keep: int,
+    ) -> None:
+        """Record one refusal (at, certname, kind, reason, address); prune by age and count."""
+        conn.execute(
+            "INSERT INTO refusals(at, certname, kind, reason, address) VALUES (?,?,?,?,?)", row
+        )
+        conn.execute("DELETE FROM refusals WHERE at < ?", (prune_before,))
+        conn.execute(
+            "DELETE FROM refusals WHERE rowid NOT IN "
+            "(SELECT rowid FROM refusals ORDER BY at DESC, rowid DESC LIMIT ?)",
+            (keep,),
+        )
+
+    def refusals(self, since: float, limit: int) -> list[tuple[float, str, str, str, str]]:
+        return [
+            (float(a), str(n), str(k), str(r), str(ad))
+            for a, n, k, r, ad in self._conn().execute(
+                "SELECT at, certname, kind, reason, address FROM refusals WHERE at >= ? "
+                "ORDER BY at DESC, rowid DESC LIMIT ?",
+                (since, limit),
+            )
+        ]
 
     def counts(self) -> dict[str, int]:
         self.refresh()

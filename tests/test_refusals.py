@@ -1,0 +1,144 @@
+"""Refused CSRs are visible: the agent's 400 (body and reason phrase), one serve log line, `list --refused`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+from click.testing import CliRunner, Result
+
+from splitca import pki
+from splitca.cli import cli
+from splitca.compose import open_ca
+from splitca.config import Settings
+from splitca.http.wsgiapp import make_app
+
+from .conftest import Agent, Server, make_csr, setup_ca, write_config
+
+
+def put_csr(settings: Settings, name: str, pem: bytes) -> tuple[str, str]:
+    """PUT certificate_request/NAME through the real app: (status line, body)."""
+    ca = open_ca(settings, autosign_at_start=False)
+    app = make_app(ca=ca)
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ.update(
+        {
+            "REQUEST_METHOD": "PUT",
+            "PATH_INFO": f"/puppet-ca/v1/certificate_request/{name}",
+            "wsgi.input": io.BytesIO(pem),
+            "CONTENT_LENGTH": str(len(pem)),
+            "CONTENT_TYPE": "text/plain",
+            "REMOTE_ADDR": "192.0.2.7",
+            "SSL_CLIENT_VERIFY": "NONE",
+        }
+    )
+    seen: dict[str, str] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        seen["status"] = status
+
+    body = b"".join(app(environ, start_response)).decode()
+    return seen["status"], body
+
+
+def run(config: Path, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["--config", str(config), *args], catch_exceptions=False)
+
+
+@pytest.fixture
+def config(settings: Settings, tmp_path: Path) -> Path:
+    setup_ca(settings)
+    return write_config(tmp_path / "splitca.yaml", settings)
+
+
+def test_a_refused_csr_is_answered_logged_and_listed(
+    settings: Settings, config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pem = pki.pem(make_csr("web1.example.com", sans=["DNS:evil.example.com"]))
+    with caplog.at_level(logging.WARNING):
+        status, body = put_csr(settings, "web1.example.com", pem)
+    assert status.startswith("400 Bad Request: CSR refused (disallowed-extension): ")
+    assert "evil.example.com" in status and "evil.example.com" in body
+    [line] = [r.getMessage() for r in caplog.records if "Refused CSR" in r.getMessage()]
+    assert line.startswith("Refused CSR for web1.example.com from 192.0.2.7: ")
+    assert "disallowed-extension" in line and "\n" not in line
+
+    out = run(config, "list", "--refused")
+    assert out.exit_code == 0, out.output
+    assert "web1.example.com" in out.output and "from 192.0.2.7" in out.output
+    assert "extra subject alternative names" in out.output
+    assert "last 7 days" in out.output
+
+    data = json.loads(run(config, "list", "--refused", "--format", "json").output)
+    assert [(r["certname"], r["kind"], r["address"]) for r in data] == [
+        ("web1.example.com", "disallowed-extension", "192.0.2.7")
+    ]
+    assert data[0]["time"].endswith("+00:00")
+
+    plain = CliRunner().invoke(cli, ["--config", str(config), "list"])
+    assert "1 CSR refused recently, see 'splitca list --refused'" in plain.stderr
+    # Nothing of the refused CSR was stored.
+    assert not (settings.cadir / "requests" / "web1.example.com.pem").exists()
+
+
+def test_a_duplicate_and_garbage_are_recorded_newest_first(
+    settings: Settings, config: Path
+) -> None:
+    assert put_csr(settings, "dup.example.com", pki.pem(make_csr("dup.example.com")))[0].startswith(
+        "200"
+    )
+    status, body = put_csr(settings, "dup.example.com", pki.pem(make_csr("dup.example.com")))
+    assert status.startswith("400 Bad Request: CSR refused (duplicate-cert)")
+    assert "already has a requested certificate" in body
+    status, _ = put_csr(settings, "junk%0Aname", b"not a csr")
+    assert status.startswith("400")
+    data = json.loads(run(config, "list", "--refused", "--format", "json").output)
+    assert [(r["certname"], r["kind"]) for r in data] == [
+        ("junk\\nname", "invalid-csr"),
+        ("dup.example.com", "duplicate-cert"),
+    ]
+
+
+def test_refusals_older_than_the_retention_are_not_shown(
+    settings: Settings, tmp_path: Path
+) -> None:
+    setup_ca(settings)
+    short = settings.replace(refusal_retention=dt.timedelta(seconds=60))
+    put_csr(short, "old.example.com", pki.pem(make_csr("old.example.com", sans=["DNS:x.y"])))
+    ca = open_ca(short, autosign_at_start=False)
+    assert [r.certname for r in ca.refusals()] == ["old.example.com"]
+    later = open_ca(
+        short,
+        autosign_at_start=False,
+        clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(seconds=120),
+    )
+    assert later.refusals() == []
+
+
+def test_a_real_puppet_agent_logs_why_its_csr_was_refused(
+    settings: Settings,
+    server_factory: Callable[..., Server],
+    agent_factory: Callable[[str], Agent],
+) -> None:
+    """Puppet 7 drops a 400's body on CSR submission (state_machine.rb NeedSubmitCSR) and
+    goes on to "not signed yet"; it logs the status line, so the reason travels there."""
+    setup_ca(settings)
+    server = server_factory(settings)
+    agent = agent_factory("alt.example.com")
+    res = agent.bootstrap(server.port, "--dns_alt_names", "sneaky.example.com", "--debug")
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert "returned 400 Bad Request: CSR refused (disallowed-extension)" in out, out
+    assert "sneaky.example.com" in out
+    log = server.log_text()
+    assert "Refused CSR for alt.example.com from 127.0.0.1" in log, log
+    listed = server.cli("list", "--refused")
+    assert "alt.example.com" in listed.stdout and "disallowed-extension" in listed.stdout
