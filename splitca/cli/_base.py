@@ -105,6 +105,7 @@ class Ctx:
     given: dict[str, Any] = field(default_factory=dict)  # global options on the command line
     _settings: Settings | None = None
     _ca: CertificateAuthority | None = None  # imported lazily: see COMMAND_MODULES
+    json_output: bool = False  # the command was given --format json: errors are JSON too
 
     @property
     def settings(self) -> Settings:
@@ -130,6 +131,13 @@ pass_ctx = click.make_pass_decorator(Ctx)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _note_format(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    obj = ctx.find_object(Ctx)
+    if obj is not None and value == "json":
+        obj.json_output = True
+    return value
+
+
 def format_option(fn: F) -> F:
     return click.option(
         "--format",
@@ -137,7 +145,8 @@ def format_option(fn: F) -> F:
         type=click.Choice(["text", "json"]),
         default="text",
         show_default=True,
-        help="Output format; json is stable for scripts.",
+        callback=_note_format,
+        help="Output format; json is stable for scripts (errors too: one JSON object on stderr).",
     )(fn)
 
 
@@ -291,7 +300,16 @@ class SplitCAGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SplitCAError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            obj = ctx.find_object(Ctx)
+            if obj is not None and obj.json_output:
+                error = {
+                    "error": str(exc),
+                    "kind": type(exc).__name__,
+                    "exit_code": exit_code_for(exc),
+                }
+                click.echo(json.dumps(error, separators=(",", ":")), err=True)
+            else:
+                click.echo(f"Error: {exc}", err=True)
             ctx.exit(exit_code_for(exc))
 
 

@@ -354,18 +354,32 @@ def revoke(c: Ctx, certnames: tuple[str, ...], reason: str, fmt: str) -> None:
     nothing to revoke are reported and make the exit code 3.
     """
     names = _split_names(certnames)
+    already = [n for n in names if _all_revoked(c, n)]  # for the message only
     found, missing = c.ca.revoke(names, reason=_REASONS[reason], actor=CLI_ACTOR)
     if fmt == "json":
-        echo_json({"revoked": found, "not_found": missing})
+        echo_json(
+            {
+                "revoked": found,
+                "already_revoked": [n for n in already if n in found],
+                "not_found": missing,
+            }
+        )
     else:
         for name, serials in found.items():
-            click.echo(
-                f"Revoked {name} (serial{'s' if len(serials) > 1 else ''} {', '.join(map(str, serials))})"
-            )
+            numbers = f"serial{'s' if len(serials) > 1 else ''} {', '.join(map(str, serials))}"
+            if name in already:
+                click.echo(f"{name} was already revoked ({numbers}); the CRL is unchanged")
+            else:
+                click.echo(f"Revoked {name} ({numbers})")
         for name in missing:
             click.echo(f"Error: no certificate to revoke for {name}", err=True)
     if missing:
         finish(NotFound)  # each missing name printed above
+
+
+def _all_revoked(c: Ctx, name: str) -> bool:
+    serials = c.ca.serials_for(name) if pki.is_safe_name(name) else []
+    return bool(serials) and all(c.ca.is_revoked(s) for s in serials)
 
 
 @cli.command()
@@ -523,10 +537,14 @@ def index() -> None:
 
 
 @index.command(name="rebuild")
+@format_option
 @pass_ctx
-def index_rebuild(c: Ctx) -> None:
+def index_rebuild(c: Ctx, fmt: str) -> None:
     """Re-read every file in the cadir into the index (after restoring a backup, say)."""
     started = dt.datetime.now(dt.UTC)
     counts = c.ca.rebuild_index()
     secs = (dt.datetime.now(dt.UTC) - started).total_seconds()
-    click.echo(f"Index rebuilt in {secs:.1f}s: {counts}")
+    if fmt == "json":
+        echo_json({"seconds": round(secs, 3), **counts})
+    else:
+        click.echo(f"Index rebuilt in {secs:.1f}s: {counts}")

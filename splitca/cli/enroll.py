@@ -17,7 +17,7 @@ from splitca.enrollment.registry import Classification, Registry
 from ..clock import utcnow
 from ..compose import open_registry
 from ..config import parse_duration
-from ..errors import ConfigError, InvalidRequest, StoreError
+from ..errors import ConfigError, InvalidRequest, NotFound, StoreError
 from ._base import Ctx, Outcome, cli, echo_json, finish, format_option, pass_ctx
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -278,16 +278,33 @@ def registrations_(c: Ctx, state: str | None, fmt: str) -> None:
 
 @cli.command()
 @click.argument("certnames", nargs=-1, required=True)
+@format_option
 @pass_ctx
-def unregister(c: Ctx, certnames: tuple[str, ...]) -> None:
+def unregister(c: Ctx, certnames: tuple[str, ...], fmt: str) -> None:
     """Delete registrations: their tokens stop working and 'classify' forgets the nodes.
 
     Certificates already issued are untouched (use 'splitca clean' for those).
+    Every name is tried; names that were not registered are reported and make
+    the exit code 3.
     """
     registry = _registry(c)
+    done: list[str] = []
+    missing: list[str] = []
     for name in certnames:
-        enrollment.unregister(registry, name, audit=_audit(c), actor=_actor())
-        click.echo(f"Unregistered {name}")
+        try:
+            enrollment.unregister(registry, name, audit=_audit(c), actor=_actor())
+        except NotFound:
+            missing.append(name)
+            if fmt != "json":
+                click.echo(f"Error: {name} is not registered", err=True)
+            continue
+        done.append(name)
+        if fmt != "json":
+            click.echo(f"Unregistered {name}")
+    if fmt == "json":
+        echo_json({"unregistered": done, "not_found": missing})
+    if missing:
+        finish(NotFound)  # each missing name reported above
 
 
 @cli.command()

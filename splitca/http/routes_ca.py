@@ -212,6 +212,15 @@ def put_certificate_status(app: App, req: Request, p: dict[str, str]) -> Respons
     return Response(204, b"", TEXT)
 
 
+def _no_csr_to_sign(app: App, req: Request, p: dict[str, str], exc: SplitCAError) -> Response:
+    """puppetserver's 409 for signing a name with no CSR (the core's message says more)."""
+    return Response.text(
+        f"Cannot sign certificate for host {p['name']} without a certificate request",
+        409,
+        _STATUS_CTYPE,
+    )
+
+
 def certificate_statuses_missing(app: App, req: Request, p: dict[str, str]) -> Response:
     return Response.text("Missing URL Segment", 400, "text/plain; charset=utf-8")
 
@@ -353,7 +362,11 @@ ROUTES: tuple[Route, ...] = (
         rf"/certificate_status/{NAME}",
         ADMIN,
         put_certificate_status,
-        errors=[((PolicyViolation, Conflict), answer(409, None, _STATUS_CTYPE))],
+        errors=[
+            (Conflict, _no_csr_to_sign),
+            (PolicyViolation, answer(409, None, _STATUS_CTYPE)),
+            (NotFound, answer(404, "Invalid certificate subject.", _STATUS_CTYPE)),
+        ],
     ),
     route(
         "DELETE",

@@ -41,12 +41,13 @@ def sign(
     """Sign the pending CSR for *certname*.
 
     Raises:
-      NotFound: nothing at all is known about *certname*.
-      Conflict: no pending CSR ("Cannot sign certificate for host X without a certificate request").
+      NotFound: nothing at all is known about *certname* ("no CSR for X").
+      Conflict: no pending CSR but a certificate ("X is already signed"; Puppet's wire says
+        "Cannot sign certificate for host X without a certificate request", see routes_ca).
       PolicyViolation: the CSR fails a signing check.
     """
     if not pki.is_safe_name(certname):
-        raise NotFound("Invalid certificate subject.")
+        raise NotFound(f"no CSR for {certname}")
     with d.store.names_locked([certname]):
         csr = _pending_csr(d, certname)
         info = pki.inspect_csr(csr)
@@ -61,10 +62,14 @@ def _pending_csr(d: Deps, certname: str) -> x509.CertificateSigningRequest:
     stored = d.store.csr(certname)
     if stored is None:
         if d.store.has_cert(certname):
-            raise Conflict(
-                f"Cannot sign certificate for host {certname} without a certificate request"
-            )
-        raise NotFound("Invalid certificate subject.")
+            row = d.store.status(certname)
+            if row is not None and row.state == "revoked":
+                raise Conflict(
+                    f"{certname}'s certificate is revoked and there is no CSR to sign; "
+                    f"run 'splitca clean {certname}' so it can enroll again"
+                )
+            raise Conflict(f"{certname} is already signed (there is no CSR to sign)")
+        raise NotFound(f"no CSR for {certname}")
     try:
         return pki.load_csr(stored.data)
     except InvalidRequest as exc:
