@@ -188,6 +188,13 @@ class CertificateAuthority:
     def expirations(self) -> dict[str, dict[str, str]]:
         return usecases_read.expirations(self.deps)
 
+    def describe(self, certname: str) -> dict[str, object] | None:
+        """``splitca status``: certificate_status plus extensions, challengePassword, revocation."""
+        return usecases_read.describe(self.deps, certname)
+
+    def revocation_details(self, serials: Iterable[int]) -> dict[int, dict[str, object]]:
+        return usecases_read.revocation_details(self.deps, serials)
+
     def refusals(self) -> list[Refusal]:
         """CSRs refused within ``refusal_retention``, newest first."""
         return usecases_submit.refusals(self.deps)

@@ -140,7 +140,7 @@ def serve(
 # --- listing -----------------------------------------------------------------------------
 
 
-def _text_line(row: Row) -> str:
+def _text_line(row: Row, revocation: dict[str, object] | None = None) -> str:
     d = row.as_dict()
     alt = d.get("subject_alt_names") or []
     extra = f"\talt names: {json.dumps(alt)}" if alt else ""
@@ -151,6 +151,8 @@ def _text_line(row: Row) -> str:
         extra += f"\tpending: {row.reason}"
     if "not_after" in d:
         extra += f"\texpires: {d['not_after']}"
+    if revocation is not None:
+        extra += f"\trevoked: {revocation['date']} ({revocation['reason']})"
     return f"    {row.name:<40} (SHA256)  {d['fingerprint']}{extra}"
 
 
@@ -185,6 +187,13 @@ def list_(c: Ctx, state: str | None, fmt: str) -> None:
         _list_refused(c, fmt)
         return
     rows = c.ca.statuses(None if state == "all" else state)
+    revoked: dict[int, dict[str, object]] = {}
+    if state == "revoked" or (state == "all" and fmt == "text"):  # when and why, by serial
+        revoked = c.ca.revocation_details(r.serial for r in c.ca.statuses("revoked") if r.serial)
+    if fmt == "json" and state == "revoked":
+        # Revoked certificates carry when and why ("revocation"), as in 'status'.
+        echo_json([_with_revocation(r.as_dict(), revoked.get(r.serial or -1)) for r in rows])
+        return
     if fmt == "json":
         # Pieces of ~2000 objects rendered by the index: no per-row Python work, and no
         # list of 100k strings in memory.
@@ -206,7 +215,7 @@ def list_(c: Ctx, state: str | None, fmt: str) -> None:
         if groups[key]:
             click.echo(title)
             for row in groups[key]:
-                click.echo(_text_line(row))
+                click.echo(_text_line(row, revoked.get(row.serial or -1)))
             shown += len(groups[key])
     if not shown:
         click.echo(
@@ -246,20 +255,61 @@ def _duration_text(td: dt.timedelta) -> str:
     return f"{secs} seconds"
 
 
+def _with_revocation(d: dict[str, object], found: dict[str, object] | None) -> dict[str, object]:
+    if found is not None:
+        d["revocation"] = found
+    return d
+
+
 @cli.command()
 @click.argument("certname")
 @format_option
 @pass_ctx
 def status(c: Ctx, certname: str, fmt: str) -> None:
-    """Show one certname's certificate_status (certificate if signed, else CSR)."""
+    """Show one certname's certificate_status (certificate if signed, else CSR).
+
+    Also: the Puppet extensions requested or issued (pp_role, pp_uuid, ... by their
+    Puppet names), whether a pending CSR carries a challengePassword (never its
+    value), alt names, fingerprints, and for a revoked certificate when and why.
+    """
     row = c.ca.status(certname)
-    if row is None:
+    d = c.ca.describe(certname)
+    if row is None or d is None:
         raise NotFound(f"nothing is known about {certname}")
     if fmt == "json":
-        echo_json(json.loads(pki.with_pending_reason(row.json(), row.reason)))
-    else:
-        click.echo(f"{row.name}: {row.state}")
-        click.echo(_text_line(row))
+        echo_json(d)
+        return
+    click.echo(f"{row.name}: {row.state}")
+    click.echo(_text_line(row))
+    for label, value in _status_details(d):
+        click.echo(f"  {label + ':':<20} {value}")
+
+
+def _status_details(d: dict[str, object]) -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    if "serial_number" in d:
+        out.append(("serial", d["serial_number"]))
+        out.append(("valid", f"{d['not_before']} to {d['not_after']}"))
+    alt = d.get("subject_alt_names") or []
+    assert isinstance(alt, list)
+    out.append(("alt names", ", ".join(map(str, alt)) or "none"))
+    exts = d.get("extensions") or {}
+    assert isinstance(exts, dict)
+    for name, value in exts.items():
+        out.append((name, value))
+    if "challenge_password" in d:
+        out.append(("challengePassword", "present" if d["challenge_password"] else "none"))
+    if d.get("pending_reason"):
+        out.append(("pending", d["pending_reason"]))
+    fps = d.get("fingerprints") or {}
+    assert isinstance(fps, dict)
+    for alg in ("SHA256", "SHA1", "SHA512"):
+        if alg in fps:
+            out.append((f"fingerprint {alg}", fps[alg]))
+    revocation = d.get("revocation")
+    if isinstance(revocation, dict):
+        out.append(("revoked", f"{revocation['date']} ({revocation['reason']})"))
+    return out
 
 
 # --- sign, revoke, clean ---------------------------------------------------------------------

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import json
+from collections.abc import Iterable
+
 from cryptography import x509
 
 from splitca import pki
-from splitca.core.ports import Blob, Row
+from splitca.core.ports import Blob, CRLEntry, Row
 from splitca.core.usecases.common import Deps
+from splitca.errors import SplitCAError
+from splitca.pki.asn1 import REASON_CODES
 
-__all__ = ["certificate", "csr", "expirations", "status"]
+__all__ = ["certificate", "csr", "describe", "expirations", "revocation_details", "status"]
+
+_REASON_NAMES = {code: name for name, code in REASON_CODES.items()}
+_PUPPET_ARCS = (pki.PP_REG_ARC + ".", pki.PP_PRIV_ARC + ".", pki.PP_AUTH_ARC + ".")
 
 
 def certificate(d: Deps, certname: str) -> Blob | None:
@@ -29,6 +39,65 @@ def status(d: Deps, certname: str) -> Row | None:
     if not pki.is_safe_name(certname):
         return None
     return d.store.status(certname)
+
+
+def describe(d: Deps, certname: str) -> dict[str, object] | None:
+    """``splitca status``: the certificate_status object and what an operator asks next.
+
+    Added to puppetserver's fields: ``extensions`` (the Puppet extensions requested or
+    issued, by their Puppet names: ``pp_role``, ``pp_uuid``, ...; others by OID),
+    ``challenge_password`` for a pending CSR (whether one is present, never its value),
+    ``pending_reason``, and for a revoked certificate ``revocation`` (date and reason).
+    """
+    row = status(d, certname)
+    if row is None:
+        return None
+    pending = row.reason if row.state == "requested" else ""
+    out: dict[str, object] = json.loads(pki.with_pending_reason(row.json(), pending))
+    out["extensions"] = {}
+    if row.state == "requested":
+        stored = d.store.csr(certname)
+        if stored is not None:
+            try:
+                info = pki.inspect_csr(pki.load_csr(stored.data))
+            except SplitCAError:
+                pass  # listed with what the index knows; `sign` says what is wrong with it
+            else:
+                out["extensions"] = _puppet_extensions(info.extensions)
+                out["challenge_password"] = info.challenge_password is not None
+    else:
+        stored = d.store.cert(certname)
+        certs = pki.load_certificates(stored.data) if stored is not None else []
+        if certs:
+            with contextlib.suppress(ValueError, x509.DuplicateExtension):
+                out["extensions"] = _puppet_extensions(certs[0].extensions)
+    if row.state == "revoked" and row.serial is not None:
+        found = revocation_details(d, [row.serial]).get(row.serial)
+        if found is not None:
+            out["revocation"] = found
+    return out
+
+
+def _puppet_extensions(exts: Iterable[x509.Extension[x509.ExtensionType]]) -> dict[str, str]:
+    return {
+        pki.SHORT_NAMES.get(e.oid.dotted_string, e.oid.dotted_string): pki.extension_value_text(e)
+        for e in exts
+        if e.oid.dotted_string.startswith(_PUPPET_ARCS)
+    }
+
+
+def revocation_details(d: Deps, serials: Iterable[int]) -> dict[int, dict[str, object]]:
+    """When and why each of *serials* was revoked (those on the CRL in effect)."""
+    wanted = set(serials)
+    return {e[0]: _revocation_dict(e) for e in d.store.revocations() if e[0] in wanted}
+
+
+def _revocation_dict(entry: CRLEntry) -> dict[str, object]:
+    _, when, code = entry
+    return {
+        "date": dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds"),
+        "reason": "unspecified" if code is None else _REASON_NAMES.get(code, str(code)),
+    }
 
 
 def expirations(d: Deps) -> dict[str, dict[str, str]]:
