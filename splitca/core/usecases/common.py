@@ -73,16 +73,21 @@ def refuse_taken(d: Deps, certname: str) -> None:
         )
 
 
-def refuse_duplicate(d: Deps, name: str) -> None:
-    """puppetserver's duplicate-cert rule, unless allow_duplicate_certs."""
+def refuse_duplicate(d: Deps, name: str, *, why: str = "") -> None:
+    """puppetserver's duplicate-cert rule, unless allow_duplicate_certs.
+
+    *why*: what the autosigner said of a challengePassword that could have replaced the
+    certificate (a registration token), added to the message.
+    """
     if d.settings.allow_duplicate_certs:
         return
     state = state_of(d, name)
     if state is not None:
+        extra = f" (its challengePassword cannot replace it: {why})" if why else ""
         raise PolicyViolation(
             "duplicate-cert",
             name,
-            f"{name} already has a {state} certificate; ignoring certificate request",
+            f"{name} already has a {state} certificate; ignoring certificate request{extra}",
         )
 
 

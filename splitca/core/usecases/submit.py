@@ -14,7 +14,15 @@ from splitca.core.audit import SYSTEM, Actor
 from splitca.core.autosign import AutosignDecision
 from splitca.core.policy import Approved, check_subject, vet
 from splitca.core.ports import Refusal
-from splitca.core.usecases.common import Deps, cert_fields, issue, refuse_duplicate, reserved_names
+from splitca.core.usecases.common import (
+    Deps,
+    cert_fields,
+    issue,
+    refuse_duplicate,
+    reserved_names,
+    state_of,
+)
+from splitca.core.usecases.crl import add_to_crl
 from splitca.errors import InvalidRequest, NotFound, PolicyViolation
 
 __all__ = ["SubmitResult", "delete_csr", "one_line", "refusals", "submit_csr"]
@@ -47,8 +55,11 @@ def submit_csr(d: Deps, certname: str, body: bytes, *, actor: Actor = SYSTEM) ->
         csr = pki.load_csr(body)
         info = pki.inspect_csr(csr)
     fields = _csr_fields(certname, csr, info)
+    # A CSR with a challengePassword for a name that has a certificate may be a rebuilt
+    # machine with a fresh registration token: the autosigner decides (see _supersede).
+    candidate = info.cn == certname and _may_supersede(d, certname, info)
     with _audit_refusal(d, actor, fields):
-        if info.cn is not None and pki.is_safe_name(info.cn):
+        if info.cn is not None and pki.is_safe_name(info.cn) and not candidate:
             refuse_duplicate(d, info.cn)
         check_subject(certname, info.cn)
         approved = vet(csr, certname, d.rules, info=info)
@@ -58,12 +69,70 @@ def submit_csr(d: Deps, certname: str, body: bytes, *, actor: Actor = SYSTEM) ->
         # Re-checked under the name lock: concurrent CSRs for one name (say, several
         # keys racing) must not all pass the check above and all be signed or stored.
         with _audit_refusal(d, actor, fields):
-            refuse_duplicate(d, certname)
+            if (
+                candidate
+                and decision.sign
+                and decision.replaces_certificate
+                and state_of(d, certname) in _SUPERSEDABLE
+            ):
+                return _supersede(d, approved, decision, actor)
+            refuse_duplicate(d, certname, why=_why_not_superseded(decision) if candidate else "")
         if decision.sign:
             return _autosign(d, approved, decision, actor)
         d.store.save_csr(certname, pki.pem(csr), csr, reason=decision.reason)
     log.info("Saved CSR for %s (pending: %s)", certname, decision.reason)
     return SubmitResult(certname, False, decision.reason)
+
+
+# A certificate, valid or revoked, may be superseded; a pending CSR is not (clean it).
+_SUPERSEDABLE = ("signed", "revoked")
+
+
+def _may_supersede(d: Deps, certname: str, info: pki.CsrInfo) -> bool:
+    """Whether this CSR could replace *certname*'s certificate, if the autosigner agrees."""
+    return (
+        info.challenge_password is not None
+        and not d.settings.allow_duplicate_certs
+        and certname not in reserved_names(d.settings)
+        and state_of(d, certname) in _SUPERSEDABLE
+    )
+
+
+def _supersede(
+    d: Deps, approved: Approved, decision: AutosignDecision, actor: Actor
+) -> SubmitResult:
+    """Revoke every certificate of the name, then issue the new one; the caller holds the
+    name's lock. The CRL with the old serials is published before the new certificate
+    exists, so no moment has two valid certificates for the name."""
+    name = approved.certname
+    old = d.store.serials_for(name)
+    reason = x509.ReasonFlags.superseded
+    added = add_to_crl(d, set(old), reason, actor=actor) if old else set()
+    d.audit.event(
+        "revoke",
+        actor,
+        certname=name,
+        serials=old,
+        newly_revoked=sorted(added),
+        reason=reason.name,
+    )
+    cert = issue(d, approved, None, drop_csr=True)
+    why = f"{decision.reason}; superseded serial{'s' if len(old) > 1 else ''} {', '.join(map(str, old))}"
+    d.audit.event(
+        "sign",
+        Actor("autosign", actor.name, actor.address),
+        **cert_fields(cert, name),
+        reason=why,
+        superseded=old,
+    )
+    log.info("Superseded the certificate of %s (serials %s revoked)", name, old)
+    return SubmitResult(name, True, why, cert.serial_number)
+
+
+def _why_not_superseded(decision: AutosignDecision) -> str:
+    if decision.sign:  # autosign true, an allowlist, an executable: they vouch for no machine
+        return "only a registration token (autosign: registry) can replace a certificate"
+    return decision.reason
 
 
 def _csr_fields(
