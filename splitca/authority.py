@@ -21,6 +21,9 @@ from splitca.core.usecases import (
     crl as usecases_crl,
 )
 from splitca.core.usecases import (
+    purge as usecases_purge,
+)
+from splitca.core.usecases import (
     read as usecases_read,
 )
 from splitca.core.usecases import (
@@ -310,6 +313,18 @@ class CertificateAuthority:
 
     def refresh_crl(self, *, force: bool = False, actor: Actor = SYSTEM) -> bool:
         return usecases_crl.refresh_crl(self.deps, force=force, actor=actor)
+
+    def purge_expired(
+        self,
+        older_than: dt.timedelta,
+        *,
+        dry_run: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        actor: Actor = SYSTEM,
+    ) -> usecases_purge.PurgeResult:
+        return usecases_purge.purge_expired(
+            self.deps, older_than, dry_run=dry_run, progress=progress, actor=actor
+        )
 
     # --- store upkeep --------------------------------------------------------------------
     def repair_serial(self) -> bool:

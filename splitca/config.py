@@ -85,6 +85,7 @@ class Settings:
     crl_ttl: dt.timedelta = dt.timedelta(days=7)
     crl_refresh_margin: dt.timedelta | None = None  # None -> half of crl_ttl
     crl_prune_expired: bool = True
+    purge_expired_after: dt.timedelta | None = None  # serve purges these daily (`splitca purge`)
     # --- HTTP ---
     listen: str = "127.0.0.1"
     port: int = 8140

@@ -159,7 +159,19 @@ def echo_json(value: object) -> None:
 # CA's crypto, and `splitca list` never pays for the split-CA tooling.
 COMMAND_MODULES: dict[str, str] = {
     **dict.fromkeys(
-        ("setup", "serve", "list", "status", "sign", "revoke", "clean", "generate", "crl", "index"),
+        (
+            "setup",
+            "serve",
+            "list",
+            "status",
+            "sign",
+            "revoke",
+            "clean",
+            "generate",
+            "crl",
+            "index",
+            "purge",
+        ),
         "ca",
     ),
     **dict.fromkeys(("register", "enroll", "registrations", "unregister", "classify"), "enroll"),
