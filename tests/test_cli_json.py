@@ -92,3 +92,25 @@ def test_messages_say_what_happened(config: Path, tmp_path: Path) -> None:
     assert data["already_revoked"] == ["n1.example.com"]
     out = run(config, "sign", "n1.example.com")
     assert "n1.example.com's certificate is revoked and there is no CSR to sign" in out.stderr
+
+
+@pytest.mark.parametrize("autosign", [False, True])
+def test_register_and_enroll_warn_unless_the_ca_autosigns_by_registry(
+    settings: Settings, tmp_path: Path, autosign: bool
+) -> None:
+    setup_ca(settings)
+    config = write_config(tmp_path / "splitca.yaml", settings.replace(autosign=autosign))
+    reg = run(config, "register", "web1.example.com")
+    assert reg.exit_code == 0, reg.output
+    assert f"Warning: this CA's autosign is {str(autosign).lower()}, not registry" in reg.stderr
+    assert len(reg.stdout.split()) == 1  # the token alone, for scripts
+    enroll = run(config, "enroll", "--domain", "fleet.example.com")
+    assert enroll.exit_code == 0, enroll.output
+    assert "not registry" in enroll.stderr and enroll.stdout.startswith("#cloud-config")
+
+
+def test_no_warning_under_autosign_registry(settings: Settings, tmp_path: Path) -> None:
+    setup_ca(settings)
+    config = write_config(tmp_path / "splitca.yaml", settings.replace(autosign="registry"))
+    reg = run(config, "register", "web1.example.com")
+    assert reg.exit_code == 0 and "Warning" not in reg.stderr

@@ -112,6 +112,7 @@ def register(
     Text output is the token alone on stdout (details on stderr), for scripts:
       TOKEN=$(splitca register web7.example.com --class role::web)
     """
+    _warn_unless_registry(c)
     record, token = enrollment.register(
         _registry(c),
         certname,
@@ -130,6 +131,25 @@ def register(
         err=True,
     )
     click.echo(token)
+
+
+def _warn_unless_registry(c: Ctx) -> None:
+    """A token is only checked under ``autosign: registry``; say so before one is made."""
+    value = c.settings.autosign
+    if value == "registry":
+        return
+    shown = {True: "true", False: "false"}.get(value, value) if isinstance(value, bool) else value
+    effect = (
+        "every valid CSR is signed, token or not"
+        if value is True
+        else "the machine's CSR is not signed by its token: it waits for 'splitca sign' "
+        "(or for that policy)"
+    )
+    click.echo(
+        f"Warning: this CA's autosign is {shown}, not registry: {effect}. "
+        "Set 'autosign: registry' in the CA's configuration (docs/enrollment.md).",
+        err=True,
+    )
 
 
 @cli.command()
@@ -205,6 +225,7 @@ def enroll(
     if "-----BEGIN CERTIFICATE-----" not in ca_pem:
         raise ConfigError(f"{cert_path} is not a PEM certificate")
     certname = enrollment.new_certname(prefix=prefix, domain=domain)
+    _warn_unless_registry(c)
     record, token = enrollment.register(
         _registry(c),
         certname,
