@@ -20,6 +20,7 @@ from splitca.compose import open_ca
 from splitca.config import Settings
 from splitca.http.wsgiapp import make_app
 
+from .apache_harness import wsgi_python_home  # noqa: F401 - fixture
 from .conftest import Agent, Server, make_csr, setup_ca, write_config
 
 
@@ -142,3 +143,61 @@ def test_a_real_puppet_agent_logs_why_its_csr_was_refused(
     assert "Refused CSR for alt.example.com from 127.0.0.1" in log, log
     listed = server.cli("list", "--refused")
     assert "alt.example.com" in listed.stdout and "disallowed-extension" in listed.stdout
+
+
+@pytest.mark.interop
+@pytest.mark.slow
+def test_under_mod_wsgi_the_reason_phrase_reaches_the_client(wsgi_python_home: Path) -> None:  # noqa: F811
+    """Apache passes the app's reason phrase on (it does not replace it with "Bad Request")."""
+    import shutil
+
+    import requests
+
+    from .apache_harness import (
+        IS_ROOT,
+        owned_by_nobody,
+        start_apache,
+        stop_apache,
+        unprivileged,
+        world_dir,
+    )
+    from .conftest import free_port, make_settings
+
+    root = world_dir("splitca-refusals-")
+    settings = make_settings(root)
+    setup_ca(settings)
+    config = write_config(root / "splitca.yaml", settings)
+    port = free_port()
+    script = next(
+        wsgi_python_home.glob("lib/python3*/site-packages/splitca/templates/splitca.wsgi")
+    )
+    args = [
+        "--config", str(config),
+        "apache-config", "--site", "ca",
+        "--listen", f"127.0.0.1:{port}",
+        "--python-home", str(wsgi_python_home),
+        "--wsgi-script", str(script),
+    ]  # fmt: skip
+    if IS_ROOT:
+        user, group = unprivileged()
+        args += ["--wsgi-user", user, "--wsgi-group", group]
+    rendered = CliRunner().invoke(cli, args)
+    assert rendered.exit_code == 0, rendered.output
+    pem = pki.pem(make_csr("alt.example.com", sans=["DNS:sneaky.example.com"]))
+    with owned_by_nobody(root):
+        httpd = start_apache(rendered.output, port, ("ssl", "headers", "env", "wsgi"))
+        try:
+            r = requests.put(
+                f"https://127.0.0.1:{port}/puppet-ca/v1/certificate_request/alt.example.com",
+                data=pem,
+                headers={"Content-Type": "text/plain"},
+                verify=str(settings.cadir / "ca_crt.pem"),
+                timeout=30,
+            )
+            log = httpd.log_text()
+        finally:
+            stop_apache(httpd)
+    assert r.status_code == 400, (r.text, log[-3000:])
+    assert r.reason.startswith("Bad Request: CSR refused (disallowed-extension)"), r.reason
+    assert "sneaky.example.com" in r.text
+    shutil.rmtree(root, ignore_errors=True)
