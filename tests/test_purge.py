@@ -125,3 +125,25 @@ def test_serve_purges_on_a_schedule(
         time.sleep(0.1)
     assert not (settings.cadir / "signed" / "gone.pem").exists(), server.log_text()
     assert "Purged 1 expired certificates" in server.log_text()
+
+
+def test_purge_runs_beside_a_running_server(
+    settings: Settings, site: tuple[Path, dict[str, int]], server_factory: Callable[..., Server]
+) -> None:
+    import requests
+
+    _, serials = site
+    server = server_factory(settings.replace(crl_prune_expired=False))
+    out = server.cli("purge", "--expired", "--older-than", "90d", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["crl_entries"] == [serials["old-revoked"]]
+    r = requests.get(
+        f"{server.url}/puppet-ca/v1/certificate_revocation_list/ca",
+        verify=str(server.cacert),
+        timeout=30,
+    )
+    served = x509.load_pem_x509_crl(pki.split_pem(r.content, "X509 CRL")[0])
+    assert {e.serial_number for e in served} == {
+        serials["recent-revoked"],
+        serials["valid-revoked"],
+    }

@@ -127,3 +127,17 @@ def test_a_real_puppet_agent_rebuilt_with_a_fresh_token_gets_a_new_certificate(
     assert old_serial in crl_entries(s) and new.serial_number not in crl_entries(s)
     status = server.cli("status", NAME, "--format", "json")
     assert json.loads(status.stdout)["serial_number"] == new.serial_number
+
+
+def test_a_revoked_certificate_is_superseded_too_but_a_pending_csr_is_not(s: Settings) -> None:
+    ca = open_ca(s)
+    first = ca.submit_csr(NAME, pki.pem(make_csr(NAME, password=token_for(s))))
+    ca.revoke([NAME])
+    again = ca.submit_csr(NAME, pki.pem(make_csr(NAME, password=token_for(s))))
+    assert again.signed and ca.status(NAME).serial == again.serial  # type: ignore[union-attr]
+    assert first.serial in crl_entries(s)
+
+    other = "pending.example.com"
+    assert not ca.submit_csr(other, pki.pem(make_csr(other))).signed  # no token: pending
+    with pytest.raises(PolicyViolation, match="already has a requested certificate"):
+        ca.submit_csr(other, pki.pem(make_csr(other, password=token_for(s, other))))
