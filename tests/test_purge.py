@@ -76,6 +76,13 @@ def test_dry_run_reports_and_changes_nothing(
     }
     assert data["crl_entries"] == [serials["old-revoked"]]
     assert snapshot(settings.cadir) == before
+    calls: list[tuple[int, int]] = []
+    open_ca(settings, autosign_at_start=False).purge_expired(
+        dt.timedelta(days=90),
+        dry_run=True,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert calls == [(2, 2)]  # long runs report progress (the CLI on stderr)
     text = run(config, "purge", "--expired", "--older-than", "90d", "--dry-run")
     assert text.stdout.startswith("Would remove 2 certificate file(s) and 1 CRL entry")
 

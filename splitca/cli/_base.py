@@ -159,21 +159,10 @@ def echo_json(value: object) -> None:
 # CA's crypto, and `splitca list` never pays for the split-CA tooling.
 COMMAND_MODULES: dict[str, str] = {
     **dict.fromkeys(
-        (
-            "setup",
-            "serve",
-            "list",
-            "status",
-            "sign",
-            "revoke",
-            "clean",
-            "generate",
-            "crl",
-            "index",
-            "purge",
-        ),
+        ("setup", "serve", "list", "status", "sign", "revoke", "clean", "generate", "crl", "index"),
         "ca",
     ),
+    "purge": "retention",
     **dict.fromkeys(("register", "enroll", "registrations", "unregister", "classify"), "enroll"),
     **dict.fromkeys(("apache-config", "sync-crl"), "split"),
 }
