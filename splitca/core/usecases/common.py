@@ -92,7 +92,12 @@ def refuse_duplicate(d: Deps, name: str, *, why: str = "") -> None:
 
 
 def issue(
-    d: Deps, approved: Approved, ttl: dt.timedelta | None, *, drop_csr: bool
+    d: Deps,
+    approved: Approved,
+    ttl: dt.timedelta | None,
+    *,
+    drop_csr: bool,
+    before_publish: Callable[[], None] | None = None,
 ) -> x509.Certificate:
     """Sign *approved* with a fresh serial and publish it; the caller holds the name's lock.
 
@@ -100,6 +105,8 @@ def issue(
     request that cannot become a certificate costs no serial. The store records the
     serial before the certificate is built and makes that record durable before the
     certificate is published: a certificate a client has received is always recorded.
+    *before_publish* runs once the certificate is signed and before anyone can have it
+    (a supersede revokes the name's old certificates there).
     """
     key = d.signer.current()
     now = d.clock().replace(microsecond=0)  # X.509 times have whole seconds
@@ -124,6 +131,8 @@ def issue(
         ) from None
     reservation = d.store.reserve_serial(approved.certname, not_before, not_after)
     cert = key.sign_leaf(tbs, reservation.serial)
+    if before_publish is not None:
+        before_publish()
     d.store.publish_cert(approved.certname, cert, reservation, drop_csr=drop_csr)
     log.info("Signed certificate for %s (serial %d)", approved.certname, cert.serial_number)
     return cert

@@ -101,22 +101,26 @@ def _may_supersede(d: Deps, certname: str, info: pki.CsrInfo) -> bool:
 def _supersede(
     d: Deps, approved: Approved, decision: AutosignDecision, actor: Actor
 ) -> SubmitResult:
-    """Revoke every certificate of the name, then issue the new one; the caller holds the
-    name's lock. The CRL with the old serials is published before the new certificate
-    exists, so no moment has two valid certificates for the name."""
+    """Issue the new certificate and revoke every older one of the name; the caller holds
+    the name's lock. The new certificate is signed first (if it cannot be, nothing is
+    revoked), then the CRL with the old serials is published, and only then is the new
+    certificate published: no moment has two valid certificates for the name."""
     name = approved.certname
-    old = d.store.serials_for(name)
+    old = d.store.serials_for(name)  # before the new serial is recorded for the name
     reason = x509.ReasonFlags.superseded
-    added = add_to_crl(d, set(old), reason, actor=actor) if old else set()
-    d.audit.event(
-        "revoke",
-        actor,
-        certname=name,
-        serials=old,
-        newly_revoked=sorted(added),
-        reason=reason.name,
-    )
-    cert = issue(d, approved, None, drop_csr=True)
+
+    def revoke_old() -> None:
+        added = add_to_crl(d, set(old), reason, actor=actor) if old else set()
+        d.audit.event(
+            "revoke",
+            actor,
+            certname=name,
+            serials=old,
+            newly_revoked=sorted(added),
+            reason=reason.name,
+        )
+
+    cert = issue(d, approved, None, drop_csr=True, before_publish=revoke_old)
     why = f"{decision.reason}; superseded serial{'s' if len(old) > 1 else ''} {', '.join(map(str, old))}"
     d.audit.event(
         "sign",
