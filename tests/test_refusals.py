@@ -201,3 +201,47 @@ def test_under_mod_wsgi_the_reason_phrase_reaches_the_client(wsgi_python_home: P
     assert r.reason.startswith("Bad Request: CSR refused (disallowed-extension)"), r.reason
     assert "sneaky.example.com" in r.text
     shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_busy_store_drops_the_record_but_never_the_answer(
+    settings: Settings, config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """record_refusal is best effort: with the index held by another process, the 400
+    still goes out with its reason; the record is dropped and that is logged."""
+    import subprocess
+    import sys
+
+    assert run(config, "list").exit_code == 0  # the index is in step: no catching up below
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, pathlib\n"
+            "from splitca.store.files.filestore import FileStore\n"
+            "store = FileStore(pathlib.Path(sys.argv[1]))\n"
+            "with store.cadir.lock('index')():\n"
+            "    print('held', flush=True)\n"
+            "    sys.stdin.read()\n",
+            str(settings.cadir),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        pem = pki.pem(make_csr("busy.example.com", sans=["DNS:other.example.com"]))
+        with caplog.at_level(logging.WARNING):
+            status, body = put_csr(settings, "busy.example.com", pem)
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(30)
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert status.startswith("400 Bad Request: CSR refused") and "other.example.com" in body
+    assert any(
+        "could not record the refusal of busy.example.com" in r.getMessage() for r in caplog.records
+    )
+    listed = json.loads(run(config, "list", "--refused", "--format", "json").output)
+    assert listed == []
