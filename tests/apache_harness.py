@@ -31,6 +31,7 @@ from cryptography import x509
 from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.cli.split import server_modules
+from splitca.config import Settings
 from splitca.split import apache
 
 from .conftest import REPO, free_port, require_program
@@ -675,3 +676,38 @@ def build_master_stack(ca: CertificateAuthority, where: Path, backend: Backend) 
     text = render_master(master, crl, port, backend.url)
     server = start_apache(text, port, ("ssl", "headers", "proxy", "proxy_http"))
     return MasterStack(ca, server, backend, master, crl, where, text)
+
+
+def wsgi_ca_site(settings: Settings, config: Path, port: int, python_home: Path) -> str:
+    """The CA's vhost for mod_wsgi, as `splitca apache-config --site ca` renders it."""
+    from click.testing import CliRunner
+
+    from splitca.cli import cli
+
+    script = next(python_home.glob("lib/python3*/site-packages/splitca/templates/splitca.wsgi"))
+    args = [
+        "--config", str(config),
+        "apache-config", "--site", "ca",
+        "--listen", f"127.0.0.1:{port}",
+        "--python-home", str(python_home),
+        "--wsgi-script", str(script),
+    ]  # fmt: skip
+    if IS_ROOT:
+        user, group = unprivileged()
+        args += ["--wsgi-user", user, "--wsgi-group", group]
+        rendered = CliRunner().invoke(cli, args)
+        assert rendered.exit_code == 0, rendered.output
+        return rendered.output
+    # Apache runs as us, and so does the daemon: no user= needed
+    return apache.render(
+        apache.CASite(
+            server_name=settings.certname,
+            listen=f"127.0.0.1:{port}",
+            cert=settings.effective_server_cert,
+            key=settings.effective_server_key,
+            ca_cert=settings.cadir / "ca_crt.pem",
+            splitca_config=config,
+            wsgi_script=script,
+            python_home=python_home,
+        )
+    )

@@ -154,12 +154,11 @@ def test_under_mod_wsgi_the_reason_phrase_reaches_the_client(wsgi_python_home: P
     import requests
 
     from .apache_harness import (
-        IS_ROOT,
         owned_by_nobody,
         start_apache,
         stop_apache,
-        unprivileged,
         world_dir,
+        wsgi_ca_site,
     )
     from .conftest import free_port, make_settings
 
@@ -168,24 +167,10 @@ def test_under_mod_wsgi_the_reason_phrase_reaches_the_client(wsgi_python_home: P
     setup_ca(settings)
     config = write_config(root / "splitca.yaml", settings)
     port = free_port()
-    script = next(
-        wsgi_python_home.glob("lib/python3*/site-packages/splitca/templates/splitca.wsgi")
-    )
-    args = [
-        "--config", str(config),
-        "apache-config", "--site", "ca",
-        "--listen", f"127.0.0.1:{port}",
-        "--python-home", str(wsgi_python_home),
-        "--wsgi-script", str(script),
-    ]  # fmt: skip
-    if IS_ROOT:
-        user, group = unprivileged()
-        args += ["--wsgi-user", user, "--wsgi-group", group]
-    rendered = CliRunner().invoke(cli, args)
-    assert rendered.exit_code == 0, rendered.output
+    site = wsgi_ca_site(settings, config, port, wsgi_python_home)
     pem = pki.pem(make_csr("alt.example.com", sans=["DNS:sneaky.example.com"]))
     with owned_by_nobody(root):
-        httpd = start_apache(rendered.output, port, ("ssl", "headers", "env", "wsgi"))
+        httpd = start_apache(site, port, ("ssl", "headers", "env", "wsgi"))
         try:
             r = requests.put(
                 f"https://127.0.0.1:{port}/puppet-ca/v1/certificate_request/alt.example.com",

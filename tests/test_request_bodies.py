@@ -416,17 +416,12 @@ def test_bodies_under_mod_wsgi_are_bounded_and_bad_ones_are_4xx(wsgi_python_home
     over max_body_bytes unread; nothing is a 500 or a traceback in Apache's error log."""
     import shutil
 
-    from click.testing import CliRunner
-
-    from splitca.cli import cli
-
     from .apache_harness import (
-        IS_ROOT,
         owned_by_nobody,
         start_apache,
         stop_apache,
-        unprivileged,
         world_dir,
+        wsgi_ca_site,
     )
     from .conftest import free_port, make_settings, write_config
 
@@ -435,21 +430,7 @@ def test_bodies_under_mod_wsgi_are_bounded_and_bad_ones_are_4xx(wsgi_python_home
     compose.setup_ca(settings)
     config = write_config(root / "splitca.yaml", settings)
     port = free_port()
-    script = next(
-        wsgi_python_home.glob("lib/python3*/site-packages/splitca/templates/splitca.wsgi")
-    )
-    args = [
-        "--config", str(config),
-        "apache-config", "--site", "ca",
-        "--listen", f"127.0.0.1:{port}",
-        "--python-home", str(wsgi_python_home),
-        "--wsgi-script", str(script),
-    ]  # fmt: skip
-    if IS_ROOT:
-        user, group = unprivileged()
-        args += ["--wsgi-user", user, "--wsgi-group", group]
-    rendered = CliRunner().invoke(cli, args)
-    assert rendered.exit_code == 0, rendered.output
+    site = wsgi_ca_site(settings, config, port, wsgi_python_home)
     before = snapshot(settings.cadir)
     bad = put_head("bad", "Transfer-Encoding: chunked") + b"zz\r\nsome bytes\r\n"
     huge = put_head("huge", "Transfer-Encoding: chunked") + b"19000000\r\n" + b"A" * 131072
@@ -461,9 +442,7 @@ def test_bodies_under_mod_wsgi_are_bounded_and_bad_ones_are_4xx(wsgi_python_home
     cases = (((), [bad, huge, big], [411, 411, 413]), (("WSGIChunkedRequest On",), [bad], [400]))
     for extra, requests, expected in cases:
         with owned_by_nobody(root):
-            httpd = start_apache(
-                rendered.output, port, ("ssl", "headers", "env", "wsgi"), extra=extra
-            )
+            httpd = start_apache(site, port, ("ssl", "headers", "env", "wsgi"), extra=extra)
             try:
                 answers = []
                 for data in requests:

@@ -21,7 +21,6 @@ from splitca.compose import open_ca
 from splitca.split import apache
 
 from .apache_harness import (
-    IS_ROOT,
     Apache,
     Identity,
     https_get,
@@ -33,16 +32,16 @@ from .apache_harness import (
     require_debian_defaults,
     start_apache,
     stop_apache,
-    unprivileged,
     wait_until,
     world_dir,
+    wsgi_ca_site,
     wsgi_python_home,  # noqa: F401 - fixture
 )
 from .apache_harness import backend as backend
 from .conftest import Server, make_settings, setup_ca, write_config
 
 if TYPE_CHECKING:
-    from splitca.config import Settings
+    pass
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -244,37 +243,6 @@ def test_puppet_agent_bootstraps_from_the_ca_and_runs_against_the_apache_master(
 
 
 # --- the CA itself under Apache + mod_wsgi -----------------------------------------------------------
-
-
-def wsgi_ca_site(settings: Settings, config: Path, port: int, python_home: Path) -> str:
-    """The CA's vhost for mod_wsgi, as `splitca apache-config --site ca` renders it."""
-    script = next(python_home.glob("lib/python3*/site-packages/splitca/templates/splitca.wsgi"))
-    args = [
-        "--config", str(config),
-        "apache-config", "--site", "ca",
-        "--listen", f"127.0.0.1:{port}",
-        "--python-home", str(python_home),
-        "--wsgi-script", str(script),
-    ]  # fmt: skip
-    if IS_ROOT:
-        user, group = unprivileged()
-        args += ["--wsgi-user", user, "--wsgi-group", group]
-        rendered = CliRunner().invoke(cli, args)
-        assert rendered.exit_code == 0, rendered.output
-        return rendered.output
-    # Apache runs as us, and so does the daemon: no user= needed
-    return apache.render(
-        apache.CASite(
-            server_name=settings.certname,
-            listen=f"127.0.0.1:{port}",
-            cert=settings.effective_server_cert,
-            key=settings.effective_server_key,
-            ca_cert=settings.cadir / "ca_crt.pem",
-            splitca_config=config,
-            wsgi_script=script,
-            python_home=python_home,
-        )
-    )
 
 
 def test_ca_under_mod_wsgi_serves_the_api_and_bootstraps_an_agent(wsgi_python_home, agent_factory):  # noqa: F811
