@@ -158,16 +158,14 @@ class PgServer:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(WAIT)
-        if mode == signal.SIGKILL:  # its children are orphaned: reap them too
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        if mode == signal.SIGKILL:  # a crash: its backends die with it (same process group)
             deadline = time.monotonic() + WAIT
-            while (self.datadir / "postmaster.pid").exists() and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    break
                 time.sleep(0.05)
-                with contextlib.suppress(OSError):
-                    pid = int((self.datadir / "postmaster.pid").read_text().split()[0])
-                    if pid == proc.pid:
-                        (self.datadir / "postmaster.pid").unlink()
 
     def restart(self) -> None:
         self.stop()
@@ -219,7 +217,7 @@ def running_server() -> Iterator[PgServer]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-# --- fixtures (import them into a test module: ``from .pg_harness import pg_url``) ----------
+# --- fixtures (tests/conftest.py makes them available to every test module) -----------------
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 """The CAStore contract: every store implementation keeps the port's promises (splitca/ports.py).
 
 Parametrized over the implementations in ``IMPLEMENTATIONS``: the file store and the
-PostgreSQL store (on a real server, tests/pg_harness.py, a fresh database per test). Each test uses only the port's methods,
-plus the implementation's own hooks for what the port cannot express (making its
+PostgreSQL store (on a real server, tests/pg_harness.py, a fresh database per test). Each
+test uses only the port's methods, plus the implementation's own hooks for what the port cannot express (making its
 serial counter lag, opening it in another process).
 """
 
@@ -28,7 +28,7 @@ from splitca.store.files.filestore import FileStore
 from splitca.store.files.signer import LoadedKey
 
 from .conftest import make_csr
-from .pg_harness import PgServer, pg_server, pg_template  # noqa: F401 - fixtures
+from .pg_harness import PgServer
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 REPO = Path(__file__).resolve().parents[1]

@@ -92,7 +92,9 @@ class Database:
             open=False,
             check=psycopg_pool.ConnectionPool.check_connection,
             timeout=self.timeout,
-            reconnect_timeout=max(60.0, self.timeout),
+            # Give up a reconnection (backing off 1, 2, 4 s...) after this; the next request
+            # starts a new one: a database that is back is found within seconds.
+            reconnect_timeout=max(5.0, self.timeout),
             name=name,
             num_workers=1,
         )
