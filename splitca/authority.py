@@ -1,8 +1,8 @@
 """CertificateAuthority: a thin facade that composes the use cases over one store, signer and policy.
 
-It holds no logic of its own: every method hands over to a use-case module
-(``usecases_*``) or to the store. The edges (HTTP, CLI, server) and the tests use it
-so that they need not wire the collaborators themselves.
+It holds no logic of its own and names no concrete class: its store, signer, audit
+sink and autosigner are given to it (by :mod:`splitca.compose`, the composition root),
+and every method hands over to a use-case module (``usecases_*``) or to the store.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from splitca.core.audit import SYSTEM, Actor, AuditLog
-from splitca.core.autosign import Autosigner, make_autosigner
-from splitca.core.ports import Blob, Row
+from splitca.core.audit import SYSTEM, Actor, AuditSink
+from splitca.core.autosign import Autosigner
+from splitca.core.ports import Blob, CAStore, Row, Signer
 from splitca.core.usecases import (
     crl as usecases_crl,
 )
@@ -45,8 +45,6 @@ from splitca.core.usecases.common import Deps, reserved_names, rules_of, state_o
 from splitca.core.usecases.setup import SetupResult
 from splitca.core.usecases.sign import BulkSignResult
 from splitca.core.usecases.submit import SubmitResult
-from splitca.store.files.filestore import FileStore
-from splitca.store.files.signer import KeyFileSigner
 
 from .clock import utcnow
 from .config import Settings
@@ -57,28 +55,30 @@ __all__ = ["BulkSignResult", "CertificateAuthority", "SetupResult", "SubmitResul
 class CertificateAuthority:
     """One CA over one store. Safe to share between threads and to run in several processes.
 
-    ``store`` (a :class:`FileStore`) and ``signer`` are exposed for tests and for
-    wiring; the core's use cases see them only through the ports.
+    ``store``, ``signer`` and ``audit`` are exposed for tests; the core's use cases see
+    them only through the ports.
     """
 
     def __init__(
         self,
         settings: Settings,
         *,
+        store: CAStore,
+        signer: Signer,
+        audit: AuditSink,
+        autosigner: Autosigner,
         clock: Callable[[], dt.datetime] = utcnow,
-        autosigner: Autosigner | None = None,
-        audit: AuditLog | None = None,
     ) -> None:
         self.settings = settings
-        self.store = FileStore(settings.cadir)
-        self.signer = KeyFileSigner(self.store.cadir)
-        self.audit = audit if audit is not None else AuditLog(settings.effective_audit_log)
-        self._autosigner = autosigner
+        self.store = store
+        self.signer = signer
+        self.audit = audit
+        self.autosigner = autosigner
         self.deps = Deps(
             settings=settings,
-            store=self.store,
-            signer=self.signer,
-            audit=self.audit,
+            store=store,
+            signer=signer,
+            audit=audit,
             clock=clock,
             rules=rules_of(settings),
             autosigner=lambda: self.autosigner,
@@ -90,36 +90,13 @@ class CertificateAuthority:
         return self.deps.clock
 
     # --- opening and setup ---------------------------------------------------------------
-    @classmethod
-    def open(cls, settings: Settings, **kwargs: object) -> CertificateAuthority:
-        """Open an existing CA; raise StoreError if the cadir is not a CA."""
-        ca = cls(settings, **kwargs)  # type: ignore[arg-type]
-        usecases_setup.open_store(ca.store, settings)
-        return ca
+    def require_ca(self) -> None:
+        """Raise StoreError unless the store holds a complete CA (and catch up with it)."""
+        usecases_setup.open_store(self.store, self.settings)
 
-    @classmethod
-    def setup(
-        cls,
-        settings: Settings,
-        *,
-        clock: Callable[[], dt.datetime] = utcnow,
-        server_identity: bool = False,
-    ) -> SetupResult:
+    def setup(self, *, server_identity: bool = False) -> SetupResult:
         """See :func:`usecases_setup.setup`."""
-        return usecases_setup.setup(
-            cls(settings, clock=clock).deps, server_identity=server_identity
-        )
-
-    @property
-    def autosigner(self) -> Autosigner:
-        if self._autosigner is None:
-            self._autosigner = make_autosigner(
-                self.settings.autosign,
-                timeout=self.settings.autosign_timeout.total_seconds(),
-                settings=self.settings,
-                audit=self.audit,
-            )
-        return self._autosigner
+        return usecases_setup.setup(self.deps, server_identity=server_identity)
 
     @property
     def reserved_names(self) -> frozenset[str]:
@@ -129,10 +106,6 @@ class CertificateAuthority:
     def ca_certificate(self) -> x509.Certificate:
         """The CA certificate that signs (matches the key)."""
         return self.signer.current().certificate
-
-    def signing_material(self) -> tuple[CertificateIssuerPrivateKeyTypes, x509.Certificate]:
-        loaded = self.signer.current()
-        return loaded.key, loaded.certificate
 
     def ca_certificate_file(self) -> Blob:
         return self.store.ca_cert()
@@ -221,9 +194,7 @@ class CertificateAuthority:
         )
 
     def sign_all(self, *, allow_alt_names: bool = False, actor: Actor = SYSTEM) -> BulkSignResult:
-        return self.sign_many(
-            self.store.pending_names(), allow_alt_names=allow_alt_names, actor=actor
-        )
+        return self.sign_many(self.pending_names(), allow_alt_names=allow_alt_names, actor=actor)
 
     def generate(
         self,

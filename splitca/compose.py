@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from splitca.core.audit import AuditSink
 from splitca.core.autosign import Autosigner, Deferred, Strategies, make_autosigner
 from splitca.enrollment.autosign import RegistryAutosigner, make_registry_autosigner
 from splitca.enrollment.backends.directory import DirectoryRegistry
 from splitca.enrollment.registry import Registry
+from splitca.store.files.audit import AuditLog
+from splitca.store.files.filestore import FileStore
+from splitca.store.files.signer import KeyFileSigner
 
 from .authority import CertificateAuthority, SetupResult
+from .clock import utcnow
 from .config import Settings
 
-__all__ = ["AUTOSIGN_STRATEGIES", "build_autosigner", "open_ca", "open_registry", "setup_ca"]
+__all__ = [
+    "AUTOSIGN_STRATEGIES",
+    "build_autosigner",
+    "build_ca",
+    "open_audit",
+    "open_ca",
+    "open_registry",
+    "setup_ca",
+]
 
 
 def open_registry(settings: Settings) -> Registry:
@@ -61,25 +75,62 @@ def build_autosigner(settings: Settings) -> Autosigner:
     )
 
 
-def open_ca(
-    settings: Settings, *, autosign_at_start: bool = True, **kwargs: Any
-) -> CertificateAuthority:
-    """Open the CA for an edge (server, WSGI app, CLI) with its autosigner built here.
+def open_audit(settings: Settings) -> AuditSink:
+    """The audit sink named by the settings: the ``audit_log`` JSON-lines file."""
+    return AuditLog(settings.effective_audit_log)
 
-    Edges that take CSRs build it at start, so a bad ``autosign`` fails before the first
-    request (``autosign_at_start``); the CLI, which never autosigns, defers it so an
-    unused setting neither warns nor fails its commands. The core never imports the
+
+def build_ca(
+    settings: Settings,
+    *,
+    clock: Callable[[], dt.datetime] = utcnow,
+    autosigner: Autosigner | None = None,
+    audit: AuditSink | None = None,
+) -> CertificateAuthority:
+    """The CA object over the store, signer and audit sink the settings name (nothing is read).
+
+    Without *autosigner* the ``autosign`` setting is honoured when first needed.
+    """
+    store = FileStore(settings.cadir)
+    return CertificateAuthority(
+        settings,
+        store=store,
+        signer=KeyFileSigner(store.cadir),
+        audit=open_audit(settings) if audit is None else audit,
+        autosigner=Deferred(lambda: build_autosigner(settings))
+        if autosigner is None
+        else autosigner,
+        clock=clock,
+    )
+
+
+def open_ca(
+    settings: Settings,
+    *,
+    autosign_at_start: bool = True,
+    clock: Callable[[], dt.datetime] = utcnow,
+    autosigner: Autosigner | None = None,
+    audit: AuditSink | None = None,
+) -> CertificateAuthority:
+    """Open the existing CA for an edge (server, WSGI app, CLI); StoreError if there is none.
+
+    Edges that take CSRs build the autosigner at start, so a bad ``autosign`` fails before
+    the first request (``autosign_at_start``); the CLI, which never autosigns, defers it
+    so an unused setting neither warns nor fails its commands. The core never imports the
     enrollment adapters (registry backends pull in requests or boto3): they are named here.
     """
-    if "autosigner" not in kwargs:
-        kwargs["autosigner"] = (
-            build_autosigner(settings)
-            if autosign_at_start
-            else Deferred(lambda: build_autosigner(settings))
-        )
-    return CertificateAuthority.open(settings, **kwargs)
+    if autosigner is None and autosign_at_start:
+        autosigner = build_autosigner(settings)
+    ca = build_ca(settings, clock=clock, autosigner=autosigner, audit=audit)
+    ca.require_ca()
+    return ca
 
 
-def setup_ca(settings: Settings, **kwargs: Any) -> SetupResult:
+def setup_ca(
+    settings: Settings,
+    *,
+    clock: Callable[[], dt.datetime] = utcnow,
+    server_identity: bool = False,
+) -> SetupResult:
     """Create the CA named by ``settings`` (see :func:`splitca.core.usecases.setup.setup`)."""
-    return CertificateAuthority.setup(settings, **kwargs)
+    return build_ca(settings, clock=clock).setup(server_identity=server_identity)

@@ -28,8 +28,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from splitca import pki
+from splitca import compose, pki
 from splitca.authority import CertificateAuthority
+from splitca.compose import open_ca
 from splitca.config import Settings
 from splitca.http.routes_ca import App
 from splitca.http.wsgiapp import make_app
@@ -183,22 +184,22 @@ def _pristine_key(settings: Settings) -> tuple[Any, ...]:
 
 
 def setup_ca(settings: Settings) -> None:
-    """What ``CertificateAuthority.setup(settings)`` makes, in ``settings.cadir``, but
+    """What ``compose.setup_ca(settings)`` makes, in ``settings.cadir``, but
     copied from a CA set up once per session with the same settings.
 
     The copy keeps modes and times; splitca's index is not copied (it is rebuilt from the
     files when the CA is opened, as for a cadir restored from a backup). Tests that test
-    setup itself, or need a CA made at a given time, call ``CertificateAuthority.setup``.
+    setup itself, or need a CA made at a given time, call ``compose.setup_ca``.
     """
     if settings.cadir.exists() and any(settings.cadir.iterdir()):
-        CertificateAuthority.setup(settings)  # a CA (or part of one) is there: as setup does
+        compose.setup_ca(settings)  # a CA (or part of one) is there: as setup does
         return
     key = _pristine_key(settings)
     pristine = _PRISTINE.get(key)
     if pristine is None:
         root = Path(tempfile.mkdtemp(prefix=f"pristine-{len(_PRISTINE)}-", dir=_PRISTINE_ROOT[0]))
         made = settings.replace(cadir=root / "ca")
-        CertificateAuthority.setup(made)
+        compose.setup_ca(made)
         digest = tree_digest(made.cadir, skip=_INDEX_FILES)
         pristine = _PRISTINE[key] = _Pristine(made.cadir, digest)
     shutil.copytree(
@@ -222,7 +223,7 @@ def _pristine_cas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 @pytest.fixture
 def ca(settings: Settings) -> CertificateAuthority:
     setup_ca(settings)
-    return CertificateAuthority.open(settings)
+    return open_ca(settings)
 
 
 def snapshot(cadir: Path) -> dict[str, bytes]:

@@ -13,8 +13,8 @@ import pytest
 import trustme
 from cryptography import x509
 
-from splitca import pki
-from splitca.authority import CertificateAuthority
+from splitca import compose, pki
+from splitca.compose import open_ca
 from splitca.split import apache
 
 from .apache_harness import (
@@ -38,8 +38,8 @@ pytestmark = pytest.mark.interop
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MasterStack]:
     root = tmp_path_factory.mktemp("master")
     settings = make_settings(root)
-    CertificateAuthority.setup(settings)
-    ca = CertificateAuthority.open(settings)
+    compose.setup_ca(settings)
+    ca = open_ca(settings)
     backend = start_backend()
     try:
         s = build_master_stack(ca, root, backend)
@@ -94,7 +94,7 @@ def test_certificate_from_another_ca_fails(stack, tmp_path):
 
 def test_certificate_from_a_lookalike_ca_with_our_name_fails(stack, tmp_path):
     """Same issuer name as our CA, different key: only the signature tells them apart."""
-    _, our_ca = stack.ca.signing_material()
+    our_ca = stack.ca.ca_certificate()
     now = dt.datetime.now(dt.UTC)
     fake_key = pki.generate_private_key("rsa", rsa_bits=2048)
     name = our_ca.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value

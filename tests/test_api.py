@@ -13,6 +13,7 @@ from cryptography import x509
 
 from splitca import pki
 from splitca.authority import CertificateAuthority
+from splitca.compose import open_ca
 from splitca.http import wsgiapp as splitca_wsgi
 from splitca.http.routes_ca import App
 from splitca.http.wsgiapp import make_app
@@ -184,7 +185,7 @@ def test_duplicate_of_signed_and_revoked(app: App, ca: CertificateAuthority) -> 
 
 def test_autosign_signs_on_put(tmp_path, settings) -> None:
     setup_ca(settings)
-    app = make_app(ca=CertificateAuthority.open(settings.replace(autosign=True)))
+    app = make_app(ca=open_ca(settings.replace(autosign=True)))
     assert put_csr(app, "auto1") == (200, "")
     r = wsgi_call(app, "GET", f"{V1}/certificate/auto1")
     assert r.status == 200 and b"BEGIN CERTIFICATE" in r.body
@@ -227,7 +228,7 @@ def test_admin_endpoints_refuse_anonymous_and_plain_agents(app, ca, method, path
 
 def test_admin_by_certname_list(tmp_path, settings) -> None:
     setup_ca(settings)
-    ca = CertificateAuthority.open(settings.replace(admin_certnames=("ops1",)))
+    ca = open_ca(settings.replace(admin_certnames=("ops1",)))
     app = make_app(ca=ca)
     ops = agent_cert(ca, "ops1")
     assert wsgi_call(app, "GET", f"{V1}/certificate_statuses/all", client=ops).status == 200
@@ -362,7 +363,7 @@ def test_certificate_status_put_errors(app, admin_cert, body, ctype, status, mes
 def test_certificate_status_put_unknown_and_policy_409(tmp_path, settings) -> None:
     setup_ca(settings)
     # SANs allowed at intake but not for this signing -> 409 with puppetserver's message kind
-    ca = CertificateAuthority.open(settings.replace(allow_subject_alt_names=True))
+    ca = open_ca(settings.replace(allow_subject_alt_names=True))
     app = make_app(ca=ca)
     admin = x509.load_pem_x509_certificate(settings.effective_server_cert.read_bytes())
     r = wsgi_call(
@@ -374,7 +375,7 @@ def test_certificate_status_put_unknown_and_policy_409(tmp_path, settings) -> No
     )
     assert r.status == 404
     assert put_csr(app, "san1", sans=["DNS:san1", "DNS:other"])[0] == 200
-    strict = make_app(ca=CertificateAuthority.open(settings))
+    strict = make_app(ca=open_ca(settings))
     r = wsgi_call(
         strict, "PUT", f"{V1}/certificate_status/san1", b'{"desired_state":"signed"}', client=admin
     )
@@ -521,7 +522,7 @@ def test_sign_all_signs_past_a_csr_that_cannot_be_signed_through_the_server(
     from splitca.store.files.cadir import parse_inventory
 
     setup_ca(settings)
-    ca = CertificateAuthority.open(settings)
+    ca = open_ca(settings)
     long_name = "a" * 70  # sorts first: the old code stopped right there
     _plant_pending(ca, long_name, _long_cn_csr(long_name))
     good = [f"good-{i}" for i in range(3)]
@@ -553,7 +554,7 @@ def test_put_of_a_name_longer_than_a_cn_is_400_with_autosign_and_costs_nothing(
     settings,
 ) -> None:
     setup_ca(settings)
-    ca = CertificateAuthority.open(settings.replace(autosign=True))
+    ca = open_ca(settings.replace(autosign=True))
     app = make_app(ca=ca)
     from .conftest import snapshot
 

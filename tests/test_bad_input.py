@@ -15,6 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from splitca import pki
 from splitca.authority import CertificateAuthority
+from splitca.compose import open_ca
 from splitca.http.routes_ca import App
 from splitca.http.wsgiapp import make_app
 
@@ -419,7 +420,7 @@ def test_authorization_extension_pp_cli_auth_is_refused_even_when_auth_extension
     settings,
 ) -> None:
     setup_ca(settings)
-    ca = CertificateAuthority.open(settings.replace(allow_authorization_extensions=True))
+    ca = open_ca(settings.replace(allow_authorization_extensions=True))
     app = make_app(ca=ca)
     before = snapshot(ca.store.cadir.root)
     body = pem(make_csr("p2", extensions=[(pki.PP_CLI_AUTH.dotted_string, "true")]))
@@ -436,7 +437,7 @@ def test_authorization_extension_pp_cli_auth_is_refused_even_when_auth_extension
 
 def test_legacy_signature_switch_accepts_sha1(settings) -> None:
     setup_ca(settings)
-    app = make_app(ca=CertificateAuthority.open(settings.replace(allow_legacy_signatures=True)))
+    app = make_app(ca=open_ca(settings.replace(allow_legacy_signatures=True)))
     body = legacy_csr("old-agent", "sha1")
     assert wsgi_call(app, "PUT", f"{V1}/certificate_request/old-agent", body).status == 200
 

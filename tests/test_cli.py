@@ -16,8 +16,8 @@ from click.testing import CliRunner, Result
 from cryptography import x509
 
 from splitca import pki
-from splitca.authority import CertificateAuthority
 from splitca.cli import cli
+from splitca.compose import open_ca
 from splitca.store.files.index import Row
 
 from .conftest import make_csr, setup_ca, snapshot, write_config
@@ -136,7 +136,7 @@ def test_commands_on_a_missing_ca_explain_setup(tmp_path: Path) -> None:
 
 
 def test_list_sign_revoke_clean_flow(ready: Path, settings) -> None:
-    ca = CertificateAuthority.open(settings)
+    ca = open_ca(settings)
     for name in ("a1", "a2", "a3"):
         ca.submit_csr(name, pki.pem(make_csr(name)))
     result = run(ready, "list")
@@ -183,7 +183,7 @@ def test_list_sign_revoke_clean_flow(ready: Path, settings) -> None:
 
 
 def test_sign_with_ttl_and_alt_names_override(ready: Path, settings) -> None:
-    ca = CertificateAuthority.open(settings)
+    ca = open_ca(settings)
     ca.submit_csr("plain", pki.pem(make_csr("plain")))
     result = run(ready, "sign", "plain", "--ttl", "30d")
     assert result.exit_code == 0
@@ -259,7 +259,7 @@ def test_crl_show_and_refresh(ready: Path) -> None:
 
 def _populate(settings) -> list[Row]:
     """A CA with a pending CSR, signed and revoked certificates; its statuses, as indexed."""
-    ca = CertificateAuthority.open(settings)
+    ca = open_ca(settings)
     for name in ("pending.test", "signed.test", "revoked.test"):
         ca.submit_csr(name, pki.pem(make_csr(name)))
     ca.sign("signed.test")
@@ -288,11 +288,11 @@ def test_index_rebuild_restores_what_the_files_say(ready: Path, settings) -> Non
     index = settings.cadir / ".splitca" / "index.sqlite3"
     with contextlib.closing(sqlite3.connect(index)) as db, db:
         db.executescript("DELETE FROM certs; DELETE FROM csrs; DELETE FROM revoked;")
-    assert list(CertificateAuthority.open(settings).statuses()) == []
+    assert list(open_ca(settings).statuses()) == []
     result = run(ready, "index", "rebuild")
     assert result.exit_code == 0 and "Index rebuilt" in result.output, result.output
     assert "{'requested': 1, 'signed': 2, 'revoked': 1}" in result.output
-    assert _without_reasons(CertificateAuthority.open(settings).statuses()) == before
+    assert _without_reasons(open_ca(settings).statuses()) == before
 
 
 def test_index_rebuild_recreates_a_deleted_index(ready: Path, settings) -> None:
@@ -306,7 +306,7 @@ def test_index_rebuild_recreates_a_deleted_index(ready: Path, settings) -> None:
     with contextlib.closing(sqlite3.connect(index)) as db:
         names = {n for (n,) in db.execute("SELECT name FROM certs UNION SELECT name FROM csrs")}
     assert names == {r.name for r in before}
-    assert _without_reasons(CertificateAuthority.open(settings).statuses()) == before
+    assert _without_reasons(open_ca(settings).statuses()) == before
 
 
 def test_usage_errors_exit_2(ready: Path) -> None:
@@ -398,7 +398,7 @@ def test_sign_all_reports_an_unsignable_csr_and_signs_the_rest(ready: Path, sett
 
     from .test_api import _long_cn_csr
 
-    ca = CertificateAuthority.open(settings)
+    ca = open_ca(settings)
     long_name = "a" * 70  # first in name order
     ca.store.cadir.csr_path(long_name).write_bytes(_long_cn_csr(long_name))
     for name in ("n1", "n2"):
@@ -434,7 +434,7 @@ def test_pending_reason_is_spliced_the_same_everywhere(ready: Path, settings) ->
 
     from .conftest import wsgi_call
 
-    ca = CertificateAuthority.open(settings)
+    ca = open_ca(settings)
     ca.submit_csr("p1", pki.pem(make_csr("p1")))
     reason = ca.status("p1").reason
     assert reason and "'" in reason

@@ -14,7 +14,7 @@ import requests
 from cryptography import x509
 
 from splitca import pki
-from splitca.authority import CertificateAuthority
+from splitca.compose import open_ca
 from splitca.store.files.cadir import parse_inventory
 
 from .conftest import fast_key, make_csr, setup_ca
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 def test_server_and_cli_signers_never_reuse_a_serial(settings, server_factory) -> None:
     setup_ca(settings)
-    ca = CertificateAuthority.open(settings)
+    ca = open_ca(settings)
     pending = [f"cli-{i:02d}" for i in range(40)]
     for name in pending:
         ca.submit_csr(name, pki.pem(make_csr(name)))
@@ -94,7 +94,7 @@ def test_server_and_cli_signers_never_reuse_a_serial(settings, server_factory) -
     assert all(per_name[n] == 1 for n in pending + agents), "a name was signed twice"
     assert ca.store.cadir.read_serial() > max(inv_serials)
     assert list((cadir / "requests").glob("*.pem")) == []
-    fresh = CertificateAuthority.open(settings)
+    fresh = open_ca(settings)
     assert fresh.store.index.counts()["signed"] == len(certs)
     for name, cert in certs.items():
         assert fresh.status(name).serial == cert.serial_number  # type: ignore[union-attr]

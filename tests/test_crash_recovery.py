@@ -19,6 +19,7 @@ from cryptography import x509
 
 from splitca import pki
 from splitca.authority import CertificateAuthority
+from splitca.compose import open_ca
 from splitca.store.files.cadir import parse_inventory
 
 from .conftest import make_csr, openssl, setup_ca, write_config
@@ -27,13 +28,13 @@ DIE = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from splitca import authority, fs
+    from splitca import compose, fs
     from splitca.store.files import index
     from splitca.config import Settings
 
     config, point, name = sys.argv[1:4]
     settings = Settings.load(Path(config))
-    ca = authority.CertificateAuthority.open(settings)
+    ca = compose.open_ca(settings)
 
     def die(*a, **k):
         os._exit(137)
@@ -74,7 +75,7 @@ def crash_signing(config: Path, point: str, name: str) -> None:
 @pytest.mark.parametrize("point", ["after-inventory", "before-publish", "before-index-commit"])
 def test_interrupted_signing_recovers(settings, tmp_path: Path, server_factory, point: str) -> None:
     setup_ca(settings)
-    ca = CertificateAuthority.open(settings)
+    ca = open_ca(settings)
     ca.submit_csr("victim", pki.pem(make_csr("victim")))
     ca.close()
     config = write_config(tmp_path / "c.yaml", settings)
@@ -83,7 +84,7 @@ def test_interrupted_signing_recovers(settings, tmp_path: Path, server_factory, 
     crash_signing(config, point, "victim")
 
     # "Restart": a new process-level view of the cadir.
-    again = CertificateAuthority.open(settings)
+    again = open_ca(settings)
     cert_file = settings.cadir / "signed" / "victim.pem"
     inventory = list(parse_inventory((settings.cadir / "inventory.txt").read_bytes()))
     recorded = {line.serial for line in inventory}

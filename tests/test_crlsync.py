@@ -28,10 +28,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from splitca import pki
+from splitca import compose, pki
 from splitca.authority import CertificateAuthority
 from splitca.cli import cli
 from splitca.cli._base import Outcome
+from splitca.compose import open_ca
 from splitca.errors import CRLRejected
 from splitca.pki import asn1
 from splitca.split import crlsync
@@ -263,8 +264,8 @@ def _fake_ca_handler(fake: FakeCA) -> type[http.server.BaseHTTPRequestHandler]:
 def ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CertificateAuthority]:
     """One CA for this module (its CRL is never changed here: tests sign their own)."""
     settings = make_settings(tmp_path_factory.mktemp("crlsync"))
-    CertificateAuthority.setup(settings)
-    authority = CertificateAuthority.open(settings)
+    compose.setup_ca(settings)
+    authority = open_ca(settings)
     yield authority
     authority.close()
 
@@ -333,8 +334,8 @@ def master(ca: CertificateAuthority, tmp_path: Path) -> Master:
 
 
 def ca_signer(ca: CertificateAuthority) -> Signer:
-    key, cert = ca.signing_material()
-    return Signer(key, cert)
+    key = serialization.load_pem_private_key((ca.settings.cadir / "ca_key.pem").read_bytes(), None)
+    return Signer(key, ca.ca_certificate())  # type: ignore[arg-type]
 
 
 def install(master: Master, data: bytes) -> tuple[bytes, int]:
@@ -395,9 +396,7 @@ def test_reload_when_someone_else_already_put_the_crl_in_place(master, fake_ca, 
 
 REJECTIONS = {
     "other-ca": lambda ca: make_signer("Some Other CA").crl(50),
-    "lookalike-ca": lambda ca: make_signer(
-        pki.first_cn(ca.signing_material()[1].subject) or ""
-    ).crl(50),
+    "lookalike-ca": lambda ca: make_signer(pki.first_cn(ca.ca_certificate().subject) or "").crl(50),
     "older-number": lambda ca: ca_signer(ca).crl(2),
     "expired": lambda ca: ca_signer(ca).crl(
         50, this_update=NOW - dt.timedelta(days=9), next_update=NOW - dt.timedelta(days=2)

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from splitca import pki
+from splitca import compose, pki
 from splitca.authority import CertificateAuthority
 from splitca.cli import cli
 from splitca.compose import open_ca, open_registry
@@ -575,9 +575,6 @@ def test_cli_enroll_refuses_a_domain_that_makes_a_name_longer_than_a_cn(
 
 _OPEN_WAYS = {
     # A fresh interpreter per way, so nothing another module registered at import helps.
-    "CertificateAuthority.open": (
-        "from splitca.authority import CertificateAuthority\nca = CertificateAuthority.open(s)"
-    ),
     "compose.open_ca": "from splitca.compose import open_ca\nca = open_ca(s)",
     "wsgi.make_app": "from splitca.wsgi import make_app\nca = make_app(s).ca",
 }
@@ -591,7 +588,7 @@ def test_registry_autosign_is_used_or_refused_however_the_ca_is_opened(
     import sys
 
     s = settings.replace(autosign="registry")
-    CertificateAuthority.setup(s)
+    compose.setup_ca(s)
     _, token = register(open_registry(s), "w1.example.com", WORKER, ttl=dt.timedelta(hours=1))
     (tmp_path / "csr.pem").write_bytes(pki.pem(make_csr("w1.example.com", password=token)))
     cfg = write_config(tmp_path / "registry.yaml", s)
@@ -615,10 +612,15 @@ def test_registry_autosign_is_used_or_refused_however_the_ca_is_opened(
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.strip()
-    if way == "CertificateAuthority.open":  # the core alone has no registry: it says so
-        assert out.startswith("refused:") and "registry" in out, out
-    else:
-        assert out == "signed", out
+    assert out == "signed", out
+
+
+def test_the_facade_has_no_default_collaborators(settings: Settings) -> None:
+    """Only the composition root wires the CA: without a store, signer, audit sink and
+    autosigner there is no CA object that could quietly autosign nothing."""
+    compose.setup_ca(settings)
+    with pytest.raises(TypeError, match="store"):
+        CertificateAuthority(settings)  # type: ignore[call-arg]
 
 
 def test_an_autosign_name_missing_from_the_table_is_a_config_error(settings: Settings) -> None:

@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from splitca.authority import CertificateAuthority
+from splitca.compose import open_ca
 from splitca.store.files.cadir import parse_inventory
 
 from .conftest import Server, fast_key, make_csr, openssl
@@ -133,7 +134,7 @@ def test_kill_9_during_enrollment_loses_and_reuses_nothing(
     _kill_all(current["server"])
 
     # Every certificate a client received is in signed/, the inventory and the index.
-    fresh = CertificateAuthority.open(settings)
+    fresh = open_ca(settings)
     inventory_lines = list(parse_inventory(fresh.store.cadir.inventory.read_bytes()))
     by_serial: dict[int, str] = {}
     for line in inventory_lines:

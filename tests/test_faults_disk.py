@@ -12,7 +12,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from splitca import compose
 from splitca.authority import CertificateAuthority
+from splitca.compose import open_ca
 from splitca.errors import LockTimeout, StoreError
 from splitca.http.wsgiapp import make_app
 from splitca.store.files.cadir import parse_inventory
@@ -69,7 +71,7 @@ def _assert_nothing_torn(ca: CertificateAuthority) -> dict[int, str]:
         assert INVENTORY_LINE.fullmatch(line), line
     cadir.read_serial()
     crl = x509.load_pem_x509_crl(cadir.cacrl.read_bytes())
-    assert crl.is_signature_valid(ca.signing_material()[1].public_key())  # type: ignore[arg-type]
+    assert crl.is_signature_valid(ca.ca_certificate().public_key())  # type: ignore[arg-type]
     assert not list(cadir.tmpdir.glob("*.tmp")), "staged files left behind"
     inventory = {line.serial: line.certname for line in parse_inventory(raw)}
     assert len(inventory) == len(raw.splitlines()), "a serial appears twice in the inventory"
@@ -78,8 +80,8 @@ def _assert_nothing_torn(ca: CertificateAuthority) -> dict[int, str]:
 
 def test_full_disk_gives_503_loses_nothing_and_recovers(tiny_fs: Path) -> None:
     settings = make_settings(tiny_fs, autosign=True)
-    CertificateAuthority.setup(settings)
-    ca = CertificateAuthority.open(settings)
+    compose.setup_ca(settings)
+    ca = open_ca(settings)
     app = make_app(ca=ca)
     key = fast_key()
     filler = _fill(tiny_fs, leave=48 * 1024)

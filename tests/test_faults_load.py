@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from splitca.authority import CertificateAuthority
+from splitca.compose import open_ca
 from splitca.store.files.cadir import parse_inventory
 
 from .conftest import Server, fast_key, make_csr, openssl
@@ -116,7 +117,7 @@ def test_hundreds_of_enrollments_with_cli_sign_and_revoke(
     # No CSR lost: a last `sign --all` leaves every manual name signed.
     last = _cli(server.config, "sign", "--all")
     assert last.returncode == 0, last.stderr
-    fresh = CertificateAuthority.open(settings)
+    fresh = open_ca(settings)
     for name in names:
         row = fresh.store.index.cert(name)
         assert row is not None, f"{name} has no certificate"

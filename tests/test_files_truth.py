@@ -20,12 +20,12 @@ import pytest
 from click.testing import CliRunner, Result
 from cryptography import x509
 
-from splitca import fs, pki
-from splitca.authority import CertificateAuthority
+from splitca import compose, fs, pki
 from splitca.cli import cli
+from splitca.compose import open_ca
 from splitca.config import Settings
-from splitca.core.audit import AuditLog
 from splitca.errors import NotDurable, StoreError
+from splitca.store.files.audit import AuditLog
 from splitca.store.files.cadir import CADir
 from splitca.store.files.filestore import FileStore
 from splitca.store.files.index import Index
@@ -165,7 +165,7 @@ def test_server_identity_for_an_imported_ca_then_serve(tmp_path: Path) -> None:
 
 def test_first_setup_still_issues_the_server_identity(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    result = CertificateAuthority.setup(settings)
+    result = compose.setup_ca(settings)
     assert result.created
     assert settings.effective_server_cert.exists() and settings.effective_server_key.exists()
     assert settings.cadir.joinpath("signed", "ca.test.pem").read_bytes() == (
@@ -178,7 +178,7 @@ def test_first_setup_still_issues_the_server_identity(tmp_path: Path) -> None:
 
 def test_generate_to_an_unusable_ssldir_issues_nothing(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    CertificateAuthority.setup(settings)
+    compose.setup_ca(settings)
     cadir = settings.cadir
     config = write_config(tmp_path / "splitca.yaml", settings)
     blocker = tmp_path / "a-file"
@@ -209,7 +209,7 @@ def test_generate_never_issues_a_certificate_it_cannot_deliver(
     """A destination file that is a directory (or an existing key) fails before issuing, and an
     existing key is never replaced: the name stays free and no key is lost."""
     settings = make_settings(tmp_path)
-    CertificateAuthority.setup(settings)
+    compose.setup_ca(settings)
     cadir = settings.cadir
     config = write_config(tmp_path / "splitca.yaml", settings)
     ssldir = tmp_path / "ssl"
@@ -225,7 +225,7 @@ def test_generate_never_issues_a_certificate_it_cannot_deliver(
 
 def test_generate_never_replaces_an_existing_key(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    CertificateAuthority.setup(settings)
+    compose.setup_ca(settings)
     config = write_config(tmp_path / "splitca.yaml", settings)
     key = tmp_path / "ssl" / "private_keys" / "node1.pem"
     key.parent.mkdir(parents=True)
@@ -253,7 +253,7 @@ def test_cli_refuses_a_planted_symlink_and_leaves_its_target_alone(
     tmp_path: Path, planted: str
 ) -> None:
     settings = make_settings(tmp_path)
-    CertificateAuthority.setup(settings)
+    compose.setup_ca(settings)
     config = write_config(tmp_path / "splitca.yaml", settings)
     target = tmp_path / "victim"
     target.write_bytes(b"root's file\n")
@@ -287,8 +287,8 @@ def test_a_directory_swapped_for_a_link_after_the_check_is_never_written_through
     """Whoever can write the cadir swaps one of its directories for a link after the CA was
     opened (its up-front check passed): nothing may be created, renamed or removed there."""
     settings = make_settings(tmp_path)
-    CertificateAuthority.setup(settings)
-    ca = CertificateAuthority.open(settings)
+    compose.setup_ca(settings)
+    ca = open_ca(settings)
     if operation == "clean":
         ca.generate("node1", key_size=2048)
     evil = tmp_path / "evil"
@@ -371,8 +371,8 @@ def test_staging_replaces_a_planted_temp_link_and_rename_replaces_a_link(tmp_pat
 
 def test_revoke_on_a_full_disk_reports_the_truth_and_audits(tiny_fs: Path) -> None:  # noqa: F811
     settings = make_settings(tiny_fs, autosign=True)
-    CertificateAuthority.setup(settings)
-    ca = CertificateAuthority.open(settings)
+    compose.setup_ca(settings)
+    ca = open_ca(settings)
     cert = None
     for name in ("n0", "n1", "n2"):
         result = ca.submit_csr(name, pki.pem(make_csr(name)))
@@ -414,8 +414,8 @@ def test_a_lost_crl_audit_record_is_reported(tmp_path: Path, caplog) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     settings = make_settings(tmp_path, audit_log=str(blocker / "audit.log"))
-    CertificateAuthority.setup(settings)
-    ca = CertificateAuthority.open(settings)
+    compose.setup_ca(settings)
+    ca = open_ca(settings)
     ca.generate("n1", key_size=2048)
     with caplog.at_level(logging.ERROR):
         ca.revoke(["n1"])
@@ -429,8 +429,8 @@ def test_a_crl_renamed_into_place_but_not_synced_is_audited_and_reported_not_don
     the new CRL served but not durable: it is audited and recorded, and the revoke fails
     saying what happened and what to run (a crash could undo it; never a silent success)."""
     settings = make_settings(tmp_path)
-    CertificateAuthority.setup(settings)
-    ca = CertificateAuthority.open(settings)
+    compose.setup_ca(settings)
+    ca = open_ca(settings)
     _, cert = ca.generate("n1", key_size=2048)
     real = os.fsync
 
@@ -467,7 +467,7 @@ def test_a_crl_renamed_into_place_but_not_synced_is_audited_and_reported_not_don
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_on_a_port_in_use_is_one_line(tmp_path: Path, workers: int) -> None:
     settings = make_settings(tmp_path)
-    CertificateAuthority.setup(settings)
+    compose.setup_ca(settings)
     port = free_port()
     config = write_config(tmp_path / "splitca.yaml", settings, listen="127.0.0.1", port=port)
     with socket.socket() as busy:
@@ -489,7 +489,7 @@ def test_setup_that_finds_a_ca_made_meanwhile_does_not_wait_on_itself(
     under the setup lock, goes on to the server identity instead of waiting for that lock
     (not re-entrant) until LockTimeout."""
     settings = make_settings(tmp_path)
-    CertificateAuthority.setup(settings)
+    compose.setup_ca(settings)
     (settings.cadir / "server" / "cert.pem").unlink()  # a run that stopped half-way
     real = FileStore.missing_parts
     calls = [0]
@@ -499,14 +499,14 @@ def test_setup_that_finds_a_ca_made_meanwhile_does_not_wait_on_itself(
         return ["ca_crt.pem"] if calls[0] == 1 else real(self)
 
     monkeypatch.setattr(FileStore, "missing_parts", made_meanwhile)
-    result = CertificateAuthority.setup(settings, server_identity=True)
+    result = compose.setup_ca(settings, server_identity=True)
     assert not result.created
     assert (settings.cadir / "server" / "cert.pem").exists()
 
 
 def test_crl_show_of_a_file_that_holds_no_crl_names_the_file(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    CertificateAuthority.setup(settings)
+    compose.setup_ca(settings)
     config = write_config(tmp_path / "splitca.yaml", settings)
     (settings.cadir / "ca_crl.pem").write_bytes(b"not a CRL\n")
     result = splitca("--config", str(config), "crl", "show")

@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from splitca import pki
-from splitca.authority import CertificateAuthority
+from splitca import compose, pki
+from splitca.compose import open_ca
 from splitca.config import Settings
 from splitca.core.autosign import allowlist_matches
 from splitca.errors import ConfigError, CRLRejected, InvalidRequest, SplitCAError
@@ -50,8 +50,8 @@ class World:
     def __init__(self, root: Path) -> None:
         self.root = root
         settings = make_settings(root, autosign=True)
-        CertificateAuthority.setup(settings)
-        self.ca = CertificateAuthority.open(settings)
+        compose.setup_ca(settings)
+        self.ca = open_ca(settings)
         self.app = make_app(ca=self.ca)
         self.admin = x509.load_pem_x509_certificate(settings.effective_server_cert.read_bytes())
         self.outside = self.files_outside()

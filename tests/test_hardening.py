@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from splitca import pki
 from splitca.authority import CertificateAuthority
+from splitca.compose import open_ca
 from splitca.core.usecases import revoke as usecases_revoke
 from splitca.errors import PolicyViolation
 from splitca.http.routes_ca import App
@@ -72,7 +73,7 @@ def test_certificate_from_a_lookalike_or_sibling_ca_is_not_an_admin(
 def test_racing_csrs_for_one_name_sign_exactly_one(settings) -> None:
     """Eight different keys PUT the same name at once with autosign on: one certificate, not eight."""
     setup_ca(settings)
-    ca = CertificateAuthority.open(settings.replace(autosign=True))
+    ca = open_ca(settings.replace(autosign=True))
     app = make_app(ca=ca)
     bodies = [pki.pem(make_csr("race.example.com")) for _ in range(8)]
     statuses: list[int] = []
@@ -103,7 +104,7 @@ def test_a_signing_racing_clean_lands_wholly_after_it(settings, monkeypatch) -> 
     by that clean, and nothing is ever deleted unrevoked (see test_revocation_race.py for
     the same through the server)."""
     setup_ca(settings)
-    ca = CertificateAuthority.open(settings.replace(allow_duplicate_certs=True))
+    ca = open_ca(settings.replace(allow_duplicate_certs=True))
     ca.submit_csr("flip", pki.pem(make_csr("flip")))
     first = ca.sign("flip")
     real_add = usecases_revoke.add_to_crl
@@ -139,7 +140,7 @@ def test_a_signing_racing_clean_lands_wholly_after_it(settings, monkeypatch) -> 
 
 def test_admin_and_ca_names_are_never_autosigned(settings) -> None:
     setup_ca(settings)
-    ca = CertificateAuthority.open(settings.replace(autosign=True, admin_certnames=("ops1",)))
+    ca = open_ca(settings.replace(autosign=True, admin_certnames=("ops1",)))
     ca.clean(["ca.test"])  # even a cleaned CA name cannot be claimed by whoever asks first
     for name in ("ops1", "ca.test"):
         result = ca.submit_csr(name, pki.pem(make_csr(name)))
@@ -184,7 +185,7 @@ def test_p384_keys_are_fine(ca: CertificateAuthority) -> None:
 )
 def test_absurd_numbers_and_nesting_are_4xx_not_500(settings, path: str, body: bytes) -> None:
     setup_ca(settings)
-    ca = CertificateAuthority.open(settings.replace(max_body_bytes=16 * 1024 * 1024))
+    ca = open_ca(settings.replace(max_body_bytes=16 * 1024 * 1024))
     ca.submit_csr("huge", pki.pem(make_csr("huge")))
     admin = x509.load_pem_x509_certificate(settings.effective_server_cert.read_bytes())
     method = "POST" if path.endswith("/sign") else "PUT"
@@ -197,7 +198,7 @@ def test_misconfigured_autosign_fails_at_start_not_on_every_csr(settings, tmp_pa
     setup_ca(settings)
     bad = settings.replace(autosign=str(tmp_path))  # a directory is neither allowlist nor program
     r = wsgi_call(
-        make_app(ca=CertificateAuthority.open(bad)),
+        make_app(ca=open_ca(bad, autosign_at_start=False)),
         "PUT",
         f"{V1}/certificate_request/a1",
         pki.pem(make_csr("a1")),

@@ -30,11 +30,11 @@ ALSO_ALLOWED = {("enrollment.backends.http", "split.client")}
 PURE = {"leaves", "pki", "core"}
 TRANSPORTS = {"click", "requests", "wsgiref", "cheroot", "boto3", "botocore", "http", "urllib3"}
 TRANSPORTS |= {"psycopg", "psycopg2", "socketserver"}
-# Concrete implementations: only the composition root (compose, and the file-backed facade
-# authority) names them outside their own folder.
+# Concrete implementations: only the composition root (compose) names them outside their
+# own folder; the facade (authority) is handed them.
 CONCRETE = {"FileStore", "KeyFileSigner", "DirectoryRegistry", "HttpRegistry", "S3Registry"}
-CONCRETE |= {"RegistryAutosigner", "Index", "CADir", "GroupCommit"}
-NAMES_CONCRETE = {"compose", "authority"}
+CONCRETE |= {"RegistryAutosigner", "Index", "CADir", "GroupCommit", "AuditLog"}
+NAMES_CONCRETE = {"compose"}
 
 
 def _module_name(root: Path, path: Path) -> str:

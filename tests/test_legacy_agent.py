@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 
 from splitca import pki
-from splitca.authority import CertificateAuthority
+from splitca.compose import open_ca
 
 from .conftest import Server, fast_key, make_csr, openssl, setup_ca
 
@@ -135,7 +135,7 @@ def test_legacy_certificate_status_for_puppet3_tools(
     """`puppet cert` (3.x) talks pson to certificate_status(es) with an admin certificate."""
     setup_ca(settings)
     server = server_factory(settings)
-    ca = CertificateAuthority.open(settings)
+    ca = open_ca(settings)
     ca.submit_csr("p3", pki.pem(make_csr("p3")))
     ctx = ssl.create_default_context(cafile=str(server.cacert))
     ctx.load_cert_chain(str(settings.effective_server_cert), str(settings.effective_server_key))

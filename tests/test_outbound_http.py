@@ -242,7 +242,7 @@ def test_a_redirect_is_refused_not_followed(
 def test_a_redirecting_registry_leaves_the_csr_pending(
     settings: Settings, web: Callable[..., Web], tmp_path: Path
 ) -> None:
-    from splitca.authority import CertificateAuthority
+    from splitca import compose
     from splitca.compose import open_ca
 
     from .conftest import make_csr
@@ -257,7 +257,7 @@ def test_a_redirecting_registry_leaves_the_csr_pending(
         registry=registry.url + "/nodes/",
         registry_timeout=dt.timedelta(seconds=2),
     )
-    CertificateAuthority.setup(s)
+    compose.setup_ca(s)
     ca = open_ca(s)
     try:
         result = ca.submit_csr(

@@ -10,8 +10,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
-from splitca import pki
+from splitca import compose, pki
 from splitca.authority import CertificateAuthority
+from splitca.compose import open_ca
 from splitca.config import Settings
 from splitca.http.server import build_ssl_context
 
@@ -50,8 +51,8 @@ def test_agent_certificate_profile(tmp_path: Path) -> None:
     """Serial from the serial file, notBefore backdated a day, SAN with DNS:<certname>, critical
     CA:FALSE/EKU/KU, SKI/AKI, Netscape comment, requested pp_* extensions copied."""
     settings = make_settings(tmp_path)
-    CertificateAuthority.setup(settings, clock=lambda: FIXED)
-    ca = CertificateAuthority.open(settings, clock=lambda: FIXED)
+    compose.setup_ca(settings, clock=lambda: FIXED)
+    ca = open_ca(settings, clock=lambda: FIXED)
     serial_before = ca.store.cadir.read_serial()
     cert = signed(ca, "web01.example.com", extensions=[(PP_ROLE, "webserver")])
     assert cert.serial_number == serial_before
@@ -152,8 +153,8 @@ def test_crl_next_update_is_short_and_refresh_keeps_it_fresh(tmp_path: Path) -> 
     and prunes entries of expired certificates."""
     now = [FIXED]
     settings = make_settings(tmp_path, crl_ttl="7d", cert_ttl="10d")
-    CertificateAuthority.setup(settings, clock=lambda: now[0])
-    ca = CertificateAuthority.open(settings, clock=lambda: now[0])
+    compose.setup_ca(settings, clock=lambda: now[0])
+    ca = open_ca(settings, clock=lambda: now[0])
     crl = x509.load_pem_x509_crl(ca.crl_pem())
     assert crl.next_update_utc == FIXED + dt.timedelta(days=7)
     signed(ca, "short-lived")
@@ -180,8 +181,8 @@ def test_ec_ca_signs_verifiable_certificates(tmp_path: Path, key_type: str, curv
             "ec_curve": curve,
         }
     )
-    CertificateAuthority.setup(settings)
-    ca = CertificateAuthority.open(settings)
+    compose.setup_ca(settings)
+    ca = open_ca(settings)
     cert = signed(ca, "ec-agent")
     path = tmp_path / "leaf.pem"
     path.write_bytes(pki.pem(cert))
@@ -212,7 +213,7 @@ def test_setup_gives_the_server_identity_the_configured_key(
     """The CA server's TLS key follows key_type/key_size/ec_curve, like the CA key (it was
     always RSA-4096)."""
     settings = make_settings(tmp_path, **settings_)
-    CertificateAuthority.setup(settings)
+    compose.setup_ca(settings)
     cert = x509.load_pem_x509_certificate(settings.effective_server_cert.read_bytes())
     key = pki.load_private_key(settings.effective_server_key.read_bytes())
     ca_key = pki.load_private_key((settings.cadir / "ca_key.pem").read_bytes())

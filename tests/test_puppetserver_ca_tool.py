@@ -25,8 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from splitca import pki
-from splitca.authority import CertificateAuthority
+from splitca import compose, pki
 from splitca.config import Settings
 
 from .conftest import (
@@ -160,7 +159,7 @@ def configure_online(
 def online(
     settings: Settings, server_factory: Callable[..., Server], tool_factory: Callable[[str], Tool]
 ) -> Online:
-    CertificateAuthority.setup(settings)
+    compose.setup_ca(settings)
     server = server_factory(settings, workers=2)
     tool = tool_factory("admin")
     ssldir = tool.root / "ssl"

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from splitca import pki
+from splitca import compose, pki
 from splitca.authority import CertificateAuthority
+from splitca.compose import open_ca
 from splitca.config import Settings
 from splitca.http.wsgiapp import make_app
 from splitca.store.files.cadir import parse_serial
@@ -51,10 +52,10 @@ def fixture_ca(tmp_path: Path) -> tuple[CertificateAuthority, Path]:
     )
     # `setup` on an existing CA changes nothing (see test_files_truth.py for every byte).
     before = snapshot(cadir)
-    result = CertificateAuthority.setup(settings)
+    result = compose.setup_ca(settings)
     assert not result.created
     assert snapshot(cadir) == before
-    return CertificateAuthority.open(settings), cadir
+    return open_ca(settings), cadir
 
 
 def admin_of(cadir: Path) -> x509.Certificate:
@@ -71,7 +72,7 @@ def test_reading_does_not_change_a_single_byte(tmp_path: Path) -> None:
     cadir = copy_fixture_cadir(tmp_path / "ca")
     before = snapshot(cadir)
     settings = Settings.from_mapping({"cadir": str(cadir), "certname": "localhost"})
-    ca = CertificateAuthority.open(settings)
+    ca = open_ca(settings)
     app = make_app(ca=ca)
     admin = x509.load_pem_x509_certificate((cadir / "signed" / "localhost.pem").read_bytes())
     for path in [
@@ -98,9 +99,7 @@ def test_certificate_status_matches_puppetserver(fixture_ca, name: str) -> None:
 def test_localhost_status_before_setup(tmp_path: Path) -> None:
     """The CA host's own cert (pp_cli_auth) as puppetserver left it; splitca never replaces it."""
     cadir = copy_fixture_cadir(tmp_path / "ca")
-    ca = CertificateAuthority.open(
-        Settings.from_mapping({"cadir": str(cadir), "certname": "localhost"})
-    )
+    ca = open_ca(Settings.from_mapping({"cadir": str(cadir), "certname": "localhost"}))
     assert ca.status("localhost").as_dict() == json.loads(expected("localhost.json"))  # type: ignore[union-attr]
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from splitca import compose
 from splitca.authority import CertificateAuthority
 from splitca.errors import BodyTooLarge, RequestTimeout
 
@@ -431,7 +432,7 @@ def test_bodies_under_mod_wsgi_are_bounded_and_bad_ones_are_4xx(wsgi_python_home
 
     root = world_dir("splitca-bodies-")
     settings = make_settings(root)
-    CertificateAuthority.setup(settings)
+    compose.setup_ca(settings)
     config = write_config(root / "splitca.yaml", settings)
     port = free_port()
     script = next(

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from splitca import pki
 from splitca.authority import CertificateAuthority
+from splitca.compose import open_ca
 from splitca.config import Settings
 from splitca.errors import Conflict
 from splitca.store.files.cadir import parse_inventory
@@ -202,7 +203,7 @@ def _trial(race: Race, name: str, act: Callable[[str], None], *, cleaned: bool) 
 @pytest.fixture
 def race(settings: Settings, server_factory: Callable[..., Server], tmp_path: Path) -> Race:
     setup_ca(settings)
-    ca = CertificateAuthority.open(settings)
+    ca = open_ca(settings)
     server = server_factory(settings.replace(allow_auto_renewal=True), workers=2)
     key = fast_key()
     key_file = tmp_path / "agent-key.pem"
@@ -265,7 +266,7 @@ def test_batch_revokes_racing_renewals_in_threads_are_final_and_never_deadlock(
     wait times out, and whenever a revoke covered serial S, a renewal of S that succeeded
     produced a serial that the same revoke covered too (it was issued before, never after)."""
     setup_ca(settings)
-    ca = CertificateAuthority.open(settings)
+    ca = open_ca(settings)
     ca.store.cadir._lock_timeout = 10.0  # a lock-order deadlock shows up as LockTimeout, not a hang
     key = fast_key()
     names = [f"batch-{i:02d}" for i in range(24)]

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import pytest
 from click.testing import CliRunner
 
-from splitca.authority import CertificateAuthority
+from splitca import compose
 from splitca.cli import cli
+from splitca.compose import open_ca
 from splitca.split import apache
 
 from .apache_harness import (
@@ -167,8 +168,8 @@ def test_revoked_agent_is_refused_after_sync_while_others_get_through(
 def test_expired_crl_refuses_everyone_until_refresh_and_sync(tmp_path, server_factory, backend):
     settings = make_settings(tmp_path)  # crl_ttl 7d
     eight_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=8)
-    CertificateAuthority.setup(settings, clock=lambda: eight_days_ago)
-    past = CertificateAuthority.open(settings, clock=lambda: eight_days_ago)
+    compose.setup_ca(settings, clock=lambda: eight_days_ago)
+    past = open_ca(settings, clock=lambda: eight_days_ago)
     master = issue(
         past, "master1.example.com", tmp_path / "master-ssl", alt_names=("IP:127.0.0.1",)
     )
@@ -346,7 +347,7 @@ def test_ca_under_mod_wsgi_serves_the_api_and_bootstraps_an_agent(wsgi_python_ho
 def test_serve_reissues_a_due_crl_before_compile_masters_fetch_it(tmp_path, server_factory):
     settings = make_settings(tmp_path)
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
-    CertificateAuthority.setup(settings, clock=lambda: long_ago)  # its CRL expired 23 days ago
+    compose.setup_ca(settings, clock=lambda: long_ago)  # its CRL expired 23 days ago
     server = server_factory(settings)
     master = tmp_path / "master"
     master.mkdir()
@@ -417,7 +418,7 @@ def test_sync_crl_installs_the_crl_that_apache_mod_deflate_gzipped(wsgi_python_h
     root = world_dir("splitca-ca-")
     settings = make_settings(root)
     setup_ca(settings)
-    ca = CertificateAuthority.open(settings)
+    ca = open_ca(settings)
     issue(ca, "agent1.example.com", root / "agent1")
     ca.close()
     config = write_config(root / "splitca.yaml", settings)

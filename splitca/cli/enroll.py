@@ -10,12 +10,12 @@ from typing import Any, TypeVar
 
 import click
 
-from splitca.core.audit import Actor, AuditLog
+from splitca.core.audit import Actor, AuditSink
 from splitca.enrollment import enroll as enrollment
 from splitca.enrollment.registry import Classification, Registry
 
 from ..clock import utcnow
-from ..compose import open_registry
+from ..compose import open_audit, open_registry
 from ..config import parse_duration
 from ..errors import ConfigError, InvalidRequest, StoreError
 from ._base import Ctx, Outcome, cli, echo_json, finish, format_option, pass_ctx
@@ -35,8 +35,8 @@ def _registry(c: Ctx) -> Registry:
     return open_registry(c.settings)
 
 
-def _audit(c: Ctx) -> AuditLog:
-    return AuditLog(c.settings.effective_audit_log)
+def _audit(c: Ctx) -> AuditSink:
+    return open_audit(c.settings)
 
 
 def _classification(

@@ -1,21 +1,12 @@
-"""The audit log: one JSON line per CA event (CSR, decision, sign, revoke, clean, registration)."""
+"""The audit trail's port: who did what (Actor), the AuditSink every use case records to, its records."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import logging
-import os
-import threading
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Protocol
 
-from splitca.errors import UnsafePath
-from splitca.fs import open_nofollow
-
-__all__ = ["Actor", "AuditLog"]
-
-log = logging.getLogger(__name__)
+__all__ = ["SYSTEM", "Actor", "AuditSink", "NullAudit", "audit_record"]
 
 # Keys that must never reach the audit log, whatever a caller passes.
 _SECRET_KEYS = frozenset(
@@ -43,42 +34,31 @@ class Actor:
 SYSTEM = Actor("system")
 
 
-class AuditLog:
-    """Appends events as JSON lines with ``O_APPEND`` (one write per event, so lines never interleave).
+class AuditSink(Protocol):
+    """Where CA events go (a JSON-lines file, a database table).
 
-    A failure to write the audit log is logged loudly but never fails the CA operation
-    that has already happened. The log is never written through a symbolic link.
+    Recording is best effort: a sink that cannot record logs it loudly and returns
+    False; it never fails the CA operation, which has already happened.
     """
 
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._lock = threading.Lock()
+    def event(self, event: str, actor: Actor = SYSTEM, **fields: object) -> bool:
+        """Record one event (secret fields dropped, see :func:`audit_record`)."""
+        ...
+
+
+def audit_record(event: str, actor: Actor, fields: dict[str, object]) -> dict[str, object]:
+    """The record every sink stores: time, event, actor and *fields* without secrets."""
+    record: dict[str, object] = {
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+        "event": event,
+        "actor": actor.as_dict(),
+    }
+    record.update((k, v) for k, v in fields.items() if k not in _SECRET_KEYS)
+    return record
+
+
+class NullAudit:
+    """An AuditSink that records nothing (no audit log configured)."""
 
     def event(self, event: str, actor: Actor = SYSTEM, **fields: object) -> bool:
-        """Record one event; False (and an error logged) if it could not be written."""
-        if self.path is None:
-            return True
-        record: dict[str, object] = {
-            "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-            "event": event,
-            "actor": actor.as_dict(),
-        }
-        for k, v in fields.items():
-            if k in _SECRET_KEYS:
-                continue
-            record[k] = v
-        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
-        try:
-            with self._lock:
-                fd = open_nofollow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-                try:
-                    if os.write(fd, line) != len(line):
-                        raise OSError("short write (disk full?)")
-                finally:
-                    os.close(fd)
-        except (OSError, UnsafePath) as exc:
-            log.error(
-                "could not write audit log %s (event %r not recorded): %s", self.path, event, exc
-            )
-            return False
         return True

@@ -12,7 +12,7 @@ import yaml
 
 from splitca import pki
 from splitca.clock import utcnow
-from splitca.core.audit import SYSTEM, Actor, AuditLog
+from splitca.core.audit import SYSTEM, Actor, AuditSink
 from splitca.enrollment.registry import (
     Classification,
     Registration,
@@ -63,7 +63,7 @@ def register(
     ttl: dt.timedelta,
     replace: bool = False,
     now: dt.datetime | None = None,
-    audit: AuditLog | None = None,
+    audit: AuditSink | None = None,
     actor: Actor = SYSTEM,
 ) -> tuple[Registration, str]:
     """Write a registration for *certname* and return it with its one-time token.
@@ -100,7 +100,7 @@ def register(
 
 
 def unregister(
-    registry: Registry, certname: str, *, audit: AuditLog | None = None, actor: Actor = SYSTEM
+    registry: Registry, certname: str, *, audit: AuditSink | None = None, actor: Actor = SYSTEM
 ) -> None:
     """Delete a registration (its token can no longer enroll; the classifier forgets the node).
 

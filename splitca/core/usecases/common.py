@@ -11,7 +11,7 @@ from cryptography import x509
 
 from splitca import pki
 from splitca.config import Settings
-from splitca.core.audit import AuditLog
+from splitca.core.audit import AuditSink
 from splitca.core.autosign import Autosigner
 from splitca.core.policy import Approved, CsrRules
 from splitca.core.ports import CAStore, Signer
@@ -37,7 +37,7 @@ class Deps:
     settings: Settings
     store: CAStore
     signer: Signer
-    audit: AuditLog
+    audit: AuditSink
     clock: Callable[[], dt.datetime]
     rules: CsrRules
     autosigner: Callable[[], Autosigner]
