@@ -8,10 +8,13 @@ from pathlib import Path
 
 from splitca.core.audit import AuditSink
 from splitca.core.autosign import Autosigner, Deferred, Strategies, make_autosigner
+from splitca.core.ports import CAStore
 from splitca.enrollment.autosign import RegistryAutosigner, make_registry_autosigner
 from splitca.enrollment.backends.directory import DirectoryRegistry
 from splitca.enrollment.registry import Registry
+from splitca.errors import ConfigError, StoreError
 from splitca.store.files.audit import AuditLog
+from splitca.store.files.cadir import CADir
 from splitca.store.files.filestore import FileStore
 from splitca.store.files.signer import KeyFileSigner
 
@@ -26,6 +29,7 @@ __all__ = [
     "open_audit",
     "open_ca",
     "open_registry",
+    "open_store",
     "setup_ca",
 ]
 
@@ -75,6 +79,43 @@ def build_autosigner(settings: Settings) -> Autosigner:
     )
 
 
+def open_store(settings: Settings) -> CAStore:
+    """The store named by ``store``: the file store in ``cadir``, or a PostgreSQL database.
+
+    With a database, ``cadir`` still holds this host's CA key (``ca_key.pem``) and a copy
+    of the CA certificate, which the signer reads (docs/ha.md). psycopg is imported only
+    here, only then.
+    """
+    if not settings.store:
+        return FileStore(settings.cadir)
+    try:
+        from splitca.store.postgres.pgstore import PgStore
+    except ImportError as exc:
+        raise ConfigError(
+            f"store: the PostgreSQL store needs psycopg ({exc.name} is not installed): "
+            "pip install 'splitca[postgresql]'"
+        ) from None
+    return PgStore(
+        settings.store,
+        key_dir=settings.cadir,
+        password=_database_password(settings.database_password_file),
+        timeout=settings.database_timeout.total_seconds(),
+    )
+
+
+def _database_password(path: Path | None) -> str | None:
+    """The first line of ``database_password_file`` (None: libpq's PGPASSWORD/PGPASSFILE)."""
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:  # the message names the file, never its text
+        raise StoreError(
+            f"cannot read database_password_file {path}: {type(exc).__name__}"
+        ) from None
+    return text.splitlines()[0] if text else ""
+
+
 def open_audit(settings: Settings) -> AuditSink:
     """The audit sink named by the settings: the ``audit_log`` JSON-lines file."""
     return AuditLog(settings.effective_audit_log)
@@ -91,11 +132,10 @@ def build_ca(
 
     Without *autosigner* the ``autosign`` setting is honoured when first needed.
     """
-    store = FileStore(settings.cadir)
     return CertificateAuthority(
         settings,
-        store=store,
-        signer=KeyFileSigner(store.cadir),
+        store=open_store(settings),
+        signer=KeyFileSigner(CADir(settings.cadir)),
         audit=open_audit(settings) if audit is None else audit,
         autosigner=Deferred(lambda: build_autosigner(settings))
         if autosigner is None

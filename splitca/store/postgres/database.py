@@ -1,4 +1,4 @@
-"""The database connection: a psycopg pool per process, bounded waits, errors turned into StoreUnavailable/StoreError."""
+"""The database connection: a psycopg pool per process, bounded waits, errors as StoreUnavailable."""
 
 from __future__ import annotations
 

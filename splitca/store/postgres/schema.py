@@ -1,4 +1,4 @@
-"""The database schema, created and upgraded by splitca with its version recorded (idempotent, one migrator at a time)."""
+"""The database schema, created and upgraded by splitca, its version recorded; one migrator at a time."""
 
 from __future__ import annotations
 
