@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from splitca.core.audit import AuditSink
 from splitca.core.autosign import Autosigner, Deferred, Strategies, make_autosigner
@@ -19,6 +20,9 @@ from splitca.store.files.filestore import FileStore
 from splitca.store.files.signer import KeyFileSigner
 
 from .authority import CertificateAuthority, SetupResult
+
+if TYPE_CHECKING:
+    from splitca.store.postgres.pgstore import PgStore
 from .clock import utcnow
 from .config import Settings
 
@@ -26,6 +30,7 @@ __all__ = [
     "AUTOSIGN_STRATEGIES",
     "build_autosigner",
     "build_ca",
+    "migrate_database",
     "open_audit",
     "open_ca",
     "open_registry",
@@ -88,6 +93,10 @@ def open_store(settings: Settings) -> CAStore:
     """
     if not settings.store:
         return FileStore(settings.cadir)
+    return _open_pg(settings)
+
+
+def _open_pg(settings: Settings) -> PgStore:
     try:
         from splitca.store.postgres.pgstore import PgStore
     except ImportError as exc:
@@ -101,6 +110,19 @@ def open_store(settings: Settings) -> CAStore:
         password=_database_password(settings.database_password_file),
         timeout=settings.database_timeout.total_seconds(),
     )
+
+
+def migrate_database(settings: Settings) -> tuple[int, int]:
+    """Create or upgrade the database's schema (``splitca db migrate``): (before, after)."""
+    if not settings.store:
+        raise ConfigError(
+            "store: 'splitca db' works on the PostgreSQL store; set store: postgresql://..."
+        )
+    store = _open_pg(settings)
+    try:
+        return store.migrate()
+    finally:
+        store.shutdown()
 
 
 def _database_password(path: Path | None) -> str | None:

@@ -155,6 +155,7 @@ COMMAND_MODULES: dict[str, str] = {
     ),
     **dict.fromkeys(("register", "enroll", "registrations", "unregister", "classify"), "enroll"),
     **dict.fromkeys(("apache-config", "sync-crl"), "split"),
+    "db": "db",
 }
 
 
