@@ -30,6 +30,8 @@ __all__ = [
     "AUTOSIGN_STRATEGIES",
     "build_autosigner",
     "build_ca",
+    "export_cadir",
+    "import_cadir",
     "migrate_database",
     "open_audit",
     "open_ca",
@@ -114,15 +116,41 @@ def _open_pg(settings: Settings) -> PgStore:
 
 def migrate_database(settings: Settings) -> tuple[int, int]:
     """Create or upgrade the database's schema (``splitca db migrate``): (before, after)."""
-    if not settings.store:
-        raise ConfigError(
-            "store: 'splitca db' works on the PostgreSQL store; set store: postgresql://..."
-        )
-    store = _open_pg(settings)
+    store = _pg_for_db_command(settings)
     try:
         return store.migrate()
     finally:
         store.shutdown()
+
+
+def import_cadir(settings: Settings, source: Path, *, force: bool = False) -> dict[str, int]:
+    """Load the cadir *source* into the database (``splitca db import``); what it holds now."""
+    from splitca.store.postgres.transfer import import_cadir as load
+
+    store = _pg_for_db_command(settings)
+    try:
+        return load(store, source, force=force)
+    finally:
+        store.shutdown()
+
+
+def export_cadir(settings: Settings, dest: Path) -> dict[str, int]:
+    """Write the database's CA as a new cadir *dest* (``splitca db export``)."""
+    from splitca.store.postgres.transfer import export_cadir as dump
+
+    store = _pg_for_db_command(settings)
+    try:
+        return dump(store, dest)
+    finally:
+        store.shutdown()
+
+
+def _pg_for_db_command(settings: Settings) -> PgStore:
+    if not settings.store:
+        raise ConfigError(
+            "store: 'splitca db' works on the PostgreSQL store; set store: postgresql://..."
+        )
+    return _open_pg(settings)
 
 
 def _database_password(path: Path | None) -> str | None:

@@ -1,6 +1,8 @@
-"""CLI: ``splitca db``, the PostgreSQL store's schema (``migrate``)."""
+"""CLI: ``splitca db``, the PostgreSQL store's schema and moving a CA in and out of the database."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -36,3 +38,60 @@ def db_migrate(c: Ctx, fmt: str) -> None:
         click.echo(f"Schema is at version {after}; nothing to do.")
     else:
         click.echo(f"Schema migrated from version {before} to {after}.")
+
+
+def _report(verb: str, counts: dict[str, int], fmt: str) -> None:
+    if fmt == "json":
+        echo_json(counts)
+        return
+    click.echo(
+        f"{verb}: {counts['certificates']} certificates, {counts['requests']} pending requests, "
+        f"{counts['inventory']} serials issued, {counts['revocations']} revocations, "
+        f"CRL number {counts['crl_number']}, next serial {counts['next_serial']:X}."
+    )
+
+
+@db.command(name="import")
+@click.option(
+    "--cadir",
+    "source",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The CA directory to load (splitca's or puppetserver's).",
+)
+@click.option("--force", is_flag=True, help="Replace a CA the database already holds.")
+@format_option
+@pass_ctx
+def db_import(c: Ctx, source: Path, force: bool, fmt: str) -> None:
+    """Load a CA directory into the database, keeping every serial.
+
+    Certificates, pending requests, the inventory, the serial counter, revocations and
+    the CRL with its number go in one transaction, checked against what was read before
+    it commits. A database that already holds a CA is refused (exit 4) unless --force.
+    The CA key is copied to this host's cadir if it has none. Stop the old CA first.
+    """
+    from ..compose import import_cadir
+
+    _report("Imported", import_cadir(c.settings, source, force=force), fmt)
+
+
+@db.command(name="export")
+@click.option(
+    "--cadir",
+    "dest",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A new (absent or empty) directory to write.",
+)
+@format_option
+@pass_ctx
+def db_export(c: Ctx, dest: Path, fmt: str) -> None:
+    """Write the database's CA as a puppetserver-layout CA directory.
+
+    The result is served by 'splitca serve' on the file store and by puppetserver, with
+    the same certificates, inventory, serial counter and CRL. The CA key is this host's
+    copy (none is written if this host has none).
+    """
+    from ..compose import export_cadir
+
+    _report("Exported", export_cadir(c.settings, dest), fmt)
