@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
+from cryptography import x509
 
+from splitca import pki
 from splitca.compose import setup_ca
 
-from .conftest import Agent, Server, make_settings, openssl
+from .conftest import Agent, Server, make_csr, make_settings, openssl
 from .pg_harness import PgServer
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -63,3 +68,47 @@ def test_an_agent_enrolls_and_is_revoked_across_two_replicas(
         "-CRLfile", str(agent.crl_path), str(agent.cert_path),
     )  # fmt: skip
     assert out.returncode != 0 and b"revoked" in out.stdout + out.stderr
+
+
+def test_serve_with_two_workers_on_the_database_enrolls_concurrent_clients(
+    tmp_path: Path, pg_url: str, pg_server: PgServer, server_factory: Callable[..., Server]
+) -> None:
+    """Forked workers each open their own connections; concurrent enrollments through both
+    get distinct serials, all recorded; SIGTERM stops it cleanly."""
+    settings = make_settings(
+        tmp_path, store=pg_url, database_password_file=str(pg_server.password_file), autosign=True
+    )
+    setup_ca(settings)
+    server = server_factory(settings, workers=2)
+    names = [f"node{i}.example.com" for i in range(24)]
+    certs: dict[str, x509.Certificate] = {}
+    guard = threading.Lock()
+
+    def enroll(chunk: list[str]) -> None:
+        with requests.Session() as s:
+            s.trust_env, s.verify = False, str(server.cacert)
+            for name in chunk:
+                put = s.put(
+                    f"{server.url}/puppet-ca/v1/certificate_request/{name}",
+                    data=pki.pem(make_csr(name)),
+                    headers={"Content-Type": "text/plain"},
+                    timeout=30,
+                )
+                assert put.status_code == 200, put.text
+                got = s.get(f"{server.url}/puppet-ca/v1/certificate/{name}", timeout=30)
+                assert got.status_code == 200, got.text
+                with guard:
+                    certs[name] = x509.load_pem_x509_certificate(got.content)
+
+    threads = [threading.Thread(target=enroll, args=(names[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(certs) == sorted(names)
+    serials = {c.serial_number for c in certs.values()}
+    assert len(serials) == len(names)
+    listed = json.loads(server.cli("list", "--signed", "--format", "json").stdout)
+    assert {r["name"] for r in listed} >= set(names)
+    assert server.stop() == 0
+    assert "Traceback" not in server.log_text()

@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import urllib.parse
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -20,9 +21,19 @@ __all__ = ["Database", "lock_key", "redact"]
 
 log = logging.getLogger(__name__)
 
-# Pools left behind in a forked child: never closed there (closing would end the parent's
-# sessions over the shared sockets), kept referenced so they are never finalized either.
+# Pools left behind in a forked child (``serve``'s workers): never closed there (closing
+# would end the parent's sessions over the shared sockets), kept referenced so they are
+# never finalized either; the child opens its own.
 _INHERITED: list[object] = []
+_LIVE: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for db in list(_LIVE):
+        db._forget_pools()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # The two-int advisory lock space: (class, key). Names and CA-wide locks never collide.
 _NAME_CLASS = 0x5C1A0001
@@ -70,6 +81,15 @@ class Database:
         self._pool: psycopg_pool.ConnectionPool | None = None
         self._locks: psycopg_pool.ConnectionPool | None = None
         self._local = threading.local()
+        _LIVE.add(self)
+
+    def _forget_pools(self) -> None:
+        """In a forked child: leave the parent's pools alone (see _INHERITED)."""
+        _INHERITED.extend(p for p in (self._pool, self._locks) if p is not None)
+        self._pool = self._locks = None
+        self._pid = -1
+        self._guard = threading.Lock()
+        self._local = threading.local()
 
     # --- pools -----------------------------------------------------------------------------
     def _kwargs(self) -> dict[str, Any]:
@@ -106,8 +126,8 @@ class Database:
         if self._pid != pid or self._pool is None or self._locks is None:
             with self._guard:
                 if self._pid != pid or self._pool is None or self._locks is None:
-                    if self._pool is not None:
-                        _INHERITED.extend((self._pool, self._locks))
+                    if self._pid != pid:  # a fork the hook did not see: never close those
+                        _INHERITED.extend(p for p in (self._pool, self._locks) if p is not None)
                     self._local = threading.local()
                     try:
                         self._pool = self._make_pool("splitca", self._pool_size)
