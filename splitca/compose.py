@@ -111,6 +111,7 @@ def _open_pg(settings: Settings) -> PgStore:
         key_dir=settings.cadir,
         password=_database_password(settings.database_password_file),
         timeout=settings.database_timeout.total_seconds(),
+        pool_size=settings.threads + 2,  # a connection per request thread, and upkeep's
     )
 
 

@@ -97,7 +97,15 @@ class Database:
             "autocommit": True,
             "connect_timeout": max(2, int(self.timeout)),
             "application_name": "splitca",
-            "options": "-c search_path=splitca",
+            # Every commit durable whatever the server's default; no statement runs unbounded
+            # (lock waits have their own, shorter, lock_timeout).
+            "options": "-c search_path=splitca -c synchronous_commit=on -c statement_timeout=120s",
+            # A database that vanishes without a word (a partition) is noticed in seconds.
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": int(max(10.0, self.timeout) * 1000),
         }
         if self._password is not None:
             kw["password"] = self._password
@@ -133,7 +141,7 @@ class Database:
                         self._pool = self._make_pool("splitca", self._pool_size)
                         # Lock holders get their own pool, so they never starve the queries
                         # they run while holding a lock (each thread holds at most one).
-                        self._locks = self._make_pool("splitca-locks", 4 * self._pool_size)
+                        self._locks = self._make_pool("splitca-locks", self._pool_size)
                     except psycopg.Error as exc:
                         raise self._translate(exc) from exc
                     self._pid = pid
