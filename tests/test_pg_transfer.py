@@ -1,4 +1,4 @@
-"""`splitca db import` / `db export`: a cadir (puppetserver's 10k fixture) into the database and back."""
+"""`splitca db import DIR` / `db export DIR`: a cadir (puppetserver's 10k fixture) into the database and back."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_importing_the_puppetserver_cadir_keeps_serials_inventory_revocations_an
     files = FileStore(fixture_cadir)
     files.prepare()
     files.refresh()
-    result = run(pg_config, "db", "import", "--cadir", str(fixture_cadir), "--format", "json")
+    result = run(pg_config, "db", "import", str(fixture_cadir), "--format", "json")
     assert result.exit_code == 0, result.output
     counts = json.loads(result.output)
     next_serial = int((fixture_cadir / "serial").read_text(), 16)
@@ -84,10 +84,10 @@ def test_importing_the_puppetserver_cadir_keeps_serials_inventory_revocations_an
 def test_import_refuses_a_database_that_holds_a_ca_unless_forced(
     pg_config: Path, fixture_cadir: Path
 ) -> None:
-    assert run(pg_config, "db", "import", "--cadir", str(fixture_cadir)).exit_code == 0
-    again = run(pg_config, "db", "import", "--cadir", str(fixture_cadir))
+    assert run(pg_config, "db", "import", str(fixture_cadir)).exit_code == 0
+    again = run(pg_config, "db", "import", str(fixture_cadir))
     assert again.exit_code == 4 and "--force" in again.output
-    forced = run(pg_config, "db", "import", "--cadir", str(fixture_cadir), "--force")
+    forced = run(pg_config, "db", "import", str(fixture_cadir), "--force")
     assert forced.exit_code == 0, forced.output
     assert "10 certificates, 1 pending requests" in forced.output
 
@@ -100,9 +100,9 @@ def test_round_trip_cadir_database_cadir_gives_the_same_ca(
     original.refresh()
     csr = make_csr("waiting")  # a request splitca holds with a reason: kept both ways
     original.save_csr("waiting", pki.pem(csr), csr, reason="registry unavailable")
-    assert run(pg_config, "db", "import", "--cadir", str(fixture_cadir)).exit_code == 0
+    assert run(pg_config, "db", "import", str(fixture_cadir)).exit_code == 0
     out = tmp_path / "exported"
-    exported = run(pg_config, "db", "export", "--cadir", str(out))
+    exported = run(pg_config, "db", "export", str(out))
     assert exported.exit_code == 0, exported.output
     back = FileStore(out)
     back.refresh()
@@ -119,5 +119,5 @@ def test_round_trip_cadir_database_cadir_gives_the_same_ca(
     ca = open_ca(make_settings(tmp_path, cadir=str(out)), autosign_at_start=False)
     ca.submit_csr("next", pki.pem(make_csr("next")))
     assert ca.sign("next").serial_number == int((fixture_cadir / "serial").read_text(), 16)
-    refused = run(pg_config, "db", "export", "--cadir", str(out))
+    refused = run(pg_config, "db", "export", str(out))
     assert refused.exit_code == 4 and "not empty" in refused.output

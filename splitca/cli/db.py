@@ -52,23 +52,18 @@ def _report(verb: str, counts: dict[str, int], fmt: str) -> None:
 
 
 @db.command(name="import")
-@click.option(
-    "--cadir",
-    "source",
-    required=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="The CA directory to load (splitca's or puppetserver's).",
-)
+@click.argument("source", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--force", is_flag=True, help="Replace a CA the database already holds.")
 @format_option
 @pass_ctx
 def db_import(c: Ctx, source: Path, force: bool, fmt: str) -> None:
-    """Load a CA directory into the database, keeping every serial.
+    """Load the CA directory SOURCE (splitca's or puppetserver's) into the database.
 
     Certificates, pending requests, the inventory, the serial counter, revocations and
     the CRL with its number go in one transaction, checked against what was read before
-    it commits. A database that already holds a CA is refused (exit 4) unless --force.
-    The CA key is copied to this host's cadir if it has none. Stop the old CA first.
+    it commits: every serial is kept. A database that already holds a CA is refused
+    (exit 4) unless --force. The CA key is copied to this host's cadir (the global
+    option) if it has none. Stop the old CA first.
     """
     from ..compose import import_cadir
 
@@ -76,21 +71,15 @@ def db_import(c: Ctx, source: Path, force: bool, fmt: str) -> None:
 
 
 @db.command(name="export")
-@click.option(
-    "--cadir",
-    "dest",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="A new (absent or empty) directory to write.",
-)
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @format_option
 @pass_ctx
 def db_export(c: Ctx, dest: Path, fmt: str) -> None:
-    """Write the database's CA as a puppetserver-layout CA directory.
+    """Write the database's CA as a new puppetserver-layout CA directory DEST.
 
     The result is served by 'splitca serve' on the file store and by puppetserver, with
-    the same certificates, inventory, serial counter and CRL. The CA key is this host's
-    copy (none is written if this host has none).
+    the same certificates, inventory, serial counter and CRL. DEST must be absent or
+    empty. The CA key is this host's copy (none is written if this host has none).
     """
     from ..compose import export_cadir
 

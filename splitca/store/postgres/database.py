@@ -178,10 +178,11 @@ class Database:
 
     # --- connections -----------------------------------------------------------------------
     @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection in autocommit mode (use ``conn.transaction()`` for more)."""
+    def connection(self, *, wait: float | None = None) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in autocommit mode (use ``conn.transaction()`` for more),
+        waited for up to *wait* seconds (default: the store's timeout)."""
         pool, _ = self._pools()
-        with self.errors(), pool.connection() as conn:
+        with self.errors(), pool.connection(timeout=wait) as conn:
             yield conn
 
     @contextlib.contextmanager

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 KEY_FILE, CERT_FILE = "ca_key.pem", "ca_crt.pem"
 KEY_MODE, CERT_MODE = 0o640, 0o644  # puppetserver's modes for ca_key.pem and ca_crt.pem
+# How long a read with a cached answer (CA certificate, CRL) waits for the database.
+_CACHED_WAIT = 1.0
 
 
 class PgStore(PgQueries):
@@ -58,6 +60,7 @@ class PgStore(PgQueries):
         self._cache_guard = threading.Lock()
         self._ca_cache: Blob | None = None
         self._crl_cache: tuple[int, Blob] | None = None
+        self._degraded = False  # serving cached copies while the database is unavailable
 
     @property
     def key_path(self) -> Path:
@@ -181,12 +184,14 @@ class PgStore(PgQueries):
     def ca_cert(self) -> Blob:
         """From the database; the last copy read if the database is unavailable."""
         try:
-            with self.db.connection() as conn:
+            with self.db.connection(wait=_CACHED_WAIT if self._ca_cache else None) as conn:
                 row = conn.execute("SELECT cert, cert_modified FROM ca WHERE id = 1").fetchone()
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
             if self._ca_cache is not None:
+                self._note_degraded(exc)
                 return self._ca_cache
             raise
+        self._note_recovered()
         if row is None:
             raise StoreError(f"the database {self.db.shown} holds no CA; run 'splitca setup'")
         blob = Blob(bytes(row[0]), float(row[1]))
@@ -197,16 +202,18 @@ class PgStore(PgQueries):
         """The CRL in effect: fetched only when its version changed, cached if the database is down."""
         cached = self._crl_cache
         try:
-            with self.db.connection() as conn:
+            with self.db.connection(wait=_CACHED_WAIT if cached else None) as conn:
                 row = conn.execute(
                     "SELECT crl_version, CASE WHEN crl_version = %s THEN NULL ELSE crl END,"
                     " crl_modified FROM ca WHERE id = 1",
                     (cached[0] if cached else -1,),
                 ).fetchone()
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
             if cached is not None:
+                self._note_degraded(exc)
                 return cached[1]
             raise
+        self._note_recovered()
         if row is None:
             raise StoreError(f"the database {self.db.shown} holds no CRL; run 'splitca setup'")
         if row[1] is None and cached is not None:
@@ -216,6 +223,16 @@ class PgStore(PgQueries):
             if self._crl_cache is None or self._crl_cache[0] < row[0]:
                 self._crl_cache = (int(row[0]), blob)
         return blob
+
+    def _note_degraded(self, exc: StoreUnavailable) -> None:
+        if not self._degraded:
+            self._degraded = True
+            log.warning("%s; serving this replica's last copy of the CA certificate and CRL", exc)
+
+    def _note_recovered(self) -> None:
+        if self._degraded:
+            self._degraded = False
+            log.warning("the database %s is reachable again", self.db.shown)
 
     def _blob(self, table: str, name: str) -> Blob | None:
         with self.db.connection() as conn:
