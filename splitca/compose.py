@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from splitca.core.audit import AuditSink
+from splitca.core.audit import AuditSink, TeeAudit
 from splitca.core.autosign import Autosigner, Deferred, Strategies, make_autosigner
 from splitca.core.ports import CAStore
-from splitca.enrollment.autosign import RegistryAutosigner, make_registry_autosigner
+from splitca.enrollment.autosign import Ledger, RegistryAutosigner, make_registry_autosigner
 from splitca.enrollment.backends.directory import DirectoryRegistry
 from splitca.enrollment.registry import Registry
 from splitca.errors import ConfigError, StoreError
@@ -22,6 +24,7 @@ from splitca.store.files.signer import KeyFileSigner
 from .authority import CertificateAuthority, SetupResult
 
 if TYPE_CHECKING:
+    from splitca.store.postgres.database import Database
     from splitca.store.postgres.pgstore import PgStore
 from .clock import utcnow
 from .config import Settings
@@ -42,7 +45,15 @@ __all__ = [
 
 
 def open_registry(settings: Settings) -> Registry:
-    """The backend named by the ``registry`` setting (remote ones are imported lazily)."""
+    """The backend named by the ``registry`` setting (remote ones are imported lazily).
+
+    Unset, it is the CA's own store: ``<cadir>/registry``, or the database's
+    registrations table on the PostgreSQL store (docs/ha.md).
+    """
+    if settings.store and not settings.registry:
+        from splitca.enrollment.backends.postgres import PgRegistry
+
+        return PgRegistry(_prepared_database(settings))
     location = settings.effective_registry
     timeout = settings.registry_timeout.total_seconds()
     if location.startswith(("http://", "https://")):
@@ -68,8 +79,19 @@ def open_registry(settings: Settings) -> Registry:
 
 def _registry_autosigner(*, settings: Settings, **_: object) -> RegistryAutosigner:
     return make_registry_autosigner(
-        settings=settings, registry_factory=lambda: open_registry(settings)
+        settings=settings,
+        registry_factory=lambda: open_registry(settings),
+        ledger=_database_ledger(settings) if settings.store else None,
     )
+
+
+def _database_ledger(settings: Settings) -> Ledger:
+    """On the PostgreSQL store the redeemed-token ledger is the database's, shared by every
+    replica whatever the registry backend (each host's own files would let each replica
+    redeem a token of a read-only registry once)."""
+    from splitca.enrollment.backends.postgres import PgLedger
+
+    return PgLedger(_database(settings))
 
 
 # `autosign: <name>` strategies; paths and true/false are policy's own (allowlist, executable).
@@ -106,13 +128,51 @@ def _open_pg(settings: Settings) -> PgStore:
             f"store: the PostgreSQL store needs psycopg ({exc.name} is not installed): "
             "pip install 'splitca[postgresql]'"
         ) from None
-    return PgStore(
-        settings.store,
-        key_dir=settings.cadir,
-        password=_database_password(settings.database_password_file),
-        timeout=settings.database_timeout.total_seconds(),
-        pool_size=settings.threads + 2,  # a connection per request thread, and upkeep's
-    )
+    return PgStore(settings.store, key_dir=settings.cadir, database=_database(settings))
+
+
+# One Database (and so one pair of pools) per process for the store, the registry and the
+# audit trail of the same settings, while any of them is alive.
+_DATABASES: weakref.WeakValueDictionary[tuple[object, ...], Database] = (
+    weakref.WeakValueDictionary()
+)
+_DATABASES_GUARD = threading.Lock()
+_MIGRATED: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def _database(settings: Settings) -> Database:
+    """The database named by ``store`` (ConfigError without psycopg installed)."""
+    try:
+        from splitca.store.postgres.database import Database
+    except ImportError as exc:
+        raise ConfigError(
+            f"store: the PostgreSQL store needs psycopg ({exc.name} is not installed): "
+            "pip install 'splitca[postgresql]'"
+        ) from None
+    password = _database_password(settings.database_password_file)
+    timeout = settings.database_timeout.total_seconds()
+    pool_size = settings.threads + 2  # a connection per request thread, and upkeep's
+    key = (settings.store, password, timeout, pool_size)
+    with _DATABASES_GUARD:
+        db = _DATABASES.get(key)
+        if db is None:
+            db = Database(settings.store, password=password, timeout=timeout, pool_size=pool_size)
+            _DATABASES[key] = db
+    return db
+
+
+def _prepared_database(settings: Settings) -> Database:
+    """The database, its schema brought up to date once per process (as the store does at
+    start), for the commands that reach only the registry (``splitca register``...)."""
+    from splitca.store.postgres import schema
+
+    db = _database(settings)
+    if db not in _MIGRATED:
+        with db.connection() as conn:
+            if schema.current_version(conn) != schema.LATEST:
+                schema.migrate(conn)
+        _MIGRATED.add(db)
+    return db
 
 
 def migrate_database(settings: Settings) -> tuple[int, int]:
@@ -168,8 +228,16 @@ def _database_password(path: Path | None) -> str | None:
 
 
 def open_audit(settings: Settings) -> AuditSink:
-    """The audit sink named by the settings: the ``audit_log`` JSON-lines file."""
-    return AuditLog(settings.effective_audit_log)
+    """The audit sink named by the settings: the ``audit_log`` JSON-lines file; on the
+    PostgreSQL store the database's audit table, and also ``audit_log`` if it is set."""
+    if not settings.store:
+        return AuditLog(settings.effective_audit_log)
+    from splitca.store.postgres.audit import PgAudit
+
+    database = PgAudit(_database(settings))
+    if settings.audit_log is None:
+        return database
+    return TeeAudit(database, AuditLog(settings.audit_log))
 
 
 def build_ca(

@@ -34,7 +34,7 @@ TRANSPORTS |= {"psycopg", "psycopg2", "socketserver"}
 # own folder; the facade (authority) is handed them.
 CONCRETE = {"FileStore", "KeyFileSigner", "DirectoryRegistry", "HttpRegistry", "S3Registry"}
 CONCRETE |= {"RegistryAutosigner", "Index", "CADir", "GroupCommit", "AuditLog"}
-CONCRETE |= {"PgStore", "Database"}
+CONCRETE |= {"PgStore", "Database", "PgRegistry", "PgLedger", "PgAudit"}
 NAMES_CONCRETE = {"compose"}
 
 

@@ -53,8 +53,10 @@ class PgStore(PgQueries):
         timeout: float = 10.0,
         lock_timeout: float = 30.0,
         pool_size: int = 10,
+        database: Database | None = None,
     ) -> None:
-        self.db = Database(url, password=password, timeout=timeout, pool_size=pool_size)
+        # *database*: one already open for *url* (compose shares it with the registry and audit)
+        self.db = database or Database(url, password=password, timeout=timeout, pool_size=pool_size)
         self.key_dir = key_dir
         self._lock_timeout = lock_timeout
         self._cache_guard = threading.Lock()

@@ -78,6 +78,25 @@ BEGIN
   RETURN true;
 END $$;
 """,
+    # Pre-registrations and the ledger of redeemed tokens (enrollment/backends/postgres.py)
+    # and the audit trail (store/postgres/audit.py).
+    2: """
+CREATE TABLE splitca.registrations (
+  certname text COLLATE "C" PRIMARY KEY,
+  token_sha256 text NOT NULL CHECK (token_sha256 ~ '^[0-9a-f]{64}$'),
+  created timestamptz NOT NULL, expires timestamptz NOT NULL, redeemed timestamptz,
+  classes jsonb NOT NULL DEFAULT '[]', parameters jsonb NOT NULL DEFAULT '{}',
+  environment text NOT NULL DEFAULT '');
+CREATE TABLE splitca.redeemed_tokens (
+  token_sha256 text PRIMARY KEY, certname text COLLATE "C" NOT NULL,
+  redeemed timestamptz NOT NULL);
+CREATE TABLE splitca.audit (
+  id bigserial PRIMARY KEY, at timestamptz NOT NULL, event text NOT NULL,
+  certname text COLLATE "C", host text NOT NULL, record jsonb NOT NULL);
+CREATE INDEX audit_at ON splitca.audit (at);
+CREATE INDEX audit_event ON splitca.audit (event, at);
+CREATE INDEX audit_certname ON splitca.audit (certname, at);
+""",
 }
 LATEST = max(_STEPS)
 
