@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -278,16 +279,17 @@ def test_audit_rows_for_register_sign_revoke_hold_no_secrets(
 ) -> None:
     setup_ca(pg_settings)
     config = write_config(tmp_path / "splitca.yaml", pg_settings)
-    registered = run(config, "register", "aud.example.com", "--format", "json")
+    registered = run(config, "register", "web7.example.com", "--format", "json")
     assert registered.exit_code == 0, registered.output
     token = json.loads(registered.output)["token"]
     ca = open_ca(pg_settings)
-    assert submit(ca, "aud.example.com", token).signed
-    ca.revoke(["aud.example.com"])
+    assert submit(ca, "web7.example.com", token).signed
+    ca.revoke(["web7.example.com"])
     rows = audit_rows(pg_server, pg_settings)
+    db = pg_settings.store.rsplit("/", 1)[1]
     events = [(r["event"], r["certname"]) for r in rows]
     for expected in ("register", "autosign-decision", "sign", "revoke"):
-        assert (expected, "aud.example.com") in events, events
+        assert (expected, "web7.example.com") in events, events
     assert ("crl-published", None) in events
     assert all(r["host"] and r["record"]["event"] == r["event"] for r in rows)
     register_row = next(r["record"] for r in rows if r["event"] == "register")
@@ -303,6 +305,19 @@ def test_audit_rows_for_register_sign_revoke_hold_no_secrets(
     assert not forbidden & set(_keys(rows))
     # no audit file on the PostgreSQL store unless audit_log is set
     assert not pg_settings.effective_audit_log.exists()
+    # the queries docs/ha.md shows run, and find what they say
+    answers = [pg_server.psql(sql, db) for sql in documented_sql()]
+    assert len(answers) == 4 and "|register|" in answers[0] and "|sign|" in answers[0]
+    assert "|sign|web7.example.com|autosign|" in answers[1] and "|revoke|" in answers[1]
+    assert answers[2:] == ["", ""]  # no refused enrollment, no registration still waiting
+
+
+def documented_sql() -> list[str]:
+    """The statements of docs/ha.md's ```sql blocks."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ha.md").read_text()
+    blocks = re.findall(r"^```sql\n(.*?)^```", text, flags=re.M | re.S)
+    lines = [ln for b in blocks for ln in b.splitlines() if not ln.lstrip().startswith("--")]
+    return [st.strip() for st in " ".join(lines).split(";") if st.strip()]
 
 
 def test_audit_is_best_effort_and_goes_to_both_when_audit_log_is_set(
@@ -394,3 +409,33 @@ def test_a_version_1_database_holding_a_ca_is_upgraded_in_place(
     assert pg_server.psql("SELECT name FROM splitca.certs", name) == "ca.test"
     _, token = register(open_registry(pg_settings), "up.example.com", WORKER, ttl=HOUR)
     assert submit(open_ca(pg_settings), "up.example.com", token).signed
+
+
+def test_a_compile_master_classifies_from_the_database_with_a_read_only_role(
+    pg_settings: Settings, pg_server: PgServer, tmp_path: Path
+) -> None:
+    """docs/ha.md's grants are enough for `splitca classify`, and they let it write nothing."""
+    name = pg_settings.store.rsplit("/", 1)[1]
+    role = f"classifier_{name}"  # roles are cluster-wide; the database is this test's
+    pg_server.psql(
+        f"CREATE ROLE {role} LOGIN PASSWORD 'ro-secret';"
+        f" GRANT USAGE ON SCHEMA splitca TO {role};"
+        f" GRANT SELECT ON splitca.meta, splitca.registrations TO {role}",
+        name,
+    )
+    register(open_registry(pg_settings), "web7.example.com", WORKER, ttl=HOUR)
+    (tmp_path / "ro-password").write_text("ro-secret\n")
+    master = make_settings(
+        tmp_path / "master",
+        store=pg_settings.store.replace("//splitca@", f"//{role}@"),
+        database_password_file=str(tmp_path / "ro-password"),
+    )
+    config = write_config(tmp_path / "classify.yaml", master)
+    found = run(config, "classify", "web7.example.com")
+    assert found.exit_code == 0, found.output
+    assert "hadoop::worker" in found.output and "production" in found.output
+    assert run(config, "classify", "unknown.example.com").exit_code == 1
+    refused = run(config, "unregister", "web7.example.com")
+    assert refused.exit_code != 0 and "permission denied" in refused.output
+    assert "ro-secret" not in refused.output
+    assert "web7.example.com" in pg_server.psql("SELECT certname FROM splitca.registrations", name)
