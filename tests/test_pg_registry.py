@@ -439,3 +439,26 @@ def test_a_compile_master_classifies_from_the_database_with_a_read_only_role(
     assert refused.exit_code != 0 and "permission denied" in refused.output
     assert "ro-secret" not in refused.output
     assert "web7.example.com" in pg_server.psql("SELECT certname FROM splitca.registrations", name)
+
+
+def test_a_database_outage_is_exit_5_for_registrations_and_the_registry_comes_back(
+    pg_settings: Settings, pg_server: PgServer, tmp_path: Path
+) -> None:
+    """Registry commands say the database is unavailable (exit 5, no password, no traceback);
+    the audit sink records nothing and raises nothing; both work again once it is back."""
+    s = pg_settings.replace(database_timeout=dt.timedelta(seconds=2))
+    config = write_config(tmp_path / "splitca.yaml", s)
+    registry, audit = open_registry(s), open_audit(s)
+    register(registry, "before.example.com", WORKER, ttl=HOUR)
+    pg_server.stop()
+    try:
+        for args in (("register", "during.example.com"), ("registrations",)):
+            result = CliRunner().invoke(cli, ["--config", str(config), *args])
+            assert result.exit_code == 5, result.output
+            assert "unavailable" in result.output and "Traceback" not in result.output
+            assert pg_server.password not in result.output
+        assert audit.event("sign", Actor("cli"), certname="during.example.com") is False
+    finally:
+        pg_server.start()
+    assert registry.get("before.example.com") is not None  # reconnected by itself
+    assert audit.event("sign", Actor("cli"), certname="after.example.com") is True
