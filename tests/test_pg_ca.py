@@ -17,6 +17,7 @@ from splitca.compose import open_ca, setup_ca
 from splitca.config import Settings
 from splitca.errors import StoreError
 from splitca.http.wsgiapp import make_app
+from splitca.store.postgres import schema
 
 from .conftest import make_csr, make_settings, write_config, wsgi_call
 from .pg_harness import PgServer
@@ -124,9 +125,10 @@ def test_db_migrate_is_idempotent(pg_server: PgServer, tmp_path: Path) -> None:
         )
         cfg = write_config(tmp_path / "splitca.yaml", settings)
         first = run(cfg, "db", "migrate")
-        assert first.exit_code == 0 and "from version 0 to 1" in first.output
+        top = schema.LATEST
+        assert first.exit_code == 0 and f"from version 0 to {top}" in first.output
         second = run(cfg, "db", "migrate", "--format", "json")
-        assert json.loads(second.output) == {"schema_version_before": 1, "schema_version": 1}
+        assert json.loads(second.output) == {"schema_version_before": top, "schema_version": top}
     finally:
         pg_server.drop_database(db)
 

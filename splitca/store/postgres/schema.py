@@ -78,6 +78,10 @@ BEGIN
   RETURN true;
 END $$;
 """,
+    2: """
+CREATE TABLE splitca.crl_fetches (
+  name text COLLATE "C" PRIMARY KEY, number numeric NOT NULL, at double precision NOT NULL);
+""",
 }
 LATEST = max(_STEPS)
 
