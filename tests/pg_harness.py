@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import itertools
@@ -208,6 +209,7 @@ def running_server() -> Iterator[PgServer]:
     base = Path(tempfile.mkdtemp(prefix="splitca-pg-"))
     base.chmod(0o755)
     server = PgServer(bindir, base)
+    atexit.register(server.stop)  # also if pytest itself is stopped short of the teardown
     try:
         server.init()
         server.start()

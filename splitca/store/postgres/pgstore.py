@@ -158,7 +158,8 @@ class PgStore(PgQueries):
         self.db.shutdown()
 
     def ping(self) -> None:
-        with self.db.connection() as conn:
+        """A health check: answers within about a second, the database up or not."""
+        with self.db.connection(wait=_CACHED_WAIT) as conn:
             if conn.execute("SELECT to_regclass('splitca.ca')").fetchone() == (None,):
                 raise StoreUnavailable(f"the database {self.db.shown} has no splitca schema")
             if conn.execute("SELECT 1 FROM ca WHERE id = 1").fetchone() is None:
