@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,8 +150,11 @@ def test_a_database_outage_is_exit_5_and_http_503_without_the_password(
     reads = ("/puppet-ca/v1/certificate/ca", "/puppet-ca/v1/certificate_revocation_list/ca")
     served = {path: wsgi_call(app, "GET", path) for path in reads}
     assert run(pg_config, "list").exit_code == 0
+    assert wsgi_call(app, "GET", "/status/v1/simple").text == "running"
     pg_server.stop()
     try:
+        health = wsgi_call(app, "GET", "/status/v1/simple")  # the load balancer's probe
+        assert (health.status, health.text) == (503, "error")
         result = CliRunner().invoke(cli, ["--config", str(pg_config), "list", "--all"])
         assert result.exit_code == 5, result.output
         assert "unavailable" in result.output and pg_server.password not in result.output
@@ -169,6 +173,18 @@ def test_a_database_outage_is_exit_5_and_http_503_without_the_password(
             assert (answer.status, answer.body) == (200, served[path].body), path
     finally:
         pg_server.start()
+    deadline = time.monotonic() + 60  # the pool reconnects by itself (with backoff)
+    while wsgi_call(app, "GET", "/status/v1/simple").status != 200:
+        assert time.monotonic() < deadline, "the replica did not recover"
+        time.sleep(0.2)
+    put = wsgi_call(
+        app,
+        "PUT",
+        "/puppet-ca/v1/certificate_request/n9",
+        pki.pem(make_csr("n9")),
+        headers={"Content-Type": "text/plain"},
+    )
+    assert put.status == 200, put
 
 
 @pytest.mark.parametrize(
