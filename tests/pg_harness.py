@@ -11,6 +11,7 @@ import pwd
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -20,9 +21,17 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REQUIRE_INTEROP, free_port
-
 WAIT = 30.0  # upper bound for every wait on the server
+# As in conftest (which imports this module: no import back, so either may come first).
+REQUIRE_INTEROP = os.environ.get("SPLITCA_REQUIRE_INTEROP") == "1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 SUPERUSER = "splitca"
 _counter = itertools.count(1)
 
