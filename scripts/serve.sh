@@ -6,7 +6,19 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${SPLITCA_VENV:-.venv}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e .
+# pip install -e only when the venv lacks this checkout as installed: the stamp holds
+# pyproject.toml's hash (dependencies, entry points), the checkout and the Python version.
+# The code itself is an editable install: changing it needs no reinstall.
+STAMP="$VENV/.splitca-install-stamp"
+WANT=$("$VENV/bin/python" -c 'import hashlib, os, sys
+print(hashlib.sha256(open("pyproject.toml", "rb").read()).hexdigest(), os.getcwd(), sys.version.split()[0])')
+if [ -x "$VENV/bin/splitca" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ]; then
+  echo "splitca in $VENV is up to date with pyproject.toml; not reinstalling"
+else
+  echo "Installing splitca into $VENV (pip install -e .)"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e .
+  printf '%s\n' "$WANT" > "$STAMP"
+fi
 DATA=${SPLITCA_DEMO_DIR:-$PWD/var/demo}
 CONFIG="$DATA/splitca.yaml"
 mkdir -p "$DATA"

@@ -16,7 +16,7 @@ command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 command -v ruby >/dev/null 2>&1 && ruby -e 'require "puppetserver/ca/cli"' >/dev/null 2>&1 \
   || need_pkgs+=(ruby-puppetserver-ca-cli)
 # A real PostgreSQL (tests/pg_harness.py runs its own server, as nobody, on a free port) for
-# the PostgreSQL store, and HAProxy in front of several `splitca serve` replicas (docs/ha.md).
+# the PostgreSQL store, and HAProxy in front of several `splitca serve` replicas (tests/test_ha.py, docs/ha.md).
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_pkgs+=(postgresql)
 [ -x /usr/sbin/haproxy ] || need_pkgs+=(haproxy)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

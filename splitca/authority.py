@@ -18,7 +18,22 @@ from splitca.core.audit import SYSTEM, Actor, AuditSink
 from splitca.core.autosign import Autosigner
 from splitca.core.ports import Blob, CAStore, Row, Signer
 from splitca.core.usecases import (
+    cacert as usecases_cacert,
+)
+from splitca.core.usecases import (
+    chain as usecases_chain,
+)
+from splitca.core.usecases import (
     crl as usecases_crl,
+)
+from splitca.core.usecases import (
+    fleet as usecases_fleet,
+)
+from splitca.core.usecases import (
+    health as usecases_health,
+)
+from splitca.core.usecases import (
+    importca as usecases_importca,
 )
 from splitca.core.usecases import (
     read as usecases_read,
@@ -41,7 +56,9 @@ from splitca.core.usecases import (
 from splitca.core.usecases import (
     submit as usecases_submit,
 )
+from splitca.core.usecases.chain import Installed, RootSpec
 from splitca.core.usecases.common import Deps, reserved_names, rules_of, state_of
+from splitca.core.usecases.importca import ImportInput
 from splitca.core.usecases.setup import SetupResult
 from splitca.core.usecases.sign import BulkSignResult
 from splitca.core.usecases.submit import SubmitResult
@@ -94,9 +111,24 @@ class CertificateAuthority:
         """Raise StoreError unless the store holds a complete CA (and catch up with it)."""
         usecases_setup.open_store(self.store, self.settings)
 
-    def setup(self, *, server_identity: bool = False) -> SetupResult:
+    def setup(
+        self,
+        *,
+        server_identity: bool = False,
+        key_passphrase: bytes | None = None,
+        intermediate: RootSpec | None = None,
+    ) -> SetupResult:
         """See :func:`usecases_setup.setup`."""
-        return usecases_setup.setup(self.deps, server_identity=server_identity)
+        return usecases_setup.setup(
+            self.deps,
+            server_identity=server_identity,
+            key_passphrase=key_passphrase,
+            intermediate=intermediate,
+        )
+
+    def import_ca(self, given: ImportInput, *, actor: Actor = SYSTEM) -> SetupResult:
+        """See :func:`usecases_importca.import_ca`."""
+        return usecases_importca.import_ca(self.deps, given, actor=actor)
 
     @property
     def reserved_names(self) -> frozenset[str]:
@@ -243,6 +275,21 @@ class CertificateAuthority:
     def renew(self, cert: x509.Certificate, *, actor: Actor = SYSTEM) -> x509.Certificate:
         return usecases_renew.renew(self.deps, cert, actor=actor)
 
+    # --- the CA certificate itself --------------------------------------------------------
+    def ca_status(self, *, horizon: dt.timedelta | None = None) -> usecases_cacert.CAStatus:
+        return usecases_cacert.status(self.deps, horizon=horizon)
+
+    def log_ca_status(self) -> usecases_cacert.CAStatus:
+        return usecases_cacert.log_status(self.deps)
+
+    def renew_ca(
+        self, *, validity: dt.timedelta | None = None, serial: str = "auto", actor: Actor = SYSTEM
+    ) -> usecases_cacert.RenewResult:
+        return usecases_cacert.renew(self.deps, validity=validity, serial=serial, actor=actor)
+
+    def encrypt_ca_key(self, passphrase: bytes, *, actor: Actor = SYSTEM) -> None:
+        usecases_cacert.encrypt_key(self.deps, passphrase, actor=actor)
+
     # --- revocation and removal ----------------------------------------------------------
     def revoke(
         self,
@@ -265,11 +312,30 @@ class CertificateAuthority:
     def crl_info(self) -> dict[str, object]:
         return usecases_crl.crl_info(self.deps)
 
+    def crl_warnings(self) -> list[str]:
+        return usecases_crl.chain_warnings(self.deps)
+
+    def install_crl(self, data: bytes, *, actor: Actor = SYSTEM) -> list[Installed]:
+        return usecases_chain.install_crl(self.deps, data, actor=actor)
+
     def crl_needs_refresh(self) -> bool:
         return usecases_crl.crl_needs_refresh(self.deps)
 
     def refresh_crl(self, *, force: bool = False, actor: Actor = SYSTEM) -> bool:
         return usecases_crl.refresh_crl(self.deps, force=force, actor=actor)
+
+    # --- health, metrics and the fleet's CRLs -----------------------------------------------
+    def health(self) -> usecases_health.Health:
+        return usecases_health.health(self.deps)
+
+    def metrics_snapshot(self) -> usecases_health.Snapshot:
+        return usecases_health.snapshot(self.deps)
+
+    def record_crl_fetch(self, certname: str, served: bytes) -> None:
+        usecases_fleet.record_crl_fetch(self.deps, certname, served)
+
+    def masters(self) -> usecases_fleet.Fleet:
+        return usecases_fleet.masters(self.deps)
 
     # --- store upkeep --------------------------------------------------------------------
     def repair_serial(self) -> bool:

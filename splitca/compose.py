@@ -9,9 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from splitca.core.audit import AuditSink, TeeAudit
+from splitca.admin.local import LocalAdmin
+from splitca.admin.port import Admin, RemoteTarget
+from splitca.core.audit import SYSTEM, Actor, AuditSink, TeeAudit
 from splitca.core.autosign import Autosigner, Deferred, Strategies, make_autosigner
 from splitca.core.ports import CAStore
+from splitca.core.usecases.chain import RootSpec
+from splitca.core.usecases.importca import ImportInput
 from splitca.enrollment.autosign import Ledger, RegistryAutosigner, make_registry_autosigner
 from splitca.enrollment.backends.directory import DirectoryRegistry
 from splitca.enrollment.registry import Registry
@@ -19,6 +23,7 @@ from splitca.errors import ConfigError, StoreError
 from splitca.store.files.audit import AuditLog
 from splitca.store.files.cadir import CADir
 from splitca.store.files.filestore import FileStore
+from splitca.store.files.passphrase import passphrase_reader, read_passphrase
 from splitca.store.files.signer import KeyFileSigner
 
 from .authority import CertificateAuthority, SetupResult
@@ -33,9 +38,12 @@ __all__ = [
     "AUTOSIGN_STRATEGIES",
     "build_autosigner",
     "build_ca",
+    "ca_key_passphrase",
     "export_cadir",
+    "import_ca",
     "import_cadir",
     "migrate_database",
+    "open_admin",
     "open_audit",
     "open_ca",
     "open_registry",
@@ -254,7 +262,7 @@ def build_ca(
     return CertificateAuthority(
         settings,
         store=open_store(settings),
-        signer=KeyFileSigner(CADir(settings.cadir)),
+        signer=KeyFileSigner(CADir(settings.cadir), passphrase=passphrase_reader(settings)),
         audit=open_audit(settings) if audit is None else audit,
         autosigner=Deferred(lambda: build_autosigner(settings))
         if autosigner is None
@@ -290,6 +298,57 @@ def setup_ca(
     *,
     clock: Callable[[], dt.datetime] = utcnow,
     server_identity: bool = False,
+    key_passphrase: bytes | None = None,
+    intermediate: RootSpec | None = None,
 ) -> SetupResult:
-    """Create the CA named by ``settings`` (see :func:`splitca.core.usecases.setup.setup`)."""
-    return build_ca(settings, clock=clock).setup(server_identity=server_identity)
+    """Create the CA named by ``settings`` (see :func:`splitca.core.usecases.setup.setup`).
+
+    With ``encrypt_ca_key`` the passphrase is read first (a missing one fails before
+    anything is written) and the key is written encrypted.
+    """
+    if settings.encrypt_ca_key and key_passphrase is None:
+        key_passphrase = read_passphrase(settings)
+    return build_ca(settings, clock=clock).setup(
+        server_identity=server_identity, key_passphrase=key_passphrase, intermediate=intermediate
+    )
+
+
+def ca_key_passphrase(settings: Settings) -> bytes:
+    """The CA key's passphrase from its configured source (ConfigError if there is none)."""
+    return read_passphrase(settings)
+
+
+def open_admin(
+    remote: RemoteTarget | None,
+    *,
+    settings: Callable[[], Settings],
+    ca: Callable[[], CertificateAuthority],
+    actor: Actor,
+    registry_actor: Actor,
+) -> Admin:
+    """What the operator commands administer: the CA's HTTP API at ``remote.url`` (with the
+    admin identity given, or the agent ssldir's), else this host's CA and registry, each
+    opened on first use (*settings*, *ca*) under the CLI's actors."""
+    if remote is not None:
+        from splitca.admin.remote import RemoteAdmin  # requests only when it is used
+
+        return RemoteAdmin.connect(remote)
+    return LocalAdmin(
+        settings=settings,
+        ca=ca,
+        registry=lambda: open_registry(settings()),
+        audit=lambda: open_audit(settings()),
+        actor=actor,
+        registry_actor=registry_actor,
+    )
+
+
+def import_ca(
+    settings: Settings,
+    given: ImportInput,
+    *,
+    clock: Callable[[], dt.datetime] = utcnow,
+    actor: Actor = SYSTEM,
+) -> SetupResult:
+    """Import an external CA into the empty cadir of ``settings`` (see usecases.importca)."""
+    return build_ca(settings, clock=clock).import_ca(given, actor=actor)

@@ -70,6 +70,11 @@ class Settings:
     ca_ttl: dt.timedelta = dt.timedelta(days=5 * 365)
     cert_ttl: dt.timedelta | None = None  # None -> ca_ttl, as puppetserver
     backdate: dt.timedelta = dt.timedelta(days=1)
+    # --- the CA certificate's own lifecycle (docs/ca-lifecycle.md) ---
+    ca_expiry_warning: dt.timedelta = dt.timedelta(days=365)  # `ca status` and serve warn
+    encrypt_ca_key: bool = False  # setup writes ca_key.pem encrypted (passphrase below)
+    ca_key_passphrase_file: Path | None = None  # None -> $CREDENTIALS_DIRECTORY/<credential>
+    ca_key_credential: str = "splitca-ca-key"  # systemd LoadCredential= name
     # --- the store ---
     store: str = ""  # "" -> the file store in cadir; postgresql://user@host:port/dbname
     database_password_file: Path | None = None  # None -> libpq's PGPASSWORD / PGPASSFILE
@@ -256,6 +261,13 @@ class Settings:
             raise ConfigError(
                 "autosign: must be true, false, registry, or an absolute path "
                 f"to an autosign.conf or policy executable; got {self.autosign!r}"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,255}", self.ca_key_credential) or (
+            self.ca_key_credential in (".", "..")
+        ):
+            raise ConfigError(
+                "ca_key_credential: must be a credential name (letters, digits, _ . -), "
+                f"got {self.ca_key_credential!r}"
             )
         if any(c in self.ca_name for c in "\n\r\x00"):
             raise ConfigError("ca_name: must be one line")

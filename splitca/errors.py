@@ -106,6 +106,10 @@ class CRLStale(SplitCAError):
     """The installed CRL is expired or close to its nextUpdate and no fresh one could be had."""
 
 
+class MastersBehind(SplitCAError):
+    """``splitca masters``: a compile master's CRL is behind the CA's by more than allowed."""
+
+
 class ReloadFailed(SplitCAError):
     """A CRL was installed but the reload that makes the server load it failed or could not
     be confirmed (it stays pending)."""

@@ -501,7 +501,9 @@ def issue(
 def _wsgi_import_roots() -> list[Path]:
     """Top-level files and packages outside the stdlib that `splitca.wsgi` imports."""
     code = (
-        "import json, sys, sysconfig, splitca.wsgi\n"
+        # prometheus_client is imported on the first request (http/metrics.py), not by
+        # splitca.wsgi: named here so that /metrics works under mod_wsgi too.
+        "import json, sys, sysconfig, splitca.wsgi, prometheus_client\n"
         "roots = {sysconfig.get_paths()[k] for k in ('purelib', 'platlib')}\n"
         "out = set()\n"
         "for m in list(sys.modules.values()):\n"

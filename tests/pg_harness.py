@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import itertools
@@ -10,6 +11,7 @@ import pwd
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -19,9 +21,17 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REQUIRE_INTEROP, free_port
-
 WAIT = 30.0  # upper bound for every wait on the server
+# As in conftest (which imports this module: no import back, so either may come first).
+REQUIRE_INTEROP = os.environ.get("SPLITCA_REQUIRE_INTEROP") == "1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 SUPERUSER = "splitca"
 _counter = itertools.count(1)
 
@@ -208,6 +218,7 @@ def running_server() -> Iterator[PgServer]:
     base = Path(tempfile.mkdtemp(prefix="splitca-pg-"))
     base.chmod(0o755)
     server = PgServer(bindir, base)
+    atexit.register(server.stop)  # also if pytest itself is stopped short of the teardown
     try:
         server.init()
         server.start()

@@ -234,13 +234,6 @@ def test_admin_by_certname_list(tmp_path, settings) -> None:
     assert wsgi_call(app, "GET", f"{V1}/certificate_statuses/all", client=ops).status == 200
 
 
-def test_revoked_admin_certificate_is_treated_as_unauthenticated(app, ca) -> None:
-    _key_pem, cert = ca.generate("admin2", ca_client=True)
-    assert wsgi_call(app, "GET", f"{V1}/certificate_statuses/all", client=cert).status == 200
-    ca.revoke(["admin2"])
-    assert wsgi_call(app, "GET", f"{V1}/certificate_statuses/all", client=cert).status == 403
-
-
 def test_client_certificate_counts_only_when_tls_verified_it(app, ca) -> None:
     """A pp_cli_auth certificate in SSL_CLIENT_CERT is ignored unless SSL_CLIENT_VERIFY is SUCCESS."""
     _, cert = ca.generate("admin3", ca_client=True)
@@ -427,29 +420,6 @@ def test_certificate_statuses_order_and_state_filter(app, ca, admin_cert) -> Non
     assert names("state=bogus") == everything
     r = wsgi_call(app, "GET", f"{V1}/certificate_statuses/", client=admin_cert)
     assert (r.status, r.text) == (400, "Missing URL Segment")
-
-
-def test_clean_endpoint(app, ca, admin_cert) -> None:
-    agent_cert(ca, "c1")
-    r = wsgi_call(app, "PUT", f"{V1}/clean", b'{"certnames":["c1"]}', client=admin_cert)
-    assert (r.status, r.text) == (200, "Successfully cleaned all certs.")
-    assert not ca.store.cadir.cert_path("c1").exists()
-    assert ca.is_revoked(ca.serials_for("c1")[0])
-    r = wsgi_call(app, "PUT", f"{V1}/clean", b'{"certnames":["missing"]}', client=admin_cert)
-    assert (r.status, r.text) == (
-        200,
-        'The following certs do not exist and cannot be revoked: ["missing"]',
-    )
-    for body, msg in (
-        (b"nope", "Request body is not JSON."),
-        (
-            b"{}",
-            "Missing required key: 'certnames'. Please supply the list of certs you want to clean.",
-        ),
-        (b'{"certnames":[],"async":true}', "Async mode is not currently supported."),
-    ):
-        r = wsgi_call(app, "PUT", f"{V1}/clean", body, client=admin_cert)
-        assert (r.status, r.text) == (400, msg)
 
 
 def test_bulk_sign(app, ca, admin_cert) -> None:

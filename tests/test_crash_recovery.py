@@ -8,6 +8,7 @@ dying process.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -134,6 +135,35 @@ def test_interrupted_signing_recovers(settings, tmp_path: Path, server_factory, 
         r = s.get(f"{server.url}/puppet-ca/v1/certificate_statuses/all", timeout=30)
         assert r.status_code == 200
         assert {st["name"]: st["state"] for st in json.loads(r.content)}["victim"] == "signed"
+
+
+def test_a_writer_killed_after_its_rename_is_indexed_by_the_next_writer(
+    settings, tmp_path: Path
+) -> None:
+    """Several processes share one cadir (CLI and server, or replicas). One is killed after
+    renaming a certificate into signed/ but before its index commit; the directory's stamp
+    need not move (its mtime has the kernel's coarse tick: simulated here by putting it
+    back). The next writer, in another process that had already read the index, must
+    index the orphan, not record a stamp that hides it for good."""
+    setup_ca(settings)
+    other = open_ca(settings)  # a long-running process: it has read the index already
+    other.submit_csr("victim", pki.pem(make_csr("victim")))
+    other.submit_csr("bystander", pki.pem(make_csr("bystander")))
+    assert other.status("victim").state == "requested"  # type: ignore[union-attr]
+    signed = settings.cadir / "signed"
+    before = os.stat(signed)
+    config = write_config(tmp_path / "c.yaml", settings)
+
+    crash_signing(config, "before-index-commit", "victim")
+    assert (signed / "victim.pem").exists()
+    os.utime(signed, ns=(before.st_atime_ns, before.st_mtime_ns))  # same tick
+
+    other.sign("bystander")  # the next writer
+    row = other.status("victim")
+    assert row is not None and row.state == "signed"
+    fresh = open_ca(settings)
+    states = {r.name: r.state for r in fresh.statuses()}
+    assert states["victim"] == "signed" and states["bystander"] == "signed"
 
 
 def test_torn_inventory_line_is_tolerated_and_healed(ca: CertificateAuthority) -> None:

@@ -365,7 +365,7 @@ def test_first_sync_installs_and_reloads_then_nothing_changes(master, fake_ca, c
     assert master.reload_count() == 1  # reload only when the content changed
     path, headers, _ = fake_ca.requests[0]
     assert path == "/puppet-ca/v1/certificate_revocation_list/ca"
-    assert headers["User-Agent"] == "splitca"
+    assert headers["User-Agent"] == "splitca-sync-crl"  # how the CA tells masters apart
 
 
 def test_a_newer_crl_is_installed_to_every_destination(master, fake_ca, ca, tmp_path):
@@ -904,3 +904,43 @@ def test_documented_exit_codes_and_checks_match_the_code():
     help_text = CliRunner().invoke(cli, ["sync-crl", "--help"]).output
     for code in (0, 10, 6, 7, 8, 9):
         assert f"  {code} " in help_text
+
+
+# --- a chain: the CRLs of the CAs above the signing one (the root's) ----------------------------------
+
+
+def test_the_roots_crl_nearing_next_update_is_a_warning_and_the_signing_cas_is_exit_8(
+    master, fake_ca, ca
+):
+    """The root's CRL is re-issued by hand, so its last quarter warns (naming what to run);
+    the signing CA's own CRL going stale still means the CA is failing: exit 8."""
+    root = make_signer("Example Root CA")
+    master.cacert.write_bytes(ca.ca_certificate_pem() + pki.pem(root.cert))
+    root_crl = root.crl(
+        2, this_update=NOW - dt.timedelta(days=345), next_update=NOW + dt.timedelta(days=20)
+    )
+    fake_ca.body = ca_signer(ca).crl(5) + root_crl
+    done = master.sync(fake_ca.url)
+    assert done.exit_code == Outcome.CRL_UPDATED, done.output
+    assert "Warning: the CRL of the CA 'CN=Example Root CA' (number 2) expires at" in done.output
+    assert "splitca ca root-crl" in done.output and "splitca crl install-root" in done.output
+    assert master.crl.read_bytes() == fake_ca.body
+    again = master.sync(fake_ca.url, "--format", "json")
+    report = json.loads(again.stdout)
+    assert report["exit_code"] == Outcome.CRL_UNCHANGED and len(report["warnings"]) == 1
+    # A root CRL with plenty of time left: no warning.
+    fake_ca.body = ca_signer(ca).crl(6) + root.crl(3)
+    quiet = master.sync(fake_ca.url)
+    assert quiet.exit_code == Outcome.CRL_UPDATED and "Warning" not in quiet.output
+    # A root CRL that is not signed by the pinned root is refused whatever its freshness.
+    forger = make_signer("Example Root CA")
+    fake_ca.body = ca_signer(ca).crl(7) + forger.crl(9)
+    done = master.sync(fake_ca.url)
+    assert done.exit_code == 7 and "signature" in done.output
+    # The signing CA's CRL in its last quarter: stale (exit 8), as for a flat CA.
+    stale = ca_signer(ca).crl(
+        8, this_update=NOW - dt.timedelta(days=6), next_update=NOW + dt.timedelta(days=1)
+    )
+    fake_ca.body = stale + root.crl(4)
+    done = master.sync(fake_ca.url)
+    assert done.exit_code == 8, done.output

@@ -12,7 +12,9 @@ docs/*.md sorted), against one scratch CA: the documented paths and host names a
 temporary ones by SUBSTITUTIONS, defaults that point at system paths are pinned by
 `_pin_system_defaults`, and the state a command needs (a pending CSR for `sign NAME`, a
 signed certificate for `revoke NAME`, a registration for `classify NAME`, a running
-`splitca serve` for `sync-crl --ca-url ...`) is made first by `_prepare`. Each command must
+`splitca serve` for `sync-crl --ca-url ...` and for the operator commands given `--ca-url`,
+with an admin identity pinned where the docs rely on the agent ssldir's) is made first by
+`_prepare`. Each command must
 exit as documented (EXPECTED_EXIT, else 0) without a traceback. A command the test cannot
 run must be in NOT_RUN with the reason; a new command in the docs is picked up
 automatically and either runs or fails loudly.
@@ -180,6 +182,7 @@ SUBSTITUTIONS = {
     "/etc/splitca/": "{etc}/",  # splitca.yaml (also $SPLITCA_CONFIG) and classify.yaml
     "/etc/apache2/sites-available/": "{work}/sites-available/",
     "~/": "{work}/home/",
+    "/media/offline/": "{work}/offline/",  # the root key's offline medium (intermediate-ca.md)
     "ca.example.com:8140": "ca.example.com:{ca_port}",  # resolved to 127.0.0.1 in-process
     "0.0.0.0": "127.0.0.1",  # network only on loopback
     # placeholders the docs abbreviate with "..."
@@ -204,12 +207,19 @@ NOT_RUN: dict[str, str] = {}
 # Documented exit codes other than 0, by command.
 EXPECTED_EXIT: dict[tuple[str, ...], frozenset[int]] = {
     ("sync-crl",): frozenset({0, 10}),  # 0: CRL current, 10: a new CRL was installed
+    ("ca", "status"): frozenset({0, 12}),  # 12: a CA certificate ends within the horizon
 }
 
 # Commands run as a real process (`python -m splitca`); the rest run in-process through
 # click's CliRunner (the same `cli` object the console script calls), which is quicker.
 # sync-crl must run in-process: it resolves the documented CA host name to 127.0.0.1.
 SUBPROCESS = frozenset({("setup",), ("list",), ("revoke",), ("crl", "show"), ("serve",)})
+
+# Commands that take --ca-url and then work on the CA's HTTP API: run in-process (the docs'
+# CA host name resolves to 127.0.0.1 there) against the `splitca serve` on {ca_port}, with
+# the admin identity pinned (docs/remote-admin.md) unless the documented line gives one.
+_REMOTE_NAMES = ("list", "status", "sign", "revoke", "clean", "register", "registrations")
+REMOTE = frozenset((c,) for c in (*_REMOTE_NAMES, "unregister", "enroll"))
 
 # Global options and whether they take a value (to find the command in an argument list).
 _GLOBALS = {"--config": True, "--cadir": True, "-v": False, "--verbose": False}
@@ -284,7 +294,11 @@ def make_site(work: Path) -> Site:
         "key_size: 2048\n"  # the CA key: real, just quicker than 4096
         "workers: 1\n"
         "threads: 4\n"
+        # docs/ca-lifecycle.md encrypts the CA key (`ca encrypt-key`): its passphrase file.
+        f"ca_key_passphrase_file: {site.etc / 'ca-key.passphrase'}\n"
     )
+    (site.etc / "ca-key.passphrase").write_text("docs passphrase, not a secret\n")
+    (site.etc / "ca-key.passphrase").chmod(0o600)
     (site.etc / "classify.yaml").write_text(f"registry: {site.cadir / 'registry'}\n")
     # A reload command that touches no real Apache.
     stub = site.stub_bin / "apachectl"
@@ -415,11 +429,61 @@ def _master_ssldir(site: Site, server_name: str | None) -> None:
         (site.master_ssl / "certs" / f"{server_name}.pem").write_bytes(pki.pem(cert))
 
 
+def _admin_identity(site: Site) -> Path:
+    """An admin identity (pp_cli_auth) in Puppet's ssldir layout, for remote commands."""
+    ssldir = site.work / "admin-ssl"
+    if not (ssldir / "certs" / "ca.pem").exists():
+        _absent(site, "docs-admin.example.com")
+        argv = ["generate", "docs-admin.example.com", "--ca-client", "--ssldir", str(ssldir)]
+        result = CliRunner().invoke(cli, [*argv, "--key-size", "2048"], env=site.env)
+        assert result.exit_code == 0, result.output
+    return ssldir
+
+
+def _external_ca_files(site: Site, params: dict[str, Any]) -> None:
+    """What an operator receives from the organisation's PKI for `splitca import`: a
+    three-level chain (bundle, CRL chain), the issuing CA's key, encrypted if a
+    --passphrase-file is named (the passphrase in that file)."""
+    from .chain_helpers import ext_chain, key_pem, write_pems
+
+    chain = ext_chain(3)
+    write_pems(site.work / params["cert_bundle"], [c.cert for c in chain])
+    write_pems(site.work / params["crl_chain"], [c.crl() for c in chain])
+    passphrase = None
+    if params.get("passphrase_file"):
+        passphrase = b"docs passphrase"
+        (site.work / params["passphrase_file"]).write_bytes(passphrase + b"\n")
+    (site.work / params["private_key"]).write_bytes(key_pem(chain[0].key, passphrase))
+
+
+def _offline_copies(site: Site, params: dict[str, Any]) -> None:
+    """The docs' step before `ca root-crl`: copies of ca_crt.pem and ca_crl.pem on the
+    offline medium, from the CA whose chain holds the root key's certificate."""
+    key = pki.load_key((site.work / params["root_key"]).read_bytes(), None)
+    for bundle in sorted(site.work.glob("*/ca_crt.pem")):
+        if pki.signing_certificate(pki.load_certificates(bundle.read_bytes()), key) is not None:
+            for given, name in (
+                (params["root_cert"], "ca_crt.pem"),
+                (params["previous"], "ca_crl.pem"),
+            ):
+                if not (site.work / given).exists():
+                    shutil.copy(bundle.parent / name, site.work / given)
+            return
+
+
 def _has(rest: list[str], *options: str) -> bool:
     return any(a == o or a.startswith(o + "=") for a in rest for o in options)
 
 
-def _pin_system_defaults(site: Site, path: tuple[str, ...], rest: list[str]) -> list[str]:
+def _remote(path: tuple[str, ...], args: tuple[str, ...]) -> bool:
+    """A REMOTE command given --ca-url (*args*: the whole documented command, which parsing
+    leaves whole, unlike the ``rest`` that _params consumes)."""
+    return path in REMOTE and _has(list(args), "--ca-url")
+
+
+def _pin_system_defaults(
+    site: Site, path: tuple[str, ...], rest: list[str], args: tuple[str, ...] = ()
+) -> list[str]:
     """Extra arguments for defaults that point at system paths (Puppet's ssldir, Apache)."""
     extra: list[str] = []
     if path == ("sync-crl",):
@@ -429,6 +493,15 @@ def _pin_system_defaults(site: Site, path: tuple[str, ...], rest: list[str]) -> 
             extra += ["--dest", str(site.master_ssl / "crl.pem")]
         if not _has(rest, "--reload-command"):
             extra += ["--reload-command", f"{site.stub_bin / 'apachectl'} graceful"]
+    if _remote(path, args):
+        ssldir = site.work / "admin-ssl"
+        pinned = {
+            "--cert": ssldir / "certs" / "docs-admin.example.com.pem",
+            "--key": ssldir / "private_keys" / "docs-admin.example.com.pem",
+            "--ca-cert": ssldir / "certs" / "ca.pem",
+        }
+        if not _has(list(args), *pinned):  # the agent ssldir's identity, by default
+            extra += [a for opt, file in pinned.items() for a in (opt, str(file))]
     if path == ("apache-config",) and not _has(rest, "--site") and not _has(rest, "--ssldir"):
         extra += ["--ssldir", str(site.master_ssl)]
     return extra
@@ -467,6 +540,10 @@ def _prepare(site: Site, path: tuple[str, ...], params: dict[str, Any]) -> None:
         st = site.cadir.stat()
         os.chown(site.cadir, pwd.getpwnam("puppet").pw_uid, grp.getgrnam("puppet").gr_gid)
         site.undo.append(lambda: os.chown(site.cadir, st.st_uid, st.st_gid))
+    elif path == ("import",):
+        _external_ca_files(site, params)
+    elif path == ("ca", "root-crl"):
+        _offline_copies(site, params)
     if params.get("check"):
         require_program("apache2")
 
@@ -537,6 +614,9 @@ def run_doc_command(site: Site, cmd: DocCommand) -> tuple[int, str, frozenset[in
     try:
         if path and params is not None:
             _prepare(site, path, params)
+            if _remote(path, cmd.args):
+                _ca_server(site)
+                _admin_identity(site)
         return _run(site, cmd, path, rest)
     finally:
         while site.undo:
@@ -546,12 +626,12 @@ def run_doc_command(site: Site, cmd: DocCommand) -> tuple[int, str, frozenset[in
 def _run(
     site: Site, cmd: DocCommand, path: tuple[str, ...], rest: list[str]
 ) -> tuple[int, str, frozenset[int]]:
-    args = [*cmd.args, *_pin_system_defaults(site, path, rest)]
+    args = [*cmd.args, *_pin_system_defaults(site, path, rest, cmd.args)]
     expected = EXPECTED_EXIT.get(path, frozenset({0}))
     if path == ("serve",):
         port = rest[rest.index("--port") + 1] if "--port" in rest else site.serve_port
         code, output = _run_serve(site, args, int(port))
-    elif path in SUBPROCESS:
+    elif path in SUBPROCESS and not _remote(path, cmd.args):
         proc = subprocess.run(
             [sys.executable, "-m", "splitca", *args],
             env={**os.environ, **site.env},

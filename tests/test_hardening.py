@@ -1,5 +1,6 @@
-"""Attacks and races found in review, each pinned: look-alike CAs, racing CSRs, clean vs sign,
-reserved names, weak curves, absurd numbers and nesting, a misconfigured autosign."""
+"""Attacks and races found in review, each pinned: look-alike CAs, racing CSRs, reserved
+names, weak curves, absurd numbers and nesting, a misconfigured autosign (clean racing a
+signing is in test_revocation.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from cryptography.x509.oid import NameOID
 from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.compose import open_ca
-from splitca.core.usecases import revoke as usecases_revoke
 from splitca.errors import PolicyViolation
 from splitca.http.routes_ca import App
 from splitca.http.wsgiapp import make_app
@@ -97,45 +97,6 @@ def test_racing_csrs_for_one_name_sign_exactly_one(settings) -> None:
         if ln.certname == "race.example.com"
     ]
     assert len(issued) == 1
-
-
-def test_a_signing_racing_clean_lands_wholly_after_it(settings, monkeypatch) -> None:
-    """A new request signed while clean runs waits for it: it is neither revoked nor deleted
-    by that clean, and nothing is ever deleted unrevoked (see test_revocation_race.py for
-    the same through the server)."""
-    setup_ca(settings)
-    ca = open_ca(settings.replace(allow_duplicate_certs=True))
-    ca.submit_csr("flip", pki.pem(make_csr("flip")))
-    first = ca.sign("flip")
-    real_add = usecases_revoke.add_to_crl
-    racers: list[threading.Thread] = []
-    second: list[x509.Certificate] = []
-
-    def sign_again() -> None:
-        ca.submit_csr("flip", pki.pem(make_csr("flip")))
-        second.append(ca.sign("flip"))
-
-    def add_while_signing(d, serials, reason, **kwargs):  # type: ignore[no-untyped-def]
-        t = threading.Thread(target=sign_again)  # the race: a signing while clean revokes
-        t.start()
-        racers.append(t)
-        return real_add(d, serials, reason, **kwargs)
-
-    monkeypatch.setattr(usecases_revoke, "add_to_crl", add_while_signing)
-    cleaned, _ = ca.clean(["flip"])
-    for t in racers:
-        t.join(60)
-    assert cleaned == ["flip"] and len(second) == 1
-    issued = [
-        ln.serial
-        for ln in parse_inventory(ca.store.cadir.inventory.read_bytes())
-        if ln.certname == "flip"
-    ]
-    assert issued == [first.serial_number, second[0].serial_number]
-    assert ca.is_revoked(first.serial_number)
-    assert not ca.is_revoked(second[0].serial_number)
-    current = x509.load_pem_x509_certificate(ca.store.cadir.cert_path("flip").read_bytes())
-    assert current.serial_number == second[0].serial_number
 
 
 def test_admin_and_ca_names_are_never_autosigned(settings) -> None:

@@ -21,11 +21,14 @@ MAY_IMPORT: dict[str, set[str]] = {
     "enrollment": {"pki", "core"},
     "http": {"pki", "core", "enrollment", "wiring"},
     "split": {"pki", "core"},
-    "cli": {"pki", "core", "enrollment", "http", "split", "wiring"},
-    "wiring": {"pki", "core", "store", "enrollment", "http", "split", "cli"},
+    # The operator's Admin port: over the facade (wiring) here, or over the CA's HTTP API.
+    "admin": {"pki", "core", "enrollment", "wiring"},
+    "cli": {"pki", "core", "enrollment", "http", "split", "admin", "wiring"},
+    "wiring": {"pki", "core", "store", "enrollment", "http", "split", "admin", "cli"},
 }
-# Named exceptions: the registry's HTTP backend uses the one outbound HTTP client.
-ALSO_ALLOWED = {("enrollment.backends.http", "split.client")}
+# Named exceptions: the registry's HTTP backend and the remote Admin use the one outbound
+# HTTP client.
+ALSO_ALLOWED = {("enrollment.backends.http", "split.client"), ("admin.remote", "split.client")}
 # No transport library in the pure layers.
 PURE = {"leaves", "pki", "core"}
 TRANSPORTS = {"click", "requests", "wsgiref", "cheroot", "boto3", "botocore", "http", "urllib3"}
@@ -35,6 +38,7 @@ TRANSPORTS |= {"psycopg", "psycopg2", "socketserver"}
 CONCRETE = {"FileStore", "KeyFileSigner", "DirectoryRegistry", "HttpRegistry", "S3Registry"}
 CONCRETE |= {"RegistryAutosigner", "Index", "CADir", "GroupCommit", "AuditLog"}
 CONCRETE |= {"PgStore", "Database", "PgRegistry", "PgLedger", "PgAudit"}
+CONCRETE |= {"LocalAdmin", "RemoteAdmin"}
 NAMES_CONCRETE = {"compose"}
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,11 +17,11 @@ from splitca import pki
 from splitca.cli import cli
 from splitca.compose import open_ca, setup_ca
 from splitca.config import Settings
-from splitca.errors import StoreError
+from splitca.errors import ConfigError, StoreError
 from splitca.http.wsgiapp import make_app
-from splitca.store.postgres.schema import LATEST
+from splitca.store.postgres import schema
 
-from .conftest import make_csr, make_settings, write_config, wsgi_call
+from .conftest import fast_key, make_csr, make_settings, write_config, wsgi_call
 from .pg_harness import PgServer
 
 
@@ -125,12 +127,10 @@ def test_db_migrate_is_idempotent(pg_server: PgServer, tmp_path: Path) -> None:
         )
         cfg = write_config(tmp_path / "splitca.yaml", settings)
         first = run(cfg, "db", "migrate")
-        assert first.exit_code == 0 and f"from version 0 to {LATEST}" in first.output
+        top = schema.LATEST
+        assert first.exit_code == 0 and f"from version 0 to {top}" in first.output
         second = run(cfg, "db", "migrate", "--format", "json")
-        assert json.loads(second.output) == {
-            "schema_version_before": LATEST,
-            "schema_version": LATEST,
-        }
+        assert json.loads(second.output) == {"schema_version_before": top, "schema_version": top}
     finally:
         pg_server.drop_database(db)
 
@@ -150,8 +150,11 @@ def test_a_database_outage_is_exit_5_and_http_503_without_the_password(
     reads = ("/puppet-ca/v1/certificate/ca", "/puppet-ca/v1/certificate_revocation_list/ca")
     served = {path: wsgi_call(app, "GET", path) for path in reads}
     assert run(pg_config, "list").exit_code == 0
+    assert wsgi_call(app, "GET", "/status/v1/simple").text == "running"
     pg_server.stop()
     try:
+        health = wsgi_call(app, "GET", "/status/v1/simple")  # the load balancer's probe
+        assert (health.status, health.text) == (503, "error")
         result = CliRunner().invoke(cli, ["--config", str(pg_config), "list", "--all"])
         assert result.exit_code == 5, result.output
         assert "unavailable" in result.output and pg_server.password not in result.output
@@ -170,3 +173,78 @@ def test_a_database_outage_is_exit_5_and_http_503_without_the_password(
             assert (answer.status, answer.body) == (200, served[path].body), path
     finally:
         pg_server.start()
+    deadline = time.monotonic() + 60  # the pool reconnects by itself (with backoff)
+    while wsgi_call(app, "GET", "/status/v1/simple").status != 200:
+        assert time.monotonic() < deadline, "the replica did not recover"
+        time.sleep(0.2)
+    put = wsgi_call(
+        app,
+        "PUT",
+        "/puppet-ca/v1/certificate_request/n9",
+        pki.pem(make_csr("n9")),
+        headers={"Content-Type": "text/plain"},
+    )
+    assert put.status == 200, put
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://splitca:{pw}@db.example.com/ca",
+        "postgresql://splitca@db.example.com/ca?password={pw}",
+        "postgresql://splitca:{pw}",  # a "port" that is the password
+    ],
+)
+def test_a_password_in_the_store_url_is_refused_and_not_echoed(tmp_path: Path, url: str) -> None:
+    secret = "s3cret-Pa55"
+    cfg = tmp_path / "splitca.yaml"
+    cfg.write_text(f"cadir: {tmp_path / 'ca'}\nstore: {url.format(pw=secret)}\n")
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "list"])
+    assert result.exit_code == 2, result.output
+    assert "store:" in result.output and secret not in result.output
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("mysql://db/ca", "must be empty"),
+        ("postgresql://splitca@db.example.com", "names no database"),
+    ],
+)
+def test_a_store_setting_that_is_no_database_url_is_refused(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"^store: .*{message}"):
+        make_settings(tmp_path, store=value)
+
+
+def test_an_unreadable_password_file_is_named_not_shown(pg_settings: Settings) -> None:
+    assert pg_settings.database_password_file is not None
+    pg_settings.database_password_file.chmod(0o000)
+    try:
+        if os.access(pg_settings.database_password_file, os.R_OK):  # root reads anyway
+            bad = pg_settings.replace(database_password_file=pg_settings.cadir / "no-such-file")
+        else:
+            bad = pg_settings
+        with pytest.raises(StoreError) as failed:
+            open_ca(bad, autosign_at_start=False)
+        assert str(bad.database_password_file) in str(failed.value)
+    finally:
+        pg_settings.database_password_file.chmod(0o600)
+
+
+def test_import_refuses_when_this_host_holds_another_ca_key(
+    pg_settings: Settings, tmp_path: Path
+) -> None:
+    from .conftest import copy_fixture_cadir
+
+    source = copy_fixture_cadir(tmp_path / "puppetserver-ca")
+    pg_settings.cadir.mkdir(parents=True)
+    (pg_settings.cadir / "ca_key.pem").write_bytes(pki.private_key_pem(fast_key()))
+    cfg = write_config(tmp_path / "host.yaml", pg_settings)
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "db", "import", str(source)])
+    assert result.exit_code == 4 and "another CA key" in result.output
+    ca_rows = CliRunner().invoke(cli, ["--config", str(cfg), "db", "migrate", "--format", "json"])
+    assert ca_rows.exit_code == 0  # the database was left as it was: usable, empty
+    with pytest.raises(StoreError, match="not a CA directory"):
+        open_ca(pg_settings, autosign_at_start=False)

@@ -386,26 +386,24 @@ def test_register_then_enroll_through_one_replica_and_replay_through_another(
 # --- the schema step ---------------------------------------------------------------------------
 
 
-def test_a_version_1_database_holding_a_ca_is_upgraded_in_place(
+def test_a_database_of_the_version_before_holding_a_ca_is_upgraded_in_place(
     pg_settings: Settings, pg_server: PgServer, tmp_path: Path
 ) -> None:
-    """Schema version 2 (registrations, ledger, audit) is added to a database that a splitca
-    of version 1 made, keeping its CA; the CA then enrolls registered machines."""
+    """The schema step of registrations, ledger and audit (version 3) is added to a database
+    that a splitca of version 2 made, keeping its CA; the CA then enrolls registered machines."""
     from splitca.store.postgres import schema
 
+    assert schema.LATEST == 3
     setup_ca(pg_settings)
     name = pg_settings.store.rsplit("/", 1)[1]
-    pg_server.psql(  # what a version 1 splitca left
+    pg_server.psql(  # what a version 2 splitca left
         "DROP TABLE splitca.registrations, splitca.redeemed_tokens, splitca.audit;"
-        " UPDATE splitca.meta SET value = '1' WHERE key = 'schema_version'",
+        " UPDATE splitca.meta SET value = '2' WHERE key = 'schema_version'",
         name,
     )
     config = write_config(tmp_path / "splitca.yaml", pg_settings)
     migrated = run(config, "db", "migrate", "--format", "json")
-    assert json.loads(migrated.output) == {
-        "schema_version_before": 1,
-        "schema_version": schema.LATEST,
-    }
+    assert json.loads(migrated.output) == {"schema_version_before": 2, "schema_version": 3}
     assert pg_server.psql("SELECT name FROM splitca.certs", name) == "ca.test"
     _, token = register(open_registry(pg_settings), "up.example.com", WORKER, ttl=HOUR)
     assert submit(open_ca(pg_settings), "up.example.com", token).signed

@@ -268,9 +268,9 @@ def test_replicas_migrating_a_fresh_database_at_once_all_succeed(
         for t in threads:
             t.join(120)
         assert errors == []
-        n = schema.LATEST
-        assert sorted(results) == [(0, n), (n, n), (n, n), (n, n)]  # one did the work
-        assert pg_server.psql("SELECT value FROM splitca.meta", name) == str(n)
+        top = schema.LATEST
+        assert sorted(results) == [(0, top), (top, top), (top, top), (top, top)]  # one did it
+        assert pg_server.psql("SELECT value FROM splitca.meta", name) == str(top)
         stores[0].prepare()  # idempotent
         assert stores[0].missing_parts() == ["ca_crt.pem", "ca_crl.pem", "serial", "ca_key.pem"]
     finally:

@@ -129,25 +129,6 @@ def test_every_certificate_and_crl_verifies_with_openssl(
     assert "Key Compromise" in text
 
 
-def test_crl_number_increments_and_revocations_batch_into_one_resign(
-    ca: CertificateAuthority,
-) -> None:
-    """Revoking a batch re-signs the CRL once; every change bumps the CRL number."""
-    for i in range(3):
-        signed(ca, f"n{i}")
-    before = pki.crl_number(x509.load_pem_x509_crl(ca.crl_pem()))
-    found, missing = ca.revoke(["n0", "n1", "n2", "ghost"])
-    assert sorted(found) == ["n0", "n1", "n2"] and missing == ["ghost"]
-    crl = x509.load_pem_x509_crl(ca.crl_pem())
-    assert pki.crl_number(crl) == before + 1
-    assert len(list(crl)) == 3
-    again, _ = ca.revoke(["n0"])  # already revoked: no new CRL
-    assert again == {"n0": [found["n0"][0]]}
-    assert pki.crl_number(x509.load_pem_x509_crl(ca.crl_pem())) == before + 1
-    assert ca.refresh_crl(force=True)
-    assert pki.crl_number(x509.load_pem_x509_crl(ca.crl_pem())) == before + 2
-
-
 def test_crl_next_update_is_short_and_refresh_keeps_it_fresh(tmp_path: Path) -> None:
     """nextUpdate follows crl_ttl (days, not puppetserver's 5 years); refresh re-issues within the margin
     and prunes entries of expired certificates."""

@@ -146,9 +146,8 @@ def test_dead_worker_is_replaced(settings, server_factory) -> None:
     assert server.stop() == 0
 
 
-def test_readme_serve_command_runs_a_demo_ca(tmp_path: Path) -> None:
-    """scripts/serve.sh: creates the demo CA on first run and serves it; SIGTERM stops it."""
-    port = free_port()
+def _run_serve_sh(tmp_path: Path, port: int, log: Path) -> str:
+    """Start scripts/serve.sh, wait for the CA, fetch its certificate, SIGTERM it; its log."""
     env = dict(
         os.environ,
         SPLITCA_VENV=sys.prefix,
@@ -156,7 +155,6 @@ def test_readme_serve_command_runs_a_demo_ca(tmp_path: Path) -> None:
         SPLITCA_PORT=str(port),
         PYTHONUNBUFFERED="1",
     )
-    log = tmp_path / "serve.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             ["bash", str(REPO / "scripts" / "serve.sh")],
@@ -171,9 +169,6 @@ def test_readme_serve_command_runs_a_demo_ca(tmp_path: Path) -> None:
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
-        text = log.read_text()
-        assert "Created CA 'Puppet CA: localhost'" in text
-        assert f"puppet ssl bootstrap --ca_server 127.0.0.1 --ca_port {port}" in text
         cacert = tmp_path / "demo" / "ca" / "ca_crt.pem"
         with session(cacert) as s:
             r = s.get(f"https://127.0.0.1:{port}/puppet-ca/v1/certificate/ca", timeout=10)
@@ -182,3 +177,17 @@ def test_readme_serve_command_runs_a_demo_ca(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     assert proc.returncode == 0, log.read_text()
+    return log.read_text()
+
+
+def test_readme_serve_command_runs_a_demo_ca(tmp_path: Path) -> None:
+    """scripts/serve.sh: creates the demo CA on first run and serves it; SIGTERM stops it.
+    A restart with nothing changed reuses the CA and skips `pip install -e` (the venv's
+    stamp of pyproject.toml matches)."""
+    port = free_port()
+    text = _run_serve_sh(tmp_path, port, tmp_path / "serve.log")
+    assert "Created CA 'Puppet CA: localhost'" in text
+    assert f"puppet ssl bootstrap --ca_server 127.0.0.1 --ca_port {port}" in text
+    again = _run_serve_sh(tmp_path, port, tmp_path / "serve-again.log")
+    assert "is up to date with pyproject.toml; not reinstalling" in again
+    assert "Installing splitca" not in again and "Created CA" not in again

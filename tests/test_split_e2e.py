@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 from splitca import compose
 from splitca.cli import cli
@@ -329,6 +330,24 @@ def test_ca_under_mod_wsgi_serves_the_api_and_bootstraps_an_agent(wsgi_python_ho
                 body=b'{"desired_state": "revoked"}',
             )
             assert anonymous.status == 403
+            # Health for a load balancer, and the metrics, under mod_wsgi too.
+            health = https_get(port, "/status/v1/simple", cacert=cacert)
+            assert (health.status, health.body) == (200, b"running")
+            metrics = https_request(
+                "GET",
+                port,
+                "/metrics",
+                cacert=cacert,
+                cert=settings.effective_server_cert,
+                key=settings.effective_server_key,
+            )
+            assert metrics.status == 200, metrics.body[:2000]
+            values = {
+                s.name: s.value
+                for f in text_string_to_metric_families(metrics.body.decode())
+                for s in f.samples
+            }
+            assert values["splitca_up"] == 1 and values["splitca_certificates_revoked"] == 1
             # The agent sees it on its next CRL download.
             agent.crl_path.unlink()
             again = agent.bootstrap(port)

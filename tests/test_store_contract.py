@@ -474,3 +474,24 @@ def test_named_locks_exclude_each_other_across_instances(backend: Backend) -> No
 def _hold(store: CAStore, events: list[str]) -> None:
     with store.locked("crl"):
         events.append("second-in")
+
+
+# --- CRL fetch records (monitoring, best effort) ------------------------------------------------
+
+
+def test_crl_fetches_are_recorded_replaced_and_seen_by_another_instance(backend: Backend) -> None:
+    a, b = backend.open(), backend.open()
+    assert a.crl_fetches() == []
+    a.record_crl_fetch("master2.example.com", 3, 1000.0)
+    a.record_crl_fetch("master1.example.com", 4, 1001.5)
+    b.record_crl_fetch("master2.example.com", 5, 1002.0)  # replaces master2's last
+    assert [(f.name, f.number, f.at) for f in a.crl_fetches()] == [
+        ("master1.example.com", 4, 1001.5),
+        ("master2.example.com", 5, 1002.0),
+    ]
+
+
+def test_crl_fetch_records_survive_a_rebuild(backend: Backend, store: CAStore) -> None:
+    store.record_crl_fetch("master1.example.com", 1, 1000.0)
+    store.rebuild()
+    assert [f.name for f in backend.open().crl_fetches()] == ["master1.example.com"]

@@ -26,6 +26,7 @@ from ..errors import (
     InvalidRequest,
     ListenError,
     LockTimeout,
+    MastersBehind,
     NotFound,
     PolicyViolation,
     ReloadFailed,
@@ -57,6 +58,7 @@ class Outcome(enum.IntEnum):
     NOT_REGISTERED = 1  # classify: an ENC's "no such node"
     CRL_UNCHANGED = 0  # sync-crl: the installed CRL is current; nothing changed
     CRL_UPDATED = 10  # sync-crl: a new CRL installed (and reloaded), or --force-reload reloaded
+    CA_EXPIRING = 12  # ca status: a CA certificate expires within the horizon (or expired)
 
 
 # Errors, and a command's partial failures it reported itself name by name (finish(NotFound)).
@@ -75,6 +77,7 @@ EXIT_CODES: tuple[tuple[type[SplitCAError], int], ...] = (
     (CRLRejected, 7),
     (CRLStale, 8),  # sync-crl: no fresh CRL and the installed one expires soon
     (ReloadFailed, 9),  # sync-crl: CRL installed, reload command failed
+    (MastersBehind, 11),  # masters: a compile master's CRL is behind by more than allowed
     (SplitCAError, 1),
 )
 
@@ -155,6 +158,8 @@ COMMAND_MODULES: dict[str, str] = {
     ),
     **dict.fromkeys(("register", "enroll", "registrations", "unregister", "classify"), "enroll"),
     **dict.fromkeys(("apache-config", "sync-crl"), "split"),
+    "masters": "fleet",
+    **dict.fromkeys(("import", "ca"), "chain"),  # chain.py adds to lifecycle's `ca` group
     "db": "db",
 }
 

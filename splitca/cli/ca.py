@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 from cryptography import x509
 
-from splitca.core.audit import Actor
 from splitca.core.ports import Row
+from splitca.core.usecases.chain import DEFAULT_ROOT_CRL_TTL, DEFAULT_ROOT_TTL, RootSpec
 from splitca.core.usecases.ssldir import ssldir_paths
 
 from .. import pki
@@ -21,9 +21,10 @@ from ..compose import setup_ca
 from ..config import parse_duration
 from ..errors import ConfigError, Conflict, InvalidRequest, NotFound
 from ._base import Ctx, Outcome, cli, echo_json, finish, format_option, pass_ctx
+from ._remote import CLI_ACTOR, admin, remote_options
+from .chain import read_input, read_passphrase
 
 log = logging.getLogger(__name__)
-CLI_ACTOR = Actor("cli")
 
 
 def _split_names(values: tuple[str, ...]) -> list[str]:
@@ -54,6 +55,40 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
     help="For a CA that already exists (imported from puppetserver, say): issue this host's "
     "TLS certificate if it is missing. Refused if signed/CERTNAME.pem exists.",
 )
+@click.option(
+    "--encrypt-key",
+    is_flag=True,
+    help="Write ca_key.pem encrypted (PKCS#8), with the passphrase from ca_key_passphrase_file "
+    "or $CREDENTIALS_DIRECTORY (never from the command line). Setting: encrypt_ca_key.",
+)
+@click.option(
+    "--intermediate",
+    is_flag=True,
+    help="Make a root CA too, and sign agents with an intermediate under it "
+    "(as 'puppetserver ca setup'); the root key goes to --root-key-out.",
+)
+@click.option(
+    "--root-key-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --intermediate: where to write the root key (default CADIR/root_key.pem); "
+    "move it offline afterwards.",
+)
+@click.option(
+    "--root-ca-name",
+    help='With --intermediate: the root\'s CN (default "Puppet Root CA: <random>").',
+)
+@click.option(
+    "--root-ttl",
+    help="With --intermediate: the root certificate's lifetime (default 15y, at least --ca-ttl).",
+)
+@click.option(
+    "--root-crl-ttl", help="With --intermediate: how long the root's CRL is valid (default 1y)."
+)
+@click.option(
+    "--root-passphrase-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --intermediate: encrypt the root key with the passphrase in this file.",
+)
 @format_option
 @pass_ctx
 def setup(
@@ -66,6 +101,13 @@ def setup(
     ec_curve: str | None,
     ca_ttl: str | None,
     server_identity: bool,
+    encrypt_key: bool,
+    intermediate: bool,
+    root_key_out: Path | None,
+    root_ca_name: str | None,
+    root_ttl: str | None,
+    root_crl_ttl: str | None,
+    root_passphrase_file: Path | None,
     fmt: str,
 ) -> None:
     """Create a CA in the cadir (puppetserver's layout). Safe to re-run.
@@ -79,6 +121,10 @@ def setup(
     An existing CA without splitca's server certificate (puppetserver's cadir):
       splitca setup --server-identity --certname ca.example.com
     issues it (and never replaces a certificate file).
+
+    \b
+    A root CA and an intermediate that signs agents (docs/intermediate-ca.md):
+      splitca setup --intermediate --root-key-out /media/offline/root_key.pem
     """
     c.override(
         certname=certname,
@@ -88,8 +134,25 @@ def setup(
         key_size=key_size,
         ec_curve=ec_curve,
         ca_ttl=ca_ttl,
+        encrypt_ca_key=True if encrypt_key else None,
     )
-    result = setup_ca(c.settings, server_identity=server_identity)
+    spec = None
+    root_given = root_key_out or root_ca_name or root_ttl or root_crl_ttl or root_passphrase_file
+    if root_given and not intermediate:
+        raise click.UsageError("the --root-* options go with --intermediate")
+    if intermediate:
+        spec = RootSpec(
+            key_out=root_key_out or c.settings.cadir / "root_key.pem",
+            name=root_ca_name,
+            ttl=parse_duration(root_ttl, key="--root-ttl") if root_ttl else DEFAULT_ROOT_TTL,
+            crl_ttl=parse_duration(root_crl_ttl, key="--root-crl-ttl")
+            if root_crl_ttl
+            else DEFAULT_ROOT_CRL_TTL,
+            passphrase=read_passphrase(root_passphrase_file),
+        )
+        if spec.crl_ttl < dt.timedelta(hours=1):
+            raise ConfigError("--root-crl-ttl: must be at least 1h")
+    result = setup_ca(c.settings, server_identity=server_identity, intermediate=spec)
     if fmt == "json":
         echo_json(
             {"created": result.created, "cadir": str(c.settings.cadir), "messages": result.messages}
@@ -165,6 +228,7 @@ def _text_line(row: Row) -> str:
 @click.option("--revoked", "state", flag_value="revoked", help="Only revoked certificates.")
 @click.option("--all", "state", flag_value="all", help="Everything: pending, signed and revoked.")
 @format_option
+@remote_options()
 @pass_ctx
 def list_(c: Ctx, state: str | None, fmt: str) -> None:
     """List CSRs and certificates, from the index (fast at 100k certificates).
@@ -173,12 +237,12 @@ def list_(c: Ctx, state: str | None, fmt: str) -> None:
     entries carry "pending_reason" explaining why they were not signed.
     """
     state = state or "requested"
-    rows = c.ca.statuses(None if state == "all" else state)
+    ca = admin(c)
     if fmt == "json":
         # Pieces of ~2000 objects rendered by the index: no per-row Python work, and no
         # list of 100k strings in memory.
         out = sys.stdout
-        for piece in c.ca.statuses_json(None if state == "all" else state):
+        for piece in ca.statuses_json(None if state == "all" else state):
             out.write(piece)
         out.write("\n")
         return
@@ -188,7 +252,7 @@ def list_(c: Ctx, state: str | None, fmt: str) -> None:
         "revoked": "Revoked Certificates:",
     }
     groups: dict[str, list[Row]] = {"requested": [], "signed": [], "revoked": []}
-    for row in rows:
+    for row in ca.statuses(None if state == "all" else state):
         groups[row.state].append(row)
     shown = 0
     for key, title in titles.items():
@@ -206,10 +270,11 @@ def list_(c: Ctx, state: str | None, fmt: str) -> None:
 @cli.command()
 @click.argument("certname")
 @format_option
+@remote_options()
 @pass_ctx
 def status(c: Ctx, certname: str, fmt: str) -> None:
     """Show one certname's certificate_status (certificate if signed, else CSR)."""
-    row = c.ca.status(certname)
+    row = admin(c).status(certname)
     if row is None:
         raise NotFound(f"nothing is known about {certname}")
     if fmt == "json":
@@ -232,6 +297,7 @@ def status(c: Ctx, certname: str, fmt: str) -> None:
 )
 @click.option("--ttl", help="Certificate lifetime, e.g. 90d or 1y (default: cert_ttl or ca_ttl).")
 @format_option
+@remote_options()
 @pass_ctx
 def sign(
     c: Ctx,
@@ -248,32 +314,19 @@ def sign(
     names = _split_names(certnames)
     if sign_all == bool(names):
         raise click.UsageError("give CERTNAME(s) or --all, not both and not neither")
+    ca = admin(c)
     if sign_all:
-        names = c.ca.pending_names()
+        names = ca.pending_names()
     names = list(dict.fromkeys(names))
     lifetime = parse_duration(ttl, key="--ttl") if ttl else None
-    # The one bulk path (as POST sign/all): a CSR that cannot be signed is reported and
-    # the others are still signed.
-    outcome = c.ca.sign_many(
-        names, ttl=lifetime, allow_alt_names=allow_dns_alt_names, actor=CLI_ACTOR
-    )
-    results: list[dict[str, object]] = []
-    for name in names:
-        cert = outcome.certificates.get(name)
-        if cert is not None:
-            results.append(
-                {
-                    "certname": name,
-                    "signed": True,
-                    "serial": cert.serial_number,
-                    "fingerprint": pki.fingerprints(pki.der(cert))["SHA256"],
-                }
-            )
-        else:
-            results.append(
-                {"certname": name, "signed": False, "error": outcome.messages.get(name, "")}
-            )
-    failed = len(outcome.no_csr) + len(outcome.signing_errors)
+    signed = ca.sign(names, ttl=lifetime, allow_alt_names=allow_dns_alt_names)
+    results: list[dict[str, object]] = [
+        {"certname": r.certname, "signed": True, "serial": r.serial, "fingerprint": r.fingerprint}
+        if r.signed
+        else {"certname": r.certname, "signed": False, "error": r.error}
+        for r in signed
+    ]
+    failed = sum(not r.signed for r in signed)
     if fmt == "json":
         echo_json(results)
     else:
@@ -303,6 +356,7 @@ _REASONS = {r.name: r for r in x509.ReasonFlags if r not in (x509.ReasonFlags.re
     help="CRL reason code (puppetserver uses key_compromise).",
 )
 @format_option
+@remote_options()
 @pass_ctx
 def revoke(c: Ctx, certnames: tuple[str, ...], reason: str, fmt: str) -> None:
     """Revoke every certificate issued to each CERTNAME, with one CRL re-sign for the batch.
@@ -311,14 +365,13 @@ def revoke(c: Ctx, certnames: tuple[str, ...], reason: str, fmt: str) -> None:
     nothing to revoke are reported and make the exit code 3.
     """
     names = _split_names(certnames)
-    found, missing = c.ca.revoke(names, reason=_REASONS[reason], actor=CLI_ACTOR)
+    found, missing = admin(c).revoke(names, reason=_REASONS[reason])
     if fmt == "json":
         echo_json({"revoked": found, "not_found": missing})
     else:
         for name, serials in found.items():
-            click.echo(
-                f"Revoked {name} (serial{'s' if len(serials) > 1 else ''} {', '.join(map(str, serials))})"
-            )
+            shown = f" (serial{'s' if len(serials) > 1 else ''} {', '.join(map(str, serials))})"
+            click.echo(f"Revoked {name}{shown if serials else ''}")
         for name in missing:
             click.echo(f"Error: no certificate to revoke for {name}", err=True)
     if missing:
@@ -328,15 +381,12 @@ def revoke(c: Ctx, certnames: tuple[str, ...], reason: str, fmt: str) -> None:
 @cli.command()
 @click.argument("certnames", nargs=-1, required=True)
 @format_option
+@remote_options()
 @pass_ctx
 def clean(c: Ctx, certnames: tuple[str, ...], fmt: str) -> None:
     """Revoke and delete the certificates of CERTNAMEs so the hosts can re-enroll."""
-    names = _split_names(certnames)
-    cleaned, missing = c.ca.clean(names, actor=CLI_ACTOR)
-    pending = [n for n in missing if c.ca.csr_pem(n) is not None]
-    for name in pending:
-        c.ca.delete_csr(name, actor=CLI_ACTOR)
-    missing = [n for n in missing if n not in pending]
+    done = admin(c).clean(_split_names(certnames))
+    cleaned, pending, missing = done.cleaned, done.csr_deleted, done.not_found
     if fmt == "json":
         echo_json({"cleaned": cleaned, "csr_deleted": pending, "not_found": missing})
     else:
@@ -446,8 +496,21 @@ def crl_show(c: Ctx, fmt: str) -> None:
     if fmt == "json":
         echo_json(info)
         return
+    chain = info.pop("chain")
+    warnings = info.pop("warnings")
     for key, value in info.items():
         click.echo(f"{key:<24} {value}")
+    assert isinstance(chain, list) and isinstance(warnings, list)
+    if len(chain) > 1:
+        click.echo("chain:")
+        for one in chain:
+            whose = "this CA" if one["own"] else "above"
+            click.echo(
+                f"  {one['issuer']:<40} number {one['crl_number']}, next update "
+                f"{one['next_update']} ({whose}{'' if one['signature_valid'] else ', BAD SIGNATURE'})"
+            )
+    for line in warnings:
+        click.echo(f"Warning: {line}", err=True)
 
 
 @crl.command(name="refresh")
@@ -469,6 +532,36 @@ def crl_refresh(c: Ctx, force: bool, fmt: str) -> None:
         click.echo(
             f"CRL number {info['crl_number']} is fresh until {info['next_update']}; nothing to do"
         )
+
+
+@crl.command(name="install-root")
+@click.argument("crl_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@format_option
+@pass_ctx
+def crl_install_root(c: Ctx, crl_file: Path, fmt: str) -> None:
+    """Serve a new CRL of the root (or any CA above this one) after this CA's own CRL.
+
+    FILE comes from 'splitca ca root-crl' on the offline machine. It must verify with
+    that CA's certificate in ca_crt.pem, be current and have a higher number than the
+    one it replaces. ca_crl.pem is re-published atomically (this CA's CRL re-signed first).
+    """
+    done = c.ca.install_crl(read_input(crl_file, "FILE"), actor=CLI_ACTOR)
+    if fmt == "json":
+        echo_json(
+            [
+                {
+                    "issuer": r.issuer,
+                    "crl_number": r.number,
+                    "next_update": r.next_update.isoformat() if r.next_update else None,
+                    "installed": r.changed,
+                }
+                for r in done
+            ]
+        )
+        return
+    for r in done:
+        what = "Installed" if r.changed else "Already installed:"
+        click.echo(f"{what} CRL number {r.number} of {r.issuer!r}, next update {r.next_update}")
 
 
 # --- index maintenance -------------------------------------------------------------------------

@@ -3,40 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from splitca.core.audit import Actor, AuditSink
+from splitca.admin.port import EnrollOptions
 from splitca.enrollment import enroll as enrollment
 from splitca.enrollment.registry import Classification, Registry
 
-from ..clock import utcnow
-from ..compose import open_audit, open_registry
+from ..compose import open_registry
 from ..config import parse_duration
-from ..errors import ConfigError, InvalidRequest, StoreError
+from ..errors import InvalidRequest
 from ._base import Ctx, Outcome, cli, echo_json, finish, format_option, pass_ctx
+from ._remote import admin, remote_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _actor() -> Actor:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = ""
-    return Actor("cli", user)
-
-
 def _registry(c: Ctx) -> Registry:
     return open_registry(c.settings)
-
-
-def _audit(c: Ctx) -> AuditSink:
-    return open_audit(c.settings)
 
 
 def _classification(
@@ -52,8 +39,9 @@ def _classification(
     return Classification.build(names, parameters, environment or "")
 
 
-def _ttl(c: Ctx, ttl: str | None) -> dt.timedelta:
-    return parse_duration(ttl, key="--ttl") if ttl else c.settings.registry_ttl
+def _ttl(ttl: str | None) -> dt.timedelta | None:
+    """--ttl, or None for the registry_ttl of the CA that registers (this host's or --ca-url's)."""
+    return parse_duration(ttl, key="--ttl") if ttl else None
 
 
 _classification_options = [
@@ -91,6 +79,7 @@ def classification_options(fn: F) -> F:
     "--replace", is_flag=True, help="Overwrite an existing registration (issues a new token)."
 )
 @format_option
+@remote_options()
 @pass_ctx
 def register(
     c: Ctx,
@@ -112,24 +101,21 @@ def register(
     Text output is the token alone on stdout (details on stderr), for scripts:
       TOKEN=$(splitca register web7.example.com --class role::web)
     """
-    record, token = enrollment.register(
-        _registry(c),
+    found = admin(c).register(
         certname,
         _classification(classes, params, environment),
-        ttl=_ttl(c, ttl),
+        ttl=_ttl(ttl),
         replace=replace,
-        audit=_audit(c),
-        actor=_actor(),
     )
     if fmt == "json":
-        echo_json({**record.public(record.created), "token": token})
+        echo_json(found)
         return
     click.echo(
-        f"Registered {certname} until {record.public(record.created)['expires']} "
-        f"(token id {record.token_id}); the token is shown once:",
+        f"Registered {certname} until {found['expires']} "
+        f"(token id {found['token_id']}); the token is shown once:",
         err=True,
     )
-    click.echo(token)
+    click.echo(found["token"])
 
 
 @cli.command()
@@ -143,7 +129,10 @@ def register(
 @click.option(
     "--ca-cert",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="CA certificate to embed (default: <cadir>/ca_crt.pem).",
+    envvar="SPLITCA_CA_CERT",
+    help="CA certificate to embed (default: <cadir>/ca_crt.pem); with --ca-url the one the CA "
+    "server is verified against (default: the agent ssldir's certs/ca.pem), and the CA embeds "
+    "its own [env SPLITCA_CA_CERT].",
 )
 @click.option(
     "--install",
@@ -161,6 +150,7 @@ def register(
     show_default=True,
     help="yaml: the user-data itself; json: {certname, expires, token_id, user_data}.",
 )
+@remote_options(ca_cert=False)
 @pass_ctx
 def enroll(
     c: Ctx,
@@ -189,59 +179,31 @@ def enroll(
     the CA certificate and csr_attributes.yaml (the one-time token); the agent's
     first CSR is autosigned by a CA with 'autosign: registry'.
     """
-    s = c.settings
     for port in (server_port, ca_port):
         if port is not None and not 1 <= port <= 65535:
             raise click.UsageError("ports must be 1-65535")
-    cert_path = ca_cert or s.cadir / "ca_crt.pem"
-    try:
-        ca_pem = cert_path.read_text(encoding="ascii")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"CA certificate {cert_path} does not exist; give --ca-cert or --cadir"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StoreError(f"cannot read the CA certificate {cert_path}: {exc}") from None
-    if "-----BEGIN CERTIFICATE-----" not in ca_pem:
-        raise ConfigError(f"{cert_path} is not a PEM certificate")
-    certname = enrollment.new_certname(prefix=prefix, domain=domain)
-    record, token = enrollment.register(
-        _registry(c),
-        certname,
-        _classification(classes, params, environment),
-        ttl=_ttl(c, ttl),
-        audit=_audit(c),
-        actor=_actor(),
+    options = EnrollOptions(
+        prefix=prefix,
+        domain=domain,
+        server=server,
+        server_port=server_port,
+        ca_server=ca_server,
+        ca_port=ca_port,
+        install=install,
+        run_agent=not no_run,
+        ca_cert=ca_cert,
     )
-    user_data = enrollment.render_user_data(
-        enrollment.cloud_config(
-            certname=certname,
-            token=token,
-            ca_cert_pem=ca_pem,
-            server=server or s.certname,
-            server_port=server_port,
-            ca_server=ca_server or s.certname,
-            ca_port=ca_port or s.port,
-            install=install,
-            run_agent=not no_run,
-            crl_refresh_seconds=enrollment.agent_crl_refresh_seconds(
-                s.crl_ttl, s.effective_crl_refresh_margin
-            ),
-        )
+    found = admin(c, ca_cert=ca_cert).enroll(
+        _classification(classes, params, environment), ttl=_ttl(ttl), options=options
     )
-    expires = record.public(record.created)["expires"]
     if fmt == "json":
-        echo_json(
-            {
-                "certname": certname,
-                "expires": expires,
-                "token_id": record.token_id,
-                "user_data": user_data,
-            }
-        )
+        echo_json(found)
         return
-    click.echo(f"Registered {certname} until {expires} (token id {record.token_id})", err=True)
-    click.echo(user_data, nl=False)
+    click.echo(
+        f"Registered {found['certname']} until {found['expires']} (token id {found['token_id']})",
+        err=True,
+    )
+    click.echo(str(found["user_data"]), nl=False)
 
 
 @cli.command(name="registrations")
@@ -251,14 +213,14 @@ def enroll(
     help="Only registrations in this state.",
 )
 @format_option
+@remote_options()
 @pass_ctx
 def registrations_(c: Ctx, state: str | None, fmt: str) -> None:
     """List registrations: waiting (token unused), enrolled (token used) or expired.
 
     Tokens are never shown (they are not stored); token_id identifies one in the audit log.
     """
-    now = utcnow()
-    rows = [r.public(now) for r in enrollment.registrations(_registry(c))]
+    rows = admin(c).registrations()
     if state:
         rows = [r for r in rows if r["state"] == state]
     if fmt == "json":
@@ -278,15 +240,16 @@ def registrations_(c: Ctx, state: str | None, fmt: str) -> None:
 
 @cli.command()
 @click.argument("certnames", nargs=-1, required=True)
+@remote_options()
 @pass_ctx
 def unregister(c: Ctx, certnames: tuple[str, ...]) -> None:
     """Delete registrations: their tokens stop working and 'classify' forgets the nodes.
 
     Certificates already issued are untouched (use 'splitca clean' for those).
     """
-    registry = _registry(c)
+    ca = admin(c)
     for name in certnames:
-        enrollment.unregister(registry, name, audit=_audit(c), actor=_actor())
+        ca.unregister(name)
         click.echo(f"Unregistered {name}")
 
 

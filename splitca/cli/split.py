@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 import click
+from cryptography.exceptions import InvalidSignature
 
 from splitca import fs, pki
 from splitca.split import apache
@@ -30,6 +31,7 @@ from splitca.split.crlsync import (
     sync_once,
     watch,
 )
+from splitca.split.puppet import local_puppet
 
 from ..config import parse_duration
 from ..errors import ConfigError, SplitCAError
@@ -37,7 +39,10 @@ from ._base import Ctx, Outcome, cli, echo_json, exit_code_for, finish, format_o
 
 log = logging.getLogger(__name__)
 
-PUPPET_SSLDIR = Path("/etc/puppetlabs/puppet/ssl")
+# Defaults that are Puppet's paths follow the installed agent (split/puppet.py): Puppet's
+# packages use /etc/puppetlabs/puppet/ssl, Debian's /var/lib/puppet/ssl. Callables, so they are
+# asked only when an option is left out (never for --help).
+_PUPPET_HELP = "the local agent's, from 'puppet config print'"
 MODULE_DIRS = (
     Path("/usr/lib/apache2/modules"),  # Debian, Ubuntu
     Path("/usr/lib64/httpd/modules"),  # RHEL, Fedora
@@ -191,8 +196,8 @@ def config_test(text: str, modules: tuple[str, ...], *, apache_bin: str, modules
 @click.option(
     "--ssldir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=PUPPET_SSLDIR,
-    show_default=True,
+    default=lambda: local_puppet().ssldir,
+    show_default=_PUPPET_HELP,
     help="Puppet ssldir for the default --cert/--key/--ca-cert/--crl (master).",
 )
 @click.option("--certname", help="File name in the ssldir (default: --server-name).")
@@ -223,8 +228,8 @@ def config_test(text: str, modules: tuple[str, ...], *, apache_bin: str, modules
 @click.option(
     "--rack-root",
     type=click.Path(path_type=Path),
-    default=Path("/etc/puppetlabs/puppet/rack"),
-    show_default=True,
+    default=lambda: local_puppet().rack_root,
+    show_default="CONFDIR/rack, CONFDIR " + _PUPPET_HELP,
     help="Directory holding config.ru, for --backend passenger.",
 )
 @click.option(
@@ -479,8 +484,8 @@ Checks a CRL must pass: {", ".join(CHECKS)}.
 @click.option(
     "--ca-cert",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=PUPPET_SSLDIR / "certs" / "ca.pem",
-    show_default=True,
+    default=lambda: local_puppet().localcacert,
+    show_default="localcacert, " + _PUPPET_HELP,
     help="The pinned CA certificate: the only trust for TLS and for the CRL's signature.",
 )
 @click.option(
@@ -488,14 +493,21 @@ Checks a CRL must pass: {", ".join(CHECKS)}.
     "destinations",
     type=click.Path(dir_okay=False, path_type=Path),
     multiple=True,
-    help="Where to install the CRL (repeatable; default: Puppet's hostcrl SSLDIR/crl.pem).",
+    help="Where to install the CRL (repeatable; default: Puppet's hostcrl, SSLDIR/crl.pem).",
 )
 @click.option(
     "--client-cert",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Present this certificate to the CA (with --client-key).",
+    help="Present this certificate to the CA (with --client-key), so the CA records which CRL "
+    "this master has ('splitca masters'). Default: the host's Puppet certificate (hostcert, "
+    "hostprivkey) if both files are there.",
 )
 @click.option("--client-key", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--no-client-cert",
+    is_flag=True,
+    help="Present no client certificate (the CA then cannot record this master).",
+)
 @click.option(
     "--legacy-environment",
     metavar="ENV",
@@ -568,6 +580,7 @@ def sync_crl(
     destinations: tuple[Path, ...],
     client_cert: Path | None,
     client_key: Path | None,
+    no_client_cert: bool,
     legacy_environment: str | None,
     reload_command: str | None,
     apache_pidfile: Path | None,
@@ -591,10 +604,15 @@ def sync_crl(
     installed file is left alone.
     """
     command, pidfile = _reload_of(reload_command, apache_pidfile, no_reload)
+    if no_client_cert:
+        if client_cert or client_key:
+            raise ConfigError("--no-client-cert: --client-cert/--client-key given too")
+    elif client_cert is None and client_key is None:
+        client_cert, client_key = _host_identity(ca_cert)
     cfg = SyncConfig(
         ca_url=ca_url,
         ca_cert=ca_cert,
-        destinations=destinations or (PUPPET_SSLDIR / "crl.pem",),
+        destinations=destinations or (local_puppet().hostcrl,),
         client_cert=client_cert,
         client_key=client_key,
         legacy_environment=legacy_environment,
@@ -628,6 +646,46 @@ def sync_crl(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     watch(cfg, seconds, stop=stop, report=lambda r: _report(r, fmt))
+
+
+def _host_identity(ca_cert: Path) -> tuple[Path | None, Path | None]:
+    """The host's Puppet certificate and key, if both are readable and the certificate was
+    issued by the pinned *ca_cert*: what sync-crl presents by default, so the CA sees which
+    CRL each master has (a certificate of another CA would fail the TLS handshake)."""
+    puppet = local_puppet()
+    cert, key = puppet.hostcert, puppet.hostprivkey
+    if (cert is None or key is None) and puppet.certname:
+        cert = puppet.ssldir / "certs" / f"{puppet.certname}.pem"
+        key = puppet.ssldir / "private_keys" / f"{puppet.certname}.pem"
+    why = "the host's Puppet certname is unknown"
+    if cert is not None and key is not None:
+        why = _unusable_identity(cert, key, ca_cert)
+        if not why:
+            return cert, key
+    log.info(
+        "presenting no client certificate (%s): the CA will not record which CRL this "
+        "master has; give --client-cert/--client-key",
+        why,
+    )
+    return None, None
+
+
+def _unusable_identity(cert: Path, key: Path, ca_cert: Path) -> str:
+    """Why *cert* cannot be presented to the CA pinned by *ca_cert* ('' if it can)."""
+    if not (os.access(cert, os.R_OK) and os.access(key, os.R_OK)):
+        return f"{cert} or its key is not readable"
+    try:
+        leaf = pki.load_certificates(cert.read_bytes())[0]
+        cas = pki.load_certificates(ca_cert.read_bytes())
+    except (OSError, ValueError, IndexError):
+        return f"{cert} or {ca_cert} holds no certificate"
+    for ca in cas:
+        try:
+            leaf.verify_directly_issued_by(ca)
+            return ""
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+    return f"{cert} was not issued by {ca_cert}"
 
 
 # Programs that reload an Apache: their exit status alone does not say the right one reloaded.
@@ -684,6 +742,8 @@ def _report(result: SyncResult | SplitCAError, fmt: str) -> None:
         echo_json({**result.as_dict(), "exit_code": exit_code_for(_outcome(result))})
     else:
         click.echo(result.describe())
+        for line in result.warnings:
+            click.echo(f"Warning: {line}", err=True)
 
 
 def _check(exc: SplitCAError) -> dict[str, str]:

@@ -21,7 +21,16 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 
 from splitca import pki
 
-__all__ = ["Blob", "CAStore", "CRLEntry", "Reservation", "Row", "Signer", "SigningKey"]
+__all__ = [
+    "Blob",
+    "CAStore",
+    "CRLEntry",
+    "CRLFetch",
+    "Reservation",
+    "Row",
+    "Signer",
+    "SigningKey",
+]
 
 # A revocation as the CRL encodes it: (serial, unix time, CRLReason code or None).
 CRLEntry = tuple[int, float, int | None]
@@ -67,6 +76,15 @@ class Reservation:
     token: object = None
 
 
+@dataclass(frozen=True, slots=True)
+class CRLFetch:
+    """A client (a compile master's sync-crl) that last fetched the CRL: which number, when."""
+
+    name: str
+    number: int
+    at: float  # POSIX time
+
+
 class CAStore(Protocol):
     """Where one CA keeps its certificates, requests, serials and revocations.
 
@@ -85,6 +103,9 @@ class CAStore(Protocol):
       those names' locks (threads and processes). Issuing and revoking a name happen
       under it; it is taken before any other lock, and the store's own internal locking
       (serials, publication) never waits for a name lock.
+    - **CRL fetch records are best effort**: :meth:`record_crl_fetch` never raises and
+      never waits long (it is called while a CRL is being served); a record it could not
+      write is logged and lost. They are a monitoring aid, not CA state.
     """
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -126,6 +147,19 @@ class CAStore(Protocol):
 
     def ping(self) -> None:
         """Return if the store can serve now; raise StoreUnavailable if it cannot (health)."""
+        ...
+
+    # --- who has which CRL (monitoring; best effort) ------------------------------------
+    def record_crl_fetch(self, name: str, number: int, at: float) -> None:
+        """Note that *name* was served CRL *number* at *at* (POSIX time), replacing its last.
+
+        Best effort: never raises, never blocks for more than a fraction of a second
+        (log a failure and return); visible to other instances when it returns.
+        """
+        ...
+
+    def crl_fetches(self) -> list[CRLFetch]:
+        """The last CRL fetch of every name recorded, in name order."""
         ...
 
     # --- locks ---------------------------------------------------------------------------
@@ -203,6 +237,24 @@ class CAStore(Protocol):
         The reservation's record is durable first. With *drop_csr*, *name*'s pending
         request (if any) goes in the same step.
         """
+        ...
+
+    # --- the CA's own certificate and key ----------------------------------------------
+    def publish_ca_cert(self, pem: bytes, reservation: Reservation | None) -> None:
+        """Replace the CA certificate bundle atomically (a renewed CA certificate in it).
+
+        *reservation* (from :meth:`reserve_serial`, for the CA's name; None when the
+        renewed certificate keeps the old one's serial) is durable first. Readers see
+        the old bundle or the new one, never a torn one.
+        """
+        ...
+
+    def ca_key(self) -> bytes:
+        """The stored CA key exactly as kept (PEM, possibly encrypted); StoreError if missing."""
+        ...
+
+    def replace_ca_key(self, data: bytes) -> None:
+        """Replace the stored CA key atomically (the same key, re-encoded: encrypted, say)."""
         ...
 
     # --- queries -------------------------------------------------------------------------
@@ -304,6 +356,13 @@ class SigningKey(Protocol):
         next_update: dt.datetime,
     ) -> bytes:
         """The DER of a signed CRL with *entries*."""
+        ...
+
+    def renew_ca(
+        self, *, serial: int, not_before: dt.datetime, not_after: dt.datetime
+    ) -> x509.Certificate:
+        """:attr:`certificate` re-issued by this key with a new serial and validity (same
+        subject, key and extensions); ValueError if it is not self-signed."""
         ...
 
 

@@ -37,6 +37,7 @@ from splitca.errors import (
     StoreError,
     UnsupportedMediaType,
 )
+from splitca.http.metrics import Metrics
 
 __all__ = [
     "ADMIN",
@@ -108,6 +109,7 @@ class Request:
         self.path: str = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/"
         self.query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         self.max_body = max_body
+        self.route = "unmatched"  # the matched route's pattern, for metrics (set by dispatch)
         verified = environ.get("SSL_CLIENT_VERIFY") == "SUCCESS"
         self.client = Client(
             verified=verified,
@@ -318,16 +320,19 @@ class App:
         self.routes = tuple(routes)
         self.settings: Settings = ca.settings
         self.version = self.settings.puppet_version
+        self.metrics = Metrics(ca.metrics_snapshot)
 
     # WSGI entry point
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         started = time.monotonic()
         req = Request(environ, max_body=self.settings.max_body_bytes)
+        error: BaseException | None = None
         try:
             resp = self.dispatch(req)
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
+            error = exc
             resp = error_response(exc)
         headers = [("X-Puppet-Version", self.version)]
         if resp.content_type is not None:
@@ -347,6 +352,10 @@ class App:
             "-" if resp.stream is not None else len(resp.body),
             (time.monotonic() - started) * 1000,
         )
+        try:
+            self.metrics.observe_request(req.route, req.method, resp.status, error)
+        except Exception:  # counting must never cost a request its answer
+            log.exception("metrics: could not count a request")
         if req.method == "HEAD":
             return [b""]
         return resp.stream if resp.stream is not None else [resp.body]
@@ -369,6 +378,7 @@ class App:
                 allowed.extend(r.methods)
                 continue
             params = {k: urllib.parse.unquote(v) for k, v in m.groupdict().items()}
+            req.route = r.prefix + r.pattern.pattern
             self.authorize(req, r.access, params)
             if legacy is not None:
                 params["_legacy"] = legacy

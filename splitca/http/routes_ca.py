@@ -120,9 +120,18 @@ def _no_csr(app: App, req: Request, p: dict[str, str], exc: SplitCAError) -> Res
     )
 
 
+# sync-crl's User-Agent (splitca.split.crlsync); Puppet agents fetch the CRL too, but only
+# compile masters' syncs are recorded (``splitca masters``).
+_SYNC_CRL_AGENT = "splitca-sync-crl"
+
+
 def get_crl(app: App, req: Request, p: dict[str, str]) -> Response:
     found = app.ca.crl_file()
-    return _file_response(req, found.data, found.modified)
+    resp = _file_response(req, found.data, found.modified)
+    synced = (req.header("User-Agent") or "").startswith(_SYNC_CRL_AGENT)
+    if synced and req.client.certname and app.client_in_good_standing(req) is not None:
+        app.ca.record_crl_fetch(req.client.certname, found.data)  # best effort, never raises
+    return resp
 
 
 _STATUS_TYPES = ("application/json", "text/pson", "pson")
@@ -303,15 +312,35 @@ _STATUS_SERVICES = ("ca", "status-service")
 _STATUS_TYPE = "text/plain; charset=utf-8"
 
 
+# The last readiness each process reported, so a failing check is logged once, not per probe.
+_last_ready: list[bool] = [True]
+
+
+def _readiness(app: App) -> Response:
+    """puppetserver's answer: ``running`` (200) when the CA can serve, else ``error`` (503)."""
+    h = app.ca.health()
+    app.metrics.observe_ping(h.store_seconds)
+    if h.ok != _last_ready[0]:
+        _last_ready[0] = h.ok
+        if h.ok:
+            log.info("health: the CA can serve again")
+        else:
+            log.error("health: the CA cannot serve (answering 'error'): %s", h.problem)
+    if h.ok:
+        return Response.text("running", 200, _STATUS_TYPE)
+    return Response.text("error", 503, _STATUS_TYPE)
+
+
 def status_simple(app: App, req: Request, p: dict[str, str]) -> Response:
-    # Answering at all means the CA opened its cadir and serves: "running", as puppetserver.
-    return Response.text("running", 200, _STATUS_TYPE)
+    return _readiness(app)
 
 
 def status_simple_service(app: App, req: Request, p: dict[str, str]) -> Response:
     name = p["name"]
     if name not in _STATUS_SERVICES:
         return Response.text(f"not found: {printable(name)}", 404, _STATUS_TYPE)
+    if name == "ca":
+        return _readiness(app)
     return Response.text("running", 200, _STATUS_TYPE)
 
 

@@ -9,10 +9,12 @@ import errno
 import io
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +26,7 @@ from cheroot import server as cheroot_server
 from cheroot import wsgi as cheroot_wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from splitca.authority import CertificateAuthority
 from splitca.compose import open_ca
 from splitca.config import Settings
 from splitca.errors import (
@@ -35,6 +38,7 @@ from splitca.errors import (
     StoreError,
 )
 from splitca.http.app import App, error_response
+from splitca.http.metrics import MULTIPROC_ENV
 from splitca.http.reading import BodyReader, Budget, find_head_end, framing
 from splitca.http.wsgiapp import make_app
 
@@ -521,10 +525,12 @@ def _crl_upkeep(settings: Settings, stop: threading.Event) -> None:
     """Re-issue the CRL well before nextUpdate, forever (one thread in the supervisor)."""
     ca = open_ca(settings)
     interval = max(5.0, min(300.0, settings.effective_crl_refresh_margin.total_seconds() / 10))
+    warned: dict[str, float] = {}
     while not stop.is_set():
         try:
             if ca.refresh_crl():
                 log.info("CRL re-issued before its nextUpdate")
+            _warn_crl_chain(ca, warned)
         except SplitCAError as exc:
             log.error("CRL refresh failed (will retry in %.0fs): %s", interval, exc)
         except Exception:
@@ -533,12 +539,27 @@ def _crl_upkeep(settings: Settings, stop: threading.Event) -> None:
     ca.close()
 
 
+CRL_WARNING_EVERY = 6 * 3600.0  # seconds between repeats of one CRL chain warning
+
+
+def _warn_crl_chain(ca: CertificateAuthority, warned: dict[str, float]) -> None:
+    """Log each CRL of the chain that nears its nextUpdate, again every few hours."""
+    now = time.monotonic()
+    for line in ca.crl_warnings():
+        key = line.split(" expires at ", 1)[0].split(" EXPIRED at ", 1)[0]
+        if now - warned.get(key, -CRL_WARNING_EVERY) >= CRL_WARNING_EVERY:
+            log.warning("CRL chain: %s", line)
+            warned[key] = now
+
+
 def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> int:
     """Run the CA server in the foreground until SIGTERM/SIGINT. Returns an exit code."""
     ca = open_ca(settings)
     build_ssl_context(settings)  # fail now, in the foreground, on a bad cert or key
     _check_listen(settings)  # and on a port in use, before forking any worker
     log.info("autosign policy: %s", ca.autosigner.description)  # a bad autosign value fails here
+    ca.ca_certificate()  # loads (decrypts) the CA key now: no passphrase fails here, not later
+    ca.log_ca_status()  # each CA certificate's expiry; a warning if near
     if settings.crl_ttl < dt.timedelta(days=365):
         log.warning(
             "crl_ttl is %s days: Puppet 7 agents keep the CRL they got at bootstrap and stop working "
@@ -547,6 +568,8 @@ def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> 
             settings.crl_ttl.days,
         )
     ca.refresh_crl()  # a CRL past its margin is re-issued before we accept agents
+    for line in ca.crl_warnings():  # the root's CRL, re-issued by hand, nearing its nextUpdate
+        log.warning("CRL chain: %s", line)
     if ca.repair_serial():  # a crash may have lost the serial file's last (unsynced) update
         log.warning("serial file was behind the inventory; moved it past the last issued serial")
     ca.maintain()  # staged files left by crashed processes
@@ -587,6 +610,34 @@ def _supervise(
     ready: Callable[[str], None] | None,
 ) -> int:
     """Fork *workers* processes that share the port (SO_REUSEPORT); restart any that die."""
+    own_metrics_dir = _metrics_dir()
+    try:
+        return _run_workers(settings, workers, url, upkeep, stop, ready)
+    finally:
+        if own_metrics_dir is not None:
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
+
+
+def _metrics_dir() -> str | None:
+    """Give the workers one prometheus-client multiprocess directory, so that a scrape
+    reaching any worker counts every worker's requests (see http/metrics.py). Made here,
+    before forking and before any worker imports prometheus_client; an operator's own
+    ``PROMETHEUS_MULTIPROC_DIR`` is used as given. Returns the directory made, if any."""
+    if os.environ.get(MULTIPROC_ENV):
+        return None
+    made = tempfile.mkdtemp(prefix="splitca-metrics-")
+    os.environ[MULTIPROC_ENV] = made
+    return made
+
+
+def _run_workers(
+    settings: Settings,
+    workers: int,
+    url: str,
+    upkeep: threading.Thread,
+    stop: threading.Event,
+    ready: Callable[[str], None] | None,
+) -> int:
     children: dict[int, int] = {}
     ready_r, ready_w = os.pipe()
     stopping = False

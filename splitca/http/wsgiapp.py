@@ -12,6 +12,7 @@ from splitca.compose import build_autosigner, open_ca
 from splitca.config import Settings
 from splitca.core.autosign import Autosigner, Deferred
 from splitca.errors import ConfigError, SplitCAError
+from splitca.http import routes_metrics as _metrics
 from splitca.http import routes_registrations as _registrations
 from splitca.http.app import (
     TEXT,
@@ -26,8 +27,8 @@ from splitca.http.routes_ca import ROUTES, log
 
 
 def default_routes() -> tuple[Route, ...]:
-    """Every area's routes: Puppet's API and status service, then splitca's registrations."""
-    return (*ROUTES, *_registrations.ROUTES)
+    """Every area's routes: Puppet's API and status service, splitca's registrations, metrics."""
+    return (*ROUTES, *_registrations.ROUTES, *_metrics.ROUTES)
 
 
 def make_app(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from splitca.pki import asn1
+from splitca.pki.cacert import describe_key, is_self_issued, renew_ca_certificate
 from splitca.pki.certs import (
     build_ca_certificate,
     build_leaf_certificate,
@@ -14,6 +15,19 @@ from splitca.pki.certs import (
     pem,
     sign_leaf,
     signing_certificate,
+)
+from splitca.pki.chain import (
+    ChainedCRL,
+    ChainError,
+    build_subordinate_ca,
+    crl_signed_by,
+    crl_warn_before,
+    describe_chain_crls,
+    directly_issued,
+    is_ca,
+    load_key,
+    order_chain,
+    order_crls,
 )
 from splitca.pki.crl import (
     Revocation,
@@ -43,6 +57,7 @@ from splitca.pki.csr import (
 )
 from splitca.pki.keys import (
     generate_private_key,
+    is_encrypted_key,
     load_private_key,
     private_key_pem,
     public_key_pem,
@@ -92,6 +107,8 @@ __all__ = [
     "PP_REG_ARC",
     "PUPPETLABS",
     "SHORT_NAMES",
+    "ChainError",
+    "ChainedCRL",
     "CsrInfo",
     "Revocation",
     "VersionedCsr",
@@ -100,6 +117,7 @@ __all__ = [
     "build_crl",
     "build_crl_der",
     "build_leaf_certificate",
+    "build_subordinate_ca",
     "ca_key_identifier",
     "cert_status_fields",
     "certname_problem",
@@ -108,10 +126,15 @@ __all__ = [
     "crl_entries",
     "crl_header",
     "crl_number",
+    "crl_signed_by",
+    "crl_warn_before",
     "csr_from_pem_block",
     "csr_status_fields",
     "der",
     "der_utf8",
+    "describe_chain_crls",
+    "describe_key",
+    "directly_issued",
     "extension_value_text",
     "fingerprints",
     "first_cn",
@@ -119,11 +142,17 @@ __all__ = [
     "generate_private_key",
     "has_cli_auth",
     "inspect_csr",
+    "is_ca",
+    "is_encrypted_key",
     "is_safe_name",
+    "is_self_issued",
     "leaf_builder",
     "load_certificates",
     "load_csr",
+    "load_key",
     "load_private_key",
+    "order_chain",
+    "order_crls",
     "outside_pem",
     "own_crl",
     "parse_alt_names",
@@ -135,6 +164,7 @@ __all__ = [
     "public_key_pem",
     "puppet_time",
     "reason_code",
+    "renew_ca_certificate",
     "san_strings",
     "sign_leaf",
     "signing_certificate",

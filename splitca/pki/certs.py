@@ -31,6 +31,19 @@ def ca_key_identifier(ca_cert: x509.Certificate) -> bytes:
         return _ski(ca_cert.public_key()).digest
 
 
+CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
 def build_ca_certificate(
     key: CertificateIssuerPrivateKeyTypes, name: str, *, now: dt.datetime, ttl: dt.timedelta
 ) -> x509.Certificate:
@@ -52,20 +65,7 @@ def build_ca_certificate(
         .add_extension(x509.AuthorityKeyIdentifier(ski.digest, None, None), False)
         .add_extension(ski, False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            True,
-        )
+        .add_extension(CA_KEY_USAGE, True)
         .sign(key, signing_hash(key))  # type: ignore[arg-type]
     )
 
@@ -200,7 +200,9 @@ def signing_certificate(
     """
     if key is not None:
         spki = _spki(key.public_key())
-        return next((c for c in certs if _spki(c.public_key()) == spki), None)
+        # A renewed CA (same key, later notAfter) beside its old certificate: the newest signs.
+        matching = [c for c in certs if _spki(c.public_key()) == spki]
+        return max(matching, key=lambda c: c.not_valid_after_utc, default=None)
     issuers = {c.issuer for c in certs if c.issuer != c.subject}
     return next((c for c in certs if c.subject not in issuers), certs[0] if certs else None)
 

@@ -9,6 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificatePublicKeyTypes,
 )
 
+from splitca.pki.keyseal import seal_private_key
+
 # --- keys ------------------------------------------------------------------------------
 
 _CURVES: dict[str, ec.EllipticCurve] = {
@@ -34,8 +36,16 @@ def generate_private_key(
     raise ValueError(f"unsupported key type {key_type!r}; use rsa or ec")
 
 
-def private_key_pem(key: CertificateIssuerPrivateKeyTypes) -> bytes:
-    """PEM in the traditional format Puppet writes (``BEGIN RSA PRIVATE KEY``/``EC``)."""
+def private_key_pem(
+    key: CertificateIssuerPrivateKeyTypes, passphrase: bytes | None = None
+) -> bytes:
+    """PEM in the traditional format Puppet writes (``BEGIN RSA PRIVATE KEY``/``EC``).
+
+    With *passphrase*: encrypted PKCS#8 (``BEGIN ENCRYPTED PRIVATE KEY``), see
+    :func:`splitca.pki.keyseal.seal_private_key`.
+    """
+    if passphrase is not None:
+        return seal_private_key(key, passphrase)
     fmt = (
         serialization.PrivateFormat.TraditionalOpenSSL
         if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
@@ -50,11 +60,27 @@ def public_key_pem(key: CertificatePublicKeyTypes) -> bytes:
     )
 
 
-def load_private_key(data: bytes) -> CertificateIssuerPrivateKeyTypes:
-    """Load the CA's own key. Its file is trusted, so OpenSSL's slow RSA consistency
-    check (~0.4 s for RSA-4096, paid by every CLI command) is skipped."""
+ENCRYPTED_KEY_LABEL = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"
+
+
+def is_encrypted_key(data: bytes) -> bool:
+    """Whether a PEM private key is encrypted (PKCS#8 or OpenSSL's ``Proc-Type: 4,ENCRYPTED``)."""
+    return ENCRYPTED_KEY_LABEL in data or b"Proc-Type: 4,ENCRYPTED" in data
+
+
+def load_private_key(
+    data: bytes, passphrase: bytes | None = None
+) -> CertificateIssuerPrivateKeyTypes:
+    """Load the CA's own key (decrypted with *passphrase* if it is encrypted).
+
+    Its file is trusted, so OpenSSL's slow RSA consistency check (~0.4 s for RSA-4096,
+    paid by every CLI command) is skipped. ValueError for a wrong passphrase, TypeError
+    for a missing or unneeded one (cryptography's convention).
+    """
     key = serialization.load_pem_private_key(
-        data, password=None, unsafe_skip_rsa_key_validation=True
+        data,
+        password=passphrase if is_encrypted_key(data) else None,
+        unsafe_skip_rsa_key_validation=True,
     )
     if not isinstance(
         key,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import http.cookiejar
+import json
 import os
 import re
 import socket
@@ -13,6 +14,7 @@ import threading
 import time
 import urllib.parse
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,7 @@ class HTTPClient:
         ca_option: str = "--ca-cert",
         loopback_http: bool = False,
         userinfo: bool = False,
+        user_agent: str = USER_AGENT,
     ) -> None:
         """*ca_bundle* None means the system trust store (:func:`system_ca_bundle`).
 
@@ -148,7 +151,7 @@ class HTTPClient:
         if client_cert is not None:
             self._session.cert = (str(client_cert[0]), str(client_cert[1]))
         self._session.headers.update(
-            {"User-Agent": USER_AGENT, "Accept": accept, "Accept-Encoding": ACCEPT_ENCODING}
+            {"User-Agent": user_agent, "Accept": accept, "Accept-Encoding": ACCEPT_ENCODING}
         )
 
     def close(self) -> None:
@@ -180,12 +183,46 @@ class HTTPClient:
             sent or as decoded (ResponseTooLarge).
         """
         shown = _shown(url)
-        late = RemoteError(f"{shown} did not answer within {self.timeout:g}s")
         headers = {"If-Modified-Since": if_modified_since} if if_modified_since else {}
+        return self._guarded(
+            shown, lambda deadline: self._get(url, shown, headers, deadline, missing_ok)
+        )
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: object = None,
+        accept: str | None = None,
+        max_bytes: int | None = None,
+    ) -> Fetched:
+        """*method* on *url*, with *json_body* sent as JSON if given; the answer whatever its
+        status (an API client maps it), its body always read (bounded by *max_bytes*, by
+        default the client's) and decoded as :meth:`get` does.
+
+        Raises:
+          RemoteError: as :meth:`get`, but an HTTP error status is an answer, not an error
+            (a redirect still is one).
+        """
+        shown = _shown(url)
+        headers = {"Accept": accept} if accept else {}
+        data = None
+        if json_body is not None:
+            data = json.dumps(json_body, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
+        limit = self.max_bytes if max_bytes is None else max_bytes
+        return self._guarded(
+            shown, lambda deadline: self._send(method, url, shown, headers, data, deadline, limit)
+        )
+
+    def _guarded(self, shown: str, work: Callable[[_Deadline], Fetched]) -> Fetched:
+        """Run one request under its total deadline, every failure a RemoteError."""
+        late = RemoteError(f"{shown} did not answer within {self.timeout:g}s")
         deadline = _Deadline(self.timeout)
         try:
             with deadline:
-                fetched = self._get(url, shown, headers, deadline, missing_ok)
+                fetched = work(deadline)
         except ResponseTooLarge:
             raise
         except RemoteError:
@@ -211,6 +248,46 @@ class HTTPClient:
         if deadline.expired:  # the body may look complete when its socket was shut down
             raise late
         return fetched
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        shown: str,
+        headers: dict[str, str],
+        data: bytes | None,
+        deadline: _Deadline,
+        limit: int,
+    ) -> Fetched:
+        with self._session.request(
+            method,
+            url,
+            headers=headers,
+            data=data,
+            timeout=(self.timeout, self.timeout),
+            stream=True,
+            allow_redirects=False,
+        ) as resp:
+            if resp.is_redirect:
+                raise RemoteError(
+                    f"{shown} answered HTTP {resp.status_code}, a redirect to "
+                    f"{_shown(resp.headers.get('Location', '?'))[:200]!r}; redirects are not "
+                    "followed"
+                )
+            lm, date = resp.headers.get("Last-Modified"), resp.headers.get("Date")
+            if resp.status_code in (204, 304):
+                # No body by definition (RFC 9110), but puppetserver's DELETE
+                # certificate_request sends one with its 204. urllib3 reads none and would
+                # hand the connection back with those bytes waiting, the start of the next
+                # answer; so such a connection is closed. Otherwise the empty body is read,
+                # which frees the connection for the next request.
+                if resp.headers.get("Content-Length", "0").strip() != "0":
+                    resp.raw.close()
+                else:
+                    self._read_capped(resp, shown, deadline, limit)
+                return Fetched(url, resp.status_code, b"", lm, date)
+            body = self._read_capped(resp, shown, deadline, limit)
+            return Fetched(url, resp.status_code, body, lm, date)
 
     def _get(
         self,
@@ -248,13 +325,16 @@ class HTTPClient:
             body = self._read_capped(resp, shown, deadline)
             return Fetched(url, 200, body, lm, date)
 
-    def _read_capped(self, resp: requests.Response, shown: str, deadline: _Deadline) -> bytes:
+    def _read_capped(
+        self, resp: requests.Response, shown: str, deadline: _Deadline, limit: int | None = None
+    ) -> bytes:
+        max_bytes = self.max_bytes if limit is None else limit
         declared = resp.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared and declared.isdigit() and int(declared) > max_bytes:
             raise ResponseTooLarge(
-                f"{shown} sent {int(declared)} bytes, more than the limit of {self.max_bytes} bytes"
+                f"{shown} sent {int(declared)} bytes, more than the limit of {max_bytes} bytes"
             )
-        decoder = _Decoder(resp.headers.get("Content-Encoding"), shown, self.max_bytes)
+        decoder = _Decoder(resp.headers.get("Content-Encoding"), shown, max_bytes)
         # One socket read at a time (read1), checking the deadline after each; the
         # deadline's watchdog also interrupts a read that blocks past it. Reads are of the
         # bytes as sent (requests does not decode a raw read); the decoder expands them.
@@ -269,8 +349,8 @@ class HTTPClient:
                 chunks.append(decoder.feed(b"", final=True))
                 return b"".join(chunks)
             size += len(chunk)
-            if size > self.max_bytes:
-                raise ResponseTooLarge(f"{shown} sent more than {self.max_bytes} bytes (the limit)")
+            if size > max_bytes:
+                raise ResponseTooLarge(f"{shown} sent more than {max_bytes} bytes (the limit)")
             chunks.append(decoder.feed(chunk, final=False))
 
 

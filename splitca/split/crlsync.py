@@ -36,6 +36,7 @@ __all__ = [
     "SyncResult",
     "installed_state",
     "sync_once",
+    "upper_warnings",
     "verify_crl",
     "watch",
 ]
@@ -46,6 +47,10 @@ log = logging.getLogger(
 
 # The system Apache's graceful restart; confirmed through its PidFile (--apache-pidfile).
 DEFAULT_RELOAD_COMMAND = ("apachectl", "graceful")
+
+# How the CA tells a compile master's sync from an agent's CRL fetch: it records which CRL
+# each master has (``splitca masters``) when the request also carries the master's certificate.
+SYNC_USER_AGENT = "splitca-sync-crl"
 
 # Every check a fetched CRL must pass, in the order they run; CRLRejected.check is one.
 CHECKS = {
@@ -282,15 +287,62 @@ class Freshness:
 def installed_state(
     data: bytes | None, cas: Sequence[x509.Certificate], *, warn_before: dt.timedelta | None
 ) -> Freshness:
-    """Freshness of an installed CRL file. Without *warn_before*, warn in its last quarter."""
-    crls = list(trusted_crls(data, cas).values())
+    """Freshness of an installed CRL file. Without *warn_before*, warn in its last quarter.
+
+    The signing CA re-issues its CRL often, so its CRL going stale means the CA (or this
+    sync) is failing. The CRLs of the CAs above it (the root's, re-issued by hand where
+    its key is) count only once they expire; before that :func:`upper_warnings` warns.
+    """
+    trusted = trusted_crls(data, cas)
+    crls = list(trusted.values())
     if not crls or any(c.next_update_utc is None for c in crls):
         return Freshness(None, None, None)
-    first = min(crls, key=lambda c: c.next_update_utc or dt.datetime.max.replace(tzinfo=dt.UTC))
-    nxt = first.next_update_utc
-    assert nxt is not None
-    margin = warn_before if warn_before is not None else (nxt - first.last_update_utc) / 4
-    return Freshness(max(pki.crl_number(c) for c in crls), nxt, nxt - margin)
+    issuing = pki.signing_certificate(cas)
+    own = [c for name, c in trusted.items() if issuing is None or name == issuing.subject]
+    deadlines = []
+    for crl in crls:
+        nxt = crl.next_update_utc
+        assert nxt is not None
+        if crl in own or not own:
+            margin = warn_before if warn_before is not None else (nxt - crl.last_update_utc) / 4
+            deadlines.append((nxt - margin, nxt))
+        else:
+            deadlines.append((nxt, nxt))
+    warn_at = min(w for w, _ in deadlines)
+    return Freshness(max(pki.crl_number(c) for c in crls), min(n for _, n in deadlines), warn_at)
+
+
+def upper_warnings(
+    data: bytes | None,
+    cas: Sequence[x509.Certificate],
+    *,
+    now: dt.datetime,
+    warn_before: dt.timedelta | None,
+) -> list[str]:
+    """A line for each CRL of a CA above the signing one (the root's) that nears its nextUpdate.
+
+    Flagged *warn_before* ahead, else a quarter of its lifetime ahead, at most 60 days
+    (:func:`splitca.pki.crl_warn_before`): it is re-issued by hand, on the root's machine.
+    """
+    issuing = pki.signing_certificate(cas)
+    out = []
+    for name, crl in trusted_crls(data, cas).items():
+        nxt = crl.next_update_utc
+        if issuing is None or name == issuing.subject or nxt is None:
+            continue
+        margin = (
+            warn_before
+            if warn_before is not None
+            else pki.crl_warn_before(crl.last_update_utc, nxt)
+        )
+        if now >= nxt - margin:
+            out.append(
+                f"the CRL of the CA {name.rfc4514_string()!r} (number {pki.crl_number(crl)}) "
+                f"expires at {nxt:%Y-%m-%d %H:%M}Z, in {_human(nxt - now)}; once it does, Apache "
+                "refuses every agent. Re-issue it where that CA's key is ('splitca ca root-crl') "
+                "and install it on the CA ('splitca crl install-root')"
+            )
+    return out
 
 
 def _human(delta: dt.timedelta) -> str:
@@ -383,6 +435,7 @@ class SyncResult:
     changed: tuple[Path, ...]
     reloaded: bool
     forced: bool = False  # reloaded because of --force-reload, not because of a change
+    warnings: tuple[str, ...] = ()  # CRLs of the CAs above the signing one nearing nextUpdate
 
     def describe(self) -> str:
         when = f", next update {self.next_update:%Y-%m-%d %H:%M}Z" if self.next_update else ""
@@ -404,6 +457,7 @@ class SyncResult:
             "next_update": self.next_update.isoformat() if self.next_update else None,
             "changed": [str(p) for p in self.changed],
             "reloaded": self.reloaded,
+            "warnings": list(self.warnings),
         }  # `splitca sync-crl --format json` adds its exit_code (cli._base.Outcome)
 
 
@@ -509,6 +563,7 @@ def _sync_locked(
         client_cert=client_cert,
         timeout=cfg.timeout,
         max_bytes=cfg.max_bytes,
+        user_agent=SYNC_USER_AGENT,
     ) as client:
         url = client.crl_url(cfg.legacy_environment)
         since = None
@@ -537,7 +592,15 @@ def _sync_locked(
                         f"{fresh.describe(now)}, and the CA has nothing newer: run "
                         "'splitca crl refresh' on the CA"
                     )
-                return SyncResult("unchanged", url, fresh.number, fresh.next_update, (), False)
+                return SyncResult(
+                    "unchanged",
+                    url,
+                    fresh.number,
+                    fresh.next_update,
+                    (),
+                    False,
+                    warnings=_warn(current, cas, now, cfg.warn_before),
+                )
             verified = verify_crl(
                 fetched.body, cas, now=now, installed=installed, allow_rollback=cfg.allow_rollback
             )
@@ -586,6 +649,7 @@ def _sync_locked(
         changed,
         reloaded,
         forced=reloaded and not changed and cfg.force_reload and state.get("sha256") == digest,
+        warnings=_warn(verified.data, cas, now, cfg.warn_before),
     )
     fresh = installed_state(verified.data, cas, warn_before=cfg.warn_before)
     if fresh.stale(now):
@@ -594,6 +658,15 @@ def _sync_locked(
             "CRL; run 'splitca crl refresh' on the CA (and check its timer)"
         )
     return result
+
+
+def _warn(
+    data: bytes | None,
+    cas: Sequence[x509.Certificate],
+    now: dt.datetime,
+    warn_before: dt.timedelta | None,
+) -> tuple[str, ...]:
+    return tuple(upper_warnings(data, cas, now=now, warn_before=warn_before))
 
 
 def watch(

@@ -14,7 +14,14 @@ from splitca.core.ports import CRLEntry
 from splitca.core.usecases.common import Deps
 from splitca.errors import StoreError
 
-__all__ = ["add_to_crl", "crl_info", "crl_needs_refresh", "refresh_crl"]
+__all__ = [
+    "add_to_crl",
+    "chain_crls",
+    "chain_warnings",
+    "crl_info",
+    "crl_needs_refresh",
+    "refresh_crl",
+]
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +33,8 @@ def add_to_crl(
     with d.store.locked("crl"):
         current = d.store.revocations()
         known = {row[0] for row in current}
-        now = d.clock()
+        # Whole seconds, as the CRL holds them: the store records what the CRL says.
+        now = d.clock().replace(microsecond=0)
         new = [pki.Revocation(s, now, reason) for s in sorted(serials - known)]
         if new:
             when, code = now.timestamp(), pki.reason_code(reason)
@@ -43,12 +51,14 @@ def write_crl(
     added: list[pki.Revocation] | None = None,
     actor: Actor = SYSTEM,
     reason: str | None = None,
+    others: bytes | None = None,
 ) -> int:
     """Sign and publish the next CRL (the caller holds the crl lock); returns its number.
 
     *entries* are (serial, unix time, CRLReason code). With *added*, only those are
     new; otherwise the store's revocations are replaced. A ``crl-published`` audit
     event is written the moment the CRL is in effect (see CAStore.publish_crl).
+    The other CAs' CRLs in the file (the root's) follow ours: *others*, else those served.
     """
     key = d.signer.current()
     number = d.store.crl_number() + 1
@@ -58,7 +68,7 @@ def write_crl(
         this_update=now - dt.timedelta(minutes=1),
         next_update=now + d.settings.crl_ttl,
     )
-    data = pki.pem_crl(der) + _other_crls(d, key.certificate)
+    data = pki.pem_crl(der) + (others if others is not None else _other_crls(d, key.certificate))
     fields: dict[str, object] = {"crl_number": number, "entries": len(entries)}
     if added:
         fields["revoked"] = [e.serial for e in added]
@@ -149,4 +159,75 @@ def crl_info(d: Deps) -> dict[str, object]:
         "entries": d.store.revoked_count(),
         "bytes": len(served),
         "signature_valid": crl.is_signature_valid(ca_cert.public_key()),  # type: ignore[arg-type]
+        "chain": [_chained_dict(c, now) for c in chain_crls(d)],
+        "warnings": chain_warnings(d),
     }
+
+
+def _chained_dict(c: pki.ChainedCRL, now: dt.datetime) -> dict[str, object]:
+    left = int((c.next_update - now).total_seconds()) if c.next_update else None
+    return {
+        "issuer": c.issuer,
+        "crl_number": c.number,
+        "this_update": c.this_update.isoformat(),
+        "next_update": c.next_update.isoformat() if c.next_update else None,
+        "seconds_to_next_update": left,
+        "own": c.own,
+        "signature_valid": c.signature_valid,
+    }
+
+
+def chain_crls(d: Deps) -> list[pki.ChainedCRL]:
+    """Every CRL the CA serves, described (this CA's own first)."""
+    cas = pki.load_certificates(d.store.ca_cert().data)
+    signer = d.signer.current().certificate
+    out = []
+    for block in pki.split_pem(d.store.crl().data, "X509 CRL"):
+        try:
+            out += pki.describe_chain_crls([x509.load_pem_x509_crl(block)], cas, signer)
+        except Exception:  # a CRL cryptography cannot read (of any kind) is not described
+            continue
+    return out
+
+
+def chain_warnings(d: Deps) -> list[str]:
+    """One line per CRL of the served chain that expires soon (or has), with what to do.
+
+    A CRL is flagged a quarter of its lifetime before its nextUpdate, at most 60 days
+    before (:func:`splitca.pki.crl_warn_before`). This CA re-issues its own CRL well before;
+    the CRLs of the CAs above it are re-issued where their keys are.
+    """
+    now = d.clock()
+    out = []
+    for c in chain_crls(d):
+        warn_at = c.warn_at()
+        if c.next_update is None:
+            out.append(f"the CRL of {c.issuer!r} has no nextUpdate")
+            continue
+        if warn_at is None or now < warn_at:
+            continue
+        left = c.next_update - now
+        when = (
+            f"EXPIRED at {c.next_update:%Y-%m-%d %H:%M}Z: agents and Apache refuse every certificate"
+            if left <= dt.timedelta(0)
+            else f"expires at {c.next_update:%Y-%m-%d %H:%M}Z, in {_human(left)}"
+        )
+        if c.own:
+            todo = "this CA re-issues it itself: is 'splitca serve' or the 'splitca crl refresh' timer running?"
+        else:
+            todo = (
+                "re-issue it where that CA's key is ('splitca ca root-crl --root-key KEY "
+                "--root-cert ca_crt.pem --crl ca_crl.pem --out root_crl.pem') and install it "
+                "here ('splitca crl install-root root_crl.pem')"
+            )
+        out.append(f"the CRL of {c.issuer!r} (number {c.number}) {when}; {todo}")
+    return out
+
+
+def _human(delta: dt.timedelta) -> str:
+    secs = int(delta.total_seconds())
+    if secs >= 2 * 86400:
+        return f"{secs // 86400} days"
+    if secs >= 2 * 3600:
+        return f"{secs // 3600} hours"
+    return f"{max(secs // 60, 0)} minutes"

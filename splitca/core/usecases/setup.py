@@ -16,6 +16,7 @@ from splitca import fs, pki
 from splitca.config import Settings
 from splitca.core.audit import SYSTEM
 from splitca.core.ports import CAStore
+from splitca.core.usecases.chain import RootSpec, create_chain
 from splitca.core.usecases.common import Deps, state_of
 from splitca.core.usecases.sign import generate
 from splitca.errors import Conflict, StoreError
@@ -44,8 +45,22 @@ def open_store(store: CAStore, settings: Settings) -> None:
     store.refresh()
 
 
-def setup(d: Deps, *, server_identity: bool = False) -> SetupResult:
+def setup(
+    d: Deps,
+    *,
+    server_identity: bool = False,
+    key_passphrase: bytes | None = None,
+    intermediate: RootSpec | None = None,
+) -> SetupResult:
     """Create a CA, with the CA server's TLS identity, in an empty store.
+
+    With *key_passphrase* the CA key is written encrypted (PKCS#8; see
+    :func:`splitca.core.usecases.cacert.encrypt_key` for an existing CA).
+
+    With *intermediate*, a root CA is made too and the CA is an intermediate under it,
+    as ``puppetserver ca setup`` does: ``ca_crt.pem`` holds the intermediate then the
+    root, ``ca_crl.pem`` their CRLs in that order, and the root key goes to its own file
+    (to be moved offline; only the root's CRL needs it again).
 
     If a CA exists (one imported from puppetserver, say) nothing at all is written,
     unless *server_identity*: then the CA server's certificate is issued if it is
@@ -63,12 +78,17 @@ def setup(d: Deps, *, server_identity: bool = False) -> SetupResult:
         present = d.store.present_parts()
         made_meanwhile = not d.store.missing_parts()  # by a concurrent setup
         if not made_meanwhile:
-            return _create(d, present)
+            return _create(d, present, key_passphrase, intermediate)
     # Outside the setup lock: _setup_existing takes it again (it is not re-entrant).
     return _setup_existing(d, server_identity=server_identity)
 
 
-def _create(d: Deps, present: list[str]) -> SetupResult:
+def _create(
+    d: Deps,
+    present: list[str],
+    key_passphrase: bytes | None = None,
+    intermediate: RootSpec | None = None,
+) -> SetupResult:
     """Create the CA in an empty store (the caller holds the setup lock)."""
     if present:
         raise StoreError(
@@ -77,10 +97,15 @@ def _create(d: Deps, present: list[str]) -> SetupResult:
             "ca_crl.pem, serial. Restore the missing files or move the directory away; "
             "splitca never replaces a CA key."
         )
-    key = _create_ca(d)
-    msgs = [
-        f"Created CA '{d.settings.effective_ca_name}' in {d.settings.cadir} ({_describe(key)})."
-    ]
+    sealed = ", key encrypted" if key_passphrase is not None else ""
+    if intermediate is None:
+        key = _create_ca(d, key_passphrase)
+        msgs = [
+            f"Created CA '{d.settings.effective_ca_name}' in {d.settings.cadir} "
+            f"({_describe(key)}{sealed})."
+        ]
+    else:
+        key, msgs = _create_intermediate(d, intermediate, key_passphrase)
     msgs += ensure_server_identity(d)
     d.audit.event(
         "setup", SYSTEM, ca_name=d.settings.effective_ca_name, cadir=str(d.settings.cadir)
@@ -88,7 +113,7 @@ def _create(d: Deps, present: list[str]) -> SetupResult:
     return SetupResult(True, msgs)
 
 
-def _create_ca(d: Deps) -> CertificateIssuerPrivateKeyTypes:
+def _create_ca(d: Deps, key_passphrase: bytes | None = None) -> CertificateIssuerPrivateKeyTypes:
     s, now = d.settings, d.clock()
     key = pki.generate_private_key(s.key_type, rsa_bits=s.key_size, curve=s.ec_curve)
     cert = pki.build_ca_certificate(key, s.effective_ca_name, now=now, ttl=s.ca_ttl)
@@ -102,11 +127,43 @@ def _create_ca(d: Deps) -> CertificateIssuerPrivateKeyTypes:
     )
     d.store.create_ca(
         ca_cert=pki.pem(cert),
-        ca_key=pki.private_key_pem(key),
+        ca_key=pki.private_key_pem(key, key_passphrase),
         ca_pub=pki.public_key_pem(key.public_key()),
         crl=pki.pem(crl),
     )
     return key
+
+
+def _create_intermediate(
+    d: Deps, spec: RootSpec, key_passphrase: bytes | None = None
+) -> tuple[CertificateIssuerPrivateKeyTypes, list[str]]:
+    made = create_chain(d, spec)  # writes the root key first
+    try:
+        d.store.create_ca(
+            ca_cert=made.ca_cert,
+            ca_key=pki.private_key_pem(made.key, key_passphrase),
+            ca_pub=pki.public_key_pem(made.key.public_key()),
+            crl=made.crl,
+        )
+    except BaseException:
+        with contextlib.suppress(OSError):  # no CA refers to that root: leave no key of it
+            fs.unlink(spec.key_out)
+        raise
+    root = made.root.subject.rfc4514_string()
+    return made.key, [
+        f"Created CA '{d.settings.effective_ca_name}' in {d.settings.cadir} "
+        f"({_describe(made.key)}), an intermediate under the root CA '{root}'.",
+        f"The root CA's key is in {spec.key_out}: move it OFFLINE now (with a copy of "
+        "ca_crt.pem and ca_crl.pem). Nothing here needs it; it re-issues the root's CRL "
+        "('splitca ca root-crl', then 'splitca crl install-root' here) before "
+        f"{_root_crl_due(made.crl):%Y-%m-%d}.",
+    ]
+
+
+def _root_crl_due(crl_pem: bytes) -> dt.datetime:
+    root_crl = x509.load_pem_x509_crl(pki.split_pem(crl_pem, "X509 CRL")[-1])
+    assert root_crl.next_update_utc is not None
+    return root_crl.next_update_utc
 
 
 def _setup_existing(d: Deps, *, server_identity: bool) -> SetupResult:

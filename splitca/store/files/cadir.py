@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -294,6 +295,14 @@ class CADir:
 
     def write_key(self, path: Path, data: bytes, *, mode: int = KEY_MODE) -> None:
         fs.atomic_write(path, data, mode=mode, anchor=self.root)
+
+    def rewrite_ca_key(self, data: bytes) -> None:
+        """Replace ca_key.pem atomically (temp file, fsync, rename), keeping its mode."""
+        try:
+            mode = stat.S_IMODE(os.stat(self.cakey).st_mode) & 0o640
+        except FileNotFoundError:
+            mode = KEY_MODE
+        self.write_key(self.cakey, data, mode=mode)
 
     def append(self, path: Path, lines: bytes, *, durable: bool = True) -> tuple[int, int]:
         """Append records to a file in the cadir (see :func:`fs.append_line`)."""

@@ -17,7 +17,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -51,7 +51,12 @@ CREATE TABLE IF NOT EXISTS inventory (
   serial TEXT PRIMARY KEY, serial_int INTEGER, name TEXT NOT NULL, not_after_ts INTEGER);
 CREATE INDEX IF NOT EXISTS inventory_name ON inventory(name);
 CREATE INDEX IF NOT EXISTS inventory_serial_int ON inventory(serial_int);
+CREATE TABLE IF NOT EXISTS crl_fetches (
+  name TEXT PRIMARY KEY, number INTEGER NOT NULL, at REAL NOT NULL) WITHOUT ROWID;
 """
+# A CRL fetch record waits at most this long for SQLite's write lock, then gives up (logged):
+# it is written while a CRL is being served, which it must never hold up.
+_FETCH_BUSY_MS = 200
 
 _REASONS = {r.name: i for i, r in enumerate(x509.ReasonFlags)}
 # The revoked.reason column holds a ReasonFlags position; CRLs hold RFC 5280 codes.
@@ -93,14 +98,51 @@ class Index:
             for suffix in INDEX_FILE_SUFFIXES:
                 fs.refuse_symlink(f"{self.cadir.index_path}{suffix}")
             try:
-                conn = sqlite3.connect(self.cadir.index_path, timeout=60, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(_SCHEMA)
+                conn = self._connect()
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot open index {self.cadir.index_path}: {exc}") from exc
+                if not _is_not_a_database(exc):
+                    raise StoreError(f"cannot open index {self.cadir.index_path}: {exc}") from exc
+                conn = self._replace_unusable(exc)
             self._local.conn = conn
         return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.cadir.index_path, timeout=60, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()  # an open handle would keep the file locked for the next attempt
+            raise
+        return conn
+
+    def _replace_unusable(self, first: sqlite3.Error) -> sqlite3.Connection:
+        """The index file is not a database (overwritten, truncated, corrupt): it holds
+        nothing the cadir files do not, so it is moved aside and rebuilt from them."""
+        path = self.cadir.index_path
+        with self._write_lock():
+            try:
+                return self._connect()  # another process replaced it while we waited
+            except sqlite3.Error as exc:
+                if not _is_not_a_database(exc):
+                    raise StoreError(f"cannot open index {path}: {exc}") from exc
+            aside = f"{path}.unusable"
+            log.warning(
+                "index %s is not a usable database (%s); moved to %s, rebuilding it from the files",
+                path,
+                first,
+                aside,
+            )
+            for suffix in INDEX_FILE_SUFFIXES:
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+            with self._seen_lock:
+                self._seen.clear()  # what was seen was indexed in the file just moved aside
+            try:
+                return self._connect()
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open index {path}: {exc}") from exc
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -109,12 +151,19 @@ class Index:
             self._local.conn = None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, changes: Sequence[str] = ()) -> Iterator[sqlite3.Connection]:
         """A write transaction (BEGIN IMMEDIATE): one writer at a time across processes.
 
         Writers queue on the cadir's ``index`` lock first: threads hand over promptly
         and processes poll briefly, instead of sleeping in SQLite's busy handler
         (which backs off in steps of milliseconds).
+
+        *changes* are the watched paths (``signed``, ``requests``, ``crl``) the caller
+        will change on disk in here. They are marked dirty in a commit of their own
+        first, so a writer killed between its rename and its commit leaves a mark that
+        makes the next transaction re-index them: a directory's stamp alone may not
+        move (its mtime has the kernel's coarse tick), and the next writer's stamps
+        would otherwise cover the orphaned file.
         """
         conn = self._conn()
         with self._write_lock():
@@ -128,6 +177,13 @@ class Index:
             self._local.pending = pending
             try:
                 try:
+                    # First catch up with what changed behind the index's back (a writer
+                    # killed between its rename and its commit, an external tool): the
+                    # stamps this transaction records cover those changes too, so they
+                    # must be indexed before anything is recorded.
+                    self._catch_up(conn)
+                    if changes:
+                        self._mark_dirty(conn, changes)
                     yield conn
                 except BaseException as exc:
                     with contextlib.suppress(sqlite3.Error):
@@ -145,6 +201,26 @@ class Index:
                 self._local.pending = None
             with self._seen_lock:
                 self._seen.update(pending)
+
+    def _mark_dirty(self, conn: sqlite3.Connection, changes: Sequence[str]) -> None:
+        """Commit "dirty" as the stamps of *changes*, then open the transaction again.
+
+        Best effort: where the mark cannot be committed (a full disk), the caller goes on
+        without it, as before marks existed (its own commit will likely fail too, and
+        the changed stamps then make the next refresh re-index).
+        """
+        try:
+            for w in changes:
+                self._set_meta(conn, f"stamp:{w}", "dirty")
+            conn.execute("COMMIT")  # no fsync (WAL, synchronous=NORMAL)
+        except sqlite3.Error as exc:
+            log.warning("index: could not mark %s as changing: %s", ", ".join(changes), exc)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"index is busy or unwritable: {exc}") from exc
 
     def _paths(self) -> dict[str, str]:
         """The watched paths as strings (stat()ed on every query; no pathlib on that path)."""
@@ -198,24 +274,32 @@ class Index:
             with self._seen_lock:
                 self._seen.update(now)
             return
-        with self.transaction() as conn:
-            fresh = self._get_meta(conn, "schema") != SCHEMA_VERSION
-            if fresh:
-                log.debug("index: building %s", self.cadir.index_path)
-                for table in ("certs", "csrs", "revoked", "inventory"):
-                    conn.execute(f"DROP TABLE IF EXISTS {table}")
-                conn.execute("DELETE FROM meta")
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                self._set_meta(conn, "schema", SCHEMA_VERSION)
-            for w in self.WATCHED:
-                stamp = _stamp(paths[w])
-                if self._get_meta(conn, f"stamp:{w}") != stamp:
-                    (log.debug if fresh else log.info)(
-                        "index: %s changed outside splitca; re-indexing it", paths[w]
-                    )
-                    getattr(self, f"_reconcile_{w}")(conn)
+        with self.transaction():
+            pass  # a write transaction catches up first (see _catch_up)
+
+    def _catch_up(self, conn: sqlite3.Connection) -> None:
+        """Inside a write transaction: re-index every watched path whose stamp is not the
+        one the index recorded (and build the schema if it is not current)."""
+        paths = self._paths()
+        stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        fresh = stored.get("schema") != SCHEMA_VERSION
+        if fresh:
+            log.debug("index: building %s", self.cadir.index_path)
+            for table in ("certs", "csrs", "revoked", "inventory"):
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute("DELETE FROM meta")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            self._set_meta(conn, "schema", SCHEMA_VERSION)
+            stored = {}
+        for w in self.WATCHED:
+            stamp = _stamp(paths[w])
+            if stored.get(f"stamp:{w}") != stamp:
+                (log.debug if fresh else log.info)(
+                    "index: %s changed outside splitca; re-indexing it", paths[w]
+                )
+                getattr(self, f"_reconcile_{w}")(conn)
                 self.record(conn, w)
 
     def rebuild(self) -> None:
@@ -556,6 +640,30 @@ class Index:
             )
         }
 
+    def record_crl_fetch(self, name: str, number: int, at: float) -> None:
+        """Upsert *name*'s last CRL fetch, waiting at most ``_FETCH_BUSY_MS`` (StoreError).
+
+        Outside :meth:`transaction` (no index lock: a long re-index must not hold it up);
+        a table splitca's re-indexing never drops, so ``index rebuild`` keeps it.
+        """
+        conn = self._conn()
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_FETCH_BUSY_MS}")
+            try:
+                conn.execute(
+                    "INSERT INTO crl_fetches(name, number, at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET number = excluded.number, at = excluded.at",
+                    (name, number, at),
+                )
+            finally:
+                conn.execute("PRAGMA busy_timeout = 60000")
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not record a CRL fetch in the index: {exc}") from exc
+
+    def crl_fetches(self) -> list[tuple[str, int, float]]:
+        rows = self._conn().execute("SELECT name, number, at FROM crl_fetches ORDER BY name")
+        return [(str(n), int(num), float(at)) for n, num, at in rows]
+
     def counts(self) -> dict[str, int]:
         self.refresh()
         conn = self._conn()
@@ -567,6 +675,12 @@ class Index:
         ).fetchone()[0]
         requested = conn.execute("SELECT count(*) FROM csrs").fetchone()[0]
         return {"requested": requested, "signed": signed, "revoked": revoked}
+
+
+def _is_not_a_database(exc: sqlite3.Error) -> bool:
+    """SQLite says the file is not a database, or a corrupt one (not: busy, unwritable)."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+    return code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
 
 
 def _revoked_row(e: pki.Revocation) -> tuple[str, float, int | None]:

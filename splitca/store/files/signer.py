@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 
 from splitca import pki
 from splitca.core.ports import CRLEntry
-from splitca.errors import StoreError
+from splitca.errors import ConfigError, StoreError
 from splitca.store.files.cadir import CADir
 
 __all__ = ["KeyFileSigner", "LoadedKey"]
@@ -70,12 +70,25 @@ class LoadedKey:
             next_update=next_update,
         )
 
+    def renew_ca(
+        self, *, serial: int, not_before: dt.datetime, not_after: dt.datetime
+    ) -> x509.Certificate:
+        return pki.renew_ca_certificate(
+            self.certificate, self.key, serial=serial, not_before=not_before, not_after=not_after
+        )
+
 
 class KeyFileSigner:
-    """Signs with the unencrypted CA key in the cadir (puppetserver's ``ca_key.pem``)."""
+    """Signs with the CA key in the cadir (puppetserver's ``ca_key.pem``), plain or encrypted.
 
-    def __init__(self, cadir: CADir) -> None:
+    An encrypted key (``BEGIN ENCRYPTED PRIVATE KEY``, see ``splitca ca encrypt-key``) is
+    decrypted once, with the passphrase *passphrase* returns (called only then), and kept
+    in memory; it is decrypted again only when the file changes.
+    """
+
+    def __init__(self, cadir: CADir, *, passphrase: Callable[[], bytes] | None = None) -> None:
         self._cadir = cadir
+        self._passphrase = passphrase
         self._lock = threading.Lock()
         self._loaded: tuple[str, LoadedKey] | None = None
 
@@ -85,7 +98,7 @@ class KeyFileSigner:
         stamp = _stamp(c.cakey) + "|" + _stamp(c.cacert)
         with self._lock:
             if self._loaded is None or self._loaded[0] != stamp:
-                key = pki.load_private_key(c.read_ca_key())
+                key = self._load_key(c.read_ca_key())
                 certs = pki.load_certificates(c.read_ca_cert())
                 if not certs:
                     raise StoreError(f"{c.cacert} holds no certificate")
@@ -94,6 +107,26 @@ class KeyFileSigner:
                     raise StoreError(f"no certificate in {c.cacert} matches {c.cakey}")
                 self._loaded = (stamp, LoadedKey(key, cert))
             return self._loaded[1]
+
+    def _load_key(self, data: bytes) -> CertificateIssuerPrivateKeyTypes:
+        """The key of *data*; ConfigError (one line, no passphrase) if it cannot be decrypted."""
+        path = self._cadir.cakey
+        if not pki.is_encrypted_key(data):
+            try:
+                return pki.load_private_key(data)
+            except (ValueError, TypeError) as exc:
+                raise StoreError(f"the CA key {path} is not a usable private key: {exc}") from None
+        if self._passphrase is None:
+            raise ConfigError(
+                f"the CA key {path} is encrypted and this CA has no passphrase source"
+            )
+        passphrase = self._passphrase()
+        try:
+            return pki.load_private_key(data, passphrase)
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"cannot decrypt the CA key {path}: wrong passphrase (or a damaged key file)"
+            ) from None
 
 
 def _stamp(path: os.PathLike[str]) -> str:

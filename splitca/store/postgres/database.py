@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 import urllib.parse
 import weakref
 from collections.abc import Iterable, Iterator
@@ -39,6 +40,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 _NAME_CLASS = 0x5C1A0001
 _CA_CLASS = 0x5C1A0002
 MIGRATE_LOCK = (0x5C1A0003, 1)
+_FRESH = 1.0  # seconds a connection back from a request is used again without a check
 
 
 def lock_key(kind: str, name: str) -> tuple[int, int]:
@@ -81,6 +83,7 @@ class Database:
         self._pool: psycopg_pool.ConnectionPool | None = None
         self._locks: psycopg_pool.ConnectionPool | None = None
         self._local = threading.local()
+        self._idle_since: dict[int, float] = {}  # id(connection) -> when it came back
         _LIVE.add(self)
 
     def _forget_pools(self) -> None:
@@ -118,7 +121,8 @@ class Database:
             min_size=1,
             max_size=size,
             open=False,
-            check=psycopg_pool.ConnectionPool.check_connection,
+            check=self._check,
+            reset=self._returned_now,
             timeout=self.timeout,
             # Give up a reconnection (backing off 1, 2, 4 s...) after this; the next request
             # starts a new one: a database that is back is found within seconds.
@@ -128,6 +132,19 @@ class Database:
         )
         pool.open(wait=False)
         return pool
+
+    def _returned_now(self, conn: psycopg.Connection[Any]) -> None:
+        if len(self._idle_since) > 1000:  # entries of connections the pool has dropped
+            self._idle_since.clear()  # (each is then checked once more: harmless)
+        self._idle_since[id(conn)] = time.monotonic()
+
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
+        """Check a connection that sat idle (a database restarted meanwhile ended it) with
+        one round trip; one back from a request a moment ago is used as it is (under load
+        that round trip would double the cost of every query)."""
+        since = self._idle_since.pop(id(conn), None)
+        if since is None or time.monotonic() - since > _FRESH:
+            psycopg_pool.ConnectionPool.check_connection(conn)
 
     def _pools(self) -> tuple[psycopg_pool.ConnectionPool, psycopg_pool.ConnectionPool]:
         pid = os.getpid()

@@ -20,19 +20,18 @@ from typing import Any
 
 from cryptography import x509
 
-from splitca import fs, pki
+from splitca import pki
 from splitca.core.ports import Blob, CRLEntry, Reservation
 from splitca.errors import StoreError, StoreUnavailable
 from splitca.store.postgres import schema
 from splitca.store.postgres.database import Database, lock_key
+from splitca.store.postgres.hostfiles import CERT_FILE, KEY_FILE, HostFiles
 from splitca.store.postgres.queries import PgQueries
 
 __all__ = ["PgStore"]
 
 log = logging.getLogger(__name__)
 
-KEY_FILE, CERT_FILE = "ca_key.pem", "ca_crt.pem"
-KEY_MODE, CERT_MODE = 0o640, 0o644  # puppetserver's modes for ca_key.pem and ca_crt.pem
 # How long a read with a cached answer (CA certificate, CRL) waits for the database.
 _CACHED_WAIT = 1.0
 
@@ -58,6 +57,7 @@ class PgStore(PgQueries):
         # *database*: one already open for *url* (compose shares it with the registry and audit)
         self.db = database or Database(url, password=password, timeout=timeout, pool_size=pool_size)
         self.key_dir = key_dir
+        self.host = HostFiles(key_dir)
         self._lock_timeout = lock_timeout
         self._cache_guard = threading.Lock()
         self._ca_cache: Blob | None = None
@@ -66,7 +66,7 @@ class PgStore(PgQueries):
 
     @property
     def key_path(self) -> Path:
-        return self.key_dir / KEY_FILE
+        return self.host.key
 
     # --- lifecycle -----------------------------------------------------------------------
     def _db_parts(self) -> bool:
@@ -93,10 +93,7 @@ class PgStore(PgQueries):
         with self.db.connection() as conn:
             if schema.current_version(conn) != schema.LATEST:
                 schema.migrate(conn)
-        try:
-            self.key_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create {self.key_dir}: {exc.strerror}") from exc
+        self.host.ensure_dir()
         self._mirror_ca_cert()
 
     def _mirror_ca_cert(self) -> None:
@@ -105,13 +102,8 @@ class PgStore(PgQueries):
             if conn.execute("SELECT to_regclass('splitca.ca')").fetchone() == (None,):
                 return
             row = conn.execute("SELECT cert FROM ca WHERE id = 1").fetchone()
-        if row is None:
-            return
-        local = self.key_dir / CERT_FILE
-        with contextlib.suppress(OSError):
-            if local.read_bytes() == bytes(row[0]):
-                return
-        fs.atomic_write(local, bytes(row[0]), mode=CERT_MODE, anchor=self.key_dir)
+        if row is not None:
+            self.host.write_cert(bytes(row[0]))
 
     def create_ca(self, *, ca_cert: bytes, ca_key: bytes, ca_pub: bytes, crl: bytes) -> None:
         """Record the CA in the database (its serial issued), then this host's files, key last."""
@@ -128,8 +120,8 @@ class PgStore(PgQueries):
             if done.rowcount != 1:
                 raise StoreError(f"the database {self.db.shown} already holds a CA")
             self._record_issued(conn, cert, pki.first_cn(cert.subject) or "")
-        fs.atomic_write(self.key_dir / CERT_FILE, ca_cert, mode=CERT_MODE, anchor=self.key_dir)
-        fs.atomic_write(self.key_path, ca_key, mode=KEY_MODE, anchor=self.key_dir)
+        self.host.write_cert(ca_cert)
+        self.host.write_key(ca_key)
 
     def _record_issued(self, conn: Any, cert: x509.Certificate, name: str) -> None:
         """An inventory row for a certificate issued elsewhere, the sequence moved past it."""
@@ -168,11 +160,24 @@ class PgStore(PgQueries):
         self.db.shutdown()
 
     def ping(self) -> None:
-        with self.db.connection() as conn:
+        """A health check: answers within about a second, the database up or not."""
+        with self.db.connection(wait=_CACHED_WAIT) as conn:
             if conn.execute("SELECT to_regclass('splitca.ca')").fetchone() == (None,):
                 raise StoreUnavailable(f"the database {self.db.shown} has no splitca schema")
             if conn.execute("SELECT 1 FROM ca WHERE id = 1").fetchone() is None:
                 raise StoreUnavailable(f"the database {self.db.shown} holds no CA")
+
+    # --- CRL fetches (monitoring, best effort) --------------------------------------------
+    def record_crl_fetch(self, name: str, number: int, at: float) -> None:
+        try:
+            with self.db.connection(wait=_CACHED_WAIT) as conn:
+                conn.execute(
+                    "INSERT INTO crl_fetches (name, number, at) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (name) DO UPDATE SET number = EXCLUDED.number, at = EXCLUDED.at",
+                    (name, number, at),
+                )
+        except StoreError as exc:
+            log.warning("CRL fetch by %s not recorded: %s", name, exc)
 
     # --- locks ---------------------------------------------------------------------------
     def locked(self, name: str) -> contextlib.AbstractContextManager[None]:
@@ -336,6 +341,25 @@ class PgStore(PgQueries):
             )
             if drop_csr:
                 conn.execute("DELETE FROM csrs WHERE name = %s", (name,))
+
+    # --- the CA's own certificate and key -------------------------------------------------
+    def publish_ca_cert(self, pem: bytes, reservation: Reservation | None) -> None:
+        """The new bundle in the database (its serial was committed by reserve_serial),
+        then this host's copy; other hosts take theirs when they next open the store."""
+        with self.db.connection() as conn:
+            conn.execute(
+                "UPDATE ca SET cert = %s, cert_modified = %s WHERE id = 1", (pem, time.time())
+            )
+        self._ca_cache = None
+        self.host.write_cert(pem)
+
+    def ca_key(self) -> bytes:
+        """This host's copy of the key (the database never holds it)."""
+        return self.host.read_key()
+
+    def replace_ca_key(self, data: bytes) -> None:
+        """Replace this host's copy of the key; each replica re-encodes its own."""
+        self.host.write_key(data)
 
     # --- revocation (reads: PgQueries) ---------------------------------------------------
     def publish_crl(

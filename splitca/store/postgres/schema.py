@@ -78,9 +78,13 @@ BEGIN
   RETURN true;
 END $$;
 """,
+    2: """
+CREATE TABLE splitca.crl_fetches (
+  name text COLLATE "C" PRIMARY KEY, number numeric NOT NULL, at double precision NOT NULL);
+""",
     # Pre-registrations and the ledger of redeemed tokens (enrollment/backends/postgres.py)
     # and the audit trail (store/postgres/audit.py).
-    2: """
+    3: """
 CREATE TABLE splitca.registrations (
   certname text COLLATE "C" PRIMARY KEY,
   token_sha256 text NOT NULL CHECK (token_sha256 ~ '^[0-9a-f]{64}$'),

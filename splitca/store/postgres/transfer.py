@@ -108,8 +108,8 @@ def import_cadir(pg: PgStore, source: Path, *, force: bool = False) -> dict[str,
         if got != wanted:  # raising here rolls the whole import back
             raise StoreError(f"import of {source} does not add up: read {wanted}, wrote {got}")
     if own_key is None:
-        pg.key_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
-        CADir(pg.key_dir).write_key(pg.key_path, key)
+        pg.host.ensure_dir()
+        pg.host.write_key(key)
     pg.prepare()  # this host's copy of the CA certificate
     return got
 

@@ -1,8 +1,11 @@
-"""Revocation is final: agents renewing as fast as they can while an admin revokes or cleans
-them (over HTTP, or with the CLI from another process) end up with nothing that is not on
-the CRL served right after the revoke/clean answered, and can renew nothing afterwards.
+"""Revocation and clean: what they do (the CRL, the certificate_status and clean endpoints,
+a revoked certificate's authority), and that revocation is final under races.
 
-Everything goes through a real ``splitca serve`` with two worker processes."""
+The races: agents renewing as fast as they can while an admin revokes or cleans them (over
+HTTP, or with the CLI from another process) end up with nothing that is not on the CRL served
+right after the revoke/clean answered, and can renew nothing afterwards. Those go through a
+real ``splitca serve`` with two worker processes; a signing racing a clean, and batch revokes
+racing renewals, run in threads of one process."""
 
 from __future__ import annotations
 
@@ -22,12 +25,11 @@ from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.compose import open_ca
 from splitca.config import Settings
+from splitca.core.usecases import revoke as usecases_revoke
 from splitca.errors import Conflict
 from splitca.store.files.cadir import parse_inventory
 
-from .conftest import Server, fast_key, make_csr, setup_ca
-
-pytestmark = pytest.mark.slow
+from .conftest import Server, fast_key, make_csr, setup_ca, wsgi_call
 
 V1 = "/puppet-ca/v1"
 RENEWERS = 4  # threads renewing one agent's certificate at once
@@ -36,6 +38,110 @@ CLI_TRIALS = 4  # a CLI run costs an interpreter start-up
 WARMUP_RENEWALS = 2 * RENEWERS  # renewals that must have succeeded before the revoke starts
 AFTER_ATTEMPTS = 2  # renewal attempts each thread makes after the revoke answered
 DEADLINE = 30.0  # seconds any one phase of a trial may take, so a hang cannot stall the suite
+
+
+def agent_cert(ca: CertificateAuthority, name: str) -> x509.Certificate:
+    ca.submit_csr(name, pki.pem(make_csr(name)))
+    return ca.sign(name)
+
+
+def signed(ca: CertificateAuthority, name: str, **csr_kw: object) -> x509.Certificate:
+    ca.submit_csr(name, pki.pem(make_csr(name, **csr_kw)))  # type: ignore[arg-type]
+    return ca.sign(name)
+
+
+# --- what revoke and clean do ----------------------------------------------------------------
+
+
+def test_crl_number_increments_and_revocations_batch_into_one_resign(
+    ca: CertificateAuthority,
+) -> None:
+    """Revoking a batch re-signs the CRL once; every change bumps the CRL number."""
+    for i in range(3):
+        signed(ca, f"n{i}")
+    before = pki.crl_number(x509.load_pem_x509_crl(ca.crl_pem()))
+    found, missing = ca.revoke(["n0", "n1", "n2", "ghost"])
+    assert sorted(found) == ["n0", "n1", "n2"] and missing == ["ghost"]
+    crl = x509.load_pem_x509_crl(ca.crl_pem())
+    assert pki.crl_number(crl) == before + 1
+    assert len(list(crl)) == 3
+    again, _ = ca.revoke(["n0"])  # already revoked: no new CRL
+    assert again == {"n0": [found["n0"][0]]}
+    assert pki.crl_number(x509.load_pem_x509_crl(ca.crl_pem())) == before + 1
+    assert ca.refresh_crl(force=True)
+    assert pki.crl_number(x509.load_pem_x509_crl(ca.crl_pem())) == before + 2
+
+
+def test_clean_endpoint(app, ca, admin_cert) -> None:
+    agent_cert(ca, "c1")
+    r = wsgi_call(app, "PUT", f"{V1}/clean", b'{"certnames":["c1"]}', client=admin_cert)
+    assert (r.status, r.text) == (200, "Successfully cleaned all certs.")
+    assert not ca.store.cadir.cert_path("c1").exists()
+    assert ca.is_revoked(ca.serials_for("c1")[0])
+    r = wsgi_call(app, "PUT", f"{V1}/clean", b'{"certnames":["missing"]}', client=admin_cert)
+    assert (r.status, r.text) == (
+        200,
+        'The following certs do not exist and cannot be revoked: ["missing"]',
+    )
+    for body, msg in (
+        (b"nope", "Request body is not JSON."),
+        (
+            b"{}",
+            "Missing required key: 'certnames'. Please supply the list of certs you want to clean.",
+        ),
+        (b'{"certnames":[],"async":true}', "Async mode is not currently supported."),
+    ):
+        r = wsgi_call(app, "PUT", f"{V1}/clean", body, client=admin_cert)
+        assert (r.status, r.text) == (400, msg)
+
+
+def test_revoked_admin_certificate_is_treated_as_unauthenticated(app, ca) -> None:
+    _key_pem, cert = ca.generate("admin2", ca_client=True)
+    assert wsgi_call(app, "GET", f"{V1}/certificate_statuses/all", client=cert).status == 200
+    ca.revoke(["admin2"])
+    assert wsgi_call(app, "GET", f"{V1}/certificate_statuses/all", client=cert).status == 403
+
+
+# --- races: revocation is final ----------------------------------------------------------------
+
+
+def test_a_signing_racing_clean_lands_wholly_after_it(settings, monkeypatch) -> None:
+    """A new request signed while clean runs waits for it: it is neither revoked nor deleted
+    by that clean, and nothing is ever deleted unrevoked (the tests below do the same
+    through the server)."""
+    setup_ca(settings)
+    ca = open_ca(settings.replace(allow_duplicate_certs=True))
+    ca.submit_csr("flip", pki.pem(make_csr("flip")))
+    first = ca.sign("flip")
+    real_add = usecases_revoke.add_to_crl
+    racers: list[threading.Thread] = []
+    second: list[x509.Certificate] = []
+
+    def sign_again() -> None:
+        ca.submit_csr("flip", pki.pem(make_csr("flip")))
+        second.append(ca.sign("flip"))
+
+    def add_while_signing(d, serials, reason, **kwargs):  # type: ignore[no-untyped-def]
+        t = threading.Thread(target=sign_again)  # the race: a signing while clean revokes
+        t.start()
+        racers.append(t)
+        return real_add(d, serials, reason, **kwargs)
+
+    monkeypatch.setattr(usecases_revoke, "add_to_crl", add_while_signing)
+    cleaned, _ = ca.clean(["flip"])
+    for t in racers:
+        t.join(60)
+    assert cleaned == ["flip"] and len(second) == 1
+    issued = [
+        ln.serial
+        for ln in parse_inventory(ca.store.cadir.inventory.read_bytes())
+        if ln.certname == "flip"
+    ]
+    assert issued == [first.serial_number, second[0].serial_number]
+    assert ca.is_revoked(first.serial_number)
+    assert not ca.is_revoked(second[0].serial_number)
+    current = x509.load_pem_x509_certificate(ca.store.cadir.cert_path("flip").read_bytes())
+    assert current.serial_number == second[0].serial_number
 
 
 @dataclass
@@ -219,6 +325,7 @@ def _admin(server: Server) -> requests.Session:
     return _session(server, s.effective_server_cert, s.effective_server_key)
 
 
+@pytest.mark.slow
 def test_http_revoke_racing_renewals_leaves_nothing_valid(race: Race) -> None:
     server = race.server
     with _admin(server) as admin:
@@ -235,6 +342,7 @@ def test_http_revoke_racing_renewals_leaves_nothing_valid(race: Race) -> None:
             _trial(race, f"rv-{i}", revoke, cleaned=False)
 
 
+@pytest.mark.slow
 def test_http_clean_racing_renewals_leaves_nothing_valid(race: Race) -> None:
     server = race.server
     with _admin(server) as admin:
@@ -247,6 +355,7 @@ def test_http_clean_racing_renewals_leaves_nothing_valid(race: Race) -> None:
             _trial(race, f"cl-{i}", clean, cleaned=True)
 
 
+@pytest.mark.slow
 def test_cli_revoke_racing_http_renewals_leaves_nothing_valid(race: Race) -> None:
     server = race.server
 
@@ -258,6 +367,7 @@ def test_cli_revoke_racing_http_renewals_leaves_nothing_valid(race: Race) -> Non
         _trial(race, f"cli-{i}", revoke, cleaned=False)
 
 
+@pytest.mark.slow
 def test_batch_revokes_racing_renewals_in_threads_are_final_and_never_deadlock(
     settings: Settings,
 ) -> None:

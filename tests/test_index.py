@@ -1,0 +1,312 @@
+"""The SQLite index (splitca/store/files/index.py) on its own, over a real cadir: its queries,
+its orders and filters, and that it always says what the files say (changed behind its back,
+rebuilt from scratch, or lost)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import shutil
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from splitca import pki
+from splitca.authority import CertificateAuthority
+from splitca.compose import open_ca
+from splitca.config import Settings
+from splitca.store.files.cadir import INDEX_FILE_SUFFIXES, inventory_line
+from splitca.store.files.filestore import FileStore
+from splitca.store.files.index import Row
+
+from .conftest import make_csr, setup_ca
+
+TTL = dt.timedelta(days=10)
+
+
+@pytest.fixture
+def ca(settings: Settings) -> CertificateAuthority:
+    """A CA holding, besides its own certificate (ca.test), pending, signed and revoked
+    names whose name order interleaves the groups."""
+    setup_ca(settings)
+    ca = open_ca(settings.replace(cert_ttl=TTL), autosign_at_start=False)
+    for name in ("m-pending", "a-pending", "z-signed", "b-signed", "c-revoked", "y-revoked"):
+        ca.submit_csr(name, pki.pem(make_csr(name)))
+    for name in ("z-signed", "b-signed", "c-revoked", "y-revoked"):
+        ca.sign(name)
+    ca.revoke(["y-revoked"])
+    ca.revoke(["c-revoked"])
+    return ca
+
+
+def names(rows: Iterable[Row]) -> list[tuple[str, str]]:
+    return [(r.name, r.state) for r in rows]
+
+
+REQUESTED = [("a-pending", "requested"), ("m-pending", "requested")]
+CERTS = [
+    ("b-signed", "signed"),
+    ("c-revoked", "revoked"),
+    ("ca.test", "signed"),
+    ("y-revoked", "revoked"),
+    ("z-signed", "signed"),
+]
+
+
+def test_statuses_lists_requests_first_then_certificates_each_in_name_order(
+    ca: CertificateAuthority,
+) -> None:
+    assert names(ca.store.statuses()) == REQUESTED + CERTS
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ("requested", REQUESTED),
+        ("signed", [c for c in CERTS if c[1] == "signed"]),
+        ("revoked", [c for c in CERTS if c[1] == "revoked"]),
+        (None, REQUESTED + CERTS),
+        ("bogus", []),  # the HTTP route maps an unknown state to None; the index matches nothing
+    ],
+)
+def test_state_filters(
+    ca: CertificateAuthority, state: str | None, expected: list[tuple[str, str]]
+) -> None:
+    assert names(ca.store.statuses(state)) == expected
+    assert [(s["name"], s["state"]) for s in _json(ca, state)] == expected
+
+
+def _json(ca: CertificateAuthority, state: str | None, **kw: int) -> list[dict[str, object]]:
+    chunks = ca.store.index.status_json_chunks(state, **kw)  # what statuses_json streams
+    out: list[dict[str, object]] = json.loads("".join(chunks))
+    return out
+
+
+def _expected_json(rows: Iterable[Row]) -> list[dict[str, object]]:
+    out = []
+    for row in rows:
+        status = row.as_dict()
+        if row.reason:
+            status["pending_reason"] = row.reason
+        out.append(status)
+    return out
+
+
+@pytest.mark.parametrize("state", [None, "requested", "signed", "revoked"])
+def test_statuses_json_is_the_json_of_statuses_with_pending_reason(
+    ca: CertificateAuthority, state: str | None
+) -> None:
+    rows = list(ca.store.statuses(state))
+    expected = _expected_json(rows)
+    assert json.loads("".join(ca.store.statuses_json(state))) == expected
+    for chunk_rows in (1, 2, 3):  # pieces joined at every possible boundary
+        assert _json(ca, state, rows=chunk_rows) == expected
+    if state in (None, "requested"):
+        reasons = [s.get("pending_reason") for s in expected if s["state"] == "requested"]
+        assert reasons and all(isinstance(r, str) and r for r in reasons)
+    for status in expected:
+        assert ("serial_number" in status) == (status["state"] != "requested")
+
+
+def test_an_empty_selection_is_an_empty_json_array(settings: Settings) -> None:
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    assert "".join(ca.store.statuses_json("requested")) == "[]"
+    assert "".join(ca.store.statuses_json("revoked")) == "[]"
+    assert [s["name"] for s in json.loads("".join(ca.store.statuses_json()))] == ["ca.test"]
+
+
+def test_status_of_one_name_prefers_the_certificate(ca: CertificateAuthority) -> None:
+    ca.submit_csr("both", pki.pem(make_csr("both")))
+    cert = ca.sign("both")
+    ca.store.cadir.csr_path("both").write_bytes(pki.pem(make_csr("both")))  # as puppetserver may
+    row = ca.store.status("both")
+    assert row is not None and (row.state, row.serial) == ("signed", cert.serial_number)
+    row = ca.store.status("a-pending")
+    assert row is not None and row.state == "requested" and row.serial is None and row.reason
+    assert ca.store.status("nobody") is None
+
+
+def test_pending_names_and_counts(ca: CertificateAuthority) -> None:
+    assert ca.store.pending_names() == ["a-pending", "m-pending"]
+    assert ca.store.counts() == {"requested": 2, "signed": 3, "revoked": 2}
+    ca.sign("m-pending")
+    ca.revoke(["b-signed"])
+    assert ca.store.pending_names() == ["a-pending"]
+    assert ca.store.counts() == {"requested": 1, "signed": 3, "revoked": 3}
+
+
+def test_serials_for_a_name_keeps_every_serial_it_was_ever_issued(
+    ca: CertificateAuthority,
+) -> None:
+    first = ca.store.serials_for("c-revoked")
+    assert len(first) == 1 and ca.store.is_revoked(first[0])
+    ca.clean(["c-revoked"])  # the certificate file goes, the inventory keeps the serial
+    assert ca.store.serials_for("c-revoked") == first
+    ca.submit_csr("c-revoked", pki.pem(make_csr("c-revoked")))
+    again = ca.sign("c-revoked")
+    assert ca.store.serials_for("c-revoked") == sorted([*first, again.serial_number])
+    assert ca.store.serials_for("nobody") == []
+    assert ca.store.serials_for("a-pending") == []
+
+
+def test_revocation_queries_follow_each_crl(ca: CertificateAuthority) -> None:
+    store = ca.store
+    revoked = {n: store.serials_for(n)[0] for n in ("c-revoked", "y-revoked")}
+    signed = store.serials_for("z-signed")[0]
+    assert store.crl_number() == 2  # one CRL per revoke above
+    assert store.revoked_count() == 2
+    assert all(store.is_revoked(s) for s in revoked.values())
+    assert not store.is_revoked(signed)
+    assert not store.is_revoked(10**30)  # larger than any SQLite integer
+    ca.revoke(["z-signed", "b-signed"])
+    assert (store.crl_number(), store.revoked_count()) == (3, 4)
+    assert store.is_revoked(signed)
+    assert ca.refresh_crl(force=True)  # re-signed: a new number, the same entries
+    assert (store.crl_number(), store.revoked_count()) == (4, 4)
+    crl = x509.load_pem_x509_crl(ca.crl_pem())
+    assert pki.crl_number(crl) == store.crl_number()
+    in_file = {e.serial_number: e for e in crl}
+    assert {s for s, _, _ in store.revocations()} == set(in_file)
+    for serial, when, code in store.revocations():
+        entry = in_file[serial]
+        assert when == entry.revocation_date_utc.timestamp()
+        assert code == 1  # keyCompromise, revoke's default reason
+
+
+def test_expired_serials_come_from_the_inventory_with_a_strict_boundary(
+    ca: CertificateAuthority,
+) -> None:
+    cert = ca.sign("a-pending")
+    not_after = cert.not_valid_after_utc
+    assert not_after - cert.not_valid_before_utc > TTL  # backdated, as puppetserver
+    assert cert.serial_number not in ca.store.expired_serials(not_after)
+    assert cert.serial_number in ca.store.expired_serials(not_after + dt.timedelta(seconds=1))
+    later = ca.store.expired_serials(not_after + dt.timedelta(days=1))
+    agents = {
+        ca.store.serials_for(n)[0] for n in ("b-signed", "c-revoked", "y-revoked", "z-signed")
+    }
+    assert agents | {cert.serial_number} <= later
+    own = x509.load_pem_x509_certificate(ca.ca_certificate_pem()).serial_number
+    assert own not in later  # the CA certificate lives years longer
+    assert ca.store.expired_serials(dt.datetime.now(dt.UTC)) == set()
+
+
+# --- in step with the files ------------------------------------------------------------------------
+
+
+def _state(store: FileStore) -> dict[str, object]:
+    """Everything the index answers, but the pending reasons (kept only in the index)."""
+    every = [n for n, _ in names(store.statuses())]
+    return {
+        "statuses": [dataclasses.replace(r, reason="") for r in store.statuses()],
+        "json": [
+            {k: v for k, v in s.items() if k != "pending_reason"}
+            for s in json.loads("".join(store.statuses_json()))
+        ],
+        "pending": store.pending_names(),
+        "counts": store.counts(),
+        "serials": {n: store.serials_for(n) for n in every},
+        "revocations": sorted(store.revocations()),
+        "crl_number": store.crl_number(),
+        "expired": store.expired_serials(dt.datetime.now(dt.UTC) + 2 * TTL),
+        "max_serial": store.index.max_issued_serial(),
+    }
+
+
+def test_changes_behind_its_back_are_picked_up(ca: CertificateAuthority) -> None:
+    """puppetserver (or a restore) changes the cadir: files added, removed, appended."""
+    store, cadir = ca.store, ca.store.cadir
+    assert names(store.statuses()) == REQUESTED + CERTS  # the index is warm
+    shutil.copy(cadir.cert_path("z-signed"), cadir.cert_path("extern"))
+    cadir.cert_path("b-signed").unlink()
+    cadir.csr_path("m-pending").unlink()
+    cadir.csr_path("new-csr").write_bytes(pki.pem(make_csr("new-csr")))
+    with open(cadir.inventory, "ab") as f:
+        f.write(inventory_line(0x7777, "2026-01-01T00:00:00UTC", "2026-01-02T00:00:00UTC", "gone"))
+    assert store.pending_names() == ["a-pending", "new-csr"]
+    assert names(store.statuses()) == [
+        ("a-pending", "requested"),
+        ("new-csr", "requested"),
+        ("c-revoked", "revoked"),
+        ("ca.test", "signed"),
+        ("extern", "signed"),
+        ("y-revoked", "revoked"),
+        ("z-signed", "signed"),
+    ]
+    row = store.status("extern")
+    assert row is not None and row.serial == store.serials_for("z-signed")[0]
+    assert store.status("b-signed") is None
+    assert store.serials_for("gone") == [0x7777]
+    assert store.index.max_issued_serial() == 0x7777
+    assert 0x7777 in store.expired_serials(dt.datetime.now(dt.UTC))
+    # What one instance saw is what a new one (another process) reads from scratch.
+    assert _state(FileStore(cadir.root)) == _state(store)
+
+
+def test_a_crl_put_back_behind_its_back_is_what_it_answers(ca: CertificateAuthority) -> None:
+    """A restored (older) CRL file is the truth, even though its number is lower."""
+    old = ca.crl_pem()
+    ca.revoke(["z-signed"])
+    assert (ca.store.crl_number(), ca.store.revoked_count()) == (3, 3)
+    ca.store.cadir.cacrl.write_bytes(old)
+    assert (ca.store.crl_number(), ca.store.revoked_count()) == (2, 2)
+    assert not ca.store.is_revoked(ca.store.serials_for("z-signed")[0])
+    assert [r.state for r in ca.store.statuses("revoked")] == ["revoked", "revoked"]
+
+
+def test_a_rebuild_from_scratch_equals_the_incremental_state(ca: CertificateAuthority) -> None:
+    ca.clean(["z-signed"])
+    ca.sign("m-pending")
+    incremental = _state(ca.store)
+    ca.store.rebuild()
+    assert _state(ca.store) == incremental
+    # A database of an older schema is dropped and rebuilt on first use.
+    index = ca.store.cadir.index_path
+    with sqlite3.connect(index) as db:
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+        db.execute("DELETE FROM certs")
+    db.close()
+    assert _state(FileStore(ca.store.cadir.root)) == incremental
+
+
+def _drop_index(cadir: Path) -> Path:
+    index = cadir / ".splitca" / "index.sqlite3"
+    for suffix in INDEX_FILE_SUFFIXES:
+        Path(f"{index}{suffix}").unlink(missing_ok=True)
+    return index
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        None,  # deleted
+        b"",  # truncated to nothing
+        b"this is not a database\n" * 200,  # overwritten
+        b"SQLite format 3\x00" + b"\xff" * 4080,  # a header, then garbage
+    ],
+    ids=["missing", "empty", "garbage", "bad-header"],
+)
+def test_a_missing_or_unusable_index_file_is_rebuilt_not_fatal(
+    ca: CertificateAuthority, damage: bytes | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = _state(ca.store)
+    ca.store.close()
+    index = _drop_index(ca.store.cadir.root)
+    if damage is not None:
+        index.write_bytes(damage)
+    with caplog.at_level(logging.WARNING, logger="splitca.store.files.index"):
+        store = FileStore(ca.store.cadir.root)
+        assert _state(store) == before
+    if damage:  # an unusable file is kept aside, and said so, for whoever wants to look
+        assert Path(f"{index}.unusable").read_bytes() == damage
+        assert "is not a usable database" in caplog.text
+    # And the rebuilt index is a working one: writes go on.
+    reopened = open_ca(ca.settings, autosign_at_start=False)
+    reopened.submit_csr("after", pki.pem(make_csr("after")))
+    assert "after" in store.pending_names()
