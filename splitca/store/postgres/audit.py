@@ -38,7 +38,14 @@ class PgAudit:
         text = json.dumps(record, separators=(",", ":"), default=str).replace("\\u0000", "\\ufffd")
         certname = record.get("certname")
         try:
-            with self.db.connection(wait=min(AUDIT_WAIT, self.db.timeout)) as conn:
+            with (
+                self.db.connection(wait=min(AUDIT_WAIT, self.db.timeout)) as conn,
+                conn.transaction(),
+            ):
+                # As durable as the file log's unsynced append, and as cheap: the commit
+                # does not wait for the WAL flush (a crash may lose the last events, never
+                # tear one); the operations' own commits stay synchronous.
+                conn.execute("SET LOCAL synchronous_commit = off")
                 conn.execute(
                     "INSERT INTO audit (at, event, certname, host, record)"
                     " VALUES (%s::timestamptz, %s, %s, %s, %s::jsonb)",
