@@ -27,11 +27,12 @@ from splitca.enrollment.backends.postgres import PgLedger, PgRegistry
 from splitca.enrollment.enroll import register
 from splitca.enrollment.registry import Classification, Registry, hash_token
 from splitca.errors import Conflict, InvalidRequest, NotFound
+from splitca.http.wsgiapp import make_app
 from splitca.store.files.audit import AuditLog
 from splitca.store.postgres.audit import PgAudit
 from splitca.store.postgres.database import Database
 
-from .conftest import Server, free_port, make_csr, make_settings, write_config
+from .conftest import Server, free_port, make_csr, make_settings, write_config, wsgi_call
 from .pg_harness import PgServer
 from .test_registry_backends import RegistryServer
 
@@ -460,3 +461,26 @@ def test_a_database_outage_is_exit_5_for_registrations_and_the_registry_comes_ba
         pg_server.start()
     assert registry.get("before.example.com") is not None  # reconnected by itself
     assert audit.event("sign", Actor("cli"), certname="after.example.com") is True
+
+
+def test_the_registration_endpoint_of_any_replica_sees_the_same_registrations(
+    pg_settings: Settings, tmp_path: Path
+) -> None:
+    """PUT on replica A's admin endpoint, GET and DELETE on replica B's; the token enrolls
+    through B's CA; the 409/404 answers are the same as on the file store."""
+    setup_ca(pg_settings)
+    a = open_ca(pg_settings)
+    b = open_ca(replica(pg_settings, tmp_path, "host-b"))
+    admin = x509.load_pem_x509_certificate(pg_settings.effective_server_cert.read_bytes())
+    app_a, app_b = make_app(pg_settings, ca=a), make_app(b.settings, ca=b)
+    path = "/puppet-ca/v1/splitca/registrations/w1.example.com"
+    put = wsgi_call(app_a, "PUT", path, b'{"classes": ["role::web"]}', client=admin)
+    assert put.status == 201, put.text
+    token = json.loads(put.body)["token"]
+    assert wsgi_call(app_b, "PUT", path, b"{}", client=admin).status == 409
+    got = wsgi_call(app_b, "GET", path, client=admin)
+    assert got.status == 200 and json.loads(got.body)["classes"] == ["role::web"]
+    assert submit(b, "w1.example.com", token).signed
+    assert json.loads(wsgi_call(app_a, "GET", path, client=admin).body)["state"] == "enrolled"
+    assert wsgi_call(app_b, "DELETE", path, client=admin).status == 204
+    assert wsgi_call(app_a, "DELETE", path, client=admin).status == 404
