@@ -82,6 +82,12 @@ END $$;
 CREATE TABLE splitca.crl_fetches (
   name text COLLATE "C" PRIMARY KEY, number numeric NOT NULL, at double precision NOT NULL);
 """,
+    3: """
+CREATE TABLE splitca.refusals (
+  id bigserial PRIMARY KEY, at double precision NOT NULL, certname text NOT NULL,
+  kind text NOT NULL, reason text NOT NULL, address text NOT NULL);
+CREATE INDEX refusals_at ON splitca.refusals (at);
+""",
 }
 LATEST = max(_STEPS)
 
