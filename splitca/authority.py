@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 
 from splitca.core.audit import SYSTEM, Actor, AuditSink
 from splitca.core.autosign import Autosigner
-from splitca.core.ports import Blob, CAStore, Row, Signer
+from splitca.core.ports import Blob, CAStore, Refusal, Row, Signer
 from splitca.core.usecases import (
     cacert as usecases_cacert,
 )
@@ -34,6 +34,9 @@ from splitca.core.usecases import (
 )
 from splitca.core.usecases import (
     importca as usecases_importca,
+)
+from splitca.core.usecases import (
+    purge as usecases_purge,
 )
 from splitca.core.usecases import (
     read as usecases_read,
@@ -193,6 +196,17 @@ class CertificateAuthority:
     def expirations(self) -> dict[str, dict[str, str]]:
         return usecases_read.expirations(self.deps)
 
+    def describe(self, certname: str) -> dict[str, object] | None:
+        """``splitca status``: certificate_status plus extensions, challengePassword, revocation."""
+        return usecases_read.describe(self.deps, certname)
+
+    def revocation_details(self, serials: Iterable[int]) -> dict[int, dict[str, object]]:
+        return usecases_read.revocation_details(self.deps, serials)
+
+    def refusals(self) -> list[Refusal]:
+        """CSRs refused within ``refusal_retention``, newest first."""
+        return usecases_submit.refusals(self.deps)
+
     # --- requests and issuing ------------------------------------------------------------
     def submit_csr(self, certname: str, body: bytes, *, actor: Actor = SYSTEM) -> SubmitResult:
         return usecases_submit.submit_csr(self.deps, certname, body, actor=actor)
@@ -336,6 +350,18 @@ class CertificateAuthority:
 
     def masters(self) -> usecases_fleet.Fleet:
         return usecases_fleet.masters(self.deps)
+
+    def purge_expired(
+        self,
+        older_than: dt.timedelta,
+        *,
+        dry_run: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        actor: Actor = SYSTEM,
+    ) -> usecases_purge.PurgeResult:
+        return usecases_purge.purge_expired(
+            self.deps, older_than, dry_run=dry_run, progress=progress, actor=actor
+        )
 
     # --- store upkeep --------------------------------------------------------------------
     def repair_serial(self) -> bool:

@@ -89,10 +89,12 @@ class Settings:
     allow_duplicate_certs: bool = False
     allow_legacy_signatures: bool = False  # MD5/SHA-1 CSRs (Puppet 2.6 agents)
     min_rsa_bits: int = 2048
+    refusal_retention: dt.timedelta = dt.timedelta(days=7)  # refused CSRs shown by `list --refused`
     # --- CRL ---
     crl_ttl: dt.timedelta = dt.timedelta(days=7)
     crl_refresh_margin: dt.timedelta | None = None  # None -> half of crl_ttl
     crl_prune_expired: bool = True
+    purge_expired_after: dt.timedelta | None = None  # serve purges these daily (`splitca purge`)
     # --- HTTP ---
     listen: str = "127.0.0.1"
     port: int = 8140

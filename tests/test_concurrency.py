@@ -66,15 +66,14 @@ def test_server_and_cli_signers_never_reuse_a_serial(settings, server_factory) -
         assert procs[i].returncode == 0, outs[i][1]
         assert outs[i][1] == "" and signed_by[i] == set(groups[i])
     # The first group races the fifth over the same names: each name is signed by exactly
-    # one of them; the other says it is "without a certificate request" and exits 4.
+    # one of them; the other says it "is already signed" and exits 4.
     assert signed_by[0] | signed_by[4] == set(groups[0])
     assert not signed_by[0] & signed_by[4], "a name was signed by both racing signers"
     for i, other in ((0, 4), (4, 0)):
         lost = sorted(signed_by[other])
         assert procs[i].returncode == (4 if lost else 0), outs[i][1]
         assert outs[i][1].splitlines() == [
-            f"Error: could not sign {n}: Cannot sign certificate for host {n} "
-            "without a certificate request"
+            f"Error: could not sign {n}: {n} is already signed (there is no CSR to sign)"
             for n in lost
         ]
 

@@ -296,3 +296,22 @@ def test_the_password_is_in_no_error_message(
         assert wrong not in store.cert_location("x") + store.crl_location()
     assert wrong not in caplog.text
     assert pg_server.password not in caplog.text
+
+
+@pytest.mark.parametrize("source", ["PGPASSWORD", "PGPASSFILE"])
+def test_the_password_may_come_from_libpqs_environment(
+    pg_server: PgServer, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    if source == "PGPASSWORD":
+        monkeypatch.setenv("PGPASSWORD", pg_server.password)
+    else:
+        passfile = tmp_path / "pgpass"
+        passfile.write_text(f"127.0.0.1:{pg_server.port}:*:splitca:{pg_server.password}\n")
+        passfile.chmod(0o600)
+        monkeypatch.setenv("PGPASSFILE", str(passfile))
+    store = PgStore(pg_url, key_dir=tmp_path / "host", timeout=2.0)
+    try:
+        store.prepare()
+        assert store.missing_parts()  # reached the database: an empty one
+    finally:
+        store.shutdown()

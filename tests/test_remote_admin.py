@@ -85,7 +85,9 @@ def _identities(run: Callable[..., Result], work: Path) -> None:
 
 
 def _site(work: Path) -> tuple[Site, Server]:
-    settings = make_settings(work)
+    # autosign: registry, as a CA that takes registrations is configured (register/enroll
+    # warn locally otherwise, which a remote CLI cannot know); token-less CSRs stay pending.
+    settings = make_settings(work, autosign="registry")
     setup_ca(settings)
     server = start_server(work, settings)
     site = Site(server, work)

@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from splitca import pki
-from splitca.core.ports import CAStore
+from splitca.core.ports import MAX_REFUSALS, CAStore, Refusal
 from splitca.store.files.filestore import FileStore
 from splitca.store.files.signer import LoadedKey
 
@@ -495,3 +495,29 @@ def test_crl_fetch_records_survive_a_rebuild(backend: Backend, store: CAStore) -
     store.record_crl_fetch("master1.example.com", 1, 1000.0)
     store.rebuild()
     assert [f.name for f in backend.open().crl_fetches()] == ["master1.example.com"]
+
+
+# --- refused requests -------------------------------------------------------------------------
+
+
+def test_refusals_are_shared_newest_first_and_survive_a_rebuild(backend: Backend) -> None:
+    a, b = backend.open(), backend.open()
+    t = NOW.timestamp()
+    a.record_refusal(Refusal("one", "weak-key", "too short", "192.0.2.1", t), prune_before=0)
+    a.record_refusal(Refusal("two", "duplicate-cert", "taken", "", t + 1), prune_before=0)
+    assert [r.certname for r in b.refusals(0)] == ["two", "one"]
+    assert b.refusals(t + 1) == [Refusal("two", "duplicate-cert", "taken", "", t + 1)]
+    b.rebuild()
+    assert [r.certname for r in a.refusals(0)] == ["two", "one"]
+
+
+def test_refusals_are_pruned_by_age_and_bounded_in_number(store: CAStore) -> None:
+    t = NOW.timestamp()
+    store.record_refusal(Refusal("old", "weak-key", "x", "", t - 100), prune_before=0)
+    store.record_refusal(Refusal("new", "weak-key", "x", "", t), prune_before=t - 50)
+    assert [r.certname for r in store.refusals(0)] == ["new"]
+    for i in range(MAX_REFUSALS + 3):
+        store.record_refusal(Refusal(f"n{i}", "weak-key", "x", "", t + i), prune_before=0)
+    kept = store.refusals(0)
+    assert len(kept) == MAX_REFUSALS
+    assert kept[0].certname == f"n{MAX_REFUSALS + 2}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +13,7 @@ from splitca import pki
 from splitca.clock import utcnow
 from splitca.config import Settings
 from splitca.core.audit import Actor, AuditSink
-from splitca.core.ports import Row
+from splitca.core.ports import Refusal, Row
 from splitca.enrollment import enroll as enrollment
 from splitca.enrollment.registry import Classification, Registry
 from splitca.errors import ConfigError, StoreError
@@ -53,6 +53,20 @@ class LocalAdmin:
 
     def status(self, certname: str) -> Row | None:
         return self._ca().status(certname)
+
+    def describe(self, certname: str) -> dict[str, object] | None:
+        return self._ca().describe(certname)
+
+    def revocation_details(self, serials: Iterable[int]) -> dict[int, dict[str, object]]:
+        return self._ca().revocation_details(serials)
+
+    def all_revoked(self, certname: str) -> bool:
+        ca = self._ca()
+        serials = ca.serials_for(certname) if pki.is_safe_name(certname) else []
+        return bool(serials) and all(ca.is_revoked(s) for s in serials)
+
+    def refusals(self) -> list[Refusal]:
+        return self._ca().refusals()
 
     def pending_names(self) -> list[str]:
         return self._ca().pending_names()

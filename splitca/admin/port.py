@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from cryptography import x509
 
-from splitca.core.ports import Row
+from splitca.core.ports import Refusal, Row
 from splitca.enrollment.registry import Classification
 
 __all__ = ["Admin", "CleanOutcome", "EnrollOptions", "RemoteTarget", "SignResult"]
@@ -77,6 +77,23 @@ class Admin(Protocol):
         ...
 
     def status(self, certname: str) -> Row | None: ...
+
+    def describe(self, certname: str) -> dict[str, object] | None:
+        """``splitca status``'s object: the status plus what the CA knows beyond Puppet's
+        API (extensions, challengePassword present, revocation); remotely, the status."""
+        ...
+
+    def revocation_details(self, serials: Iterable[int]) -> dict[int, dict[str, object]]:
+        """When and why each of *serials* was revoked (remotely: unknown, empty)."""
+        ...
+
+    def all_revoked(self, certname: str) -> bool:
+        """Whether everything ever issued to *certname* is revoked already."""
+        ...
+
+    def refusals(self) -> list[Refusal]:
+        """CSRs refused recently, newest first (InvalidRequest remotely: not in the API)."""
+        ...
 
     def pending_names(self) -> list[str]: ...
 

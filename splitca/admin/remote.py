@@ -5,13 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from cryptography import x509
 
 from splitca import pki
-from splitca.core.ports import Row
+from splitca.core.ports import Refusal, Row
+from splitca.core.usecases.read import describe_from, revocation_details_from_crl
+from splitca.core.usecases.sign import nothing_to_sign
 from splitca.enrollment.registry import Classification
 from splitca.errors import (
     ConfigError,
@@ -139,6 +141,40 @@ class RemoteAdmin:
         got = self._call("GET", self._url(V1 + "/certificate_status/{}", certname), answers=(404,))
         return None if got.status == 404 else _row(self._json(got))
 
+    def describe(self, certname: str) -> dict[str, object] | None:
+        row = self.status(certname)
+        if row is None:
+            return None
+        path = "/certificate_request/{}" if row.state == "requested" else "/certificate/{}"
+        got = self._call("GET", self._url(V1 + path, certname), answers=(404,), accept="text/plain")
+        revocation = None
+        if row.state == "revoked" and row.serial is not None:
+            revocation = self.revocation_details([row.serial]).get(row.serial)
+        return describe_from(row, got.body if got.status == 200 else None, revocation)
+
+    def revocation_details(self, serials: Iterable[int]) -> dict[int, dict[str, object]]:
+        # When and why are on the CRL the CA serves (ours first), which any client may read.
+        got = self._call(
+            "GET",
+            self._url(V1 + "/certificate_revocation_list/{}", "ca"),
+            accept="text/plain",
+            max_bytes=LIST_MAX_BYTES,
+        )
+        try:
+            return revocation_details_from_crl(got.body or b"", serials)
+        except ValueError:
+            raise RemoteError(f"{got.url} answered something that is not a CRL") from None
+
+    def all_revoked(self, certname: str) -> bool:
+        row = self.status(certname)
+        return row is not None and row.state == "revoked"
+
+    def refusals(self) -> list[Refusal]:
+        raise InvalidRequest(
+            "list --refused is not available with --ca-url (Puppet's CA API has no such "
+            "listing); run it on the CA host"
+        )
+
     def pending_names(self) -> list[str]:
         return [row.name for row in self.statuses("requested")]
 
@@ -158,12 +194,20 @@ class RemoteAdmin:
             url = self._url(V1 + "/certificate_status/{}", name)
             got = self._call("PUT", url, body, ok=(204,), answers=(400, 404, 409))
             if got.status != 204:
-                results.append(SignResult(name, error=_text(got.body)))
+                results.append(SignResult(name, error=self._sign_refusal(name, got)))
                 continue
             cert = self._certificate(name)
             fingerprint = pki.fingerprints(pki.der(cert))["SHA256"]
             results.append(SignResult(name, cert.serial_number, fingerprint))
         return results
+
+    def _sign_refusal(self, name: str, got: Fetched) -> str:
+        """The local words for a name with nothing to sign (Puppet's wire has its own)."""
+        if got.status in (404, 409):
+            row = self.status(name)
+            if row is None or row.state != "requested":
+                return str(nothing_to_sign(name, None if row is None else row.state))
+        return _text(got.body)
 
     def _certificate(self, certname: str) -> x509.Certificate:
         got = self._call("GET", self._url(V1 + "/certificate/{}", certname), accept="text/plain")

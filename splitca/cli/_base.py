@@ -108,6 +108,7 @@ class Ctx:
     given: dict[str, Any] = field(default_factory=dict)  # global options on the command line
     _settings: Settings | None = None
     _ca: CertificateAuthority | None = None  # imported lazily: see COMMAND_MODULES
+    json_output: bool = False  # the command was given --format json: errors are JSON too
 
     @property
     def settings(self) -> Settings:
@@ -133,6 +134,13 @@ pass_ctx = click.make_pass_decorator(Ctx)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _note_format(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    obj = ctx.find_object(Ctx)
+    if obj is not None and value == "json":
+        obj.json_output = True
+    return value
+
+
 def format_option(fn: F) -> F:
     return click.option(
         "--format",
@@ -140,7 +148,8 @@ def format_option(fn: F) -> F:
         type=click.Choice(["text", "json"]),
         default="text",
         show_default=True,
-        help="Output format; json is stable for scripts.",
+        callback=_note_format,
+        help="Output format; json is stable for scripts (errors too: one JSON object on stderr).",
     )(fn)
 
 
@@ -156,6 +165,7 @@ COMMAND_MODULES: dict[str, str] = {
         ("setup", "serve", "list", "status", "sign", "revoke", "clean", "generate", "crl", "index"),
         "ca",
     ),
+    "purge": "retention",
     **dict.fromkeys(("register", "enroll", "registrations", "unregister", "classify"), "enroll"),
     **dict.fromkeys(("apache-config", "sync-crl"), "split"),
     "masters": "fleet",
@@ -297,7 +307,16 @@ class SplitCAGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SplitCAError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            obj = ctx.find_object(Ctx)
+            if obj is not None and obj.json_output:
+                error = {
+                    "error": str(exc),
+                    "kind": type(exc).__name__,
+                    "exit_code": exit_code_for(exc),
+                }
+                click.echo(json.dumps(error, separators=(",", ":")), err=True)
+            else:
+                click.echo(f"Error: {exc}", err=True)
             ctx.exit(exit_code_for(exc))
 
 

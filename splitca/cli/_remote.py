@@ -92,6 +92,12 @@ def remote_options(*, ca_cert: bool = True) -> Callable[[F], F]:
     return decorate
 
 
+def is_remote() -> bool:
+    """Whether this command was given --ca-url (or SPLITCA_CA_URL)."""
+    found: dict[str, tuple[Any, bool]] = click.get_current_context().meta.get(_META, {})
+    return bool(found.get("ca_url", (None, False))[0])
+
+
 def admin(c: Ctx, *, ca_cert: Path | None = None) -> Admin:
     """The Admin of this command: the CA at --ca-url if given, else this host's."""
     from ..compose import open_admin

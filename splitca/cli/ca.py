@@ -1,4 +1,4 @@
-"""Operator commands for the CA itself: setup, serve, list, sign, revoke, clean, generate, crl, index."""
+"""Operator commands for the CA itself: setup, serve, list, status, sign, revoke, clean, generate, crl, index."""
 # Over 400 lines because it holds every CA command (setup, serve, list, status, sign, revoke, clean, generate, crl, index), each a thin parse-call-render.
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from cryptography import x509
 
-from splitca.core.ports import Row
+from splitca.core.ports import Refusal, Row
 from splitca.core.usecases.chain import DEFAULT_ROOT_CRL_TTL, DEFAULT_ROOT_TTL, RootSpec
 from splitca.core.usecases.ssldir import ssldir_paths
 
@@ -21,7 +21,7 @@ from ..compose import setup_ca
 from ..config import parse_duration
 from ..errors import ConfigError, Conflict, InvalidRequest, NotFound
 from ._base import Ctx, Outcome, cli, echo_json, finish, format_option, pass_ctx
-from ._remote import CLI_ACTOR, admin, remote_options
+from ._remote import CLI_ACTOR, admin, is_remote, remote_options
 from .chain import read_input, read_passphrase
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def serve(
 # --- listing -----------------------------------------------------------------------------
 
 
-def _text_line(row: Row) -> str:
+def _text_line(row: Row, revocation: dict[str, object] | None = None) -> str:
     d = row.as_dict()
     alt = d.get("subject_alt_names") or []
     extra = f"\talt names: {json.dumps(alt)}" if alt else ""
@@ -214,6 +214,8 @@ def _text_line(row: Row) -> str:
         extra += f"\tpending: {row.reason}"
     if "not_after" in d:
         extra += f"\texpires: {d['not_after']}"
+    if revocation is not None:
+        extra += f"\trevoked: {revocation['date']} ({revocation['reason']})"
     return f"    {row.name:<40} (SHA256)  {d['fingerprint']}{extra}"
 
 
@@ -227,6 +229,12 @@ def _text_line(row: Row) -> str:
 @click.option("--signed", "state", flag_value="signed", help="Only valid signed certificates.")
 @click.option("--revoked", "state", flag_value="revoked", help="Only revoked certificates.")
 @click.option("--all", "state", flag_value="all", help="Everything: pending, signed and revoked.")
+@click.option(
+    "--refused",
+    "state",
+    flag_value="refused",
+    help="CSRs refused at submission (name, reason, time, address) within refusal_retention.",
+)
 @format_option
 @remote_options()
 @pass_ctx
@@ -234,10 +242,23 @@ def list_(c: Ctx, state: str | None, fmt: str) -> None:
     """List CSRs and certificates, from the index (fast at 100k certificates).
 
     JSON output is an array of puppetserver certificate_status objects; pending
-    entries carry "pending_reason" explaining why they were not signed.
+    entries carry "pending_reason" explaining why they were not signed. With
+    --refused: the CSRs this CA refused when they were submitted (never stored),
+    newest first, as objects with certname, kind, reason, address and time.
     """
     state = state or "requested"
     ca = admin(c)
+    if state == "refused":
+        _list_refused(c, ca.refusals(), fmt)
+        return
+    rows = ca.statuses(None if state == "all" else state)
+    revoked: dict[int, dict[str, object]] = {}
+    if state == "revoked" or (state == "all" and fmt == "text"):  # when and why, by serial
+        revoked = ca.revocation_details(r.serial for r in ca.statuses("revoked") if r.serial)
+    if fmt == "json" and state == "revoked":
+        # Revoked certificates carry when and why ("revocation"), as in 'status'.
+        echo_json([_with_revocation(r.as_dict(), revoked.get(r.serial or -1)) for r in rows])
+        return
     if fmt == "json":
         # Pieces of ~2000 objects rendered by the index: no per-row Python work, and no
         # list of 100k strings in memory.
@@ -259,12 +280,49 @@ def list_(c: Ctx, state: str | None, fmt: str) -> None:
         if groups[key]:
             click.echo(title)
             for row in groups[key]:
-                click.echo(_text_line(row))
+                click.echo(_text_line(row, revoked.get(row.serial or -1)))
             shown += len(groups[key])
     if not shown:
         click.echo(
             "No certificates to list" if state == "all" else f"No {state} certificates to list"
         )
+    if state in ("requested", "all") and not is_remote() and (refused := len(ca.refusals())):
+        click.echo(
+            f"{refused} CSR{'s' if refused > 1 else ''} refused recently, "
+            "see 'splitca list --refused'",
+            err=True,
+        )
+
+
+def _list_refused(c: Ctx, refusals: list[Refusal], fmt: str) -> None:
+    if fmt == "json":
+        echo_json([r.as_dict() for r in refusals])
+        return
+    window = _duration_text(c.settings.refusal_retention)
+    if not refusals:
+        click.echo(f"No CSRs refused in the last {window}")
+        return
+    click.echo(f"Refused CSRs (last {window}, newest first):")
+    for r in refusals:
+        d = r.as_dict()
+        click.echo(
+            f"    {r.certname:<40} {d['time']}  from {r.address or '-'}\t{r.kind}: {r.reason}"
+        )
+
+
+def _duration_text(td: dt.timedelta) -> str:
+    secs = int(td.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if secs % size == 0:
+            n = secs // size
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{secs} seconds"
+
+
+def _with_revocation(d: dict[str, object], found: dict[str, object] | None) -> dict[str, object]:
+    if found is not None:
+        d["revocation"] = found
+    return d
 
 
 @cli.command()
@@ -273,15 +331,51 @@ def list_(c: Ctx, state: str | None, fmt: str) -> None:
 @remote_options()
 @pass_ctx
 def status(c: Ctx, certname: str, fmt: str) -> None:
-    """Show one certname's certificate_status (certificate if signed, else CSR)."""
-    row = admin(c).status(certname)
-    if row is None:
+    """Show one certname's certificate_status (certificate if signed, else CSR).
+
+    Also: the Puppet extensions requested or issued (pp_role, pp_uuid, ... by their
+    Puppet names), whether a pending CSR carries a challengePassword (never its
+    value), alt names, fingerprints, and for a revoked certificate when and why.
+    """
+    ca = admin(c)
+    row = ca.status(certname)
+    d = ca.describe(certname) if row is not None else None
+    if row is None or d is None:
         raise NotFound(f"nothing is known about {certname}")
     if fmt == "json":
-        echo_json(json.loads(pki.with_pending_reason(row.json(), row.reason)))
-    else:
-        click.echo(f"{row.name}: {row.state}")
-        click.echo(_text_line(row))
+        echo_json(d)
+        return
+    click.echo(f"{row.name}: {row.state}")
+    click.echo(_text_line(row))
+    for label, value in _status_details(d):
+        click.echo(f"  {label + ':':<20} {value}")
+
+
+def _status_details(d: dict[str, object]) -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    if "serial_number" in d:
+        out.append(("serial", d["serial_number"]))
+        out.append(("valid", f"{d['not_before']} to {d['not_after']}"))
+    alt = d.get("subject_alt_names") or []
+    assert isinstance(alt, list)
+    out.append(("alt names", ", ".join(map(str, alt)) or "none"))
+    exts = d.get("extensions") or {}
+    assert isinstance(exts, dict)
+    for name, value in exts.items():
+        out.append((name, value))
+    if "challenge_password" in d:
+        out.append(("challengePassword", "present" if d["challenge_password"] else "none"))
+    if d.get("pending_reason"):
+        out.append(("pending", d["pending_reason"]))
+    fps = d.get("fingerprints") or {}
+    assert isinstance(fps, dict)
+    for alg in ("SHA256", "SHA1", "SHA512"):
+        if alg in fps:
+            out.append((f"fingerprint {alg}", fps[alg]))
+    revocation = d.get("revocation")
+    if isinstance(revocation, dict):
+        out.append(("revoked", f"{revocation['date']} ({revocation['reason']})"))
+    return out
 
 
 # --- sign, revoke, clean ---------------------------------------------------------------------
@@ -365,13 +459,24 @@ def revoke(c: Ctx, certnames: tuple[str, ...], reason: str, fmt: str) -> None:
     nothing to revoke are reported and make the exit code 3.
     """
     names = _split_names(certnames)
-    found, missing = admin(c).revoke(names, reason=_REASONS[reason])
+    ca = admin(c)
+    already = [n for n in names if ca.all_revoked(n)]  # for the message only
+    found, missing = ca.revoke(names, reason=_REASONS[reason])
     if fmt == "json":
-        echo_json({"revoked": found, "not_found": missing})
+        echo_json(
+            {
+                "revoked": found,
+                "already_revoked": [n for n in already if n in found],
+                "not_found": missing,
+            }
+        )
     else:
         for name, serials in found.items():
-            shown = f" (serial{'s' if len(serials) > 1 else ''} {', '.join(map(str, serials))})"
-            click.echo(f"Revoked {name}{shown if serials else ''}")
+            numbers = f"serial{'s' if len(serials) > 1 else ''} {', '.join(map(str, serials))}"
+            if name in already:
+                click.echo(f"{name} was already revoked ({numbers}); the CRL is unchanged")
+            else:
+                click.echo(f"Revoked {name} ({numbers})")
         for name in missing:
             click.echo(f"Error: no certificate to revoke for {name}", err=True)
     if missing:
@@ -573,10 +678,14 @@ def index() -> None:
 
 
 @index.command(name="rebuild")
+@format_option
 @pass_ctx
-def index_rebuild(c: Ctx) -> None:
+def index_rebuild(c: Ctx, fmt: str) -> None:
     """Re-read every file in the cadir into the index (after restoring a backup, say)."""
     started = dt.datetime.now(dt.UTC)
     counts = c.ca.rebuild_index()
     secs = (dt.datetime.now(dt.UTC) - started).total_seconds()
-    click.echo(f"Index rebuilt in {secs:.1f}s: {counts}")
+    if fmt == "json":
+        echo_json({"seconds": round(secs, 3), **counts})
+    else:
+        click.echo(f"Index rebuilt in {secs:.1f}s: {counts}")

@@ -15,9 +15,9 @@ from splitca.enrollment.registry import Classification, Registry
 
 from ..compose import open_registry
 from ..config import parse_duration
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, NotFound
 from ._base import Ctx, Outcome, cli, echo_json, finish, format_option, pass_ctx
-from ._remote import admin, remote_options
+from ._remote import admin, is_remote, remote_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -101,6 +101,8 @@ def register(
     Text output is the token alone on stdout (details on stderr), for scripts:
       TOKEN=$(splitca register web7.example.com --class role::web)
     """
+    if not is_remote():  # a remote CA's autosign is not in this host's config
+        _warn_unless_registry(c)
     found = admin(c).register(
         certname,
         _classification(classes, params, environment),
@@ -116,6 +118,25 @@ def register(
         err=True,
     )
     click.echo(found["token"])
+
+
+def _warn_unless_registry(c: Ctx) -> None:
+    """A token is only checked under ``autosign: registry``; say so before one is made."""
+    value = c.settings.autosign
+    if value == "registry":
+        return
+    shown = {True: "true", False: "false"}.get(value, value) if isinstance(value, bool) else value
+    effect = (
+        "every valid CSR is signed, token or not"
+        if value is True
+        else "the machine's CSR is not signed by its token: it waits for 'splitca sign' "
+        "(or for that policy)"
+    )
+    click.echo(
+        f"Warning: this CA's autosign is {shown}, not registry: {effect}. "
+        "Set 'autosign: registry' in the CA's configuration (docs/enrollment.md).",
+        err=True,
+    )
 
 
 @cli.command()
@@ -182,6 +203,8 @@ def enroll(
     for port in (server_port, ca_port):
         if port is not None and not 1 <= port <= 65535:
             raise click.UsageError("ports must be 1-65535")
+    if not is_remote():
+        _warn_unless_registry(c)
     options = EnrollOptions(
         prefix=prefix,
         domain=domain,
@@ -241,16 +264,33 @@ def registrations_(c: Ctx, state: str | None, fmt: str) -> None:
 @cli.command()
 @click.argument("certnames", nargs=-1, required=True)
 @remote_options()
+@format_option
 @pass_ctx
-def unregister(c: Ctx, certnames: tuple[str, ...]) -> None:
+def unregister(c: Ctx, certnames: tuple[str, ...], fmt: str) -> None:
     """Delete registrations: their tokens stop working and 'classify' forgets the nodes.
 
     Certificates already issued are untouched (use 'splitca clean' for those).
+    Every name is tried; names that were not registered are reported and make
+    the exit code 3.
     """
     ca = admin(c)
+    done: list[str] = []
+    missing: list[str] = []
     for name in certnames:
-        ca.unregister(name)
-        click.echo(f"Unregistered {name}")
+        try:
+            ca.unregister(name)
+        except NotFound:
+            missing.append(name)
+            if fmt != "json":
+                click.echo(f"Error: {name} is not registered", err=True)
+            continue
+        done.append(name)
+        if fmt != "json":
+            click.echo(f"Unregistered {name}")
+    if fmt == "json":
+        echo_json({"unregistered": done, "not_found": missing})
+    if missing:
+        finish(NotFound)  # each missing name reported above
 
 
 @cli.command()

@@ -28,6 +28,10 @@ class AutosignDecision:
     sign: bool
     reason: str
     details: dict[str, object] = field(default_factory=dict)
+    # The strategy vouches that the CSR comes from the machine the name is registered to
+    # (it redeemed a one-time token for that name), so the CSR may replace the name's
+    # current certificate (a rebuilt machine). Only such a decision ever supersedes.
+    replaces_certificate: bool = False
 
 
 class Autosigner(Protocol):

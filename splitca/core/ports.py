@@ -22,10 +22,12 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from splitca import pki
 
 __all__ = [
+    "MAX_REFUSALS",
     "Blob",
     "CAStore",
     "CRLEntry",
     "CRLFetch",
+    "Refusal",
     "Reservation",
     "Row",
     "Signer",
@@ -66,6 +68,30 @@ class Blob:
 
     data: bytes
     modified: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A CSR refused at the door: for whom, why (``kind`` as PolicyViolation's), when, from where."""
+
+    certname: str
+    kind: str
+    reason: str
+    address: str
+    at: float  # POSIX time
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "certname": self.certname,
+            "kind": self.kind,
+            "reason": self.reason,
+            "address": self.address,
+            "time": dt.datetime.fromtimestamp(self.at, dt.UTC).isoformat(timespec="seconds"),
+        }
+
+
+# The most refusals a store keeps (the oldest go first): unauthenticated clients cause them.
+MAX_REFUSALS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +306,22 @@ class CAStore(Protocol):
 
     def counts(self) -> dict[str, int]:
         """How many statuses are ``requested``, ``signed`` and ``revoked``."""
+        ...
+
+    # --- refused requests ---------------------------------------------------------------
+    def record_refusal(self, refusal: Refusal, *, prune_before: float) -> None:
+        """Remember a refused CSR, best effort: never raises, never waits long.
+
+        Bounded: records older than *prune_before* (POSIX time) are dropped, and at most
+        :data:`MAX_REFUSALS` are kept, the newest. If the store is busy or failing the
+        record is dropped (logged): a refusal must never delay or fail the answer.
+        Records are visible to other instances and survive :meth:`rebuild` (nothing else
+        holds them).
+        """
+        ...
+
+    def refusals(self, since: float) -> list[Refusal]:
+        """Refusals recorded at or after *since* (POSIX time), newest first (empty on error)."""
         ...
 
     # --- revocation ----------------------------------------------------------------------

@@ -121,7 +121,9 @@ class RegistryAutosigner:
             if outcome.ok and outcome.record is not None:
                 if not self.ledger.claim(outcome.record.token_sha256, certname, now):
                     return AutosignDecision(False, "token already used", details)
-                return AutosignDecision(True, outcome.reason, details)
+                # A one-time token for this very name: it may replace a rebuilt machine's
+                # certificate (the core revokes the old one in the same operation).
+                return AutosignDecision(True, outcome.reason, details, replaces_certificate=True)
             return AutosignDecision(False, outcome.reason, details)
         except SplitCAError as exc:
             log.warning("registry autosign for %s: %s", certname, exc)

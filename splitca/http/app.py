@@ -204,6 +204,9 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     # A large body sent in pieces as it is produced (chunked), instead of ``body``.
     stream: Iterable[bytes] | None = None
+    # The status line's reason phrase, when the standard one hides what happened: a
+    # Puppet agent drops a refused CSR's 400 body and logs only this (with --debug).
+    reason: str | None = None
 
     @classmethod
     def text(cls, text: str, status: int = 200, content_type: str | None = TEXT) -> Response:
@@ -340,7 +343,7 @@ class App:
         if resp.stream is None:
             headers.append(("Content-Length", str(len(resp.body))))
         headers.extend(resp.headers)
-        reason = HTTPStatus(resp.status).phrase
+        reason = resp.reason or HTTPStatus(resp.status).phrase
         start_response(f"{resp.status} {reason}", headers)
         access_log.info(
             '%s %s "%s %s" %d %s %.1fms',

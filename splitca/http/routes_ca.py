@@ -1,4 +1,4 @@
-"""Puppet's CA HTTP API routes (v1, legacy paths, status), assembled by ``wsgiapp.make_app``."""
+"""Puppet's CA HTTP API routes (v1 and legacy paths), assembled by ``wsgiapp.make_app``."""
 
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ from splitca.http.app import (
     NAME,
     OWNER,
     PUBLIC,
-    STATUS_V1,
     TEXT,
     App,
     Request,
@@ -99,6 +98,16 @@ def put_certificate_request(app: App, req: Request, p: dict[str, str]) -> Respon
         # satisfies 2.6, 2.7 and 3.x alike (puppet-ca-api.md section 5.2).
         return Response(200, b"--- \n", "text/yaml")
     return Response(200, b"", TEXT)
+
+
+def _csr_refused(app: App, req: Request, p: dict[str, str], exc: SplitCAError) -> Response:
+    """400 with the reason in the body and in the reason phrase (what a Puppet 7 agent logs)."""
+    if not isinstance(exc, PolicyViolation):
+        return error_response(exc)
+    resp = Response.text(str(exc), 400)
+    phrase = printable(f"Bad Request: CSR refused ({exc.kind}): {exc}")
+    resp.reason = phrase if len(phrase) <= 250 else phrase[:247] + "..."
+    return resp
 
 
 def delete_certificate_request(app: App, req: Request, p: dict[str, str]) -> Response:
@@ -211,6 +220,15 @@ def put_certificate_status(app: App, req: Request, p: dict[str, str]) -> Respons
     return Response(204, b"", TEXT)
 
 
+def _no_csr_to_sign(app: App, req: Request, p: dict[str, str], exc: SplitCAError) -> Response:
+    """puppetserver's 409 for signing a name with no CSR (the core's message says more)."""
+    return Response.text(
+        f"Cannot sign certificate for host {p['name']} without a certificate request",
+        409,
+        _STATUS_CTYPE,
+    )
+
+
 def certificate_statuses_missing(app: App, req: Request, p: dict[str, str]) -> Response:
     return Response.text("Missing URL Segment", 400, "text/plain; charset=utf-8")
 
@@ -304,46 +322,6 @@ def _schema_violation(app: App, req: Request, p: dict[str, str], exc: SplitCAErr
     return Response.json({"kind": "schema-violation", "submitted": None, "error": str(exc)}, 422)
 
 
-# --- puppetserver's status service (the simple, load-balancer endpoints) -------------------
-
-# What `/status/v1/simple/<service>` knows. puppetserver also lists its compiler's services;
-# splitca is only a CA, so a tool asking for those learns that they are not here.
-_STATUS_SERVICES = ("ca", "status-service")
-_STATUS_TYPE = "text/plain; charset=utf-8"
-
-
-# The last readiness each process reported, so a failing check is logged once, not per probe.
-_last_ready: list[bool] = [True]
-
-
-def _readiness(app: App) -> Response:
-    """puppetserver's answer: ``running`` (200) when the CA can serve, else ``error`` (503)."""
-    h = app.ca.health()
-    app.metrics.observe_ping(h.store_seconds)
-    if h.ok != _last_ready[0]:
-        _last_ready[0] = h.ok
-        if h.ok:
-            log.info("health: the CA can serve again")
-        else:
-            log.error("health: the CA cannot serve (answering 'error'): %s", h.problem)
-    if h.ok:
-        return Response.text("running", 200, _STATUS_TYPE)
-    return Response.text("error", 503, _STATUS_TYPE)
-
-
-def status_simple(app: App, req: Request, p: dict[str, str]) -> Response:
-    return _readiness(app)
-
-
-def status_simple_service(app: App, req: Request, p: dict[str, str]) -> Response:
-    name = p["name"]
-    if name not in _STATUS_SERVICES:
-        return Response.text(f"not found: {printable(name)}", 404, _STATUS_TYPE)
-    if name == "ca":
-        return _readiness(app)
-    return Response.text("running", 200, _STATUS_TYPE)
-
-
 # --- the route table -------------------------------------------------------------------------
 
 # Puppet's CA API and the status service, in match order (first match wins). ``errors``
@@ -351,7 +329,13 @@ def status_simple_service(app: App, req: Request, p: dict[str, str]) -> Response
 ROUTES: tuple[Route, ...] = (
     route("GET", rf"/certificate/{NAME}", PUBLIC, get_certificate),
     route("GET", rf"/certificate_request/{NAME}", PUBLIC, get_certificate_request),
-    route("PUT", rf"/certificate_request/{NAME}", PUBLIC, put_certificate_request),
+    route(
+        "PUT",
+        rf"/certificate_request/{NAME}",
+        PUBLIC,
+        put_certificate_request,
+        errors=[(PolicyViolation, _csr_refused)],
+    ),
     route(
         "DELETE",
         rf"/certificate_request/{NAME}",
@@ -366,7 +350,11 @@ ROUTES: tuple[Route, ...] = (
         rf"/certificate_status/{NAME}",
         ADMIN,
         put_certificate_status,
-        errors=[((PolicyViolation, Conflict), answer(409, None, _STATUS_CTYPE))],
+        errors=[
+            (Conflict, _no_csr_to_sign),
+            (PolicyViolation, answer(409, None, _STATUS_CTYPE)),
+            (NotFound, answer(404, "Invalid certificate subject.", _STATUS_CTYPE)),
+        ],
     ),
     route(
         "DELETE",
@@ -388,6 +376,4 @@ ROUTES: tuple[Route, ...] = (
         certificate_renewal,
         errors=[(InvalidRequest, answer(403))],
     ),
-    route("GET", r"/simple/?", PUBLIC, status_simple, prefix=STATUS_V1),
-    route("GET", rf"/simple/{NAME}", PUBLIC, status_simple_service, prefix=STATUS_V1),
 )

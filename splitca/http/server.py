@@ -522,19 +522,24 @@ def _run_worker(
 
 
 def _crl_upkeep(settings: Settings, stop: threading.Event) -> None:
-    """Re-issue the CRL well before nextUpdate, forever (one thread in the supervisor)."""
+    """Re-issue the CRL well before nextUpdate, forever (one thread in the supervisor);
+    with ``purge_expired_after``, purge long-expired certificates at start and daily."""
     ca = open_ca(settings)
     interval = max(5.0, min(300.0, settings.effective_crl_refresh_margin.total_seconds() / 10))
     warned: dict[str, float] = {}
+    next_purge = time.monotonic()
     while not stop.is_set():
         try:
             if ca.refresh_crl():
                 log.info("CRL re-issued before its nextUpdate")
             _warn_crl_chain(ca, warned)
+            if settings.purge_expired_after is not None and time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + 86400
+                ca.purge_expired(settings.purge_expired_after)
         except SplitCAError as exc:
-            log.error("CRL refresh failed (will retry in %.0fs): %s", interval, exc)
+            log.error("CRL upkeep failed (will retry in %.0fs): %s", interval, exc)
         except Exception:
-            log.exception("CRL refresh crashed (will retry)")
+            log.exception("CRL upkeep crashed (will retry)")
         stop.wait(interval)
     ca.close()
 

@@ -14,6 +14,7 @@ from splitca.core.autosign import Autosigner, Deferred
 from splitca.errors import ConfigError, SplitCAError
 from splitca.http import routes_metrics as _metrics
 from splitca.http import routes_registrations as _registrations
+from splitca.http import routes_status as _status
 from splitca.http.app import (
     TEXT,
     App,
@@ -28,7 +29,7 @@ from splitca.http.routes_ca import ROUTES, log
 
 def default_routes() -> tuple[Route, ...]:
     """Every area's routes: Puppet's API and status service, splitca's registrations, metrics."""
-    return (*ROUTES, *_registrations.ROUTES, *_metrics.ROUTES)
+    return (*ROUTES, *_status.ROUTES, *_registrations.ROUTES, *_metrics.ROUTES)
 
 
 def make_app(

@@ -73,21 +73,31 @@ def refuse_taken(d: Deps, certname: str) -> None:
         )
 
 
-def refuse_duplicate(d: Deps, name: str) -> None:
-    """puppetserver's duplicate-cert rule, unless allow_duplicate_certs."""
+def refuse_duplicate(d: Deps, name: str, *, why: str = "") -> None:
+    """puppetserver's duplicate-cert rule, unless allow_duplicate_certs.
+
+    *why*: what the autosigner said of a challengePassword that could have replaced the
+    certificate (a registration token), added to the message.
+    """
     if d.settings.allow_duplicate_certs:
         return
     state = state_of(d, name)
     if state is not None:
+        extra = f" (its challengePassword cannot replace it: {why})" if why else ""
         raise PolicyViolation(
             "duplicate-cert",
             name,
-            f"{name} already has a {state} certificate; ignoring certificate request",
+            f"{name} already has a {state} certificate; ignoring certificate request{extra}",
         )
 
 
 def issue(
-    d: Deps, approved: Approved, ttl: dt.timedelta | None, *, drop_csr: bool
+    d: Deps,
+    approved: Approved,
+    ttl: dt.timedelta | None,
+    *,
+    drop_csr: bool,
+    before_publish: Callable[[], None] | None = None,
 ) -> x509.Certificate:
     """Sign *approved* with a fresh serial and publish it; the caller holds the name's lock.
 
@@ -95,6 +105,8 @@ def issue(
     request that cannot become a certificate costs no serial. The store records the
     serial before the certificate is built and makes that record durable before the
     certificate is published: a certificate a client has received is always recorded.
+    *before_publish* runs once the certificate is signed and before anyone can have it
+    (a supersede revokes the name's old certificates there).
     """
     key = d.signer.current()
     now = d.clock().replace(microsecond=0)  # X.509 times have whole seconds
@@ -119,6 +131,8 @@ def issue(
         ) from None
     reservation = d.store.reserve_serial(approved.certname, not_before, not_after)
     cert = key.sign_leaf(tbs, reservation.serial)
+    if before_publish is not None:
+        before_publish()
     d.store.publish_cert(approved.certname, cert, reservation, drop_csr=drop_csr)
     log.info("Signed certificate for %s (serial %d)", approved.certname, cert.serial_number)
     return cert

@@ -64,7 +64,7 @@ def clean(
 def delete(d: Deps, certname: str, *, actor: Actor = SYSTEM) -> None:
     """DELETE certificate_status: remove the certificate and the CSR, without revoking."""
     if not pki.is_safe_name(certname) or d.store.status(certname) is None:
-        raise NotFound("Invalid certificate subject.")
+        raise NotFound(f"nothing is known about {certname}")
     with d.store.names_locked([certname]):
         d.store.delete_cert(certname, and_csr=True)
     d.audit.event("delete", actor, certname=certname)

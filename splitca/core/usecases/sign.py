@@ -41,12 +41,13 @@ def sign(
     """Sign the pending CSR for *certname*.
 
     Raises:
-      NotFound: nothing at all is known about *certname*.
-      Conflict: no pending CSR ("Cannot sign certificate for host X without a certificate request").
+      NotFound: nothing at all is known about *certname* ("no CSR for X").
+      Conflict: no pending CSR but a certificate ("X is already signed"; Puppet's wire says
+        "Cannot sign certificate for host X without a certificate request", see routes_ca).
       PolicyViolation: the CSR fails a signing check.
     """
     if not pki.is_safe_name(certname):
-        raise NotFound("Invalid certificate subject.")
+        raise NotFound(f"no CSR for {certname}")
     with d.store.names_locked([certname]):
         csr = _pending_csr(d, certname)
         info = pki.inspect_csr(csr)
@@ -57,14 +58,27 @@ def sign(
     return cert
 
 
+def nothing_to_sign(certname: str, state: str | None) -> SplitCAError:
+    """What to say when *certname* has no pending CSR: its *state* (signed, revoked, or
+    None for nothing known). The same words wherever the CA is administered from."""
+    if state == "revoked":
+        return Conflict(
+            f"{certname}'s certificate is revoked and there is no CSR to sign; "
+            f"run 'splitca clean {certname}' so it can enroll again"
+        )
+    if state is not None:
+        return Conflict(f"{certname} is already signed (there is no CSR to sign)")
+    return NotFound(f"no CSR for {certname}")
+
+
 def _pending_csr(d: Deps, certname: str) -> x509.CertificateSigningRequest:
     stored = d.store.csr(certname)
     if stored is None:
+        state = None
         if d.store.has_cert(certname):
-            raise Conflict(
-                f"Cannot sign certificate for host {certname} without a certificate request"
-            )
-        raise NotFound("Invalid certificate subject.")
+            row = d.store.status(certname)
+            state = row.state if row is not None else "signed"
+        raise nothing_to_sign(certname, state)
     try:
         return pki.load_csr(stored.data)
     except InvalidRequest as exc:

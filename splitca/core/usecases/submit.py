@@ -13,10 +13,19 @@ from splitca import pki
 from splitca.core.audit import SYSTEM, Actor
 from splitca.core.autosign import AutosignDecision
 from splitca.core.policy import Approved, check_subject, vet
-from splitca.core.usecases.common import Deps, cert_fields, issue, refuse_duplicate, reserved_names
-from splitca.errors import NotFound, PolicyViolation
+from splitca.core.ports import Refusal
+from splitca.core.usecases.common import (
+    Deps,
+    cert_fields,
+    issue,
+    refuse_duplicate,
+    reserved_names,
+    state_of,
+)
+from splitca.core.usecases.crl import add_to_crl
+from splitca.errors import InvalidRequest, NotFound, PolicyViolation
 
-__all__ = ["SubmitResult", "delete_csr", "submit_csr"]
+__all__ = ["SubmitResult", "delete_csr", "one_line", "refusals", "submit_csr"]
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +51,15 @@ def submit_csr(d: Deps, certname: str, body: bytes, *, actor: Actor = SYSTEM) ->
       InvalidRequest: not one PEM CSR.
       PolicyViolation: puppetserver's validation kinds and messages (HTTP 400).
     """
-    csr = pki.load_csr(body)
-    info = pki.inspect_csr(csr)
+    with _audit_refusal(d, actor, {"certname": certname}):
+        csr = pki.load_csr(body)
+        info = pki.inspect_csr(csr)
     fields = _csr_fields(certname, csr, info)
+    # A CSR with a challengePassword for a name that has a certificate may be a rebuilt
+    # machine with a fresh registration token: the autosigner decides (see _supersede).
+    candidate = info.cn == certname and _may_supersede(d, certname, info)
     with _audit_refusal(d, actor, fields):
-        if info.cn is not None and pki.is_safe_name(info.cn):
+        if info.cn is not None and pki.is_safe_name(info.cn) and not candidate:
             refuse_duplicate(d, info.cn)
         check_subject(certname, info.cn)
         approved = vet(csr, certname, d.rules, info=info)
@@ -56,12 +69,74 @@ def submit_csr(d: Deps, certname: str, body: bytes, *, actor: Actor = SYSTEM) ->
         # Re-checked under the name lock: concurrent CSRs for one name (say, several
         # keys racing) must not all pass the check above and all be signed or stored.
         with _audit_refusal(d, actor, fields):
-            refuse_duplicate(d, certname)
+            if (
+                candidate
+                and decision.sign
+                and decision.replaces_certificate
+                and state_of(d, certname) in _SUPERSEDABLE
+            ):
+                return _supersede(d, approved, decision, actor)
+            refuse_duplicate(d, certname, why=_why_not_superseded(decision) if candidate else "")
         if decision.sign:
             return _autosign(d, approved, decision, actor)
         d.store.save_csr(certname, pki.pem(csr), csr, reason=decision.reason)
     log.info("Saved CSR for %s (pending: %s)", certname, decision.reason)
     return SubmitResult(certname, False, decision.reason)
+
+
+# A certificate, valid or revoked, may be superseded; a pending CSR is not (clean it).
+_SUPERSEDABLE = ("signed", "revoked")
+
+
+def _may_supersede(d: Deps, certname: str, info: pki.CsrInfo) -> bool:
+    """Whether this CSR could replace *certname*'s certificate, if the autosigner agrees."""
+    return (
+        info.challenge_password is not None
+        and not d.settings.allow_duplicate_certs
+        and certname not in reserved_names(d.settings)
+        and state_of(d, certname) in _SUPERSEDABLE
+    )
+
+
+def _supersede(
+    d: Deps, approved: Approved, decision: AutosignDecision, actor: Actor
+) -> SubmitResult:
+    """Issue the new certificate and revoke every older one of the name; the caller holds
+    the name's lock. The new certificate is signed first (if it cannot be, nothing is
+    revoked), then the CRL with the old serials is published, and only then is the new
+    certificate published: no moment has two valid certificates for the name."""
+    name = approved.certname
+    old = d.store.serials_for(name)  # before the new serial is recorded for the name
+    reason = x509.ReasonFlags.superseded
+
+    def revoke_old() -> None:
+        added = add_to_crl(d, set(old), reason, actor=actor) if old else set()
+        d.audit.event(
+            "revoke",
+            actor,
+            certname=name,
+            serials=old,
+            newly_revoked=sorted(added),
+            reason=reason.name,
+        )
+
+    cert = issue(d, approved, None, drop_csr=True, before_publish=revoke_old)
+    why = f"{decision.reason}; superseded serial{'s' if len(old) > 1 else ''} {', '.join(map(str, old))}"
+    d.audit.event(
+        "sign",
+        Actor("autosign", actor.name, actor.address),
+        **cert_fields(cert, name),
+        reason=why,
+        superseded=old,
+    )
+    log.info("Superseded the certificate of %s (serials %s revoked)", name, old)
+    return SubmitResult(name, True, why, cert.serial_number)
+
+
+def _why_not_superseded(decision: AutosignDecision) -> str:
+    if decision.sign:  # autosign true, an allowlist, an executable: they vouch for no machine
+        return "only a registration token (autosign: registry) can replace a certificate"
+    return decision.reason
 
 
 def _csr_fields(
@@ -77,12 +152,34 @@ def _csr_fields(
 
 @contextlib.contextmanager
 def _audit_refusal(d: Deps, actor: Actor, fields: dict[str, object]) -> Iterator[None]:
-    """Record a PolicyViolation raised inside as a ``csr-refused`` event, and let it go on."""
+    """A refusal raised inside (PolicyViolation, or InvalidRequest: not a CSR) is made
+    visible, and goes on: a ``csr-refused`` audit event, one log line (name, address,
+    reason) and a record in the store for ``splitca list --refused``."""
     try:
         yield
-    except PolicyViolation as exc:
-        d.audit.event("csr-refused", actor, **fields, kind=exc.kind, message=str(exc))
+    except (PolicyViolation, InvalidRequest) as exc:
+        kind = exc.kind if isinstance(exc, PolicyViolation) else "invalid-csr"
+        d.audit.event("csr-refused", actor, **fields, kind=kind, message=str(exc))
+        name, reason = one_line(str(fields["certname"]), 255), one_line(str(exc), 1000)
+        log.warning("Refused CSR for %s from %s: %s (%s)", name, actor.address or "-", reason, kind)
+        now = d.clock().timestamp()
+        d.store.record_refusal(
+            Refusal(name, kind, reason, one_line(actor.address, 100), now),
+            prune_before=now - d.settings.refusal_retention.total_seconds(),
+        )
         raise
+
+
+def one_line(text: str, limit: int) -> str:
+    """*text* as one printable line of at most *limit* characters (names come from URLs)."""
+    shown = text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def refusals(d: Deps) -> list[Refusal]:
+    """The CSRs refused within ``refusal_retention``, newest first."""
+    since = d.clock().timestamp() - d.settings.refusal_retention.total_seconds()
+    return d.store.refusals(since)
 
 
 def _decide(

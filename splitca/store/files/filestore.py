@@ -20,7 +20,7 @@ from pathlib import Path
 from cryptography import x509
 
 from splitca import fs, pki
-from splitca.core.ports import Blob, CRLEntry, CRLFetch, Reservation
+from splitca.core.ports import MAX_REFUSALS, Blob, CRLEntry, CRLFetch, Refusal, Reservation
 from splitca.errors import NotDurable, StoreError, StoreUnavailable
 from splitca.store.files.batch import GroupCommit
 from splitca.store.files.cadir import KEY_MODE, CADir, inventory_line
@@ -343,6 +343,31 @@ class FileStore:
 
     def counts(self) -> dict[str, int]:
         return self.index.counts()
+
+    # --- refused requests ---------------------------------------------------------------
+    def record_refusal(self, refusal: Refusal, *, prune_before: float) -> None:
+        """In the index's ``refusals`` table; waits at most a second for the index lock."""
+        r = refusal
+        try:
+            with self.index.transaction(timeout=1.0) as conn:
+                self.index.add_refusal(
+                    conn,
+                    (r.at, r.certname, r.kind, r.reason, r.address),
+                    prune_before=prune_before,
+                    keep=MAX_REFUSALS,
+                )
+        except Exception as exc:  # best effort: the refusal is answered and audited anyway
+            log.warning("could not record the refusal of %s: %s", r.certname, exc)
+
+    def refusals(self, since: float) -> list[Refusal]:
+        try:
+            return [
+                Refusal(n, k, r, a, at)
+                for at, n, k, r, a in self.index.refusals(since, MAX_REFUSALS)
+            ]
+        except Exception as exc:
+            log.warning("could not read the recorded refusals: %s", exc)
+            return []
 
     # --- revocation ----------------------------------------------------------------------
     def is_revoked(self, serial: int) -> bool:

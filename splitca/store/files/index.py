@@ -53,7 +53,14 @@ CREATE INDEX IF NOT EXISTS inventory_name ON inventory(name);
 CREATE INDEX IF NOT EXISTS inventory_serial_int ON inventory(serial_int);
 CREATE TABLE IF NOT EXISTS crl_fetches (
   name TEXT PRIMARY KEY, number INTEGER NOT NULL, at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS refusals (
+  at REAL NOT NULL, certname TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT NOT NULL,
+  address TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS refusals_at ON refusals(at);
 """
+# ``refusals`` is not derived from the files (they hold no trace of a refused CSR): a
+# rebuild or a schema change keeps it (only the derived tables above it are dropped);
+# so does ``crl_fetches``.
 # A CRL fetch record waits at most this long for SQLite's write lock, then gives up (logged):
 # it is written while a CRL is being served, which it must never hold up.
 _FETCH_BUSY_MS = 200
@@ -151,12 +158,15 @@ class Index:
             self._local.conn = None
 
     @contextlib.contextmanager
-    def transaction(self, *, changes: Sequence[str] = ()) -> Iterator[sqlite3.Connection]:
+    def transaction(
+        self, timeout: float | None = None, *, changes: Sequence[str] = ()
+    ) -> Iterator[sqlite3.Connection]:
         """A write transaction (BEGIN IMMEDIATE): one writer at a time across processes.
 
         Writers queue on the cadir's ``index`` lock first: threads hand over promptly
         and processes poll briefly, instead of sleeping in SQLite's busy handler
-        (which backs off in steps of milliseconds).
+        (which backs off in steps of milliseconds). *timeout* bounds that wait
+        (LockTimeout; default: the cadir's lock timeout).
 
         *changes* are the watched paths (``signed``, ``requests``, ``crl``) the caller
         will change on disk in here. They are marked dirty in a commit of their own
@@ -166,7 +176,7 @@ class Index:
         would otherwise cover the orphaned file.
         """
         conn = self._conn()
-        with self._write_lock():
+        with self._write_lock(timeout):
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -663,6 +673,34 @@ class Index:
     def crl_fetches(self) -> list[tuple[str, int, float]]:
         rows = self._conn().execute("SELECT name, number, at FROM crl_fetches ORDER BY name")
         return [(str(n), int(num), float(at)) for n, num, at in rows]
+
+    def add_refusal(
+        self,
+        conn: sqlite3.Connection,
+        row: tuple[float, str, str, str, str],
+        *,
+        prune_before: float,
+        keep: int,
+    ) -> None:
+        """Record one refusal (at, certname, kind, reason, address); prune by age and count."""
+        conn.execute(
+            "INSERT INTO refusals(at, certname, kind, reason, address) VALUES (?,?,?,?,?)", row
+        )
+        conn.execute("DELETE FROM refusals WHERE at < ?", (prune_before,))
+        # Row ids grow with each insert: all but the last *keep* go, without a scan.
+        conn.execute(
+            "DELETE FROM refusals WHERE rowid <= (SELECT max(rowid) FROM refusals) - ?", (keep,)
+        )
+
+    def refusals(self, since: float, limit: int) -> list[tuple[float, str, str, str, str]]:
+        return [
+            (float(a), str(n), str(k), str(r), str(ad))
+            for a, n, k, r, ad in self._conn().execute(
+                "SELECT at, certname, kind, reason, address FROM refusals WHERE at >= ? "
+                "ORDER BY at DESC, rowid DESC LIMIT ?",
+                (since, limit),
+            )
+        ]
 
     def counts(self) -> dict[str, int]:
         self.refresh()

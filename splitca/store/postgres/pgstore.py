@@ -27,6 +27,7 @@ from splitca.store.postgres import schema
 from splitca.store.postgres.database import Database, lock_key
 from splitca.store.postgres.hostfiles import CERT_FILE, KEY_FILE, HostFiles
 from splitca.store.postgres.queries import PgQueries
+from splitca.store.postgres.records import PgRecords
 
 __all__ = ["PgStore"]
 
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 _CACHED_WAIT = 1.0
 
 
-class PgStore(PgQueries):
+class PgStore(PgQueries, PgRecords):
     """One CA in one database; safe to share between threads, processes and hosts.
 
     *key_dir* is this host's directory for the CA key (``ca_key.pem``) and a copy of the
@@ -166,18 +167,6 @@ class PgStore(PgQueries):
                 raise StoreUnavailable(f"the database {self.db.shown} has no splitca schema")
             if conn.execute("SELECT 1 FROM ca WHERE id = 1").fetchone() is None:
                 raise StoreUnavailable(f"the database {self.db.shown} holds no CA")
-
-    # --- CRL fetches (monitoring, best effort) --------------------------------------------
-    def record_crl_fetch(self, name: str, number: int, at: float) -> None:
-        try:
-            with self.db.connection(wait=_CACHED_WAIT) as conn:
-                conn.execute(
-                    "INSERT INTO crl_fetches (name, number, at) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (name) DO UPDATE SET number = EXCLUDED.number, at = EXCLUDED.at",
-                    (name, number, at),
-                )
-        except StoreError as exc:
-            log.warning("CRL fetch by %s not recorded: %s", name, exc)
 
     # --- locks ---------------------------------------------------------------------------
     def locked(self, name: str) -> contextlib.AbstractContextManager[None]:

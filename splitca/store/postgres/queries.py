@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Callable, Iterator
 
 from splitca import pki
-from splitca.core.ports import CRLEntry, CRLFetch, Row
+from splitca.core.ports import CRLEntry, Row
 from splitca.store.postgres.database import Database
 
 __all__ = ["PgQueries"]
@@ -137,8 +137,3 @@ class PgQueries:
                 "SELECT serial FROM inventory WHERE not_after_ts < %s", (int(now.timestamp()),)
             )
             return {int(r[0]) for r in rows}
-
-    def crl_fetches(self) -> list[CRLFetch]:
-        with self.db.connection() as conn:
-            rows = conn.execute("SELECT name, number, at FROM crl_fetches ORDER BY name")
-            return [CRLFetch(n, int(num), float(at)) for n, num, at in rows]

@@ -82,9 +82,15 @@ END $$;
 CREATE TABLE splitca.crl_fetches (
   name text COLLATE "C" PRIMARY KEY, number numeric NOT NULL, at double precision NOT NULL);
 """,
+    3: """
+CREATE TABLE splitca.refusals (
+  id bigserial PRIMARY KEY, at double precision NOT NULL, certname text NOT NULL,
+  kind text NOT NULL, reason text NOT NULL, address text NOT NULL);
+CREATE INDEX refusals_at ON splitca.refusals (at);
+""",
     # Pre-registrations and the ledger of redeemed tokens (enrollment/backends/postgres.py)
     # and the audit trail (store/postgres/audit.py).
-    3: """
+    4: """
 CREATE TABLE splitca.registrations (
   certname text COLLATE "C" PRIMARY KEY,
   token_sha256 text NOT NULL CHECK (token_sha256 ~ '^[0-9a-f]{64}$'),
