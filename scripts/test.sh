@@ -15,7 +15,9 @@ command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 # The real `puppetserver ca` tool (a ruby library, no binary) for tests/test_puppetserver_ca_tool.py.
 command -v ruby >/dev/null 2>&1 && ruby -e 'require "puppetserver/ca/cli"' >/dev/null 2>&1 \
   || need_pkgs+=(ruby-puppetserver-ca-cli)
-# Several replicas behind a real load balancer (tests/test_ha.py).
+# A real PostgreSQL (tests/pg_harness.py runs its own server, as nobody, on a free port) for
+# the PostgreSQL store, and HAProxy in front of several `splitca serve` replicas (tests/test_ha.py, docs/ha.md).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_pkgs+=(postgresql)
 [ -x /usr/sbin/haproxy ] || need_pkgs+=(haproxy)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

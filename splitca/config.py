@@ -75,6 +75,10 @@ class Settings:
     encrypt_ca_key: bool = False  # setup writes ca_key.pem encrypted (passphrase below)
     ca_key_passphrase_file: Path | None = None  # None -> $CREDENTIALS_DIRECTORY/<credential>
     ca_key_credential: str = "splitca-ca-key"  # systemd LoadCredential= name
+    # --- the store ---
+    store: str = ""  # "" -> the file store in cadir; postgresql://user@host:port/dbname
+    database_password_file: Path | None = None  # None -> libpq's PGPASSWORD / PGPASSFILE
+    database_timeout: dt.timedelta = dt.timedelta(seconds=10)
     # --- CSR policy ---
     autosign: bool | str = (
         False  # false | true | /path/to/autosign.conf | /path/to/exe | "registry"
@@ -270,6 +274,7 @@ class Settings:
         if any(c in self.ca_name for c in "\n\r\x00"):
             raise ConfigError("ca_name: must be one line")
         _validate_registry(self)
+        _validate_store(self)
 
 
 def is_loopback_address(host: str | None) -> bool:
@@ -318,6 +323,35 @@ def _validate_registry(s: Settings) -> None:
         raise ConfigError("registry_s3_endpoint: must be an http:// or https:// URL")
     if s.registry_s3_region and not re.fullmatch(r"[a-z0-9-]{2,32}", s.registry_s3_region):
         raise ConfigError(f"registry_s3_region: not a region name: {s.registry_s3_region!r}")
+
+
+def _validate_store(s: Settings) -> None:
+    """The store location (docs/ha.md): the file store, or a PostgreSQL URL without a password."""
+    if not s.store:
+        pass
+    elif s.store.startswith(("postgresql://", "postgres://")):
+        try:
+            parts = urllib.parse.urlsplit(s.store)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:  # its text may quote part of the URL: a password, say
+            raise ConfigError(
+                "store: not a usable URL; expected postgresql://user@host:port/dbname"
+            ) from None
+        query = urllib.parse.parse_qs(parts.query)
+        if parts.password is not None or "password" in query:
+            # Never echoed: the URL is in the config file and in error messages.
+            raise ConfigError(
+                "store: the URL holds a password; put it in database_password_file "
+                "(or libpq's PGPASSWORD / PGPASSFILE) instead"
+            )
+        if not parts.path.strip("/") and "dbname" not in query:
+            raise ConfigError(f"store: {s.store!r} names no database (postgresql://user@host/db)")
+    else:
+        raise ConfigError(
+            f"store: must be empty (the file store in cadir) or a postgresql:// URL; got {s.store!r}"
+        )
+    if s.database_timeout > dt.timedelta(seconds=60):
+        raise ConfigError("database_timeout: must be at most 60s (requests wait for it)")
 
 
 def _optional(hint: object) -> object | None:

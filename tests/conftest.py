@@ -566,3 +566,7 @@ def io_ready(
         ready = sel.select(timeout)
     mask = ready[0][1] if ready else 0
     return bool(mask & selectors.EVENT_READ), bool(mask & selectors.EVENT_WRITE)
+
+
+# A real PostgreSQL for the PostgreSQL store's tests (session server, a database per test).
+from .pg_harness import pg_server, pg_template, pg_url  # noqa: E402, F401

@@ -51,17 +51,24 @@ class Cluster:
         return s
 
 
-def store_settings(kind: str, settings: Settings) -> Settings:
-    """The settings replicas share for store *kind* (one cadir on this host for files)."""
-    assert kind == "files", kind
-    return settings
+def store_settings(kind: str, settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The settings replicas share for store *kind*: one cadir on this host for files; for
+    PostgreSQL a database of the test's own (the cadir then holds only the key, the CA
+    certificate's copy and the replicas' TLS identity, which they may share on one host)."""
+    if kind == "files":
+        return settings
+    assert kind == "postgresql", kind
+    server = request.getfixturevalue("pg_server")
+    return settings.replace(
+        store=request.getfixturevalue("pg_url"), database_password_file=server.password_file
+    )
 
 
-@pytest.fixture(params=["files"])
+@pytest.fixture(params=["files", "postgresql"])
 def cluster(
     request: pytest.FixtureRequest, settings: Settings, tmp_path: Path
 ) -> Iterator[Cluster]:
-    shared = store_settings(request.param, settings.replace(autosign=True))
+    shared = store_settings(request.param, settings.replace(autosign=True), request)
     setup_ca(shared)
     replicas: dict[str, Server] = {}
     lb: HAProxy | None = None

@@ -37,6 +37,7 @@ TRANSPORTS |= {"psycopg", "psycopg2", "socketserver"}
 # own folder; the facade (authority) is handed them.
 CONCRETE = {"FileStore", "KeyFileSigner", "DirectoryRegistry", "HttpRegistry", "S3Registry"}
 CONCRETE |= {"RegistryAutosigner", "Index", "CADir", "GroupCommit", "AuditLog"}
+CONCRETE |= {"PgStore", "Database", "PgRegistry", "PgLedger", "PgAudit"}
 CONCRETE |= {"LocalAdmin", "RemoteAdmin"}
 NAMES_CONCRETE = {"compose"}
 

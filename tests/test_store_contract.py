@@ -1,14 +1,15 @@
 """The CAStore contract: every store implementation keeps the port's promises (splitca/ports.py).
 
-Parametrized over the implementations in ``IMPLEMENTATIONS`` (the file store today; the
-PostgreSQL store is added to the same list). Each test uses only the port's methods,
-plus the implementation's own hooks for what the port cannot express (making its
+Parametrized over the implementations in ``IMPLEMENTATIONS``: the file store and the
+PostgreSQL store (on a real server, tests/pg_harness.py, a fresh database per test). Each
+test uses only the port's methods, plus the implementation's own hooks for what the port cannot express (making its
 serial counter lag, opening it in another process).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 import textwrap
@@ -27,6 +28,7 @@ from splitca.store.files.filestore import FileStore
 from splitca.store.files.signer import LoadedKey
 
 from .conftest import make_csr
+from .pg_harness import PgServer
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 REPO = Path(__file__).resolve().parents[1]
@@ -40,10 +42,58 @@ class Implementation:
     open: Callable[[Path], CAStore]  # a new, independent instance over the storage at *root*
     lag_counter: Callable[[Path], None]  # make its serial counter fall behind (crash, restore)
     open_code: str  # Python source that binds ``store`` over ``root`` in another process
+    # Make the storage for *root* exist first (a database); returns a finalizer.
+    provision: Callable[[pytest.FixtureRequest, Path], Callable[[], None]] = lambda r, p: (
+        lambda: None
+    )
 
 
 def _lag_file_counter(root: Path) -> None:
     (root / "serial").write_bytes(b"0002")  # as after a crash lost the unsynced updates
+
+
+# --- the PostgreSQL store: root is its key_dir; the database is named in root/../pg.json ----
+
+_PG_OPENED: list[CAStore] = []
+
+
+def _pg_conninfo(root: Path) -> dict[str, str]:
+    info: dict[str, str] = json.loads((root.parent / "pg.json").read_text())
+    return info
+
+
+def _open_pg(root: Path) -> CAStore:
+    from splitca.store.postgres.pgstore import PgStore
+
+    info = _pg_conninfo(root)
+    store = PgStore(info["url"], key_dir=root, password=info["password"])
+    _PG_OPENED.append(store)
+    return store
+
+
+def _lag_pg_counter(root: Path) -> None:
+    import psycopg
+
+    info = _pg_conninfo(root)
+    with psycopg.connect(info["url"], password=info["password"], autocommit=True) as conn:
+        conn.execute("SELECT setval('splitca.serials', 2, false)")  # as after a restore
+
+
+def _provision_pg(request: pytest.FixtureRequest, root: Path) -> Callable[[], None]:
+    server: PgServer = request.getfixturevalue("pg_server")
+    if server.proc is None or server.proc.poll() is not None:
+        server.start()
+    name = server.new_database(template=request.getfixturevalue("pg_template"))
+    (root.parent / "pg.json").write_text(
+        json.dumps({"url": server.url(name), "password": server.password})
+    )
+
+    def finish() -> None:
+        while _PG_OPENED:
+            _PG_OPENED.pop().shutdown()  # type: ignore[attr-defined]
+        server.drop_database(name)
+
+    return finish
 
 
 IMPLEMENTATIONS = [
@@ -52,6 +102,15 @@ IMPLEMENTATIONS = [
         lambda root: FileStore(root),
         _lag_file_counter,
         "from splitca.store.files.filestore import FileStore; store = FileStore(root)",
+    ),
+    Implementation(
+        "postgresql",
+        _open_pg,
+        _lag_pg_counter,
+        "import json; from splitca.store.postgres.pgstore import PgStore; "
+        "info = json.loads((root.parent / 'pg.json').read_text()); "
+        "store = PgStore(info['url'], key_dir=root, password=info['password'])",
+        _provision_pg,
     ),
 ]
 
@@ -70,6 +129,7 @@ class Backend:
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     impl: Implementation = request.param
     root = tmp_path / "ca"
+    request.addfinalizer(impl.provision(request, root))
     key = ec.generate_private_key(ec.SECP256R1())
     cert = pki.build_ca_certificate(key, "Contract CA", now=NOW, ttl=dt.timedelta(days=30))
     crl = pki.build_crl(

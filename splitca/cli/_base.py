@@ -170,6 +170,7 @@ COMMAND_MODULES: dict[str, str] = {
     **dict.fromkeys(("apache-config", "sync-crl"), "split"),
     "masters": "fleet",
     **dict.fromkeys(("import", "ca"), "chain"),  # chain.py adds to lifecycle's `ca` group
+    "db": "db",
 }
 
 

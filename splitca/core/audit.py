@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["SYSTEM", "Actor", "AuditSink", "NullAudit", "audit_record"]
+__all__ = ["SYSTEM", "Actor", "AuditSink", "NullAudit", "TeeAudit", "audit_record"]
 
 # Keys that must never reach the audit log, whatever a caller passes.
 _SECRET_KEYS = frozenset(
@@ -62,3 +62,17 @@ class NullAudit:
 
     def event(self, event: str, actor: Actor = SYSTEM, **fields: object) -> bool:
         return True
+
+
+class TeeAudit:
+    """An AuditSink that records every event to each of *sinks* (a database and a file).
+
+    Each sink is tried whatever the others did; True only if every one recorded it.
+    """
+
+    def __init__(self, *sinks: AuditSink) -> None:
+        self.sinks = sinks
+
+    def event(self, event: str, actor: Actor = SYSTEM, **fields: object) -> bool:
+        results = [sink.event(event, actor, **fields) for sink in self.sinks]
+        return all(results)

@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from splitca import fs, pki
 from splitca.clock import utcnow
@@ -17,9 +18,17 @@ from splitca.core.autosign import AutosignDecision
 from splitca.enrollment.registry import Registry, describe_location
 from splitca.errors import SplitCAError, StoreError
 
-__all__ = ["RedeemedLedger", "RegistryAutosigner"]
+__all__ = ["Ledger", "RedeemedLedger", "RegistryAutosigner"]
 
 log = logging.getLogger(__name__)
+
+
+class Ledger(Protocol):
+    """The CA's record of redeemed tokens (a directory of files, or a database table)."""
+
+    def claim(self, token_sha256: str, certname: str, now: dt.datetime) -> bool:
+        """Record the token as used, durably; False if it already was."""
+        ...
 
 
 class RedeemedLedger:
@@ -85,7 +94,7 @@ class RegistryAutosigner:
     """
 
     registry_factory: Callable[[], Registry]
-    ledger: RedeemedLedger
+    ledger: Ledger
     clock: Callable[[], dt.datetime] = utcnow
     _registry: Registry | None = field(default=None, init=False, repr=False)
 
@@ -129,10 +138,17 @@ def make_registry_autosigner(
     settings: Settings,
     registry_factory: Callable[[], Registry],
     clock: Callable[[], dt.datetime] = utcnow,
+    ledger: Ledger | None = None,
 ) -> RegistryAutosigner:
-    """The factory for ``autosign: registry`` (named in splitca.compose's strategy table)."""
+    """The factory for ``autosign: registry`` (named in splitca.compose's strategy table).
+
+    The ledger is *ledger* (the database's, on the PostgreSQL store), else this host's
+    files under ``<cadir>/.splitca/redeemed-tokens``.
+    """
     return RegistryAutosigner(
         registry_factory=registry_factory,
-        ledger=RedeemedLedger(settings.cadir / ".splitca" / "redeemed-tokens"),
+        ledger=RedeemedLedger(settings.cadir / ".splitca" / "redeemed-tokens")
+        if ledger is None
+        else ledger,
         clock=clock,
     )

@@ -1,0 +1,1 @@
+"""The PostgreSQL store: the CAStore over one database shared by any number of CA replicas."""

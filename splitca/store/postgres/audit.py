@@ -1,0 +1,71 @@
+"""PgAudit: the AuditSink of a CA on PostgreSQL, one jsonb row per event in ``splitca.audit``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+
+from splitca.core.audit import SYSTEM, Actor, audit_record
+from splitca.errors import LockTimeout, StoreError
+from splitca.store.postgres.database import Database
+
+__all__ = ["PgAudit"]
+
+log = logging.getLogger(__name__)
+
+# An event waits at most this long for a connection: the operation it records is done, and
+# its answer should not wait out the store's whole timeout for a database that is away.
+AUDIT_WAIT = 2.0
+
+
+class PgAudit:
+    """Inserts every event (the record of :func:`audit_record`, secrets dropped) as one row:
+    its time, event, certname (when it names one), the host that wrote it, and the record.
+
+    Best effort, like the file log: a database that cannot take the row is logged loudly
+    (with the event) and the CA operation, which has already happened, goes on.
+    """
+
+    def __init__(self, db: Database, *, host: str | None = None) -> None:
+        self.db = db
+        self.host = host or socket.gethostname()
+
+    def event(self, event: str, actor: Actor = SYSTEM, **fields: object) -> bool:
+        """Record one event; False (and an error logged) if the database did not take it."""
+        record = audit_record(event, actor, fields)
+        # jsonb holds no NUL character: a (hostile) one in a field is stored as U+FFFD.
+        text = json.dumps(record, separators=(",", ":"), default=str).replace("\\u0000", "\\ufffd")
+        certname = record.get("certname")
+        try:
+            with (
+                self.db.connection(wait=min(AUDIT_WAIT, self.db.timeout)) as conn,
+                conn.transaction(),
+            ):
+                # As durable as the file log's unsynced append, and as cheap: the commit
+                # does not wait for the WAL flush (a crash may lose the last events, never
+                # tear one); the operations' own commits stay synchronous.
+                conn.execute("SET LOCAL synchronous_commit = off")
+                conn.execute(
+                    "INSERT INTO audit (at, event, certname, host, record)"
+                    " VALUES (%s::timestamptz, %s, %s, %s, %s::jsonb)",
+                    (
+                        record["time"],
+                        event,
+                        certname if isinstance(certname, str) else None,
+                        self.host,
+                        text,
+                    ),
+                )
+        except (StoreError, LockTimeout) as exc:
+            log.error(
+                "could not write the audit trail to %s (event %r not recorded): %s",
+                self.db.shown,
+                event,
+                exc,
+            )
+            return False
+        except Exception:  # never fail the operation it records
+            log.exception("could not write the audit trail (event %r not recorded)", event)
+            return False
+        return True

@@ -1,0 +1,123 @@
+"""`splitca db import DIR` / `db export DIR`: a cadir (puppetserver's 10k fixture) into the database and back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from splitca import pki
+from splitca.cli import cli
+from splitca.compose import open_ca
+from splitca.config import Settings
+from splitca.store.files.cadir import parse_inventory
+from splitca.store.files.filestore import FileStore
+
+from .conftest import copy_fixture_cadir, make_csr, make_settings, write_config
+from .pg_harness import PgServer
+
+
+def run(config: Path, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["--config", str(config), *args])
+
+
+@pytest.fixture
+def pg_settings(tmp_path: Path, pg_url: str, pg_server: PgServer) -> Settings:
+    return make_settings(
+        tmp_path,
+        cadir=str(tmp_path / "host"),
+        certname="localhost",
+        store=pg_url,
+        database_password_file=str(pg_server.password_file),
+    )
+
+
+@pytest.fixture
+def pg_config(tmp_path: Path, pg_settings: Settings) -> Path:
+    return write_config(tmp_path / "splitca.yaml", pg_settings)
+
+
+@pytest.fixture
+def fixture_cadir(tmp_path: Path) -> Path:
+    return copy_fixture_cadir(tmp_path / "puppetserver-ca")
+
+
+def inventory_of(cadir: Path) -> set[tuple[int, str, str, str]]:
+    lines = parse_inventory((cadir / "inventory.txt").read_bytes())
+    return {(x.serial, x.not_before, x.not_after, x.certname) for x in lines}
+
+
+def test_importing_the_puppetserver_cadir_keeps_serials_inventory_revocations_and_crl(
+    pg_config: Path, pg_settings: Settings, fixture_cadir: Path
+) -> None:
+    files = FileStore(fixture_cadir)
+    files.prepare()
+    files.refresh()
+    result = run(pg_config, "db", "import", str(fixture_cadir), "--format", "json")
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.output)
+    next_serial = int((fixture_cadir / "serial").read_text(), 16)
+    assert counts == {
+        "certificates": 10,
+        "requests": 1,
+        "inventory": len(inventory_of(fixture_cadir)),
+        "revocations": 7000,
+        "crl_number": files.crl_number(),
+        "next_serial": next_serial,
+    }
+    ca = open_ca(pg_settings, autosign_at_start=False)
+    assert "".join(ca.statuses_json()) == "".join(files.statuses_json())
+    assert ca.serials_for("big-0") == files.serials_for("big-0")
+    assert ca.crl_pem() == (fixture_cadir / "ca_crl.pem").read_bytes()
+    assert (pg_settings.cadir / "ca_key.pem").read_bytes() == (
+        fixture_cadir / "ca_key.pem"
+    ).read_bytes()
+    # the CA goes on where puppetserver stopped: the next serial, revocations kept
+    ca.submit_csr("after-import", pki.pem(make_csr("after-import")))
+    assert ca.sign("after-import").serial_number == next_serial
+    ca.revoke(["agent1"])
+    assert ca.crl_info()["entries"] == 7001
+
+
+def test_import_refuses_a_database_that_holds_a_ca_unless_forced(
+    pg_config: Path, fixture_cadir: Path
+) -> None:
+    assert run(pg_config, "db", "import", str(fixture_cadir)).exit_code == 0
+    again = run(pg_config, "db", "import", str(fixture_cadir))
+    assert again.exit_code == 4 and "--force" in again.output
+    forced = run(pg_config, "db", "import", str(fixture_cadir), "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "10 certificates, 1 pending requests" in forced.output
+
+
+def test_round_trip_cadir_database_cadir_gives_the_same_ca(
+    pg_config: Path, fixture_cadir: Path, tmp_path: Path
+) -> None:
+    original = FileStore(fixture_cadir)
+    original.prepare()
+    original.refresh()
+    csr = make_csr("waiting")  # a request splitca holds with a reason: kept both ways
+    original.save_csr("waiting", pki.pem(csr), csr, reason="registry unavailable")
+    assert run(pg_config, "db", "import", str(fixture_cadir)).exit_code == 0
+    out = tmp_path / "exported"
+    exported = run(pg_config, "db", "export", str(out))
+    assert exported.exit_code == 0, exported.output
+    back = FileStore(out)
+    back.refresh()
+    assert "".join(back.statuses_json()) == "".join(original.statuses_json())
+    assert inventory_of(out) == inventory_of(fixture_cadir)
+    for name in ("serial", "ca_crt.pem", "ca_key.pem", "ca_crl.pem", "ca_pub.pem"):
+        assert (out / name).read_bytes() == (fixture_cadir / name).read_bytes(), name
+    for sub in ("signed", "requests"):
+        assert {p.name: p.read_bytes() for p in (out / sub).iterdir()} == {
+            p.name: p.read_bytes() for p in (fixture_cadir / sub).iterdir()
+        }
+    assert back.revocations() == original.revocations()
+    # the exported cadir is a CA splitca's file store opens and signs with
+    ca = open_ca(make_settings(tmp_path, cadir=str(out)), autosign_at_start=False)
+    ca.submit_csr("next", pki.pem(make_csr("next")))
+    assert ca.sign("next").serial_number == int((fixture_cadir / "serial").read_text(), 16)
+    refused = run(pg_config, "db", "export", str(out))
+    assert refused.exit_code == 4 and "not empty" in refused.output
