@@ -9,6 +9,7 @@ twice, every certificate a client holds is the one the store serves, and the CRL
 
 from __future__ import annotations
 
+import random
 import signal
 import threading
 import time
@@ -91,6 +92,7 @@ class Run:
     done: dict[str, x509.Certificate] = field(default_factory=dict)
     retries: int = 0
     errors: list[str] = field(default_factory=list)
+    unavailable: int = 0  # 503 answers seen (the store was down), retried as agents do
 
 
 def enroll(
@@ -122,6 +124,9 @@ def enroll(
                 if put.status_code < 500 and "already has a" not in put.text:
                     run.errors.append(f"{name}: PUT answered {put.status_code}: {put.text[:200]}")
                     return
+            if got.status_code == 503 or (got.status_code == 404 and put.status_code == 503):
+                with run.lock:
+                    run.unavailable += 1
         except requests.RequestException:
             pass  # a replica died under us: the agent tries again
         with run.lock:
@@ -254,3 +259,160 @@ def test_puppet_agents_bootstrap_through_the_load_balancer(
     agent = agent_factory("lb-agent-after-kill.example.com")
     result = agent.bootstrap(cluster.lb.port)  # type: ignore[attr-defined]
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- on one PostgreSQL database: it restarts mid-run; operators revoke meanwhile ----------------
+#
+# Clients enroll through HAProxy as Puppet agents do (retrying 503s and dropped
+# connections). The database is killed and started again during the run: requests answer
+# 503 meanwhile, the CA certificate and the CRL keep being served, and every enrollment
+# completes with one serial space afterwards. Operators revoke with the CLI from another
+# process while the replicas sign: every CRL any replica serves has a number no lower than
+# the one served before it, and the last one holds every revoked serial.
+
+DB_CLIENTS = 6
+DB_ENROLLMENTS = 80
+DOWN_AFTER = 20  # enrollments done when the database dies
+DOWN_FOR = 3.0  # seconds it stays down
+
+
+def _enroll_all(cluster: Cluster, names: list[str], run: Run) -> list[threading.Thread]:
+    keys = {n: fast_key() for n in names}
+    todo = list(names)
+    lock = threading.Lock()
+
+    def client() -> None:
+        session = cluster.session()
+        while True:
+            with lock:
+                if not todo:
+                    return
+                name = todo.pop()
+            enroll(session, cluster.lb.url, name, keys[name], run)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(DB_CLIENTS)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def _wait(threads: list[threading.Thread], deadline: float) -> None:
+    for t in threads:
+        t.join(max(1.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "clients still running at the deadline"
+
+
+def _statuses(cluster: Cluster) -> list[dict[str, object]]:
+    s = cluster.settings
+    got = cluster.session().get(
+        f"{cluster.lb.url}{V1}/certificate_statuses/any",
+        cert=(str(s.effective_server_cert), str(s.effective_server_key)),
+        timeout=30,
+    )
+    assert got.status_code == 200, got.text
+    rows: list[dict[str, object]] = got.json()
+    return rows
+
+
+@pytest.mark.parametrize("cluster", ["postgresql"], indirect=True)
+def test_enrollment_completes_through_a_database_restart(
+    cluster: Cluster, request: pytest.FixtureRequest
+) -> None:
+    pg = request.getfixturevalue("pg_server")
+    run = Run()
+    names = [f"db{i:03d}.example.com" for i in range(DB_ENROLLMENTS)]
+    deadline = time.monotonic() + DEADLINE
+    threads = _enroll_all(cluster, names, run)
+    while len(run.done) < DOWN_AFTER and time.monotonic() < deadline and not run.errors:
+        time.sleep(0.05)
+    pg.stop(mode=signal.SIGKILL)  # a crash, not a clean shutdown
+    try:
+        time.sleep(DOWN_FOR / 2)
+        # Meanwhile every replica still serves the CA certificate and the CRL it has.
+        session = cluster.session()
+        for replica in cluster.replicas.values():
+            for path in ("/certificate/ca", "/certificate_revocation_list/ca"):
+                got = session.get(f"{replica.url}{V1}{path}", timeout=10)
+                assert got.status_code == 200, (replica.url, path, got.status_code)
+        time.sleep(DOWN_FOR / 2)
+    finally:
+        pg.start()
+    _wait(threads, deadline)
+    assert not run.errors, run.errors[:5]
+    assert sorted(run.done) == sorted(names)
+    assert run.unavailable > 0, "no request met the outage: the test proved nothing"
+    serials = [c.serial_number for c in run.done.values()]
+    assert len(set(serials)) == len(serials)
+    rows = {r["name"]: r for r in _statuses(cluster)}
+    for name, cert in run.done.items():
+        assert rows[name]["state"] == "signed"
+        assert rows[name]["serial_number"] == cert.serial_number
+    all_serials = [r["serial_number"] for r in rows.values() if r.get("serial_number")]
+    assert len(set(all_serials)) == len(all_serials)
+
+
+@pytest.mark.parametrize("cluster", ["postgresql"], indirect=True)
+def test_replicas_signing_while_an_operator_revokes_share_one_serial_space_and_crl(
+    cluster: Cluster,
+) -> None:
+    run = Run()
+    names = [f"op{i:03d}.example.com" for i in range(DB_ENROLLMENTS // 2)]
+    deadline = time.monotonic() + DEADLINE
+    threads = _enroll_all(cluster, names, run)
+    replicas = list(cluster.replicas.values())
+    seen: list[int] = []
+    stop = threading.Event()
+    poll_errors: list[str] = []
+
+    def poll_crls() -> None:  # what compile masters see, from whichever replica
+        session = cluster.session()
+        while not stop.is_set():
+            replica = random.choice(replicas)
+            try:
+                got = session.get(f"{replica.url}{V1}/certificate_revocation_list/ca", timeout=10)
+            except requests.RequestException as exc:
+                poll_errors.append(repr(exc))
+                return
+            if got.status_code != 200:
+                poll_errors.append(f"{replica.url}: {got.status_code}")
+                return
+            seen.append(_number(got.content))
+            time.sleep(0.05)
+
+    poller = threading.Thread(target=poll_crls, daemon=True)
+    poller.start()
+    revoked: dict[str, int] = {}
+    operator = replicas[0]  # its config: another process, as an operator's shell
+    while len(revoked) < 5 and time.monotonic() < deadline and not run.errors:
+        candidates = [n for n in sorted(run.done) if n not in revoked]
+        if not candidates:
+            time.sleep(0.1)
+            continue
+        name = candidates[0]
+        done = operator.cli("revoke", name)
+        assert done.returncode == 0, done.stdout + done.stderr
+        revoked[name] = run.done[name].serial_number
+    _wait(threads, deadline)
+    stop.set()
+    poller.join(15)
+    assert not run.errors, run.errors[:5]
+    assert not poll_errors, poll_errors[:3]
+    assert len(revoked) == 5 and sorted(run.done) == sorted(names)
+    assert seen == sorted(seen), "a replica served an older CRL after a newer one"
+    assert len(set(seen)) >= 2, "the poller saw no revocation: the test proved nothing"
+    serials = [c.serial_number for c in run.done.values()]
+    assert len(set(serials)) == len(serials)
+    session = cluster.session()
+    for replica in replicas:
+        crl = x509.load_pem_x509_crl(
+            session.get(f"{replica.url}{V1}/certificate_revocation_list/ca", timeout=10).content
+        )
+        for name, serial in revoked.items():
+            assert crl.get_revoked_certificate_by_serial_number(serial) is not None, name
+
+
+def _number(pem: bytes) -> int:
+    crl = x509.load_pem_x509_crl(
+        pem.split(b"-----END X509 CRL-----")[0] + b"-----END X509 CRL-----\n"
+    )
+    return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)

@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -140,7 +141,14 @@ class PgStore(PgQueries, PgRecords):
         conn.execute("SELECT splitca.serial_at_least(%s)", (cert.serial_number,))
 
     def refresh(self) -> None:
-        """Nothing to catch up: every read goes to the database."""
+        """Every read goes to the database; this only fills the copies of the CA certificate
+        and the CRL that are served while the database is unavailable (at open, so a
+        replica that has served neither yet still has them when the database goes away)."""
+        for read in (self.ca_cert, self.crl):
+            try:
+                read()
+            except StoreUnavailable as exc:
+                log.warning("%s; the CA certificate and CRL are served from copies", exc)
 
     def rebuild(self) -> None:
         """Nothing derived to rebuild: the database is the truth."""
@@ -183,9 +191,10 @@ class PgStore(PgQueries, PgRecords):
             with self.db.connection(wait=_CACHED_WAIT if self._ca_cache else None) as conn:
                 row = conn.execute("SELECT cert, cert_modified FROM ca WHERE id = 1").fetchone()
         except StoreUnavailable as exc:
-            if self._ca_cache is not None:
+            cached = self._ca_cache or self._host_ca_cert()
+            if cached is not None:
                 self._note_degraded(exc)
-                return self._ca_cache
+                return cached
             raise
         self._note_recovered()
         if row is None:
@@ -193,6 +202,14 @@ class PgStore(PgQueries, PgRecords):
         blob = Blob(bytes(row[0]), float(row[1]))
         self._ca_cache = blob
         return blob
+
+    def _host_ca_cert(self) -> Blob | None:
+        """This host's copy of the CA certificate (the signer's), if there is one."""
+        try:
+            st = os.stat(self.host.cert)
+            return Blob(self.host.cert.read_bytes(), st.st_mtime)
+        except OSError:
+            return None
 
     def crl(self) -> Blob:
         """The CRL in effect: fetched only when its version changed, cached if the database is down."""
