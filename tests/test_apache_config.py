@@ -255,6 +255,14 @@ def test_systemd_unit_and_cron_line_use_options_sync_crl_has():
     _command_parses(shlex.split(fields[6].replace(">/dev/null", "")))
 
 
+def test_the_serve_unit_runs_a_command_serve_has():
+    unit = (REPO / "deploy" / "splitca.service").read_text()
+    exec_start = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))
+    argv = shlex.split(exec_start.removeprefix("ExecStart="))
+    _command_parses(argv)
+    assert argv[-1] == "serve" and "RestartPreventExitStatus=2" in unit
+
+
 # --- Apache's own config test accepts every variant ----------------------------------------------
 
 
