@@ -459,3 +459,21 @@ def test_setup_intermediate_can_write_the_root_key_encrypted(tmp_path):
     done = run(config, *args, "--passphrase-file", str(tmp_path / "pass"))
     assert done.exit_code == 0, done.output
     assert run(config, "crl", "install-root", str(tmp_path / "root_crl.pem")).exit_code == 0
+
+
+def test_the_encrypted_root_key_is_sealed_as_strongly_as_the_ca_key(tmp_path):
+    # The offline root outranks the CA key: the same PBES2 with PBKDF2-HMAC-SHA256 at
+    # 600,000 rounds (0x927C0), not cryptography's BestAvailableEncryption (2048 rounds).
+    config = write_config(tmp_path)
+    (tmp_path / "pass").write_text("root secret\n")
+    root_key = tmp_path / "root_key.pem"
+    done = run(
+        config, "setup", "--intermediate", "--root-key-out", str(root_key),
+        "--root-passphrase-file", str(tmp_path / "pass"),
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    parsed = openssl("asn1parse", "-in", str(root_key)).stdout.decode()
+    for part in (":PBES2", ":PBKDF2", ":0927C0", ":hmacWithSHA256", ":aes-256-cbc"):
+        assert part in parsed, parsed
+    back = openssl("pkey", "-in", str(root_key), "-passin", f"file:{tmp_path / 'pass'}")
+    assert back.returncode == 0 and b"BEGIN PRIVATE KEY" in back.stdout, back.stderr
