@@ -477,3 +477,23 @@ def test_the_encrypted_root_key_is_sealed_as_strongly_as_the_ca_key(tmp_path):
         assert part in parsed, parsed
     back = openssl("pkey", "-in", str(root_key), "-passin", f"file:{tmp_path / 'pass'}")
     assert back.returncode == 0 and b"BEGIN PRIVATE KEY" in back.stdout, back.stderr
+
+
+def test_a_root_key_file_made_while_the_keys_are_generated_is_never_replaced(tmp_path, monkeypatch):
+    # The key file is checked for, then two keys are generated (seconds at 4096 bits):
+    # a file that appears at the path meanwhile must survive, and nothing be set up.
+    config = write_config(tmp_path)
+    root_key = tmp_path / "root_key.pem"
+    real = pki.generate_private_key
+
+    def generate_and_plant(*args, **kwargs):
+        if not root_key.exists():
+            root_key.write_bytes(b"precious")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pki, "generate_private_key", generate_and_plant)
+    done = run(config, "setup", "--intermediate", "--root-key-out", str(root_key))
+    assert done.exit_code == 4, done.output
+    assert "never replaces a key file" in done.output
+    assert root_key.read_bytes() == b"precious"
+    assert not (tmp_path / "ca" / "ca_key.pem").exists()

@@ -96,7 +96,12 @@ def create_chain(d: Deps, spec: RootSpec) -> ChainMaterial:
         spec.key_out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create {spec.key_out.parent}: {exc.strerror}") from exc
-    fs.atomic_write(spec.key_out, pki.private_key_pem(root_key, spec.passphrase), mode=PRIVATE_MODE)
+    try:  # exclusively: a file made there while the keys were generated is kept
+        fs.create_new(
+            spec.key_out, pki.private_key_pem(root_key, spec.passphrase), mode=PRIVATE_MODE
+        )
+    except FileExistsError:
+        raise Conflict(f"{spec.key_out} exists; splitca never replaces a key file") from None
     return ChainMaterial(
         ca_cert=pki.pem(inter) + pki.pem(root),
         key=key,
