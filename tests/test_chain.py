@@ -497,3 +497,32 @@ def test_a_root_key_file_made_while_the_keys_are_generated_is_never_replaced(tmp
     assert "never replaces a key file" in done.output
     assert root_key.read_bytes() == b"precious"
     assert not (tmp_path / "ca" / "ca_key.pem").exists()
+
+
+def test_import_refuses_a_chain_whose_leaves_no_verifier_accepts(tmp_path):
+    # A CA above the signing CA that allows no CA below it (pathLenConstraint), or one
+    # limited to purposes other than TLS (extendedKeyUsage): every certificate this CA
+    # issued would fail OpenSSL's verification on agents, masters and Apache.
+    root = ext_ca("Example Root CA", path_length=0)
+    mid = ext_ca("Example Mid CA 1", root)
+    issuing = ext_ca("Example Issuing CA", mid)
+    out = _import_error(tmp_path, [issuing, mid, root])
+    assert "'CN=Example Root CA' allows no more than 0 CAs below it" in out
+    (tmp_path / "eku").mkdir()
+    root = ext_ca("Example Root CA")
+    mid = ext_ca("Example Mid CA 1", root, eku=[x509.oid.ExtendedKeyUsageOID.CODE_SIGNING])
+    issuing = ext_ca("Example Issuing CA", mid)
+    out = _import_error(tmp_path / "eku", [issuing, mid, root])
+    assert "'CN=Example Mid CA 1' is limited by extendedKeyUsage" in out
+    # Path lengths that fit (2 CAs under the root, 1 under the mid) and TLS purposes are fine.
+    tls = [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+    root = ext_ca("Example Root CA", path_length=2)
+    mid = ext_ca("Example Mid CA 1", root, path_length=1, eku=tls)
+    issuing = ext_ca("Example Issuing CA", mid, path_length=0)
+    (tmp_path / "ok").mkdir()
+    config = write_config(tmp_path / "ok")
+    done = run(config, "import", *import_files(tmp_path / "ok", [issuing, mid, root]))
+    assert done.exit_code == 0, done.output
+    path = issue(config, tmp_path / "ok", "web1.test")
+    code, out = verify_all(path, tmp_path / "ok" / "ca")
+    assert code == 0, out
