@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from splitca import pki
 from splitca.compose import open_ca
 from splitca.config import Settings
-from splitca.errors import StoreUnavailable
+from splitca.errors import StoreError, StoreUnavailable
 from splitca.http.wsgiapp import make_app
 
 from .conftest import Server, make_csr, setup_ca, wsgi_call
@@ -198,3 +198,28 @@ def test_metrics_need_a_certificate_of_this_ca_and_count_methods_boundedly(
     methods = {s.labels["method"] for s in families["splitca_http_requests"].samples}
     assert "BREW" not in methods and "other" in methods
     assert families["splitca_certificates_signed"].samples[0].value >= 1
+
+
+@pytest.mark.parametrize(
+    ("damaged", "data"),
+    [
+        ("ca_crt.pem", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+        ("ca_key.pem", b"-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n"),
+    ],
+    ids=["certificate", "key"],
+)
+def test_a_damaged_ca_file_is_error_503_not_a_crash(
+    settings: Settings, damaged: str, data: bytes
+) -> None:
+    # A CA file edited by hand or overwritten by another tool: the load balancer learns the
+    # CA cannot serve ('error', 503), as for a missing one; never an internal error (500).
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    app = make_app(ca=ca)
+    ca.signer.current()  # loaded once: the damage is seen when the file changes
+    (settings.cadir / damaged).write_bytes(data)
+    for path in ("/status/v1/simple", "/status/v1/simple/ca"):
+        r = wsgi_call(app, "GET", path)
+        assert (r.status, r.text) == (503, "error"), r.text
+    with pytest.raises(StoreError, match=damaged):  # one line naming the file, for the CLI
+        ca.signer.current()

@@ -105,7 +105,12 @@ class KeyFileSigner:
         with self._lock:
             if self._loaded is None or self._loaded[0] != stamp:
                 key = self._load_key(c.read_ca_key(), key_stamp)
-                certs = pki.load_certificates(c.read_ca_cert())
+                try:
+                    certs = pki.load_certificates(c.read_ca_cert())
+                except ValueError as exc:  # damaged: the CA cannot serve (503), not a crash
+                    raise StoreError(
+                        f"{c.cacert} holds a certificate that does not parse: {exc}"
+                    ) from None
                 if not certs:
                     raise StoreError(f"{c.cacert} holds no certificate")
                 cert = pki.signing_certificate(certs, key)
