@@ -567,3 +567,34 @@ def test_a_key_that_does_not_decrypt_is_tried_once_per_key_file_and_passphrase(
     given[0] = PASSPHRASE.encode()  # the passphrase file fixed: tried again, and it loads
     assert signer.current().certificate == bundle(settings)[0]
     assert len(attempts) == 2
+
+
+def test_a_passphrase_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    # Opening a FIFO for reading waits for a writer: serve's start (or a key reload under
+    # the signer's lock) would hang there, silently, instead of saying what is wrong.
+    import threading
+
+    from splitca.errors import ConfigError
+    from splitca.store.files.passphrase import read_passphrase
+
+    fifo = tmp_path / "pass.fifo"
+    os.mkfifo(fifo, 0o600)
+    settings = make_settings(tmp_path).replace(ca_key_passphrase_file=fifo)
+    got: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            read_passphrase(settings)
+        except BaseException as exc:
+            got.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(20)
+    if reader.is_alive():  # unblock the reader so the test process can end
+        with open(fifo, "wb"):
+            pass
+        reader.join(5)
+        pytest.fail("read_passphrase blocked on a FIFO")
+    assert len(got) == 1 and isinstance(got[0], ConfigError), got
+    assert "is not a regular file" in str(got[0])
