@@ -29,6 +29,7 @@ __all__ = [
     "SyncPoint",
     "append_line",
     "atomic_write",
+    "create_new",
     "discard",
     "fsync_dir",
     "open_dir",
@@ -240,6 +241,32 @@ def atomic_write(
     """
     tmp = stage(path, data, mode=mode, durable=durable, anchor=anchor)
     publish(tmp, path, durable=durable, anchor=anchor)
+
+
+def create_new(path: Path, data: bytes, *, mode: int) -> None:
+    """Write *data* to *path* only if nothing is there (not even a link): whole or not at all.
+
+    The data is staged and fsynced, then hard-linked to *path*, which fails if anything
+    exists there; a check before a long computation cannot protect a key file (another
+    process may create one meanwhile), this does.
+
+    Raises:
+      FileExistsError: *path* exists (it is left as it was).
+      StoreError: the write failed.
+    """
+    tmp = stage(path, data, mode=mode)
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise StoreError(f"could not write {path}: {exc.strerror or exc}") from exc
+    finally:
+        discard(tmp)
+    try:
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise NotDurable(f"{path} is in place but could not be synced: {exc.strerror}") from exc
 
 
 def append_line(

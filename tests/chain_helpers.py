@@ -54,7 +54,15 @@ class ExtCA:
         return builder.sign(key or self.key, hashes.SHA256())
 
 
-def ext_ca(name: str, parent: ExtCA | None = None, *, ca: bool = True, key: Any = None) -> ExtCA:
+def ext_ca(
+    name: str,
+    parent: ExtCA | None = None,
+    *,
+    ca: bool = True,
+    key: Any = None,
+    path_length: int | None = None,
+    eku: list[x509.ObjectIdentifier] | None = None,
+) -> ExtCA:
     """A CA certificate as an external CA makes one: random serial, an 8-byte SKI (not
     the SHA-1 of the key that splitca would compute), AKI = the parent's SKI."""
     key = key or fast_key()
@@ -69,7 +77,7 @@ def ext_ca(name: str, parent: ExtCA | None = None, *, ca: bool = True, key: Any 
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - dt.timedelta(days=1))
         .not_valid_after(NOW + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length), critical=True)
         .add_extension(x509.SubjectKeyIdentifier(ski), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier(
@@ -80,6 +88,8 @@ def ext_ca(name: str, parent: ExtCA | None = None, *, ca: bool = True, key: Any 
     )
     if ca:
         builder = builder.add_extension(pki.certs.CA_KEY_USAGE, critical=True)
+    if eku is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
     return ExtCA(name, key, builder.sign(issuer_key, hashes.SHA256()))
 
 

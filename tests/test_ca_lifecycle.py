@@ -534,3 +534,67 @@ def test_ca_status_needs_no_passphrase(tmp_path: Path) -> None:
     assert report["key_encrypted"] is True
     assert report["certificates"][0]["signing_key"] is None
     assert "needs a passphrase" in report["warnings"][0]
+
+
+def test_a_key_that_does_not_decrypt_is_tried_once_per_key_file_and_passphrase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every request and health probe asks for the key: a key file the passphrase does not
+    # open (re-encrypted under a running serve with another one) must not cost each of
+    # them 600,000 PBKDF2 rounds, one after the other under the signer's lock.
+    from splitca.errors import ConfigError
+    from splitca.store.files.cadir import CADir
+    from splitca.store.files.signer import KeyFileSigner
+
+    settings = make_settings(tmp_path)
+    good = passphrase_file(tmp_path)
+    config = config_for(tmp_path, settings, ca_key_passphrase_file=str(good))
+    assert run(config, "setup", "--encrypt-key")[0] == 0
+    attempts: list[int] = []
+    real = pki.load_private_key
+
+    def counting(data: bytes, passphrase: bytes | None = None):  # type: ignore[no-untyped-def]
+        attempts.append(1)
+        return real(data, passphrase)
+
+    monkeypatch.setattr(pki, "load_private_key", counting)
+    given = [b"not it"]
+    signer = KeyFileSigner(CADir(settings.cadir), passphrase=lambda: given[0])
+    for _ in range(3):
+        with pytest.raises(ConfigError, match="wrong passphrase"):
+            signer.current()
+    assert len(attempts) == 1
+    given[0] = PASSPHRASE.encode()  # the passphrase file fixed: tried again, and it loads
+    assert signer.current().certificate == bundle(settings)[0]
+    assert len(attempts) == 2
+
+
+def test_a_passphrase_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    # Opening a FIFO for reading waits for a writer: serve's start (or a key reload under
+    # the signer's lock) would hang there, silently, instead of saying what is wrong.
+    import threading
+
+    from splitca.errors import ConfigError
+    from splitca.store.files.passphrase import read_passphrase
+
+    fifo = tmp_path / "pass.fifo"
+    os.mkfifo(fifo, 0o600)
+    settings = make_settings(tmp_path).replace(ca_key_passphrase_file=fifo)
+    got: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            read_passphrase(settings)
+        except BaseException as exc:
+            got.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(20)
+    if reader.is_alive():  # unblock the reader so the test process can end
+        with open(fifo, "wb"):
+            pass
+        reader.join(5)
+        pytest.fail("read_passphrase blocked on a FIFO")
+    assert len(got) == 1 and isinstance(got[0], ConfigError), got
+    assert "is not a regular file" in str(got[0])

@@ -459,3 +459,70 @@ def test_setup_intermediate_can_write_the_root_key_encrypted(tmp_path):
     done = run(config, *args, "--passphrase-file", str(tmp_path / "pass"))
     assert done.exit_code == 0, done.output
     assert run(config, "crl", "install-root", str(tmp_path / "root_crl.pem")).exit_code == 0
+
+
+def test_the_encrypted_root_key_is_sealed_as_strongly_as_the_ca_key(tmp_path):
+    # The offline root outranks the CA key: the same PBES2 with PBKDF2-HMAC-SHA256 at
+    # 600,000 rounds (0x927C0), not cryptography's BestAvailableEncryption (2048 rounds).
+    config = write_config(tmp_path)
+    (tmp_path / "pass").write_text("root secret\n")
+    root_key = tmp_path / "root_key.pem"
+    done = run(
+        config, "setup", "--intermediate", "--root-key-out", str(root_key),
+        "--root-passphrase-file", str(tmp_path / "pass"),
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    parsed = openssl("asn1parse", "-in", str(root_key)).stdout.decode()
+    for part in (":PBES2", ":PBKDF2", ":0927C0", ":hmacWithSHA256", ":aes-256-cbc"):
+        assert part in parsed, parsed
+    back = openssl("pkey", "-in", str(root_key), "-passin", f"file:{tmp_path / 'pass'}")
+    assert back.returncode == 0 and b"BEGIN PRIVATE KEY" in back.stdout, back.stderr
+
+
+def test_a_root_key_file_made_while_the_keys_are_generated_is_never_replaced(tmp_path, monkeypatch):
+    # The key file is checked for, then two keys are generated (seconds at 4096 bits):
+    # a file that appears at the path meanwhile must survive, and nothing be set up.
+    config = write_config(tmp_path)
+    root_key = tmp_path / "root_key.pem"
+    real = pki.generate_private_key
+
+    def generate_and_plant(*args, **kwargs):
+        if not root_key.exists():
+            root_key.write_bytes(b"precious")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pki, "generate_private_key", generate_and_plant)
+    done = run(config, "setup", "--intermediate", "--root-key-out", str(root_key))
+    assert done.exit_code == 4, done.output
+    assert "never replaces a key file" in done.output
+    assert root_key.read_bytes() == b"precious"
+    assert not (tmp_path / "ca" / "ca_key.pem").exists()
+
+
+def test_import_refuses_a_chain_whose_leaves_no_verifier_accepts(tmp_path):
+    # A CA above the signing CA that allows no CA below it (pathLenConstraint), or one
+    # limited to purposes other than TLS (extendedKeyUsage): every certificate this CA
+    # issued would fail OpenSSL's verification on agents, masters and Apache.
+    root = ext_ca("Example Root CA", path_length=0)
+    mid = ext_ca("Example Mid CA 1", root)
+    issuing = ext_ca("Example Issuing CA", mid)
+    out = _import_error(tmp_path, [issuing, mid, root])
+    assert "'CN=Example Root CA' allows no more than 0 CAs below it" in out
+    (tmp_path / "eku").mkdir()
+    root = ext_ca("Example Root CA")
+    mid = ext_ca("Example Mid CA 1", root, eku=[x509.oid.ExtendedKeyUsageOID.CODE_SIGNING])
+    issuing = ext_ca("Example Issuing CA", mid)
+    out = _import_error(tmp_path / "eku", [issuing, mid, root])
+    assert "'CN=Example Mid CA 1' is limited by extendedKeyUsage" in out
+    # Path lengths that fit (2 CAs under the root, 1 under the mid) and TLS purposes are fine.
+    tls = [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+    root = ext_ca("Example Root CA", path_length=2)
+    mid = ext_ca("Example Mid CA 1", root, path_length=1, eku=tls)
+    issuing = ext_ca("Example Issuing CA", mid, path_length=0)
+    (tmp_path / "ok").mkdir()
+    config = write_config(tmp_path / "ok")
+    done = run(config, "import", *import_files(tmp_path / "ok", [issuing, mid, root]))
+    assert done.exit_code == 0, done.output
+    path = issue(config, tmp_path / "ok", "web1.test")
+    code, out = verify_all(path, tmp_path / "ok" / "ca")
+    assert code == 0, out

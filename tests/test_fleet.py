@@ -199,3 +199,31 @@ def test_a_crl_fetch_that_cannot_be_recorded_is_still_served(
         headers={"User-Agent": "splitca-sync-crl"},
     )
     assert [m.name for m in ca.masters().masters] == ["master1.test"]
+
+
+def test_a_revoked_or_cleaned_master_leaves_the_fleet(settings: Settings) -> None:
+    """A master taken out of service (its certificate revoked, or cleaned) can fetch no CRL
+    again: listed, it would be behind for ever and `splitca masters` exit 11 for ever."""
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    app = make_app(ca=ca)
+    for name in ("master1.test", "master2.test", "master3.test"):
+        _, cert = ca.generate(name, key_size=2048)
+        r = wsgi_call(
+            app,
+            "GET",
+            f"{V1}/certificate_revocation_list/ca",
+            client=cert,
+            headers={"User-Agent": "splitca-sync-crl"},
+        )
+        assert r.status == 200
+    assert [m.name for m in ca.masters().masters] == [
+        "master1.test",
+        "master2.test",
+        "master3.test",
+    ]
+    ca.revoke(["master1.test"])
+    ca.clean(["master3.test"])
+    fleet = ca.masters()
+    assert [m.name for m in fleet.masters] == ["master2.test"]
+    assert all(m.behind == 0 for m in fleet.masters) is False  # the revocations moved the CRL on

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from splitca import pki
 from splitca.compose import open_ca
 from splitca.config import Settings
-from splitca.errors import StoreUnavailable
+from splitca.errors import StoreError, StoreUnavailable
 from splitca.http.wsgiapp import make_app
 
 from .conftest import Server, make_csr, setup_ca, wsgi_call
@@ -198,3 +202,73 @@ def test_metrics_need_a_certificate_of_this_ca_and_count_methods_boundedly(
     methods = {s.labels["method"] for s in families["splitca_http_requests"].samples}
     assert "BREW" not in methods and "other" in methods
     assert families["splitca_certificates_signed"].samples[0].value >= 1
+
+
+@pytest.mark.parametrize(
+    ("damaged", "data"),
+    [
+        ("ca_crt.pem", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+        ("ca_key.pem", b"-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n"),
+    ],
+    ids=["certificate", "key"],
+)
+def test_a_damaged_ca_file_is_error_503_not_a_crash(
+    settings: Settings, damaged: str, data: bytes
+) -> None:
+    # A CA file edited by hand or overwritten by another tool: the load balancer learns the
+    # CA cannot serve ('error', 503), as for a missing one; never an internal error (500).
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    app = make_app(ca=ca)
+    ca.signer.current()  # loaded once: the damage is seen when the file changes
+    (settings.cadir / damaged).write_bytes(data)
+    for path in ("/status/v1/simple", "/status/v1/simple/ca"):
+        r = wsgi_call(app, "GET", path)
+        assert (r.status, r.text) == (503, "error"), r.text
+    with pytest.raises(StoreError, match=damaged):  # one line naming the file, for the CLI
+        ca.signer.current()
+
+
+_MULTIPROC_SCRIPT = """
+import json, logging, os, sys
+from pathlib import Path
+from prometheus_client.parser import text_string_to_metric_families
+from splitca.compose import open_ca, setup_ca
+from splitca.http.wsgiapp import make_app
+from tests.conftest import make_settings, wsgi_call
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+settings = make_settings(Path(sys.argv[1]))
+setup_ca(settings)
+ca = open_ca(settings, autosign_at_start=False)
+app = make_app(ca=ca)
+health = [(r.status, r.text) for r in (wsgi_call(app, "GET", "/status/v1/simple") for _ in "ab")]
+_, cert = ca.generate("prometheus.test", key_size=2048)
+r = wsgi_call(app, "GET", "/metrics", client=cert)
+names = [f.name for f in text_string_to_metric_families(r.text)] if r.status == 200 else []
+print(json.dumps({"health": health, "metrics": r.status, "names": names}))
+"""
+
+
+@pytest.mark.parametrize("where", ["missing", "unusable"])
+def test_a_missing_or_unusable_multiprocess_dir_costs_no_answer(tmp_path: Path, where: str) -> None:
+    # PROMETHEUS_MULTIPROC_DIR=/run/splitca-metrics (docs/operations.md) is gone after a
+    # reboot (tmpfs) unless remade: health checks and requests must still be answered,
+    # and /metrics too; a directory that can be made is made, else each process counts alone.
+    # (In a process of its own: prometheus-client's multiprocess mode is process-wide.)
+    (tmp_path / "a-file").write_text("")
+    path = tmp_path / "run" / "splitca-metrics" if where == "missing" else tmp_path / "a-file" / "m"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(path)}
+    done = subprocess.run(
+        [sys.executable, "-c", _MULTIPROC_SCRIPT, str(tmp_path / "site")],
+        capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["health"] == [[200, "running"], [200, "running"]], done.stderr
+    assert got["metrics"] == 200 and "splitca_http_requests" in got["names"], done.stderr
+    assert "Traceback" not in done.stderr
+    if where == "missing":
+        assert path.is_dir() and path.stat().st_mode & 0o777 == 0o700
+        assert any(path.iterdir())  # counted in the directory the workers share
+    else:
+        assert done.stderr.count("is not a usable directory") == 1, done.stderr

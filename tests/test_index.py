@@ -310,3 +310,19 @@ def test_a_missing_or_unusable_index_file_is_rebuilt_not_fatal(
     reopened = open_ca(ca.settings, autosign_at_start=False)
     reopened.submit_csr("after", pki.pem(make_csr("after")))
     assert "after" in store.pending_names()
+
+
+def test_splitcas_own_writes_are_never_taken_for_changes_outside_it(
+    ca: CertificateAuthority, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each signing appends to inventory.txt: that is splitca's own change, indexed with it,
+    # not one to re-index (and log, at every signing) as if another program had made it.
+    caplog.set_level(logging.INFO, logger="splitca.store.files.index")
+    for name in ("n1.test", "n2.test"):
+        ca.submit_csr(name, pki.pem(make_csr(name)))
+        ca.sign(name)
+    ca.revoke(["n1.test"])
+    ca.clean(["n2.test"])
+    outside = [r.getMessage() for r in caplog.records if "outside splitca" in r.getMessage()]
+    assert outside == []
+    assert ca.store.serials_for("n1.test") and ca.status("n1.test").state == "revoked"  # type: ignore[union-attr]

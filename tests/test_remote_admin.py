@@ -531,3 +531,25 @@ def test_an_answer_that_is_not_what_the_api_answers_is_a_clear_error(
     assert result.exit_code == 6, result.output
     assert result.stderr.startswith("Error: ") and len(result.stderr.splitlines()) == 1
     assert "Traceback" not in result.output and result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "body"),
+    [
+        (("list", "--all"), [{"name": "a\x1b]2;owned\x07.test", "state": "signed", "fingerprint": "AA"}]),
+        (("list", "--all"), [{"name": "a.test", "state": "requested", "fingerprint": "AA", "pending_reason": "x\x1b[2Jy"}]),
+        (("registrations",), [{"certname": "a\x1b[31m.test", "state": "waiting", "expires": "2030", "classes": [], "environment": ""}]),
+        (("registrations",), [{"certname": "a.test", "state": "waiting", "expires": "2030", "classes": ["x\x1b[2J"], "environment": ""}]),
+    ],
+    ids=["name", "pending-reason", "registration-name", "registration-class"],
+)  # fmt: skip
+def test_a_ca_cannot_write_control_sequences_to_the_operators_terminal(
+    fake_ca: Callable[..., tuple[str, list[str]]], args: tuple[str, ...], body: list[Any]
+) -> None:
+    # Local names are checked when stored; a listing from --ca-url is outside input.
+    data = json.dumps(body).encode()
+    url, ident = fake_ca(lambda path: (200, {"Content-Type": "application/json"}, data))
+    result = CliRunner().invoke(cli, [*args, "--ca-url", url, *ident])
+    assert "\x1b" not in result.output, result.output
+    assert result.exit_code == 6, result.output
+    assert "control character" in result.stderr and "Traceback" not in result.output

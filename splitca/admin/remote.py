@@ -303,6 +303,11 @@ class RemoteAdmin:
             for i in items
         ):
             raise RemoteError(f"{got.url} answered JSON that is not a list of registrations")
+        if not all(pki.is_safe_name(i["certname"]) and _printable(i) for i in items):
+            raise RemoteError(
+                f"{got.url} answered a registration with a control character (or a name "
+                "that is not a certname)"
+            )
         return items
 
     def unregister(self, certname: str) -> None:
@@ -350,6 +355,11 @@ def _row(item: object) -> Row:
         raise RemoteError(
             "the CA answered a certificate status without a name, state or fingerprint"
         )
+    if not pki.is_safe_name(name) or not _printable(fields) or not _printable(reason):
+        raise RemoteError(
+            "the CA answered a certificate status with a control character (or a name "
+            "that is not a certname)"
+        )
     serial = fields.get("serial_number")
     return Row(
         name=name,
@@ -358,6 +368,18 @@ def _row(item: object) -> Row:
         serial=serial if isinstance(serial, int) and not isinstance(serial, bool) else None,
         reason=reason,
     )
+
+
+def _printable(value: object) -> bool:
+    """No string in the JSON *value* holds a control character (what the CLI prints of an
+    answer reaches the operator's terminal: an escape sequence must not)."""
+    if isinstance(value, str):
+        return not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value)
+    if isinstance(value, dict):
+        return all(_printable(k) and _printable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_printable(v) for v in value)
+    return True
 
 
 def _decoded(got: Fetched) -> tuple[str, Any]:

@@ -20,6 +20,7 @@ multiprocess directory set by ``serve`` before forking is the one it uses.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from splitca.core.usecases.health import Snapshot
 
 __all__ = ["MULTIPROC_ENV", "SNAPSHOT_TTL", "Metrics"]
+
+log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SNAPSHOT_TTL = 5.0  # seconds a scrape's store numbers are reused for the next scrapes
@@ -63,11 +66,13 @@ class Metrics:
     def _make(self) -> dict[str, Any]:
         from prometheus_client import CollectorRegistry, Counter, Histogram, values
 
-        multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        multiprocess = _multiproc_dir_usable()
         if multiprocess and values.ValueClass is values.MutexValue:
             # prometheus_client picks its value class when first imported; it was imported
             # before the directory was set (mod_wsgi's SetEnv, an embedding program).
             values.ValueClass = values.MultiProcessValue()
+        elif not multiprocess and values.ValueClass is not values.MutexValue:
+            values.ValueClass = values.MutexValue  # it picked the directory we cannot use
         own = CollectorRegistry(auto_describe=True)
         # In multiprocess mode the values go to files and the scrape reads them all back
         # (MultiProcessCollector); registering them here too would count this process twice.
@@ -105,7 +110,11 @@ class Metrics:
             m["store_errors"].inc()
 
     def observe_ping(self, seconds: float) -> None:
-        self._instruments()["ping"].observe(seconds)
+        """Never raises: a health check is answered whatever happens to the metrics."""
+        try:
+            self._instruments()["ping"].observe(seconds)
+        except Exception as exc:
+            log.warning("metrics: could not record a store ping: %s", exc)
 
     # --- a scrape ---------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -135,6 +144,29 @@ class Metrics:
             registry = m["registry"]
         data = generate_latest(registry) + generate_latest(_SnapshotCollector(snap))
         return data, CONTENT_TYPE_LATEST
+
+
+def _multiproc_dir_usable() -> bool:
+    """Whether ``PROMETHEUS_MULTIPROC_DIR`` is set and a directory this process can write
+    (made, 0700, if missing: /run is emptied at boot). If it is set but unusable, this
+    process counts its own requests (logged once): metrics never cost a request its answer."""
+    where = os.environ.get(MULTIPROC_ENV)
+    if not where:
+        return False
+    try:
+        os.makedirs(where, mode=0o700, exist_ok=True)
+        if os.access(where, os.W_OK | os.X_OK):
+            return True
+        problem = "not writable"
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+    log.warning(
+        "%s=%s is not a usable directory (%s); this process counts its own requests only",
+        MULTIPROC_ENV,
+        where,
+        problem,
+    )
+    return False
 
 
 class _SnapshotCollector:

@@ -187,7 +187,45 @@ def order_chain(
     if rest:
         extra = ", ".join(_name(c.subject) for c in rest)
         raise ChainError(f"the bundle holds certificates outside the signing CA's chain: {extra}")
+    _check_usable(chain)
     return chain, [c.fingerprint(_SHA) for c in chain] != [c.fingerprint(_SHA) for c in certs]
+
+
+# A CA certificate's extendedKeyUsage, if it has one, limits every certificate below it
+# (OpenSSL's TLS verification checks each CA's for the peer's purpose): TLS needs both.
+_TLS_PURPOSES = {
+    x509.oid.ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+    x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
+}
+
+
+def _check_usable(chain: Sequence[x509.Certificate]) -> None:
+    """ChainError if verifiers would refuse what the chain's signing CA issues: a CA whose
+    pathLenConstraint is below the CAs under it, or whose extendedKeyUsage excludes TLS."""
+    below = 0  # CA certificates between chain[i] and a leaf (self-issued ones do not count)
+    for i, cert in enumerate(chain):
+        if i > 0 and chain[i - 1].issuer != chain[i - 1].subject:
+            below += 1
+        limit = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
+        if limit is not None and limit < below:
+            raise ChainError(
+                f"{_name(cert.subject)} allows no more than {limit} CAs below it "
+                f"(pathLenConstraint) and the chain has {below}: no verifier would accept "
+                "the certificates issued under it"
+            )
+        try:
+            eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            continue
+        if x509.oid.ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku:
+            continue
+        lacking = [name for oid, name in _TLS_PURPOSES.items() if oid not in eku]
+        if lacking:
+            raise ChainError(
+                f"{_name(cert.subject)} is limited by extendedKeyUsage to purposes without "
+                f"{' and '.join(lacking)}: agents and servers would refuse the certificates "
+                "issued under it in TLS"
+            )
 
 
 def crl_signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:

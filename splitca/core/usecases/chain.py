@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from splitca import fs, pki
@@ -97,22 +96,17 @@ def create_chain(d: Deps, spec: RootSpec) -> ChainMaterial:
         spec.key_out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create {spec.key_out.parent}: {exc.strerror}") from exc
-    fs.atomic_write(spec.key_out, _key_pem(root_key, spec.passphrase), mode=PRIVATE_MODE)
+    try:  # exclusively: a file made there while the keys were generated is kept
+        fs.create_new(
+            spec.key_out, pki.private_key_pem(root_key, spec.passphrase), mode=PRIVATE_MODE
+        )
+    except FileExistsError:
+        raise Conflict(f"{spec.key_out} exists; splitca never replaces a key file") from None
     return ChainMaterial(
         ca_cert=pki.pem(inter) + pki.pem(root),
         key=key,
         crl=b"".join(pki.pem_crl(c) for c in crls),
         root=root,
-    )
-
-
-def _key_pem(key: CertificateIssuerPrivateKeyTypes, passphrase: bytes | None) -> bytes:
-    if passphrase is None:
-        return pki.private_key_pem(key)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(passphrase),
     )
 
 

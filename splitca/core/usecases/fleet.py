@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from splitca import pki
-from splitca.core.usecases.common import Deps
+from splitca.core.usecases.common import Deps, state_of
 from splitca.pki.asn1 import CrlHeader
 
 __all__ = ["Fleet", "MasterState", "crl_header", "masters", "record_crl_fetch"]
@@ -85,13 +85,16 @@ class Fleet:
 
 
 def masters(d: Deps) -> Fleet:
-    """Every recorded master against the CRL in effect (StoreError if the store cannot say)."""
+    """Every recorded master whose certificate is current (not revoked, not cleaned)
+    against the CRL in effect (StoreError if the store cannot say)."""
     now = d.clock().timestamp()
     current = d.store.crl_number()
     header = crl_header(d)
     published = None if header is None else header.this_update.timestamp()
     out = []
     for f in d.store.crl_fetches():
+        if state_of(d, f.name) != "signed":
+            continue  # revoked or cleaned: out of service, it can fetch no CRL again
         behind = max(0, current - f.number)
         lag = max(0.0, now - published) if behind and published is not None else 0.0
         out.append(MasterState(f.name, f.number, f.at, max(0.0, now - f.at), behind, lag))

@@ -223,10 +223,12 @@ class FileStore:
             lines = b"".join(
                 inventory_line(first + i, nb, na, name) for i, (name, nb, na) in enumerate(wanted)
             )
-            # No fsync under the lock: it overlaps the signing (see publish_cert).
-            mark = self.cadir.append(self.cadir.inventory, lines, durable=False)
-            self.cadir.write_serial(first + len(wanted), durable=False)
+            # Appended inside the index transaction, after its catch-up: the lines are our
+            # own change, indexed with it, not a change "outside splitca" to re-read.
             with self.index.transaction() as conn:
+                # No fsync under the lock: it overlaps the signing (see publish_cert).
+                mark = self.cadir.append(self.cadir.inventory, lines, durable=False)
+                self.cadir.write_serial(first + len(wanted), durable=False)
                 self.index.add_inventory(conn, lines)
         return [(first + i, mark) for i in range(len(wanted))]
 

@@ -42,7 +42,8 @@ def read_passphrase(settings: Settings) -> bytes:
             "(see docs/ca-lifecycle.md); it is never taken from the command line"
         )
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        # O_NONBLOCK: a FIFO would wait for a writer (refused below as not a regular file).
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as exc:
         raise ConfigError(
             f"cannot read the CA key passphrase file {path}: {exc.strerror}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -91,15 +92,25 @@ class KeyFileSigner:
         self._passphrase = passphrase
         self._lock = threading.Lock()
         self._loaded: tuple[str, LoadedKey] | None = None
+        # The last decryption that failed: (key file stamp, passphrase digest) and its message.
+        # Decrypting costs 600,000 PBKDF2 rounds; each request asks for the key, so the
+        # same key file with the same passphrase is not tried again.
+        self._failed: tuple[tuple[str, bytes], str] | None = None
 
     def current(self) -> LoadedKey:
         """The CA key and certificate, loaded once and reloaded if the files change."""
         c = self._cadir
-        stamp = _stamp(c.cakey) + "|" + _stamp(c.cacert)
+        key_stamp = _stamp(c.cakey)  # before the file is read: a change after is seen next time
+        stamp = key_stamp + "|" + _stamp(c.cacert)
         with self._lock:
             if self._loaded is None or self._loaded[0] != stamp:
-                key = self._load_key(c.read_ca_key())
-                certs = pki.load_certificates(c.read_ca_cert())
+                key = self._load_key(c.read_ca_key(), key_stamp)
+                try:
+                    certs = pki.load_certificates(c.read_ca_cert())
+                except ValueError as exc:  # damaged: the CA cannot serve (503), not a crash
+                    raise StoreError(
+                        f"{c.cacert} holds a certificate that does not parse: {exc}"
+                    ) from None
                 if not certs:
                     raise StoreError(f"{c.cacert} holds no certificate")
                 cert = pki.signing_certificate(certs, key)
@@ -108,8 +119,9 @@ class KeyFileSigner:
                 self._loaded = (stamp, LoadedKey(key, cert))
             return self._loaded[1]
 
-    def _load_key(self, data: bytes) -> CertificateIssuerPrivateKeyTypes:
-        """The key of *data*; ConfigError (one line, no passphrase) if it cannot be decrypted."""
+    def _load_key(self, data: bytes, stamp: str) -> CertificateIssuerPrivateKeyTypes:
+        """The key of *data* (the key file as *stamp* identifies it); ConfigError (one line,
+        no passphrase) if it cannot be decrypted, at once if that key and passphrase failed."""
         path = self._cadir.cakey
         if not pki.is_encrypted_key(data):
             try:
@@ -121,12 +133,17 @@ class KeyFileSigner:
                 f"the CA key {path} is encrypted and this CA has no passphrase source"
             )
         passphrase = self._passphrase()
+        attempt = (stamp, hashlib.sha256(passphrase).digest())
+        if self._failed is not None and self._failed[0] == attempt:
+            raise ConfigError(self._failed[1])
         try:
-            return pki.load_private_key(data, passphrase)
+            key = pki.load_private_key(data, passphrase)
         except (ValueError, TypeError):
-            raise ConfigError(
-                f"cannot decrypt the CA key {path}: wrong passphrase (or a damaged key file)"
-            ) from None
+            why = f"cannot decrypt the CA key {path}: wrong passphrase (or a damaged key file)"
+            self._failed = (attempt, why)
+            raise ConfigError(why) from None
+        self._failed = None
+        return key
 
 
 def _stamp(path: os.PathLike[str]) -> str:
