@@ -371,3 +371,32 @@ def test_queries_inside_a_write_transaction_do_not_check_the_files_again(
     stats.clear()
     assert store.index.status("b-signed") is not None  # outside: one refresh, four stamps
     assert len(stats) == 4
+
+
+def test_an_issued_serial_is_indexed_once_not_re_read_from_the_inventory(
+    ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reservation appends its inventory line inside its own index transaction, so the
+    transaction's catch-up does not take our own line for a change behind its back."""
+    store = ca.store
+    assert isinstance(store, FileStore)
+    re_read: list[int] = []
+    real = store.index._reconcile_inventory
+
+    def counting(conn: sqlite3.Connection) -> None:
+        re_read.append(1)
+        real(conn)
+
+    monkeypatch.setattr(store.index, "_reconcile_inventory", counting)
+    cert = ca.sign("a-pending")
+    assert re_read == []
+    assert cert.serial_number in store.serials_for("a-pending")
+    assert store.index.max_issued_serial() == cert.serial_number
+    # a line appended behind the index's back is still picked up
+    line = inventory_line(
+        cert.serial_number + 5, "2026-01-01T00:00:00UTC", "2027-01-01T00:00:00UTC", "outside"
+    )
+    with open(store.cadir.inventory, "ab") as f:
+        f.write(line)
+    assert store.index.max_issued_serial() == cert.serial_number + 5
+    assert re_read == [1]

@@ -223,11 +223,13 @@ class FileStore:
             lines = b"".join(
                 inventory_line(first + i, nb, na, name) for i, (name, nb, na) in enumerate(wanted)
             )
-            # No fsync under the lock: it overlaps the signing (see publish_cert).
-            mark = self.cadir.append(self.cadir.inventory, lines, durable=False)
-            self.cadir.write_serial(first + len(wanted), durable=False)
             with self.index.transaction() as conn:
+                # Appended after the transaction's catch-up, so only add_inventory indexes
+                # these lines (appended before it, the catch-up re-read and re-parsed them).
+                # No fsync under the lock: it overlaps the signing (see publish_cert).
+                mark = self.cadir.append(self.cadir.inventory, lines, durable=False)
                 self.index.add_inventory(conn, lines)
+            self.cadir.write_serial(first + len(wanted), durable=False)
         return [(first + i, mark) for i in range(len(wanted))]
 
     def _serial_floor(self) -> int:
