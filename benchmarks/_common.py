@@ -126,17 +126,26 @@ class HttpsConn:
         ctx.check_hostname = False
         if cert is not None:
             ctx.load_cert_chain(str(cert[0]), str(cert[1]))
-        raw = socket.create_connection((host, port), timeout=timeout)
+        self._ctx, self._addr, self._timeout = ctx, (host, port), timeout
+        self.sock: ssl.SSLSocket | None = None
+        self.reconnects = 0  # times the server said "Connection: close" and we reconnected
+        self._connect()
+
+    def _connect(self) -> None:
+        raw = socket.create_connection(self._addr, timeout=self._timeout)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = ctx.wrap_socket(raw, server_hostname=host)
+        self.sock = self._ctx.wrap_socket(raw, server_hostname=self._addr[0])
         self.buf = bytearray()
         self.pos = 0
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+        self.sock = None
 
     def _fill(self) -> None:
+        assert self.sock is not None
         if self.pos and self.pos == len(self.buf):
             self.buf.clear()
             self.pos = 0
@@ -162,13 +171,27 @@ class HttpsConn:
     def request(
         self, method: str, path: str, body: bytes = b"", headers: Sequence[tuple[str, str]] = ()
     ) -> tuple[int, bytes]:
+        """One request; a server's ``Connection: close`` is honoured, as agents do: the
+        connection is closed and the next request opens a new one."""
+        if self.sock is None:
+            self._connect()
+            self.reconnects += 1
+        status, body, close = self._request(method, path, body, headers)
+        if close:
+            self.close()
+        return status, body
+
+    def _request(
+        self, method: str, path: str, body: bytes, headers: Sequence[tuple[str, str]]
+    ) -> tuple[int, bytes, bool]:
+        assert self.sock is not None
         head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in headers)
         self.sock.sendall(head.encode() + b"\r\n" + body)
         lines = self._until(b"\r\n\r\n").split(b"\r\n")
         status = int(lines[0].split()[1])
         length = 0
-        chunked = False
+        chunked = close = False
         for ln in lines[1:]:
             k, _, v = ln.partition(b":")
             key = k.strip().lower()
@@ -176,17 +199,19 @@ class HttpsConn:
                 length = int(v)
             elif key == b"transfer-encoding" and b"chunked" in v.lower():
                 chunked = True
+            elif key == b"connection" and b"close" in v.lower():
+                close = True
         if method == "HEAD" or status in (204, 304):
-            return status, b""
+            return status, b"", close
         if not chunked:
-            return status, self._take(length)
+            return status, self._take(length), close
         parts = []
         while True:
             size = int(self._until(b"\r\n").split(b";")[0], 16)
             parts.append(self._take(size))
             self._take(2)
             if size == 0:
-                return status, b"".join(parts)
+                return status, b"".join(parts), close
 
 
 # --- `splitca serve` as a real process ---------------------------------------------------------

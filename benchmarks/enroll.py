@@ -80,6 +80,7 @@ class EnrollRun:
     errors: int
     seconds: float
     latencies: list[float]
+    reconnects: int = 0  # new TLS connections because the server closed a kept-alive one
 
     @property
     def rate(self) -> float:
@@ -122,9 +123,10 @@ def drive(
             except OSError as exc:
                 errors.append(f"{name}: {exc}")
                 continue
-            mine.append(time.perf_counter() - t)
             if s1 != 200 or s2 != 200 or not b2.startswith(b"-----BEGIN CERTIFICATE"):
                 errors.append(f"{name}: PUT {s1} {b1[:80]!r} GET {s2} {b2[:80]!r}")
+            else:
+                mine.append(time.perf_counter() - t)
         with lock:
             latencies.extend(mine)
 
@@ -140,7 +142,64 @@ def drive(
         c.close()
     if errors:
         print(f"  {len(errors)} errors, first: {errors[0]}")
-    return EnrollRun(len(latencies) - len(errors), len(errors), elapsed, latencies)
+    done = len(names) - len(errors)
+    return EnrollRun(done, len(errors), elapsed, latencies, sum(c.reconnects for c in conns))
+
+
+def herd(port: int, cacert: Path, names: list[str], csrs: list[bytes], pool: int) -> EnrollRun:
+    """A thundering herd: every agent arrives at once, but at most *pool* are served at a
+    time (the client pool); each agent opens its own TLS connection (a full handshake),
+    PUTs its CSR, GETs its certificate and hangs up, as a bootstrapping agent does."""
+    counter = itertools.count()
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors: list[str] = []
+    start = threading.Barrier(pool + 1)
+
+    def work() -> None:
+        mine: list[float] = []
+        start.wait()
+        while True:
+            with lock:
+                i = next(counter)
+            if i >= len(names):
+                break
+            name = names[i]
+            t = time.perf_counter()
+            conn = None
+            try:
+                conn = HttpsConn(port, cacert)
+                s1, b1 = conn.request(
+                    "PUT",
+                    f"/puppet-ca/v1/certificate_request/{name}",
+                    csrs[i],
+                    (("Content-Type", "text/plain"),),
+                )
+                s2, b2 = conn.request("GET", f"/puppet-ca/v1/certificate/{name}")
+            except OSError as exc:
+                errors.append(f"{name}: {exc}")
+                continue
+            finally:
+                if conn is not None:
+                    conn.close()
+            if s1 != 200 or s2 != 200 or not b2.startswith(b"-----BEGIN CERTIFICATE"):
+                errors.append(f"{name}: PUT {s1} {b1[:80]!r} GET {s2} {b2[:80]!r}")
+            else:
+                mine.append(time.perf_counter() - t)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=work) for _ in range(pool)]
+    for th in threads:
+        th.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for th in threads:
+        th.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        print(f"  {len(errors)} errors, first: {errors[0]}")
+    return EnrollRun(len(names) - len(errors), len(errors), elapsed, latencies)
 
 
 def run(
@@ -151,8 +210,14 @@ def run(
     threads: int = 16,
     key_size: int = 4096,
     profile: Path | None = None,
+    strace: Path | None = None,
+    herd_pool: int = 0,
 ) -> tuple[EnrollRun, dict[str, float]]:
-    """Copy the pristine CA, serve it with autosign on, enroll *n* agents; return the run."""
+    """Copy the pristine CA, serve it with autosign on, enroll *n* agents; return the run.
+
+    With *herd_pool*, the *n* agents arrive as a herd (see :func:`herd`) through that
+    many client threads, each agent on a new connection, instead of *clients*
+    keep-alive connections."""
     src = pristine_ca(key_size)
     root = VAR / "enroll-run"
     shutil.rmtree(root, ignore_errors=True)
@@ -189,19 +254,36 @@ def run(
                     "--output",
                     str(profile),
                     "--nonblocking",
+                    "--rate",
+                    os.environ.get("BENCH_SPY_RATE", "100"),
                     *(["--gil"] if os.environ.get("BENCH_SPY_GIL") else []),
+                    *(["--idle"] if os.environ.get("BENCH_SPY_IDLE") else []),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(1.0)
         pids = served.pids()
+        tracer = None
+        if strace is not None:
+            # syscall counts of the workers (not the supervisor) during the measured run
+            tracer = subprocess.Popen(
+                ["strace", "-c", "-f", "-o", str(strace)]
+                + [a for pid in pids[1:] for a in ("-p", str(pid))],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)
         cpu0, busy0, me0 = cpu_seconds(pids), machine_busy(), os.times()
-        result = drive(port, served.cacert, names, csrs[len(warm) :], clients)
+        if herd_pool:
+            result = herd(port, served.cacert, names, csrs[len(warm) :], herd_pool)
+        else:
+            result = drive(port, served.cacert, names, csrs[len(warm) :], clients)
         cpu1, busy1, me1 = cpu_seconds(pids), machine_busy(), os.times()
-        if spy is not None:
-            spy.send_signal(2)
-            spy.wait(60)
+        for attached in (spy, tracer):
+            if attached is not None:
+                attached.send_signal(2)
+                attached.wait(60)
     finally:
         served.stop()
     info: dict[str, float] = {

@@ -52,6 +52,17 @@ def rsa_sign_seconds(key_pem: bytes, n: int = 20) -> float:
     return median(runs)
 
 
+def rsa_sign_cpu_seconds(key_pem: bytes, n: int = 40) -> float:
+    """CPU seconds (this thread's, so other load does not count) for one raw signature."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    key.sign(b"x" * 1200, padding.PKCS1v15(), hashes.SHA256())  # warm up
+    started = time.thread_time()
+    for _ in range(n):
+        key.sign(b"x" * 1200, padding.PKCS1v15(), hashes.SHA256())
+    return (time.thread_time() - started) / n
+
+
 def python_start(import_: str = "", n: int = 7) -> float:
     """Median seconds for `python -c 'import X'` (the floor of any CLI command)."""
     code = f"import {import_}" if import_ else "pass"

@@ -63,7 +63,34 @@ def _is_link(name: str, dir_fd: int | None) -> bool:
         return False
 
 
-def open_dir(path: Path, anchor: Path | None = None) -> int:
+def _spelled(path: os.PathLike[str] | str) -> str:
+    """*path* as ``str(Path(path))`` spells it (no doubled or trailing slash, no ``.``
+    component), without building a Path when it is already spelled so (the common case)."""
+    text = os.fspath(path)
+    if isinstance(path, Path) or not (
+        "//" in text or "/./" in text or text.startswith("./") or text.endswith(("/", "/."))
+    ):
+        return text
+    return str(Path(text))
+
+
+def _below(path: str, anchor: str) -> tuple[str, ...] | None:
+    """The components of *path* below *anchor* (both as ``str(Path)`` spells them), or None
+    if *path* is not under it. Plain string work: this runs several times per request."""
+    if path == anchor:
+        return ()
+    if path.startswith("//") or anchor.startswith("//"):  # POSIX's implementation-defined root
+        try:
+            return Path(path).relative_to(anchor).parts
+        except ValueError:
+            return None
+    prefix = anchor if anchor.endswith("/") else anchor + "/"
+    if not path.startswith(prefix):
+        return None
+    return tuple(part for part in path[len(prefix) :].split("/") if part)
+
+
+def open_dir(path: Path | str, anchor: Path | str | None = None) -> int:
     """A descriptor of directory *path*; below *anchor* (if *path* is under it) no component
     may be a symbolic link. The caller closes it.
 
@@ -72,23 +99,22 @@ def open_dir(path: Path, anchor: Path | None = None) -> int:
       OSError: anything else (a missing directory, say).
     """
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-    parts: tuple[str, ...] = ()
-    if anchor is not None:
-        try:
-            parts = path.relative_to(anchor).parts
-        except ValueError:
-            anchor = None
-    fd = os.open(anchor if anchor is not None else path, flags)
-    walked = anchor
+    where = _spelled(path)
+    parts: tuple[str, ...] | None = None
+    base = _spelled(anchor) if anchor is not None else None
+    if base is not None:
+        parts = _below(where, base)
+    if parts is None:
+        return os.open(where, flags)
+    assert base is not None
+    fd = os.open(base, flags)
     try:
-        for part in parts:
-            assert walked is not None
-            walked = walked / part
+        for i, part in enumerate(parts):
             try:
                 nfd = os.open(part, flags | os.O_NOFOLLOW, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(part, fd):
-                    raise _symlink_refused(walked) from None
+                    raise _symlink_refused(os.path.join(base, *parts[: i + 1])) from None
                 raise
             os.close(fd)
             fd = nfd
@@ -108,9 +134,12 @@ def open_nofollow(
       UnsafePath: *path* (or a directory below *anchor*) is a symbolic link.
       OSError: anything else.
     """
-    path = Path(path)
-    dir_fd = open_dir(path.parent, anchor) if anchor is not None else None
-    name = path.name if dir_fd is not None else str(path)
+    where = _spelled(path)
+    dir_fd = None
+    name = where
+    if anchor is not None:
+        parent, name = os.path.split(where)
+        dir_fd = open_dir(parent or ".", anchor)
     try:
         return os.open(name, flags | _NOFOLLOW, mode, dir_fd=dir_fd)
     except OSError as exc:

@@ -191,3 +191,37 @@ def test_readme_serve_command_runs_a_demo_ca(tmp_path: Path) -> None:
     again = _run_serve_sh(tmp_path, port, tmp_path / "serve-again.log")
     assert "is up to date with pyproject.toml; not reinstalling" in again
     assert "Installing splitca" not in again and "Created CA" not in again
+
+
+def test_many_agents_keep_their_connections(settings, server_factory) -> None:
+    """More agents than cheroot's default keep-alive limit (10 per worker) each keep their
+    TLS connection between requests: no "Connection: close", so no new handshake per request."""
+    setup_ca(settings)
+    server = server_factory(settings)
+    ctx = ssl.create_default_context(cafile=str(server.cacert))
+    ctx.check_hostname = False
+    conns = []
+    try:
+        for _ in range(16):
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            conns.append(ctx.wrap_socket(raw, server_hostname="127.0.0.1"))
+        for round_ in range(2):
+            for i, tls in enumerate(conns):
+                tls.sendall(b"GET /puppet-ca/v1/certificate/ca HTTP/1.1\r\nHost: ca\r\n\r\n")
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = tls.recv(65536)
+                    assert chunk, f"connection {i} closed in round {round_}"
+                    head += chunk
+                status_line, _, rest = head.partition(b"\r\n")
+                assert b" 200 " in status_line
+                headers = rest.split(b"\r\n\r\n", 1)[0].lower()
+                assert b"connection: close" not in headers, (i, round_)
+                length = int(re.search(rb"content-length: (\d+)", headers).group(1))  # type: ignore[union-attr]
+                body = head.split(b"\r\n\r\n", 1)[1]
+                while len(body) < length:
+                    body += tls.recv(65536)
+    finally:
+        for tls in conns:
+            with contextlib.suppress(OSError):
+                tls.close()

@@ -472,6 +472,9 @@ def _check_listen(settings: Settings) -> None:
     raise _listen_error(settings, error or OSError(errno.EADDRNOTAVAIL, "no address")) from None
 
 
+KEEP_ALIVE_LIMIT = 1000  # connections a worker keeps open between requests
+
+
 def _make_server(settings: Settings, app: App, *, reuse_port: bool) -> cheroot_wsgi.Server:
     server = cheroot_wsgi.Server(
         (settings.listen, settings.port),
@@ -486,6 +489,11 @@ def _make_server(settings: Settings, app: App, *, reuse_port: bool) -> cheroot_w
     )
     server.ssl_adapter = _Adapter(settings)
     server.ConnectionClass = _Connection
+    # cheroot answers "Connection: close" once a worker holds 10 connections, so with more
+    # agents than that every request paid a new TLS handshake (an RSA signature with an
+    # RSA server key). An idle keep-alive connection here costs a descriptor and a selector
+    # entry, never a thread (see _Connection), and cheroot still closes it after ``timeout``.
+    server.keep_alive_conn_limit = KEEP_ALIVE_LIMIT
     # A head longer than the connection pre-reads is refused by cheroot (414/413) while it
     # parses what was pre-read, never read on from the socket (the margin covers cheroot's
     # 256-byte line reads).

@@ -223,11 +223,13 @@ class FileStore:
             lines = b"".join(
                 inventory_line(first + i, nb, na, name) for i, (name, nb, na) in enumerate(wanted)
             )
-            # No fsync under the lock: it overlaps the signing (see publish_cert).
-            mark = self.cadir.append(self.cadir.inventory, lines, durable=False)
-            self.cadir.write_serial(first + len(wanted), durable=False)
             with self.index.transaction() as conn:
+                # Appended after the transaction's catch-up, so only add_inventory indexes
+                # these lines (appended before it, the catch-up re-read and re-parsed them).
+                # No fsync under the lock: it overlaps the signing (see publish_cert).
+                mark = self.cadir.append(self.cadir.inventory, lines, durable=False)
                 self.index.add_inventory(conn, lines)
+            self.cadir.write_serial(first + len(wanted), durable=False)
         return [(first + i, mark) for i in range(len(wanted))]
 
     def _serial_floor(self) -> int:
@@ -302,22 +304,23 @@ class FileStore:
         certificate of the batch gets the error (a file already renamed is picked up
         by the index's next refresh, as after a crash).
         """
-        with self.index.transaction(changes=("signed", "requests")) as conn:
-            changed = {"signed"}
+        # requests/ changes (and is marked, synced and recorded) only if a CSR is dropped:
+        # an autosigned CSR was never written there.
+        changes = ("signed", "requests") if any(item[4] for item in items) else ("signed",)
+        with self.index.transaction(changes=changes) as conn:
             for certname, tmp, cert, values, drop_csr in items:
                 self.cadir.publish(tmp, self.cadir.cert_path(certname), durable=False)
                 self.index.put_cert(conn, certname, cert, values=values)
                 if drop_csr:
                     self.cadir.unlink(self.cadir.csr_path(certname))
                     self.index.delete_csr(conn, certname)
-                    changed.add("requests")
             try:
                 fs.fsync_dir(self.cadir.signeddir)
-                if "requests" in changed:
+                if "requests" in changes:
                     fs.fsync_dir(self.cadir.csrdir)
             except OSError as exc:
                 raise StoreError(f"could not sync {self.cadir.signeddir}: {exc.strerror}") from exc
-            self.index.record(conn, "signed", "requests")  # both were marked dirty
+            self.index.record(conn, *changes)  # each was marked dirty
         return [None] * len(items)
 
     # --- queries -------------------------------------------------------------------------

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS certs (
   name TEXT PRIMARY KEY, serial TEXT NOT NULL, not_after_ts INTEGER NOT NULL,
   status TEXT NOT NULL, stamp TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS certs_serial ON certs(serial);
+CREATE INDEX IF NOT EXISTS certs_serial_number ON certs(CAST(serial AS INTEGER));
 CREATE TABLE IF NOT EXISTS csrs (
   name TEXT PRIMARY KEY, status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
   stamp TEXT NOT NULL) WITHOUT ROWID;
@@ -269,8 +270,12 @@ class Index:
     def refresh(self) -> None:
         """Bring the index in step with the files if anything changed behind our back.
 
-        Costs four ``stat`` calls when nothing changed (the common case).
+        Costs four ``stat`` calls when nothing changed (the common case), and nothing
+        inside this thread's write transaction, which caught up when it began (see
+        :meth:`transaction`) and excludes every other writer until it ends.
         """
+        if getattr(self._local, "pending", None) is not None:
+            return
         paths = self._paths()
         now = {w: _stamp(p) for w, p in paths.items()}
         with self._seen_lock:
@@ -576,7 +581,10 @@ class Index:
 
     def status(self, name: str) -> Row | None:
         """The certificate if there is one (as puppetserver), else the CSR."""
-        return self.cert(name) or self.csr(name)
+        self.refresh()  # once for both lookups
+        return next(self._cert_rows("WHERE c.name = ?", (name,)), None) or next(
+            self._csr_rows("WHERE name = ?", (name,)), None
+        )
 
     def rows(self, state: str | None = None) -> Iterator[Row]:
         """All CSRs first, then all certificates (puppetserver's order), optionally filtered."""
