@@ -44,7 +44,12 @@ def machine() -> dict[str, object]:
 
 
 def _enroll_result(
-    run: enroll.EnrollRun, extra: dict[str, float], floor_rate: float, sig_cpu: float, herd: int
+    run: enroll.EnrollRun,
+    extra: dict[str, float],
+    floor_rate: float,
+    sig_cpu: float,
+    herd: int,
+    clients: int,
 ) -> Result:
     """One enrollment run as a Result: its rate against the signing floor, its CPU against
     one signature's, its latencies."""
@@ -52,6 +57,7 @@ def _enroll_result(
     cpu = extra["server_user_s"] + extra["server_sys_s"]
     per = cpu / done
     figures: dict[str, object] = {
+        "clients": clients,
         "enrollments": run.done,
         "errors": run.errors,
         "reconnects_after_connection_close": run.reconnects,
@@ -172,7 +178,7 @@ def main() -> int:
             sign_rate_after = floors.rsa_sign_rate(key_pem, seconds=2)
             floor_rate = (sign_rate + sign_rate_after) / 2
             sign_rate = sign_rate_after  # the next run's "before"
-            show([_enroll_result(run, extra, floor_rate, sig_cpu, herd)])
+            show([_enroll_result(run, extra, floor_rate, sig_cpu, herd, clients)])
 
     if "list" in only:
         banner("CLI listing (index-backed)")

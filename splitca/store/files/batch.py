@@ -13,13 +13,15 @@ R = TypeVar("R")
 
 
 class _Ticket(Generic[T, R]):
-    __slots__ = ("done", "error", "item", "result")
+    __slots__ = ("done", "error", "item", "result", "wake")
 
     def __init__(self, item: T) -> None:
         self.item = item
         self.done = False
         self.result: R | None = None
         self.error: BaseException | None = None
+        self.wake = threading.Lock()  # held until this ticket's thread must act
+        self.wake.acquire()
 
 
 class GroupCommit(Generic[T, R]):
@@ -27,33 +29,32 @@ class GroupCommit(Generic[T, R]):
 
     The first thread to arrive becomes the leader and commits everything queued so
     far (at most *max_batch* items) in one call, while later arrivals queue for the
-    next batch; when the leader finishes, a waiting thread leads the next one. With
-    one thread this is a plain call; under load one commit (one lock round, one
+    next batch; when the leader finishes, the oldest waiting thread leads the next one.
+    With one thread this is a plain call; under load one commit (one lock round, one
     fsync) serves many threads. If ``commit`` raises, every item of that batch gets
-    the exception.
+    the exception. Each waiting thread is woken exactly once, when its item is done or
+    when it is to lead (no wake-up of every waiter after every batch).
     """
 
     def __init__(self, commit: Callable[[list[T]], Sequence[R]], *, max_batch: int = 64) -> None:
         self._commit = commit
         self._max = max_batch
-        self._cond = threading.Condition(threading.Lock())
-        self._queue: list[_Ticket[T, R]] = []
+        self._lock = threading.Lock()
+        self._queue: list[_Ticket[T, R]] = []  # waiting, oldest first
         self._leading = False
 
     def submit(self, item: T) -> R:
         ticket: _Ticket[T, R] = _Ticket(item)
-        with self._cond:
+        with self._lock:
             self._queue.append(ticket)
-            while not ticket.done and self._leading:
-                self._cond.wait()
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            ticket.wake.acquire()  # released once: done, or our turn to lead
             if ticket.done:
                 return self._outcome(ticket)
-            self._leading = True
-            if len(self._queue) <= self._max:
-                batch, self._queue = self._queue, []
-            else:  # a full batch that includes the leader's own item
-                rest = [t for t in self._queue if t is not ticket]
-                batch, self._queue = [*rest[: self._max - 1], ticket], rest[self._max - 1 :]
+        with self._lock:  # we lead: our ticket is the oldest waiting, so it is in the batch
+            batch, self._queue = self._queue[: self._max], self._queue[self._max :]
         try:
             try:
                 results = list(self._commit([t.item for t in batch]))
@@ -66,11 +67,16 @@ class GroupCommit(Generic[T, R]):
                 for t, r in zip(batch, results, strict=True):
                     t.result = r
         finally:
-            with self._cond:
+            with self._lock:
                 for t in batch:
                     t.done = True
-                self._leading = False
-                self._cond.notify_all()
+                successor = self._queue[0] if self._queue else None
+                self._leading = successor is not None
+            for t in batch:
+                if t is not ticket:
+                    t.wake.release()
+            if successor is not None:
+                successor.wake.release()
         return self._outcome(ticket)
 
     @staticmethod
