@@ -14,7 +14,7 @@ from pathlib import Path
 import cryptography
 from cryptography.hazmat.backends.openssl import backend
 
-from . import enroll, floors, ops
+from . import enroll, floors, ops, pg
 from ._common import REPO, VAR, Result, banner, percentile
 
 
@@ -92,8 +92,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer requests and runs, 10k only")
     ap.add_argument(
         "--only",
-        default="floors,enroll,list,serve,statuses,revoke,rebuild",
-        help="comma-separated subset of: floors,enroll,list,serve,statuses,revoke,rebuild",
+        default="floors,enroll,list,serve,statuses,revoke,rebuild,pg",
+        help="comma-separated subset of: floors,enroll,list,serve,statuses,revoke,rebuild,"
+        "pg (= pg-enroll,pg-large: the PostgreSQL store, benchmarks/pg.py)",
     )
     ap.add_argument("--certs", type=int, default=100_000, help="size of the large cadir")
     ap.add_argument("--enrollments", type=int, default=3000)
@@ -219,6 +220,24 @@ def main() -> int:
     if "rebuild" in only and not args.quick:
         banner("index")
         show([ops.bench_index_rebuild(big)])
+
+    pg_parts = {p for p in ("enroll", "large") if {"pg", f"pg-{p}"} & only}
+    if pg_parts:
+        banner("PostgreSQL store: a real PostgreSQL on loopback (benchmarks/pg.py)")
+        if not pg.available():
+            print("  skipped: PostgreSQL is not installed (apt-get install postgresql)")
+        else:
+            for new in pg.run_all(
+                key_pem,
+                n_enroll=600 if args.quick else args.enrollments,
+                clients=int(str(args.clients).split(",")[0]),
+                rounds=1 if args.quick else 3,
+                big=big,
+                cli_floor=cli_floor,
+                sign_s=sign_s,
+                parts=pg_parts,
+            ):
+                show(new)
 
     info["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
     out = VAR / "results.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -336,6 +337,47 @@ def test_audit_is_best_effort_and_goes_to_both_when_audit_log_is_set(
         assert json.loads((tmp_path / "audit.log").read_text())["certname"] == "x.example.com"
     finally:
         down.shutdown()
+
+
+def test_an_audit_event_is_one_statement_and_leaves_the_session_synchronous(
+    pg_server: PgServer, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One round trip an event (a batch revoke writes one per name): no BEGIN, SET, COMMIT
+    around the insert; its asynchronous commit does not leak into the pooled connection, on
+    which the next operation's commit must wait for the WAL flush again."""
+    db = Database(pg_url, password=pg_server.password)
+    calls: list[str] = []
+
+    class Counted:
+        def __init__(self, conn: Any) -> None:
+            self.conn = conn
+
+        def execute(self, query: Any, *args: Any) -> Any:
+            calls.append("execute")
+            return self.conn.execute(query, *args)
+
+        def transaction(self) -> Any:
+            calls.append("transaction")
+            return self.conn.transaction()
+
+    real = db.connection
+
+    @contextlib.contextmanager
+    def counted(**kw: Any) -> Iterator[Any]:
+        with real(**kw) as conn:
+            yield Counted(conn)
+
+    try:
+        monkeypatch.setattr(db, "connection", counted)
+        assert PgAudit(db, host="h1").event("revoke", Actor("cli", "root"), certname="a.example")
+        assert calls == ["execute"]
+        monkeypatch.setattr(db, "connection", real)
+        with db.connection() as conn:
+            assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+            row = conn.execute("SELECT event, certname, host, record->>'certname' FROM audit")
+            assert row.fetchall() == [("revoke", "a.example", "h1", "a.example")]
+    finally:
+        db.shutdown()
 
 
 # --- end to end: `splitca register`, then a real CSR to `splitca serve` replicas ------------------

@@ -19,7 +19,7 @@ from splitca import pki
 from splitca.errors import StoreError, StoreUnavailable
 from splitca.store.files.filestore import FileStore
 from splitca.store.files.signer import LoadedKey
-from splitca.store.postgres import schema
+from splitca.store.postgres import queries, schema
 from splitca.store.postgres.pgstore import PgStore
 
 from .conftest import make_csr
@@ -206,8 +206,14 @@ def test_a_database_outage_raises_store_unavailable_then_the_same_store_works_ag
     assert replicas.open("b").is_revoked(after)
 
 
-def test_statuses_are_the_same_bytes_as_the_file_stores(replicas: Replicas, tmp_path: Path) -> None:
-    """Same certificates and requests in both stores: the same certificate_statuses answer."""
+@pytest.mark.parametrize("page", [2000, 3, 1])
+def test_statuses_are_the_same_bytes_as_the_file_stores(
+    replicas: Replicas, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, page: int
+) -> None:
+    """Same certificates and requests in both stores: the same certificate_statuses answer,
+    however the rows fall into the pages the database builds (a revoked one filtered out of
+    a full page, a last page that is full, ...)."""
+    monkeypatch.setattr(queries, "_PAGE", page)
     pg = replicas.open("a")
     files = FileStore(tmp_path / "filestore")
     files.prepare()

@@ -17,6 +17,11 @@ log = logging.getLogger(__name__)
 # An event waits at most this long for a connection: the operation it records is done, and
 # its answer should not wait out the store's whole timeout for a database that is away.
 AUDIT_WAIT = 2.0
+_INSERT = (
+    "INSERT INTO audit (at, event, certname, host, record)"
+    " SELECT %s::timestamptz, %s, %s, %s, %s::jsonb"
+    " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+)
 
 
 class PgAudit:
@@ -37,26 +42,15 @@ class PgAudit:
         # jsonb holds no NUL character: a (hostile) one in a field is stored as U+FFFD.
         text = json.dumps(record, separators=(",", ":"), default=str).replace("\\u0000", "\\ufffd")
         certname = record.get("certname")
+        name = certname if isinstance(certname, str) else None
         try:
-            with (
-                self.db.connection(wait=min(AUDIT_WAIT, self.db.timeout)) as conn,
-                conn.transaction(),
-            ):
+            with self.db.connection(wait=min(AUDIT_WAIT, self.db.timeout)) as conn:
                 # As durable as the file log's unsynced append, and as cheap: the commit
                 # does not wait for the WAL flush (a crash may lose the last events, never
-                # tear one); the operations' own commits stay synchronous.
-                conn.execute("SET LOCAL synchronous_commit = off")
-                conn.execute(
-                    "INSERT INTO audit (at, event, certname, host, record)"
-                    " VALUES (%s::timestamptz, %s, %s, %s, %s::jsonb)",
-                    (
-                        record["time"],
-                        event,
-                        certname if isinstance(certname, str) else None,
-                        self.host,
-                        text,
-                    ),
-                )
+                # tear one); the operations' own commits stay synchronous. One statement,
+                # its own transaction (autocommit), so one round trip: set_config(..., true)
+                # holds for that transaction only.
+                conn.execute(_INSERT, (record["time"], event, name, self.host, text))
         except (StoreError, LockTimeout) as exc:
             log.error(
                 "could not write the audit trail to %s (event %r not recorded): %s",
