@@ -203,6 +203,10 @@ class CertificateAuthority:
     def revocation_details(self, serials: Iterable[int]) -> dict[int, dict[str, object]]:
         return usecases_read.revocation_details(self.deps, serials)
 
+    def already_revoked(self, certnames: Iterable[str]) -> set[str]:
+        """Those of *certnames* whose every certificate ever issued is on the CRL."""
+        return usecases_read.already_revoked(self.deps, certnames)
+
     def refusals(self) -> list[Refusal]:
         """CSRs refused within ``refusal_retention``, newest first."""
         return usecases_submit.refusals(self.deps)

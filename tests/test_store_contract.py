@@ -295,6 +295,23 @@ def test_publishing_with_drop_csr_removes_the_request(backend: Backend, store: C
     assert row is not None and row.state == "signed"
 
 
+def test_serials_for_names_is_serials_for_of_each_name_at_once(
+    backend: Backend, store: CAStore
+) -> None:
+    first = issue(backend, store, "many1")
+    again = issue(backend, store, "many1")  # a second certificate: both serials are its
+    gone = issue(backend, store, "many2")
+    store.delete_cert("many2")  # its serial stays issued to it
+    other = backend.open()
+    got = other.serials_for_names(["many1", "many2", "never"])
+    assert got == {
+        "many1": sorted([first.serial_number, again.serial_number]),
+        "many2": [gone.serial_number],
+    }
+    assert got == {n: other.serials_for(n) for n in ("many1", "many2")}
+    assert other.serials_for_names([]) == {}
+
+
 def test_delete_cert_keeps_the_serials_issued(backend: Backend, store: CAStore) -> None:
     cert = issue(backend, store, "gone1")
     store.delete_cert("gone1")

@@ -60,10 +60,8 @@ class LocalAdmin:
     def revocation_details(self, serials: Iterable[int]) -> dict[int, dict[str, object]]:
         return self._ca().revocation_details(serials)
 
-    def all_revoked(self, certname: str) -> bool:
-        ca = self._ca()
-        serials = ca.serials_for(certname) if pki.is_safe_name(certname) else []
-        return bool(serials) and all(ca.is_revoked(s) for s in serials)
+    def already_revoked(self, certnames: Sequence[str]) -> set[str]:
+        return self._ca().already_revoked(certnames)
 
     def refusals(self) -> list[Refusal]:
         return self._ca().refusals()

@@ -87,8 +87,8 @@ class Admin(Protocol):
         """When and why each of *serials* was revoked (remotely: unknown, empty)."""
         ...
 
-    def all_revoked(self, certname: str) -> bool:
-        """Whether everything ever issued to *certname* is revoked already."""
+    def already_revoked(self, certnames: Sequence[str]) -> set[str]:
+        """Those of *certnames* whose every certificate ever issued is revoked already."""
         ...
 
     def refusals(self) -> list[Refusal]:

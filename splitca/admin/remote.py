@@ -165,9 +165,9 @@ class RemoteAdmin:
         except ValueError:
             raise RemoteError(f"{got.url} answered something that is not a CRL") from None
 
-    def all_revoked(self, certname: str) -> bool:
-        row = self.status(certname)
-        return row is not None and row.state == "revoked"
+    def already_revoked(self, certnames: Sequence[str]) -> set[str]:
+        rows = {name: self.status(name) for name in certnames}
+        return {name for name, row in rows.items() if row is not None and row.state == "revoked"}
 
     def refusals(self) -> list[Refusal]:
         raise InvalidRequest(

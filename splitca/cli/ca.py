@@ -460,7 +460,7 @@ def revoke(c: Ctx, certnames: tuple[str, ...], reason: str, fmt: str) -> None:
     """
     names = _split_names(certnames)
     ca = admin(c)
-    already = [n for n in names if ca.all_revoked(n)]  # for the message only
+    already = ca.already_revoked(names)  # for the message only
     found, missing = ca.revoke(names, reason=_REASONS[reason])
     if fmt == "json":
         echo_json(

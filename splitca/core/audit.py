@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,6 +46,10 @@ class AuditSink(Protocol):
         """Record one event (secret fields dropped, see :func:`audit_record`)."""
         ...
 
+    def events(self, event: str, actor: Actor, items: Sequence[dict[str, object]]) -> bool:
+        """Record one *event* per item of fields at once (a batch: one write, one round trip)."""
+        ...
+
 
 def audit_record(event: str, actor: Actor, fields: dict[str, object]) -> dict[str, object]:
     """The record every sink stores: time, event, actor and *fields* without secrets."""
@@ -63,6 +68,9 @@ class NullAudit:
     def event(self, event: str, actor: Actor = SYSTEM, **fields: object) -> bool:
         return True
 
+    def events(self, event: str, actor: Actor, items: Sequence[dict[str, object]]) -> bool:
+        return True
+
 
 class TeeAudit:
     """An AuditSink that records every event to each of *sinks* (a database and a file).
@@ -75,4 +83,8 @@ class TeeAudit:
 
     def event(self, event: str, actor: Actor = SYSTEM, **fields: object) -> bool:
         results = [sink.event(event, actor, **fields) for sink in self.sinks]
+        return all(results)
+
+    def events(self, event: str, actor: Actor, items: Sequence[dict[str, object]]) -> bool:
+        results = [sink.events(event, actor, items) for sink in self.sinks]
         return all(results)

@@ -304,6 +304,10 @@ class CAStore(Protocol):
         """Every serial ever issued to *name* (its record and its current certificate), sorted."""
         ...
 
+    def serials_for_names(self, names: Sequence[str]) -> dict[str, list[int]]:
+        """:meth:`serials_for` of each of *names* at once (names with none are left out)."""
+        ...
+
     def counts(self) -> dict[str, int]:
         """How many statuses are ``requested``, ``signed`` and ``revoked``."""
         ...

@@ -16,6 +16,7 @@ from splitca.errors import SplitCAError
 from splitca.pki.asn1 import REASON_CODES
 
 __all__ = [
+    "already_revoked",
     "certificate",
     "csr",
     "describe",
@@ -102,6 +103,15 @@ def _puppet_extensions(exts: Iterable[x509.Extension[x509.ExtensionType]]) -> di
         for e in exts
         if e.oid.dotted_string.startswith(_PUPPET_ARCS)
     }
+
+
+def already_revoked(d: Deps, certnames: Iterable[str]) -> set[str]:
+    """Those of *certnames* whose every serial is on the CRL in effect (two store queries)."""
+    known = d.store.serials_for_names([n for n in certnames if pki.is_safe_name(n)])
+    if not known:
+        return set()
+    revoked = {entry[0] for entry in d.store.revocations()}
+    return {name for name, serials in known.items() if all(s in revoked for s in serials)}
 
 
 def revocation_details(d: Deps, serials: Iterable[int]) -> dict[int, dict[str, object]]:

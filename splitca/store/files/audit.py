@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from splitca.core.audit import SYSTEM, Actor, audit_record
@@ -30,15 +31,23 @@ class AuditLog:
 
     def event(self, event: str, actor: Actor = SYSTEM, **fields: object) -> bool:
         """Record one event; False (and an error logged) if it could not be written."""
-        if self.path is None:
+        return self.events(event, actor, [fields])
+
+    def events(self, event: str, actor: Actor, items: Sequence[dict[str, object]]) -> bool:
+        """One line per item, appended in one write (lines never interleave with others')."""
+        if self.path is None or not items:
             return True
-        record = audit_record(event, actor, fields)
-        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+        data = b"".join(
+            (
+                json.dumps(audit_record(event, actor, f), separators=(",", ":"), default=str) + "\n"
+            ).encode()
+            for f in items
+        )
         try:
             with self._lock:
                 fd = open_nofollow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
                 try:
-                    if os.write(fd, line) != len(line):
+                    if os.write(fd, data) != len(data):
                         raise OSError("short write (disk full?)")
                 finally:
                     os.close(fd)

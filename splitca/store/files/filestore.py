@@ -336,6 +336,10 @@ class FileStore:
     def pending_names(self) -> list[str]:
         return self.index.pending_names()
 
+    def serials_for_names(self, names: Sequence[str]) -> dict[str, list[int]]:
+        found = {name: self.serials_for(name) for name in names}  # local: no round trips
+        return {name: serials for name, serials in found.items() if serials}
+
     def serials_for(self, name: str) -> list[int]:
         """Every serial ever issued to *name*: the current cert plus the inventory."""
         serials = set(self.index.inventory_serials(name))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from splitca import pki
 from splitca.core.ports import CRLEntry, Row
@@ -87,6 +87,19 @@ class PgQueries:
     def pending_names(self) -> list[str]:
         with self.db.connection() as conn:
             return [r[0] for r in conn.execute("SELECT name FROM csrs ORDER BY name")]
+
+    def serials_for_names(self, names: Sequence[str]) -> dict[str, list[int]]:
+        """:meth:`serials_for` of many names in one query."""
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                "SELECT name, serial FROM inventory WHERE name = ANY(%s)"
+                " UNION SELECT name, serial FROM certs WHERE name = ANY(%s)",
+                (list(names), list(names)),
+            ).fetchall()
+        found: dict[str, list[int]] = {}
+        for name, serial in rows:
+            found.setdefault(str(name), []).append(int(serial))
+        return {name: sorted(serials) for name, serials in found.items()}
 
     def serials_for(self, name: str) -> list[int]:
         """Every serial ever issued to *name*: the inventory plus its current certificate."""
