@@ -219,11 +219,14 @@ class FileStore:
         crash. Returns (serial, inventory mark to sync up to) per item.
         """
         with self.cadir.lock("serial")(), self.cadir.lock("inventory")():
-            first = self._serial_floor()
-            lines = b"".join(
-                inventory_line(first + i, nb, na, name) for i, (name, nb, na) in enumerate(wanted)
-            )
             with self.index.transaction() as conn:
+                # The floor from inside the transaction: it caught up with the files when
+                # it began, so the index's highest serial needs no refresh (four stats).
+                first = self._serial_floor()
+                lines = b"".join(
+                    inventory_line(first + i, nb, na, name)
+                    for i, (name, nb, na) in enumerate(wanted)
+                )
                 # Appended after the transaction's catch-up, so only add_inventory indexes
                 # these lines (appended before it, the catch-up re-read and re-parsed them).
                 # No fsync under the lock: it overlaps the signing (see publish_cert).
