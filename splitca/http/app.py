@@ -107,7 +107,9 @@ class Request:
         self.method: str = environ.get("REQUEST_METHOD", "GET").upper()
         # Mounted anywhere (WSGIScriptAlias /puppet-ca or /): route on the full path.
         self.path: str = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/"
-        self.query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        query = environ.get("QUERY_STRING", "")
+        # An agent's requests have no query: skip parse_qs's machinery for them.
+        self.query = urllib.parse.parse_qs(query, keep_blank_values=True) if query else {}
         self.max_body = max_body
         self.route = "unmatched"  # the matched route's pattern, for metrics (set by dispatch)
         verified = environ.get("SSL_CLIENT_VERIFY") == "SUCCESS"
@@ -215,6 +217,10 @@ class Response:
     @classmethod
     def json(cls, value: object, status: int = 200, content_type: str = JSON) -> Response:
         return cls(status, json.dumps(value, separators=(",", ":")).encode(), content_type)
+
+
+# The status lines, made once (the enum lookup per response was most of building one).
+_STATUS_LINES = {int(s): f"{int(s)} {s.phrase}" for s in HTTPStatus}
 
 
 # --- the error map: the ONE place where outcomes become HTTP status codes ----------------
@@ -343,8 +349,10 @@ class App:
         if resp.stream is None:
             headers.append(("Content-Length", str(len(resp.body))))
         headers.extend(resp.headers)
-        reason = resp.reason or HTTPStatus(resp.status).phrase
-        start_response(f"{resp.status} {reason}", headers)
+        status_line = _STATUS_LINES.get(resp.status) if resp.reason is None else None
+        if status_line is None:
+            status_line = f"{resp.status} {resp.reason or HTTPStatus(resp.status).phrase}"
+        start_response(status_line, headers)
         access_log.info(
             '%s %s "%s %s" %d %s %.1fms',
             req.client.address or "-",

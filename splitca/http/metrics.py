@@ -80,6 +80,7 @@ class Metrics:
         return {
             "multiprocess": multiprocess,
             "registry": own,
+            "request_children": {},  # (route, method, status) -> its counter: labels() once
             "requests": Counter(
                 "splitca_http_requests",
                 "HTTP requests answered, by route, method and status code.",
@@ -105,7 +106,11 @@ class Metrics:
     ) -> None:
         m = self._instruments()
         shown = method if method in _METHODS else "other"  # a client's method is not a label
-        m["requests"].labels(route, shown, str(status)).inc()
+        key = (route, shown, status)
+        child = m["request_children"].get(key)
+        if child is None:  # labels() validates and locks on every call: once per key
+            child = m["request_children"][key] = m["requests"].labels(route, shown, str(status))
+        child.inc()
         if isinstance(error, StoreError):
             m["store_errors"].inc()
 
