@@ -6,6 +6,8 @@ them: locks are context managers the store yields, reads return bytes. ``FileSto
 implement them today; ``tests/test_store_contract.py`` holds every store to the
 promises written here.
 """
+# Over 400 lines because it is the whole storage and key contract, each method with its
+# promise: a store's author reads one file for what to implement.
 
 from __future__ import annotations
 
