@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from cryptography import x509
 
 from splitca import pki
 from splitca.cli import cli
@@ -121,3 +122,26 @@ def test_round_trip_cadir_database_cadir_gives_the_same_ca(
     assert ca.sign("next").serial_number == int((fixture_cadir / "serial").read_text(), 16)
     refused = run(pg_config, "db", "export", str(out))
     assert refused.exit_code == 4 and "not empty" in refused.output
+
+
+def test_a_replica_caching_the_crl_serves_the_new_one_after_a_forced_import(
+    pg_config: Path, pg_settings: Settings, fixture_cadir: Path
+) -> None:
+    """A forced import starts a new CRL; the version each replica checks against its
+    cached copy must still move forward, or a replica that cached the CRL before the
+    import serves that copy again once the version counts back up to it."""
+    assert run(pg_config, "db", "import", str(fixture_cadir)).exit_code == 0
+    replica = open_ca(pg_settings, autosign_at_start=False)
+    other = open_ca(pg_settings, autosign_at_start=False)
+    replica.submit_csr("before", pki.pem(make_csr("before")))
+    replica.sign("before")
+    replica.revoke(["before"])
+    cached = replica.crl_pem()  # this replica now holds the CRL and its version
+    forced = run(pg_config, "db", "import", str(fixture_cadir), "--force")
+    assert forced.exit_code == 0, forced.output
+    other.submit_csr("after", pki.pem(make_csr("after")))
+    serial = other.sign("after").serial_number
+    other.revoke(["after"])
+    served = replica.crl_pem()
+    assert served != cached
+    assert serial in {e.serial_number for e in x509.load_pem_x509_crl(served)}

@@ -80,6 +80,10 @@ def import_cadir(pg: PgStore, source: Path, *, force: bool = False) -> dict[str,
     with pg.db.transaction() as conn:
         conn.execute(f"LOCK TABLE {_TABLES} IN EXCLUSIVE MODE")  # replicas wait for us
         held = _counts(conn)
+        # The CRL's version only moves forward, across a replacement too: each replica
+        # serves its cached CRL while the version is the one it cached (PgStore.crl).
+        last = conn.execute("SELECT coalesce(max(crl_version), 0) FROM ca").fetchone()
+        version = int(last[0] if last else 0) + 1
         if held["certificates"] or held["inventory"] or held["requests"] or _has_ca(conn):
             if not force:
                 raise Conflict(
@@ -88,10 +92,10 @@ def import_cadir(pg: PgStore, source: Path, *, force: bool = False) -> dict[str,
                 )
             conn.execute(f"TRUNCATE {_TABLES}")
         conn.execute(
-            "INSERT INTO ca (id, cert, pub, cert_modified, crl, crl_number, crl_modified)"
-            " VALUES (1, %s, %s, %s, %s, %s, %s)",
+            "INSERT INTO ca (id, cert, pub, cert_modified, crl, crl_number, crl_modified,"
+            " crl_version) VALUES (1, %s, %s, %s, %s, %s, %s, %s)",
             (ca_cert, pub, c.mtime(c.cacert) or 0.0, crl.data, expected["crl_number"],
-             crl.modified or 0.0),
+             crl.modified or 0.0, version),
         )  # fmt: skip
         _copy(
             conn,
