@@ -145,3 +145,24 @@ def test_a_replica_caching_the_crl_serves_the_new_one_after_a_forced_import(
     served = replica.crl_pem()
     assert served != cached
     assert serial in {e.serial_number for e in x509.load_pem_x509_crl(served)}
+
+
+def test_a_forced_import_of_the_same_ca_never_reuses_a_serial_or_a_crl_number(
+    pg_config: Path, pg_settings: Settings, fixture_cadir: Path
+) -> None:
+    """Replacing the database's CA with (an older copy of) the same CA: the serials and
+    CRL numbers the database already used stay used."""
+    assert run(pg_config, "db", "import", str(fixture_cadir)).exit_code == 0
+    ca = open_ca(pg_settings, autosign_at_start=False)
+    ca.submit_csr("before", pki.pem(make_csr("before")))
+    used = ca.sign("before").serial_number
+    ca.revoke(["before"])
+    crl_before = pki.crl_number(x509.load_pem_x509_crl(ca.crl_pem()))
+    forced = run(pg_config, "db", "import", str(fixture_cadir), "--force", "--format", "json")
+    assert forced.exit_code == 0, forced.output
+    assert json.loads(forced.output)["next_serial"] > used
+    ca = open_ca(pg_settings, autosign_at_start=False)
+    ca.submit_csr("after", pki.pem(make_csr("after")))
+    assert ca.sign("after").serial_number > used
+    ca.revoke(["after"])
+    assert pki.crl_number(x509.load_pem_x509_crl(ca.crl_pem())) > crl_before
