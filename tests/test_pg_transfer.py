@@ -13,8 +13,11 @@ from splitca import pki
 from splitca.cli import cli
 from splitca.compose import open_ca
 from splitca.config import Settings
+from splitca.errors import LockTimeout
 from splitca.store.files.cadir import parse_inventory
 from splitca.store.files.filestore import FileStore
+from splitca.store.postgres.pgstore import PgStore
+from splitca.store.postgres.transfer import import_cadir
 
 from .conftest import copy_fixture_cadir, make_csr, make_settings, write_config
 from .pg_harness import PgServer
@@ -166,3 +169,23 @@ def test_a_forced_import_of_the_same_ca_never_reuses_a_serial_or_a_crl_number(
     assert ca.sign("after").serial_number > used
     ca.revoke(["after"])
     assert pki.crl_number(x509.load_pem_x509_crl(ca.crl_pem())) > crl_before
+
+
+def test_an_import_waits_for_a_crl_being_published(
+    pg_settings: Settings, pg_server: PgServer, fixture_cadir: Path, tmp_path: Path
+) -> None:
+    """A replica publishing a CRL (the crl lock held, its revocations read) finishes
+    before an import replaces the CA: else its CRL, made from the revocations it read
+    before the import, is installed over the imported one (whose revocations it lacks)."""
+    assert pg_settings.store
+    publisher = PgStore(pg_settings.store, key_dir=tmp_path / "a", password=pg_server.password)
+    importer = PgStore(
+        pg_settings.store, key_dir=tmp_path / "b", password=pg_server.password, lock_timeout=0.5
+    )
+    try:
+        import_cadir(importer, fixture_cadir)
+        with publisher.locked("crl"), pytest.raises(LockTimeout):
+            import_cadir(importer, fixture_cadir, force=True)
+    finally:
+        publisher.shutdown()
+        importer.shutdown()

@@ -79,7 +79,9 @@ def import_cadir(pg: PgStore, source: Path, *, force: bool = False) -> dict[str,
     }
     next_serial = c.read_serial()
     pg.prepare()
-    with pg.db.transaction() as conn:
+    # The crl lock first: a replica publishing a CRL made from the revocations it read
+    # finishes before we replace them (else its CRL would be installed over ours).
+    with pg.locked("crl"), pg.db.transaction() as conn:
         conn.execute(f"LOCK TABLE {_TABLES} IN EXCLUSIVE MODE")  # replicas wait for us
         held = _counts(conn)
         # The CRL's version only moves forward, across a replacement too: each replica
