@@ -530,3 +530,24 @@ def test_the_registration_endpoint_of_any_replica_sees_the_same_registrations(
     assert json.loads(wsgi_call(app_a, "GET", path, client=admin).body)["state"] == "enrolled"
     assert wsgi_call(app_b, "DELETE", path, client=admin).status == 204
     assert wsgi_call(app_a, "DELETE", path, client=admin).status == 404
+
+
+def test_a_registration_the_database_cannot_hold_is_a_400_not_a_503(
+    pg_settings: Settings,
+) -> None:
+    """jsonb holds no U+0000: a parameter (value or nested key) carrying one is bad input,
+    refused with a 400 before the database is asked (not a 503 'database failed', which
+    a client retries for ever), and nothing is registered."""
+    setup_ca(pg_settings)
+    ca = open_ca(pg_settings)
+    admin = x509.load_pem_x509_certificate(pg_settings.effective_server_cert.read_bytes())
+    app = make_app(pg_settings, ca=ca)
+    path = "/puppet-ca/v1/splitca/registrations/w1.example.com"
+    for body in (
+        b'{"parameters": {"note": "a\\u0000b"}}',
+        b'{"parameters": {"m": {"\\u0000": 1}}}',
+    ):
+        put = wsgi_call(app, "PUT", path, body, client=admin)
+        assert put.status == 400, put.text
+        assert "parameters" in put.text
+    assert wsgi_call(app, "GET", path, client=admin).status == 404
