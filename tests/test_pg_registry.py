@@ -551,3 +551,16 @@ def test_a_registration_the_database_cannot_hold_is_a_400_not_a_503(
         assert put.status == 400, put.text
         assert "parameters" in put.text
     assert wsgi_call(app, "GET", path, client=admin).status == 404
+
+
+def test_an_audit_event_naming_a_hostile_certname_is_recorded(
+    databases: Callable[[], Database], pg_server: PgServer, pg_url: str
+) -> None:
+    """A NUL in any field (the certname too, which has its own text column) is stored as
+    U+FFFD: the event, and the rest of its batch, is recorded, not dropped."""
+    sink = PgAudit(databases())
+    items: list[dict[str, object]] = [{"certname": "evil\x00name"}, {"certname": "good"}]
+    assert sink.events("csr-refused", Actor("http", "127.0.0.1"), items) is True
+    db = pg_url.rsplit("/", 1)[1]
+    stored = pg_server.psql("SELECT certname FROM splitca.audit ORDER BY id", db)
+    assert stored.split() == ["evil\ufffdname", "good"]
