@@ -336,3 +336,11 @@ def test_a_held_name_lock_outlives_an_idle_in_transaction_timeout(replicas: Repl
         time.sleep(0.5)  # well past the server's timeout, as a slow operation would be
         with pytest.raises(LockTimeout), two.names_locked(["web1"]):
             pass
+
+
+def test_a_lock_taken_inside_an_empty_set_of_name_locks_is_held(replicas: Replicas) -> None:
+    """names_locked of no names (every name refused as unsafe, say) still opens the lock
+    transaction, so a CA-wide lock taken inside it is held, not refused or dropped."""
+    one, two = replicas.open("one"), replicas.open("two", lock_timeout=0.5)
+    with one.names_locked([]), one.locked("crl"), pytest.raises(LockTimeout), two.locked("crl"):
+        pass

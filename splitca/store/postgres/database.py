@@ -255,9 +255,10 @@ class Database:
         *,
         nested: bool,
     ) -> None:
-        if not keys:
+        if not keys and nested:
             return
         with self.errors():
+            # BEGIN even for no keys: a lock taken inside (nested) joins this transaction.
             conn.execute("SAVEPOINT take" if nested else "BEGIN")
             try:
                 conn.execute(f"SET LOCAL lock_timeout = '{max(1, int(wait * 1000))}ms'")
