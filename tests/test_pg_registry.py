@@ -530,3 +530,37 @@ def test_the_registration_endpoint_of_any_replica_sees_the_same_registrations(
     assert json.loads(wsgi_call(app_a, "GET", path, client=admin).body)["state"] == "enrolled"
     assert wsgi_call(app_b, "DELETE", path, client=admin).status == 204
     assert wsgi_call(app_a, "DELETE", path, client=admin).status == 404
+
+
+def test_a_registration_the_database_cannot_hold_is_a_400_not_a_503(
+    pg_settings: Settings,
+) -> None:
+    """jsonb holds no U+0000: a parameter (value or nested key) carrying one is bad input,
+    refused with a 400 before the database is asked (not a 503 'database failed', which
+    a client retries for ever), and nothing is registered."""
+    setup_ca(pg_settings)
+    ca = open_ca(pg_settings)
+    admin = x509.load_pem_x509_certificate(pg_settings.effective_server_cert.read_bytes())
+    app = make_app(pg_settings, ca=ca)
+    path = "/puppet-ca/v1/splitca/registrations/w1.example.com"
+    for body in (
+        b'{"parameters": {"note": "a\\u0000b"}}',
+        b'{"parameters": {"m": {"\\u0000": 1}}}',
+    ):
+        put = wsgi_call(app, "PUT", path, body, client=admin)
+        assert put.status == 400, put.text
+        assert "parameters" in put.text
+    assert wsgi_call(app, "GET", path, client=admin).status == 404
+
+
+def test_an_audit_event_naming_a_hostile_certname_is_recorded(
+    databases: Callable[[], Database], pg_server: PgServer, pg_url: str
+) -> None:
+    """A NUL in any field (the certname too, which has its own text column) is stored as
+    U+FFFD: the event, and the rest of its batch, is recorded, not dropped."""
+    sink = PgAudit(databases())
+    items: list[dict[str, object]] = [{"certname": "evil\x00name"}, {"certname": "good"}]
+    assert sink.events("csr-refused", Actor("http", "127.0.0.1"), items) is True
+    db = pg_url.rsplit("/", 1)[1]
+    stored = pg_server.psql("SELECT certname FROM splitca.audit ORDER BY id", db)
+    assert stored.split() == ["evil\ufffdname", "good"]

@@ -7,13 +7,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from cryptography import x509
 
 from splitca import pki
 from splitca.cli import cli
 from splitca.compose import open_ca
 from splitca.config import Settings
+from splitca.errors import LockTimeout
 from splitca.store.files.cadir import parse_inventory
 from splitca.store.files.filestore import FileStore
+from splitca.store.postgres.pgstore import PgStore
+from splitca.store.postgres.transfer import import_cadir
 
 from .conftest import copy_fixture_cadir, make_csr, make_settings, write_config
 from .pg_harness import PgServer
@@ -121,3 +125,67 @@ def test_round_trip_cadir_database_cadir_gives_the_same_ca(
     assert ca.sign("next").serial_number == int((fixture_cadir / "serial").read_text(), 16)
     refused = run(pg_config, "db", "export", str(out))
     assert refused.exit_code == 4 and "not empty" in refused.output
+
+
+def test_a_replica_caching_the_crl_serves_the_new_one_after_a_forced_import(
+    pg_config: Path, pg_settings: Settings, fixture_cadir: Path
+) -> None:
+    """A forced import starts a new CRL; the version each replica checks against its
+    cached copy must still move forward, or a replica that cached the CRL before the
+    import serves that copy again once the version counts back up to it."""
+    assert run(pg_config, "db", "import", str(fixture_cadir)).exit_code == 0
+    replica = open_ca(pg_settings, autosign_at_start=False)
+    other = open_ca(pg_settings, autosign_at_start=False)
+    replica.submit_csr("before", pki.pem(make_csr("before")))
+    replica.sign("before")
+    replica.revoke(["before"])
+    cached = replica.crl_pem()  # this replica now holds the CRL and its version
+    forced = run(pg_config, "db", "import", str(fixture_cadir), "--force")
+    assert forced.exit_code == 0, forced.output
+    other.submit_csr("after", pki.pem(make_csr("after")))
+    serial = other.sign("after").serial_number
+    other.revoke(["after"])
+    served = replica.crl_pem()
+    assert served != cached
+    assert serial in {e.serial_number for e in x509.load_pem_x509_crl(served)}
+
+
+def test_a_forced_import_of_the_same_ca_never_reuses_a_serial_or_a_crl_number(
+    pg_config: Path, pg_settings: Settings, fixture_cadir: Path
+) -> None:
+    """Replacing the database's CA with (an older copy of) the same CA: the serials and
+    CRL numbers the database already used stay used."""
+    assert run(pg_config, "db", "import", str(fixture_cadir)).exit_code == 0
+    ca = open_ca(pg_settings, autosign_at_start=False)
+    ca.submit_csr("before", pki.pem(make_csr("before")))
+    used = ca.sign("before").serial_number
+    ca.revoke(["before"])
+    crl_before = pki.crl_number(x509.load_pem_x509_crl(ca.crl_pem()))
+    forced = run(pg_config, "db", "import", str(fixture_cadir), "--force", "--format", "json")
+    assert forced.exit_code == 0, forced.output
+    assert json.loads(forced.output)["next_serial"] > used
+    ca = open_ca(pg_settings, autosign_at_start=False)
+    ca.submit_csr("after", pki.pem(make_csr("after")))
+    assert ca.sign("after").serial_number > used
+    ca.revoke(["after"])
+    assert pki.crl_number(x509.load_pem_x509_crl(ca.crl_pem())) > crl_before
+
+
+def test_an_import_waits_for_a_crl_being_published(
+    pg_settings: Settings, pg_server: PgServer, fixture_cadir: Path, tmp_path: Path
+) -> None:
+    """A replica publishing a CRL (the crl lock held, its revocations read) finishes
+    before an import replaces the CA: else its CRL, made from the revocations it read
+    before the import, is installed over the imported one (whose revocations it lacks)."""
+    assert pg_settings.store
+    publisher = PgStore(pg_settings.store, key_dir=tmp_path / "a", password=pg_server.password)
+    importer = PgStore(
+        pg_settings.store, key_dir=tmp_path / "b", password=pg_server.password, lock_timeout=0.5
+    )
+    try:
+        import_cadir(importer, fixture_cadir)
+        with publisher.locked("crl"), pytest.raises(LockTimeout):
+            import_cadir(importer, fixture_cadir, force=True)
+    finally:
+        publisher.shutdown()
+        importer.shutdown()

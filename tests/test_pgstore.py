@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from splitca import pki
-from splitca.errors import StoreError, StoreUnavailable
+from splitca.errors import LockTimeout, StoreError, StoreUnavailable
 from splitca.store.files.filestore import FileStore
 from splitca.store.files.signer import LoadedKey
 from splitca.store.postgres import queries, schema
@@ -321,3 +321,26 @@ def test_the_password_may_come_from_libpqs_environment(
         assert store.missing_parts()  # reached the database: an empty one
     finally:
         store.shutdown()
+
+
+def test_a_held_name_lock_outlives_an_idle_in_transaction_timeout(replicas: Replicas) -> None:
+    """A lock holder's session sits idle in its transaction while the work runs on other
+    connections: a server's idle_in_transaction_session_timeout (a common DBA setting)
+    must not end it and so silently free the lock for another replica."""
+    dbname = replicas.url.rsplit("/", 1)[1]
+    replicas.server.psql(
+        f"ALTER DATABASE {dbname} SET idle_in_transaction_session_timeout = '100ms'"
+    )
+    one, two = replicas.open("one"), replicas.open("two", lock_timeout=0.5)
+    with one.names_locked(["web1"]):
+        time.sleep(0.5)  # well past the server's timeout, as a slow operation would be
+        with pytest.raises(LockTimeout), two.names_locked(["web1"]):
+            pass
+
+
+def test_a_lock_taken_inside_an_empty_set_of_name_locks_is_held(replicas: Replicas) -> None:
+    """names_locked of no names (every name refused as unsafe, say) still opens the lock
+    transaction, so a CA-wide lock taken inside it is held, not refused or dropped."""
+    one, two = replicas.open("one"), replicas.open("two", lock_timeout=0.5)
+    with one.names_locked([]), one.locked("crl"), pytest.raises(LockTimeout), two.locked("crl"):
+        pass

@@ -129,7 +129,11 @@ def _check_value(key: str, value: object, *, depth: int) -> None:
     """Parameter values: JSON data (strings, numbers, booleans, lists, maps), a few levels deep."""
     if depth > 5:
         raise InvalidRequest(f"parameters: {key} is nested too deeply")
-    if value is None or isinstance(value, str | bool | int):
+    if isinstance(value, str):
+        if "\x00" in value:  # no store holds it (PostgreSQL's jsonb refuses it), Puppet neither
+            raise InvalidRequest(f"parameters: {key} holds a NUL character")
+        return
+    if value is None or isinstance(value, bool | int):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -143,6 +147,8 @@ def _check_value(key: str, value: object, *, depth: int) -> None:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise InvalidRequest(f"parameters: {key} has a non-string key")
+            if "\x00" in k:
+                raise InvalidRequest(f"parameters: {key} has a key holding a NUL character")
             _check_value(key, v, depth=depth + 1)
         return
     raise InvalidRequest(f"parameters: {key} has a value of unsupported type")

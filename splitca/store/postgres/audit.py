@@ -71,13 +71,13 @@ class PgAudit:
 
     def _row(self, event: str, actor: Actor, fields: dict[str, object]) -> tuple[object, ...]:
         record = audit_record(event, actor, fields)
-        # jsonb holds no NUL character: a (hostile) one in a field is stored as U+FFFD.
+        # jsonb and text hold no NUL character: a (hostile) one in a field is stored as U+FFFD.
         text = json.dumps(record, separators=(",", ":"), default=str).replace("\\u0000", "\\ufffd")
         certname = record.get("certname")
         return (
             record["time"],
             event,
-            certname if isinstance(certname, str) else None,
+            certname.replace("\x00", "\ufffd") if isinstance(certname, str) else None,  # as above
             self.host,
             text,
         )

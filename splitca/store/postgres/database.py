@@ -101,8 +101,11 @@ class Database:
             "connect_timeout": max(2, int(self.timeout)),
             "application_name": "splitca",
             # Every commit durable whatever the server's default; no statement runs unbounded
-            # (lock waits have their own, shorter, lock_timeout).
-            "options": "-c search_path=splitca -c synchronous_commit=on -c statement_timeout=120s",
+            # (lock waits have their own, shorter, lock_timeout). A lock holder's session is
+            # idle in its transaction while the work runs on others (Database.advisory): a
+            # server's idle_in_transaction_session_timeout would end it, freeing its locks.
+            "options": "-c search_path=splitca -c synchronous_commit=on -c statement_timeout=120s"
+            " -c idle_in_transaction_session_timeout=0",
             # A database that vanishes without a word (a partition) is noticed in seconds.
             "keepalives": 1,
             "keepalives_idle": 5,
@@ -252,9 +255,10 @@ class Database:
         *,
         nested: bool,
     ) -> None:
-        if not keys:
+        if not keys and nested:
             return
         with self.errors():
+            # BEGIN even for no keys: a lock taken inside (nested) joins this transaction.
             conn.execute("SAVEPOINT take" if nested else "BEGIN")
             try:
                 conn.execute(f"SET LOCAL lock_timeout = '{max(1, int(wait * 1000))}ms'")

@@ -35,7 +35,9 @@ def import_cadir(pg: PgStore, source: Path, *, force: bool = False) -> dict[str,
 
     Serials, the inventory, certificates, pending requests (with why they are pending),
     revocations, the CRL and its number are kept as they are. A database that holds a
-    CA (or any certificate) is refused (Conflict) unless *force*, which replaces it.
+    CA (or any certificate) is refused (Conflict) unless *force*, which replaces it but
+    keeps its floors: the next serial and the next CRL number stay above every one the
+    replaced CA used (so the CRL number recorded may be above the imported CRL's).
     The CA key is copied to this host's key_dir if it has none (never replaced).
     """
     src = FileStore(source)
@@ -77,9 +79,19 @@ def import_cadir(pg: PgStore, source: Path, *, force: bool = False) -> dict[str,
     }
     next_serial = c.read_serial()
     pg.prepare()
-    with pg.db.transaction() as conn:
+    # The crl lock first: a replica publishing a CRL made from the revocations it read
+    # finishes before we replace them (else its CRL would be installed over ours).
+    with pg.locked("crl"), pg.db.transaction() as conn:
         conn.execute(f"LOCK TABLE {_TABLES} IN EXCLUSIVE MODE")  # replicas wait for us
         held = _counts(conn)
+        # The CRL's version only moves forward, across a replacement too: each replica
+        # serves its cached CRL while the version is the one it cached (PgStore.crl).
+        last = conn.execute("SELECT coalesce(max(crl_version), 0) FROM ca").fetchone()
+        version = int(last[0] if last else 0) + 1
+        # What a replaced CA used stays used: its serials (the same CA would issue them
+        # again) and its CRL numbers (the next CRL is numbered above every one before).
+        expected["crl_number"] = max(expected["crl_number"], held["crl_number"])
+        serial_floor = max(next_serial, held["next_serial"])
         if held["certificates"] or held["inventory"] or held["requests"] or _has_ca(conn):
             if not force:
                 raise Conflict(
@@ -88,10 +100,10 @@ def import_cadir(pg: PgStore, source: Path, *, force: bool = False) -> dict[str,
                 )
             conn.execute(f"TRUNCATE {_TABLES}")
         conn.execute(
-            "INSERT INTO ca (id, cert, pub, cert_modified, crl, crl_number, crl_modified)"
-            " VALUES (1, %s, %s, %s, %s, %s, %s)",
+            "INSERT INTO ca (id, cert, pub, cert_modified, crl, crl_number, crl_modified,"
+            " crl_version) VALUES (1, %s, %s, %s, %s, %s, %s, %s)",
             (ca_cert, pub, c.mtime(c.cacert) or 0.0, crl.data, expected["crl_number"],
-             crl.modified or 0.0),
+             crl.modified or 0.0, version),
         )  # fmt: skip
         _copy(
             conn,
@@ -102,9 +114,9 @@ def import_cadir(pg: PgStore, source: Path, *, force: bool = False) -> dict[str,
         _copy(conn, "csrs (name, status, reason, pem, modified)", csrs)
         _copy(conn, "revoked (serial, date_ts, reason)", revocations)
         conn.execute("SELECT setval('serials', greatest(%s, splitca.top_serial(), 1)::bigint, true)",
-                     (next_serial - 1,))  # fmt: skip
+                     (serial_floor - 1,))  # fmt: skip
         got = _counts(conn)
-        wanted = {**expected, "next_serial": max(next_serial, got["next_serial"])}
+        wanted = {**expected, "next_serial": max(serial_floor, got["next_serial"])}
         if got != wanted:  # raising here rolls the whole import back
             raise StoreError(f"import of {source} does not add up: read {wanted}, wrote {got}")
     if own_key is None:
