@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,64 @@ class EnrollRun:
         return self.done / self.seconds if self.seconds else 0.0
 
 
+def _enroll(conn: HttpsConn, name: str, csr: bytes) -> str | None:
+    """One agent's enrollment on *conn*: PUT its CSR, GET its certificate; the error, if any."""
+    try:
+        s1, b1 = conn.request(
+            "PUT",
+            f"/puppet-ca/v1/certificate_request/{name}",
+            csr,
+            (("Content-Type", "text/plain"),),
+        )
+        s2, b2 = conn.request("GET", f"/puppet-ca/v1/certificate/{name}")
+    except OSError as exc:
+        return f"{name}: {exc}"
+    if s1 != 200 or s2 != 200 or not b2.startswith(b"-----BEGIN CERTIFICATE"):
+        return f"{name}: PUT {s1} {b1[:80]!r} GET {s2} {b2[:80]!r}"
+    return None
+
+
+def _run_threads(
+    threads: int, count: int, enroll_one: Callable[[int, int], str | None]
+) -> tuple[float, list[float], list[str]]:
+    """*threads* threads take the enrollments 0..*count*-1 in turn, all starting at once;
+    ``enroll_one(thread, i)`` does one. (seconds, latencies of the good ones, errors)."""
+    counter = itertools.count()
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors: list[str] = []
+    start = threading.Barrier(threads + 1)
+
+    def work(k: int) -> None:
+        mine: list[float] = []
+        start.wait()
+        while True:
+            with lock:
+                i = next(counter)
+            if i >= count:
+                break
+            t = time.perf_counter()
+            error = enroll_one(k, i)
+            if error is not None:
+                errors.append(error)
+            else:
+                mine.append(time.perf_counter() - t)
+        with lock:
+            latencies.extend(mine)
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    for th in workers:
+        th.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for th in workers:
+        th.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        print(f"  {len(errors)} errors, first: {errors[0]}")
+    return elapsed, latencies, errors
+
+
 def drive(
     port: int,
     cacert: Path,
@@ -95,53 +154,12 @@ def drive(
     clients: int,
 ) -> EnrollRun:
     """*clients* threads, one keep-alive TLS connection each, enroll every name once."""
-    counter = itertools.count()
-    lock = threading.Lock()
-    latencies: list[float] = []
-    errors: list[str] = []
     conns = [HttpsConn(port, cacert) for _ in range(clients)]
-    start = threading.Barrier(clients + 1)
-
-    def work(conn: HttpsConn) -> None:
-        mine: list[float] = []
-        start.wait()
-        while True:
-            with lock:
-                i = next(counter)
-            if i >= len(names):
-                break
-            name = names[i]
-            t = time.perf_counter()
-            try:
-                s1, b1 = conn.request(
-                    "PUT",
-                    f"/puppet-ca/v1/certificate_request/{name}",
-                    csrs[i],
-                    (("Content-Type", "text/plain"),),
-                )
-                s2, b2 = conn.request("GET", f"/puppet-ca/v1/certificate/{name}")
-            except OSError as exc:
-                errors.append(f"{name}: {exc}")
-                continue
-            if s1 != 200 or s2 != 200 or not b2.startswith(b"-----BEGIN CERTIFICATE"):
-                errors.append(f"{name}: PUT {s1} {b1[:80]!r} GET {s2} {b2[:80]!r}")
-            else:
-                mine.append(time.perf_counter() - t)
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=work, args=(c,)) for c in conns]
-    for th in threads:
-        th.start()
-    start.wait()
-    t0 = time.perf_counter()
-    for th in threads:
-        th.join()
-    elapsed = time.perf_counter() - t0
+    elapsed, latencies, errors = _run_threads(
+        clients, len(names), lambda k, i: _enroll(conns[k], names[i], csrs[i])
+    )
     for c in conns:
         c.close()
-    if errors:
-        print(f"  {len(errors)} errors, first: {errors[0]}")
     done = len(names) - len(errors)
     return EnrollRun(done, len(errors), elapsed, latencies, sum(c.reconnects for c in conns))
 
@@ -150,55 +168,18 @@ def herd(port: int, cacert: Path, names: list[str], csrs: list[bytes], pool: int
     """A thundering herd: every agent arrives at once, but at most *pool* are served at a
     time (the client pool); each agent opens its own TLS connection (a full handshake),
     PUTs its CSR, GETs its certificate and hangs up, as a bootstrapping agent does."""
-    counter = itertools.count()
-    lock = threading.Lock()
-    latencies: list[float] = []
-    errors: list[str] = []
-    start = threading.Barrier(pool + 1)
 
-    def work() -> None:
-        mine: list[float] = []
-        start.wait()
-        while True:
-            with lock:
-                i = next(counter)
-            if i >= len(names):
-                break
-            name = names[i]
-            t = time.perf_counter()
-            conn = None
-            try:
-                conn = HttpsConn(port, cacert)
-                s1, b1 = conn.request(
-                    "PUT",
-                    f"/puppet-ca/v1/certificate_request/{name}",
-                    csrs[i],
-                    (("Content-Type", "text/plain"),),
-                )
-                s2, b2 = conn.request("GET", f"/puppet-ca/v1/certificate/{name}")
-            except OSError as exc:
-                errors.append(f"{name}: {exc}")
-                continue
-            finally:
-                if conn is not None:
-                    conn.close()
-            if s1 != 200 or s2 != 200 or not b2.startswith(b"-----BEGIN CERTIFICATE"):
-                errors.append(f"{name}: PUT {s1} {b1[:80]!r} GET {s2} {b2[:80]!r}")
-            else:
-                mine.append(time.perf_counter() - t)
-        with lock:
-            latencies.extend(mine)
+    def agent(k: int, i: int) -> str | None:
+        try:
+            conn = HttpsConn(port, cacert)
+        except OSError as exc:
+            return f"{names[i]}: {exc}"
+        try:
+            return _enroll(conn, names[i], csrs[i])
+        finally:
+            conn.close()
 
-    threads = [threading.Thread(target=work) for _ in range(pool)]
-    for th in threads:
-        th.start()
-    start.wait()
-    t0 = time.perf_counter()
-    for th in threads:
-        th.join()
-    elapsed = time.perf_counter() - t0
-    if errors:
-        print(f"  {len(errors)} errors, first: {errors[0]}")
+    elapsed, latencies, errors = _run_threads(pool, len(names), agent)
     return EnrollRun(len(names) - len(errors), len(errors), elapsed, latencies)
 
 
