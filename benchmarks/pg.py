@@ -320,39 +320,11 @@ def _bench_list(cfg: Path, n: int, cli_floor: float) -> list[Result]:
     ]
 
 
-def _crl_state(cfg: Path) -> dict[str, Any]:
-    out = subprocess.run(
-        splitca_cmd(cfg, "crl", "show", "--format", "json"), check=True, capture_output=True
-    ).stdout
-    return dict(json.loads(out))
-
-
 def _bench_revoke(host: Host, db: str, n: int, cli_floor: float, sign_s: float) -> list[Result]:
     cfg = host.config(db, "revoke")
-    before = _crl_state(cfg)
     names = [certname(i) for i in range(min(10_000, n))]
-    started = time.perf_counter()
-    subprocess.run(splitca_cmd(cfg, "-q", "revoke", *names), check=True, stdout=subprocess.DEVNULL)
-    t_revoke = time.perf_counter() - started
-    after = _crl_state(cfg)
-    resigns = int(after["crl_number"]) - int(before["crl_number"])
-    out = [
-        Result(
-            f"PostgreSQL revoke {len(names) // 1000}k certs in one command ({n // 1000}k db)",
-            t_revoke,
-            "s",
-            "< 2 s, one CRL re-sign",
-            t_revoke < 2.0 and resigns == 1,
-            cli_floor + sign_s,
-            "floor",
-            "(CLI start + one RSA-4096 signature)",
-            {
-                "crl_resigns": resigns,
-                "crl_entries": after["entries"],
-                "signature_valid": after["signature_valid"],
-            },
-        )
-    ]
+    label = f"PostgreSQL revoke {len(names) // 1000}k certs in one command ({n // 1000}k db)"
+    out = [ops.revoke_in_one_command(label, cfg, names, cli_floor, sign_s)]
     served = host.serve(db, "crl")
     try:
         out += _named(
