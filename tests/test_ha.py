@@ -135,26 +135,40 @@ def enroll(
     run.errors.append(f"{name}: not enrolled within 60 s")
 
 
-def test_enrollment_goes_on_while_replicas_are_killed(cluster: Cluster) -> None:
-    run = Run()
-    names = [f"ha{i:04d}.example.com" for i in range(ENROLLMENTS)]
+def _enroll_all(
+    cluster: Cluster, names: list[str], run: Run, clients: int
+) -> list[threading.Thread]:
+    """*clients* agents enrolling *names* through the balancer, in the background."""
     keys = {n: fast_key() for n in names}
     todo = list(names)
-    todo_lock = threading.Lock()
-    killed: list[str] = []
+    lock = threading.Lock()
 
     def client() -> None:
         session = cluster.session()
         while True:
-            with todo_lock:
+            with lock:
                 if not todo:
                     return
                 name = todo.pop()
             enroll(session, cluster.lb.url, name, keys[name], run)
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(CLIENTS)]
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for t in threads:
         t.start()
+    return threads
+
+
+def _wait(threads: list[threading.Thread], deadline: float) -> None:
+    for t in threads:
+        t.join(max(1.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "clients still running at the deadline"
+
+
+def test_enrollment_goes_on_while_replicas_are_killed(cluster: Cluster) -> None:
+    run = Run()
+    names = [f"ha{i:04d}.example.com" for i in range(ENROLLMENTS)]
+    killed: list[str] = []
+    threads = _enroll_all(cluster, names, run, CLIENTS)
     victims = iter(sorted(cluster.replicas))
     deadline = time.monotonic() + DEADLINE
     for threshold in KILL_AFTER:
@@ -163,9 +177,7 @@ def test_enrollment_goes_on_while_replicas_are_killed(cluster: Cluster) -> None:
         victim = next(victims)
         cluster.replicas[victim].proc.send_signal(signal.SIGKILL)
         killed.append(victim)
-    for t in threads:
-        t.join(max(1.0, deadline - time.monotonic()))
-    assert not any(t.is_alive() for t in threads), "clients still running at the deadline"
+    _wait(threads, deadline)
     assert not run.errors, run.errors[:5]
     assert sorted(run.done) == sorted(names)
     assert len(killed) == 2 and all(cluster.replicas[k].proc.wait(5) == -9 for k in killed)
@@ -276,32 +288,6 @@ DOWN_AFTER = 20  # enrollments done when the database dies
 DOWN_FOR = 3.0  # seconds it stays down
 
 
-def _enroll_all(cluster: Cluster, names: list[str], run: Run) -> list[threading.Thread]:
-    keys = {n: fast_key() for n in names}
-    todo = list(names)
-    lock = threading.Lock()
-
-    def client() -> None:
-        session = cluster.session()
-        while True:
-            with lock:
-                if not todo:
-                    return
-                name = todo.pop()
-            enroll(session, cluster.lb.url, name, keys[name], run)
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(DB_CLIENTS)]
-    for t in threads:
-        t.start()
-    return threads
-
-
-def _wait(threads: list[threading.Thread], deadline: float) -> None:
-    for t in threads:
-        t.join(max(1.0, deadline - time.monotonic()))
-    assert not any(t.is_alive() for t in threads), "clients still running at the deadline"
-
-
 def _statuses(cluster: Cluster) -> list[dict[str, object]]:
     s = cluster.settings
     got = cluster.session().get(
@@ -322,7 +308,7 @@ def test_enrollment_completes_through_a_database_restart(
     run = Run()
     names = [f"db{i:03d}.example.com" for i in range(DB_ENROLLMENTS)]
     deadline = time.monotonic() + DEADLINE
-    threads = _enroll_all(cluster, names, run)
+    threads = _enroll_all(cluster, names, run, DB_CLIENTS)
     while len(run.done) < DOWN_AFTER and time.monotonic() < deadline and not run.errors:
         time.sleep(0.05)
     pg.stop(mode=signal.SIGKILL)  # a crash, not a clean shutdown
@@ -358,7 +344,7 @@ def test_replicas_signing_while_an_operator_revokes_share_one_serial_space_and_c
     run = Run()
     names = [f"op{i:03d}.example.com" for i in range(DB_ENROLLMENTS // 2)]
     deadline = time.monotonic() + DEADLINE
-    threads = _enroll_all(cluster, names, run)
+    threads = _enroll_all(cluster, names, run, DB_CLIENTS)
     replicas = list(cluster.replicas.values())
     seen: list[int] = []
     stop = threading.Event()
