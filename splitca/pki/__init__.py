@@ -28,6 +28,7 @@ from splitca.pki.chain import (
     load_key,
     order_chain,
     order_crls,
+    time_left_words,
 )
 from splitca.pki.crl import (
     Revocation,
@@ -170,6 +171,7 @@ __all__ = [
     "signing_certificate",
     "signing_hash",
     "split_pem",
+    "time_left_words",
     "verify_signature",
     "with_pending_reason",
 ]

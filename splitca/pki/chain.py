@@ -34,6 +34,7 @@ __all__ = [
     "load_key",
     "order_chain",
     "order_crls",
+    "time_left_words",
 ]
 
 CRL_CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -308,6 +309,16 @@ class ChainedCRL:
 def crl_warn_before(this_update: dt.datetime, next_update: dt.datetime) -> dt.timedelta:
     """How long before its nextUpdate a CRL is flagged: a quarter of its life, <= 60 days."""
     return min((next_update - this_update) / 4, CHAIN_CRL_WARNING)
+
+
+def time_left_words(delta: dt.timedelta) -> str:
+    """*delta* as a warning says it: days, hours or minutes (never negative)."""
+    secs = int(delta.total_seconds())
+    if secs >= 2 * 86400:
+        return f"{secs // 86400} days"
+    if secs >= 2 * 3600:
+        return f"{secs // 3600} hours"
+    return f"{max(secs // 60, 0)} minutes"
 
 
 def describe_chain_crls(

@@ -280,7 +280,7 @@ class Freshness:
             )
         return (
             f"the installed CRL (number {self.number}) expires at "
-            f"{self.next_update:%Y-%m-%d %H:%M}Z, in {_human(left)}"
+            f"{self.next_update:%Y-%m-%d %H:%M}Z, in {pki.time_left_words(left)}"
         )
 
 
@@ -338,20 +338,11 @@ def upper_warnings(
         if now >= nxt - margin:
             out.append(
                 f"the CRL of the CA {name.rfc4514_string()!r} (number {pki.crl_number(crl)}) "
-                f"expires at {nxt:%Y-%m-%d %H:%M}Z, in {_human(nxt - now)}; once it does, Apache "
+                f"expires at {nxt:%Y-%m-%d %H:%M}Z, in {pki.time_left_words(nxt - now)}; once it does, Apache "
                 "refuses every agent. Re-issue it where that CA's key is ('splitca ca root-crl') "
                 "and install it on the CA ('splitca crl install-root')"
             )
     return out
-
-
-def _human(delta: dt.timedelta) -> str:
-    secs = int(delta.total_seconds())
-    if secs >= 2 * 86400:
-        return f"{secs // 86400} days"
-    if secs >= 2 * 3600:
-        return f"{secs // 3600} hours"
-    return f"{max(secs // 60, 0)} minutes"
 
 
 def usable_validator(last_modified: str | None, date: str | None) -> str | None:

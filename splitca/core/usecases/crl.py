@@ -210,7 +210,7 @@ def chain_warnings(d: Deps) -> list[str]:
         when = (
             f"EXPIRED at {c.next_update:%Y-%m-%d %H:%M}Z: agents and Apache refuse every certificate"
             if left <= dt.timedelta(0)
-            else f"expires at {c.next_update:%Y-%m-%d %H:%M}Z, in {_human(left)}"
+            else f"expires at {c.next_update:%Y-%m-%d %H:%M}Z, in {pki.time_left_words(left)}"
         )
         if c.own:
             todo = "this CA re-issues it itself: is 'splitca serve' or the 'splitca crl refresh' timer running?"
@@ -222,12 +222,3 @@ def chain_warnings(d: Deps) -> list[str]:
             )
         out.append(f"the CRL of {c.issuer!r} (number {c.number}) {when}; {todo}")
     return out
-
-
-def _human(delta: dt.timedelta) -> str:
-    secs = int(delta.total_seconds())
-    if secs >= 2 * 86400:
-        return f"{secs // 86400} days"
-    if secs >= 2 * 3600:
-        return f"{secs // 3600} hours"
-    return f"{max(secs // 60, 0)} minutes"
