@@ -128,14 +128,18 @@ def open_store(settings: Settings) -> CAStore:
     return _open_pg(settings)
 
 
+def _no_driver(exc: ImportError) -> ConfigError:
+    return ConfigError(
+        f"store: the PostgreSQL store needs psycopg ({exc.name} is not installed): "
+        "pip install 'splitca[postgresql]'"
+    )
+
+
 def _open_pg(settings: Settings) -> PgStore:
     try:
         from splitca.store.postgres.pgstore import PgStore
     except ImportError as exc:
-        raise ConfigError(
-            f"store: the PostgreSQL store needs psycopg ({exc.name} is not installed): "
-            "pip install 'splitca[postgresql]'"
-        ) from None
+        raise _no_driver(exc) from None
     return PgStore(settings.store, key_dir=settings.cadir, database=_database(settings))
 
 
@@ -153,10 +157,7 @@ def _database(settings: Settings) -> Database:
     try:
         from splitca.store.postgres.database import Database
     except ImportError as exc:
-        raise ConfigError(
-            f"store: the PostgreSQL store needs psycopg ({exc.name} is not installed): "
-            "pip install 'splitca[postgresql]'"
-        ) from None
+        raise _no_driver(exc) from None
     password = _database_password(settings.database_password_file)
     timeout = settings.database_timeout.total_seconds()
     pool_size = settings.threads + 2  # a connection per request thread, and upkeep's
