@@ -312,6 +312,19 @@ def test_serials_for_names_is_serials_for_of_each_name_at_once(
     assert other.serials_for_names([]) == {}
 
 
+def test_revoked_among_is_is_revoked_of_many_serials_at_once(
+    backend: Backend, store: CAStore
+) -> None:
+    certs = [issue(backend, store, f"among{i}") for i in range(3)]
+    serials = [c.serial_number for c in certs]
+    publish_revocations(backend, store, serials[:2])
+    other = backend.open()
+    asked = [*serials, 999_999_999]  # one never issued
+    assert other.revoked_among(asked) == {s for s in asked if other.is_revoked(s)}
+    assert other.revoked_among(asked) == set(serials[:2])
+    assert other.revoked_among([]) == set()
+
+
 def test_delete_cert_keeps_the_serials_issued(backend: Backend, store: CAStore) -> None:
     cert = issue(backend, store, "gone1")
     store.delete_cert("gone1")

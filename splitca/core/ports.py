@@ -335,6 +335,10 @@ class CAStore(Protocol):
         """Whether *serial* is on the CRL in effect."""
         ...
 
+    def revoked_among(self, serials: Iterable[int]) -> set[int]:
+        """Those of *serials* on the CRL in effect (one query, whatever the CRL's size)."""
+        ...
+
     def revocations(self) -> list[CRLEntry]:
         """The entries of the CRL in effect, in CRL order."""
         ...

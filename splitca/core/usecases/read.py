@@ -108,10 +108,8 @@ def _puppet_extensions(exts: Iterable[x509.Extension[x509.ExtensionType]]) -> di
 def already_revoked(d: Deps, certnames: Iterable[str]) -> set[str]:
     """Those of *certnames* whose every serial is on the CRL in effect (two store queries)."""
     known = d.store.serials_for_names([n for n in certnames if pki.is_safe_name(n)])
-    if not known:
-        return set()
-    revoked = {entry[0] for entry in d.store.revocations()}
-    return {name for name, serials in known.items() if all(s in revoked for s in serials)}
+    revoked = d.store.revoked_among(s for serials in known.values() for s in serials)
+    return {name for name, serials in known.items() if revoked.issuperset(serials)}
 
 
 def revocation_details(d: Deps, serials: Iterable[int]) -> dict[int, dict[str, object]]:

@@ -383,6 +383,9 @@ class FileStore:
     def is_revoked(self, serial: int) -> bool:
         return self.index.is_revoked(serial)
 
+    def revoked_among(self, serials: Iterable[int]) -> set[int]:
+        return self.index.revoked_among(serials)
+
     def revocations(self) -> list[CRLEntry]:
         return self.index.revocation_rows()
 

@@ -17,7 +17,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -549,6 +549,22 @@ class Index:
             .fetchone()
         )
         return row is not None
+
+    def revoked_among(self, serials: Iterable[int]) -> set[int]:
+        self.refresh()
+        wanted = [str(s) for s in set(serials)]
+        found: set[int] = set()
+        conn = self._conn()
+        for i in range(0, len(wanted), 500):  # SQLite's bound on parameters per statement
+            part = wanted[i : i + 500]
+            marks = ",".join("?" * len(part))
+            found.update(
+                int(s)
+                for (s,) in conn.execute(
+                    f"SELECT serial FROM revoked WHERE serial IN ({marks})", part
+                )
+            )
+        return found
 
     def revoked_count(self) -> int:
         self.refresh()

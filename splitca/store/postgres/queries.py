@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from splitca import pki
 from splitca.core.ports import CRLEntry, Row
@@ -128,6 +128,13 @@ class PgQueries:
                 conn.execute("SELECT 1 FROM revoked WHERE serial = %s", (serial,)).fetchone()
                 is not None
             )
+
+    def revoked_among(self, serials: Iterable[int]) -> set[int]:
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                "SELECT serial FROM revoked WHERE serial = ANY(%s)", (list(set(serials)),)
+            ).fetchall()
+        return {int(r[0]) for r in rows}
 
     def revocations(self) -> list[CRLEntry]:
         with self.db.connection() as conn:
