@@ -127,6 +127,11 @@ def main() -> int:
     ap.add_argument("--herd-pool", type=int, default=64, help="client threads serving the herd")
     ap.add_argument("--profile", action="store_true", help="py-spy the enrollment run")
     ap.add_argument(
+        "--no-pg",
+        action="store_true",
+        help="with --only enroll: the file store only (no PostgreSQL rounds)",
+    )
+    ap.add_argument(
         "--strace", action="store_true", help="count the workers' syscalls (strace -c -f)"
     )
     args = ap.parse_args()
@@ -249,7 +254,10 @@ def main() -> int:
         banner("index")
         show([ops.bench_index_rebuild(big)])
 
+    # `--only enroll` covers both stores: the PostgreSQL rounds (1 and 3 replicas) follow.
     pg_parts = {p for p in ("enroll", "large") if {"pg", f"pg-{p}"} & only}
+    if "enroll" in only and not args.no_pg:
+        pg_parts.add("enroll")
     if pg_parts:
         banner("PostgreSQL store: a real PostgreSQL on loopback (benchmarks/pg.py)")
         if not pg.available():
@@ -258,8 +266,8 @@ def main() -> int:
             for new in pg.run_all(
                 key_pem,
                 n_enroll=600 if args.quick else args.enrollments,
-                clients=int(str(args.clients).split(",")[0]),
-                rounds=1 if args.quick else 3,
+                clients=[int(c) for c in str(args.clients).split(",")],
+                rounds=1 if args.quick or "enroll" in only else 3,
                 big=big,
                 cli_floor=cli_floor,
                 sign_s=sign_s,

@@ -339,7 +339,7 @@ def run_all(
     key_pem: bytes,
     *,
     n_enroll: int,
-    clients: int,
+    clients: list[int],
     rounds: int,
     big: int,
     cli_floor: float,
@@ -349,7 +349,8 @@ def run_all(
     """Every PostgreSQL benchmark in *parts* ("enroll", "large"), one result list at a time."""
     with database_server() as server:
         if "enroll" in parts:
-            yield bench_enroll(server, key_pem, n_enroll, clients, rounds)
+            for c in clients:
+                yield bench_enroll(server, key_pem, n_enroll, c, rounds)
         if "large" in parts:
             yield bench_large(server, big, cli_floor, sign_s)
 
