@@ -67,6 +67,7 @@ class Settings:
     key_type: str = "rsa"
     key_size: int = 4096
     ec_curve: str = "P-256"
+    server_key_type: str = ""  # "" -> key_type; the CA server's TLS key (see docs/performance.md)
     ca_ttl: dt.timedelta = dt.timedelta(days=5 * 365)
     cert_ttl: dt.timedelta | None = None  # None -> ca_ttl, as puppetserver
     backdate: dt.timedelta = dt.timedelta(days=1)
@@ -127,6 +128,10 @@ class Settings:
     @property
     def effective_ca_name(self) -> str:
         return self.ca_name or f"Puppet CA: {self.certname}"
+
+    @property
+    def effective_server_key_type(self) -> str:
+        return self.server_key_type or self.key_type
 
     @property
     def effective_cert_ttl(self) -> dt.timedelta:
@@ -219,6 +224,10 @@ class Settings:
             raise ConfigError(f"key_type: must be rsa or ec, got {self.key_type!r}")
         if self.key_type == "rsa" and self.key_size not in (2048, 3072, 4096, 8192):
             raise ConfigError(f"key_size: must be 2048, 3072, 4096 or 8192, got {self.key_size}")
+        if self.server_key_type not in ("", "rsa", "ec"):
+            raise ConfigError(
+                f"server_key_type: must be rsa or ec (or empty: as key_type), got {self.server_key_type!r}"
+            )
         if self.ec_curve not in ("P-256", "P-384"):
             raise ConfigError(f"ec_curve: must be P-256 or P-384, got {self.ec_curve!r}")
         for key in ("ca_ttl", "cert_ttl", "auto_renewal_cert_ttl"):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from .conftest import Agent, openssl_verify, setup_ca
 
@@ -85,3 +89,22 @@ def test_agent_with_crl_refresh_interval_picks_up_a_new_crl(
     refreshed = agent.bootstrap(server.port, "--crl_refresh_interval", "1s")
     assert refreshed.returncode == 0, refreshed.stdout + refreshed.stderr
     assert pki.crl_number(x509.load_pem_x509_crl(agent.crl_path.read_bytes())) == number + 1
+
+
+def test_bootstrap_against_an_ec_server_identity(settings, server_factory, agent_factory):
+    """With ``server_key_type: ec`` (an RSA CA, an EC TLS key for the CA server) a real
+    Puppet 7 agent still bootstraps: Ruby's OpenSSL verifies the EC server certificate
+    under the RSA CA and the agent's own certificate is RSA, as before."""
+    ec_settings = settings.replace(server_key_type="ec")
+    setup_ca(ec_settings)
+    server = server_factory(ec_settings.replace(autosign=True))
+    served = x509.load_pem_x509_certificate(
+        ssl.get_server_certificate(("127.0.0.1", server.port)).encode()
+    )
+    assert isinstance(served.public_key(), ec.EllipticCurvePublicKey)
+    agent: Agent = agent_factory("agent-ec-server.example.com")
+    result = agent.bootstrap(server.port)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Completed SSL initialization" in result.stdout
+    verify = openssl_verify(agent.cert_path, settings.cadir)
+    assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -33,6 +33,7 @@ def test_bad_durations(bad: object) -> None:
         ({"key_type": "dsa"}, "key_type"),
         ({"key_size": 1024}, "key_size"),
         ({"ec_curve": "P-521"}, "ec_curve"),
+        ({"server_key_type": "dsa"}, "server_key_type"),
         ({"ca_ttl": "60y"}, "ca_ttl"),
         ({"crl_ttl": "10m"}, "crl_ttl"),
         ({"crl_ttl": "2d", "crl_refresh_margin": "3d"}, "crl_refresh_margin"),

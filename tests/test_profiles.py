@@ -16,7 +16,7 @@ from splitca.compose import open_ca
 from splitca.config import Settings
 from splitca.http.server import build_ssl_context
 
-from .conftest import make_csr, make_settings, openssl
+from .conftest import make_csr, make_settings, openssl, openssl_verify
 
 PP_ROLE = "1.3.6.1.4.1.34380.1.1.13"
 FIXED = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -206,4 +206,20 @@ def test_setup_gives_the_server_identity_the_configured_key(
             k.curve.key_size if isinstance(k, ec.EllipticCurvePublicKey) else k.key_size,
         ) == expected
     assert pki.public_key_pem(cert.public_key()) == pki.public_key_pem(key.public_key())
+    build_ssl_context(settings)  # splitca serve can use it
+
+
+def test_server_key_type_gives_an_ec_server_identity_under_an_rsa_ca(tmp_path: Path) -> None:
+    """``server_key_type: ec`` makes the CA server's TLS key EC (cheap handshakes for new
+    agents) while the CA key stays RSA; the server certificate verifies under the CA."""
+    settings = make_settings(tmp_path, server_key_type="ec")
+    compose.setup_ca(settings)
+    ca_key = pki.load_private_key((settings.cadir / "ca_key.pem").read_bytes())
+    key = pki.load_private_key(settings.effective_server_key.read_bytes())
+    cert = x509.load_pem_x509_certificate(settings.effective_server_cert.read_bytes())
+    assert isinstance(ca_key, rsa.RSAPrivateKey) and ca_key.key_size == 2048
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
+    assert pki.public_key_pem(cert.public_key()) == pki.public_key_pem(key.public_key())
+    out = openssl_verify(settings.effective_server_cert, settings.cadir)
+    assert out.returncode == 0, out.stdout + out.stderr
     build_ssl_context(settings)  # splitca serve can use it

@@ -252,7 +252,9 @@ def _issue_identity(
     wrote_key = False
     if key is None:
         s = d.settings
-        key = pki.generate_private_key(s.key_type, rsa_bits=s.key_size, curve=s.ec_curve)
+        key = pki.generate_private_key(
+            s.effective_server_key_type, rsa_bits=s.key_size, curve=s.ec_curve
+        )
         try:
             key_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         except OSError as exc:
