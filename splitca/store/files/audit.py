@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +24,13 @@ log = logging.getLogger(__name__)
 class AuditLog:
     """Appends events as JSON lines with ``O_APPEND`` (one write per event, so lines never interleave).
 
+    The descriptor stays open between events. Before each write the path is ``lstat``-ed
+    and compared with the open file's identity: once the log has been rotated (renamed
+    away or removed, as logrotate does) or replaced, the next event reopens the path
+    (creating a new file, mode 0o640) and the old file gets nothing more; ``copytruncate``
+    needs nothing, ``O_APPEND`` writes at the new end. A failed write drops the
+    descriptor, so the next event reopens.
+
     A failure to write the audit log is logged loudly but never fails the CA operation
     that has already happened. The log is never written through a symbolic link.
     """
@@ -28,6 +38,9 @@ class AuditLog:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the file _fd is open on
+        _instances.add(self)
 
     def event(self, event: str, actor: Actor = SYSTEM, **fields: object) -> bool:
         """Record one event; False (and an error logged) if it could not be written."""
@@ -45,15 +58,68 @@ class AuditLog:
         )
         try:
             with self._lock:
-                fd = open_nofollow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                fd = self._current(self.path)
                 try:
-                    if os.write(fd, data) != len(data):
-                        raise OSError("short write (disk full?)")
-                finally:
-                    os.close(fd)
+                    written = os.write(fd, data)
+                except OSError as exc:  # EBADF: the number is no longer ours to close
+                    self._drop(close=exc.errno != errno.EBADF)
+                    raise
+                if written != len(data):
+                    self._drop()
+                    raise OSError("short write (disk full?)")
         except (OSError, UnsafePath) as exc:
             log.error(
                 "could not write audit log %s (event %r not recorded): %s", self.path, event, exc
             )
             return False
         return True
+
+    def close(self) -> None:
+        """Close the open descriptor (the log stays usable: the next event reopens it)."""
+        with self._lock:
+            self._drop()
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _current(self, path: Path) -> int:
+        """The descriptor open on the file at *path* now (reopened if it was rotated)."""
+        if self._fd is not None:
+            try:
+                st = os.lstat(path)
+                if (st.st_dev, st.st_ino) == self._ident:
+                    return self._fd
+            except OSError:
+                pass  # gone: reopen (and create) it below
+            self._drop()
+        fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd, self._ident = fd, (st.st_dev, st.st_ino)
+        return fd
+
+    def _drop(self, *, close: bool = True) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None and close:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+# A thread that holds a log's lock while another forks leaves the child's copy held forever:
+# give every log a fresh lock in the child (its descriptor, shared with the parent, is fine
+# with O_APPEND; each process reopens on its own after a rotation).
+_instances: weakref.WeakSet[AuditLog] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for audit in list(_instances):
+        audit._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
