@@ -191,12 +191,17 @@ def main() -> int:
             ]
         )
         n = 600 if args.quick else args.enrollments
-        runs_wanted = [(int(c), 0) for c in str(args.clients).split(",")]
+        runs_wanted = [(int(c), 0, "") for c in str(args.clients).split(",")]
         if args.herd:
-            runs_wanted.append((args.herd_pool, args.herd))
-        for clients, herd in runs_wanted:
+            # the herd twice: the default RSA-4096 TLS identity, then `server_key_type: ec`
+            runs_wanted += [(args.herd_pool, args.herd, ""), (args.herd_pool, args.herd, "ec")]
+        for clients, herd, server_key in runs_wanted:
             if herd:
-                banner(f"thundering herd: {herd} agents at once, {clients} at a time, new TLS each")
+                key_desc = "EC P-256" if server_key else "RSA-4096"
+                banner(
+                    f"thundering herd: {herd} agents at once, {clients} at a time, new TLS each, "
+                    f"{key_desc} server key"
+                )
             else:
                 banner(f"enrollment: {clients} agents, PUT CSR + GET cert over TLS, autosign")
             prof = VAR / f"enroll-{clients}.pyspy" if args.profile and not herd else None
@@ -207,11 +212,15 @@ def main() -> int:
                 profile=prof,
                 strace=trace,
                 herd_pool=clients if herd else 0,
+                server_key_type=server_key,
             )
             sign_rate_after = floors.rsa_sign_rate(key_pem, seconds=2)
             floor_rate = (sign_rate + sign_rate_after) / 2
             sign_rate = sign_rate_after  # the next run's "before"
-            show([_enroll_result(run, extra, floor_rate, sig_cpu, herd, clients, store_cpu)])
+            result = _enroll_result(run, extra, floor_rate, sig_cpu, herd, clients, store_cpu)
+            if server_key:
+                result.name += f" ({server_key} server key)"
+            show([result])
 
     if "list" in only:
         banner("CLI listing (index-backed)")

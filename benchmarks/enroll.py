@@ -35,12 +35,16 @@ from ._common import (
 CLIENT_KEYS = 16
 
 
-def pristine_ca(key_size: int = 4096) -> Path:
-    """A freshly set-up CA with an RSA-*key_size* key, made once and copied per run."""
-    root = VAR / f"ca{key_size}-pristine"
+def pristine_ca(key_size: int = 4096, server_key_type: str = "") -> Path:
+    """A freshly set-up CA with an RSA-*key_size* key, made once and copied per run; with
+    *server_key_type* ``ec``, the CA server's TLS identity is EC (``server_key_type``)."""
+    root = (
+        VAR / f"ca{key_size}{'-' + server_key_type + '-server' if server_key_type else ''}-pristine"
+    )
     cadir = root / "ca"
     root.mkdir(parents=True, exist_ok=True)
-    cfg = write_config(root / "setup.yaml", cadir, key_size=key_size)
+    extra = {"server_key_type": server_key_type} if server_key_type else {}
+    cfg = write_config(root / "setup.yaml", cadir, key_size=key_size, **extra)
     # Idempotent: creates the CA once, and re-issues only what a newer layout lacks.
     subprocess.run(splitca_cmd(cfg, "setup"), check=True, stdout=subprocess.DEVNULL)
     return cadir
@@ -195,13 +199,14 @@ def run(
     profile: Path | None = None,
     strace: Path | None = None,
     herd_pool: int = 0,
+    server_key_type: str = "",
 ) -> tuple[EnrollRun, dict[str, float]]:
     """Copy the pristine CA, serve it with autosign on, enroll *n* agents; return the run.
 
     With *herd_pool*, the *n* agents arrive as a herd (see :func:`herd`) through that
     many client threads, each agent on a new connection, instead of *clients*
     keep-alive connections."""
-    src = pristine_ca(key_size)
+    src = pristine_ca(key_size, server_key_type)
     root = VAR / "enroll-run"
     _trash(root)
     root.mkdir(parents=True)
