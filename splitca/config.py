@@ -130,10 +130,6 @@ class Settings:
         return self.ca_name or f"Puppet CA: {self.certname}"
 
     @property
-    def effective_server_key_type(self) -> str:
-        return self.server_key_type or self.key_type
-
-    @property
     def effective_cert_ttl(self) -> dt.timedelta:
         return self.cert_ttl or self.ca_ttl
 
@@ -220,14 +216,11 @@ class Settings:
 
         if problem := certname_problem(self.certname):
             raise ConfigError(f"certname: {self.certname!r} is invalid: {problem}")
-        if self.key_type not in ("rsa", "ec"):
-            raise ConfigError(f"key_type: must be rsa or ec, got {self.key_type!r}")
+        for key, allowed in (("key_type", ("rsa", "ec")), ("server_key_type", ("", "rsa", "ec"))):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key}: must be rsa or ec, got {getattr(self, key)!r}")
         if self.key_type == "rsa" and self.key_size not in (2048, 3072, 4096, 8192):
             raise ConfigError(f"key_size: must be 2048, 3072, 4096 or 8192, got {self.key_size}")
-        if self.server_key_type not in ("", "rsa", "ec"):
-            raise ConfigError(
-                f"server_key_type: must be rsa or ec (or empty: as key_type), got {self.server_key_type!r}"
-            )
         if self.ec_curve not in ("P-256", "P-384"):
             raise ConfigError(f"ec_curve: must be P-256 or P-384, got {self.ec_curve!r}")
         for key in ("ca_ttl", "cert_ttl", "auto_renewal_cert_ttl"):

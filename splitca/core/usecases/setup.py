@@ -253,7 +253,7 @@ def _issue_identity(
     if key is None:
         s = d.settings
         key = pki.generate_private_key(
-            s.effective_server_key_type, rsa_bits=s.key_size, curve=s.ec_curve
+            s.server_key_type or s.key_type, rsa_bits=s.key_size, curve=s.ec_curve
         )
         try:
             key_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
