@@ -26,8 +26,10 @@ from splitca.errors import LockTimeout, NotDurable, StoreError, UnsafePath
 
 __all__ = [
     "FileLock",
+    "OpenDirs",
     "SyncPoint",
     "append_line",
+    "append_stat",
     "atomic_write",
     "create_new",
     "discard",
@@ -36,6 +38,7 @@ __all__ = [
     "open_nofollow",
     "publish",
     "read_bytes",
+    "read_stat",
     "refuse_symlink",
     "stage",
     "unlink",
@@ -218,8 +221,45 @@ def stage(
     return tmp
 
 
-def publish(tmp: Path, path: Path, *, durable: bool = True, anchor: Path | None = None) -> None:
+class OpenDirs:
+    """Directory descriptors for a batch of renames: each directory is opened (as
+    :func:`open_dir` does, below *anchor*) once for the batch, and closed at its end.
+
+    Held only for one batch: a descriptor kept longer would go on naming a directory
+    that another process has since moved away.
+    """
+
+    def __init__(self, anchor: Path | None) -> None:
+        self.anchor = anchor
+        self._fds: dict[Path, int] = {}
+
+    def __call__(self, path: Path) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = open_dir(path, self.anchor)
+        return fd
+
+    def __enter__(self) -> OpenDirs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
+
+
+def publish(
+    tmp: Path,
+    path: Path,
+    *,
+    durable: bool = True,
+    anchor: Path | None = None,
+    dirs: OpenDirs | None = None,
+) -> None:
     """Rename a staged file over *path* (atomic), then make the rename durable.
+
+    With *dirs* (whose anchor is used), the directories come from that batch's
+    descriptors and stay open for its next renames (and its directory fsync).
 
     Raises:
       StoreError: the rename failed; *path* is untouched and the staged file removed.
@@ -228,8 +268,11 @@ def publish(tmp: Path, path: Path, *, durable: bool = True, anchor: Path | None 
     src = dst = -1
     try:
         try:
-            src = open_dir(tmp.parent, anchor)
-            dst = src if tmp.parent == path.parent else open_dir(path.parent, anchor)
+            if dirs is not None:
+                src, dst = dirs(tmp.parent), dirs(path.parent)
+            else:
+                src = open_dir(tmp.parent, anchor)
+                dst = src if tmp.parent == path.parent else open_dir(path.parent, anchor)
             os.replace(tmp.name, path.name, src_dir_fd=src, dst_dir_fd=dst)
         except (OSError, UnsafePath) as exc:
             if src >= 0:  # (not through a directory that turned out to be a link)
@@ -246,8 +289,9 @@ def publish(tmp: Path, path: Path, *, durable: bool = True, anchor: Path | None 
                     f"{path} is in place but could not be synced: {exc.strerror or exc}"
                 ) from exc
     finally:
-        for fd in {src, dst} - {-1}:
-            os.close(fd)
+        if dirs is None:
+            for fd in {src, dst} - {-1}:
+                os.close(fd)
 
 
 def discard(tmp: Path) -> None:
@@ -308,6 +352,15 @@ def append_line(
     serialise appends with a lock. Returns (inode, size after the append), for a
     later :func:`sync_upto`.
     """
+    st = append_stat(path, line, mode=mode, durable=durable, anchor=anchor)
+    return st.st_ino, st.st_size
+
+
+def append_stat(
+    path: Path, line: bytes, *, mode: int, durable: bool = True, anchor: Path | None = None
+) -> os.stat_result:
+    """:func:`append_line`, returning the ``fstat`` of the file appended to, right after
+    the write (what a ``stat`` of *path* would say, without another path lookup)."""
     if not line.endswith(b"\n"):
         raise ValueError("append_line needs a newline-terminated record")
     try:
@@ -334,7 +387,7 @@ def append_line(
             os.close(fd)
     except OSError as exc:
         raise StoreError(f"could not append to {path}: {exc.strerror or exc}") from exc
-    return st.st_ino, st.st_size
+    return st
 
 
 class SyncPoint:
@@ -366,9 +419,29 @@ class SyncPoint:
 def read_bytes(path: Path) -> bytes | None:
     """Return the file's bytes, or None if it does not exist."""
     try:
-        return path.read_bytes()
+        return read_stat(path)[0]
     except FileNotFoundError:
         return None
+
+
+def read_stat(path: os.PathLike[str] | str) -> tuple[bytes, os.stat_result]:
+    """A file's bytes and its ``fstat`` from one open (follows links, like ``open``).
+
+    Four system calls for a small file (open, fstat, read, close) where
+    ``Path.read_bytes`` makes ten (its buffered reader's isatty, seeks and second read).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        data = os.read(fd, st.st_size + 1)  # one byte more: a file grown since is seen
+        if len(data) != st.st_size or not stat.S_ISREG(st.st_mode):
+            chunks = [data]  # grown, shrunk or not a regular file: read up to the end
+            while chunk := os.read(fd, max(st.st_size, 65536)):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return data, st
+    finally:
+        os.close(fd)
 
 
 class _Slot:

@@ -30,8 +30,8 @@ __all__ = ["FileStore"]
 
 log = logging.getLogger(__name__)
 
-# (certname, staged file, certificate, index row, drop the CSR?)
-_Publication = tuple[str, Path, x509.Certificate, tuple[str, int, str], bool]
+# (certname, its signed/ path, staged file, certificate, index row, drop the CSR?)
+_Publication = tuple[str, Path, Path, x509.Certificate, tuple[str, int, str], bool]
 
 
 class FileStore:
@@ -230,9 +230,10 @@ class FileStore:
                 # Appended after the transaction's catch-up, so only add_inventory indexes
                 # these lines (appended before it, the catch-up re-read and re-parsed them).
                 # No fsync under the lock: it overlaps the signing (see publish_cert).
-                mark = self.cadir.append(self.cadir.inventory, lines, durable=False)
-                self.index.add_inventory(conn, lines)
+                appended = self.cadir.append(self.cadir.inventory, lines, durable=False)
+                self.index.add_inventory(conn, lines, appended)
             self.cadir.write_serial(first + len(wanted), durable=False)
+        mark = (appended.st_ino, appended.st_size)
         return [(first + i, mark) for i in range(len(wanted))]
 
     def _serial_floor(self) -> int:
@@ -285,9 +286,10 @@ class FileStore:
         tmp = self.cadir.stage(path, pki.pem(cert))
         values = self.index.cert_values(name, cert)  # computed outside the write lock
         try:
-            self._publisher.submit((name, tmp, cert, values, drop))
-        finally:
-            fs.discard(tmp)  # gone if it was renamed into place; else clean up
+            self._publisher.submit((name, path, tmp, cert, values, drop))
+        except BaseException:
+            fs.discard(tmp)  # renamed into place only if the batch succeeded
+            raise
 
     def publish_ca_cert(self, pem: bytes, reservation: Reservation | None) -> None:
         if reservation is not None:
@@ -309,16 +311,16 @@ class FileStore:
         """
         # requests/ changes (and is marked, synced and recorded) only if a CSR is dropped:
         # an autosigned CSR was never written there.
-        changes = ("signed", "requests") if any(item[4] for item in items) else ("signed",)
-        with self.index.transaction(changes=changes) as conn:
-            for certname, tmp, cert, values, drop_csr in items:
-                self.cadir.publish(tmp, self.cadir.cert_path(certname), durable=False)
-                self.index.put_cert(conn, certname, cert, values=values)
+        changes = ("signed", "requests") if any(item[5] for item in items) else ("signed",)
+        with self.index.transaction(changes=changes) as conn, self.cadir.open_dirs() as dirs:
+            for certname, path, tmp, cert, values, drop_csr in items:
+                self.cadir.publish(tmp, path, durable=False, dirs=dirs)
+                self.index.put_cert(conn, certname, cert, values=values, path=path)
                 if drop_csr:
                     self.cadir.unlink(self.cadir.csr_path(certname))
                     self.index.delete_csr(conn, certname)
             try:
-                fs.fsync_dir(self.cadir.signeddir)
+                os.fsync(dirs(self.cadir.signeddir))  # the descriptor the renames went through
                 if "requests" in changes:
                     fs.fsync_dir(self.cadir.csrdir)
             except OSError as exc:
@@ -460,8 +462,7 @@ class FileStore:
 def _read_blob(path: Path) -> Blob | None:
     """A file's bytes and mtime from one open (fstat, not a second path lookup)."""
     try:
-        with open(path, "rb") as f:
-            mtime = os.fstat(f.fileno()).st_mtime
-            return Blob(f.read(), mtime)
+        data, st = fs.read_stat(path)
     except FileNotFoundError:
         return None
+    return Blob(data, st.st_mtime)

@@ -257,14 +257,17 @@ class Index:
         """After our own change inside *conn*'s transaction: note the new stamps."""
         paths = self._paths()
         for w in which:
-            stamp = _stamp(paths[w])
-            self._set_meta(conn, f"stamp:{w}", stamp)
-            pending: dict[str, str] | None = getattr(self._local, "pending", None)
-            if pending is not None:
-                pending[w] = stamp  # believed only once the transaction commits
-            else:
-                with self._seen_lock:
-                    self._seen[w] = stamp
+            self._note(conn, w, _stamp(paths[w]))
+
+    def _note(self, conn: sqlite3.Connection, which: str, stamp: str) -> None:
+        """Record *stamp* as the watched path *which*'s, inside *conn*'s transaction."""
+        self._set_meta(conn, f"stamp:{which}", stamp)
+        pending: dict[str, str] | None = getattr(self._local, "pending", None)
+        if pending is not None:
+            pending[which] = stamp  # believed only once the transaction commits
+        else:
+            with self._seen_lock:
+                self._seen[which] = stamp
 
     # --- freshness ----------------------------------------------------------------------
     def refresh(self) -> None:
@@ -446,11 +449,13 @@ class Index:
         cert: x509.Certificate,
         *,
         values: tuple[str, int, str] | None = None,
+        path: Path | None = None,
     ) -> None:
+        """*path*: the certificate's file, if the caller has it (``cadir.cert_path(name)``)."""
         values = values or _cert_row(name, cert)
         conn.execute(
             "INSERT OR REPLACE INTO certs(name, serial, not_after_ts, status, stamp) VALUES (?,?,?,?,?)",
-            (name, *values, _stamp(self.cadir.cert_path(name))),
+            (name, *values, _stamp(path or self.cadir.cert_path(name))),
         )
 
     def put_csr(
@@ -476,16 +481,24 @@ class Index:
     def delete_csr(self, conn: sqlite3.Connection, name: str) -> None:
         conn.execute("DELETE FROM csrs WHERE name = ?", (name,))
 
-    def add_inventory(self, conn: sqlite3.Connection, line: bytes) -> None:
-        """Index a line we just appended, and advance the parsed offset past it."""
+    def add_inventory(
+        self, conn: sqlite3.Connection, line: bytes, appended: os.stat_result | None = None
+    ) -> None:
+        """Index a line we just appended, and advance the parsed offset past it.
+
+        *appended*: the ``fstat`` of the inventory right after the append (else it is
+        stat()ed here). It names the file appended to: if another file has been renamed
+        over the inventory since, the stamp recorded is not the path's, and the next
+        refresh re-reads the inventory, as it does after any change behind our back.
+        """
         self.add_inventory_lines(conn, line)
-        st = os.stat(self.cadir.inventory)
+        st = os.stat(self.cadir.inventory) if appended is None else appended
         ino, offset = (
             int(x) for x in (self._get_meta(conn, "inventory_offset") or "0:0").split(":")
         )
         if ino == st.st_ino and offset + len(line) == st.st_size:
             self._set_meta(conn, "inventory_offset", f"{ino}:{st.st_size}")
-            self.record(conn, "inventory")
+            self._note(conn, "inventory", _entry_stamp(st))
         # else: someone else appended too; the next refresh() parses the gap.
 
     def add_revoked(
