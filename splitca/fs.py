@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+_pid = os.getpid()  # for staged files' names; reset in a forked child (a syscall less per write)
 
 
 def _symlink_refused(path: os.PathLike[str] | str) -> UnsafePath:
@@ -129,10 +130,16 @@ def open_dir(path: Path | str, anchor: Path | str | None = None) -> int:
 
 
 def open_nofollow(
-    path: os.PathLike[str] | str, flags: int, mode: int = 0o600, *, anchor: Path | None = None
+    path: os.PathLike[str] | str,
+    flags: int,
+    mode: int = 0o600,
+    *,
+    anchor: Path | None = None,
+    dirs: OpenDirs | None = None,
 ) -> int:
     """``os.open`` that never follows a symbolic link in the last component (nor, with
-    *anchor*, in any directory below it).
+    *anchor*, in any directory below it). With *dirs*, its directory is opened (with
+    that batch's anchor) once for the batch.
 
     Raises:
       UnsafePath: *path* (or a directory below *anchor*) is a symbolic link.
@@ -141,6 +148,9 @@ def open_nofollow(
     where = _spelled(path)
     dir_fd = None
     name = where
+    if dirs is not None:
+        parent, name = os.path.split(where)
+        return _open_in(path, name, flags, mode, dirs(Path(parent or ".")))
     if anchor is not None:
         parent, name = os.path.split(where)
         dir_fd = open_dir(parent or ".", anchor)
@@ -153,6 +163,15 @@ def open_nofollow(
     finally:
         if dir_fd is not None:
             os.close(dir_fd)
+
+
+def _open_in(path: os.PathLike[str] | str, name: str, flags: int, mode: int, dir_fd: int) -> int:
+    try:
+        return os.open(name, flags | _NOFOLLOW, mode, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and _is_link(name, dir_fd):
+            raise _symlink_refused(path) from None
+        raise
 
 
 def unlink(path: Path, *, anchor: Path | None = None) -> None:
@@ -186,6 +205,7 @@ def stage(
     durable: bool = True,
     tmpdir: Path | None = None,
     anchor: Path | None = None,
+    dirs: OpenDirs | None = None,
 ) -> Path:
     """Write *data* to a temporary file for *path* with *mode*, fsynced; return its path.
 
@@ -193,17 +213,20 @@ def stage(
     inside a short critical section while the write and fsync happen outside it.
     The temporary file is a hidden sibling of *path*, or lives in *tmpdir* (which
     must be on the same filesystem) so that staging leaves *path*'s directory alone.
+    *dirs*: a batch's directory descriptors (their anchor applies), as for :func:`publish`.
     """
-    tmp = (tmpdir or path.parent) / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    if dirs is not None:
+        anchor = dirs.anchor
+    tmp = (tmpdir or path.parent) / f".{path.name}.{_pid}.{threading.get_ident()}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
         try:
-            fd = open_nofollow(tmp, flags, mode, anchor=anchor)
+            fd = open_nofollow(tmp, flags, mode, anchor=anchor, dirs=dirs)
         except FileExistsError:
             # Left by a crashed process that had our pid, or planted: unlink removes the
             # entry itself (never a link's target), then create afresh, exclusively.
             unlink(tmp, anchor=anchor)
-            fd = open_nofollow(tmp, flags, mode, anchor=anchor)
+            fd = open_nofollow(tmp, flags, mode, anchor=anchor, dirs=dirs)
         try:
             os.fchmod(fd, mode)  # umask must not widen or narrow the mode we chose
             view = memoryview(data)
@@ -312,8 +335,9 @@ def atomic_write(
     Raises:
       StoreError: the write failed; the message names the path and the OS error.
     """
-    tmp = stage(path, data, mode=mode, durable=durable, anchor=anchor)
-    publish(tmp, path, durable=durable, anchor=anchor)
+    with OpenDirs(anchor) as dirs:  # the directory is opened once, for both steps
+        tmp = stage(path, data, mode=mode, durable=durable, dirs=dirs)
+        publish(tmp, path, durable=durable, dirs=dirs)
 
 
 def create_new(path: Path, data: bytes, *, mode: int) -> None:
@@ -474,9 +498,10 @@ def _reset_after_fork() -> None:
     # A thread lock some other thread held at fork() would stay held forever in the
     # child, and inherited descriptors share their flock with the parent: start afresh.
     # (Closing an inherited copy does not release the parent's lock.)
-    global _registry_lock, _generation
+    global _registry_lock, _generation, _pid
     _registry_lock = threading.Lock()
     _generation += 1
+    _pid = os.getpid()
     for slot in _slots.values():
         if slot.fd is not None:
             with contextlib.suppress(OSError):

@@ -608,12 +608,23 @@ class Index:
         self.refresh()
         return next(self._csr_rows("WHERE name = ?", (name,)), None)
 
+    _STATUS_SELECT = (
+        "SELECT 0, c.status, c.serial, c.not_after_ts, r.serial IS NOT NULL, '' "
+        "FROM certs c LEFT JOIN revoked r ON r.serial = c.serial WHERE c.name = ? "
+        "UNION ALL SELECT 1, status, NULL, NULL, 0, reason FROM csrs WHERE name = ? "
+        "ORDER BY 1 LIMIT 1"
+    )
+
     def status(self, name: str) -> Row | None:
         """The certificate if there is one (as puppetserver), else the CSR."""
-        self.refresh()  # once for both lookups
-        return next(self._cert_rows("WHERE c.name = ?", (name,)), None) or next(
-            self._csr_rows("WHERE name = ?", (name,)), None
-        )
+        self.refresh()  # once for both lookups, which are one statement (one read lock)
+        found = self._conn().execute(self._STATUS_SELECT, (name, name)).fetchone()
+        if found is None:
+            return None
+        csr, status, serial, na, revoked, reason = found
+        if csr:
+            return Row(name, "requested", status, reason=reason)
+        return Row(name, "revoked" if revoked else "signed", status, int(serial), na)
 
     def rows(self, state: str | None = None) -> Iterator[Row]:
         """All CSRs first, then all certificates (puppetserver's order), optionally filtered."""
