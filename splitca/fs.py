@@ -19,7 +19,6 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from splitca.errors import LockTimeout, NotDurable, StoreError, UnsafePath
@@ -150,7 +149,7 @@ def open_nofollow(
     name = where
     if dirs is not None:
         parent, name = os.path.split(where)
-        return _open_in(path, name, flags, mode, dirs(Path(parent or ".")))
+        return _open_in(path, name, flags, mode, dirs(parent or "."))
     if anchor is not None:
         parent, name = os.path.split(where)
         dir_fd = open_dir(parent or ".", anchor)
@@ -254,12 +253,13 @@ class OpenDirs:
 
     def __init__(self, anchor: Path | None) -> None:
         self.anchor = anchor
-        self._fds: dict[Path, int] = {}
+        self._fds: dict[str, int] = {}
 
-    def __call__(self, path: Path) -> int:
-        fd = self._fds.get(path)
+    def __call__(self, path: os.PathLike[str] | str) -> int:
+        key = _spelled(path)  # a str key: no Path hashing and comparing per lookup
+        fd = self._fds.get(key)
         if fd is None:
-            fd = self._fds[path] = open_dir(path, self.anchor)
+            fd = self._fds[key] = open_dir(key, self.anchor)
         return fd
 
     def __enter__(self) -> OpenDirs:
@@ -512,6 +512,28 @@ def _reset_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
+class _Held:
+    """One holding of a :class:`FileLock` (a class, not a generator: it is taken several
+    times per request)."""
+
+    __slots__ = ("_held", "_lock", "_timeout")
+
+    def __init__(self, lock: FileLock, timeout: float | None) -> None:
+        self._lock = lock
+        self._timeout = timeout
+        self._held: tuple[_Slot, int] | None = None
+
+    def __enter__(self) -> None:
+        if self._held is not None:
+            raise RuntimeError(f"lock {self._lock.path.name} is already held by this holder")
+        self._held = self._lock._acquire(self._timeout)
+
+    def __exit__(self, *exc: object) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            self._lock._release(*held)
+
+
 class FileLock:
     """An exclusive lock shared by threads and processes, on a lock file.
 
@@ -544,8 +566,11 @@ class FileLock:
                 os.close(slot.fd)
             slot.fd = None
 
-    @contextlib.contextmanager
-    def __call__(self, timeout: float | None = None) -> Iterator[None]:
+    def __call__(self, timeout: float | None = None) -> _Held:
+        """A context manager holding the lock (waiting at most *timeout*, default the lock's)."""
+        return _Held(self, timeout)
+
+    def _acquire(self, timeout: float | None) -> tuple[_Slot, int]:
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         cached = self._cached
@@ -557,14 +582,17 @@ class FileLock:
         if not slot.lock.acquire(timeout=max(limit, 0)):
             raise LockTimeout(f"timed out after {limit:g}s waiting for lock {self.path.name}")
         try:
-            fd = self._flock(slot, deadline, limit)
+            return slot, self._flock(slot, deadline, limit)
+        except BaseException:
+            slot.lock.release()
+            raise
+
+    def _release(self, slot: _Slot, fd: int) -> None:
+        try:
             try:
-                yield
-            finally:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                except OSError:
-                    self._drop(slot)  # closing releases it too
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except OSError:
+                self._drop(slot)  # closing releases it too
         finally:
             slot.lock.release()
 

@@ -201,15 +201,17 @@ class FileStore:
         one append and one fsync for all of them. The fsync is left to
         :meth:`publish_cert`, so it overlaps the signing.
         """
-        serial, mark = self._serials.submit(
-            (name, pki.puppet_time(not_before), pki.puppet_time(not_after))
-        )
+        na = pki.puppet_time(not_after)
+        # The line's notAfter as the index stores it (whole seconds), without parsing it back.
+        na_ts = int(not_after.astimezone(dt.UTC).replace(microsecond=0).timestamp())
+        serial, mark = self._serials.submit((name, pki.puppet_time(not_before), na, na_ts))
         return Reservation(serial, mark)
 
     def _reserve_batch(
-        self, wanted: list[tuple[str, str, str]]
+        self, wanted: list[tuple[str, str, str, int]]
     ) -> list[tuple[int, tuple[int, int]]]:
-        """Allocate consecutive serials for (certname, not_before, not_after) and record them.
+        """Allocate consecutive serials for (certname, not_before, not_after, its timestamp)
+        and record them.
 
         The inventory lines are the record that the serials are taken: the next serial
         is never below the inventory's highest, and a line is made durable (see
@@ -225,13 +227,17 @@ class FileStore:
                 first = self._serial_floor()
                 lines = b"".join(
                     inventory_line(first + i, nb, na, name)
-                    for i, (name, nb, na) in enumerate(wanted)
+                    for i, (name, nb, na, _) in enumerate(wanted)
                 )
+                rows = [
+                    self.index.inventory_row(first + i, name, na_ts)
+                    for i, (name, _, _, na_ts) in enumerate(wanted)
+                ]
                 # Appended after the transaction's catch-up, so only add_inventory indexes
                 # these lines (appended before it, the catch-up re-read and re-parsed them).
                 # No fsync under the lock: it overlaps the signing (see publish_cert).
                 appended = self.cadir.append(self.cadir.inventory, lines, durable=False)
-                self.index.add_inventory(conn, lines, appended)
+                self.index.add_inventory(conn, lines, appended, rows=rows)
             self.cadir.write_serial(first + len(wanted), durable=False)
         mark = (appended.st_ino, appended.st_size)
         return [(first + i, mark) for i in range(len(wanted))]

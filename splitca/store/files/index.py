@@ -420,18 +420,30 @@ class Index:
         self.add_inventory_lines(conn, tail[:end])
         self._set_meta(conn, "inventory_offset", f"{st.st_ino}:{offset + end}")
 
-    def add_inventory_lines(self, conn: sqlite3.Connection, data: bytes) -> None:
-        rows = []
-        for line in parse_inventory(data):
-            na = line.not_after_dt
-            rows.append(
-                (
-                    str(line.serial),
-                    line.serial if line.serial < 2**63 else None,
-                    line.certname,
-                    None if na is None else int(na.timestamp()),
+    @staticmethod
+    def inventory_row(
+        serial: int, certname: str, not_after_ts: int | None
+    ) -> tuple[str, int | None, str, int | None]:
+        """An inventory line's row: (serial, serial as an integer if SQLite can hold it,
+        certname, notAfter in whole seconds)."""
+        return str(serial), serial if serial < 2**63 else None, certname, not_after_ts
+
+    def add_inventory_lines(
+        self,
+        conn: sqlite3.Connection,
+        data: bytes,
+        rows: Sequence[tuple[str, int | None, str, int | None]] | None = None,
+    ) -> None:
+        """Index the inventory lines *data*; *rows*: theirs, if the caller made the lines."""
+        if rows is None:
+            rows = []
+            for line in parse_inventory(data):
+                na = line.not_after_dt
+                rows.append(
+                    self.inventory_row(
+                        line.serial, line.certname, None if na is None else int(na.timestamp())
+                    )
                 )
-            )
         conn.executemany(
             "INSERT OR REPLACE INTO inventory(serial, serial_int, name, not_after_ts) VALUES (?,?,?,?)",
             rows,
@@ -482,16 +494,22 @@ class Index:
         conn.execute("DELETE FROM csrs WHERE name = ?", (name,))
 
     def add_inventory(
-        self, conn: sqlite3.Connection, line: bytes, appended: os.stat_result | None = None
+        self,
+        conn: sqlite3.Connection,
+        line: bytes,
+        appended: os.stat_result | None = None,
+        *,
+        rows: Sequence[tuple[str, int | None, str, int | None]] | None = None,
     ) -> None:
         """Index a line we just appended, and advance the parsed offset past it.
 
+        *rows*: the lines' rows, if the caller has them (see :meth:`inventory_row`).
         *appended*: the ``fstat`` of the inventory right after the append (else it is
         stat()ed here). It names the file appended to: if another file has been renamed
         over the inventory since, the stamp recorded is not the path's, and the next
         refresh re-reads the inventory, as it does after any change behind our back.
         """
-        self.add_inventory_lines(conn, line)
+        self.add_inventory_lines(conn, line, rows)
         st = os.stat(self.cadir.inventory) if appended is None else appended
         ino, offset = (
             int(x) for x in (self._get_meta(conn, "inventory_offset") or "0:0").split(":")
