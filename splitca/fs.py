@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import stat
 import threading
@@ -78,6 +79,7 @@ def _spelled(path: os.PathLike[str] | str) -> str:
     return str(Path(text))
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function of two strings; the same few recur
 def _below(path: str, anchor: str) -> tuple[str, ...] | None:
     """The components of *path* below *anchor* (both as ``str(Path)`` spells them), or None
     if *path* is not under it. Plain string work: this runs several times per request."""

@@ -144,11 +144,7 @@ def leaf_builder(
     own = x509.DNSName(certname)
     if own not in sans:
         sans.append(own)
-    exts = [
-        _LEAF_COMMENT,
-        _extension(x509.AuthorityKeyIdentifier(ca_key_identifier(ca_cert), None, None), False),
-        _extension(_ski(public_key), False),
-    ]
+    exts = [_LEAF_COMMENT, _authority_key_id(ca_cert), _extension(_ski(public_key), False)]
     for ext in extensions:
         if not isinstance(ext.value, x509.ExtensionType):
             raise TypeError("extension must be an ExtensionType")
@@ -172,14 +168,25 @@ def _extension(value: x509.ExtensionType, critical: bool) -> x509.Extension[x509
     return x509.Extension(value.oid, critical, value)
 
 
+def _encoded(value: x509.ExtensionType, critical: bool) -> x509.Extension[x509.ExtensionType]:
+    """An extension that is the same in many certificates, encoded once (by cryptography
+    itself): signing copies its bytes instead of encoding the object again each time."""
+    return _extension(x509.UnrecognizedExtension(value.oid, value.public_bytes()), critical)
+
+
+@functools.lru_cache(maxsize=16)
+def _authority_key_id(ca_cert: x509.Certificate) -> x509.Extension[x509.ExtensionType]:
+    return _encoded(x509.AuthorityKeyIdentifier(ca_key_identifier(ca_cert), None, None), False)
+
+
 # The leaf profile's fixed extensions, made once: the comment first, these last.
 _LEAF_COMMENT = _extension(
     x509.UnrecognizedExtension(NETSCAPE_COMMENT, _ia5(NETSCAPE_COMMENT_TEXT)), False
 )
 _LEAF_LAST = (
-    _extension(x509.BasicConstraints(ca=False, path_length=None), True),
-    _extension(_LEAF_EKU, True),
-    _extension(_LEAF_KU, True),
+    _encoded(x509.BasicConstraints(ca=False, path_length=None), True),
+    _encoded(_LEAF_EKU, True),
+    _encoded(_LEAF_KU, True),
 )
 
 
