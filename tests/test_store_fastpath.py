@@ -263,3 +263,26 @@ def test_an_enrollment_leaves_the_index_in_step_with_the_files(
     row = store.status("fast1.example.com")
     assert row is not None and row.state == "signed"
     assert store.cert("fast1.example.com") is not None
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["plain.example.com", "Puppet CA: host.example.com", "odd/CN=inner", "two\u2028lines"],
+)
+def test_a_reservation_indexes_its_inventory_line_as_a_rebuild_parses_it(
+    settings: Settings, name: str
+) -> None:
+    """The reservation indexes its own line from the values it wrote it from; a rebuild
+    (which parses the file) finds the same rows, for names and times of any shape."""
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    store = ca.store
+    assert isinstance(store, FileStore)
+    not_after = dt.datetime(2031, 5, 6, 7, 8, 9, 987654, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    store.reserve_serial(name, _NOW, not_after)
+    conn = store.index._conn()
+    recorded = conn.execute("SELECT * FROM inventory ORDER BY serial").fetchall()
+    store.rebuild()
+    assert store.index._conn().execute("SELECT * FROM inventory ORDER BY serial").fetchall() == (
+        recorded
+    )

@@ -233,10 +233,16 @@ class FileStore:
                     inventory_line(first + i, nb, na, name)
                     for i, (name, nb, na, _) in enumerate(wanted)
                 )
-                rows = [
-                    self.index.inventory_row(first + i, name, na_ts)
-                    for i, (name, _, _, na_ts) in enumerate(wanted)
-                ]
+                # The rows the index would parse from these lines (a name that is not one
+                # printable line, conceivable for a configured CA name, is parsed back).
+                rows = (
+                    [
+                        self.index.inventory_row(first + i, name, na_ts)
+                        for i, (name, _, _, na_ts) in enumerate(wanted)
+                    ]
+                    if all(name.isprintable() and "/CN=" not in name for name, *_ in wanted)
+                    else None
+                )
                 # Appended after the transaction's catch-up, so only add_inventory indexes
                 # these lines (appended before it, the catch-up re-read and re-parsed them).
                 # No fsync under the lock: it overlaps the signing (see publish_cert).
