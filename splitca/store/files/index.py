@@ -697,12 +697,15 @@ class Index:
 
     def max_issued_serial(self) -> int:
         self.refresh()
-        a = self._conn().execute("SELECT max(serial_int) FROM inventory").fetchone()[0] or 0
-        b = (
-            self._conn().execute("SELECT max(CAST(serial AS INTEGER)) FROM certs").fetchone()[0]
-            or 0
+        a, b = (
+            self._conn()
+            .execute(
+                "SELECT (SELECT max(serial_int) FROM inventory),"
+                " (SELECT max(CAST(serial AS INTEGER)) FROM certs)"
+            )
+            .fetchone()
         )
-        return max(int(a), int(b))
+        return max(int(a or 0), int(b or 0))
 
     def expired_serials(self, now: dt.datetime) -> set[int]:
         """Serials whose certificate (per the inventory) expired before *now*."""
