@@ -15,19 +15,21 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from splitca.errors import LockTimeout, NotDurable, StoreError, UnsafePath
 
 __all__ = [
     "FileLock",
+    "OpenDirs",
     "SyncPoint",
     "append_line",
+    "append_stat",
     "atomic_write",
     "create_new",
     "discard",
@@ -36,12 +38,14 @@ __all__ = [
     "open_nofollow",
     "publish",
     "read_bytes",
+    "read_stat",
     "refuse_symlink",
     "stage",
     "unlink",
 ]
 
 _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+_pid = os.getpid()  # for staged files' names; reset in a forked child (a syscall less per write)
 
 
 def _symlink_refused(path: os.PathLike[str] | str) -> UnsafePath:
@@ -75,6 +79,7 @@ def _spelled(path: os.PathLike[str] | str) -> str:
     return str(Path(text))
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function of two strings; the same few recur
 def _below(path: str, anchor: str) -> tuple[str, ...] | None:
     """The components of *path* below *anchor* (both as ``str(Path)`` spells them), or None
     if *path* is not under it. Plain string work: this runs several times per request."""
@@ -126,10 +131,16 @@ def open_dir(path: Path | str, anchor: Path | str | None = None) -> int:
 
 
 def open_nofollow(
-    path: os.PathLike[str] | str, flags: int, mode: int = 0o600, *, anchor: Path | None = None
+    path: os.PathLike[str] | str,
+    flags: int,
+    mode: int = 0o600,
+    *,
+    anchor: Path | None = None,
+    dirs: OpenDirs | None = None,
 ) -> int:
     """``os.open`` that never follows a symbolic link in the last component (nor, with
-    *anchor*, in any directory below it).
+    *anchor*, in any directory below it). With *dirs*, its directory is opened (with
+    that batch's anchor) once for the batch.
 
     Raises:
       UnsafePath: *path* (or a directory below *anchor*) is a symbolic link.
@@ -138,6 +149,9 @@ def open_nofollow(
     where = _spelled(path)
     dir_fd = None
     name = where
+    if dirs is not None:
+        parent, name = os.path.split(where)
+        return _open_in(path, name, flags, mode, dirs(parent or "."))
     if anchor is not None:
         parent, name = os.path.split(where)
         dir_fd = open_dir(parent or ".", anchor)
@@ -150,6 +164,15 @@ def open_nofollow(
     finally:
         if dir_fd is not None:
             os.close(dir_fd)
+
+
+def _open_in(path: os.PathLike[str] | str, name: str, flags: int, mode: int, dir_fd: int) -> int:
+    try:
+        return os.open(name, flags | _NOFOLLOW, mode, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and _is_link(name, dir_fd):
+            raise _symlink_refused(path) from None
+        raise
 
 
 def unlink(path: Path, *, anchor: Path | None = None) -> None:
@@ -183,6 +206,7 @@ def stage(
     durable: bool = True,
     tmpdir: Path | None = None,
     anchor: Path | None = None,
+    dirs: OpenDirs | None = None,
 ) -> Path:
     """Write *data* to a temporary file for *path* with *mode*, fsynced; return its path.
 
@@ -190,17 +214,20 @@ def stage(
     inside a short critical section while the write and fsync happen outside it.
     The temporary file is a hidden sibling of *path*, or lives in *tmpdir* (which
     must be on the same filesystem) so that staging leaves *path*'s directory alone.
+    *dirs*: a batch's directory descriptors (their anchor applies), as for :func:`publish`.
     """
-    tmp = (tmpdir or path.parent) / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    if dirs is not None:
+        anchor = dirs.anchor
+    tmp = (tmpdir or path.parent) / f".{path.name}.{_pid}.{threading.get_ident()}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
         try:
-            fd = open_nofollow(tmp, flags, mode, anchor=anchor)
+            fd = open_nofollow(tmp, flags, mode, anchor=anchor, dirs=dirs)
         except FileExistsError:
             # Left by a crashed process that had our pid, or planted: unlink removes the
             # entry itself (never a link's target), then create afresh, exclusively.
             unlink(tmp, anchor=anchor)
-            fd = open_nofollow(tmp, flags, mode, anchor=anchor)
+            fd = open_nofollow(tmp, flags, mode, anchor=anchor, dirs=dirs)
         try:
             os.fchmod(fd, mode)  # umask must not widen or narrow the mode we chose
             view = memoryview(data)
@@ -218,8 +245,46 @@ def stage(
     return tmp
 
 
-def publish(tmp: Path, path: Path, *, durable: bool = True, anchor: Path | None = None) -> None:
+class OpenDirs:
+    """Directory descriptors for a batch of renames: each directory is opened (as
+    :func:`open_dir` does, below *anchor*) once for the batch, and closed at its end.
+
+    Held only for one batch: a descriptor kept longer would go on naming a directory
+    that another process has since moved away.
+    """
+
+    def __init__(self, anchor: Path | None) -> None:
+        self.anchor = anchor
+        self._fds: dict[str, int] = {}
+
+    def __call__(self, path: os.PathLike[str] | str) -> int:
+        key = _spelled(path)  # a str key: no Path hashing and comparing per lookup
+        fd = self._fds.get(key)
+        if fd is None:
+            fd = self._fds[key] = open_dir(key, self.anchor)
+        return fd
+
+    def __enter__(self) -> OpenDirs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
+
+
+def publish(
+    tmp: Path,
+    path: Path,
+    *,
+    durable: bool = True,
+    anchor: Path | None = None,
+    dirs: OpenDirs | None = None,
+) -> None:
     """Rename a staged file over *path* (atomic), then make the rename durable.
+
+    With *dirs* (whose anchor is used), the directories come from that batch's
+    descriptors and stay open for its next renames (and its directory fsync).
 
     Raises:
       StoreError: the rename failed; *path* is untouched and the staged file removed.
@@ -228,8 +293,11 @@ def publish(tmp: Path, path: Path, *, durable: bool = True, anchor: Path | None 
     src = dst = -1
     try:
         try:
-            src = open_dir(tmp.parent, anchor)
-            dst = src if tmp.parent == path.parent else open_dir(path.parent, anchor)
+            if dirs is not None:
+                src, dst = dirs(tmp.parent), dirs(path.parent)
+            else:
+                src = open_dir(tmp.parent, anchor)
+                dst = src if tmp.parent == path.parent else open_dir(path.parent, anchor)
             os.replace(tmp.name, path.name, src_dir_fd=src, dst_dir_fd=dst)
         except (OSError, UnsafePath) as exc:
             if src >= 0:  # (not through a directory that turned out to be a link)
@@ -246,8 +314,9 @@ def publish(tmp: Path, path: Path, *, durable: bool = True, anchor: Path | None 
                     f"{path} is in place but could not be synced: {exc.strerror or exc}"
                 ) from exc
     finally:
-        for fd in {src, dst} - {-1}:
-            os.close(fd)
+        if dirs is None:
+            for fd in {src, dst} - {-1}:
+                os.close(fd)
 
 
 def discard(tmp: Path) -> None:
@@ -268,8 +337,9 @@ def atomic_write(
     Raises:
       StoreError: the write failed; the message names the path and the OS error.
     """
-    tmp = stage(path, data, mode=mode, durable=durable, anchor=anchor)
-    publish(tmp, path, durable=durable, anchor=anchor)
+    with OpenDirs(anchor) as dirs:  # the directory is opened once, for both steps
+        tmp = stage(path, data, mode=mode, durable=durable, dirs=dirs)
+        publish(tmp, path, durable=durable, dirs=dirs)
 
 
 def create_new(path: Path, data: bytes, *, mode: int) -> None:
@@ -308,6 +378,15 @@ def append_line(
     serialise appends with a lock. Returns (inode, size after the append), for a
     later :func:`sync_upto`.
     """
+    st = append_stat(path, line, mode=mode, durable=durable, anchor=anchor)
+    return st.st_ino, st.st_size
+
+
+def append_stat(
+    path: Path, line: bytes, *, mode: int, durable: bool = True, anchor: Path | None = None
+) -> os.stat_result:
+    """:func:`append_line`, returning the ``fstat`` of the file appended to, right after
+    the write (what a ``stat`` of *path* would say, without another path lookup)."""
     if not line.endswith(b"\n"):
         raise ValueError("append_line needs a newline-terminated record")
     try:
@@ -334,7 +413,7 @@ def append_line(
             os.close(fd)
     except OSError as exc:
         raise StoreError(f"could not append to {path}: {exc.strerror or exc}") from exc
-    return st.st_ino, st.st_size
+    return st
 
 
 class SyncPoint:
@@ -366,9 +445,29 @@ class SyncPoint:
 def read_bytes(path: Path) -> bytes | None:
     """Return the file's bytes, or None if it does not exist."""
     try:
-        return path.read_bytes()
+        return read_stat(path)[0]
     except FileNotFoundError:
         return None
+
+
+def read_stat(path: os.PathLike[str] | str) -> tuple[bytes, os.stat_result]:
+    """A file's bytes and its ``fstat`` from one open (follows links, like ``open``).
+
+    Four system calls for a small file (open, fstat, read, close) where
+    ``Path.read_bytes`` makes ten (its buffered reader's isatty, seeks and second read).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        data = os.read(fd, st.st_size + 1)  # one byte more: a file grown since is seen
+        if len(data) != st.st_size or not stat.S_ISREG(st.st_mode):
+            chunks = [data]  # grown, shrunk or not a regular file: read up to the end
+            while chunk := os.read(fd, max(st.st_size, 65536)):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return data, st
+    finally:
+        os.close(fd)
 
 
 class _Slot:
@@ -401,9 +500,10 @@ def _reset_after_fork() -> None:
     # A thread lock some other thread held at fork() would stay held forever in the
     # child, and inherited descriptors share their flock with the parent: start afresh.
     # (Closing an inherited copy does not release the parent's lock.)
-    global _registry_lock, _generation
+    global _registry_lock, _generation, _pid
     _registry_lock = threading.Lock()
     _generation += 1
+    _pid = os.getpid()
     for slot in _slots.values():
         if slot.fd is not None:
             with contextlib.suppress(OSError):
@@ -412,6 +512,28 @@ def _reset_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+class _Held:
+    """One holding of a :class:`FileLock` (a class, not a generator: it is taken several
+    times per request)."""
+
+    __slots__ = ("_held", "_lock", "_timeout")
+
+    def __init__(self, lock: FileLock, timeout: float | None) -> None:
+        self._lock = lock
+        self._timeout = timeout
+        self._held: tuple[_Slot, int] | None = None
+
+    def __enter__(self) -> None:
+        if self._held is not None:
+            raise RuntimeError(f"lock {self._lock.path.name} is already held by this holder")
+        self._held = self._lock._acquire(self._timeout)
+
+    def __exit__(self, *exc: object) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            self._lock._release(*held)
 
 
 class FileLock:
@@ -446,8 +568,11 @@ class FileLock:
                 os.close(slot.fd)
             slot.fd = None
 
-    @contextlib.contextmanager
-    def __call__(self, timeout: float | None = None) -> Iterator[None]:
+    def __call__(self, timeout: float | None = None) -> _Held:
+        """A context manager holding the lock (waiting at most *timeout*, default the lock's)."""
+        return _Held(self, timeout)
+
+    def _acquire(self, timeout: float | None) -> tuple[_Slot, int]:
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         cached = self._cached
@@ -459,14 +584,17 @@ class FileLock:
         if not slot.lock.acquire(timeout=max(limit, 0)):
             raise LockTimeout(f"timed out after {limit:g}s waiting for lock {self.path.name}")
         try:
-            fd = self._flock(slot, deadline, limit)
+            return slot, self._flock(slot, deadline, limit)
+        except BaseException:
+            slot.lock.release()
+            raise
+
+    def _release(self, slot: _Slot, fd: int) -> None:
+        try:
             try:
-                yield
-            finally:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                except OSError:
-                    self._drop(slot)  # closing releases it too
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except OSError:
+                self._drop(slot)  # closing releases it too
         finally:
             slot.lock.release()
 

@@ -81,6 +81,7 @@ from splitca.pki.names import (
     fingerprints,
     is_safe_name,
     puppet_time,
+    sha256_fingerprint,
 )
 from splitca.pki.pem import (
     load_certificates,
@@ -167,6 +168,7 @@ __all__ = [
     "reason_code",
     "renew_ca_certificate",
     "san_strings",
+    "sha256_fingerprint",
     "sign_leaf",
     "signing_certificate",
     "signing_hash",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 
 from cryptography import x509
@@ -24,6 +25,7 @@ def _ski(public_key: CertificatePublicKeyTypes) -> x509.SubjectKeyIdentifier:
     return x509.SubjectKeyIdentifier.from_public_key(public_key)
 
 
+@functools.lru_cache(maxsize=16)  # a CA certificate's: looked up for every leaf it signs
 def ca_key_identifier(ca_cert: x509.Certificate) -> bytes:
     try:
         return ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
@@ -136,31 +138,56 @@ def leaf_builder(
     Raises:
       ValueError, TypeError: the contents cannot make a certificate.
     """
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, certname)])
+    x509.CertificateBuilder().public_key(public_key)  # its type check, before the SKI is derived
     sans = list(alt_names)
     own = x509.DNSName(certname)
     if own not in sans:
         sans.append(own)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, certname)]))
+    exts = [_LEAF_COMMENT, _authority_key_id(ca_cert), _extension(_ski(public_key), False)]
+    for ext in extensions:
+        if not isinstance(ext.value, x509.ExtensionType):
+            raise TypeError("extension must be an ExtensionType")
+        exts.append(_extension(ext.value, ext.critical))
+    exts += (_extension(x509.SubjectAlternativeName(sans), False), *_LEAF_LAST)
+    # The list is handed to the builder whole (add_extension, once per extension, copies the
+    # builder and rescans the list each time); its duplicate check is made here, once.
+    if len({e.oid for e in exts}) != len(exts):
+        raise ValueError("This extension has already been set.")
+    return (
+        x509.CertificateBuilder(extensions=exts)
+        .subject_name(subject)
         .issuer_name(ca_cert.subject)
         .public_key(public_key)
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(
-            x509.UnrecognizedExtension(NETSCAPE_COMMENT, _ia5(NETSCAPE_COMMENT_TEXT)), False
-        )
-        .add_extension(x509.AuthorityKeyIdentifier(ca_key_identifier(ca_cert), None, None), False)
-        .add_extension(_ski(public_key), False)
     )
-    for ext in extensions:
-        builder = builder.add_extension(ext.value, ext.critical)
-    return (
-        builder.add_extension(x509.SubjectAlternativeName(sans), False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-        .add_extension(_LEAF_EKU, True)
-        .add_extension(_LEAF_KU, True)
-    )
+
+
+def _extension(value: x509.ExtensionType, critical: bool) -> x509.Extension[x509.ExtensionType]:
+    return x509.Extension(value.oid, critical, value)
+
+
+def _encoded(value: x509.ExtensionType, critical: bool) -> x509.Extension[x509.ExtensionType]:
+    """An extension that is the same in many certificates, encoded once (by cryptography
+    itself): signing copies its bytes instead of encoding the object again each time."""
+    return _extension(x509.UnrecognizedExtension(value.oid, value.public_bytes()), critical)
+
+
+@functools.lru_cache(maxsize=16)
+def _authority_key_id(ca_cert: x509.Certificate) -> x509.Extension[x509.ExtensionType]:
+    return _encoded(x509.AuthorityKeyIdentifier(ca_key_identifier(ca_cert), None, None), False)
+
+
+# The leaf profile's fixed extensions, made once: the comment first, these last.
+_LEAF_COMMENT = _extension(
+    x509.UnrecognizedExtension(NETSCAPE_COMMENT, _ia5(NETSCAPE_COMMENT_TEXT)), False
+)
+_LEAF_LAST = (
+    _encoded(x509.BasicConstraints(ca=False, path_length=None), True),
+    _encoded(_LEAF_EKU, True),
+    _encoded(_LEAF_KU, True),
+)
 
 
 def sign_leaf(

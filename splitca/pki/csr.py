@@ -269,6 +269,9 @@ def inspect_csr(csr: x509.CertificateSigningRequest) -> CsrInfo:
 
 
 def general_name_str(name: x509.GeneralName) -> str:
+    prefix = _PREFIXES.get(type(name))  # the usual exact types without an ABC isinstance chain
+    if prefix is not None:
+        return f"{prefix}{name.value}"
     if isinstance(name, x509.DNSName):
         return f"DNS:{name.value}"
     if isinstance(name, x509.IPAddress):
@@ -278,6 +281,14 @@ def general_name_str(name: x509.GeneralName) -> str:
     if isinstance(name, x509.UniformResourceIdentifier):
         return f"URI:{name.value}"
     return str(name.value)
+
+
+_PREFIXES: dict[type, str] = {
+    x509.DNSName: "DNS:",
+    x509.IPAddress: "IP:",
+    x509.RFC822Name: "email:",
+    x509.UniformResourceIdentifier: "URI:",
+}
 
 
 def parse_alt_names(values: Iterable[str]) -> list[x509.GeneralName]:

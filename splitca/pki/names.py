@@ -131,9 +131,14 @@ def colon_hex(digest: bytes) -> str:
     return digest.hex(":").upper()
 
 
+def sha256_fingerprint(der: bytes) -> str:
+    """The ``SHA256`` member of :func:`fingerprints`, alone (what the audit log records)."""
+    return colon_hex(hashlib.sha256(der).digest())
+
+
 def fingerprints(der: bytes) -> dict[str, str]:
     """puppetserver's ``fingerprints`` object for DER bytes (cert or CSR)."""
-    sha256 = colon_hex(hashlib.sha256(der).digest())
+    sha256 = sha256_fingerprint(der)
     return {
         "SHA1": colon_hex(hashlib.sha1(der).digest()),
         "SHA256": sha256,

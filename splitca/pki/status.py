@@ -13,6 +13,9 @@ from splitca.pki.names import PP_AUTH_ARC, SHORT_NAMES, fingerprints, puppet_tim
 
 # --- puppetserver's certificate_status object (section 3.9) ----------------------------
 
+_SAN = x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME
+_AUTH_PREFIX = PP_AUTH_ARC + "."
+
 
 def _status_common(
     name: str, extensions: Iterable[x509.Extension[x509.ExtensionType]], der_bytes: bytes
@@ -21,10 +24,10 @@ def _status_common(
     sans: list[str] = []
     auth: dict[str, str] = {}
     for ext in extensions:
-        if isinstance(ext.value, x509.SubjectAlternativeName):
-            dns, sans = san_strings(ext.value)
-        elif ext.oid.dotted_string.startswith(PP_AUTH_ARC + "."):
-            dotted = ext.oid.dotted_string
+        oid = ext.oid
+        if oid == _SAN:  # (its value is always a SubjectAlternativeName)
+            dns, sans = san_strings(ext.value)  # type: ignore[arg-type]
+        elif (dotted := oid.dotted_string).startswith(_AUTH_PREFIX):
             auth[SHORT_NAMES.get(dotted, dotted)] = extension_value_text(ext)
     fps = fingerprints(der_bytes)
     return {

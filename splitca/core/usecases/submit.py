@@ -144,7 +144,7 @@ def _csr_fields(
 ) -> dict[str, object]:
     return {
         "certname": certname,
-        "fingerprint": pki.fingerprints(pki.der(csr))["SHA256"],
+        "fingerprint": pki.sha256_fingerprint(pki.der(csr)),
         "sans": [pki.general_name_str(n) for n in info.sans],
         "extensions": [e.oid.dotted_string for e in info.extensions],
     }

@@ -276,12 +276,13 @@ class CADir:
         being up to date: serials are appended in increasing order.
         """
         try:
-            with open(self.inventory, "rb") as f:
-                size = f.seek(0, os.SEEK_END)
-                f.seek(max(0, size - tail))
-                data = f.read()
+            fd = os.open(self.inventory, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return 0
+        try:  # open, fstat, pread, close: no buffered reader's seeks
+            data = os.pread(fd, tail, max(0, os.fstat(fd).st_size - tail))
+        finally:
+            os.close(fd)
         best = 0
         for raw in data.split(b"\n")[-4:]:  # a torn or partial line simply does not match
             m = _INVENTORY_SERIAL_RE.match(raw)
@@ -304,13 +305,22 @@ class CADir:
             mode = KEY_MODE
         self.write_key(self.cakey, data, mode=mode)
 
-    def append(self, path: Path, lines: bytes, *, durable: bool = True) -> tuple[int, int]:
-        """Append records to a file in the cadir (see :func:`fs.append_line`)."""
-        return fs.append_line(path, lines, mode=CERT_MODE, durable=durable, anchor=self.root)
+    def append(self, path: Path, lines: bytes, *, durable: bool = True) -> os.stat_result:
+        """Append records to a file in the cadir; the file's stat after (see :func:`fs.append_stat`)."""
+        return fs.append_stat(path, lines, mode=CERT_MODE, durable=durable, anchor=self.root)
 
-    def publish(self, tmp: Path, path: Path, *, durable: bool = True) -> None:
-        """Rename a staged file into place in the cadir, through no linked directory."""
-        fs.publish(tmp, path, durable=durable, anchor=self.root)
+    def publish(
+        self, tmp: Path, path: Path, *, durable: bool = True, dirs: fs.OpenDirs | None = None
+    ) -> None:
+        """Rename a staged file into place in the cadir, through no linked directory.
+
+        *dirs*: a batch's directory descriptors, from :meth:`open_dirs`.
+        """
+        fs.publish(tmp, path, durable=durable, anchor=self.root, dirs=dirs)
+
+    def open_dirs(self) -> fs.OpenDirs:
+        """Directory descriptors (below the cadir, no linked directory) for one batch."""
+        return fs.OpenDirs(self.root)
 
     def unlink(self, path: Path) -> None:
         """Remove a file of the cadir (missing: fine), through no linked directory.

@@ -30,8 +30,8 @@ __all__ = ["FileStore"]
 
 log = logging.getLogger(__name__)
 
-# (certname, staged file, certificate, index row, drop the CSR?)
-_Publication = tuple[str, Path, x509.Certificate, tuple[str, int, str], bool]
+# (certname, its signed/ path, staged file, certificate, index row, drop the CSR?)
+_Publication = tuple[str, Path, Path, x509.Certificate, tuple[str, int, str], bool]
 
 
 class FileStore:
@@ -127,6 +127,10 @@ class FileStore:
         lock while holding one of those; the group commits take none of them.
         """
         locks = {str(lk.path): lk for lk in map(self.cadir.name_lock, names)}
+        if len(locks) == 1:  # one name (every enrollment): no ExitStack
+            with next(iter(locks.values()))():
+                yield
+            return
         with contextlib.ExitStack() as held:
             for path in sorted(locks):
                 held.enter_context(locks[path]())
@@ -201,15 +205,17 @@ class FileStore:
         one append and one fsync for all of them. The fsync is left to
         :meth:`publish_cert`, so it overlaps the signing.
         """
-        serial, mark = self._serials.submit(
-            (name, pki.puppet_time(not_before), pki.puppet_time(not_after))
-        )
+        na = pki.puppet_time(not_after)
+        # The line's notAfter as the index stores it (whole seconds), without parsing it back.
+        na_ts = int(not_after.astimezone(dt.UTC).replace(microsecond=0).timestamp())
+        serial, mark = self._serials.submit((name, pki.puppet_time(not_before), na, na_ts))
         return Reservation(serial, mark)
 
     def _reserve_batch(
-        self, wanted: list[tuple[str, str, str]]
+        self, wanted: list[tuple[str, str, str, int]]
     ) -> list[tuple[int, tuple[int, int]]]:
-        """Allocate consecutive serials for (certname, not_before, not_after) and record them.
+        """Allocate consecutive serials for (certname, not_before, not_after, its timestamp)
+        and record them.
 
         The inventory lines are the record that the serials are taken: the next serial
         is never below the inventory's highest, and a line is made durable (see
@@ -225,14 +231,25 @@ class FileStore:
                 first = self._serial_floor()
                 lines = b"".join(
                     inventory_line(first + i, nb, na, name)
-                    for i, (name, nb, na) in enumerate(wanted)
+                    for i, (name, nb, na, _) in enumerate(wanted)
+                )
+                # The rows the index would parse from these lines (a name that is not one
+                # printable line, conceivable for a configured CA name, is parsed back).
+                rows = (
+                    [
+                        self.index.inventory_row(first + i, name, na_ts)
+                        for i, (name, _, _, na_ts) in enumerate(wanted)
+                    ]
+                    if all(name.isprintable() and "/CN=" not in name for name, *_ in wanted)
+                    else None
                 )
                 # Appended after the transaction's catch-up, so only add_inventory indexes
                 # these lines (appended before it, the catch-up re-read and re-parsed them).
                 # No fsync under the lock: it overlaps the signing (see publish_cert).
-                mark = self.cadir.append(self.cadir.inventory, lines, durable=False)
-                self.index.add_inventory(conn, lines)
+                appended = self.cadir.append(self.cadir.inventory, lines, durable=False)
+                self.index.add_inventory(conn, lines, appended, rows=rows)
             self.cadir.write_serial(first + len(wanted), durable=False)
+        mark = (appended.st_ino, appended.st_size)
         return [(first + i, mark) for i in range(len(wanted))]
 
     def _serial_floor(self) -> int:
@@ -285,9 +302,10 @@ class FileStore:
         tmp = self.cadir.stage(path, pki.pem(cert))
         values = self.index.cert_values(name, cert)  # computed outside the write lock
         try:
-            self._publisher.submit((name, tmp, cert, values, drop))
-        finally:
-            fs.discard(tmp)  # gone if it was renamed into place; else clean up
+            self._publisher.submit((name, path, tmp, cert, values, drop))
+        except BaseException:
+            fs.discard(tmp)  # renamed into place only if the batch succeeded
+            raise
 
     def publish_ca_cert(self, pem: bytes, reservation: Reservation | None) -> None:
         if reservation is not None:
@@ -309,16 +327,16 @@ class FileStore:
         """
         # requests/ changes (and is marked, synced and recorded) only if a CSR is dropped:
         # an autosigned CSR was never written there.
-        changes = ("signed", "requests") if any(item[4] for item in items) else ("signed",)
-        with self.index.transaction(changes=changes) as conn:
-            for certname, tmp, cert, values, drop_csr in items:
-                self.cadir.publish(tmp, self.cadir.cert_path(certname), durable=False)
-                self.index.put_cert(conn, certname, cert, values=values)
+        changes = ("signed", "requests") if any(item[5] for item in items) else ("signed",)
+        with self.index.transaction(changes=changes) as conn, self.cadir.open_dirs() as dirs:
+            for certname, path, tmp, cert, values, drop_csr in items:
+                self.cadir.publish(tmp, path, durable=False, dirs=dirs)
+                self.index.put_cert(conn, certname, cert, values=values, path=path)
                 if drop_csr:
                     self.cadir.unlink(self.cadir.csr_path(certname))
                     self.index.delete_csr(conn, certname)
             try:
-                fs.fsync_dir(self.cadir.signeddir)
+                os.fsync(dirs(self.cadir.signeddir))  # the descriptor the renames went through
                 if "requests" in changes:
                     fs.fsync_dir(self.cadir.csrdir)
             except OSError as exc:
@@ -460,8 +478,7 @@ class FileStore:
 def _read_blob(path: Path) -> Blob | None:
     """A file's bytes and mtime from one open (fstat, not a second path lookup)."""
     try:
-        with open(path, "rb") as f:
-            mtime = os.fstat(f.fileno()).st_mtime
-            return Blob(f.read(), mtime)
+        data, st = fs.read_stat(path)
     except FileNotFoundError:
         return None
+    return Blob(data, st.st_mtime)

@@ -257,14 +257,17 @@ class Index:
         """After our own change inside *conn*'s transaction: note the new stamps."""
         paths = self._paths()
         for w in which:
-            stamp = _stamp(paths[w])
-            self._set_meta(conn, f"stamp:{w}", stamp)
-            pending: dict[str, str] | None = getattr(self._local, "pending", None)
-            if pending is not None:
-                pending[w] = stamp  # believed only once the transaction commits
-            else:
-                with self._seen_lock:
-                    self._seen[w] = stamp
+            self._note(conn, w, _stamp(paths[w]))
+
+    def _note(self, conn: sqlite3.Connection, which: str, stamp: str) -> None:
+        """Record *stamp* as the watched path *which*'s, inside *conn*'s transaction."""
+        self._set_meta(conn, f"stamp:{which}", stamp)
+        pending: dict[str, str] | None = getattr(self._local, "pending", None)
+        if pending is not None:
+            pending[which] = stamp  # believed only once the transaction commits
+        else:
+            with self._seen_lock:
+                self._seen[which] = stamp
 
     # --- freshness ----------------------------------------------------------------------
     def refresh(self) -> None:
@@ -417,18 +420,30 @@ class Index:
         self.add_inventory_lines(conn, tail[:end])
         self._set_meta(conn, "inventory_offset", f"{st.st_ino}:{offset + end}")
 
-    def add_inventory_lines(self, conn: sqlite3.Connection, data: bytes) -> None:
-        rows = []
-        for line in parse_inventory(data):
-            na = line.not_after_dt
-            rows.append(
-                (
-                    str(line.serial),
-                    line.serial if line.serial < 2**63 else None,
-                    line.certname,
-                    None if na is None else int(na.timestamp()),
+    @staticmethod
+    def inventory_row(
+        serial: int, certname: str, not_after_ts: int | None
+    ) -> tuple[str, int | None, str, int | None]:
+        """An inventory line's row: (serial, serial as an integer if SQLite can hold it,
+        certname, notAfter in whole seconds)."""
+        return str(serial), serial if serial < 2**63 else None, certname, not_after_ts
+
+    def add_inventory_lines(
+        self,
+        conn: sqlite3.Connection,
+        data: bytes,
+        rows: Sequence[tuple[str, int | None, str, int | None]] | None = None,
+    ) -> None:
+        """Index the inventory lines *data*; *rows*: theirs, if the caller made the lines."""
+        if rows is None:
+            rows = []
+            for line in parse_inventory(data):
+                na = line.not_after_dt
+                rows.append(
+                    self.inventory_row(
+                        line.serial, line.certname, None if na is None else int(na.timestamp())
+                    )
                 )
-            )
         conn.executemany(
             "INSERT OR REPLACE INTO inventory(serial, serial_int, name, not_after_ts) VALUES (?,?,?,?)",
             rows,
@@ -446,11 +461,13 @@ class Index:
         cert: x509.Certificate,
         *,
         values: tuple[str, int, str] | None = None,
+        path: Path | None = None,
     ) -> None:
+        """*path*: the certificate's file, if the caller has it (``cadir.cert_path(name)``)."""
         values = values or _cert_row(name, cert)
         conn.execute(
             "INSERT OR REPLACE INTO certs(name, serial, not_after_ts, status, stamp) VALUES (?,?,?,?,?)",
-            (name, *values, _stamp(self.cadir.cert_path(name))),
+            (name, *values, _stamp(path or self.cadir.cert_path(name))),
         )
 
     def put_csr(
@@ -476,16 +493,30 @@ class Index:
     def delete_csr(self, conn: sqlite3.Connection, name: str) -> None:
         conn.execute("DELETE FROM csrs WHERE name = ?", (name,))
 
-    def add_inventory(self, conn: sqlite3.Connection, line: bytes) -> None:
-        """Index a line we just appended, and advance the parsed offset past it."""
-        self.add_inventory_lines(conn, line)
-        st = os.stat(self.cadir.inventory)
+    def add_inventory(
+        self,
+        conn: sqlite3.Connection,
+        line: bytes,
+        appended: os.stat_result | None = None,
+        *,
+        rows: Sequence[tuple[str, int | None, str, int | None]] | None = None,
+    ) -> None:
+        """Index a line we just appended, and advance the parsed offset past it.
+
+        *rows*: the lines' rows, if the caller has them (see :meth:`inventory_row`).
+        *appended*: the ``fstat`` of the inventory right after the append (else it is
+        stat()ed here). It names the file appended to: if another file has been renamed
+        over the inventory since, the stamp recorded is not the path's, and the next
+        refresh re-reads the inventory, as it does after any change behind our back.
+        """
+        self.add_inventory_lines(conn, line, rows)
+        st = os.stat(self.cadir.inventory) if appended is None else appended
         ino, offset = (
             int(x) for x in (self._get_meta(conn, "inventory_offset") or "0:0").split(":")
         )
         if ino == st.st_ino and offset + len(line) == st.st_size:
             self._set_meta(conn, "inventory_offset", f"{ino}:{st.st_size}")
-            self.record(conn, "inventory")
+            self._note(conn, "inventory", _entry_stamp(st))
         # else: someone else appended too; the next refresh() parses the gap.
 
     def add_revoked(
@@ -595,12 +626,23 @@ class Index:
         self.refresh()
         return next(self._csr_rows("WHERE name = ?", (name,)), None)
 
+    _STATUS_SELECT = (
+        "SELECT 0, c.status, c.serial, c.not_after_ts, r.serial IS NOT NULL, '' "
+        "FROM certs c LEFT JOIN revoked r ON r.serial = c.serial WHERE c.name = ? "
+        "UNION ALL SELECT 1, status, NULL, NULL, 0, reason FROM csrs WHERE name = ? "
+        "ORDER BY 1 LIMIT 1"
+    )
+
     def status(self, name: str) -> Row | None:
         """The certificate if there is one (as puppetserver), else the CSR."""
-        self.refresh()  # once for both lookups
-        return next(self._cert_rows("WHERE c.name = ?", (name,)), None) or next(
-            self._csr_rows("WHERE name = ?", (name,)), None
-        )
+        self.refresh()  # once for both lookups, which are one statement (one read lock)
+        found = self._conn().execute(self._STATUS_SELECT, (name, name)).fetchone()
+        if found is None:
+            return None
+        csr, status, serial, na, revoked, reason = found
+        if csr:
+            return Row(name, "requested", status, reason=reason)
+        return Row(name, "revoked" if revoked else "signed", status, int(serial), na)
 
     def rows(self, state: str | None = None) -> Iterator[Row]:
         """All CSRs first, then all certificates (puppetserver's order), optionally filtered."""
@@ -655,12 +697,15 @@ class Index:
 
     def max_issued_serial(self) -> int:
         self.refresh()
-        a = self._conn().execute("SELECT max(serial_int) FROM inventory").fetchone()[0] or 0
-        b = (
-            self._conn().execute("SELECT max(CAST(serial AS INTEGER)) FROM certs").fetchone()[0]
-            or 0
+        a, b = (
+            self._conn()
+            .execute(
+                "SELECT (SELECT max(serial_int) FROM inventory),"
+                " (SELECT max(CAST(serial AS INTEGER)) FROM certs)"
+            )
+            .fetchone()
         )
-        return max(int(a), int(b))
+        return max(int(a or 0), int(b or 0))
 
     def expired_serials(self, now: dt.datetime) -> set[int]:
         """Serials whose certificate (per the inventory) expired before *now*."""

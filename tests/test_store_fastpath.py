@@ -1,0 +1,288 @@
+"""The enrollment path's cheaper forms (issue 12) say exactly what the plain ones said.
+
+Each fast form is compared with the straightforward code it replaced, kept here as the
+oracle: the index row's status JSON and the audit record of an issued certificate (for
+certificates with and without SANs, IPs, Puppet extensions and foreign ones), the leaf
+profile (extension order, criticality, refusals), the reads and the publication.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtensionOID, NameOID, ObjectIdentifier
+
+from splitca import fs, pki
+from splitca.compose import open_ca
+from splitca.config import Settings
+from splitca.core.usecases.common import cert_fields
+from splitca.pki.csr import extension_value_text, san_strings
+from splitca.pki.names import PP_AUTH_ARC, SHORT_NAMES
+from splitca.store.files.filestore import FileStore
+from splitca.store.files.index import _cert_row
+
+from .conftest import fast_key, make_csr, setup_ca
+
+# --- the oracles: the code before issue 12, verbatim in substance ---------------------
+
+
+def _old_status_fields(name: str, cert: x509.Certificate) -> dict[str, object]:
+    try:
+        exts = list(cert.extensions)
+    except (ValueError, x509.DuplicateExtension):
+        exts = []
+    dns: list[str] = []
+    sans: list[str] = []
+    auth: dict[str, str] = {}
+    for ext in exts:
+        if isinstance(ext.value, x509.SubjectAlternativeName):
+            dns, sans = san_strings(ext.value)
+        elif ext.oid.dotted_string.startswith(PP_AUTH_ARC + "."):
+            dotted = ext.oid.dotted_string
+            auth[SHORT_NAMES.get(dotted, dotted)] = extension_value_text(ext)
+    fps = pki.fingerprints(pki.der(cert))
+    return {
+        "name": name,
+        "dns_alt_names": dns,
+        "subject_alt_names": sans,
+        "authorization_extensions": auth,
+        "fingerprint": fps["default"],
+        "fingerprints": fps,
+        "not_before": pki.puppet_time(cert.not_valid_before_utc),
+        "not_after": pki.puppet_time(cert.not_valid_after_utc),
+        "serial_number": cert.serial_number,
+    }
+
+
+def _old_general_name(name: x509.GeneralName) -> str:
+    if isinstance(name, x509.DNSName):
+        return f"DNS:{name.value}"
+    if isinstance(name, x509.IPAddress):
+        return f"IP:{name.value}"
+    if isinstance(name, x509.RFC822Name):
+        return f"email:{name.value}"
+    if isinstance(name, x509.UniformResourceIdentifier):
+        return f"URI:{name.value}"
+    return str(name.value)
+
+
+def _old_cert_fields(cert: x509.Certificate, certname: str) -> dict[str, object]:
+    try:
+        sans = [
+            _old_general_name(n)
+            for n in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        ]
+    except x509.ExtensionNotFound:
+        sans = []
+    return {
+        "certname": certname,
+        "serial": cert.serial_number,
+        "fingerprint": pki.fingerprints(pki.der(cert))["SHA256"],
+        "sans": sans,
+        "extensions": [e.oid.dotted_string for e in cert.extensions],
+        "not_after": pki.puppet_time(cert.not_valid_after_utc),
+    }
+
+
+# --- a variety of certificates -----------------------------------------------------------
+
+_NOW = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
+_PP_UUID = ObjectIdentifier("1.3.6.1.4.1.34380.1.1.1")
+_PP_AUTH_ROLE = ObjectIdentifier(PP_AUTH_ARC + ".13")
+_FOREIGN = ObjectIdentifier("1.2.3.4.5")
+
+
+def _utf8(oid: ObjectIdentifier, text: str, critical: bool = False) -> x509.Extension:  # type: ignore[type-arg]
+    return x509.Extension(oid, critical, x509.UnrecognizedExtension(oid, pki.der_utf8(text)))
+
+
+def _certs() -> list[tuple[str, x509.Certificate]]:
+    ca_key = fast_key()
+    ca = pki.build_ca_certificate(ca_key, "Puppet CA: fast", now=_NOW, ttl=dt.timedelta(days=900))
+    out = [("ca", ca)]
+    variants: list[tuple[list[x509.GeneralName], list[x509.Extension]]] = [  # type: ignore[type-arg]
+        ([], []),
+        ([x509.DNSName("puppet"), x509.DNSName("n1.example.com")], []),
+        ([x509.IPAddress(ipaddress.ip_address("10.0.0.1")), x509.DNSName("b.ex")], []),
+        ([x509.IPAddress(ipaddress.ip_address("::1"))], [_utf8(_PP_UUID, "ab-cd")]),
+        (
+            [x509.RFC822Name("ops@example.com"), x509.UniformResourceIdentifier("spiffe://x/y")],
+            [_utf8(_PP_AUTH_ROLE, "webserver"), pki.cli_auth_extension()],
+        ),
+        ([], [_utf8(_FOREIGN, "other", critical=True), _utf8(_PP_UUID, "Ü-nicode")]),
+    ]
+    for i, (sans, exts) in enumerate(variants):
+        key = fast_key() if i % 2 else ec.generate_private_key(ec.SECP256R1())
+        name = f"n{i}.example.com"
+        builder = pki.leaf_builder(
+            ca_key=ca_key,
+            ca_cert=ca,
+            public_key=key.public_key(),
+            certname=name,
+            not_before=_NOW,
+            not_after=_NOW + dt.timedelta(days=30 + i),
+            alt_names=sans,
+            extensions=exts,
+        )
+        out.append((name, pki.sign_leaf(builder, ca_key, 1000 + i)))
+    return out
+
+
+CERTS = _certs()
+
+
+@pytest.mark.parametrize(("name", "cert"), CERTS, ids=[n for n, _ in CERTS])
+def test_the_status_json_of_a_row_is_the_previous_functions(
+    name: str, cert: x509.Certificate
+) -> None:
+    serial, not_after_ts, status = _cert_row(name, cert)
+    assert status == json.dumps(_old_status_fields(name, cert), separators=(",", ":"))
+    assert json.loads(status) == _old_status_fields(name, cert)
+    assert (serial, not_after_ts) == (
+        str(cert.serial_number),
+        int(cert.not_valid_after_utc.timestamp()),
+    )
+
+
+@pytest.mark.parametrize(("name", "cert"), CERTS, ids=[n for n, _ in CERTS])
+def test_the_audit_record_of_a_certificate_is_the_previous_functions(
+    name: str, cert: x509.Certificate
+) -> None:
+    assert cert_fields(cert, name) == _old_cert_fields(cert, name)
+    for n in (
+        x509.DNSName("a.b"),
+        x509.IPAddress(ipaddress.ip_address("10.1.2.3")),
+        x509.RFC822Name("x@y.z"),
+        x509.UniformResourceIdentifier("https://x/"),
+        x509.RegisteredID(ObjectIdentifier("1.2.3")),
+        x509.DirectoryName(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "d")])),
+    ):
+        assert pki.general_name_str(n) == _old_general_name(n)
+
+
+def test_the_leaf_profile_keeps_its_extensions_in_order_and_refuses_duplicates() -> None:
+    """Extensions go to the builder as one list now: the order and criticality of
+    puppetserver's profile, the requested ones in the middle, and a duplicate refused
+    before a serial is taken, with cryptography's own message."""
+    by_name = dict(CERTS)
+    cert = by_name["n4.example.com"]
+    got = [(e.oid.dotted_string, e.critical) for e in cert.extensions]
+    assert got == [
+        ("2.16.840.1.113730.1.13", False),  # Netscape comment
+        (ExtensionOID.AUTHORITY_KEY_IDENTIFIER.dotted_string, False),
+        (ExtensionOID.SUBJECT_KEY_IDENTIFIER.dotted_string, False),
+        (_PP_AUTH_ROLE.dotted_string, False),
+        (pki.PP_CLI_AUTH.dotted_string, False),
+        (ExtensionOID.SUBJECT_ALTERNATIVE_NAME.dotted_string, False),
+        (ExtensionOID.BASIC_CONSTRAINTS.dotted_string, True),
+        (ExtensionOID.EXTENDED_KEY_USAGE.dotted_string, True),
+        (ExtensionOID.KEY_USAGE.dotted_string, True),
+    ]
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["n4.example.com"]  # always the certname
+    ca_key = fast_key()
+    ca = by_name["ca"]
+    common = dict(ca_key=ca_key, ca_cert=ca, certname="d.ex", not_before=_NOW)
+    twice = [_utf8(_PP_UUID, "a"), _utf8(_PP_UUID, "b")]
+    with pytest.raises(ValueError, match="This extension has already been set"):
+        pki.leaf_builder(
+            public_key=fast_key().public_key(), not_after=_NOW, extensions=twice, **common
+        )
+    with pytest.raises(TypeError, match="Expecting one of"):
+        pki.leaf_builder(public_key="not a key", not_after=_NOW, **common)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not valid after"):
+        pki.leaf_builder(
+            public_key=fast_key().public_key(), not_after=_NOW - dt.timedelta(days=1), **common
+        )
+
+
+# --- reads and publication -----------------------------------------------------------------
+
+
+def test_read_stat_reads_whole_files_of_any_size(tmp_path: Path) -> None:
+    for size in (0, 1, 4096, 65536 + 3, 300_000):
+        path = tmp_path / f"f{size}"
+        data = os.urandom(size)
+        path.write_bytes(data)
+        got, st = fs.read_stat(path)
+        assert got == data and st.st_size == size and st.st_ino == path.stat().st_ino
+        assert fs.read_bytes(path) == data
+    assert fs.read_bytes(tmp_path / "missing") is None
+    with pytest.raises(FileNotFoundError):
+        fs.read_stat(tmp_path / "missing")
+    proc = Path("/proc/self/status")  # stat says 0 bytes: read to the end all the same
+    assert fs.read_stat(proc)[0].startswith(b"Name:")
+
+
+def test_an_enrollment_leaves_the_index_in_step_with_the_files(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stamps recorded from descriptors (the inventory's fstat after the append, the
+    signed/ directory the renames went through) are the ones a fresh look at the files
+    gives: the next query re-indexes nothing, and a rebuild finds what was recorded."""
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    store = ca.store
+    assert isinstance(store, FileStore)
+    store.index.refresh()  # the first look indexes the copied CA
+    reindexed: list[str] = []
+    for which in store.index.WATCHED:
+        real = getattr(store.index, f"_reconcile_{which}")
+        monkeypatch.setattr(
+            store.index,
+            f"_reconcile_{which}",
+            lambda conn, w=which, real=real: (reindexed.append(w), real(conn))[1],
+        )
+    ca.submit_csr("fast1.example.com", pki.pem(make_csr("fast1.example.com")))
+    ca.sign("fast1.example.com")
+    assert store.status("fast1.example.com") is not None
+    assert reindexed == []  # every stamp our writes recorded was the files' own
+    monkeypatch.undo()
+    conn = store.index._conn()  # what the writes recorded (no refresh: it would correct them)
+    stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    for which, path in store.index._paths().items():
+        st = os.stat(path)
+        assert stored[f"stamp:{which}"] == f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}", which
+    before = conn.execute("SELECT name, serial, status, stamp FROM certs ORDER BY name").fetchall()
+    inventory = conn.execute("SELECT * FROM inventory ORDER BY serial").fetchall()
+    assert not list(settings.cadir.joinpath(".splitca", "tmp").iterdir())  # nothing staged left
+    store.rebuild()
+    conn = store.index._conn()
+    assert (
+        conn.execute("SELECT name, serial, status, stamp FROM certs ORDER BY name").fetchall()
+        == before
+    )
+    assert conn.execute("SELECT * FROM inventory ORDER BY serial").fetchall() == inventory
+    row = store.status("fast1.example.com")
+    assert row is not None and row.state == "signed"
+    assert store.cert("fast1.example.com") is not None
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["plain.example.com", "Puppet CA: host.example.com", "odd/CN=inner", "two\u2028lines"],
+)
+def test_a_reservation_indexes_its_inventory_line_as_a_rebuild_parses_it(
+    settings: Settings, name: str
+) -> None:
+    """The reservation indexes its own line from the values it wrote it from; a rebuild
+    (which parses the file) finds the same rows, for names and times of any shape."""
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    store = ca.store
+    assert isinstance(store, FileStore)
+    not_after = dt.datetime(2031, 5, 6, 7, 8, 9, 987654, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    store.reserve_serial(name, _NOW, not_after)
+    conn = store.index._conn()
+    recorded = conn.execute("SELECT * FROM inventory ORDER BY serial").fetchall()
+    store.rebuild()
+    assert store.index._conn().execute("SELECT * FROM inventory ORDER BY serial").fetchall() == (
+        recorded
+    )
