@@ -293,8 +293,9 @@ def publish(
     src = dst = -1
     try:
         try:
-            if dirs is not None:
-                src, dst = dirs(tmp.parent), dirs(path.parent)
+            if dirs is not None:  # src first: if dst is refused, the staged file is removed
+                src = dirs(tmp.parent)
+                dst = dirs(path.parent)
             else:
                 src = open_dir(tmp.parent, anchor)
                 dst = src if tmp.parent == path.parent else open_dir(path.parent, anchor)

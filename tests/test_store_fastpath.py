@@ -23,6 +23,7 @@ from splitca import fs, pki
 from splitca.compose import open_ca
 from splitca.config import Settings
 from splitca.core.usecases.common import cert_fields
+from splitca.errors import UnsafePath
 from splitca.pki.csr import extension_value_text, san_strings
 from splitca.pki.names import PP_AUTH_ARC, SHORT_NAMES
 from splitca.store.files.filestore import FileStore
@@ -286,3 +287,23 @@ def test_a_reservation_indexes_its_inventory_line_as_a_rebuild_parses_it(
     assert store.index._conn().execute("SELECT * FROM inventory ORDER BY serial").fetchall() == (
         recorded
     )
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_refused_rename_removes_the_staged_file_with_or_without_a_batch(
+    tmp_path: Path, batch: bool
+) -> None:
+    """publish's contract (the rename failed: the staged file is removed) holds when the
+    directories come from a batch's descriptors too, also when it is the target directory
+    (a link) that is refused after the staging directory was opened."""
+    root = tmp_path / "ca"
+    (root / "tmp").mkdir(parents=True)
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (root / "signed").symlink_to(evil)
+    target = root / "signed" / "n.pem"
+    tmp = fs.stage(target, b"cert\n", mode=0o644, tmpdir=root / "tmp", anchor=root)
+    with pytest.raises(UnsafePath), fs.OpenDirs(root) as dirs:
+        fs.publish(tmp, target, anchor=root, dirs=dirs if batch else None)
+    assert not tmp.exists() and os.listdir(root / "tmp") == []
+    assert os.listdir(evil) == []
