@@ -456,13 +456,19 @@ def read_stat(path: os.PathLike[str] | str) -> tuple[bytes, os.stat_result]:
 
     Four system calls for a small file (open, fstat, read, close) where
     ``Path.read_bytes`` makes ten (its buffered reader's isatty, seeks and second read).
+
+    Raises:
+      UnsafePath: *path* is not a regular file (a FIFO would block a reader forever, a
+        device could be read without end); it is opened without blocking to find out.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
         st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePath(f"{os.fspath(path)} is not a regular file; refusing to read it")
         data = os.read(fd, st.st_size + 1)  # one byte more: a file grown since is seen
-        if len(data) != st.st_size or not stat.S_ISREG(st.st_mode):
-            chunks = [data]  # grown, shrunk or not a regular file: read up to the end
+        if len(data) != st.st_size:
+            chunks = [data]  # grown or shrunk (or /proc, whose sizes are 0): read to the end
             while chunk := os.read(fd, max(st.st_size, 65536)):
                 chunks.append(chunk)
             data = b"".join(chunks)

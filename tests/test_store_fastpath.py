@@ -23,13 +23,13 @@ from splitca import fs, pki
 from splitca.compose import open_ca
 from splitca.config import Settings
 from splitca.core.usecases.common import cert_fields
-from splitca.errors import UnsafePath
+from splitca.errors import StoreError, UnsafePath
 from splitca.pki.csr import extension_value_text, san_strings
 from splitca.pki.names import PP_AUTH_ARC, SHORT_NAMES
 from splitca.store.files.filestore import FileStore
 from splitca.store.files.index import _cert_row
 
-from .conftest import fast_key, make_csr, setup_ca
+from .conftest import fast_key, make_csr, make_settings, setup_ca
 
 # --- the oracles: the code before issue 12, verbatim in substance ---------------------
 
@@ -307,3 +307,55 @@ def test_a_refused_rename_removes_the_staged_file_with_or_without_a_batch(
         fs.publish(tmp, target, anchor=root, dirs=dirs if batch else None)
     assert not tmp.exists() and os.listdir(root / "tmp") == []
     assert os.listdir(evil) == []
+
+
+@pytest.mark.parametrize("which", ["serial", "certificate"])
+def test_a_fifo_in_place_of_a_cadir_file_is_refused_not_waited_on(
+    tmp_path: Path, which: str
+) -> None:
+    """Opening a FIFO for reading waits for a writer: a FIFO planted where the serial file or
+    a certificate should be would hang the thread that reads it (a request, forever). The
+    read is refused at once instead, as a store error (HTTP 503, never a hang or a 500);
+    for the serial file that error is the usual "unreadable serial file" warning."""
+    import threading
+
+    settings = make_settings(tmp_path)
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    ca.generate("fifo-victim.example.com")
+    target = (
+        settings.cadir / "serial"
+        if which == "serial"
+        else settings.cadir / "signed" / "fifo-victim.example.com.pem"
+    )
+    target.unlink()
+    os.mkfifo(target, 0o600)
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            if which == "serial":
+                ca.generate("after-the-fifo.example.com")
+            else:
+                ca.certificate_pem("fifo-victim.example.com")
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():
+        with open(target, "wb"):  # let the blocked reader go before failing
+            pass
+        pytest.fail(f"reading the {which} blocked on a FIFO")
+    if which == "serial":
+        # an unreadable serial file is a warning: the next serial comes from the inventory,
+        # and the serial file is replaced by a regular one
+        assert outcome == [None]
+        assert target.is_file() and not target.is_fifo()
+        assert int(target.read_text(), 16) > 2
+    else:
+        assert outcome and isinstance(outcome[0], StoreError), outcome
+        assert "not a regular file" in str(outcome[0])
