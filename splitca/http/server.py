@@ -177,6 +177,7 @@ class _Connection(cheroot_server.HTTPConnection):
     _handshaken = False
     _started: float | None = None
     _scanned = 0  # how much of the head buffered so far was searched for its end
+    _end = -1  # where the head's blank line starts, once _read_head found it
     _skipped = 0  # blank lines skipped before the request line
     _charged = 0  # bytes this connection holds from the worker's budget
     _head = b""  # the request head, once complete, while its body is read
@@ -249,6 +250,8 @@ class _Connection(cheroot_server.HTTPConnection):
     def _charge(self, budget: Budget, held: int) -> bool:
         """This connection now holds *held* bytes; False if the worker's budget has no room."""
         want = max(0, held - self.FREE)
+        if want == self._charged:
+            return True  # an agent's request: nothing to take from the budget, nor to give back
         if not budget.resize(self._charged, want):
             return False
         self._charged = want
@@ -274,7 +277,9 @@ class _Connection(cheroot_server.HTTPConnection):
                 if self._skipped > self.HEAD_LIMIT:
                     return None
                 del pre[:blank]
-            if find_head_end(pre, self._scanned) >= 0 or len(pre) >= self.HEAD_LIMIT:
+            end = find_head_end(pre, self._scanned) if pre else -1
+            if end >= 0 or len(pre) >= self.HEAD_LIMIT:
+                self._end = end
                 return True
             self._scanned = len(pre)
             if time.monotonic() - (self._started or 0) > limit:
@@ -293,7 +298,7 @@ class _Connection(cheroot_server.HTTPConnection):
             ready = self._read_head(sock, adapter.budget, limit)
             if ready is not True:
                 return ready
-            end = find_head_end(sock.pre, self._scanned)
+            end = self._end
             self._scanned = self._skipped = 0
             if end < 0:
                 return True  # a head past HEAD_LIMIT: cheroot's parser takes it from here
