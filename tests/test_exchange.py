@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import logging
 import re
 import socket
 import ssl
@@ -18,11 +19,12 @@ from cheroot import wsgi as cheroot_wsgi
 
 from splitca.authority import CertificateAuthority
 from splitca.config import Settings
+from splitca.http import app as app_module
 from splitca.http import server as server_module
 from splitca.http.exchange import Gateway, Request, http_date
 from splitca.http.wsgiapp import make_app
 
-from .conftest import free_port
+from .conftest import free_port, wsgi_call
 
 App = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
@@ -271,3 +273,25 @@ def test_an_answer_is_one_write_of_its_head_and_body(ca: CertificateAuthority) -
     assert response.count(b"-----BEGIN CERTIFICATE-----") == 2
     assert len(_CountingConnection.writes) == 2  # one per answer
     assert sum(_CountingConnection.writes) == len(response)
+
+
+def test_the_access_log_line_is_made_only_when_it_is_logged(
+    ca: CertificateAuthority, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At INFO each answer is one access-log line (the target made printable); below INFO
+    the line's arguments are not computed at all."""
+    app = make_app(ca=ca)
+    with caplog.at_level(logging.INFO, logger="splitca.access"):
+        got = wsgi_call(app, "GET", "/puppet-ca/v1/certificate/ca\n")
+    lines = [r.getMessage() for r in caplog.records if r.name == "splitca.access"]
+    assert len(lines) == 1 and '"GET /puppet-ca/v1/certificate/ca\\n" 404 ' in lines[0], lines
+    assert got.status == 404
+
+    def refuse(text: str) -> str:
+        raise AssertionError("an access-log line was formatted below INFO")
+
+    monkeypatch.setattr(app_module, "printable", refuse)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="splitca.access"):
+        assert wsgi_call(app, "GET", "/puppet-ca/v1/certificate/ca").status == 200
+    assert not [r for r in caplog.records if r.name == "splitca.access"]
