@@ -261,6 +261,13 @@ class _CountingConnection(server_module._Connection):
                 return getattr(wfile, name)
 
         self.wfile = Counting()
+        sendall = self.socket.sendall
+
+        def counting_sendall(data: bytes) -> None:
+            writes.append(len(data))
+            sendall(data)
+
+        self.socket.sendall = counting_sendall
 
 
 def test_an_answer_is_one_write_of_its_head_and_body(ca: CertificateAuthority) -> None:

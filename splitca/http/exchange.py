@@ -293,8 +293,9 @@ class Gateway(cheroot_wsgi.Gateway_10):
 
     def respond(self) -> None:
         """cheroot's ``Gateway.respond``; a response of one body (the app's ``[body]``) that
-        fits its Content-Length goes out with its head in one write: one TLS record, one
-        send, instead of two."""
+        fits its Content-Length goes out with its head in one ``sendall``: one TLS record,
+        one send, instead of two writes through cheroot's buffered writer (which only
+        flushes each write to the socket)."""
         response = self.req.server.wsgi_app(self.env, self.start_response)
         req = self.req
         if (
@@ -310,7 +311,7 @@ class Gateway(cheroot_wsgi.Gateway_10):
             head = req.response_head()
             if body and req.chunked_write:
                 body = b"%x\r\n%s\r\n" % (len(body), body)
-            req.conn.wfile.write(head + body)
+            req.conn.socket.sendall(head + body)  # not through cheroot's pure-Python writer
             return
         try:
             for chunk in filter(None, response):
