@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,7 +25,7 @@ from splitca.config import Settings
 from splitca.errors import StoreError, StoreUnavailable
 from splitca.http.wsgiapp import make_app
 
-from .conftest import Server, make_csr, setup_ca, wsgi_call
+from .conftest import Server, io_ready, make_csr, setup_ca, wsgi_call
 
 STATUS_TYPE = "text/plain; charset=utf-8"
 
@@ -272,3 +274,32 @@ def test_a_missing_or_unusable_multiprocess_dir_costs_no_answer(tmp_path: Path, 
         assert any(path.iterdir())  # counted in the directory the workers share
     else:
         assert done.stderr.count("is not a usable directory") == 1, done.stderr
+
+
+def test_a_forked_process_makes_its_own_instruments(settings: Settings) -> None:
+    """Instruments made before a fork are the parent's: a forked child (a `serve` worker, a
+    mod_wsgi child) makes its own on its first request, even if another thread of the parent
+    held the metrics lock when it forked."""
+    setup_ca(settings)
+    metrics = make_app(ca=open_ca(settings)).metrics
+    metrics.observe_request("/r", "GET", 200, None)
+    parent = metrics._instruments()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        with metrics._lock:  # held at the fork, as by a thread of the parent making them
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover (the child)
+                code = 1
+                try:
+                    metrics.observe_request("/r", "GET", 200, None)
+                    code = 0 if metrics._instruments() is not parent else 2
+                finally:
+                    theirs.send(bytes([code]))
+                    os._exit(0)
+        answered, _ = io_ready(ours, timeout=30)
+        if not answered:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        assert answered, "the forked child hung on the parent's metrics lock"
+        assert ours.recv(1) == b"\0"
+    assert metrics._instruments() is parent

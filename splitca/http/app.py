@@ -353,16 +353,17 @@ class App:
         if status_line is None:
             status_line = f"{resp.status} {resp.reason or HTTPStatus(resp.status).phrase}"
         start_response(status_line, headers)
-        access_log.info(
-            '%s %s "%s %s" %d %s %.1fms',
-            req.client.address or "-",
-            req.client.certname or "-",
-            req.method,
-            printable(environ.get("REQUEST_URI") or req.path),
-            resp.status,
-            "-" if resp.stream is not None else len(resp.body),
-            (time.monotonic() - started) * 1000,
-        )
+        if access_log.isEnabledFor(logging.INFO):  # not the line's arguments for nothing
+            access_log.info(
+                '%s %s "%s %s" %d %s %.1fms',
+                req.client.address or "-",
+                req.client.certname or "-",
+                req.method,
+                printable(environ.get("REQUEST_URI") or req.path),
+                resp.status,
+                "-" if resp.stream is not None else len(resp.body),
+                (time.monotonic() - started) * 1000,
+            )
         try:
             self.metrics.observe_request(req.route, req.method, resp.status, error)
         except Exception:  # counting must never cost a request its answer
@@ -388,7 +389,9 @@ class App:
             if req.method not in r.methods and not (req.method == "HEAD" and "GET" in r.methods):
                 allowed.extend(r.methods)
                 continue
-            params = {k: urllib.parse.unquote(v) for k, v in m.groupdict().items()}
+            params = {  # unquote() returns a value without "%" as it is
+                k: urllib.parse.unquote(v) if "%" in v else v for k, v in m.groupdict().items()
+            }
             req.route = r.prefix + r.pattern.pattern
             self.authorize(req, r.access, params)
             if legacy is not None:

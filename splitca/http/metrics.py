@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,18 @@ _METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE"})
 _PING_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
+_LIVE: weakref.WeakSet[Metrics] = weakref.WeakSet()  # every Metrics of this process
+
+
+def _after_fork() -> None:
+    """In a forked child: the parent's instruments (and locks) are not this process's."""
+    for metrics in list(_LIVE):
+        metrics._forget()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 class Metrics:
     """One process's instruments and its cached store snapshot. Thread-safe."""
 
@@ -50,17 +63,20 @@ class Metrics:
         self._lock = threading.Lock()
         self._cached: tuple[float, Snapshot] | None = None
         self._made: dict[str, Any] | None = None
-        self._pid = 0
+        _LIVE.add(self)
 
-    # --- instruments (made once per process, after any fork) ------------------------------
+    # --- instruments (made once per process: a fork forgets them, see _after_fork) ---------
+    def _forget(self) -> None:
+        self._lock = threading.Lock()  # another thread of the parent may have held it
+        self._made = None
+
     def _instruments(self) -> dict[str, Any]:
         made = self._made
-        if made is not None and self._pid == os.getpid():
+        if made is not None:
             return made
         with self._lock:
-            if self._made is None or self._pid != os.getpid():
+            if self._made is None:
                 self._made = self._make()
-                self._pid = os.getpid()
             return self._made
 
     def _make(self) -> dict[str, Any]:
@@ -104,7 +120,7 @@ class Metrics:
     def observe_request(
         self, route: str, method: str, status: int, error: BaseException | None
     ) -> None:
-        m = self._instruments()
+        m = self._made or self._instruments()  # one attribute read once they are made
         shown = method if method in _METHODS else "other"  # a client's method is not a label
         key = (route, shown, status)
         child = m["request_children"].get(key)

@@ -165,11 +165,10 @@ def framing(head: bytes, limit: int) -> tuple[bytes, int | None, bool]:
             fields.setdefault(last, []).append(value.strip())
         if last != b"expect":
             kept.append(line)
-    expect = http11 and any(v.lower() == b"100-continue" for v in fields.get(b"expect", []))
-    codings = [
-        c.strip().lower() for v in fields.get(b"transfer-encoding", []) for c in v.split(b",")
-    ]
-    codings = [c for c in codings if c] if http11 else []  # cheroot: chunked only from HTTP/1.1
+    expects = fields.get(b"expect")
+    expect = http11 and expects is not None and any(v.lower() == b"100-continue" for v in expects)
+    te = fields.get(b"transfer-encoding") if http11 else None  # cheroot: chunked from HTTP/1.1
+    codings = [c.strip().lower() for v in te for c in v.split(b",") if c.strip()] if te else []
     if codings:
         # cheroot answers any other coding with 501 and reads no body
         return b"\r\n".join(kept), (None if set(codings) == {b"chunked"} else 0), expect

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
-import io
 import logging
 import os
 import shutil
@@ -38,6 +37,7 @@ from splitca.errors import (
     StoreError,
 )
 from splitca.http.app import App, error_response
+from splitca.http.exchange import Gateway, Request
 from splitca.http.metrics import MULTIPROC_ENV
 from splitca.http.reading import BodyReader, Budget, find_head_end, framing
 from splitca.http.wsgiapp import make_app
@@ -87,13 +87,7 @@ class _DeadlineSSLSocket(ssl.SSLSocket):
 
     deadline: float | None = None
     idle_timeout: float | None = None
-
-    @property
-    def pre(self) -> bytearray:
-        buf: bytearray | None = self.__dict__.get("_pre")
-        if buf is None:
-            buf = self.__dict__["_pre"] = bytearray()
-        return buf
+    pre: bytearray  # what was read from the socket and not yet consumed (set by _Adapter.wrap)
 
     def _before_read(self) -> None:
         if self.deadline is None:
@@ -134,57 +128,6 @@ class _DeadlineSSLSocket(ssl.SSLSocket):
         return chunk or None
 
 
-class _BodyInput:
-    """``wsgi.input`` over a body the connection has already read, or the error that ended it."""
-
-    def __init__(self, body: bytes | SplitCAError) -> None:
-        self._error = body if isinstance(body, SplitCAError) else None
-        self._data = io.BytesIO(body if isinstance(body, bytes) else b"")
-
-    def read(self, size: int | None = -1) -> bytes:
-        if self._error is not None:
-            raise self._error
-        return self._data.read(-1 if size is None else size)
-
-    def readline(self, size: int | None = -1) -> bytes:
-        if self._error is not None:
-            raise self._error
-        return self._data.readline(-1 if size is None else size)
-
-    def readlines(self, hint: int = -1) -> list[bytes]:
-        if self._error is not None:
-            raise self._error
-        return self._data.readlines(hint)
-
-    def __iter__(self) -> _BodyInput:
-        return self
-
-    def __next__(self) -> bytes:
-        line = self.readline()
-        if not line:
-            raise StopIteration
-        return line
-
-
-class _Request(cheroot_server.HTTPRequest):
-    """cheroot's request, reading its body from memory when the connection gathered it."""
-
-    def respond(self) -> None:
-        body = getattr(self.conn, "body", None)
-        if body is None:
-            super().respond()
-            return
-        if isinstance(body, SplitCAError):
-            self.close_connection = True  # the rest of the stream cannot be framed
-        self.rfile = _BodyInput(body)
-        # cheroot's HTTPRequest.respond, minus its own body readers
-        self.server.gateway(self).respond()
-        if self.ready:
-            self.ensure_headers_sent()
-        if self.chunked_write:
-            self.conn.wfile.write(b"0\r\n\r\n")
-
-
 class _Adapter(BuiltinSSLAdapter):
     """cheroot's builtin adapter with our own SSLContext, and no handshake in the accept loop.
 
@@ -207,7 +150,10 @@ class _Adapter(BuiltinSSLAdapter):
         self.budget = Budget(settings.effective_max_buffered_bytes)
 
     def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, str]]:
-        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), {}
+        tls = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        assert isinstance(tls, _DeadlineSSLSocket)
+        tls.pre = bytearray()
+        return tls, {}
 
 
 class _Connection(cheroot_server.HTTPConnection):
@@ -227,15 +173,16 @@ class _Connection(cheroot_server.HTTPConnection):
     HTTP/d.d`` is answered 400 and closed, before any body is read.
     """
 
-    RequestHandlerClass = _Request
+    RequestHandlerClass = Request
     _handshaken = False
     _started: float | None = None
     _scanned = 0  # how much of the head buffered so far was searched for its end
+    _end = -1  # where the head's blank line starts, once _read_head found it
     _skipped = 0  # blank lines skipped before the request line
     _charged = 0  # bytes this connection holds from the worker's budget
     _head = b""  # the request head, once complete, while its body is read
     _reader: BodyReader | None = None  # the body being read
-    body: bytes | SplitCAError | None = None  # the request's body, for _Request
+    body: bytes | SplitCAError | None = None  # the request's body, for exchange.Request
     _later = b""  # what the client sent after this request (pipelining)
     HEAD_LIMIT = 65536
     FREE = 16384  # bytes a connection may hold outside the budget: an agent's whole request
@@ -303,6 +250,8 @@ class _Connection(cheroot_server.HTTPConnection):
     def _charge(self, budget: Budget, held: int) -> bool:
         """This connection now holds *held* bytes; False if the worker's budget has no room."""
         want = max(0, held - self.FREE)
+        if want == self._charged:
+            return True  # an agent's request: nothing to take from the budget, nor to give back
         if not budget.resize(self._charged, want):
             return False
         self._charged = want
@@ -328,7 +277,9 @@ class _Connection(cheroot_server.HTTPConnection):
                 if self._skipped > self.HEAD_LIMIT:
                     return None
                 del pre[:blank]
-            if find_head_end(pre, self._scanned) >= 0 or len(pre) >= self.HEAD_LIMIT:
+            end = find_head_end(pre, self._scanned) if pre else -1
+            if end >= 0 or len(pre) >= self.HEAD_LIMIT:
+                self._end = end
                 return True
             self._scanned = len(pre)
             if time.monotonic() - (self._started or 0) > limit:
@@ -347,7 +298,7 @@ class _Connection(cheroot_server.HTTPConnection):
             ready = self._read_head(sock, adapter.budget, limit)
             if ready is not True:
                 return ready
-            end = find_head_end(sock.pre, self._scanned)
+            end = self._end
             self._scanned = self._skipped = 0
             if end < 0:
                 return True  # a head past HEAD_LIMIT: cheroot's parser takes it from here
@@ -489,6 +440,7 @@ def _make_server(settings: Settings, app: App, *, reuse_port: bool) -> cheroot_w
     )
     server.ssl_adapter = _Adapter(settings)
     server.ConnectionClass = _Connection
+    server.gateway = Gateway  # cheroot's WSGI 1.0 gateway, leaner (see http/exchange.py)
     # cheroot answers "Connection: close" once a worker holds 10 connections, so with more
     # agents than that every request paid a new TLS handshake (an RSA signature with an
     # RSA server key). An idle keep-alive connection here costs a descriptor and a selector
