@@ -302,3 +302,22 @@ def test_the_access_log_line_is_made_only_when_it_is_logged(
     with caplog.at_level(logging.WARNING, logger="splitca.access"):
         assert wsgi_call(app, "GET", "/puppet-ca/v1/certificate/ca").status == 200
     assert not [r for r in caplog.records if r.name == "splitca.access"]
+
+
+def test_a_head_whose_first_field_line_is_folded_is_answered_400_not_500(
+    ca: CertificateAuthority,
+) -> None:
+    """A continuation line with no field before it (RFC 9112 5.2 obs-fold) is a bad head:
+    a clean 400 and the connection closed, never a crash answered 500."""
+    settings, app = ca.settings, make_app(ca=ca)
+    with running(settings, app) as port:
+        for fold in (b" ", b"\t"):
+            got = exchange(
+                settings,
+                port,
+                b"GET /puppet-ca/v1/certificate/ca HTTP/1.1\r\n"
+                + fold
+                + b"X: y\r\nHost: ca\r\n\r\nGET /puppet-ca/v1/certificate/ca HTTP/1.1\r\n\r\n",
+            )
+            assert got.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got[:100]
+            assert got.count(b"HTTP/1.1 ") == 1  # closed: the request after it is not served

@@ -87,6 +87,8 @@ class HeaderReader(cheroot_server.HeaderReader):
             if not line.endswith(b"\r\n"):
                 raise ValueError("HTTP requires CRLF terminators")
             if line[:1] in {b" ", b"\t"}:
+                if hname is None:  # cheroot: an UnboundLocalError, answered 500
+                    raise ValueError("Illegal continuation line.")
                 v = line.strip()  # a continuation line: as cheroot, it replaces the value
             else:
                 try:
