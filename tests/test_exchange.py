@@ -321,3 +321,31 @@ def test_a_head_whose_first_field_line_is_folded_is_answered_400_not_500(
             )
             assert got.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got[:100]
             assert got.count(b"HTTP/1.1 ") == 1  # closed: the request after it is not served
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"HTTP/1.1\r\nHost: ca\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+        b"HTTP/1.1\r\nHost: ca\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        b"HTTP/1.0\r\nConnection: Keep-Alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+        b"HTTP/1.0\r\nConnection: Keep-Alive\r\nTransfer-Encoding: chunked\r\n",
+    ],
+)
+def test_a_request_framed_two_ways_is_answered_then_the_connection_closed(
+    ca: CertificateAuthority, framing: bytes
+) -> None:
+    """Transfer-Encoding with Content-Length, or in HTTP/1.0, is a body another reader of
+    the stream (a proxy in front) may have framed otherwise: what follows it is not served
+    as the next request (RFC 9112 6.1: answer, then close the connection)."""
+    settings, app = ca.settings, make_app(ca=ca)
+    get = b"GET /puppet-ca/v1/certificate/ca "
+    smuggled = b"GET /puppet-ca/v1/certificate_revocation_list/ca HTTP/1.1\r\nHost: ca\r\n\r\n"
+    with running(settings, app) as port:
+        got = exchange(settings, port, get + framing + b"\r\n0\r\n\r\n" + smuggled)
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got[:100]
+    assert got.count(b"HTTP/1.1 ") == 1 and b"X509 CRL" not in got
+    head = got.split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nKeep-Alive:" not in head
+    if framing.startswith(b"HTTP/1.1"):
+        assert b"\r\nConnection: close" in head

@@ -154,11 +154,12 @@ class Request(cheroot_server.HTTPRequest):
         self.ready = True
 
     def respond(self) -> None:
-        body = getattr(self.conn, "body", None)
+        conn = self.conn
+        body = getattr(conn, "body", None)
         if body is None:
             super().respond()
             return
-        if isinstance(body, SplitCAError):
+        if isinstance(body, SplitCAError) or conn.close_after:
             self.close_connection = True  # the rest of the stream cannot be framed
         self.rfile = BodyInput(body)
         # cheroot's HTTPRequest.respond, minus its own body readers

@@ -134,13 +134,15 @@ class BodyReader:
             del buf[:pos]
 
 
-def framing(head: bytes, limit: int) -> tuple[bytes, int | None, bool]:
+def framing(head: bytes, limit: int) -> tuple[bytes, int | None, bool, bool]:
     """How the body after *head* is framed, as cheroot reads the head.
 
     Returns the head to hand to cheroot (without ``Expect``: the 100 Continue, if any,
     is sent by the caller, before the body is read), the Content-Length (0: no body;
-    None: chunked) and whether the client waits for 100 Continue (HTTP/1.1 only, RFC
-    9110 10.1.1). Raises InvalidRequest on a request line that is not strictly
+    None: chunked), whether the client waits for 100 Continue (HTTP/1.1 only, RFC
+    9110 10.1.1) and whether the connection must close after the answer: a
+    Transfer-Encoding with a Content-Length, or in HTTP/1.0, is a body another reader
+    of the stream (a proxy in front) may have framed otherwise (RFC 9112 6.1). Raises InvalidRequest on a request line that is not strictly
     ``method target HTTP/d.d`` (another reading of it could frame the body differently
     from cheroot's) or a Content-Length that is not one number, BodyTooLarge on an
     absurd one.
@@ -151,7 +153,7 @@ def framing(head: bytes, limit: int) -> tuple[bytes, int | None, bool]:
         raise MalformedRequestLine("Malformed request line.")
     major, minor = int(version[1]), int(version[2])
     if (major, minor) not in ((1, 0), (1, 1)):
-        return head, 0, False  # cheroot answers 505 and closes: there is no body to read
+        return head, 0, False, True  # cheroot answers 505 and closes: there is no body to read
     http11 = minor == 1
     fields: dict[bytes, list[bytes]] = {}
     kept = [lines[0]]
@@ -167,20 +169,23 @@ def framing(head: bytes, limit: int) -> tuple[bytes, int | None, bool]:
             kept.append(line)
     expects = fields.get(b"expect")
     expect = http11 and expects is not None and any(v.lower() == b"100-continue" for v in expects)
-    te = fields.get(b"transfer-encoding") if http11 else None  # cheroot: chunked from HTTP/1.1
+    te = fields.get(b"transfer-encoding")
+    uncertain = te is not None and (not http11 or b"content-length" in fields)
+    te = te if http11 else None  # cheroot: chunked from HTTP/1.1
     codings = [c.strip().lower() for v in te for c in v.split(b",") if c.strip()] if te else []
     if codings:
         # cheroot answers any other coding with 501 and reads no body
-        return b"\r\n".join(kept), (None if set(codings) == {b"chunked"} else 0), expect
+        length = None if set(codings) == {b"chunked"} else 0
+        return b"\r\n".join(kept), length, expect, uncertain
     lengths = set(fields.get(b"content-length", []))
     if not lengths:
-        return b"\r\n".join(kept), 0, expect
+        return b"\r\n".join(kept), 0, expect, uncertain
     value = lengths.pop()
     if lengths or not value.isdigit():
         raise InvalidRequest("Invalid Content-Length header.")
     if len(value.lstrip(b"0")) > len(str(limit)):
         raise BodyTooLarge(limit)
-    return b"\r\n".join(kept), int(value), expect
+    return b"\r\n".join(kept), int(value), expect, uncertain
 
 
 class Budget:

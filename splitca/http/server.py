@@ -183,6 +183,7 @@ class _Connection(cheroot_server.HTTPConnection):
     _head = b""  # the request head, once complete, while its body is read
     _reader: BodyReader | None = None  # the body being read
     body: bytes | SplitCAError | None = None  # the request's body, for exchange.Request
+    close_after = False  # its framing is uncertain: close once it is answered (exchange.Request)
     _later = b""  # what the client sent after this request (pipelining)
     HEAD_LIMIT = 65536
     FREE = 16384  # bytes a connection may hold outside the budget: an agent's whole request
@@ -205,6 +206,7 @@ class _Connection(cheroot_server.HTTPConnection):
             finally:
                 sock.deadline = None
                 self.body = None
+                self.close_after = False
                 self._charge(adapter.budget, 0)
                 sock.pre.extend(self._later)
                 self._later = b""
@@ -306,7 +308,7 @@ class _Connection(cheroot_server.HTTPConnection):
             data: bytes | Literal[False] | None = bytes(sock.pre[end + 4 :])
             sock.pre.clear()
             try:
-                head, length, expect = framing(head, adapter.max_body)
+                head, length, expect, self.close_after = framing(head, adapter.max_body)
                 reader = BodyReader(adapter.max_body, length)
             except SplitCAError as exc:
                 if isinstance(exc, MalformedRequestLine):  # cheroot may read it otherwise
