@@ -349,3 +349,22 @@ def test_a_request_framed_two_ways_is_answered_then_the_connection_closed(
     assert b"\r\nKeep-Alive:" not in head
     if framing.startswith(b"HTTP/1.1"):
         assert b"\r\nConnection: close" in head
+
+
+@pytest.mark.parametrize("target", [b"//[x/y", b"//x]/y", b"//[::1/puppet-ca/v1/certificate/ca"])
+def test_a_target_urlsplit_refuses_is_answered_400_not_500(
+    ca: CertificateAuthority, target: bytes
+) -> None:
+    """A request target whose authority is a broken IPv6 literal (urlsplit's ValueError,
+    which cheroot lets escape as a 500) is a bad request line: 400, and closed."""
+    settings, app = ca.settings, make_app(ca=ca)
+    after = b"GET /puppet-ca/v1/certificate/ca HTTP/1.1\r\nHost: ca\r\n\r\n"
+    with running(settings, app) as port:
+        for pad in (b"", b"X-Pad: " + b"a" * 65200 + b"\r\n"):  # in memory, and past its limit
+            got = exchange(
+                settings,
+                port,
+                b"GET " + target + b" HTTP/1.1\r\nHost: ca\r\n" + pad + b"\r\n" + after,
+            )
+            assert got.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got[:100]
+            assert got.count(b"HTTP/1.1 ") == 1

@@ -153,6 +153,15 @@ class Request(cheroot_server.HTTPRequest):
             return
         self.ready = True
 
+    def read_request_line(self) -> bool:
+        """cheroot's, but a target urlsplit refuses ("Invalid IPv6 URL": cheroot catches
+        only UnicodeError, so it escaped as a 500) is a bad request line like the others."""
+        try:
+            return bool(super().read_request_line())
+        except ValueError:
+            self.simple_response("400 Bad Request", "Malformed Request-URI")
+            return False
+
     def respond(self) -> None:
         conn = self.conn
         body = getattr(conn, "body", None)
