@@ -368,3 +368,27 @@ def test_a_target_urlsplit_refuses_is_answered_400_not_500(
             )
             assert got.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got[:100]
             assert got.count(b"HTTP/1.1 ") == 1
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        b"Content-Length : 5",  # whitespace between the name and the colon (RFC 9112 5.1)
+        b"Transfer-Encoding\t: chunked",
+        b"Content-Length\x0b: 5",
+        b"X-Note: a\rTransfer-Encoding: chunked",  # a bare CR, a line end to some readers
+        b"X-Note: a\x00b",  # NUL (RFC 9110 5.5)
+    ],
+)
+def test_a_field_line_another_reader_may_split_otherwise_is_answered_400_and_closed(
+    ca: CertificateAuthority, field: bytes
+) -> None:
+    """A head a proxy in front may read otherwise (a name with whitespace before its colon,
+    a bare CR or a NUL in a field) is refused 400, and what follows is not served."""
+    settings, app = ca.settings, make_app(ca=ca)
+    get = b"GET /puppet-ca/v1/certificate/ca HTTP/1.1\r\nHost: ca\r\n"
+    smuggled = b"GET /puppet-ca/v1/certificate_revocation_list/ca HTTP/1.1\r\nHost: ca\r\n\r\n"
+    with running(settings, app) as port:
+        got = exchange(settings, port, get + field + b"\r\n\r\n" + smuggled)
+    assert got.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got[:100]
+    assert got.count(b"HTTP/1.1 ") == 1 and b"X509 CRL" not in got

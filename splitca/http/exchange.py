@@ -72,7 +72,11 @@ _COMMA_SEPARATED = frozenset(cheroot_server.comma_separated_headers)  # type: ig
 
 class HeaderReader(cheroot_server.HeaderReader):
     """cheroot's HeaderReader with its two per-line hooks inline (it keeps every header and
-    title-cases the names): the same dict, the same errors."""
+    title-cases the names): the same dict, the same errors, and more of them. A field line
+    that another reader of the stream (a proxy in front) may split or name otherwise is
+    refused (cheroot reads it on, so what follows it was served): whitespace between a
+    field name and its colon (RFC 9112 5.1), a bare CR or a NUL (RFC 9112 2.2, 9110 5.5).
+    """
 
     def __call__(self, rfile: Any, hdict: dict[bytes, bytes] | None = None) -> dict[bytes, bytes]:
         if hdict is None:
@@ -86,6 +90,8 @@ class HeaderReader(cheroot_server.HeaderReader):
                 break  # the end of the head
             if not line.endswith(b"\r\n"):
                 raise ValueError("HTTP requires CRLF terminators")
+            if b"\r" in line[:-2] or b"\0" in line:
+                raise ValueError("Illegal character in a header line.")
             if line[:1] in {b" ", b"\t"}:
                 if hname is None:  # cheroot: an UnboundLocalError, answered 500
                     raise ValueError("Illegal continuation line.")
@@ -95,6 +101,8 @@ class HeaderReader(cheroot_server.HeaderReader):
                     k, v = line.split(b":", 1)
                 except ValueError:
                     raise ValueError("Illegal header line.") from None
+                if k[-1:].isspace():  # SP, HT, VT, FF: what cheroot's strip() took away
+                    raise ValueError("Illegal whitespace before a header's colon.")
                 v = v.strip()
                 k = k.strip().title()
                 hname = k
