@@ -4,6 +4,7 @@ real agents."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import socket
 import ssl
 import threading
@@ -240,3 +241,48 @@ def test_stalled_big_bodies_share_one_budget_per_worker(
     assert "answered 503 and closed: The server is reading too many request bodies" in log, log
     assert "Traceback" not in log
     assert not list((ca.store.cadir.root / "requests").glob("big*"))
+
+
+PIPELINED = 3000  # requests a slow reader sends in one go
+
+
+@pytest.mark.slow
+def test_a_client_that_pipelines_and_reads_slowly_does_not_hold_a_worker(
+    ca: CertificateAuthority, server_factory: Callable[..., Server]
+) -> None:
+    """Each answer's write is bounded by socket_timeout, but a client that sends many
+    requests at once and reads its answers just fast enough had the worker thread serve
+    them all, one after another, before anyone else: one such client held a thread for
+    minutes. A worker now serves one connection's pipelined requests for at most
+    socket_timeout, then closes it."""
+    server = server_factory(
+        ca.settings.replace(threads=1, socket_timeout=dt.timedelta(seconds=2)), workers=1
+    )
+    ctx = ssl.create_default_context(cafile=str(server.cacert))
+    ctx.check_hostname = False
+    stop = threading.Event()
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # a small window: writes block
+    raw.settimeout(30)
+    raw.connect(("127.0.0.1", server.port))
+    slow = ctx.wrap_socket(raw, server_hostname="ca")
+    get = b"GET /puppet-ca/v1/certificate/ca HTTP/1.1\r\nHost: x\r\n\r\n"
+    slow.sendall(get * PIPELINED)
+
+    def read_slowly() -> None:
+        with contextlib.suppress(OSError):
+            while not stop.is_set() and slow.recv(1024):
+                time.sleep(0.2)  # well within socket_timeout per answer
+
+    reader = threading.Thread(target=read_slowly, daemon=True)
+    reader.start()
+    try:
+        time.sleep(1)  # the slow reader has the worker
+        r = requests.get(server.url + "/status/v1/simple", verify=str(server.cacert), timeout=15)
+        assert r.status_code == 200 and r.text == "running"
+    finally:
+        stop.set()
+        reader.join(10)
+        slow.close()
+    assert server.proc.poll() is None
+    assert "Traceback" not in server.log_text()

@@ -170,7 +170,9 @@ class _Connection(cheroot_server.HTTPConnection):
     What all connections of a worker hold beyond their first ``FREE`` bytes comes from
     one budget (``max_buffered_bytes``); a connection that needs more than is left is
     answered 503 and closed. A request line that is not strictly ``method target
-    HTTP/d.d`` is answered 400 and closed, before any body is read.
+    HTTP/d.d`` is answered 400 and closed, before any body is read. Pipelined requests
+    are served one after another for at most ``socket_timeout``, then the connection
+    is closed: a client that reads its answers slowly cannot keep the thread.
     """
 
     RequestHandlerClass = Request
@@ -194,6 +196,7 @@ class _Connection(cheroot_server.HTTPConnection):
         if not isinstance(sock, _DeadlineSSLSocket) or not isinstance(adapter, _Adapter):
             return bool(super().communicate())
         limit = adapter.request_timeout
+        visit = time.monotonic() + limit  # how long this thread serves this connection
         while True:
             ready = self._read_request(sock, adapter, limit)
             if ready is not True:
@@ -214,6 +217,11 @@ class _Connection(cheroot_server.HTTPConnection):
                 return keep
             if not (sock.pre or sock.pending()):
                 return True
+            if time.monotonic() > visit:
+                # each answer's write is bounded by socket_timeout, not a client that sends
+                # many requests at once and reads the answers just fast enough: close
+                log.debug("closing %s: pipelined requests past socket_timeout", self.remote_addr)
+                return False
             # a pipelined request is already here: serve it now, the selector won't wake
 
     def _read_request(
