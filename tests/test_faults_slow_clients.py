@@ -286,3 +286,28 @@ def test_a_client_that_pipelines_and_reads_slowly_does_not_hold_a_worker(
         slow.close()
     assert server.proc.poll() is None
     assert "Traceback" not in server.log_text()
+
+
+@pytest.mark.slow
+def test_a_client_that_does_not_read_its_answers_is_closed_without_a_traceback(
+    ca: CertificateAuthority, server_factory: Callable[..., Server]
+) -> None:
+    """An answer the client does not read times out after socket_timeout: the connection is
+    closed, as for a client that stops sending, and no traceback goes to the log (a client
+    could fill it so)."""
+    server = server_factory(
+        ca.settings.replace(threads=1, socket_timeout=dt.timedelta(seconds=2)), workers=1
+    )
+    ctx = ssl.create_default_context(cafile=str(server.cacert))
+    ctx.check_hostname = False
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    raw.settimeout(30)
+    raw.connect(("127.0.0.1", server.port))
+    with ctx.wrap_socket(raw, server_hostname="ca") as deaf:
+        deaf.sendall(b"GET /puppet-ca/v1/certificate/ca HTTP/1.1\r\nHost: x\r\n\r\n" * PIPELINED)
+        time.sleep(4)  # the server's writes fill the buffers, then one times out
+        r = requests.get(server.url + "/status/v1/simple", verify=str(server.cacert), timeout=15)
+        assert r.status_code == 200
+    assert server.proc.poll() is None
+    assert "Traceback" not in server.log_text(), server.log_text()[-2000:]

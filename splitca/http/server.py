@@ -82,7 +82,9 @@ class _DeadlineSSLSocket(ssl.SSLSocket):
     """An SSLSocket that serves pre-read bytes first and whose reads give up at ``deadline``.
 
     The per-read socket timeout alone lets a client that sends one byte every few
-    seconds hold a worker thread forever; the deadline bounds a whole request.
+    seconds hold a worker thread forever; the deadline bounds a whole request. A write
+    the client does not read times out after the socket timeout and closes the
+    connection quietly.
     """
 
     deadline: float | None = None
@@ -116,6 +118,14 @@ class _DeadlineSSLSocket(ssl.SSLSocket):
             return n
         self._before_read()
         return super().recv_into(buffer, nbytes, flags)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        try:
+            return super().send(data, flags)
+        except TimeoutError:
+            # the client does not read its answer: an errno cheroot closes on quietly, as
+            # for a client that stops sending (its own message it logs with a traceback)
+            raise TimeoutError(errno.ETIMEDOUT, "The client did not read the answer") from None
 
     def recv_nowait(self) -> bytes | Literal[False] | None:
         """Non-blocking: what the client has sent, False if nothing yet, None if the connection is finished."""
