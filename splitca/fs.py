@@ -156,17 +156,15 @@ def open_nofollow(
         parent, name = os.path.split(where)
         dir_fd = open_dir(parent or ".", anchor)
     try:
-        return os.open(name, flags | _NOFOLLOW, mode, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP and _is_link(name, dir_fd):
-            raise _symlink_refused(path) from None
-        raise
+        return _open_in(path, name, flags, mode, dir_fd)
     finally:
         if dir_fd is not None:
             os.close(dir_fd)
 
 
-def _open_in(path: os.PathLike[str] | str, name: str, flags: int, mode: int, dir_fd: int) -> int:
+def _open_in(
+    path: os.PathLike[str] | str, name: str, flags: int, mode: int, dir_fd: int | None
+) -> int:
     try:
         return os.open(name, flags | _NOFOLLOW, mode, dir_fd=dir_fd)
     except OSError as exc:
