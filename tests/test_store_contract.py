@@ -295,6 +295,26 @@ def test_publishing_with_drop_csr_removes_the_request(backend: Backend, store: C
     assert row is not None and row.state == "signed"
 
 
+def test_status_is_the_certificate_while_a_request_for_the_name_also_waits(
+    backend: Backend, store: CAStore
+) -> None:
+    """puppetserver's rule: a name's status is its certificate's (signed, then revoked) even
+    while a new CSR for it is pending; the request's shows once there is no certificate."""
+    issue(backend, store, "both1")
+    csr = make_csr("both1")
+    store.save_csr("both1", pki.pem(csr), csr, reason="a renewal waits")
+    other = backend.open()
+    row = other.status("both1")
+    assert row is not None and row.state == "signed" and row.reason == ""
+    publish_revocations(backend, store, [row.serial])
+    row = backend.open().status("both1")
+    assert row is not None and row.state == "revoked"
+    store.delete_cert("both1")
+    row = backend.open().status("both1")
+    assert row is not None and (row.state, row.reason) == ("requested", "a renewal waits")
+    assert backend.open().status("nobody-by-that-name") is None
+
+
 def test_serials_for_names_is_serials_for_of_each_name_at_once(
     backend: Backend, store: CAStore
 ) -> None:

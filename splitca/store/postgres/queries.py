@@ -17,6 +17,14 @@ _CERT_SELECT = (
     "FROM certs c LEFT JOIN revoked r ON r.serial = c.serial"
 )
 
+# A name's certificate, else its request (kind 0 before 1), in one statement.
+_STATUS_OF_NAME = (
+    "SELECT 0, c.name, c.status, c.serial, c.not_after_ts, r.serial IS NOT NULL, NULL::text "
+    "FROM certs c LEFT JOIN revoked r ON r.serial = c.serial WHERE c.name = %s "
+    "UNION ALL SELECT 1, name, status, NULL::numeric, NULL::bigint, NULL::boolean, reason "
+    "FROM csrs WHERE name = %s ORDER BY 1 LIMIT 1"
+)
+
 
 class PgQueries:
     """The read side of PgStore over ``self.db``; names sort by bytes (``COLLATE "C"``)."""
@@ -37,11 +45,16 @@ class PgQueries:
         return [Row(n, "requested", st, reason=r) for n, st, r in rows]
 
     def status(self, name: str) -> Row | None:
-        """The certificate if there is one (as puppetserver), else the request."""
-        found = self._cert_rows("WHERE c.name = %s", (name,)) or self._csr_rows(
-            "WHERE name = %s", (name,)
-        )
-        return found[0] if found else None
+        """The certificate if there is one (as puppetserver), else the request: one round
+        trip (an enrollment asks twice)."""
+        with self.db.connection() as conn:
+            found = conn.execute(_STATUS_OF_NAME, (name, name)).fetchone()
+        if found is None:
+            return None
+        kind, n, st, s, na, rev, reason = found
+        if kind == 0:
+            return Row(n, "revoked" if rev else "signed", st, int(s), int(na))
+        return Row(n, "requested", st, reason=reason)
 
     def _pages(
         self, fetch: Callable[[str, tuple[object, ...]], list[Row]], col: str
