@@ -259,9 +259,10 @@ class Database:
             return
         with self.errors():
             # BEGIN even for no keys: a lock taken inside (nested) joins this transaction.
-            conn.execute("SAVEPOINT take" if nested else "BEGIN")
+            # Sent with the lock timeout as one simple query (no parameters): one round trip.
+            opening = "SAVEPOINT take" if nested else "BEGIN"
             try:
-                conn.execute(f"SET LOCAL lock_timeout = '{max(1, int(wait * 1000))}ms'")
+                conn.execute(f"{opening}; SET LOCAL lock_timeout = '{max(1, int(wait * 1000))}ms'")
                 # One statement for all of them, taken in the (sorted) order of the arrays.
                 conn.execute(
                     "SELECT count(pg_advisory_xact_lock(k1, k2)) FROM"
