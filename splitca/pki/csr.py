@@ -270,17 +270,9 @@ def inspect_csr(csr: x509.CertificateSigningRequest) -> CsrInfo:
 
 def general_name_str(name: x509.GeneralName) -> str:
     prefix = _PREFIXES.get(type(name))  # the usual exact types without an ABC isinstance chain
-    if prefix is not None:
-        return f"{prefix}{name.value}"
-    if isinstance(name, x509.DNSName):
-        return f"DNS:{name.value}"
-    if isinstance(name, x509.IPAddress):
-        return f"IP:{name.value}"
-    if isinstance(name, x509.RFC822Name):
-        return f"email:{name.value}"
-    if isinstance(name, x509.UniformResourceIdentifier):
-        return f"URI:{name.value}"
-    return str(name.value)
+    if prefix is None:  # a subclass of one of them, or another kind of name (no prefix)
+        prefix = next((p for kind, p in _PREFIXES.items() if isinstance(name, kind)), "")
+    return f"{prefix}{name.value}"
 
 
 _PREFIXES: dict[type, str] = {
