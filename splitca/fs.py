@@ -147,19 +147,16 @@ def open_nofollow(
       OSError: anything else.
     """
     where = _spelled(path)
-    dir_fd = None
-    name = where
+    if dirs is None and anchor is None:
+        return _open_in(path, where, flags, mode, None)
+    parent, name = os.path.split(where)
     if dirs is not None:
-        parent, name = os.path.split(where)
         return _open_in(path, name, flags, mode, dirs(parent or "."))
-    if anchor is not None:
-        parent, name = os.path.split(where)
-        dir_fd = open_dir(parent or ".", anchor)
+    dir_fd = open_dir(parent or ".", anchor)
     try:
         return _open_in(path, name, flags, mode, dir_fd)
     finally:
-        if dir_fd is not None:
-            os.close(dir_fd)
+        os.close(dir_fd)
 
 
 def _open_in(
