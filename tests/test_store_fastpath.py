@@ -359,3 +359,17 @@ def test_a_fifo_in_place_of_a_cadir_file_is_refused_not_waited_on(
     else:
         assert outcome and isinstance(outcome[0], StoreError), outcome
         assert "not a regular file" in str(outcome[0])
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["web01.example.com", "Puppet CA: ca.example.com", "a/CN=b", "x\u2028y", "v\x0bw", "é.example"],
+)
+def test_a_name_said_to_read_back_is_parsed_back_as_itself(name: str) -> None:
+    from splitca.store.files.cadir import inventory_line, name_reads_back, parse_inventory
+
+    parsed = list(parse_inventory(inventory_line(1, "2026-01-01T00:00:00UTC", "x", name)))
+    if name_reads_back(name):
+        assert [line.certname for line in parsed] == [name]
+    else:
+        assert [line.certname for line in parsed] != [name]

@@ -69,6 +69,13 @@ def inventory_line(serial: int, not_before: str, not_after: str, certname: str) 
     return f"0x{serial:04X} {not_before} {not_after} /CN={certname}\n".encode()
 
 
+def name_reads_back(certname: str) -> bool:
+    """Whether :func:`parse_inventory` reads *certname* back from its :func:`inventory_line`
+    as itself: one printable line (``splitlines`` breaks at more than newlines) without
+    another ``/CN=`` in it."""
+    return certname.isprintable() and "/CN=" not in certname
+
+
 def parse_inventory(data: bytes) -> Iterator[InventoryLine]:
     """Parse inventory lines, skipping blank, torn or foreign lines instead of failing."""
     for raw in data.decode("utf-8", "replace").splitlines():

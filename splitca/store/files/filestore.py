@@ -23,7 +23,7 @@ from splitca import fs, pki
 from splitca.core.ports import MAX_REFUSALS, Blob, CRLEntry, CRLFetch, Refusal, Reservation
 from splitca.errors import NotDurable, StoreError, StoreUnavailable
 from splitca.store.files.batch import GroupCommit
-from splitca.store.files.cadir import KEY_MODE, CADir, inventory_line
+from splitca.store.files.cadir import KEY_MODE, CADir, inventory_line, name_reads_back
 from splitca.store.files.index import Index, Row
 
 __all__ = ["FileStore"]
@@ -233,14 +233,14 @@ class FileStore:
                     inventory_line(first + i, nb, na, name)
                     for i, (name, nb, na, _) in enumerate(wanted)
                 )
-                # The rows the index would parse from these lines (a name that is not one
-                # printable line, conceivable for a configured CA name, is parsed back).
+                # The rows the index would parse from these lines (a name that would not
+                # read back as itself, conceivable for a configured CA name, is parsed).
                 rows = (
                     [
                         self.index.inventory_row(first + i, name, na_ts)
                         for i, (name, _, _, na_ts) in enumerate(wanted)
                     ]
-                    if all(name.isprintable() and "/CN=" not in name for name, *_ in wanted)
+                    if all(name_reads_back(name) for name, *_ in wanted)
                     else None
                 )
                 # Appended after the transaction's catch-up, so only add_inventory indexes
