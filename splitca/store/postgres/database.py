@@ -263,12 +263,12 @@ class Database:
             opening = "SAVEPOINT take" if nested else "BEGIN"
             try:
                 conn.execute(f"{opening}; SET LOCAL lock_timeout = '{max(1, int(wait * 1000))}ms'")
-                # One statement for all of them, taken in the (sorted) order of the arrays.
-                conn.execute(
-                    "SELECT count(pg_advisory_xact_lock(k1, k2)) FROM"
-                    " unnest(%s::int4[], %s::int4[]) WITH ORDINALITY AS t(k1, k2, i)",
-                    ([k[0] for k in keys], [k[1] for k in keys]),
-                )
+                if keys:  # one statement for all of them, in the (sorted) order of the arrays
+                    conn.execute(
+                        "SELECT count(pg_advisory_xact_lock(k1, k2)) FROM"
+                        " unnest(%s::int4[], %s::int4[]) WITH ORDINALITY AS t(k1, k2, i)",
+                        ([k[0] for k in keys], [k[1] for k in keys]),
+                    )
             except psycopg.Error:
                 with contextlib.suppress(psycopg.Error):
                     conn.execute("ROLLBACK TO SAVEPOINT take" if nested else "ROLLBACK")
