@@ -274,7 +274,9 @@ def bench_large(server: PgServer, n: int, cli_floor: float, sign_s: float) -> li
         out += _named(ops.bench_statuses(served, n, 3), "PostgreSQL ")
     finally:
         served.stop()
-    out += _named(_bench_list(host.config(db, "list"), n, cli_floor), "PostgreSQL ")
+    out += _named(
+        ops.list_figures(host.config(db, "list"), n, cli_floor, 3, targets=False), "PostgreSQL "
+    )
     work = server.new_database(template=db)  # the revoke writes; the imported one stays
     try:
         out += _bench_revoke(host, work, n, cli_floor, sign_s)
@@ -288,36 +290,6 @@ def _named(results: list[Result], prefix: str) -> list[Result]:
     for r in results:
         r.name = prefix + r.name
     return results
-
-
-def _bench_list(cfg: Path, n: int, cli_floor: float) -> list[Result]:
-    t_all, body = ops._timed(splitca_cmd(cfg, "list", "--all", "--format", "json"), 3)
-    t_pending, pending = ops._timed(splitca_cmd(cfg, "list", "--pending", "--format", "json"), 3)
-    k = f"{n // 1000}k"
-    return [
-        Result(
-            f"list --all --format json, {k} certs",
-            t_all,
-            "s",
-            "",
-            None,
-            cli_floor,
-            "CLI start floor",
-            ops.PENDING_FLOOR_NOTE,
-            {"objects": len(json.loads(body)), "bytes": len(body)},
-        ),
-        Result(
-            f"list --pending --format json, {k} certs",
-            t_pending,
-            "s",
-            "",
-            None,
-            cli_floor,
-            "CLI start floor",
-            ops.PENDING_FLOOR_NOTE,
-            {"objects": len(json.loads(pending))},
-        ),
-    ]
 
 
 def _bench_revoke(host: Host, db: str, n: int, cli_floor: float, sign_s: float) -> list[Result]:
