@@ -441,9 +441,10 @@ def test_a_csr_signed_under_an_imported_three_level_chain_verifies(tmp_path):
     assert code == 0, out
 
 
-def test_setup_intermediate_can_write_the_root_key_encrypted(tmp_path):
+def _setup_with_an_encrypted_root(tmp_path: Path) -> tuple[Path, Path]:
+    """`setup --intermediate` writing the root key sealed with the passphrase in ./pass:
+    (the config, the root key's path)."""
     config = write_config(tmp_path)
-    cadir = tmp_path / "ca"
     (tmp_path / "pass").write_text("root secret\n")
     root_key = tmp_path / "root_key.pem"
     done = run(
@@ -451,6 +452,12 @@ def test_setup_intermediate_can_write_the_root_key_encrypted(tmp_path):
         "--root-passphrase-file", str(tmp_path / "pass"),
     )  # fmt: skip
     assert done.exit_code == 0, done.output
+    return config, root_key
+
+
+def test_setup_intermediate_can_write_the_root_key_encrypted(tmp_path):
+    config, root_key = _setup_with_an_encrypted_root(tmp_path)
+    cadir = tmp_path / "ca"
     assert b"ENCRYPTED" in root_key.read_bytes()
     with pytest.raises(pki.ChainError, match="encrypted"):
         pki.load_key(root_key.read_bytes(), None)
@@ -464,14 +471,7 @@ def test_setup_intermediate_can_write_the_root_key_encrypted(tmp_path):
 def test_the_encrypted_root_key_is_sealed_as_strongly_as_the_ca_key(tmp_path):
     # The offline root outranks the CA key: the same PBES2 with PBKDF2-HMAC-SHA256 at
     # 600,000 rounds (0x927C0), not cryptography's BestAvailableEncryption (2048 rounds).
-    config = write_config(tmp_path)
-    (tmp_path / "pass").write_text("root secret\n")
-    root_key = tmp_path / "root_key.pem"
-    done = run(
-        config, "setup", "--intermediate", "--root-key-out", str(root_key),
-        "--root-passphrase-file", str(tmp_path / "pass"),
-    )  # fmt: skip
-    assert done.exit_code == 0, done.output
+    _, root_key = _setup_with_an_encrypted_root(tmp_path)
     parsed = openssl("asn1parse", "-in", str(root_key)).stdout.decode()
     for part in (":PBES2", ":PBKDF2", ":0927C0", ":hmacWithSHA256", ":aes-256-cbc"):
         assert part in parsed, parsed

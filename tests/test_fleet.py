@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 import requests
+from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
 from splitca.compose import open_ca
 from splitca.config import Settings
+from splitca.http.app import App
 from splitca.http.wsgiapp import make_app
 
-from .conftest import Server, setup_ca, wsgi_call
+from .conftest import Server, WsgiResult, setup_ca, wsgi_call
 
 V1 = "/puppet-ca/v1"
 
@@ -164,6 +166,17 @@ def test_masters_shows_the_master_that_stopped_syncing_and_exits_non_zero(
     assert masters(server)[0] == 0  # caught up
 
 
+def fetch_crl_as_sync_crl(app: App, cert: x509.Certificate) -> WsgiResult:
+    """GET the CRL as a compile master's `splitca sync-crl` does (its certificate, its agent)."""
+    return wsgi_call(
+        app,
+        "GET",
+        f"{V1}/certificate_revocation_list/ca",
+        client=cert,
+        headers={"User-Agent": "splitca-sync-crl"},
+    )
+
+
 def test_a_crl_fetch_that_cannot_be_recorded_is_still_served(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -178,26 +191,14 @@ def test_a_crl_fetch_that_cannot_be_recorded_is_still_served(
     holder.execute("BEGIN IMMEDIATE")
     try:
         with caplog.at_level(logging.WARNING):
-            r = wsgi_call(
-                app,
-                "GET",
-                f"{V1}/certificate_revocation_list/ca",
-                client=cert,
-                headers={"User-Agent": "splitca-sync-crl"},
-            )
+            r = fetch_crl_as_sync_crl(app, cert)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     assert r.status == 200 and b"BEGIN X509 CRL" in r.body
     assert "CRL fetch by master1.test not recorded" in caplog.text
     assert ca.masters().masters == ()
-    wsgi_call(  # and once the index is free, it is recorded
-        app,
-        "GET",
-        f"{V1}/certificate_revocation_list/ca",
-        client=cert,
-        headers={"User-Agent": "splitca-sync-crl"},
-    )
+    fetch_crl_as_sync_crl(app, cert)  # and once the index is free, it is recorded
     assert [m.name for m in ca.masters().masters] == ["master1.test"]
 
 
@@ -209,13 +210,7 @@ def test_a_revoked_or_cleaned_master_leaves_the_fleet(settings: Settings) -> Non
     app = make_app(ca=ca)
     for name in ("master1.test", "master2.test", "master3.test"):
         _, cert = ca.generate(name, key_size=2048)
-        r = wsgi_call(
-            app,
-            "GET",
-            f"{V1}/certificate_revocation_list/ca",
-            client=cert,
-            headers={"User-Agent": "splitca-sync-crl"},
-        )
+        r = fetch_crl_as_sync_crl(app, cert)
         assert r.status == 200
     assert [m.name for m in ca.masters().masters] == [
         "master1.test",
