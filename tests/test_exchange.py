@@ -105,6 +105,7 @@ class _StockRequest(Request):
     """cheroot's own parsing and header writing (the reading from memory is ours)."""
 
     parse_request = cheroot_server.HTTPRequest.parse_request
+    read_request_headers = cheroot_server.HTTPRequest.read_request_headers
     send_headers = cheroot_server.HTTPRequest.send_headers
     header_reader = cheroot_server.HeaderReader()
 

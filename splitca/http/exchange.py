@@ -4,6 +4,8 @@
 # cheroot's behaviour byte for byte (tests/test_exchange.py compares them with cheroot's own)
 # and drops what can be done once: the Date header per second, header names per process,
 # the buffered reader under a head already in memory, the second write of each answer.
+# Where cheroot reads a head otherwise than RFC 9110/9112 (field lines a proxy may split
+# otherwise, the Connection options) the docstrings say so; tests/test_http_fields.py.
 
 from __future__ import annotations
 
@@ -160,6 +162,19 @@ class Request(cheroot_server.HTTPRequest):
             )
             return
         self.ready = True
+
+    def read_request_headers(self) -> bool:
+        """cheroot's, but the Connection header read as RFC 9110 7.6.1 has it: a list of
+        case-insensitive options (cheroot compares the whole value with ``close`` and
+        ``Keep-Alive``, so ``Close`` or ``TE, close`` kept the connection open)."""
+        if not super().read_request_headers():
+            return False
+        http11 = self.response_protocol == "HTTP/1.1"
+        value = self.inheaders.get(b"Connection")
+        options = {o.strip().lower() for o in value.split(b",")} if value else set()
+        # HTTP/1.1 keeps it open unless "close"; HTTP/1.0 closes it unless "keep-alive"
+        self.close_connection = b"close" in options or not (http11 or b"keep-alive" in options)
+        return True
 
     def read_request_line(self) -> bool:
         """cheroot's, but a target urlsplit refuses ("Invalid IPv6 URL": cheroot catches
