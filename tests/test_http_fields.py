@@ -1,19 +1,22 @@
-"""The built-in server reads Connection (RFC 9110 7.6.1) as the RFC writes it."""
+"""The built-in server reads Connection (RFC 9110 7.6.1) and Host (RFC 9112 3.2) as the RFCs write them."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import socket
 import ssl
 from collections.abc import Iterator
 
 import pytest
 
+from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.http.wsgiapp import make_app
 
-from .test_exchange import running
+from .conftest import make_csr, snapshot
+from .test_exchange import exchange, running
 
 GET = b"GET /puppet-ca/v1/certificate/ca "
 BOUND = 5  # seconds a test waits for the server to close; its idle timeout is far longer
@@ -124,3 +127,41 @@ def test_keep_alive_in_any_case_or_list_keeps_the_connection(
     assert b"connection: close" not in fields
     if request_.startswith(b"HTTP/1.0"):
         assert b"connection: keep-alive" in fields
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        (b"HTTP/1.1\r\n", "An HTTP/1.1 request needs a Host header."),
+        (b"HTTP/1.1\r\nHost: ca\r\nHost: other\r\n", "More than one Host header field."),
+        (b"HTTP/1.1\r\nHost: ca\r\nhost: ca\r\n", "More than one Host header field."),
+        (b"HTTP/1.0\r\nHost: ca\r\nHost: other\r\n", "More than one Host header field."),
+    ],
+)
+def test_a_request_without_its_host_or_with_two_is_400_changes_nothing_and_closes(
+    ca: CertificateAuthority, caplog: pytest.LogCaptureFixture, fields: bytes, why: str
+) -> None:
+    """RFC 9112 3.2: an HTTP/1.1 request without Host, or any request with two Host field
+    lines, is answered 400 before the app sees it (the CSR it carries is not stored),
+    logged as the server's other refusals, and what follows it is not served."""
+    csr = pki.pem(make_csr("nohost"))
+    put = b"PUT /puppet-ca/v1/certificate_request/nohost " + fields
+    put += b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(csr), csr)
+    before = snapshot(ca.settings.cadir)
+    with (
+        caplog.at_level(logging.INFO, logger="splitca.server"),
+        served(ca) as (port, _),
+    ):
+        got = exchange(ca.settings, port, put + GET + b"HTTP/1.1\r\nHost: ca\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got[:200]
+    assert got.endswith(why.encode()) and b"BEGIN CERTIFICATE" not in got  # one answer
+    assert snapshot(ca.settings.cadir) == before
+    logged = [r.getMessage() for r in caplog.records if r.name == "splitca.server"]
+    assert f"127.0.0.1: answered 400 and closed: {why}" in logged, logged
+
+
+def test_an_http_1_0_request_without_host_is_served(ca: CertificateAuthority) -> None:
+    """Old agents' HTTP/1.0 requests may omit Host (RFC 9112 3.2 asks it of HTTP/1.1)."""
+    with served(ca) as (port, _):
+        got = exchange(ca.settings, port, GET + b"HTTP/1.0\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n") and b"BEGIN CERTIFICATE" in got
