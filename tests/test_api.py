@@ -147,6 +147,32 @@ def test_a_change_in_the_same_second_as_if_modified_since_is_not_hidden(
     assert r.status == 304
 
 
+@pytest.mark.parametrize("path", [f"{V1}/certificate/ca", f"{V1}/certificate_revocation_list/ca"])
+def test_last_modified_is_formatted_once_per_change_of_the_file(
+    app: App, ca: CertificateAuthority, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Last-Modified is the file's mtime as formatdate writes it, formatted once per mtime,
+    not per GET; once the file changes, the header is its new mtime's."""
+    target = ca.store.cadir.cacert if "certificate/ca" in path else ca.store.cadir.cacrl
+    real = email.utils.formatdate
+    calls: list[float] = []
+
+    def counting(when: float, **kw: bool) -> str:
+        calls.append(when)
+        return real(when, **kw)
+
+    monkeypatch.setattr(email.utils, "formatdate", counting)
+    first = time.time() - 5 * 86400 + 0.123  # mtimes no other test gives a file
+    for stamp in (first, first + 3600.25):
+        os.utime(target, (stamp, stamp))
+        mtime = target.stat().st_mtime
+        headers = [wsgi_call(app, "GET", path).headers["Last-Modified"] for _ in range(3)]
+        assert headers == [real(mtime, usegmt=True)] * 3
+    assert len(calls) == 2  # one per modification time
+    r = wsgi_call(app, "GET", path, headers={"If-Modified-Since": real(mtime + 1, usegmt=True)})
+    assert r.status == 304
+
+
 def test_crl_ignores_last_segment_and_is_public(app: App, ca: CertificateAuthority) -> None:
     r = wsgi_call(app, "GET", f"{V1}/certificate_revocation_list/whatever")
     assert r.status == 200 and r.body == ca.store.cadir.cacrl.read_bytes()

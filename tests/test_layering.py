@@ -336,3 +336,15 @@ def test_route_handlers_build_no_answers_from_errors() -> None:
                 body = ast.unparse(ast.Module(body=node.body, type_ignores=[]))
                 in_app_start = "splitca is not configured" in body  # before any route exists
                 assert in_app_start or "Response" not in body, f"{name}.py:{node.lineno}: {body}"
+
+
+def test_shared_x509_constants_are_defined_once_in_pki() -> None:
+    """An OID the core and pki both compare against is one pki constant (``pki.SAN_OID``),
+    not a module-level copy in each: no other module binds a name to it."""
+    owners = []
+    for path in sorted(PKG.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            value = node.value if isinstance(node, ast.Assign | ast.AnnAssign) else None
+            if value is not None and ast.unparse(value).endswith(".SUBJECT_ALTERNATIVE_NAME"):
+                owners.append(path.relative_to(PKG).as_posix())
+    assert owners == ["pki/names.py"], owners

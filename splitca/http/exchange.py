@@ -4,11 +4,14 @@
 # cheroot's behaviour byte for byte (tests/test_exchange.py compares them with cheroot's own)
 # and drops what can be done once: the Date header per second, header names per process,
 # the buffered reader under a head already in memory, the second write of each answer.
+# Where cheroot reads a head otherwise than RFC 9110/9112 (field lines a proxy may split
+# otherwise, Host, the Connection options) the docstrings say so; tests/test_http_fields.py.
 
 from __future__ import annotations
 
 import email.utils
 import io
+import logging
 import sys
 import time
 from typing import Any
@@ -20,6 +23,8 @@ from cheroot import wsgi as cheroot_wsgi
 from splitca.errors import SplitCAError
 
 __all__ = ["BodyInput", "Gateway", "HeaderReader", "Request", "http_date"]
+
+log = logging.getLogger("splitca.server")  # as http/server.py: the name operators filter on
 
 _DATE: tuple[int, bytes] = (0, b"")
 
@@ -76,6 +81,7 @@ class HeaderReader(cheroot_server.HeaderReader):
     that another reader of the stream (a proxy in front) may split or name otherwise is
     refused (cheroot reads it on, so what follows it was served): whitespace between a
     field name and its colon (RFC 9112 5.1), a bare CR or a NUL (RFC 9112 2.2, 9110 5.5).
+    So is a second Host field line (RFC 9112 3.2: cheroot keeps the last).
     """
 
     def __call__(self, rfile: Any, hdict: dict[bytes, bytes] | None = None) -> dict[bytes, bytes]:
@@ -105,6 +111,8 @@ class HeaderReader(cheroot_server.HeaderReader):
                     raise ValueError("Illegal whitespace before a header's colon.")
                 v = v.strip()
                 k = k.strip().title()
+                if k == b"Host" and k in hdict:
+                    raise ValueError("More than one Host header field.")
                 hname = k
             if k in _COMMA_SEPARATED:
                 existing = hdict.get(hname)
@@ -161,6 +169,23 @@ class Request(cheroot_server.HTTPRequest):
             return
         self.ready = True
 
+    def read_request_headers(self) -> bool:
+        """cheroot's, but the Connection header read as RFC 9110 7.6.1 has it: a list of
+        case-insensitive options (cheroot compares the whole value with ``close`` and
+        ``Keep-Alive``, so ``Close`` or ``TE, close`` kept the connection open), and an
+        HTTP/1.1 request without Host refused (RFC 9112 3.2; an HTTP/1.0 one may omit it)."""
+        if not super().read_request_headers():
+            return False
+        http11 = self.response_protocol == "HTTP/1.1"
+        if http11 and b"Host" not in self.inheaders:
+            self.simple_response("400 Bad Request", "An HTTP/1.1 request needs a Host header.")
+            return False
+        value = self.inheaders.get(b"Connection")
+        options = {o.strip().lower() for o in value.split(b",")} if value else set()
+        # HTTP/1.1 keeps it open unless "close"; HTTP/1.0 closes it unless "keep-alive"
+        self.close_connection = b"close" in options or not (http11 or b"keep-alive" in options)
+        return True
+
     def read_request_line(self) -> bool:
         """cheroot's, but a target urlsplit refuses ("Invalid IPv6 URL": cheroot catches
         only UnicodeError, so it escaped as a 500) is a bad request line like the others."""
@@ -185,6 +210,15 @@ class Request(cheroot_server.HTTPRequest):
             self.ensure_headers_sent()
         if self.chunked_write:
             self.conn.wfile.write(b"0\r\n\r\n")
+
+    def simple_response(self, status: Any, msg: Any = "") -> None:
+        """cheroot's answer to a request it refuses before the app (400, 413, 414, 501...),
+        logged as the server's other refusals are; the connection is closed after it."""
+        code = str(status)[:3]
+        if code in {"413", "414"} and self.response_protocol != "HTTP/1.1":
+            code = "400"  # cheroot's answer to an HTTP/1.0 client
+        log.info("%s: answered %s and closed: %s", self.conn.remote_addr, code, msg)
+        super().simple_response(status, msg)
 
     def send_headers(self) -> None:
         self.conn.wfile.write(self.response_head())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import functools
 import json
 import logging
 from collections.abc import Iterator
@@ -64,12 +65,18 @@ def _not_modified(req: Request, mtime: float | None) -> bool:
     return int(mtime) < since.timestamp()
 
 
+@functools.lru_cache(maxsize=256)  # the CA certificate's, the CRL's and recent agents'
+def _last_modified(mtime: float) -> str:
+    """A file's Last-Modified (RFC 9110 IMF-fixdate), formatted once per modification time."""
+    return email.utils.formatdate(mtime, usegmt=True)
+
+
 def _file_response(req: Request, data: bytes, mtime: float | None) -> Response:
     if _not_modified(req, mtime):
         return Response(304, b"", TEXT)
     resp = Response(200, data, TEXT)
     if mtime is not None:
-        resp.headers.append(("Last-Modified", email.utils.formatdate(mtime, usegmt=True)))
+        resp.headers.append(("Last-Modified", _last_modified(mtime)))
     return resp
 
 

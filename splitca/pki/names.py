@@ -18,6 +18,7 @@ PP_AUTH_ARC = PUPPETLABS + ".1.3"
 PP_CLI_AUTH = x509.ObjectIdentifier(PP_AUTH_ARC + ".39")
 NETSCAPE_COMMENT = x509.ObjectIdentifier("2.16.840.1.113730.1.13")
 NETSCAPE_COMMENT_TEXT = b"Puppet Server Internal Certificate"
+SAN_OID = x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME  # compared per extension: one object
 
 _REG_NAMES = [
     "pp_uuid",

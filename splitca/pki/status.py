@@ -9,11 +9,10 @@ from cryptography import x509
 
 from splitca.pki.certs import der
 from splitca.pki.csr import extension_value_text, san_strings
-from splitca.pki.names import PP_AUTH_ARC, SHORT_NAMES, fingerprints, puppet_time
+from splitca.pki.names import PP_AUTH_ARC, SAN_OID, SHORT_NAMES, fingerprints, puppet_time
 
 # --- puppetserver's certificate_status object (section 3.9) ----------------------------
 
-_SAN = x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME
 _AUTH_PREFIX = PP_AUTH_ARC + "."
 
 
@@ -25,7 +24,7 @@ def _status_common(
     auth: dict[str, str] = {}
     for ext in extensions:
         oid = ext.oid
-        if oid == _SAN:  # (its value is always a SubjectAlternativeName)
+        if oid == SAN_OID:  # (its value is always a SubjectAlternativeName)
             dns, sans = san_strings(ext.value)  # type: ignore[arg-type]
         elif (dotted := oid.dotted_string).startswith(_AUTH_PREFIX):
             auth[SHORT_NAMES.get(dotted, dotted)] = extension_value_text(ext)

@@ -144,7 +144,7 @@ def cert_fields(cert: x509.Certificate, certname: str) -> dict[str, object]:
     oids: list[str] = []
     for ext in cert.extensions:  # one pass (no search by class, no isinstance per extension)
         oids.append(ext.oid.dotted_string)
-        if ext.oid == _SAN:
+        if ext.oid == pki.SAN_OID:
             sans = [pki.general_name_str(n) for n in ext.value]
     return {
         "certname": certname,
@@ -154,6 +154,3 @@ def cert_fields(cert: x509.Certificate, certname: str) -> dict[str, object]:
         "extensions": oids,
         "not_after": pki.puppet_time(cert.not_valid_after_utc),
     }
-
-
-_SAN = x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME
