@@ -164,6 +164,9 @@ def main() -> int:
     cli_floor = floors.python_start("splitca.cli, splitca.cli.ca")
     server_floor = floors.python_start("splitca.http.server, splitca.cli.ca")
     fsync = floors.fsync_seconds(VAR)
+    created = VAR / f"create-floor-{os.getpid()}"
+    create_cpu = floors.file_create_cpu_seconds(created)
+    enroll.trash(created)
     show(
         [
             Result("raw RSA-4096 signatures/s, all cores", sign_rate, "/s"),
@@ -172,6 +175,7 @@ def main() -> int:
             Result("CLI start floor (import splitca.cli)", cli_floor, "s"),
             Result("server start floor (import splitca.http.server)", server_floor, "s"),
             Result("write+fsync of 100 bytes", fsync * 1000, "ms"),
+            Result("create+rename of a 1.6 KB file, CPU time", create_cpu * 1e6, "us"),
         ]
     )
 

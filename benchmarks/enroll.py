@@ -208,7 +208,7 @@ def run(
     keep-alive connections."""
     src = pristine_ca(key_size, server_key_type)
     root = VAR / "enroll-run"
-    _trash(root)
+    trash(root)
     root.mkdir(parents=True)
     cadir = root / "ca"
     shutil.copytree(src, cadir)
@@ -320,7 +320,7 @@ def store_path_cpu(n: int = 300, key_size: int = 4096) -> float:
     from splitca.config import Settings
 
     root = VAR / "store-path-run"
-    _trash(root)
+    trash(root)
     root.mkdir(parents=True)
     cadir = root / "ca"
     shutil.copytree(pristine_ca(key_size), cadir)
@@ -346,8 +346,8 @@ def store_path_cpu(n: int = 300, key_size: int = 4096) -> float:
 _TRASH: list[Path] = []
 
 
-def _trash(path: Path) -> None:
-    """Move a previous run's tree aside; it is deleted when the benchmark exits.
+def trash(path: Path) -> None:
+    """Move a tree aside (a previous run's, a floor's); it is deleted when the benchmark exits.
 
     Deleting thousands of files just before a measured run makes the run's own file
     creations dearer on a file system without a journal (ext4 skips recently freed

@@ -1,4 +1,4 @@
-"""Physical floors measured in the same run: raw signing rate, interpreter start, fsync, TLS round trip."""
+"""Physical floors measured in the same run: raw signing rate, interpreter start, fsync, file creation, TLS round trip."""
 
 from __future__ import annotations
 
@@ -85,6 +85,29 @@ def fsync_seconds(directory: Path, n: int = 50) -> float:
             os.fsync(f.fileno())
             runs.append(time.perf_counter() - t)
     return median(runs)
+
+
+def file_create_cpu_seconds(directory: Path, n: int = 300) -> float:
+    """CPU seconds to create a 1.6 KB file (``O_EXCL``, write, close) and rename it into
+    another directory, as the CA does for each certificate, in a new *directory* left for
+    the caller to remove.
+
+    What the kernel spends here depends on the file system's state, not only on the
+    hardware: ext4 without a journal skips every inode freed in the last seconds (minutes,
+    while its table block is dirty) at each creation, so right after mass deletions this
+    is several times its quiet value. Read the enrollment figures beside it.
+    """
+    staging, final = directory / "tmp", directory / "signed"
+    staging.mkdir(parents=True)
+    final.mkdir()
+    data = b"x" * 1619
+    started = time.thread_time()
+    for i in range(n):
+        fd = os.open(staging / f"c{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+        os.rename(staging / f"c{i}", final / f"c{i}.pem")
+    return (time.thread_time() - started) / n
 
 
 def tls_transfer_seconds(nbytes: int, cert: Path, key: Path, cafile: Path) -> float:

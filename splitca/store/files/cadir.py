@@ -254,9 +254,14 @@ class CADir:
     def write_serial(self, value: int, *, durable: bool = True) -> None:
         """Replace the serial file atomically.
 
-        ``durable=False`` skips the fsyncs: fine when the inventory line for the
-        serial was made durable first, because the next serial is never below the
-        highest one in the inventory (see ``CertificateAuthority._reserve_serial``).
+        ``durable=False`` skips the fsyncs: fine for splitca, because the inventory line
+        is made durable before a certificate with the serial is handed out
+        (``FileStore.publish_cert``) and the next serial is never below the inventory's
+        highest (``FileStore._serial_floor``). For puppetserver, which trusts this file
+        alone, the replacement must stay a new file renamed over the old one: ext4 then
+        writes the new data before the rename (auto_da_alloc), so after a power cut the
+        file is not older than at the cadir's last sync. Rewritten in place it came back
+        two values old (tests/test_power_cut.py).
         """
         fs.atomic_write(
             self.serial_file,
