@@ -19,6 +19,8 @@ command -v ruby >/dev/null 2>&1 && ruby -e 'require "puppetserver/ca/cli"' >/dev
 # the PostgreSQL store, and HAProxy in front of several `splitca serve` replicas (tests/test_ha.py, docs/ha.md).
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_pkgs+=(postgresql)
 [ -x /usr/sbin/haproxy ] || need_pkgs+=(haproxy)
+# mkfs.ext4 and e2fsck for the loop ext4 images of tests/test_power_cut.py.
+command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /sbin/mkfs.ext4 ] || need_pkgs+=(e2fsprogs)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "==> installing Debian packages: ${need_pkgs[*]}"
