@@ -373,3 +373,17 @@ def test_a_name_said_to_read_back_is_parsed_back_as_itself(name: str) -> None:
         assert [line.certname for line in parsed] == [name]
     else:
         assert [line.certname for line in parsed] != [name]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["a/b.pem", "/a/b", "/b", "b", "//b", "//a/b", "///a/b", "a//b/", "./a/./b", "/a/b/", "a/b/."],
+)
+def test_a_files_directory_and_name_are_spelled_as_path_spells_them(path: str) -> None:
+    """publish, open_nofollow: a file's directory and name by string work, as the Path
+    properties they replaced spell them (for a str and for a Path)."""
+    p = Path(path)
+    expected = (str(p.parent), p.name)
+    assert fs._dir_and_name(path) == expected
+    assert fs._dir_and_name(p) == expected
+    assert fs._spelled(path) == str(p)
