@@ -22,10 +22,13 @@ from cryptography.x509.oid import ExtensionOID, NameOID, ObjectIdentifier
 from splitca import fs, pki
 from splitca.compose import open_ca
 from splitca.config import Settings
+from splitca.core.audit import Actor
 from splitca.core.usecases.common import cert_fields
 from splitca.errors import StoreError, UnsafePath
+from splitca.pki import names
 from splitca.pki.csr import extension_value_text, san_strings
 from splitca.pki.names import PP_AUTH_ARC, SHORT_NAMES
+from splitca.store.files.audit import AuditLog
 from splitca.store.files.filestore import FileStore
 from splitca.store.files.index import _cert_row
 
@@ -387,3 +390,47 @@ def test_a_files_directory_and_name_are_spelled_as_path_spells_them(path: str) -
     assert fs._dir_and_name(path) == expected
     assert fs._dir_and_name(p) == expected
     assert fs._spelled(path) == str(p)
+
+
+def _old_format_problem(name: str) -> str | None:
+    if any(c.isupper() for c in name):
+        return "Certificate names must be lower case."
+    if "*" in name:
+        return f"Subject contains a wildcard, which is not allowed: {name}"
+    if (
+        not name
+        or len(name) > names.MAX_CERTNAME_LENGTH
+        or name.endswith("-")
+        or not name.isascii()
+        or names._LABELS_RE.fullmatch(name) is None
+    ):
+        return names._BAD_FORMAT
+    return None
+
+
+_CERTNAMES = ["agent.example.com", "Agent.example.com", "AGENT", "a-b_c", "a-", "*.ex", "X*", ""]
+_CERTNAMES += ["a" * 300, "ünï.ex", "Ünï.ex", "\u01c5x", "\u03d2", "ß", "İx", "agent\u212a"]
+
+
+@pytest.mark.parametrize("name", _CERTNAMES)
+def test_the_certname_format_rules_are_the_previous_ones(name: str) -> None:
+    assert names._format_problem.__wrapped__(name) == _old_format_problem(name)
+
+
+def test_an_audit_line_is_the_previous_one(tmp_path: Path) -> None:
+    """The audit record (secrets dropped, the fields' order kept) and its JSON line,
+    byte for byte what the generator and json.dumps made."""
+    log = AuditLog(tmp_path / "audit.log")
+    actor = Actor("http", "agent.ex", "127.0.0.1")
+    items: list[dict[str, object]] = [
+        {"certname": "n.ex", "token": "t", "sans": ["DNS:n.ex"], "serial": 7},
+        {"password": "p", "when": _NOW, "note": 'Ü \u2028 "q"', "key": 1, "secret": 2},
+        {},
+    ]
+    assert log.events("sign", actor, items)
+    lines = (tmp_path / "audit.log").read_text().splitlines()
+    secret = {"token", "password", "challenge_password", "key", "private_key", "secret"}
+    for line, fields in zip(lines, items, strict=True):
+        old = {"time": json.loads(line)["time"], "event": "sign", "actor": actor.as_dict()}
+        old.update((k, v) for k, v in fields.items() if k not in secret)
+        assert line == json.dumps(old, separators=(",", ":"), default=str)

@@ -282,7 +282,7 @@ class Index:
         paths = self._paths()
         now = {w: _stamp(p) for w, p in paths.items()}
         with self._seen_lock:
-            if all(self._seen.get(w) == s for w, s in now.items()):
+            if now.items() <= self._seen.items():  # every stamp is the one last seen
                 return
         conn = self._conn()
         stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
