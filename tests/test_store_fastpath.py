@@ -24,7 +24,7 @@ from splitca.compose import open_ca
 from splitca.config import Settings
 from splitca.core.audit import Actor
 from splitca.core.usecases.common import cert_fields
-from splitca.errors import StoreError, UnsafePath
+from splitca.errors import InvalidRequest, PolicyViolation, StoreError, UnsafePath
 from splitca.pki import names
 from splitca.pki.csr import extension_value_text, san_strings
 from splitca.pki.names import PP_AUTH_ARC, SHORT_NAMES
@@ -434,3 +434,26 @@ def test_an_audit_line_is_the_previous_one(tmp_path: Path) -> None:
         old = {"time": json.loads(line)["time"], "event": "sign", "actor": actor.as_dict()}
         old.update((k, v) for k, v in fields.items() if k not in secret)
         assert line == json.dumps(old, separators=(",", ":"), default=str)
+
+
+def test_a_refused_csr_is_audited_recorded_and_raised_as_it_was(settings: Settings) -> None:
+    """The refusal guard (a class now): the csr-refused event with its kind and message,
+    the stored refusal, and the same exception for the caller."""
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    with pytest.raises(InvalidRequest) as bad:
+        ca.submit_csr("junk.ex", b"not a csr")
+    sans = pki.pem(make_csr("san.ex", sans=["DNS:other.ex"]))
+    with pytest.raises(PolicyViolation) as refused:
+        ca.submit_csr("san.ex", sans)
+    lines = settings.effective_audit_log.read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    got = [(e["certname"], e["kind"], e["message"]) for e in events if e["event"] == "csr-refused"]
+    assert got == [
+        ("junk.ex", "invalid-csr", str(bad.value)),
+        ("san.ex", refused.value.kind, str(refused.value)),
+    ]
+    assert [(r.certname, r.kind) for r in ca.refusals()] == [
+        ("san.ex", refused.value.kind),
+        ("junk.ex", "invalid-csr"),
+    ]
