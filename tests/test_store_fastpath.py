@@ -29,6 +29,7 @@ from splitca.pki import names
 from splitca.pki.csr import extension_value_text, san_strings
 from splitca.pki.names import PP_AUTH_ARC, SHORT_NAMES
 from splitca.store.files.audit import AuditLog
+from splitca.store.files.cadir import CADir
 from splitca.store.files.filestore import FileStore
 from splitca.store.files.index import _cert_row
 
@@ -457,3 +458,11 @@ def test_a_refused_csr_is_audited_recorded_and_raised_as_it_was(settings: Settin
         ("san.ex", refused.value.kind),
         ("junk.ex", "invalid-csr"),
     ]
+
+
+@pytest.mark.parametrize("root", ["/srv/ca", "relative/ca", "/"])
+def test_a_certnames_file_as_a_str_is_its_path(root: str) -> None:
+    """cert_file (no Path made) names the file cert_path names."""
+    cadir = CADir(Path(root))
+    for name in ("agent.example.com", "a", "n-1.ex"):
+        assert cadir.cert_file(name) == str(cadir.cert_path(name))

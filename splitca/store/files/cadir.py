@@ -109,6 +109,7 @@ class CADir:
         self.private = root / ".splitca"
         self.index_path = self.private / "index.sqlite3"
         self.tmpdir = self.private / "tmp"
+        self._signed = str(self.signeddir)  # see cert_file
         self._lock_timeout = lock_timeout
         self._cache_lock = threading.Lock()
         self._file_cache: dict[Path, tuple[tuple[int, int, int], bytes]] = {}
@@ -195,6 +196,11 @@ class CADir:
 
     def csr_path(self, certname: str) -> Path:
         return self.csrdir / f"{certname}.pem"
+
+    def cert_file(self, certname: str) -> str:
+        """:meth:`cert_path` as a str, made without a Path (for the certificate GET of every
+        enrollment, whose read hands the path to the OS as a str anyway)."""
+        return f"{self._signed}/{certname}.pem"
 
     # --- cached reads of the few files served on every request ---------------------------
     def read_cached(self, path: Path) -> bytes | None:
