@@ -12,10 +12,12 @@ import datetime as dt
 import ipaddress
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID, ObjectIdentifier
 
@@ -25,7 +27,7 @@ from splitca.config import Settings
 from splitca.core.audit import Actor
 from splitca.core.usecases.common import cert_fields
 from splitca.errors import InvalidRequest, PolicyViolation, StoreError, UnsafePath
-from splitca.pki import names
+from splitca.pki import certs, names
 from splitca.pki.csr import extension_value_text, san_strings
 from splitca.pki.names import PP_AUTH_ARC, SHORT_NAMES
 from splitca.store.files.audit import AuditLog
@@ -466,3 +468,100 @@ def test_a_certnames_file_as_a_str_is_its_path(root: str) -> None:
     cadir = CADir(Path(root))
     for name in ("agent.example.com", "a", "n-1.ex"):
         assert cadir.cert_file(name) == str(cadir.cert_path(name))
+
+
+def _old_leaf_builder(
+    *,
+    ca_key: object,
+    ca_cert: x509.Certificate,
+    public_key: object,
+    certname: str,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    alt_names: list[x509.GeneralName],
+    extensions: list[x509.Extension],  # type: ignore[type-arg]
+) -> x509.CertificateBuilder:
+    """leaf_builder before issue 12: a setter per field, add_extension per extension."""
+    sans = list(alt_names)
+    own = x509.DNSName(certname)
+    if own not in sans:
+        sans.append(own)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, certname)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(
+            x509.UnrecognizedExtension(
+                names.NETSCAPE_COMMENT, certs._ia5(names.NETSCAPE_COMMENT_TEXT)
+            ),
+            False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier(certs.ca_key_identifier(ca_cert), None, None), False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)  # type: ignore[arg-type]
+    )
+    for ext in extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    return (
+        builder.add_extension(x509.SubjectAlternativeName(sans), False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+        .add_extension(certs._LEAF_EKU, True)
+        .add_extension(certs._LEAF_KU, True)
+    )
+
+
+def _outcome(make: Callable[[], x509.CertificateBuilder], ca_key: object) -> object:
+    try:
+        builder = make()
+    except (ValueError, TypeError) as exc:
+        return (type(exc), str(exc))
+    return pki.sign_leaf(builder, ca_key, 4242).public_bytes(serialization.Encoding.DER)  # type: ignore[arg-type]
+
+
+def test_the_leaf_builder_in_one_constructor_makes_the_previous_certificates() -> None:
+    """Byte for byte the certificate the setter-and-add_extension builder made (RSA signs
+    deterministically), and the same error for contents that cannot make one."""
+    ca_key = fast_key()
+    ca = pki.build_ca_certificate(ca_key, "Puppet CA: one", now=_NOW, ttl=dt.timedelta(days=900))
+    rsa_key, ec_key = fast_key().public_key(), ec.generate_private_key(ec.SECP256R1()).public_key()
+    bc = x509.Extension(ExtensionOID.BASIC_CONSTRAINTS, True, x509.BasicConstraints(True, None))
+    ski = x509.Extension(
+        ExtensionOID.SUBJECT_KEY_IDENTIFIER, False, x509.SubjectKeyIdentifier(b"\x01" * 20)
+    )
+    comment = _utf8(names.NETSCAPE_COMMENT, "mine")
+    not_an_extension = x509.Extension(_FOREIGN, False, "nope")  # type: ignore[type-var]
+    cases: list[tuple[object, list[x509.GeneralName], list[x509.Extension], dt.timedelta]] = [  # type: ignore[type-arg]
+        (rsa_key, [], [], dt.timedelta(days=30)),
+        (ec_key, [x509.DNSName("puppet"), x509.DNSName("n.ex")], [], dt.timedelta(days=1)),
+        (
+            rsa_key,
+            [x509.IPAddress(ipaddress.ip_address("::1"))],
+            [_utf8(_PP_UUID, "u")],
+            dt.timedelta(days=9),
+        ),
+        (rsa_key, [], [_utf8(_PP_AUTH_ROLE, "w"), pki.cli_auth_extension()], dt.timedelta(days=2)),
+        (rsa_key, [], [_utf8(_PP_UUID, "a"), _utf8(_PP_UUID, "b")], dt.timedelta(days=2)),
+        (rsa_key, [], [bc], dt.timedelta(days=2)),
+        (rsa_key, [], [ski], dt.timedelta(days=2)),
+        (rsa_key, [], [comment], dt.timedelta(days=2)),
+        (rsa_key, [], [_utf8(_PP_UUID, "a"), not_an_extension], dt.timedelta(days=2)),
+        ("not a key", [], [], dt.timedelta(days=2)),
+        (rsa_key, [], [], dt.timedelta(days=-1)),
+    ]
+    for key, sans, exts, ttl in cases:
+        args = dict(
+            ca_key=ca_key,
+            ca_cert=ca,
+            public_key=key,
+            certname="n.ex",
+            not_before=_NOW,
+            not_after=_NOW + ttl,
+            alt_names=sans,
+            extensions=exts,
+        )
+        new = _outcome(lambda: pki.leaf_builder(**args), ca_key)  # type: ignore[arg-type]  # noqa: B023
+        assert new == _outcome(lambda: _old_leaf_builder(**args), ca_key)  # type: ignore[arg-type]  # noqa: B023
