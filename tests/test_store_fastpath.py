@@ -254,7 +254,7 @@ def test_an_enrollment_leaves_the_index_in_step_with_the_files(
     monkeypatch.undo()
     conn = store.index._conn()  # what the writes recorded (no refresh: it would correct them)
     stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    for which, path in store.index._paths().items():
+    for which, path in store.index._watched.items():
         st = os.stat(path)
         assert stored[f"stamp:{which}"] == f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}", which
     before = conn.execute("SELECT name, serial, status, stamp FROM certs ORDER BY name").fetchall()

@@ -299,8 +299,8 @@ class CADir:
         best = 0
         for raw in data.split(b"\n")[-4:]:  # a torn or partial line simply does not match
             m = _INVENTORY_SERIAL_RE.match(raw)
-            if m:
-                best = max(best, int(m.group(1), 16))
+            if m and (serial := int(m.group(1), 16)) > best:
+                best = serial
         return best
 
     # --- whole-file writers with the right modes ----------------------------------------
