@@ -181,14 +181,15 @@ def _open_in(
         raise
 
 
-def unlink(path: Path, *, anchor: Path | None = None) -> None:
+def unlink(path: Path | str, *, anchor: Path | None = None) -> None:
     """Remove *path* (not there: fine), never through a linked directory below *anchor*."""
+    directory, name = _dir_and_name(path)
     try:
-        dir_fd = open_dir(path.parent, anchor)
+        dir_fd = _open_dir(directory, None if anchor is None else _spelled(anchor))
     except FileNotFoundError:
         return
     try:
-        os.unlink(path.name, dir_fd=dir_fd)
+        os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
     finally:
@@ -213,7 +214,7 @@ def stage(
     tmpdir: Path | None = None,
     anchor: Path | None = None,
     dirs: OpenDirs | None = None,
-) -> Path:
+) -> str:
     """Write *data* to a temporary file for *path* with *mode*, fsynced; return its path.
 
     Pair with :func:`publish`. Splitting the two lets a caller do the cheap rename
@@ -224,7 +225,14 @@ def stage(
     """
     if dirs is not None:
         anchor = dirs.anchor
-    tmp = (tmpdir or path.parent) / f".{path.name}.{_pid}.{threading.get_ident()}.tmp"
+    if tmpdir is None:
+        directory, name = _dir_and_name(path)
+    else:
+        directory, name = _spelled(tmpdir), path.name
+    # A str, as str(Path) would spell it (a root directory ends in its slash already): the
+    # staged file is only ever named to the OS, so no Path is made for it.
+    sep = "" if directory.endswith("/") else "/"
+    tmp = f"{directory}{sep}.{name}.{_pid}.{threading.get_ident()}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
         try:
@@ -285,7 +293,7 @@ class OpenDirs:
 
 
 def publish(
-    tmp: Path,
+    tmp: Path | str,
     path: Path,
     *,
     durable: bool = True,
@@ -334,7 +342,7 @@ def publish(
                 os.close(fd)
 
 
-def discard(tmp: Path) -> None:
+def discard(tmp: Path | str) -> None:
     """Remove a staged file that will not be published."""
     with contextlib.suppress(OSError):
         os.unlink(tmp)

@@ -12,6 +12,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -311,7 +312,7 @@ def test_a_refused_rename_removes_the_staged_file_with_or_without_a_batch(
     tmp = fs.stage(target, b"cert\n", mode=0o644, tmpdir=root / "tmp", anchor=root)
     with pytest.raises(UnsafePath), fs.OpenDirs(root) as dirs:
         fs.publish(tmp, target, anchor=root, dirs=dirs if batch else None)
-    assert not tmp.exists() and os.listdir(root / "tmp") == []
+    assert not os.path.exists(tmp) and os.listdir(root / "tmp") == []
     assert os.listdir(evil) == []
 
 
@@ -565,3 +566,18 @@ def test_the_leaf_builder_in_one_constructor_makes_the_previous_certificates() -
         )
         new = _outcome(lambda: pki.leaf_builder(**args), ca_key)  # type: ignore[arg-type]  # noqa: B023
         assert new == _outcome(lambda: _old_leaf_builder(**args), ca_key)  # type: ignore[arg-type]  # noqa: B023
+
+
+@pytest.mark.parametrize("in_tmpdir", [False, True])
+def test_a_staged_file_is_named_as_before(tmp_path: Path, in_tmpdir: bool) -> None:
+    """stage returns a str now: the name the Path it was spelled."""
+    (tmp_path / "tmp").mkdir()
+    target = tmp_path / "signed" / "n.ex.pem"
+    target.parent.mkdir()
+    tmpdir = tmp_path / "tmp" if in_tmpdir else None
+    tmp = fs.stage(target, b"x\n", mode=0o644, tmpdir=tmpdir, anchor=tmp_path)
+    old = (tmpdir or target.parent) / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    assert tmp == str(old)
+    assert old.read_bytes() == b"x\n" and old.stat().st_mode & 0o777 == 0o644
+    fs.publish(tmp, target, anchor=tmp_path)
+    assert target.read_bytes() == b"x\n" and not old.exists()

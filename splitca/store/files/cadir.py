@@ -323,7 +323,7 @@ class CADir:
         return fs.append_stat(path, lines, mode=CERT_MODE, durable=durable, anchor=self.root)
 
     def publish(
-        self, tmp: Path, path: Path, *, durable: bool = True, dirs: fs.OpenDirs | None = None
+        self, tmp: Path | str, path: Path, *, durable: bool = True, dirs: fs.OpenDirs | None = None
     ) -> None:
         """Rename a staged file into place in the cadir, through no linked directory.
 
@@ -348,7 +348,7 @@ class CADir:
                 f"Path {path} exists but could not be deleted: {exc.strerror}"
             ) from exc
 
-    def stage(self, path: Path, data: bytes) -> Path:
+    def stage(self, path: Path, data: bytes) -> str:
         """Stage a public file for :func:`fs.publish`, outside the target directory.
 
         Staging in ``.splitca/tmp`` keeps ``signed/`` and ``requests/`` unchanged until

@@ -31,7 +31,7 @@ __all__ = ["FileStore"]
 log = logging.getLogger(__name__)
 
 # (certname, its signed/ path, staged file, certificate, index row, drop the CSR?)
-_Publication = tuple[str, Path, Path, x509.Certificate, tuple[str, int, str], bool]
+_Publication = tuple[str, Path, str, x509.Certificate, tuple[str, int, str], bool]
 
 
 class FileStore:
