@@ -167,7 +167,7 @@ class _AuditRefusal:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
-        if isinstance(exc, (PolicyViolation, InvalidRequest)):
+        if exc is not None and isinstance(exc, (PolicyViolation, InvalidRequest)):
             _record_refusal(self.d, self.actor, self.fields, exc)
         # returns None: the exception, if any, goes on
 
