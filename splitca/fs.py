@@ -71,12 +71,22 @@ def _is_link(name: str, dir_fd: int | None) -> bool:
 def _spelled(path: os.PathLike[str] | str) -> str:
     """*path* as ``str(Path(path))`` spells it (no doubled or trailing slash, no ``.``
     component), without building a Path when it is already spelled so (the common case)."""
+    if isinstance(path, Path):
+        return str(path)  # a Path is spelled so (and caches its string)
     text = os.fspath(path)
-    if isinstance(path, Path) or not (
-        "//" in text or "/./" in text or text.startswith("./") or text.endswith(("/", "/."))
-    ):
-        return text
-    return str(Path(text))
+    if "//" in text or "/./" in text or text.startswith("./") or text.endswith(("/", "/.")):
+        return str(Path(text))
+    return text
+
+
+def _dir_and_name(path: os.PathLike[str] | str) -> tuple[str, str]:
+    """The directory and the name of a file's *path*, spelled as ``Path.parent`` and
+    ``Path.name`` spell them (``os.path.split`` of the spelled path, ``.`` for no
+    directory), by string work: no Path is made for them."""
+    where = _spelled(path)
+    i = where.rfind("/") + 1
+    head = where[:i]
+    return head.rstrip("/") or head or ".", where[i:]
 
 
 @functools.lru_cache(maxsize=1024)  # a pure function of two strings; the same few recur
@@ -104,12 +114,13 @@ def open_dir(path: Path | str, anchor: Path | str | None = None) -> int:
       UnsafePath: a directory below *anchor* is a symbolic link.
       OSError: anything else (a missing directory, say).
     """
+    return _open_dir(_spelled(path), None if anchor is None else _spelled(anchor))
+
+
+def _open_dir(where: str, base: str | None) -> int:
+    """:func:`open_dir` of a spelled *where* below a spelled *base* (None: no anchor)."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-    where = _spelled(path)
-    parts: tuple[str, ...] | None = None
-    base = _spelled(anchor) if anchor is not None else None
-    if base is not None:
-        parts = _below(where, base)
+    parts = None if base is None else _below(where, base)
     if parts is None:
         return os.open(where, flags)
     assert base is not None
@@ -146,13 +157,13 @@ def open_nofollow(
       UnsafePath: *path* (or a directory below *anchor*) is a symbolic link.
       OSError: anything else.
     """
-    where = _spelled(path)
     if dirs is None and anchor is None:
-        return _open_in(path, where, flags, mode, None)
-    parent, name = os.path.split(where)
+        return _open_in(path, _spelled(path), flags, mode, None)
+    parent, name = _dir_and_name(path)
     if dirs is not None:
-        return _open_in(path, name, flags, mode, dirs(parent or "."))
-    dir_fd = open_dir(parent or ".", anchor)
+        return _open_in(path, name, flags, mode, dirs.spelled(parent))
+    assert anchor is not None
+    dir_fd = _open_dir(parent, _spelled(anchor))
     try:
         return _open_in(path, name, flags, mode, dir_fd)
     finally:
@@ -170,14 +181,15 @@ def _open_in(
         raise
 
 
-def unlink(path: Path, *, anchor: Path | None = None) -> None:
+def unlink(path: Path | str, *, anchor: Path | None = None) -> None:
     """Remove *path* (not there: fine), never through a linked directory below *anchor*."""
+    directory, name = _dir_and_name(path)
     try:
-        dir_fd = open_dir(path.parent, anchor)
+        dir_fd = _open_dir(directory, None if anchor is None else _spelled(anchor))
     except FileNotFoundError:
         return
     try:
-        os.unlink(path.name, dir_fd=dir_fd)
+        os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
     finally:
@@ -202,7 +214,7 @@ def stage(
     tmpdir: Path | None = None,
     anchor: Path | None = None,
     dirs: OpenDirs | None = None,
-) -> Path:
+) -> str:
     """Write *data* to a temporary file for *path* with *mode*, fsynced; return its path.
 
     Pair with :func:`publish`. Splitting the two lets a caller do the cheap rename
@@ -213,7 +225,14 @@ def stage(
     """
     if dirs is not None:
         anchor = dirs.anchor
-    tmp = (tmpdir or path.parent) / f".{path.name}.{_pid}.{threading.get_ident()}.tmp"
+    if tmpdir is None:
+        directory, name = _dir_and_name(path)
+    else:
+        directory, name = _spelled(tmpdir), path.name
+    # A str, as str(Path) would spell it (a root directory ends in its slash already): the
+    # staged file is only ever named to the OS, so no Path is made for it.
+    sep = "" if directory.endswith("/") else "/"
+    tmp = f"{directory}{sep}.{name}.{_pid}.{threading.get_ident()}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
         try:
@@ -250,13 +269,18 @@ class OpenDirs:
 
     def __init__(self, anchor: Path | None) -> None:
         self.anchor = anchor
+        self._base = None if anchor is None else _spelled(anchor)  # spelled once per batch
         self._fds: dict[str, int] = {}
 
     def __call__(self, path: os.PathLike[str] | str) -> int:
-        key = _spelled(path)  # a str key: no Path hashing and comparing per lookup
-        fd = self._fds.get(key)
+        return self.spelled(_spelled(path))
+
+    def spelled(self, where: str) -> int:
+        """The descriptor of directory *where*, already spelled as ``str(Path)`` spells it
+        (a str key: no Path hashing and comparing per lookup)."""
+        fd = self._fds.get(where)
         if fd is None:
-            fd = self._fds[key] = open_dir(key, self.anchor)
+            fd = self._fds[where] = _open_dir(where, self._base)
         return fd
 
     def __enter__(self) -> OpenDirs:
@@ -269,7 +293,7 @@ class OpenDirs:
 
 
 def publish(
-    tmp: Path,
+    tmp: Path | str,
     path: Path,
     *,
     durable: bool = True,
@@ -286,19 +310,22 @@ def publish(
       NotDurable: the rename happened (readers see the new file) but syncing it failed.
     """
     src = dst = -1
+    src_dir, src_name = _dir_and_name(tmp)
+    dst_dir, dst_name = _dir_and_name(path)
     try:
         try:
             if dirs is not None:  # src first: if dst is refused, the staged file is removed
-                src = dirs(tmp.parent)
-                dst = dirs(path.parent)
+                src = dirs.spelled(src_dir)
+                dst = dirs.spelled(dst_dir)
             else:
-                src = open_dir(tmp.parent, anchor)
-                dst = src if tmp.parent == path.parent else open_dir(path.parent, anchor)
-            os.replace(tmp.name, path.name, src_dir_fd=src, dst_dir_fd=dst)
+                base = None if anchor is None else _spelled(anchor)
+                src = _open_dir(src_dir, base)
+                dst = src if src_dir == dst_dir else _open_dir(dst_dir, base)
+            os.replace(src_name, dst_name, src_dir_fd=src, dst_dir_fd=dst)
         except (OSError, UnsafePath) as exc:
             if src >= 0:  # (not through a directory that turned out to be a link)
                 with contextlib.suppress(OSError):
-                    os.unlink(tmp.name, dir_fd=src)
+                    os.unlink(src_name, dir_fd=src)
             if isinstance(exc, UnsafePath):
                 raise
             raise StoreError(f"could not write {path}: {exc.strerror or exc}") from exc
@@ -315,7 +342,7 @@ def publish(
                 os.close(fd)
 
 
-def discard(tmp: Path) -> None:
+def discard(tmp: Path | str) -> None:
     """Remove a staged file that will not be published."""
     with contextlib.suppress(OSError):
         os.unlink(tmp)
@@ -550,6 +577,7 @@ class FileLock:
 
     def __init__(self, path: Path, *, timeout: float = 30.0, anchor: Path | None = None) -> None:
         self.path = path
+        self._where = os.fspath(path)  # what the lock's every lstat names, as a str once
         self.timeout = timeout
         self.anchor = anchor
         self._cached: tuple[int, _Slot] | None = None
@@ -618,7 +646,7 @@ class FileLock:
                 self._drop(slot)
                 raise StoreError(f"could not lock {self.path}: {exc.strerror}") from exc
             try:
-                same = os.fstat(fd).st_ino == os.lstat(self.path).st_ino
+                same = os.fstat(fd).st_ino == os.lstat(self._where).st_ino
             except OSError:
                 same = False
             if same:

@@ -12,20 +12,27 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID, ObjectIdentifier
 
 from splitca import fs, pki
 from splitca.compose import open_ca
 from splitca.config import Settings
+from splitca.core.audit import Actor
 from splitca.core.usecases.common import cert_fields
-from splitca.errors import StoreError, UnsafePath
+from splitca.errors import InvalidRequest, PolicyViolation, StoreError, UnsafePath
+from splitca.pki import certs, names
 from splitca.pki.csr import extension_value_text, san_strings
 from splitca.pki.names import PP_AUTH_ARC, SHORT_NAMES
+from splitca.store.files.audit import AuditLog
+from splitca.store.files.cadir import CADir
 from splitca.store.files.filestore import FileStore
 from splitca.store.files.index import _cert_row
 
@@ -248,7 +255,7 @@ def test_an_enrollment_leaves_the_index_in_step_with_the_files(
     monkeypatch.undo()
     conn = store.index._conn()  # what the writes recorded (no refresh: it would correct them)
     stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    for which, path in store.index._paths().items():
+    for which, path in store.index._watched.items():
         st = os.stat(path)
         assert stored[f"stamp:{which}"] == f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}", which
     before = conn.execute("SELECT name, serial, status, stamp FROM certs ORDER BY name").fetchall()
@@ -305,7 +312,7 @@ def test_a_refused_rename_removes_the_staged_file_with_or_without_a_batch(
     tmp = fs.stage(target, b"cert\n", mode=0o644, tmpdir=root / "tmp", anchor=root)
     with pytest.raises(UnsafePath), fs.OpenDirs(root) as dirs:
         fs.publish(tmp, target, anchor=root, dirs=dirs if batch else None)
-    assert not tmp.exists() and os.listdir(root / "tmp") == []
+    assert not os.path.exists(tmp) and os.listdir(root / "tmp") == []
     assert os.listdir(evil) == []
 
 
@@ -373,3 +380,204 @@ def test_a_name_said_to_read_back_is_parsed_back_as_itself(name: str) -> None:
         assert [line.certname for line in parsed] == [name]
     else:
         assert [line.certname for line in parsed] != [name]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["a/b.pem", "/a/b", "/b", "b", "//b", "//a/b", "///a/b", "a//b/", "./a/./b", "/a/b/", "a/b/."],
+)
+def test_a_files_directory_and_name_are_spelled_as_path_spells_them(path: str) -> None:
+    """publish, open_nofollow: a file's directory and name by string work, as the Path
+    properties they replaced spell them (for a str and for a Path)."""
+    p = Path(path)
+    expected = (str(p.parent), p.name)
+    assert fs._dir_and_name(path) == expected
+    assert fs._dir_and_name(p) == expected
+    assert fs._spelled(path) == str(p)
+
+
+def _old_format_problem(name: str) -> str | None:
+    if any(c.isupper() for c in name):
+        return "Certificate names must be lower case."
+    if "*" in name:
+        return f"Subject contains a wildcard, which is not allowed: {name}"
+    if (
+        not name
+        or len(name) > names.MAX_CERTNAME_LENGTH
+        or name.endswith("-")
+        or not name.isascii()
+        or names._LABELS_RE.fullmatch(name) is None
+    ):
+        return names._BAD_FORMAT
+    return None
+
+
+_CERTNAMES = ["agent.example.com", "Agent.example.com", "AGENT", "a-b_c", "a-", "*.ex", "X*", ""]
+_CERTNAMES += ["a" * 300, "ünï.ex", "Ünï.ex", "\u01c5x", "\u03d2", "ß", "İx", "agent\u212a"]
+
+
+@pytest.mark.parametrize("name", _CERTNAMES)
+def test_the_certname_format_rules_are_the_previous_ones(name: str) -> None:
+    assert names._format_problem.__wrapped__(name) == _old_format_problem(name)
+
+
+def test_an_audit_line_is_the_previous_one(tmp_path: Path) -> None:
+    """The audit record (secrets dropped, the fields' order kept) and its JSON line,
+    byte for byte what the generator and json.dumps made."""
+    log = AuditLog(tmp_path / "audit.log")
+    actor = Actor("http", "agent.ex", "127.0.0.1")
+    items: list[dict[str, object]] = [
+        {"certname": "n.ex", "token": "t", "sans": ["DNS:n.ex"], "serial": 7},
+        {"password": "p", "when": _NOW, "note": 'Ü \u2028 "q"', "key": 1, "secret": 2},
+        {},
+    ]
+    assert log.events("sign", actor, items)
+    lines = (tmp_path / "audit.log").read_text().splitlines()
+    secret = {"token", "password", "challenge_password", "key", "private_key", "secret"}
+    for line, fields in zip(lines, items, strict=True):
+        old = {"time": json.loads(line)["time"], "event": "sign", "actor": actor.as_dict()}
+        old.update((k, v) for k, v in fields.items() if k not in secret)
+        assert line == json.dumps(old, separators=(",", ":"), default=str)
+
+
+def test_a_refused_csr_is_audited_recorded_and_raised_as_it_was(settings: Settings) -> None:
+    """The refusal guard (a class now): the csr-refused event with its kind and message,
+    the stored refusal, and the same exception for the caller."""
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    with pytest.raises(InvalidRequest) as bad:
+        ca.submit_csr("junk.ex", b"not a csr")
+    sans = pki.pem(make_csr("san.ex", sans=["DNS:other.ex"]))
+    with pytest.raises(PolicyViolation) as refused:
+        ca.submit_csr("san.ex", sans)
+    lines = settings.effective_audit_log.read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    got = [(e["certname"], e["kind"], e["message"]) for e in events if e["event"] == "csr-refused"]
+    assert got == [
+        ("junk.ex", "invalid-csr", str(bad.value)),
+        ("san.ex", refused.value.kind, str(refused.value)),
+    ]
+    assert [(r.certname, r.kind) for r in ca.refusals()] == [
+        ("san.ex", refused.value.kind),
+        ("junk.ex", "invalid-csr"),
+    ]
+
+
+@pytest.mark.parametrize("root", ["/srv/ca", "relative/ca", "/"])
+def test_a_certnames_file_as_a_str_is_its_path(root: str) -> None:
+    """cert_file (no Path made) names the file cert_path names."""
+    cadir = CADir(Path(root))
+    for name in ("agent.example.com", "a", "n-1.ex"):
+        assert cadir.cert_file(name) == str(cadir.cert_path(name))
+
+
+def _old_leaf_builder(
+    *,
+    ca_key: object,
+    ca_cert: x509.Certificate,
+    public_key: object,
+    certname: str,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    alt_names: list[x509.GeneralName],
+    extensions: list[x509.Extension],  # type: ignore[type-arg]
+) -> x509.CertificateBuilder:
+    """leaf_builder before issue 12: a setter per field, add_extension per extension."""
+    sans = list(alt_names)
+    own = x509.DNSName(certname)
+    if own not in sans:
+        sans.append(own)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, certname)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(
+            x509.UnrecognizedExtension(
+                names.NETSCAPE_COMMENT, certs._ia5(names.NETSCAPE_COMMENT_TEXT)
+            ),
+            False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier(certs.ca_key_identifier(ca_cert), None, None), False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)  # type: ignore[arg-type]
+    )
+    for ext in extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    return (
+        builder.add_extension(x509.SubjectAlternativeName(sans), False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+        .add_extension(certs._LEAF_EKU, True)
+        .add_extension(certs._LEAF_KU, True)
+    )
+
+
+def _outcome(make: Callable[[], x509.CertificateBuilder], ca_key: object) -> object:
+    try:
+        builder = make()
+    except (ValueError, TypeError) as exc:
+        return (type(exc), str(exc))
+    return pki.sign_leaf(builder, ca_key, 4242).public_bytes(serialization.Encoding.DER)  # type: ignore[arg-type]
+
+
+def test_the_leaf_builder_in_one_constructor_makes_the_previous_certificates() -> None:
+    """Byte for byte the certificate the setter-and-add_extension builder made (RSA signs
+    deterministically), and the same error for contents that cannot make one."""
+    ca_key = fast_key()
+    ca = pki.build_ca_certificate(ca_key, "Puppet CA: one", now=_NOW, ttl=dt.timedelta(days=900))
+    rsa_key, ec_key = fast_key().public_key(), ec.generate_private_key(ec.SECP256R1()).public_key()
+    bc = x509.Extension(ExtensionOID.BASIC_CONSTRAINTS, True, x509.BasicConstraints(True, None))
+    ski = x509.Extension(
+        ExtensionOID.SUBJECT_KEY_IDENTIFIER, False, x509.SubjectKeyIdentifier(b"\x01" * 20)
+    )
+    comment = _utf8(names.NETSCAPE_COMMENT, "mine")
+    not_an_extension = x509.Extension(_FOREIGN, False, "nope")  # type: ignore[type-var]
+    cases: list[tuple[object, list[x509.GeneralName], list[x509.Extension], dt.timedelta]] = [  # type: ignore[type-arg]
+        (rsa_key, [], [], dt.timedelta(days=30)),
+        (ec_key, [x509.DNSName("puppet"), x509.DNSName("n.ex")], [], dt.timedelta(days=1)),
+        (
+            rsa_key,
+            [x509.IPAddress(ipaddress.ip_address("::1"))],
+            [_utf8(_PP_UUID, "u")],
+            dt.timedelta(days=9),
+        ),
+        (rsa_key, [], [_utf8(_PP_AUTH_ROLE, "w"), pki.cli_auth_extension()], dt.timedelta(days=2)),
+        (rsa_key, [], [_utf8(_PP_UUID, "a"), _utf8(_PP_UUID, "b")], dt.timedelta(days=2)),
+        (rsa_key, [], [bc], dt.timedelta(days=2)),
+        (rsa_key, [], [ski], dt.timedelta(days=2)),
+        (rsa_key, [], [comment], dt.timedelta(days=2)),
+        (rsa_key, [], [_utf8(_PP_UUID, "a"), not_an_extension], dt.timedelta(days=2)),
+        ("not a key", [], [], dt.timedelta(days=2)),
+        (rsa_key, [], [], dt.timedelta(days=-1)),
+    ]
+    for key, sans, exts, ttl in cases:
+        args = dict(
+            ca_key=ca_key,
+            ca_cert=ca,
+            public_key=key,
+            certname="n.ex",
+            not_before=_NOW,
+            not_after=_NOW + ttl,
+            alt_names=sans,
+            extensions=exts,
+        )
+        new = _outcome(lambda: pki.leaf_builder(**args), ca_key)  # type: ignore[arg-type]  # noqa: B023
+        assert new == _outcome(lambda: _old_leaf_builder(**args), ca_key)  # type: ignore[arg-type]  # noqa: B023
+
+
+@pytest.mark.parametrize("in_tmpdir", [False, True])
+def test_a_staged_file_is_named_as_before(tmp_path: Path, in_tmpdir: bool) -> None:
+    """stage returns a str now: the name the Path it was spelled."""
+    (tmp_path / "tmp").mkdir()
+    target = tmp_path / "signed" / "n.ex.pem"
+    target.parent.mkdir()
+    tmpdir = tmp_path / "tmp" if in_tmpdir else None
+    tmp = fs.stage(target, b"x\n", mode=0o644, tmpdir=tmpdir, anchor=tmp_path)
+    old = (tmpdir or target.parent) / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    assert tmp == str(old)
+    assert old.read_bytes() == b"x\n" and old.stat().st_mode & 0o777 == 0o644
+    fs.publish(tmp, target, anchor=tmp_path)
+    assert target.read_bytes() == b"x\n" and not old.exists()

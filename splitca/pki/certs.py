@@ -144,21 +144,30 @@ def leaf_builder(
     own = x509.DNSName(certname)
     if own not in sans:
         sans.append(own)
-    exts = [_LEAF_COMMENT, _authority_key_id(ca_cert), _extension(_ski(public_key), False)]
+    first = (_LEAF_COMMENT, _authority_key_id(ca_cert), _extension(_ski(public_key), False))
+    requested = []
     for ext in extensions:
         if not isinstance(ext.value, x509.ExtensionType):
             raise TypeError("extension must be an ExtensionType")
-        exts.append(_extension(ext.value, ext.critical))
-    exts += (_extension(x509.SubjectAlternativeName(sans), False), *_LEAF_LAST)
+        requested.append(_extension(ext.value, ext.critical))
+    san = _extension(x509.SubjectAlternativeName(sans), False)
     # The list is handed to the builder whole (add_extension, once per extension, copies the
-    # builder and rescans the list each time); its duplicate check is made here, once.
-    if len({e.oid for e in exts}) != len(exts):
-        raise ValueError("This extension has already been set.")
+    # builder and rescans the list each time); its duplicate check is made here, once. The
+    # profile's own extensions differ from each other: only a requested one can repeat.
+    if requested:
+        oids = {e.oid for e in requested}
+        if len(oids) != len(requested) or not oids.isdisjoint(_LEAF_OIDS):
+            raise ValueError("This extension has already been set.")
+    exts = [*first, *requested, san, *_LEAF_LAST]
+    # Names and key go to the constructor too: the setters would only check their types,
+    # which are certain (the Names are cryptography's, the key was checked above).
     return (
-        x509.CertificateBuilder(extensions=exts)
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(public_key)
+        x509.CertificateBuilder(
+            issuer_name=ca_cert.subject,
+            subject_name=subject,
+            public_key=public_key,
+            extensions=exts,
+        )
         .not_valid_before(not_before)
         .not_valid_after(not_after)
     )
@@ -187,6 +196,16 @@ _LEAF_LAST = (
     _encoded(x509.BasicConstraints(ca=False, path_length=None), True),
     _encoded(_LEAF_EKU, True),
     _encoded(_LEAF_KU, True),
+)
+# The OIDs of the profile's own extensions (the comment, AKI, SKI, SAN and the last three).
+_LEAF_OIDS = frozenset(
+    {
+        NETSCAPE_COMMENT,
+        x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+        x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+        x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+        *(e.oid for e in _LEAF_LAST),
+    }
 )
 
 

@@ -80,7 +80,8 @@ warnings.filterwarnings(
 @functools.lru_cache(maxsize=4096)
 def _format_problem(name: str) -> str | None:
     """puppetserver's message if *name* breaks the certname format rules, else None."""
-    if any(c.isupper() for c in name):
+    # In ASCII only A-Z are upper case, and lower() changes only them: one call, not one per letter.
+    if name != name.lower() if name.isascii() else any(c.isupper() for c in name):
         return "Certificate names must be lower case."
     if "*" in name:
         return f"Subject contains a wildcard, which is not allowed: {name}"

@@ -143,8 +143,9 @@ def cert_fields(cert: x509.Certificate, certname: str) -> dict[str, object]:
     sans: list[str] = []
     oids: list[str] = []
     for ext in cert.extensions:  # one pass (no search by class, no isinstance per extension)
-        oids.append(ext.oid.dotted_string)
-        if ext.oid == pki.SAN_OID:
+        oid = ext.oid
+        oids.append(oid.dotted_string)
+        if oid == pki.SAN_OID:
             sans = [pki.general_name_str(n) for n in ext.value]
     return {
         "certname": certname,

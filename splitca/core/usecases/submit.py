@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -51,14 +49,14 @@ def submit_csr(d: Deps, certname: str, body: bytes, *, actor: Actor = SYSTEM) ->
       InvalidRequest: not one PEM CSR.
       PolicyViolation: puppetserver's validation kinds and messages (HTTP 400).
     """
-    with _audit_refusal(d, actor, {"certname": certname}):
+    with _AuditRefusal(d, actor, {"certname": certname}):
         csr = pki.load_csr(body)
         info = pki.inspect_csr(csr)
     fields = _csr_fields(certname, csr, info)
     # A CSR with a challengePassword for a name that has a certificate may be a rebuilt
     # machine with a fresh registration token: the autosigner decides (see _supersede).
     candidate = info.cn == certname and _may_supersede(d, certname, info)
-    with _audit_refusal(d, actor, fields):
+    with _AuditRefusal(d, actor, fields):
         if info.cn is not None and pki.is_safe_name(info.cn) and not candidate:
             refuse_duplicate(d, info.cn)
         check_subject(certname, info.cn)
@@ -68,7 +66,7 @@ def submit_csr(d: Deps, certname: str, body: bytes, *, actor: Actor = SYSTEM) ->
     with d.store.names_locked([certname]):
         # Re-checked under the name lock: concurrent CSRs for one name (say, several
         # keys racing) must not all pass the check above and all be signed or stored.
-        with _audit_refusal(d, actor, fields):
+        with _AuditRefusal(d, actor, fields):
             if (
                 candidate
                 and decision.sign
@@ -150,24 +148,42 @@ def _csr_fields(
     }
 
 
-@contextlib.contextmanager
-def _audit_refusal(d: Deps, actor: Actor, fields: dict[str, object]) -> Iterator[None]:
+class _AuditRefusal:
     """A refusal raised inside (PolicyViolation, or InvalidRequest: not a CSR) is made
     visible, and goes on: a ``csr-refused`` audit event, one log line (name, address,
-    reason) and a record in the store for ``splitca list --refused``."""
-    try:
-        yield
-    except (PolicyViolation, InvalidRequest) as exc:
-        kind = exc.kind if isinstance(exc, PolicyViolation) else "invalid-csr"
-        d.audit.event("csr-refused", actor, **fields, kind=kind, message=str(exc))
-        name, reason = one_line(str(fields["certname"]), 255), one_line(str(exc), 1000)
-        log.warning("Refused CSR for %s from %s: %s (%s)", name, actor.address or "-", reason, kind)
-        now = d.clock().timestamp()
-        d.store.record_refusal(
-            Refusal(name, kind, reason, one_line(actor.address, 100), now),
-            prune_before=now - d.settings.refusal_retention.total_seconds(),
-        )
-        raise
+    reason) and a record in the store for ``splitca list --refused``.
+
+    (A class, not a generator-based context manager: it is entered three times per CSR.)
+    """
+
+    __slots__ = ("actor", "d", "fields")
+
+    def __init__(self, d: Deps, actor: Actor, fields: dict[str, object]) -> None:
+        self.d, self.actor, self.fields = d, actor, fields
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is not None and isinstance(exc, (PolicyViolation, InvalidRequest)):
+            _record_refusal(self.d, self.actor, self.fields, exc)
+        # returns None: the exception, if any, goes on
+
+
+def _record_refusal(
+    d: Deps, actor: Actor, fields: dict[str, object], exc: PolicyViolation | InvalidRequest
+) -> None:
+    kind = exc.kind if isinstance(exc, PolicyViolation) else "invalid-csr"
+    d.audit.event("csr-refused", actor, **fields, kind=kind, message=str(exc))
+    name, reason = one_line(str(fields["certname"]), 255), one_line(str(exc), 1000)
+    log.warning("Refused CSR for %s from %s: %s (%s)", name, actor.address or "-", reason, kind)
+    now = d.clock().timestamp()
+    d.store.record_refusal(
+        Refusal(name, kind, reason, one_line(actor.address, 100), now),
+        prune_before=now - d.settings.refusal_retention.total_seconds(),
+    )
 
 
 def one_line(text: str, limit: int) -> str:

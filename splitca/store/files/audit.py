@@ -20,6 +20,9 @@ __all__ = ["AuditLog"]
 
 log = logging.getLogger(__name__)
 
+# What json.dumps(record, separators=(",", ":"), default=str) makes, its encoder built once.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
 
 class AuditLog:
     """Appends events as JSON lines with ``O_APPEND`` (one write per event, so lines never interleave).
@@ -37,6 +40,7 @@ class AuditLog:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        self._where = None if path is None else os.fspath(path)  # a str for each event's lstat
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the file _fd is open on
@@ -48,17 +52,14 @@ class AuditLog:
 
     def events(self, event: str, actor: Actor, items: Sequence[dict[str, object]]) -> bool:
         """One line per item, appended in one write (lines never interleave with others')."""
-        if self.path is None or not items:
+        if self._where is None or not items:
             return True
         data = b"".join(
-            (
-                json.dumps(audit_record(event, actor, f), separators=(",", ":"), default=str) + "\n"
-            ).encode()
-            for f in items
+            [(_ENCODER.encode(audit_record(event, actor, f)) + "\n").encode() for f in items]
         )
         try:
             with self._lock:
-                fd = self._current(self.path)
+                fd = self._current(self._where)
                 try:
                     written = os.write(fd, data)
                 except OSError as exc:  # EBADF: the number is no longer ours to close
@@ -85,7 +86,7 @@ class AuditLog:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    def _current(self, path: Path) -> int:
+    def _current(self, path: str) -> int:
         """The descriptor open on the file at *path* now (reopened if it was rotated)."""
         if self._fd is not None:
             try:

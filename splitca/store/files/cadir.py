@@ -109,6 +109,7 @@ class CADir:
         self.private = root / ".splitca"
         self.index_path = self.private / "index.sqlite3"
         self.tmpdir = self.private / "tmp"
+        self._signed = str(self.signeddir)  # see cert_file
         self._lock_timeout = lock_timeout
         self._cache_lock = threading.Lock()
         self._file_cache: dict[Path, tuple[tuple[int, int, int], bytes]] = {}
@@ -195,6 +196,11 @@ class CADir:
 
     def csr_path(self, certname: str) -> Path:
         return self.csrdir / f"{certname}.pem"
+
+    def cert_file(self, certname: str) -> str:
+        """:meth:`cert_path` as a str, made without a Path (for the certificate GET of every
+        enrollment, whose read hands the path to the OS as a str anyway)."""
+        return f"{self._signed}/{certname}.pem"
 
     # --- cached reads of the few files served on every request ---------------------------
     def read_cached(self, path: Path) -> bytes | None:
@@ -298,8 +304,8 @@ class CADir:
         best = 0
         for raw in data.split(b"\n")[-4:]:  # a torn or partial line simply does not match
             m = _INVENTORY_SERIAL_RE.match(raw)
-            if m:
-                best = max(best, int(m.group(1), 16))
+            if m and (serial := int(m.group(1), 16)) > best:
+                best = serial
         return best
 
     # --- whole-file writers with the right modes ----------------------------------------
@@ -322,7 +328,7 @@ class CADir:
         return fs.append_stat(path, lines, mode=CERT_MODE, durable=durable, anchor=self.root)
 
     def publish(
-        self, tmp: Path, path: Path, *, durable: bool = True, dirs: fs.OpenDirs | None = None
+        self, tmp: Path | str, path: Path, *, durable: bool = True, dirs: fs.OpenDirs | None = None
     ) -> None:
         """Rename a staged file into place in the cadir, through no linked directory.
 
@@ -347,7 +353,7 @@ class CADir:
                 f"Path {path} exists but could not be deleted: {exc.strerror}"
             ) from exc
 
-    def stage(self, path: Path, data: bytes) -> Path:
+    def stage(self, path: Path, data: bytes) -> str:
         """Stage a public file for :func:`fs.publish`, outside the target directory.
 
         Staging in ``.splitca/tmp`` keeps ``signed/`` and ``requests/`` unchanged until

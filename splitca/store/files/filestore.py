@@ -31,7 +31,7 @@ __all__ = ["FileStore"]
 log = logging.getLogger(__name__)
 
 # (certname, its signed/ path, staged file, certificate, index row, drop the CSR?)
-_Publication = tuple[str, Path, Path, x509.Certificate, tuple[str, int, str], bool]
+_Publication = tuple[str, Path, str, x509.Certificate, tuple[str, int, str], bool]
 
 
 class FileStore:
@@ -150,7 +150,7 @@ class FileStore:
         return Blob(*found)
 
     def cert(self, name: str) -> Blob | None:
-        return _read_blob(self.cadir.cert_path(name))
+        return _read_blob(self.cadir.cert_file(name))
 
     def csr(self, name: str) -> Blob | None:
         return _read_blob(self.cadir.csr_path(name))
@@ -475,7 +475,7 @@ class FileStore:
             ) from not_durable
 
 
-def _read_blob(path: Path) -> Blob | None:
+def _read_blob(path: Path | str) -> Blob | None:
     """A file's bytes and mtime from one open (fstat, not a second path lookup)."""
     try:
         data, st = fs.read_stat(path)

@@ -96,7 +96,13 @@ class Index:
         self._seen: dict[str, str] = {}
         self._seen_lock = threading.Lock()
         self._write_lock = cadir.lock("index")
-        self._watched: dict[str, str] | None = None
+        # The watched paths as strings (stat()ed on every query; no pathlib on that path).
+        self._watched = {
+            "signed": str(cadir.signeddir),
+            "requests": str(cadir.csrdir),
+            "crl": str(cadir.cacrl),
+            "inventory": str(cadir.inventory),
+        }
 
     # --- connections and transactions ----------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -233,19 +239,6 @@ class Index:
         except sqlite3.Error as exc:
             raise StoreError(f"index is busy or unwritable: {exc}") from exc
 
-    def _paths(self) -> dict[str, str]:
-        """The watched paths as strings (stat()ed on every query; no pathlib on that path)."""
-        paths = self._watched
-        if paths is None:
-            c = self.cadir
-            paths = self._watched = {
-                "signed": str(c.signeddir),
-                "requests": str(c.csrdir),
-                "crl": str(c.cacrl),
-                "inventory": str(c.inventory),
-            }
-        return paths
-
     def _set_meta(self, conn: sqlite3.Connection, key: str, value: str) -> None:
         conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
@@ -255,7 +248,7 @@ class Index:
 
     def record(self, conn: sqlite3.Connection, *which: str) -> None:
         """After our own change inside *conn*'s transaction: note the new stamps."""
-        paths = self._paths()
+        paths = self._watched
         for w in which:
             self._note(conn, w, _stamp(paths[w]))
 
@@ -279,10 +272,10 @@ class Index:
         """
         if getattr(self._local, "pending", None) is not None:
             return
-        paths = self._paths()
+        paths = self._watched
         now = {w: _stamp(p) for w, p in paths.items()}
         with self._seen_lock:
-            if all(self._seen.get(w) == s for w, s in now.items()):
+            if now.items() <= self._seen.items():  # every stamp is the one last seen
                 return
         conn = self._conn()
         stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
@@ -298,7 +291,7 @@ class Index:
     def _catch_up(self, conn: sqlite3.Connection) -> None:
         """Inside a write transaction: re-index every watched path whose stamp is not the
         one the index recorded (and build the schema if it is not current)."""
-        paths = self._paths()
+        paths = self._watched
         stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         fresh = stored.get("schema") != SCHEMA_VERSION
         if fresh:
