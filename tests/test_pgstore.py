@@ -125,6 +125,20 @@ def test_two_replicas_never_hand_out_one_serial_twice(replicas: Replicas) -> Non
     assert all(a.serials_for(f"h{i}-{n}") for i in range(6) for n in range(0, 25, 8))
 
 
+def test_a_sequence_behind_the_issued_serials_still_gives_a_serial_above_them(
+    replicas: Replicas,
+) -> None:
+    """A restored database's sequence may lag behind the serials it holds: the reservation
+    then comes from above every issued serial (the database function's path), recorded."""
+    a = replicas.open("a")
+    issued = [replicas.issue(a, f"r{i}").serial_number for i in range(3)]
+    replicas.server.psql("SELECT setval('splitca.serials', 1)", replicas.url.rsplit("/", 1)[1])
+    got = a.reserve_serial("after-restore", NOW, NOW + DAY).serial
+    assert got > max(issued)
+    assert a.serials_for("after-restore") == [got]
+    assert replicas.issue(a, "next").serial_number > got
+
+
 def test_a_revocation_through_one_replica_is_in_the_other_replicas_crl_at_once(
     replicas: Replicas,
 ) -> None:

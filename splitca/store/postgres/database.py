@@ -259,22 +259,28 @@ class Database:
             return
         with self.errors():
             # BEGIN even for no keys: a lock taken inside (nested) joins this transaction.
-            # Sent with the lock timeout as one simple query (no parameters): one round trip.
-            opening = "SAVEPOINT take" if nested else "BEGIN"
+            # The opening, the lock timeout and the locks (one statement for all of them, in
+            # the sorted order of the arrays) as one simple query: one round trip. The keys
+            # are our own integers (lock_key), written as literals.
+            sql = [
+                "SAVEPOINT take" if nested else "BEGIN",
+                f"SET LOCAL lock_timeout = '{max(1, int(wait * 1000))}ms'",
+            ]
+            if keys:
+                sql.append(
+                    "SELECT count(pg_advisory_xact_lock(k1, k2)) FROM"
+                    f" unnest('{{{','.join(str(int(k[0])) for k in keys)}}}'::int4[],"
+                    f" '{{{','.join(str(int(k[1])) for k in keys)}}}'::int4[])"
+                    " WITH ORDINALITY AS t(k1, k2, i)"
+                )
+            if nested:
+                sql.append("RELEASE SAVEPOINT take")
             try:
-                conn.execute(f"{opening}; SET LOCAL lock_timeout = '{max(1, int(wait * 1000))}ms'")
-                if keys:  # one statement for all of them, in the (sorted) order of the arrays
-                    conn.execute(
-                        "SELECT count(pg_advisory_xact_lock(k1, k2)) FROM"
-                        " unnest(%s::int4[], %s::int4[]) WITH ORDINALITY AS t(k1, k2, i)",
-                        ([k[0] for k in keys], [k[1] for k in keys]),
-                    )
+                conn.execute("; ".join(sql).encode(), prepare=False)  # text unique per name
             except psycopg.Error:
                 with contextlib.suppress(psycopg.Error):
                     conn.execute("ROLLBACK TO SAVEPOINT take" if nested else "ROLLBACK")
                 raise
-            if nested:
-                conn.execute("RELEASE SAVEPOINT take")
 
 
 def _first_line(exc: BaseException) -> str:

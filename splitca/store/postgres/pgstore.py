@@ -37,6 +37,25 @@ log = logging.getLogger(__name__)
 # How long a read with a cached answer (CA certificate, CRL) waits for the database.
 _CACHED_WAIT = 1.0
 
+# splitca.reserve_serial's common case as one statement: the sequence's next value, taken
+# only if it is above every issued serial (else no row, and the function handles it).
+_RESERVE = (
+    "WITH n AS MATERIALIZED (SELECT nextval('splitca.serials')::numeric AS s)"
+    " INSERT INTO inventory (serial, name, not_before, not_after, not_after_ts)"
+    " SELECT n.s, %s, %s, %s, %s FROM n"
+    " WHERE n.s > coalesce((SELECT max(serial) FROM inventory), 0)"
+    " AND n.s > coalesce((SELECT max(serial) FROM certs), 0)"
+    " ON CONFLICT (serial) DO NOTHING RETURNING serial"
+)
+_PUBLISH = (
+    "INSERT INTO certs (name, serial, not_after_ts, status, pem, modified)"
+    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
+    " serial = EXCLUDED.serial, not_after_ts = EXCLUDED.not_after_ts,"
+    " status = EXCLUDED.status, pem = EXCLUDED.pem, modified = EXCLUDED.modified"
+)
+# The same and the name's request dropped, in the same statement (a data-modifying CTE).
+_PUBLISH_DROPPING_CSR = "WITH dropped AS (DELETE FROM csrs WHERE name = %s) " + _PUBLISH
+
 
 class PgStore(PgQueries, PgRecords):
     """One CA in one database; safe to share between threads, processes and hosts.
@@ -309,25 +328,29 @@ class PgStore(PgQueries, PgRecords):
     def reserve_serial(
         self, name: str, not_before: dt.datetime, not_after: dt.datetime
     ) -> Reservation:
-        """One committed call: the next serial above every issued one, its inventory row durable."""
+        """One committed statement: the next serial above every issued one, its inventory row
+        durable. The database function of the same rules (``splitca.reserve_serial``) runs
+        only when the sequence lags behind an issued serial (after a restore) or a row took
+        it: its floor is a SQL function, planned anew on each call (~0.2 ms of the database's
+        CPU), where this statement's plan is prepared once per session."""
+        args = (
+            name,
+            pki.puppet_time(not_before),
+            pki.puppet_time(not_after),
+            int(not_after.timestamp()),
+        )
         with self.db.connection() as conn:
-            row = conn.execute(
-                "SELECT splitca.reserve_serial(%s, %s, %s, %s)",
-                (
-                    name,
-                    pki.puppet_time(not_before),
-                    pki.puppet_time(not_after),
-                    int(not_after.timestamp()),
-                ),
-            ).fetchone()
+            row = conn.execute(_RESERVE, args).fetchone()
+            if row is None:
+                row = conn.execute("SELECT splitca.reserve_serial(%s, %s, %s, %s)", args).fetchone()
         assert row is not None
         return Reservation(int(row[0]))
 
     def publish_cert(
         self, name: str, cert: x509.Certificate, reservation: Reservation, *, drop_csr: bool
     ) -> None:
-        """The certificate (and the dropped request) in one transaction; its serial was
-        committed by :meth:`reserve_serial`."""
+        """The certificate (and the dropped request) in one statement, so one transaction and
+        one round trip; its serial was committed by :meth:`reserve_serial`."""
         status = json.dumps(pki.cert_status_fields(name, cert), separators=(",", ":"))
         values = (
             name,
@@ -337,16 +360,11 @@ class PgStore(PgQueries, PgRecords):
             pki.pem(cert),
             time.time(),
         )
-        with self.db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO certs (name, serial, not_after_ts, status, pem, modified)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
-                " serial = EXCLUDED.serial, not_after_ts = EXCLUDED.not_after_ts,"
-                " status = EXCLUDED.status, pem = EXCLUDED.pem, modified = EXCLUDED.modified",
-                values,
-            )
+        with self.db.connection() as conn:
             if drop_csr:
-                conn.execute("DELETE FROM csrs WHERE name = %s", (name,))
+                conn.execute(_PUBLISH_DROPPING_CSR, (name, *values))
+            else:
+                conn.execute(_PUBLISH, values)
 
     # --- the CA's own certificate and key -------------------------------------------------
     def publish_ca_cert(self, pem: bytes, reservation: Reservation | None) -> None:
