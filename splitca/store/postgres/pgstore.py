@@ -267,11 +267,8 @@ class PgStore(PgQueries, PgRecords):
             log.warning("the database %s is reachable again", self.db.shown)
 
     def _blob(self, table: str, name: str) -> Blob | None:
-        with self.db.connection() as conn:
-            row = conn.execute(
-                f"SELECT pem, modified FROM {table} WHERE name = %s",  # table: ours, not input
-                (name,),
-            ).fetchone()
+        # table: ours, not input
+        row = self.db.fetchone(f"SELECT pem, modified FROM {table} WHERE name = %s", (name,))
         return None if row is None else Blob(bytes(row[0]), float(row[1]))
 
     def cert(self, name: str) -> Blob | None:
@@ -281,11 +278,7 @@ class PgStore(PgQueries, PgRecords):
         return self._blob("csrs", name)
 
     def _exists(self, table: str, name: str) -> bool:
-        with self.db.connection() as conn:
-            return (
-                conn.execute(f"SELECT 1 FROM {table} WHERE name = %s", (name,)).fetchone()
-                is not None
-            )
+        return self.db.fetchone(f"SELECT 1 FROM {table} WHERE name = %s", (name,)) is not None
 
     def has_cert(self, name: str) -> bool:
         return self._exists("certs", name)
@@ -307,17 +300,15 @@ class PgStore(PgQueries, PgRecords):
         self, name: str, pem: bytes, csr: x509.CertificateSigningRequest, *, reason: str
     ) -> None:
         status = json.dumps(pki.csr_status_fields(name, csr), separators=(",", ":"))
-        with self.db.connection() as conn:
-            conn.execute(
-                "INSERT INTO csrs (name, status, reason, pem, modified) VALUES (%s, %s, %s, %s, %s)"
-                " ON CONFLICT (name) DO UPDATE SET status = EXCLUDED.status,"
-                " reason = EXCLUDED.reason, pem = EXCLUDED.pem, modified = EXCLUDED.modified",
-                (name, status, reason, pem, time.time()),
-            )
+        self.db.execute(
+            "INSERT INTO csrs (name, status, reason, pem, modified) VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET status = EXCLUDED.status,"
+            " reason = EXCLUDED.reason, pem = EXCLUDED.pem, modified = EXCLUDED.modified",
+            (name, status, reason, pem, time.time()),
+        )
 
     def delete_csr(self, name: str) -> None:
-        with self.db.connection() as conn:
-            conn.execute("DELETE FROM csrs WHERE name = %s", (name,))
+        self.db.execute("DELETE FROM csrs WHERE name = %s", (name,))
 
     def delete_cert(self, name: str, *, and_csr: bool = False) -> None:
         with self.db.transaction() as conn:
@@ -339,10 +330,9 @@ class PgStore(PgQueries, PgRecords):
             pki.puppet_time(not_after),
             int(not_after.timestamp()),
         )
-        with self.db.connection() as conn:
-            row = conn.execute(_RESERVE, args).fetchone()
-            if row is None:
-                row = conn.execute("SELECT splitca.reserve_serial(%s, %s, %s, %s)", args).fetchone()
+        row = self.db.fetchone(_RESERVE, args)
+        if row is None:
+            row = self.db.fetchone("SELECT splitca.reserve_serial(%s, %s, %s, %s)", args)
         assert row is not None
         return Reservation(int(row[0]))
 
@@ -360,11 +350,10 @@ class PgStore(PgQueries, PgRecords):
             pki.pem(cert),
             time.time(),
         )
-        with self.db.connection() as conn:
-            if drop_csr:
-                conn.execute(_PUBLISH_DROPPING_CSR, (name, *values))
-            else:
-                conn.execute(_PUBLISH, values)
+        if drop_csr:
+            self.db.execute(_PUBLISH_DROPPING_CSR, (name, *values))
+        else:
+            self.db.execute(_PUBLISH, values)
 
     # --- the CA's own certificate and key -------------------------------------------------
     def publish_ca_cert(self, pem: bytes, reservation: Reservation | None) -> None:
