@@ -1,8 +1,9 @@
 """PgStore: the CAStore over one PostgreSQL database, shared safely by any number of replicas.
 
 Certificates, requests, the inventory, revocations and the CRL live in the database;
-serials come from a database function over a sequence (see schema.py); name and CA-wide
-locks are advisory locks. The CA key stays a local file (each replica's own copy, beside
+serials come from a sequence, never at or below an issued serial (one statement, or the
+database function of schema.py when the sequence lags); name and CA-wide locks are
+advisory locks. The CA key stays a local file (each replica's own copy, beside
 a copy of the CA certificate) that ``KeyFileSigner`` reads: the database never holds it.
 """
 
