@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -248,3 +249,36 @@ def test_import_refuses_when_this_host_holds_another_ca_key(
     assert ca_rows.exit_code == 0  # the database was left as it was: usable, empty
     with pytest.raises(StoreError, match="not a CA directory"):
         open_ca(pg_settings, autosign_at_start=False)
+
+
+def test_an_enrollment_is_ten_statements(pg_settings: Settings, pg_server: PgServer) -> None:
+    """An autosigned PUT certificate_request and the GET certificate that follows, on a
+    warm replica: ten statements, each one round trip (the status twice, three audit
+    events, the name lock's take and release, the serial, the certificate, its read), as
+    the server logs them. Each one is database and replica CPU on every enrollment."""
+    db = pg_settings.store.rsplit("/", 1)[1]
+    pg_server.psql(f"ALTER DATABASE {db} SET log_statement = 'all'")  # its new sessions
+    pg_server.psql(f"ALTER DATABASE {db} SET log_min_messages = 'log'")
+    try:
+        setup_ca(pg_settings)
+        settings = pg_settings.replace(autosign=True)
+        app = make_app(settings, ca=open_ca(settings))
+
+        def enroll(name: str) -> None:
+            csr = pki.pem(make_csr(name))
+            put = wsgi_call(app, "PUT", f"/puppet-ca/v1/certificate_request/{name}", csr,
+                            headers={"Content-Type": "text/plain"})  # fmt: skip
+            got = wsgi_call(app, "GET", f"/puppet-ca/v1/certificate/{name}")
+            assert (put.status, got.status) == (200, 200), put.body
+
+        enroll("warm.example")  # the pools' connections made
+        start = pg_server.log.stat().st_size
+        enroll("agent.example")
+        with open(pg_server.log, "rb") as log:
+            log.seek(start)
+            text = log.read().decode(errors="replace")
+    finally:
+        pg_server.psql(f"ALTER DATABASE {db} RESET ALL")
+    # (a pooled connection idle for a second is checked with an empty query: not counted)
+    statements = re.findall(r"LOG:  (?:statement|execute [^:]+): \S", text)
+    assert len(statements) == 10, text

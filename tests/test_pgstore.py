@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -20,6 +21,7 @@ from splitca.errors import LockTimeout, StoreError, StoreUnavailable
 from splitca.store.files.filestore import FileStore
 from splitca.store.files.signer import LoadedKey
 from splitca.store.postgres import queries, schema
+from splitca.store.postgres.database import Database
 from splitca.store.postgres.pgstore import PgStore
 
 from .conftest import make_csr
@@ -123,6 +125,47 @@ def test_two_replicas_never_hand_out_one_serial_twice(replicas: Replicas) -> Non
     assert len(got) == 150 and len(set(got)) == 150
     # every serial handed out is recorded (durable) with the name it was taken for
     assert all(a.serials_for(f"h{i}-{n}") for i in range(6) for n in range(0, 25, 8))
+
+
+def test_a_sequence_behind_the_issued_serials_still_gives_a_serial_above_them(
+    replicas: Replicas,
+) -> None:
+    """A restored database's sequence may lag behind the serials it holds: the reservation
+    then comes from above every issued serial (the database function's path), recorded."""
+    a = replicas.open("a")
+    issued = [replicas.issue(a, f"r{i}").serial_number for i in range(3)]
+    replicas.server.psql("SELECT setval('splitca.serials', 1)", replicas.url.rsplit("/", 1)[1])
+    got = a.reserve_serial("after-restore", NOW, NOW + DAY).serial
+    assert got > max(issued)
+    assert a.serials_for("after-restore") == [got]
+    assert replicas.issue(a, "next").serial_number > got
+
+
+def test_a_query_returns_its_connection_in_the_callers_thread(
+    pg_url: str, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No hand-off to the pool's worker thread per query: with a ``reset`` callback
+    psycopg_pool queues every returned connection for its worker (a queue put and a thread
+    wake-up per query, the connection unusable until the worker has run)."""
+    db = Database(pg_url, password=pg_server.password)
+    try:
+        with db.connection() as conn:  # the pools exist
+            conn.execute("SELECT 1")
+        pool, _ = db._pools()
+        tasks: list[str] = []
+        real = pool.run_task
+
+        def run_task(task: Any) -> None:
+            tasks.append(type(task).__name__)
+            real(task)
+
+        monkeypatch.setattr(pool, "run_task", run_task)
+        for _ in range(5):
+            with db.connection() as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert tasks == []
+    finally:
+        db.shutdown()
 
 
 def test_a_revocation_through_one_replica_is_in_the_other_replicas_crl_at_once(

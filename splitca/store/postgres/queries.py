@@ -47,8 +47,7 @@ class PgQueries:
     def status(self, name: str) -> Row | None:
         """The certificate if there is one (as puppetserver), else the request: one round
         trip (an enrollment asks twice)."""
-        with self.db.connection() as conn:
-            found = conn.execute(_STATUS_OF_NAME, (name, name)).fetchone()
+        found = self.db.fetchone(_STATUS_OF_NAME, (name, name))
         if found is None:
             return None
         kind, n, st, s, na, rev, reason = found
