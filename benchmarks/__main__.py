@@ -134,7 +134,16 @@ def main() -> int:
     ap.add_argument(
         "--strace", action="store_true", help="count the workers' syscalls (strace -c -f)"
     )
+    ap.add_argument(
+        "--clean",
+        action="store_true",
+        help="remove the run trees earlier runs kept in var/bench, then exit (measure a few"
+        " minutes later: mass deletions slow file creation for a while on ext4 without a journal)",
+    )
     args = ap.parse_args()
+    if args.clean:
+        print(f"removed {enroll.clean()} kept run trees from {VAR}")
+        return 0
     only = set(args.only.split(","))
     big = 10_000 if args.quick else args.certs
     sizes = [10_000] if args.quick else [10_000, big]
@@ -146,6 +155,9 @@ def main() -> int:
     banner("machine")
     for k, v in info.items():
         print(f"  {k:<18} {v}")
+    kept = enroll.kept_trees()
+    if kept:
+        print(f"  ({len(kept)} run trees of earlier runs kept in {VAR}: --clean removes them)")
     results: list[Result] = []
 
     def show(new: list[Result]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import os
 import shutil
@@ -343,26 +342,33 @@ def store_path_cpu(n: int = 300, key_size: int = 4096) -> float:
     return (time.thread_time() - t0) / n
 
 
-_TRASH: list[Path] = []
+_KEPT = 0
 
 
 def trash(path: Path) -> None:
-    """Move a tree aside (a previous run's, a floor's); it is deleted when the benchmark exits.
+    """Move a tree aside (a previous run's, a floor's) and keep it: ``--clean`` removes them.
 
-    Deleting thousands of files just before a measured run makes the run's own file
-    creations dearer on a file system without a journal (ext4 skips recently freed
-    inodes, one by one, for a minute or more): that is the benchmark's cost, not the CA's.
+    Deleting thousands of files makes every file creation after it dearer for minutes on
+    a file system without a journal (ext4 skips recently freed inodes, one by one): a
+    benchmark that deleted its previous run's tree, at its start or its exit, measured the
+    next run's file creations at up to six times their cost (the file-creation floor, 53
+    then 303 then 340 us in three runs in a row). A run's tree is a few megabytes.
     """
+    global _KEPT
     if not path.exists():
         return
-    aside = path.with_name(f"{path.name}.old-{os.getpid()}-{len(_TRASH)}")
-    path.rename(aside)
-    if not _TRASH:
-        atexit.register(_empty_trash)
-    _TRASH.append(aside)
+    _KEPT += 1
+    path.rename(path.with_name(f"{path.name}.old-{os.getpid()}-{_KEPT}"))
 
 
-def _empty_trash() -> None:
-    # also what a killed run left behind
-    for old in [*_TRASH, *VAR.glob("*.old-*")]:
-        shutil.rmtree(old, ignore_errors=True)
+def kept_trees() -> list[Path]:
+    """The trees earlier runs moved aside (see :func:`trash`)."""
+    return sorted(VAR.glob("*.old-*"))
+
+
+def clean() -> int:
+    """Remove the kept trees; how many."""
+    old = kept_trees()
+    for tree in old:
+        shutil.rmtree(tree, ignore_errors=True)
+    return len(old)
