@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from splitca.pki.csr import _ia5, der_utf8, extension_value_text
 from splitca.pki.keys import signing_hash
-from splitca.pki.names import NETSCAPE_COMMENT, NETSCAPE_COMMENT_TEXT, PP_CLI_AUTH
+from splitca.pki.names import NETSCAPE_COMMENT, NETSCAPE_COMMENT_TEXT, PP_CLI_AUTH, SAN_OID
 
 # --- building certificates -------------------------------------------------------------
 
@@ -203,7 +203,7 @@ _LEAF_OIDS = frozenset(
         NETSCAPE_COMMENT,
         x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
         x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER,
-        x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+        SAN_OID,
         *(e.oid for e in _LEAF_LAST),
     }
 )
