@@ -43,6 +43,15 @@ REQUIRE_INTEROP = os.environ.get("SPLITCA_REQUIRE_INTEROP") == "1"
 # --- external programs ------------------------------------------------------------------
 
 
+def require(ok: bool, why: str) -> None:
+    """Go on if *ok*; else, under the README's test command (SPLITCA_REQUIRE_INTEROP=1), FAIL
+    the test with *why*, and elsewhere skip it."""
+    if not ok:
+        if REQUIRE_INTEROP:
+            pytest.fail(why)
+        pytest.skip(why)
+
+
 def require_program(name: str) -> str:
     """Path of *name*; under the README's test command (SPLITCA_REQUIRE_INTEROP=1) a missing
     program FAILS the test instead of skipping it."""

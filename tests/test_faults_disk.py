@@ -19,7 +19,7 @@ from splitca.errors import LockTimeout, StoreError
 from splitca.http.wsgiapp import make_app
 from splitca.store.files.cadir import parse_inventory
 
-from .conftest import REQUIRE_INTEROP, fast_key, make_csr, make_settings, wsgi_call
+from .conftest import fast_key, make_csr, make_settings, require, wsgi_call
 
 INVENTORY_LINE = re.compile(rb"0x[0-9A-F]+ \S+UTC \S+UTC /CN=[^\n]+")
 
@@ -27,10 +27,7 @@ INVENTORY_LINE = re.compile(rb"0x[0-9A-F]+ \S+UTC \S+UTC /CN=[^\n]+")
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs mounted for this test (needs root)."""
-    if os.geteuid() != 0:
-        if REQUIRE_INTEROP:
-            pytest.fail("the full-disk test needs root to mount a tmpfs")
-        pytest.skip("the full-disk test needs root to mount a tmpfs")
+    require(os.geteuid() == 0, "the full-disk test needs root to mount a tmpfs")
     mnt = tmp_path / "tiny"
     mnt.mkdir()
     proc = subprocess.run(
@@ -39,10 +36,7 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
         text=True,
         check=False,
     )
-    if proc.returncode != 0:
-        if REQUIRE_INTEROP:
-            pytest.fail(f"cannot mount a tmpfs: {proc.stderr}")
-        pytest.skip(f"cannot mount a tmpfs: {proc.stderr}")
+    require(proc.returncode == 0, f"cannot mount a tmpfs: {proc.stderr}")
     try:
         yield mnt
     finally:

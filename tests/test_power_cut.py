@@ -13,7 +13,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from cryptography import x509
 
 from splitca.store.files.cadir import parse_inventory
 
-from .conftest import REPO, REQUIRE_INTEROP, make_settings, setup_ca, write_config
+from .conftest import REPO, make_settings, require, require_program, setup_ca, write_config
 
 _EXT4_IOC_SHUTDOWN = 0x8004587D  # _IOR('X', 125, __u32)
 _GOING_FLAGS_NOLOGFLUSH = 2  # drop what is not on the device, journal included
@@ -74,28 +73,21 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
 
 
-def _need(ok: bool, why: str) -> None:
-    if not ok:
-        if REQUIRE_INTEROP:
-            pytest.fail(why)
-        pytest.skip(why)
-
-
 @pytest.fixture(params=["no-journal", "data=writeback", "data=ordered"])
 def ext4(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
     """(image, mount point, mount options) of a fresh 64 MiB ext4 mounted for this test."""
-    _need(os.geteuid() == 0, "the power-cut test needs root to mount a loop file system")
-    _need(shutil.which("mkfs.ext4") is not None, "mkfs.ext4 (e2fsprogs) is missing")
+    require(os.geteuid() == 0, "the power-cut test needs root to mount a loop file system")
+    mkfs = require_program("mkfs.ext4")
     image, mnt = tmp_path / "disk.img", tmp_path / "mnt"
     mnt.mkdir()
     with open(image, "wb") as f:
         f.truncate(64 << 20)
     features = ["-O", "^has_journal"] if request.param == "no-journal" else []
-    made = _run("mkfs.ext4", "-q", "-F", *features, str(image))
-    _need(made.returncode == 0, f"mkfs.ext4 failed: {made.stderr}")
+    made = _run(mkfs, "-q", "-F", *features, str(image))
+    require(made.returncode == 0, f"mkfs.ext4 failed: {made.stderr}")
     options = "loop" if request.param == "no-journal" else f"loop,{request.param}"
     mounted = _run("mount", "-o", options, str(image), str(mnt))
-    _need(mounted.returncode == 0, f"cannot mount a loop ext4: {mounted.stderr}")
+    require(mounted.returncode == 0, f"cannot mount a loop ext4: {mounted.stderr}")
     try:
         yield image, mnt, options
     finally:
