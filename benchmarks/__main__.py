@@ -178,7 +178,7 @@ def main() -> int:
     fsync = floors.fsync_seconds(VAR)
     created = VAR / f"create-floor-{os.getpid()}"
     create_cpu = floors.file_create_cpu_seconds(created)
-    enroll.trash(created)
+    enroll.set_aside(created)
     show(
         [
             Result("raw RSA-4096 signatures/s, all cores", sign_rate, "/s"),

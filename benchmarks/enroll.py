@@ -207,7 +207,7 @@ def run(
     keep-alive connections."""
     src = pristine_ca(key_size, server_key_type)
     root = VAR / "enroll-run"
-    trash(root)
+    set_aside(root)
     root.mkdir(parents=True)
     cadir = root / "ca"
     shutil.copytree(src, cadir)
@@ -319,7 +319,7 @@ def store_path_cpu(n: int = 300, key_size: int = 4096) -> float:
     from splitca.config import Settings
 
     root = VAR / "store-path-run"
-    trash(root)
+    set_aside(root)
     root.mkdir(parents=True)
     cadir = root / "ca"
     shutil.copytree(pristine_ca(key_size), cadir)
@@ -345,7 +345,7 @@ def store_path_cpu(n: int = 300, key_size: int = 4096) -> float:
 _KEPT = 0
 
 
-def trash(path: Path) -> None:
+def set_aside(path: Path) -> None:
     """Move a tree aside (a previous run's, a floor's) and keep it: ``--clean`` removes them.
 
     Deleting thousands of files makes every file creation after it dearer for minutes on
@@ -362,7 +362,7 @@ def trash(path: Path) -> None:
 
 
 def kept_trees() -> list[Path]:
-    """The trees earlier runs moved aside (see :func:`trash`)."""
+    """The trees earlier runs moved aside (see :func:`set_aside`)."""
     return sorted(VAR.glob("*.old-*"))
 
 
