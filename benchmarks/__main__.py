@@ -17,13 +17,20 @@ from cryptography.hazmat.backends.openssl import backend
 from . import enroll, floors, ops, pg
 from ._common import REPO, VAR, Result, banner, percentile
 
+# OpenSSL's CPUID mask for AVX-512 IFMA (leaf 7 EBX bit 21): with it set, RSA runs on the
+# code path of a CPU without IFMA, about 2.5x slower per signature (docs/performance.md).
+IA32CAP = "OPENSSL_ia32cap"  # spelled so: OpenSSL reads this exact name
+NO_IFMA = ":~0x200000"
+
 
 def machine() -> dict[str, object]:
     cpu = "?"
+    ifma = False
     for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
+        if line.startswith("model name") and cpu == "?":
             cpu = line.split(":", 1)[1].strip()
-            break
+        elif line.startswith("flags"):
+            ifma = ifma or "avx512ifma" in line.split()
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
     fs = (
         subprocess.run(["df", "-T", str(VAR)], capture_output=True, text=True, check=False)
@@ -38,6 +45,11 @@ def machine() -> dict[str, object]:
         "python": platform.python_version(),
         "cryptography": cryptography.__version__,
         "openssl": backend.openssl_version_text(),
+        "rsa_avx512_ifma": (
+            "masked (OPENSSL_ia32cap)"
+            if ifma and os.environ.get(IA32CAP)
+            else ("yes" if ifma else "no (not in this CPU)")
+        ),
         "filesystem": fs,
         "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
     }
@@ -132,6 +144,12 @@ def main() -> int:
         help="with --only enroll: the file store only (no PostgreSQL rounds)",
     )
     ap.add_argument(
+        "--no-ifma",
+        action="store_true",
+        help="run everything (floors and servers) with OpenSSL's AVX-512 IFMA RSA code masked,"
+        " as on a CPU without it (sets OPENSSL_ia32cap and restarts)",
+    )
+    ap.add_argument(
         "--strace", action="store_true", help="count the workers' syscalls (strace -c -f)"
     )
     ap.add_argument(
@@ -141,6 +159,11 @@ def main() -> int:
         " minutes later: mass deletions slow file creation for a while on ext4 without a journal)",
     )
     args = ap.parse_args()
+    if args.no_ifma and os.environ.get(IA32CAP) != NO_IFMA:
+        # OpenSSL reads the mask once, when it loads: start again with it in the environment
+        # (the servers and floor processes inherit it).
+        env = {**os.environ, IA32CAP: NO_IFMA}
+        os.execve(sys.executable, [sys.executable, "-m", "benchmarks", *sys.argv[1:]], env)
     if args.clean:
         print(f"removed {enroll.clean()} kept run trees from {VAR}")
         return 0
