@@ -127,10 +127,38 @@ def classify(registry: Registry, certname: str) -> Classification | None:
 
 
 def enc_yaml(classification: Classification) -> str:
-    """Puppet's external node classifier output (``node_terminus = exec``)."""
-    return yaml.safe_dump(
-        classification.enc(), explicit_start=True, default_flow_style=False, sort_keys=False
+    """Puppet's external node classifier output (``node_terminus = exec``).
+
+    Puppet reads it with Ruby's Psych, whose YAML 1.1 rules differ from PyYAML's: a plain
+    ``0:30`` or ``1,000`` is an Integer there, ``:x`` a Symbol, ``2026-1-5`` a Date (which
+    Puppet's loader refuses, failing the node's run). So a string is written plain only if
+    it is a name no YAML parser takes for anything else; every other one is double-quoted.
+    """
+    return yaml.dump(
+        classification.enc(),
+        Dumper=_EncDumper,
+        explicit_start=True,
+        default_flow_style=False,
+        sort_keys=False,
     )
+
+
+class _EncDumper(yaml.SafeDumper):
+    """Strings plain only when unambiguous in every YAML 1.1 parser, else double-quoted."""
+
+
+# Identifiers and class names (rack, r12, hadoop::worker): never a number, date or symbol...
+_PLAIN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*")
+# ...except YAML 1.1's booleans and null, which Psych matches in any letter case.
+_YAML11_WORDS = frozenset({"y", "n", "yes", "no", "true", "false", "on", "off", "null"})
+
+
+def _enc_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    plain = _PLAIN_RE.fullmatch(value) and value.lower() not in _YAML11_WORDS
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=None if plain else '"')
+
+
+_EncDumper.add_representer(str, _enc_str)
 
 
 # --- cloud-init -----------------------------------------------------------------------------
