@@ -444,6 +444,23 @@ def test_cli_register_classify_unregister(rca: CertificateAuthority, tmp_path: P
     assert token not in rca.settings.effective_audit_log.read_text()
 
 
+def test_a_parameter_that_is_not_unicode_text_is_refused_and_nothing_is_registered(
+    rca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """An argument that is not UTF-8 reaches Python as lone surrogates (and JSON can spell
+    them, "\\ud800"): no character, so no store can hold it (PostgreSQL refuses it) and no
+    classifier can print it. Refused as bad input, like a NUL, wherever it comes from."""
+    cfg = write_config(tmp_path / "c.yaml", rca.settings)
+    not_utf8 = b"caf\xe9".decode("utf-8", "surrogateescape")  # what Linux argv gives Python
+    r = run(cfg, "register", "x.example.com", "--param", f"note={not_utf8}")
+    assert r.exit_code == 4, r.output
+    assert "parameters: note" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    for bad in ("\ud800", ["ok", "\udfff"], {"k\udc80": 1}, {"k": {"v": "\udbff"}}):
+        with pytest.raises(InvalidRequest, match="parameters: note"):
+            Classification.build([], {"note": bad}, "")
+    assert run(cfg, "registrations", "--format", "json").stdout.strip() == "[]"
+
+
 def test_cli_enroll_prints_cloud_config(rca: CertificateAuthority, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.yaml", rca.settings)
     r = run(
