@@ -497,6 +497,73 @@ def test_cli_enroll_prints_cloud_config(rca: CertificateAuthority, tmp_path: Pat
     assert bad.exit_code == 2
 
 
+def test_cli_enroll_with_a_bad_server_registers_nothing(
+    rca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """Options of the user-data are checked before the registration is written: a refused
+    --server leaves no registration behind (a token nobody was given)."""
+    cfg = write_config(tmp_path / "c.yaml", rca.settings)
+    for option, value in (("--server", "a b"), ("--ca-server", "x\ny"), ("--server", "....")):
+        r = run(cfg, "enroll", option, value)
+        assert r.exit_code == 4, (value, r.output)
+        assert "is not a host name or IP address" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert run(cfg, "registrations", "--format", "json").stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "....",
+        "a..b.example.com",
+        "-a.example.com",
+        "a-.example.com",
+        "[::1",
+        "::1]",
+        "::::",
+        "1.2.3.4:8140",
+        "[10.0.0.1]",
+        "a" * 64 + ".example.com",
+    ],
+)
+def test_user_data_refuses_what_is_no_host_name_or_address(host: str) -> None:
+    with pytest.raises(InvalidRequest, match="is not a host name or IP address"):
+        cloud_config(
+            certname="a.example.com",
+            token="f" * 64,
+            ca_cert_pem="",
+            server=host,
+            server_port=8140,
+            ca_server="ca.example.com",
+            ca_port=8140,
+        )
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "puppet",
+        "puppet.example.com",
+        "10.0.0.1",
+        "::1",
+        "[::1]",
+        "fe80::1",
+        "x1-2.example",
+    ],
+)
+def test_user_data_takes_host_names_and_addresses(host: str) -> None:
+    doc = cloud_config(
+        certname="a.example.com",
+        token="f" * 64,
+        ca_cert_pem="",
+        server=host,
+        server_port=8140,
+        ca_server=host,
+        ca_port=8140,
+    )
+    assert doc["puppet"]["conf"]["main"]["server"] == host
+
+
 def test_user_data_values_are_strings_for_configparser() -> None:
     doc = cloud_config(
         certname="a.example.com",

@@ -126,16 +126,25 @@ class LocalAdmin:
         s = self._settings()
         ca_pem = _read_ca_cert(options.ca_cert or s.cadir / "ca_crt.pem")
         certname = enrollment.new_certname(prefix=options.prefix, domain=options.domain)
+        server, ca_server = options.server or s.certname, options.ca_server or s.certname
+        ca_port = options.ca_port or s.port
+        enrollment.check_agent_options(  # before registering: refused options register nothing
+            server=server,
+            server_port=options.server_port,
+            ca_server=ca_server,
+            ca_port=ca_port,
+            install=options.install,
+        )
         found = self.register(certname, classification, ttl=ttl, replace=False)
         user_data = enrollment.render_user_data(
             enrollment.cloud_config(
                 certname=certname,
                 token=str(found["token"]),
                 ca_cert_pem=ca_pem,
-                server=options.server or s.certname,
+                server=server,
                 server_port=options.server_port,
-                ca_server=options.ca_server or s.certname,
-                ca_port=options.ca_port or s.port,
+                ca_server=ca_server,
+                ca_port=ca_port,
                 install=options.install,
                 run_agent=options.run_agent,
                 crl_refresh_seconds=enrollment.agent_crl_refresh_seconds(
