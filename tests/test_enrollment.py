@@ -497,6 +497,34 @@ def test_cli_enroll_prints_cloud_config(rca: CertificateAuthority, tmp_path: Pat
     assert bad.exit_code == 2
 
 
+def test_cli_enroll_embeds_certificates_only_never_a_key(
+    rca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """--ca-cert's file goes into user-data that every process on the instance can read:
+    a file that holds a private key too (a combined key+cert PEM) is refused, anything
+    around the certificates is left out, a huge file is not read whole, and a refused
+    file registers nothing."""
+    cfg = write_config(tmp_path / "c.yaml", rca.settings)
+    ca_pem = (rca.settings.cadir / "ca_crt.pem").read_bytes()
+    combined = tmp_path / "combined.pem"
+    combined.write_bytes((rca.settings.cadir / "ca_key.pem").read_bytes() + ca_pem)
+    r = run(cfg, "enroll", "--ca-cert", str(combined))
+    assert r.exit_code == 2, r.output
+    assert "PRIVATE KEY" not in r.stdout and "private key" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    huge = tmp_path / "huge.pem"
+    huge.write_bytes(ca_pem + b"#" * (2 * 1024 * 1024))
+    r = run(cfg, "enroll", "--ca-cert", str(huge))
+    assert r.exit_code == 2 and "larger than" in r.stderr, r.output
+    assert run(cfg, "registrations", "--format", "json").stdout.strip() == "[]"
+    commented = tmp_path / "commented.pem"
+    commented.write_bytes(b"# internal note: vault path secret/ca\n" + ca_pem)
+    r = run(cfg, "enroll", "--ca-cert", str(commented))
+    assert r.exit_code == 0, r.output
+    embedded = yaml.safe_load(r.stdout)["puppet"]["conf"]["ca_cert"]
+    assert embedded == ca_pem.decode() and "vault" not in r.stdout
+
+
 def test_cli_enroll_with_a_bad_server_registers_nothing(
     rca: CertificateAuthority, tmp_path: Path
 ) -> None:
