@@ -444,6 +444,23 @@ def test_cli_register_classify_unregister(rca: CertificateAuthority, tmp_path: P
     assert token not in rca.settings.effective_audit_log.read_text()
 
 
+def test_a_parameter_that_is_not_unicode_text_is_refused_and_nothing_is_registered(
+    rca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """An argument that is not UTF-8 reaches Python as lone surrogates (and JSON can spell
+    them, "\\ud800"): no character, so no store can hold it (PostgreSQL refuses it) and no
+    classifier can print it. Refused as bad input, like a NUL, wherever it comes from."""
+    cfg = write_config(tmp_path / "c.yaml", rca.settings)
+    not_utf8 = b"caf\xe9".decode("utf-8", "surrogateescape")  # what Linux argv gives Python
+    r = run(cfg, "register", "x.example.com", "--param", f"note={not_utf8}")
+    assert r.exit_code == 4, r.output
+    assert "parameters: note" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    for bad in ("\ud800", ["ok", "\udfff"], {"k\udc80": 1}, {"k": {"v": "\udbff"}}):
+        with pytest.raises(InvalidRequest, match="parameters: note"):
+            Classification.build([], {"note": bad}, "")
+    assert run(cfg, "registrations", "--format", "json").stdout.strip() == "[]"
+
+
 def test_cli_enroll_prints_cloud_config(rca: CertificateAuthority, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.yaml", rca.settings)
     r = run(
@@ -478,6 +495,101 @@ def test_cli_enroll_prints_cloud_config(rca: CertificateAuthority, tmp_path: Pat
     assert out["certname"] != main["certname"]
     bad = run(cfg, "enroll", "--ca-cert", str(tmp_path / "missing.pem"))
     assert bad.exit_code == 2
+
+
+def test_cli_enroll_embeds_certificates_only_never_a_key(
+    rca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """--ca-cert's file goes into user-data that every process on the instance can read:
+    a file that holds a private key too (a combined key+cert PEM) is refused, anything
+    around the certificates is left out, a huge file is not read whole, and a refused
+    file registers nothing."""
+    cfg = write_config(tmp_path / "c.yaml", rca.settings)
+    ca_pem = (rca.settings.cadir / "ca_crt.pem").read_bytes()
+    combined = tmp_path / "combined.pem"
+    combined.write_bytes((rca.settings.cadir / "ca_key.pem").read_bytes() + ca_pem)
+    r = run(cfg, "enroll", "--ca-cert", str(combined))
+    assert r.exit_code == 2, r.output
+    assert "PRIVATE KEY" not in r.stdout and "private key" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    huge = tmp_path / "huge.pem"
+    huge.write_bytes(ca_pem + b"#" * (2 * 1024 * 1024))
+    r = run(cfg, "enroll", "--ca-cert", str(huge))
+    assert r.exit_code == 2 and "larger than" in r.stderr, r.output
+    assert run(cfg, "registrations", "--format", "json").stdout.strip() == "[]"
+    commented = tmp_path / "commented.pem"
+    commented.write_bytes(b"# internal note: vault path secret/ca\n" + ca_pem)
+    r = run(cfg, "enroll", "--ca-cert", str(commented))
+    assert r.exit_code == 0, r.output
+    embedded = yaml.safe_load(r.stdout)["puppet"]["conf"]["ca_cert"]
+    assert embedded == ca_pem.decode() and "vault" not in r.stdout
+
+
+def test_cli_enroll_with_a_bad_server_registers_nothing(
+    rca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """Options of the user-data are checked before the registration is written: a refused
+    --server leaves no registration behind (a token nobody was given)."""
+    cfg = write_config(tmp_path / "c.yaml", rca.settings)
+    for option, value in (("--server", "a b"), ("--ca-server", "x\ny"), ("--server", "....")):
+        r = run(cfg, "enroll", option, value)
+        assert r.exit_code == 4, (value, r.output)
+        assert "is not a host name or IP address" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert run(cfg, "registrations", "--format", "json").stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "....",
+        "a..b.example.com",
+        "-a.example.com",
+        "a-.example.com",
+        "[::1",
+        "::1]",
+        "::::",
+        "1.2.3.4:8140",
+        "[10.0.0.1]",
+        "a" * 64 + ".example.com",
+    ],
+)
+def test_user_data_refuses_what_is_no_host_name_or_address(host: str) -> None:
+    with pytest.raises(InvalidRequest, match="is not a host name or IP address"):
+        cloud_config(
+            certname="a.example.com",
+            token="f" * 64,
+            ca_cert_pem="",
+            server=host,
+            server_port=8140,
+            ca_server="ca.example.com",
+            ca_port=8140,
+        )
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "puppet",
+        "puppet.example.com",
+        "10.0.0.1",
+        "::1",
+        "[::1]",
+        "fe80::1",
+        "x1-2.example",
+    ],
+)
+def test_user_data_takes_host_names_and_addresses(host: str) -> None:
+    doc = cloud_config(
+        certname="a.example.com",
+        token="f" * 64,
+        ca_cert_pem="",
+        server=host,
+        server_port=8140,
+        ca_server=host,
+        ca_port=8140,
+    )
+    assert doc["puppet"]["conf"]["main"]["server"] == host
 
 
 def test_user_data_values_are_strings_for_configparser() -> None:

@@ -388,3 +388,64 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+# Strings that YAML 1.1 parsers read differently: Ruby's Psych (what Puppet's exec node
+# terminus loads an ENC answer with) takes some as numbers, symbols or dates where PyYAML
+# (which writes it) sees plain strings.
+# fmt: off
+_AMBIGUOUS = [
+    "0:30", "00:30", "1:20:30", "1,000", "0,1", ":sym", "2026-1-5", "2026-01-05",
+    "2026-01-05 10:00:00", "yEs", "nO", "On", "oFF", "tRUE", "fAlse", "nULL", "~", "y", "n",
+    "0x1f", "0b1", "017", "08", "1_000", "1e5", "1.5", ".5", "-.inf", ".NaN", "+1", "-0",
+    "!tag", "&anchor", "*alias", "@at", "%pct", "`tick", "- dash", "? q", "a: b", "#hash",
+    "x #y", " lead", "trail ", "", "multi\nline", "tab\there", "caf\u00e9", "\u65e5\u672c",
+    "\U0001f600", "hadoop::worker", "r12",
+]
+# fmt: on
+
+
+def test_classify_output_is_read_back_by_puppets_loader_as_the_registered_data() -> None:
+    """What `splitca classify` prints, loaded the way Puppet's exec node terminus loads it
+    (Puppet::Util::Yaml.safe_load with Symbol permitted), is exactly the registered
+    classification: every string stays a string, numbers stay the numbers they were."""
+    require_program("ruby")
+    from splitca.enrollment.enroll import enc_yaml
+
+    params: dict[str, object] = {f"p{i}": v for i, v in enumerate(_AMBIGUOUS)}
+    params.update(
+        n_int=3,
+        n_big=2**62,
+        n_float=0.25,
+        n_exp=1e20,
+        n_small=1e-05,
+        flag=True,
+        off=False,
+        nothing=None,
+        listed=list(_AMBIGUOUS),
+        nested={v: v for v in _AMBIGUOUS if v},
+    )
+    for environment in ("production", "08", "0_1", "1_000", "017"):
+        c = Classification.build(["role::web", "yes", "on"], params, environment)
+        loaded = subprocess.run(
+            [
+                "ruby",
+                "-rpuppet",
+                "-rjson",
+                "-e",
+                "d = Puppet::Util::Yaml.safe_load(STDIN.read, [Symbol]);"
+                " bad = []; w = lambda { |v| case v"
+                " when Hash then v.each { |k, x| w.(k); w.(x) }"
+                " when Array then v.each { |x| w.(x) }"
+                " when String, Integer, Float, true, false, nil then nil"
+                " else bad << v.inspect end };"
+                " w.(d); abort(\"not JSON data: #{bad.join(', ')}\") unless bad.empty?;"
+                " puts JSON.generate(d)",
+            ],
+            input=enc_yaml(c),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert loaded.returncode == 0, loaded.stderr[-2000:]
+        assert json.loads(loaded.stdout) == c.enc() | {"environment": environment}

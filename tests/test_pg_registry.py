@@ -535,9 +535,10 @@ def test_the_registration_endpoint_of_any_replica_sees_the_same_registrations(
 def test_a_registration_the_database_cannot_hold_is_a_400_not_a_503(
     pg_settings: Settings,
 ) -> None:
-    """jsonb holds no U+0000: a parameter (value or nested key) carrying one is bad input,
-    refused with a 400 before the database is asked (not a 503 'database failed', which
-    a client retries for ever), and nothing is registered."""
+    """jsonb holds no U+0000 and no lone surrogate (a JSON escape like \\ud800, which is no
+    character): a parameter (value or nested key) carrying one is bad input, refused with a
+    400 before the database is asked (not a 503 'database failed', which a client retries
+    for ever), and nothing is registered."""
     setup_ca(pg_settings)
     ca = open_ca(pg_settings)
     admin = x509.load_pem_x509_certificate(pg_settings.effective_server_cert.read_bytes())
@@ -546,6 +547,9 @@ def test_a_registration_the_database_cannot_hold_is_a_400_not_a_503(
     for body in (
         b'{"parameters": {"note": "a\\u0000b"}}',
         b'{"parameters": {"m": {"\\u0000": 1}}}',
+        b'{"parameters": {"note": "a\\ud800b"}}',
+        b'{"parameters": {"m": {"\\udfff": 1}}}',
+        b'{"parameters": {"l": ["ok", "\\udc80"]}}',
     ):
         put = wsgi_call(app, "PUT", path, body, client=admin)
         assert put.status == 400, put.text

@@ -141,3 +141,31 @@ def test_a_revoked_certificate_is_superseded_too_but_a_pending_csr_is_not(s: Set
     assert not ca.submit_csr(other, pki.pem(make_csr(other))).signed  # no token: pending
     with pytest.raises(PolicyViolation, match="already has a requested certificate"):
         ca.submit_csr(other, pki.pem(make_csr(other, password=token_for(s, other))))
+
+
+def test_a_token_never_replaces_a_certificate_a_human_issued_beyond_autosign(s: Settings) -> None:
+    """Whoever can write the registry can enroll machines, not take over the CA's other
+    identities: a certificate with more than autosign could have issued (a compile
+    master's dns_alt_names, an admin client's pp_cli_auth) is not superseded by a token.
+    The CSR is refused as a duplicate saying why, nothing is revoked, the token is unspent."""
+    ca = open_ca(s)
+    master = "compile1.example.com"
+    _, master_cert = ca.generate(
+        master, alt_names=[x509.DNSName("puppet"), x509.DNSName("puppet.example.com")]
+    )
+    client = "provisioner.example.com"
+    _, client_cert = ca.generate(client, ca_client=True)
+    for name, cert in ((master, master_cert), (client, client_cert)):
+        token = token_for(s, name)
+        with pytest.raises(PolicyViolation) as exc:
+            ca.submit_csr(name, pki.pem(make_csr(name, password=token)))
+        assert exc.value.kind == "duplicate-cert"
+        assert "splitca clean" in str(exc.value), exc.value
+        row = ca.status(name)
+        assert row is not None and row.state == "signed" and row.serial == cert.serial_number
+        assert cert.serial_number not in crl_entries(s)
+        record = open_registry(s).get(name)
+        assert record is not None and record.redeemed is None
+    # A new token enrolls the name once a human has cleaned it.
+    ca.clean([master])
+    assert ca.submit_csr(master, pki.pem(make_csr(master, password=token_for(s, master)))).signed

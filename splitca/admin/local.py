@@ -126,16 +126,25 @@ class LocalAdmin:
         s = self._settings()
         ca_pem = _read_ca_cert(options.ca_cert or s.cadir / "ca_crt.pem")
         certname = enrollment.new_certname(prefix=options.prefix, domain=options.domain)
+        server, ca_server = options.server or s.certname, options.ca_server or s.certname
+        ca_port = options.ca_port or s.port
+        enrollment.check_agent_options(  # before registering: refused options register nothing
+            server=server,
+            server_port=options.server_port,
+            ca_server=ca_server,
+            ca_port=ca_port,
+            install=options.install,
+        )
         found = self.register(certname, classification, ttl=ttl, replace=False)
         user_data = enrollment.render_user_data(
             enrollment.cloud_config(
                 certname=certname,
                 token=str(found["token"]),
                 ca_cert_pem=ca_pem,
-                server=options.server or s.certname,
+                server=server,
                 server_port=options.server_port,
-                ca_server=options.ca_server or s.certname,
-                ca_port=options.ca_port or s.port,
+                ca_server=ca_server,
+                ca_port=ca_port,
                 install=options.install,
                 run_agent=options.run_agent,
                 crl_refresh_seconds=enrollment.agent_crl_refresh_seconds(
@@ -160,15 +169,38 @@ class LocalAdmin:
         )
 
 
+MAX_CA_CERT_BYTES = 1024 * 1024  # a CA bundle is a few KiB
+
+
 def _read_ca_cert(cert_path: Path) -> str:
+    """The CA certificates of *cert_path*, re-encoded, for user-data.
+
+    User-data is readable by every process on the instance, so only certificates are
+    taken from the file: one that holds a private key (a combined key and certificate
+    PEM) is refused, and anything around the certificates is left out.
+    """
     try:
-        ca_pem = cert_path.read_text(encoding="ascii")
+        with open(cert_path, "rb") as f:
+            data = f.read(MAX_CA_CERT_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(
             f"CA certificate {cert_path} does not exist; give --ca-cert or --cadir"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StoreError(f"cannot read the CA certificate {cert_path}: {exc}") from None
-    if "-----BEGIN CERTIFICATE-----" not in ca_pem:
+    except OSError as exc:
+        raise StoreError(f"cannot read the CA certificate {cert_path}: {exc.strerror}") from None
+    if len(data) > MAX_CA_CERT_BYTES:
+        raise ConfigError(
+            f"{cert_path} is larger than {MAX_CA_CERT_BYTES} bytes; give the CA certificate"
+        )
+    if any("PRIVATE KEY" in label for label, _ in pki.pem_blocks(data)):
+        raise ConfigError(
+            f"{cert_path} holds a private key, which must never go into user-data; "
+            "give the CA certificate alone (<cadir>/ca_crt.pem)"
+        )
+    try:
+        certs = pki.load_certificates(data)
+    except ValueError:
+        raise ConfigError(f"{cert_path} holds a certificate that cannot be parsed") from None
+    if not certs:
         raise ConfigError(f"{cert_path} is not a PEM certificate")
-    return ca_pem
+    return "".join(pki.pem(cert).decode("ascii") for cert in certs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 import uuid
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ __all__ = [
 CHALLENGE_PASSWORD_OID = "1.2.840.113549.1.9.7"
 MAX_REGISTRATION_TTL = dt.timedelta(days=30)
 INSTALL_CHOICES = ("packages", "aio", "none")
-_HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]{2,45}\]?")
+_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 def new_certname(*, prefix: str = "", domain: str = "") -> str:
@@ -127,13 +128,76 @@ def classify(registry: Registry, certname: str) -> Classification | None:
 
 
 def enc_yaml(classification: Classification) -> str:
-    """Puppet's external node classifier output (``node_terminus = exec``)."""
-    return yaml.safe_dump(
-        classification.enc(), explicit_start=True, default_flow_style=False, sort_keys=False
+    """Puppet's external node classifier output (``node_terminus = exec``).
+
+    Puppet reads it with Ruby's Psych, whose YAML 1.1 rules differ from PyYAML's: a plain
+    ``0:30`` or ``1,000`` is an Integer there, ``:x`` a Symbol, ``2026-1-5`` a Date (which
+    Puppet's loader refuses, failing the node's run). So a string is written plain only if
+    it is a name no YAML parser takes for anything else; every other one is double-quoted.
+    """
+    return yaml.dump(
+        classification.enc(),
+        Dumper=_EncDumper,
+        explicit_start=True,
+        default_flow_style=False,
+        sort_keys=False,
     )
 
 
+class _EncDumper(yaml.SafeDumper):
+    """Strings plain only when unambiguous in every YAML 1.1 parser, else double-quoted."""
+
+
+# Identifiers and class names (rack, r12, hadoop::worker): never a number, date or symbol...
+_PLAIN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*")
+# ...except YAML 1.1's booleans and null, which Psych matches in any letter case.
+_YAML11_WORDS = frozenset({"y", "n", "yes", "no", "true", "false", "on", "off", "null"})
+
+
+def _enc_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    plain = _PLAIN_RE.fullmatch(value) and value.lower() not in _YAML11_WORDS
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=None if plain else '"')
+
+
+_EncDumper.add_representer(str, _enc_str)
+
+
 # --- cloud-init -----------------------------------------------------------------------------
+
+
+def check_agent_options(
+    *, server: object, server_port: object, ca_server: object, ca_port: object, install: object
+) -> None:
+    """Refuse user-data options that cannot configure an agent; run it before registering,
+    so that a refused option leaves no registration behind.
+
+    Raises:
+      InvalidRequest: naming the bad option.
+    """
+    if install not in INSTALL_CHOICES:
+        raise InvalidRequest(f"install: must be one of {', '.join(INSTALL_CHOICES)}")
+    for key, host in (("server", server), ("ca_server", ca_server)):
+        # these land in puppet.conf: one clean token, never a line break
+        if not _is_host(host):
+            raise InvalidRequest(f"{key}: {str(host)[:80]!r} is not a host name or IP address")
+    for key, port in (("server_port", server_port), ("ca_port", ca_port)):
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise InvalidRequest(f"{key}: must be a port number 1-65535")
+
+
+def _is_host(host: object) -> bool:
+    """A DNS name (labels of letters, digits and inner hyphens), an IP address, or an IPv6
+    address in brackets."""
+    if not isinstance(host, str) or not 0 < len(host) <= 253:
+        return False
+    bracketed = host.startswith("[") and host.endswith("]")
+    inner = host[1:-1] if bracketed else host
+    if ":" in inner:  # only an IPv6 address has colons (no port, no zone: "%" is no host)
+        try:
+            return "%" not in inner and ipaddress.ip_address(inner).version == 6
+        except ValueError:
+            return False
+    return not bracketed and all(_LABEL_RE.fullmatch(label) for label in host.split("."))
 
 
 def cloud_config(
@@ -157,15 +221,13 @@ def cloud_config(
     carries the token. Values are strings because cloud-init writes them with
     ConfigParser.
     """
-    if install not in INSTALL_CHOICES:
-        raise InvalidRequest(f"install: must be one of {', '.join(INSTALL_CHOICES)}")
-    for key, host in (("server", server), ("ca_server", ca_server)):
-        # these land in puppet.conf: one clean token, never a line break
-        if not isinstance(host, str) or not _HOST_RE.fullmatch(host):
-            raise InvalidRequest(f"{key}: {str(host)[:80]!r} is not a host name or IP address")
-    for key, port in (("server_port", server_port), ("ca_port", ca_port)):
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise InvalidRequest(f"{key}: must be a port number 1-65535")
+    check_agent_options(
+        server=server,
+        server_port=server_port,
+        ca_server=ca_server,
+        ca_port=ca_port,
+        install=install,
+    )
     puppet: dict[str, Any] = {}
     if install == "none":
         puppet["install"] = False

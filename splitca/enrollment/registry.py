@@ -130,8 +130,8 @@ def _check_value(key: str, value: object, *, depth: int) -> None:
     if depth > 5:
         raise InvalidRequest(f"parameters: {key} is nested too deeply")
     if isinstance(value, str):
-        if "\x00" in value:  # no store holds it (PostgreSQL's jsonb refuses it), Puppet neither
-            raise InvalidRequest(f"parameters: {key} holds a NUL character")
+        if problem := _text_problem(value):
+            raise InvalidRequest(f"parameters: {key} holds {problem}")
         return
     if value is None or isinstance(value, bool | int):
         return
@@ -147,11 +147,25 @@ def _check_value(key: str, value: object, *, depth: int) -> None:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise InvalidRequest(f"parameters: {key} has a non-string key")
-            if "\x00" in k:
-                raise InvalidRequest(f"parameters: {key} has a key holding a NUL character")
+            if problem := _text_problem(k):
+                raise InvalidRequest(f"parameters: {key} has a key holding {problem}")
             _check_value(key, v, depth=depth + 1)
         return
     raise InvalidRequest(f"parameters: {key} has a value of unsupported type")
+
+
+def _text_problem(text: str) -> str | None:
+    """What makes *text* unstorable, or None: no store holds a NUL (PostgreSQL's jsonb refuses
+    it), Puppet neither; a lone surrogate (a JSON ``\\ud800``, or argv bytes that are not
+    UTF-8) is no character at all, so nothing can encode it."""
+    if "\x00" in text:
+        return "a NUL character"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "text that is not valid Unicode (a lone surrogate)"
+    return None
 
 
 @dataclass(frozen=True)

@@ -55,10 +55,10 @@ def submit_csr(d: Deps, certname: str, body: bytes, *, actor: Actor = SYSTEM) ->
     fields = _csr_fields(certname, csr, info)
     # A CSR with a challengePassword for a name that has a certificate may be a rebuilt
     # machine with a fresh registration token: the autosigner decides (see _supersede).
-    candidate = info.cn == certname and _may_supersede(d, certname, info)
+    candidate, guarded = _may_supersede(d, certname, info)
     with _AuditRefusal(d, actor, fields):
         if info.cn is not None and pki.is_safe_name(info.cn) and not candidate:
-            refuse_duplicate(d, info.cn)
+            refuse_duplicate(d, info.cn, why=guarded)
         check_subject(certname, info.cn)
         approved = vet(csr, certname, d.rules, info=info)
     d.audit.event("csr-received", actor, **fields)
@@ -71,7 +71,8 @@ def submit_csr(d: Deps, certname: str, body: bytes, *, actor: Actor = SYSTEM) ->
                 candidate
                 and decision.sign
                 and decision.replaces_certificate
-                and state_of(d, certname) in _SUPERSEDABLE
+                and (state := state_of(d, certname)) in _SUPERSEDABLE
+                and not _beyond_autosign(d, certname, state)  # as it is now, under the lock
             ):
                 return _supersede(d, approved, decision, actor)
             refuse_duplicate(d, certname, why=_why_not_superseded(decision) if candidate else "")
@@ -86,13 +87,57 @@ def submit_csr(d: Deps, certname: str, body: bytes, *, actor: Actor = SYSTEM) ->
 _SUPERSEDABLE = ("signed", "revoked")
 
 
-def _may_supersede(d: Deps, certname: str, info: pki.CsrInfo) -> bool:
-    """Whether this CSR could replace *certname*'s certificate, if the autosigner agrees."""
+def _may_supersede(d: Deps, certname: str, info: pki.CsrInfo) -> tuple[bool, str]:
+    """Whether this CSR could replace *certname*'s certificate, if the autosigner agrees;
+    and, if it cannot only because the certificate is guarded, why (else "")."""
+    if (
+        info.cn != certname
+        or info.challenge_password is None
+        or d.settings.allow_duplicate_certs
+        or certname in reserved_names(d.settings)
+    ):
+        return False, ""
+    state = state_of(d, certname)
+    if state not in _SUPERSEDABLE:
+        return False, ""
+    why = _beyond_autosign(d, certname, state)
+    return not why, why
+
+
+def _beyond_autosign(d: Deps, certname: str, state: str | None) -> str:
+    """Why *certname*'s certificate holds more than autosign could have issued (so a human
+    issued it, and only a human replaces it), or "".
+
+    A token proves a machine, and whoever writes the registry can enroll machines; that
+    must not reach the CA's other identities: a compile master's dns_alt_names, an admin's
+    pp_cli_auth. Only a valid (signed) certificate is guarded; a revoked one protects nothing.
+    """
+    if state != "signed":
+        return ""
+    blob = d.store.cert(certname)
+    if blob is None:
+        return ""
+    try:
+        cert = x509.load_pem_x509_certificate(blob.data)
+        extensions = list(cert.extensions)
+    except Exception:  # ValueError, DuplicateExtension, ...: fail closed
+        return f"its certificate cannot be read; run 'splitca clean {certname}' to replace it"
+    what: list[str] = []
+    for ext in extensions:
+        oid = ext.oid.dotted_string
+        if isinstance(ext.value, x509.SubjectAlternativeName):
+            extra = [n for n in ext.value if n != x509.DNSName(certname)]
+            if extra and not d.rules.allow_subject_alt_names:
+                what.append("alt names " + ", ".join(map(pki.general_name_str, extra)))
+        elif oid == pki.PP_CLI_AUTH.dotted_string or (
+            oid.startswith(pki.PP_AUTH_ARC + ".") and not d.rules.allow_authorization_extensions
+        ):
+            what.append(f"authorization extension {pki.SHORT_NAMES.get(oid, oid)}")
+    if not what:
+        return ""
     return (
-        info.challenge_password is not None
-        and not d.settings.allow_duplicate_certs
-        and certname not in reserved_names(d.settings)
-        and state_of(d, certname) in _SUPERSEDABLE
+        f"a registration token replaces only what autosign could issue, and this certificate "
+        f"has {'; '.join(what)}; run 'splitca clean {certname}' to replace it"
     )
 
 
