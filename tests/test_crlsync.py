@@ -37,7 +37,7 @@ from splitca.errors import CRLRejected
 from splitca.pki import asn1
 from splitca.split import crlsync
 
-from .apache_harness import Identity, issue
+from .apache_harness import Identity, build_master_stack, issue, start_backend, stop_apache
 from .conftest import free_port, make_settings
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -944,3 +944,76 @@ def test_the_roots_crl_nearing_next_update_is_a_warning_and_the_signing_cas_is_e
     fake_ca.body = stale + root.crl(4)
     done = master.sync(fake_ca.url)
     assert done.exit_code == 8, done.output
+
+
+# --- the file Apache reads: the verified CRLs, never the answer's PEM armor ----------------------------
+
+
+def _armored(crl_pem: bytes) -> dict[str, bytes]:
+    """The same signed CRL in PEM armor that cryptography reads but OpenSSL's file loader
+    (what mod_ssl's SSLCARevocationFile uses) does not: the armor is not signed."""
+    lines = crl_pem.splitlines(keepends=True)
+    begin, body, end = lines[0], b"".join(lines[1:-1]), lines[-1]
+    return {
+        "indented": b"  " + crl_pem,
+        "form-feed-first": b"\x0c" + crl_pem,
+        "end-marker-mid-line": begin + body.rstrip(b"\n") + end,
+        "tab-before-end": begin + body + b"\t" + end,
+        "pem-header": begin + b"Comment: from the CA\n\n" + body + end,
+    }
+
+
+def openssl_crls(path: Path) -> int:
+    """How many CRLs OpenSSL's file loader finds in *path* (raises if it cannot load it)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=str(path))  # X509_STORE_load_file, as mod_ssl
+    return ctx.cert_store_stats()["crl"]
+
+
+@pytest.mark.parametrize("armor", sorted(_armored(b"-\n-\n-\n")))
+def test_the_installed_file_is_the_verified_crl_as_openssl_reads_it(master, fake_ca, ca, armor):
+    """An answer whose CRL verifies but whose armor OpenSSL refuses must not become a file
+    Apache cannot load (a graceful restart with it kills Apache): what is installed is the
+    verified CRL itself, in the PEM every reader reads alike."""
+    good = ca_signer(ca).crl(4, serials=(17,))
+    fake_ca.body = _armored(good)[armor]
+    result = master.sync(fake_ca.url)
+    assert result.exit_code == Outcome.CRL_UPDATED, result.output
+    assert master.crl.read_bytes() == good
+    assert openssl_crls(master.crl) == 1
+    assert master.sync(fake_ca.url).exit_code == Outcome.CRL_UNCHANGED  # nothing to rewrite
+
+
+@pytest.mark.interop
+def test_real_apache_survives_an_oddly_armored_crl_and_refuses_the_revoked_agent(
+    fake_ca, ca, tmp_path
+):
+    """The whole path on a real Apache: the CA's answer holds the right CRL in indented
+    armor (OpenSSL's loader skips an indented BEGIN line). sync-crl installs and reloads;
+    Apache must keep running, refuse the revoked agent and let the other one through."""
+    backend = start_backend()
+    stack = build_master_stack(ca, tmp_path / "stack", backend)
+    try:
+        revoked, other = stack.agent("gone.example.com"), stack.agent("kept.example.com")
+        assert not stack.refuses(revoked) and not stack.refuses(other)
+        crl = ca_signer(ca).crl(9, serials=(revoked.certificate.serial_number,))
+        fake_ca.body = _armored(crl)["indented"]
+        result = CliRunner().invoke(
+            cli,
+            [
+                "sync-crl",
+                "--ca-url", fake_ca.url,
+                "--ca-cert", str(stack.master.cacert),
+                "--dest", str(stack.crl),
+                "--reload-command", " ".join(stack.apache.graceful_command),
+                "--apache-pidfile", str(stack.apache.root / "httpd.pid"),
+                "--timeout", "10",
+            ],
+        )  # fmt: skip
+        assert result.exit_code == Outcome.CRL_UPDATED, result.output + stack.apache.output()
+        assert stack.apache.proc is not None and stack.apache.proc.poll() is None
+        assert stack.refuses(revoked)
+        assert not stack.refuses(other)
+    finally:
+        stop_apache(stack.apache)
+        backend.stop()

@@ -191,16 +191,23 @@ def verify_crl(
     """Check a CRL file fetched from the CA before anything is installed.
 
     Args:
-      data: the CA's answer, as received.
+      data: the CA's answer, as received (decoded from its content coding).
       cas: the pinned CA certificates (``--ca-cert``), trusted for nothing else.
       now: the current time.
       installed: the contents of the files about to be replaced; a CRL number lower
         than theirs (for the same issuer) is refused unless *allow_rollback*.
 
+    The file returned (``VerifiedCRL.data``) is not *data* but its CRLs written out
+    again, in order, as canonical PEM: the armor around the signed DER is not signed,
+    and armor cryptography reads but OpenSSL's file loader (mod_ssl's
+    SSLCARevocationFile) does not, an indented BEGIN line or a PEM header, would make
+    Apache refuse to start on the next reload. Every check runs on the file returned.
+
     Raises:
       CRLRejected: naming the first failed check (see ``CHECKS``).
     """
-    crls = parse_crls(data)
+    data = b"".join(pki.pem(crl) for crl in parse_crls(data))
+    crls = parse_crls(data, what="the CA's CRL as re-encoded")
     pinned = _by_subject(cas)
     seen: dict[x509.Name, x509.CertificateRevocationList] = {}
     for crl in crls:
