@@ -558,6 +558,20 @@ def test_force_reload_reloads_a_current_crl(master, fake_ca, ca):
     assert refused.exit_code == 2 and "--force-reload" in refused.output
 
 
+def test_a_304_to_a_request_that_was_not_conditional_is_an_error(master, fake_ca, ca):
+    """--force-reload (like a pending reload) fetches without If-Modified-Since, so a 304
+    says nothing about what is installed: it is not "current; nothing changed" (exit 0,
+    and the reload asked for silently skipped) but an error, the installed CRL kept."""
+    before = install(master, ca_signer(ca).crl(3))
+    fake_ca.status, fake_ca.body = 304, b""
+    result = master.sync(fake_ca.url, "--force-reload")
+    assert "If-Modified-Since" not in fake_ca.requests[-1][1]
+    assert result.exit_code == 6, result.output
+    assert "answered HTTP 304" in result.output
+    assert master.reload_count() == 0
+    assert untouched(master, before)
+
+
 def test_an_apache_reload_command_without_a_pidfile_is_warned_about(
     master, fake_ca, ca, tmp_path, caplog
 ):

@@ -171,8 +171,8 @@ class HTTPClient:
     def get(
         self, url: str, *, if_modified_since: str | None = None, missing_ok: bool = False
     ) -> Fetched:
-        """GET *url*; 200 and 304 are answers (and 404/410 if *missing_ok*), anything else
-        is a RemoteError.
+        """GET *url*; 200 and, to an *if_modified_since* request, 304 are answers (and
+        404/410 if *missing_ok*), anything else is a RemoteError.
 
         The body is returned decoded from its ``Content-Encoding`` (gzip, deflate).
 
@@ -305,7 +305,10 @@ class HTTPClient:
             allow_redirects=False,
         ) as resp:
             lm, date = resp.headers.get("Last-Modified"), resp.headers.get("Date")
-            if resp.status_code == 304 or (missing_ok and resp.status_code in (404, 410)):
+            # 304 means "what you have is current" only to a conditional request: to any
+            # other it says nothing about what the caller has, and it is an error.
+            not_modified = resp.status_code == 304 and "If-Modified-Since" in headers
+            if not_modified or (missing_ok and resp.status_code in (404, 410)):
                 return Fetched(url, resp.status_code, None, lm, date)
             if resp.is_redirect:
                 raise RemoteError(
