@@ -731,6 +731,23 @@ def test_conditional_get_uses_a_strong_last_modified(master, fake_ca, ca):
     assert third.exit_code == Outcome.CRL_UPDATED and master.crl.read_bytes() == ca.crl_pem()
 
 
+def test_allow_rollback_fetches_the_whole_crl(master, fake_ca, ca):
+    """A CA restored from a backup may keep its old CRL's mtime (cp -a, tar, rsync -a), so
+    it answers If-Modified-Since with 304: --allow-rollback must still get and install the
+    CA's (lower-numbered) CRL, not report the installed one as current."""
+    signer = ca_signer(ca)
+    fake_ca.body = signer.crl(5)
+    fake_ca.last_modified = email.utils.format_datetime(NOW - dt.timedelta(hours=1), usegmt=True)
+    assert master.sync(fake_ca.url).exit_code == Outcome.CRL_UPDATED
+    restored = fake_ca.body = signer.crl(2)  # the restored CA's, Last-Modified unchanged
+    assert master.sync(fake_ca.url).exit_code == Outcome.CRL_UNCHANGED  # a 304, as it should
+    result = master.sync(fake_ca.url, "--allow-rollback")
+    assert "If-Modified-Since" not in fake_ca.requests[-1][1]
+    assert result.exit_code == Outcome.CRL_UPDATED, result.output
+    assert "Installed CRL number 2" in result.output
+    assert master.crl.read_bytes() == restored
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

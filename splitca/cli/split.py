@@ -563,7 +563,8 @@ Checks a CRL must pass: {", ".join(CHECKS)}.
 @click.option(
     "--allow-rollback",
     is_flag=True,
-    help="Accept a CRL number lower than the installed one (after restoring the CA from a backup).",
+    help="Accept a CRL number lower than the installed one (after restoring the CA from a "
+    "backup); the whole CRL is fetched.",
 )
 @click.option(
     "--watch",

@@ -568,6 +568,8 @@ def _sync_locked(
         if (
             cfg.conditional
             and not cfg.force_reload  # a 304 would leave nothing to reload with
+            # nor to roll back to: a CA restored from a backup may keep its CRL's old mtime
+            and not cfg.allow_rollback
             and state.get("url") == url
             and current is not None
             and all(c == current for c in installed)
