@@ -771,6 +771,17 @@ def test_unreadable_pinned_ca_is_exit_2(master, fake_ca):
     assert result.exit_code == 2 and "--ca-cert" in result.output
 
 
+def test_a_fatal_error_under_watch_is_reported_in_the_json_of_every_run(master, fake_ca):
+    """--watch --format json prints one object per run with its outcome; the error that
+    ends the watch (an unreadable --ca-cert) is one of them, not another shape."""
+    master.cacert.write_text("not a certificate")
+    result = master.sync(fake_ca.url, "--watch", "1s", "--format", "json")
+    assert result.exit_code == 2, result.output
+    report = json.loads(result.stdout)
+    assert report["outcome"] == "error" and report["exit_code"] == 2
+    assert "--ca-cert" in report["error"]
+
+
 # --- --watch as a real process ---------------------------------------------------------------------
 
 

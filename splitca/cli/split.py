@@ -628,25 +628,27 @@ def sync_crl(
         conditional=not no_conditional,
         allow_rollback=allow_rollback,
     )
-    if interval is None:
-        try:
+    seconds = None if interval is None else parse_duration(interval, key="--watch").total_seconds()
+    try:
+        if seconds is None:
             result = sync_once(cfg)
-        except SplitCAError as exc:
-            if fmt != "json":
-                raise  # the group prints it as one line, with its exit code
-            _report(exc, fmt)
-            finish(exc)
-        _report(result, fmt)
-        finish(_outcome(result))
-    seconds = parse_duration(interval, key="--watch").total_seconds()
-    stop = threading.Event()
+        else:
+            stop = threading.Event()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+            def on_signal(signum: int, frame: FrameType | None) -> None:
+                stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    watch(cfg, seconds, stop=stop, report=lambda r: _report(r, fmt))
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+            watch(cfg, seconds, stop=stop, report=lambda r: _report(r, fmt))
+            return
+    except SplitCAError as exc:  # with --watch, only what ends it (a ConfigError)
+        if fmt != "json":
+            raise  # the group prints it as one line, with its exit code
+        _report(exc, fmt)  # the same object as every other run's, on stdout
+        finish(exc)
+    _report(result, fmt)
+    finish(_outcome(result))
 
 
 def _host_identity(ca_cert: Path) -> tuple[Path | None, Path | None]:
