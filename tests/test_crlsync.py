@@ -37,7 +37,14 @@ from splitca.errors import CRLRejected
 from splitca.pki import asn1
 from splitca.split import crlsync
 
-from .apache_harness import Identity, build_master_stack, issue, start_backend, stop_apache
+from .apache_harness import (
+    Identity,
+    MasterStack,
+    build_master_stack,
+    issue,
+    start_backend,
+    stop_apache,
+)
 from .conftest import free_port, make_settings
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -1026,36 +1033,68 @@ def test_the_installed_file_is_the_verified_crl_as_openssl_reads_it(master, fake
     assert master.sync(fake_ca.url).exit_code == Outcome.CRL_UNCHANGED  # nothing to rewrite
 
 
+@pytest.fixture(scope="module")
+def stack(
+    ca: CertificateAuthority, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MasterStack]:
+    """A real Apache compile master (the vhost `apache-config` renders) on the module's CA;
+    the tests using it install CRLs only forward (each a higher number)."""
+    backend = start_backend()
+    try:
+        built = build_master_stack(ca, tmp_path_factory.mktemp("stack"), backend)
+    except BaseException:
+        backend.stop()
+        raise
+    yield built
+    stop_apache(built.apache)
+    backend.stop()
+
+
+def sync_into(stack: MasterStack, fake_ca: FakeCA) -> Result:
+    """`splitca sync-crl` into the stack's CRL file, reloading (and confirming) its Apache."""
+    return CliRunner().invoke(
+        cli,
+        [
+            "sync-crl",
+            "--ca-url", fake_ca.url,
+            "--ca-cert", str(stack.master.cacert),
+            "--dest", str(stack.crl),
+            "--reload-command", " ".join(stack.apache.graceful_command),
+            "--apache-pidfile", str(stack.apache.root / "httpd.pid"),
+            "--timeout", "10",
+        ],
+    )  # fmt: skip
+
+
 @pytest.mark.interop
 def test_real_apache_survives_an_oddly_armored_crl_and_refuses_the_revoked_agent(
-    fake_ca, ca, tmp_path
+    stack, fake_ca, ca
 ):
     """The whole path on a real Apache: the CA's answer holds the right CRL in indented
     armor (OpenSSL's loader skips an indented BEGIN line). sync-crl installs and reloads;
     Apache must keep running, refuse the revoked agent and let the other one through."""
-    backend = start_backend()
-    stack = build_master_stack(ca, tmp_path / "stack", backend)
-    try:
-        revoked, other = stack.agent("gone.example.com"), stack.agent("kept.example.com")
-        assert not stack.refuses(revoked) and not stack.refuses(other)
-        crl = ca_signer(ca).crl(9, serials=(revoked.certificate.serial_number,))
-        fake_ca.body = _armored(crl)["indented"]
-        result = CliRunner().invoke(
-            cli,
-            [
-                "sync-crl",
-                "--ca-url", fake_ca.url,
-                "--ca-cert", str(stack.master.cacert),
-                "--dest", str(stack.crl),
-                "--reload-command", " ".join(stack.apache.graceful_command),
-                "--apache-pidfile", str(stack.apache.root / "httpd.pid"),
-                "--timeout", "10",
-            ],
-        )  # fmt: skip
-        assert result.exit_code == Outcome.CRL_UPDATED, result.output + stack.apache.output()
-        assert stack.apache.proc is not None and stack.apache.proc.poll() is None
-        assert stack.refuses(revoked)
-        assert not stack.refuses(other)
-    finally:
-        stop_apache(stack.apache)
-        backend.stop()
+    revoked, other = stack.agent("gone.example.com"), stack.agent("kept.example.com")
+    assert not stack.refuses(revoked) and not stack.refuses(other)
+    crl = ca_signer(ca).crl(9, serials=(revoked.certificate.serial_number,))
+    fake_ca.body = _armored(crl)["indented"]
+    result = sync_into(stack, fake_ca)
+    assert result.exit_code == Outcome.CRL_UPDATED, result.output + stack.apache.output()
+    assert stack.apache.proc is not None and stack.apache.proc.poll() is None
+    assert stack.refuses(revoked)
+    assert not stack.refuses(other)
+
+
+@pytest.mark.interop
+def test_a_crl_dated_ahead_of_this_hosts_clock_is_not_installed(stack, fake_ca, ca):
+    """Apache (OpenSSL) refuses every agent while its CRL's thisUpdate is in the future,
+    with no allowance for skew: a CRL from a CA whose clock is ahead of this master's is
+    kept out until this clock reaches it (a later run installs it), never installed to
+    lock every agent out meanwhile."""
+    agent = stack.agent("on-time.example.com")
+    before = stack.crl.read_bytes()
+    fake_ca.body = ca_signer(ca).crl(50, this_update=NOW + dt.timedelta(minutes=3))
+    result = sync_into(stack, fake_ca)
+    assert result.exit_code == 7, result.output
+    assert "CRL rejected (not-yet-valid)" in result.output and "clock" in result.output
+    assert stack.crl.read_bytes() == before
+    assert not stack.refuses(agent)

@@ -60,11 +60,10 @@ CHECKS = {
     "signature": "a CRL's signature does not verify with the pinned CA's key",
     "duplicate": "two CRLs from the same issuer",
     "incomplete": "no CRL for a CA in the pinned --ca-cert (Apache's 'chain' check needs one each)",
-    "not-yet-valid": "a CRL's thisUpdate is in the future",
+    "not-yet-valid": "a CRL's thisUpdate is in the future (Apache would refuse every agent)",
     "expired": "a CRL's nextUpdate is missing or in the past",
     "crl-number": "a CRL's number is lower than the installed one's (a replayed or rolled-back CRL)",
 }
-CLOCK_SKEW = dt.timedelta(minutes=5)
 STRONG_VALIDATOR_AGE = dt.timedelta(seconds=60)  # RFC 9110 8.8.2.2
 
 
@@ -226,10 +225,17 @@ def verify_crl(
         raise _reject("incomplete", f"the answer has no CRL for {', '.join(missing)}")
     for crl in crls:
         issuer = crl.issuer.rfc4514_string()
-        if crl.last_update_utc > now + CLOCK_SKEW:
+        # No allowance for clock skew: OpenSSL has none, and Apache refuses every agent
+        # while its CRL's thisUpdate is in the future. A later run installs it.
+        if crl.last_update_utc > now:
+            ahead = crl.last_update_utc - now
+            words = f"{ahead.seconds} seconds" if ahead < dt.timedelta(minutes=2) else None
             raise _reject(
                 "not-yet-valid",
-                f"the CRL from {issuer!r} is dated {crl.last_update_utc:%Y-%m-%d %H:%M:%S}Z, in the future",
+                f"the CRL from {issuer!r} is dated {crl.last_update_utc:%Y-%m-%d %H:%M:%S}Z, "
+                f"{words or pki.time_left_words(ahead)} ahead of this host's clock "
+                "(Apache would refuse every agent until then; is this host's clock right?); "
+                "a run after that time installs it",
             )
         nxt = crl.next_update_utc
         if nxt is None:
