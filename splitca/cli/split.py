@@ -28,11 +28,13 @@ from splitca.split.crlsync import (
     DEFAULT_RELOAD_COMMAND,
     SyncConfig,
     SyncResult,
+    check_crl_file,
     sync_once,
     watch,
 )
 from splitca.split.puppet import local_puppet
 
+from ..clock import utcnow
 from ..config import parse_duration
 from ..errors import ConfigError, SplitCAError
 from ._base import Ctx, Outcome, cli, echo_json, exit_code_for, finish, format_option, pass_ctx
@@ -270,7 +272,12 @@ def config_test(text: str, modules: tuple[str, ...], *, apache_bin: str, modules
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write here (atomically) instead of stdout.",
 )
-@click.option("--check", is_flag=True, help="Run Apache's config test on the result first.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Run Apache's config test on the result first (master: and load --crl as mod_ssl "
+    "does at start, which the config test does not).",
+)
 @click.option(
     "--apache-conf",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -394,6 +401,8 @@ def apache_config(
             apache_bin=find_apache(apache_bin),
             modules_dir=find_modules_dir(modules_dir),
         )
+        if isinstance(rendered, apache.MasterSite):  # what mod_ssl reads only at start
+            check_crl_file(rendered.crl, rendered.ca_cert, now=utcnow())
         click.echo("Apache's config test passed.", err=True)
     hint = None
     if isinstance(rendered, apache.MasterSite):

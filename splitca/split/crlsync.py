@@ -8,6 +8,7 @@ import email.utils
 import hashlib
 import json
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_RELOAD_COMMAND",
     "SyncConfig",
     "SyncResult",
+    "check_crl_file",
     "installed_state",
     "sync_once",
     "upper_warnings",
@@ -479,6 +481,34 @@ def load_pinned(path: Path) -> list[x509.Certificate]:
     if not certs:
         raise ConfigError(f"--ca-cert: {path} holds no PEM certificate")
     return certs
+
+
+def check_crl_file(crl: Path, ca_cert: Path, *, now: dt.datetime) -> None:
+    """Check what ``apache2 -t`` does not: that mod_ssl can use the CRL file *crl* with
+    the CAs in *ca_cert* once Apache starts (``apache-config --check``).
+
+    Raises:
+      ConfigError: OpenSSL's file loader (mod_ssl's, at every start and reload) cannot read
+        *crl*, so Apache would not start; or it holds no current CRL of every CA, so Apache
+        would refuse every agent (the message names the failed check, as sync-crl does).
+    """
+    cas = load_pinned(ca_cert)
+    try:
+        data = crl.read_bytes()
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(crl))
+    except (OSError, ssl.SSLError) as exc:  # SSLError first: it is an OSError too
+        why = (exc.reason if isinstance(exc, ssl.SSLError) else exc.strerror) or exc
+        raise ConfigError(
+            f"--crl: {crl} cannot be loaded ({why}): Apache would not start; install the "
+            "CA's CRL there with 'splitca sync-crl'"
+        ) from None
+    try:
+        verify_crl(data, cas, now=now)
+    except CRLRejected as exc:
+        raise ConfigError(
+            f"--crl: {crl}: {exc}: Apache would refuse every agent; install the CA's current "
+            "CRL there with 'splitca sync-crl'"
+        ) from None
 
 
 def _read(path: Path) -> bytes | None:
