@@ -507,3 +507,16 @@ def test_an_error_answer_that_is_gzipped_is_shown_decoded(web: Callable[..., Web
     with _plain_client(server) as client, pytest.raises(RemoteError) as info:
         client.get(server.url + "/crl")
     assert str(info.value).endswith("answered HTTP 503: busy, try later")
+
+
+def test_text_from_the_server_reaches_messages_without_control_characters(
+    web: Callable[..., Web],
+) -> None:
+    """An error page's first line is shown to help the operator, but a terminal escape
+    sequence in it (ESC ... BEL retitles the terminal, ESC [2J clears it) must not reach
+    their terminal or the journal as such."""
+    page = b"\x1b]0;owned\x07\x1b[2Jbusy\r, try later\n"
+    server = web(lambda path: (503, {}, page))
+    with _plain_client(server) as client, pytest.raises(RemoteError) as info:
+        client.get(server.url + "/crl")
+    assert str(info.value).endswith("answered HTTP 503: ?]0;owned??[2Jbusy")

@@ -602,7 +602,13 @@ def _shown(url: str) -> str:
 
 def _short(data: bytes) -> str:
     text = data.decode("utf-8", "replace").strip().splitlines()
-    return f": {text[0][:160]}" if text else ""
+    return f": {_plain(text[0][:160])}" if text else ""
+
+
+def _plain(text: str) -> str:
+    """*text* (from the server) fit for a terminal or a log: control characters, such as
+    the ESC that starts a terminal escape sequence, become '?'."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _root(exc: BaseException) -> str:
@@ -617,4 +623,4 @@ def _root(exc: BaseException) -> str:
         if isinstance(arg, BaseException):
             seen = arg
     text = str(seen) or type(seen).__name__
-    return text.splitlines()[0][:300]
+    return _plain(text.splitlines()[0][:300])
