@@ -738,6 +738,27 @@ def test_conditional_get_uses_a_strong_last_modified(master, fake_ca, ca):
     assert third.exit_code == Outcome.CRL_UPDATED and master.crl.read_bytes() == ca.crl_pem()
 
 
+def test_a_stale_installed_crl_is_fetched_whole_not_conditionally(master, fake_ca, ca):
+    """The CA's Last-Modified is its CRL file's mtime: after its clock stepped back (or a
+    file restored with an old mtime, or HA nodes whose clocks differ) it answers 304 while
+    it holds a newer CRL. While the installed CRL is fresh that costs a delay; once it nears
+    its nextUpdate it must not cost the outage: the whole CRL is fetched then."""
+    signer = ca_signer(ca)
+    fake_ca.last_modified = email.utils.format_datetime(NOW - dt.timedelta(hours=1), usegmt=True)
+    fake_ca.body = signer.crl(
+        5, this_update=NOW - dt.timedelta(days=6), next_update=NOW + dt.timedelta(hours=12)
+    )
+    assert master.sync(fake_ca.url).exit_code == 8  # installed, but in its last quarter
+    fresh = fake_ca.body = signer.crl(6)  # re-issued; the CA's Last-Modified did not move
+    result = master.sync(fake_ca.url)
+    assert "If-Modified-Since" not in fake_ca.requests[-1][1]
+    assert result.exit_code == Outcome.CRL_UPDATED, result.output
+    assert master.crl.read_bytes() == fresh
+    # Fresh again: conditional, as before.
+    assert master.sync(fake_ca.url).exit_code == Outcome.CRL_UNCHANGED
+    assert fake_ca.requests[-1][1]["If-Modified-Since"] == fake_ca.last_modified
+
+
 def test_allow_rollback_fetches_the_whole_crl(master, fake_ca, ca):
     """A CA restored from a backup may keep its old CRL's mtime (cp -a, tar, rsync -a), so
     it answers If-Modified-Since with 304: --allow-rollback must still get and install the

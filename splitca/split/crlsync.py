@@ -496,7 +496,7 @@ def check_crl_file(crl: Path, ca_cert: Path, *, now: dt.datetime) -> None:
     try:
         data = crl.read_bytes()
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(crl))
-    except (OSError, ssl.SSLError) as exc:  # SSLError first: it is an OSError too
+    except OSError as exc:  # ssl.SSLError is one
         why = (exc.reason if isinstance(exc, ssl.SSLError) else exc.strerror) or exc
         raise ConfigError(
             f"--crl: {crl} cannot be loaded ({why}): Apache would not start; install the "
@@ -610,6 +610,10 @@ def _sync_locked(
             and current is not None
             and all(c == current for c in installed)
             and state.get("sha256") == _sha256(current)
+            # Only while it is fresh: the CA's Last-Modified is its file's mtime, which can
+            # go back (its clock stepped back, a restored file, HA nodes' clocks), and a 304
+            # then must not keep an expiring CRL in place while the CA has a newer one.
+            and not installed_state(current, cas, warn_before=cfg.warn_before).stale(clock())
         ):
             since = state.get("last_modified")
         # --timeout bounds the whole answer: fetched (the client's own deadline), then
@@ -623,7 +627,7 @@ def _sync_locked(
             now = clock()
             if fetched.body is None:  # 304: what we have is what the CA has
                 fresh = installed_state(current, cas, warn_before=cfg.warn_before)
-                if fresh.stale(now):
+                if fresh.stale(now):  # it turned stale during the request
                     raise CRLStale(
                         f"{fresh.describe(now)}, and the CA has nothing newer: run "
                         "'splitca crl refresh' on the CA"
