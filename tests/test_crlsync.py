@@ -525,6 +525,19 @@ def test_failed_reload_is_exit_9_and_retried_next_time(master, fake_ca, ca):
     assert master.reload_count() == 1
 
 
+def test_a_reload_command_that_leaves_a_child_behind_is_done_when_it_exits(master, fake_ca, ca):
+    """A reload command that starts something in the background and exits 0 (a script
+    ending in `... &`) is done when it exits: the child holding its output open made
+    the wait for that output last --reload-timeout, then exit 9, and again every run."""
+    fake_ca.body = ca.crl_pem()
+    command = f"sh -c 'echo reload >> {master.reloads}; sleep 20 &'"
+    args = ("--reload-command", command, "--reload-timeout", "5")
+    result = master.sync(fake_ca.url, *args)
+    assert result.exit_code == Outcome.CRL_UPDATED, result.output
+    assert master.reload_count() == 1
+    assert master.sync(fake_ca.url, *args).exit_code == Outcome.CRL_UNCHANGED
+
+
 def test_a_gzipped_crl_is_installed_decoded(master, fake_ca, ca):
     """What a CA behind Apache's mod_deflate (Debian's default) sends."""
     import gzip
