@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import shlex
 import stat
@@ -9,14 +10,31 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
+from splitca import pki
 from splitca.authority import CertificateAuthority
 from splitca.cli import cli
 from splitca.errors import ConfigError
 from splitca.split import apache
 
-from .apache_harness import apache_binary, issue, modules_dir, require_module, wsgi_python_home  # noqa: F401
-from .conftest import REPO, write_config
+from .apache_harness import (
+    Identity,
+    apache_binary,
+    issue,
+    modules_dir,
+    refused,
+    render_master,
+    require_module,
+    start_apache,
+    stop_apache,
+    wsgi_python_home,  # noqa: F401
+)
+from .apache_harness import backend as backend
+from .conftest import REPO, free_port, write_config
+
+MODULES = ("ssl", "headers", "proxy", "proxy_http")
 
 EXAMPLES = REPO / "apache"
 
@@ -347,6 +365,93 @@ def test_check_reports_apaches_own_error(master_files):
     assert "Apache's config test failed" in result.output
     assert "/nonexistent/crl.pem" in result.output
     assert "Traceback" not in result.output
+
+
+def _bad_crl(case: str, ca: CertificateAuthority) -> bytes:
+    """A CRL file `apache2 -t` accepts but mod_ssl cannot use once Apache starts."""
+    now = dt.datetime.now(dt.UTC)
+    key = serialization.load_pem_private_key((ca.settings.cadir / "ca_key.pem").read_bytes(), None)
+    signer: tuple[object, x509.Certificate] = (key, ca.ca_certificate())
+    if case == "other-ca":
+        other = pki.generate_private_key("rsa", rsa_bits=2048)
+        signer = (other, pki.build_ca_certificate(other, "Other CA", now=now, ttl=dt.timedelta(1)))
+    this = now - dt.timedelta(days=9 if case == "expired" else 0, minutes=1)
+    crl = pki.pem(
+        pki.build_crl(
+            ca_key=signer[0],  # type: ignore[arg-type]
+            ca_cert=signer[1],
+            entries=[],
+            number=3,
+            this_update=this,
+            next_update=this + dt.timedelta(days=7),
+        )
+    )
+    return {
+        "garbage": b"<html>Service Unavailable</html>\n",
+        "certificate": ca.ca_certificate_pem(),
+        "indented": b"  " + crl,
+    }.get(case, crl)
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize(
+    ("case", "why"),
+    [
+        ("garbage", "Apache would not start"),
+        ("indented", "Apache would not start"),
+        ("certificate", "CRL rejected (parse)"),
+        ("expired", "CRL rejected (expired)"),
+        ("other-ca", "CRL rejected (issuer)"),
+    ],
+)
+def test_check_refuses_a_crl_file_mod_ssl_cannot_use(case, why, master_files, ca, tmp_path):
+    """`apache2 -t` does not load the CRL (mod_ssl reads it only when Apache starts):
+    --check does, and says what would happen, writing nothing."""
+    apache_binary()
+    modules_dir()
+    master_files["crl"].write_bytes(_bad_crl(case, ca))
+    out = tmp_path / "site.conf"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "apache-config",
+            "--server-name", "master1.example.com",
+            "--cert", str(master_files["cert"]),
+            "--key", str(master_files["key"]),
+            "--ca-cert", str(master_files["ca"]),
+            "--crl", str(master_files["crl"]),
+            "--check",
+            "--output", str(out),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert f"--crl: {master_files['crl']}" in result.output and why in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+@pytest.mark.interop
+def test_what_check_refuses_breaks_a_real_apache(master_files, ca, backend):
+    """Why --check loads the CRL: with a file it cannot load, Apache exits at start; with
+    one that holds no CRL, it starts and refuses every agent."""
+    agent = issue(ca, "agent1.example.com", master_files["crl"].parent / "agent")
+    ident = Identity(
+        "m", master_files["cert"], master_files["key"], master_files["ca"], agent.certificate
+    )
+    port = free_port()
+    master_files["crl"].write_bytes(_bad_crl("garbage", ca))
+    with pytest.raises(RuntimeError, match=r"unable to configure X\.509 CRL storage"):
+        start_apache(render_master(ident, master_files["crl"], port, backend.url), port, MODULES)
+    master_files["crl"].write_bytes(_bad_crl("certificate", ca))
+    server = start_apache(
+        render_master(ident, master_files["crl"], port, backend.url), port, MODULES
+    )
+    try:
+        args = {"cacert": agent.cacert, "cert": agent.cert, "key": agent.key}
+        assert refused(port, "/echo", **args)
+        assert "unable to get certificate CRL" in server.log_text()
+    finally:
+        stop_apache(server)
 
 
 # --- the reload sync-crl must use for the Apache a master site belongs to ----------------------

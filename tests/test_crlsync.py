@@ -37,7 +37,14 @@ from splitca.errors import CRLRejected
 from splitca.pki import asn1
 from splitca.split import crlsync
 
-from .apache_harness import Identity, issue
+from .apache_harness import (
+    Identity,
+    MasterStack,
+    build_master_stack,
+    issue,
+    start_backend,
+    stop_apache,
+)
 from .conftest import free_port, make_settings
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -518,6 +525,19 @@ def test_failed_reload_is_exit_9_and_retried_next_time(master, fake_ca, ca):
     assert master.reload_count() == 1
 
 
+def test_a_reload_command_that_leaves_a_child_behind_is_done_when_it_exits(master, fake_ca, ca):
+    """A reload command that starts something in the background and exits 0 (a script
+    ending in `... &`) is done when it exits: the child holding its output open made
+    the wait for that output last --reload-timeout, then exit 9, and again every run."""
+    fake_ca.body = ca.crl_pem()
+    command = f"sh -c 'echo reload >> {master.reloads}; sleep 20 &'"
+    args = ("--reload-command", command, "--reload-timeout", "5")
+    result = master.sync(fake_ca.url, *args)
+    assert result.exit_code == Outcome.CRL_UPDATED, result.output
+    assert master.reload_count() == 1
+    assert master.sync(fake_ca.url, *args).exit_code == Outcome.CRL_UNCHANGED
+
+
 def test_a_gzipped_crl_is_installed_decoded(master, fake_ca, ca):
     """What a CA behind Apache's mod_deflate (Debian's default) sends."""
     import gzip
@@ -556,6 +576,20 @@ def test_force_reload_reloads_a_current_crl(master, fake_ca, ca):
     assert master.sync(fake_ca.url).exit_code == Outcome.CRL_UNCHANGED
     refused = master.sync(fake_ca.url, "--force-reload", "--no-reload")
     assert refused.exit_code == 2 and "--force-reload" in refused.output
+
+
+def test_a_304_to_a_request_that_was_not_conditional_is_an_error(master, fake_ca, ca):
+    """--force-reload (like a pending reload) fetches without If-Modified-Since, so a 304
+    says nothing about what is installed: it is not "current; nothing changed" (exit 0,
+    and the reload asked for silently skipped) but an error, the installed CRL kept."""
+    before = install(master, ca_signer(ca).crl(3))
+    fake_ca.status, fake_ca.body = 304, b""
+    result = master.sync(fake_ca.url, "--force-reload")
+    assert "If-Modified-Since" not in fake_ca.requests[-1][1]
+    assert result.exit_code == 6, result.output
+    assert "answered HTTP 304" in result.output
+    assert master.reload_count() == 0
+    assert untouched(master, before)
 
 
 def test_an_apache_reload_command_without_a_pidfile_is_warned_about(
@@ -717,6 +751,44 @@ def test_conditional_get_uses_a_strong_last_modified(master, fake_ca, ca):
     assert third.exit_code == Outcome.CRL_UPDATED and master.crl.read_bytes() == ca.crl_pem()
 
 
+def test_a_stale_installed_crl_is_fetched_whole_not_conditionally(master, fake_ca, ca):
+    """The CA's Last-Modified is its CRL file's mtime: after its clock stepped back (or a
+    file restored with an old mtime, or HA nodes whose clocks differ) it answers 304 while
+    it holds a newer CRL. While the installed CRL is fresh that costs a delay; once it nears
+    its nextUpdate it must not cost the outage: the whole CRL is fetched then."""
+    signer = ca_signer(ca)
+    fake_ca.last_modified = email.utils.format_datetime(NOW - dt.timedelta(hours=1), usegmt=True)
+    fake_ca.body = signer.crl(
+        5, this_update=NOW - dt.timedelta(days=6), next_update=NOW + dt.timedelta(hours=12)
+    )
+    assert master.sync(fake_ca.url).exit_code == 8  # installed, but in its last quarter
+    fresh = fake_ca.body = signer.crl(6)  # re-issued; the CA's Last-Modified did not move
+    result = master.sync(fake_ca.url)
+    assert "If-Modified-Since" not in fake_ca.requests[-1][1]
+    assert result.exit_code == Outcome.CRL_UPDATED, result.output
+    assert master.crl.read_bytes() == fresh
+    # Fresh again: conditional, as before.
+    assert master.sync(fake_ca.url).exit_code == Outcome.CRL_UNCHANGED
+    assert fake_ca.requests[-1][1]["If-Modified-Since"] == fake_ca.last_modified
+
+
+def test_allow_rollback_fetches_the_whole_crl(master, fake_ca, ca):
+    """A CA restored from a backup may keep its old CRL's mtime (cp -a, tar, rsync -a), so
+    it answers If-Modified-Since with 304: --allow-rollback must still get and install the
+    CA's (lower-numbered) CRL, not report the installed one as current."""
+    signer = ca_signer(ca)
+    fake_ca.body = signer.crl(5)
+    fake_ca.last_modified = email.utils.format_datetime(NOW - dt.timedelta(hours=1), usegmt=True)
+    assert master.sync(fake_ca.url).exit_code == Outcome.CRL_UPDATED
+    restored = fake_ca.body = signer.crl(2)  # the restored CA's, Last-Modified unchanged
+    assert master.sync(fake_ca.url).exit_code == Outcome.CRL_UNCHANGED  # a 304, as it should
+    result = master.sync(fake_ca.url, "--allow-rollback")
+    assert "If-Modified-Since" not in fake_ca.requests[-1][1]
+    assert result.exit_code == Outcome.CRL_UPDATED, result.output
+    assert "Installed CRL number 2" in result.output
+    assert master.crl.read_bytes() == restored
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -738,6 +810,17 @@ def test_unreadable_pinned_ca_is_exit_2(master, fake_ca):
     master.cacert.write_text("not a certificate")
     result = master.sync(fake_ca.url)
     assert result.exit_code == 2 and "--ca-cert" in result.output
+
+
+def test_a_fatal_error_under_watch_is_reported_in_the_json_of_every_run(master, fake_ca):
+    """--watch --format json prints one object per run with its outcome; the error that
+    ends the watch (an unreadable --ca-cert) is one of them, not another shape."""
+    master.cacert.write_text("not a certificate")
+    result = master.sync(fake_ca.url, "--watch", "1s", "--format", "json")
+    assert result.exit_code == 2, result.output
+    report = json.loads(result.stdout)
+    assert report["outcome"] == "error" and report["exit_code"] == 2
+    assert "--ca-cert" in report["error"]
 
 
 # --- --watch as a real process ---------------------------------------------------------------------
@@ -944,3 +1027,108 @@ def test_the_roots_crl_nearing_next_update_is_a_warning_and_the_signing_cas_is_e
     fake_ca.body = stale + root.crl(4)
     done = master.sync(fake_ca.url)
     assert done.exit_code == 8, done.output
+
+
+# --- the file Apache reads: the verified CRLs, never the answer's PEM armor ----------------------------
+
+
+def _armored(crl_pem: bytes) -> dict[str, bytes]:
+    """The same signed CRL in PEM armor that cryptography reads but OpenSSL's file loader
+    (what mod_ssl's SSLCARevocationFile uses) does not: the armor is not signed."""
+    lines = crl_pem.splitlines(keepends=True)
+    begin, body, end = lines[0], b"".join(lines[1:-1]), lines[-1]
+    return {
+        "indented": b"  " + crl_pem,
+        "form-feed-first": b"\x0c" + crl_pem,
+        "end-marker-mid-line": begin + body.rstrip(b"\n") + end,
+        "tab-before-end": begin + body + b"\t" + end,
+        "pem-header": begin + b"Comment: from the CA\n\n" + body + end,
+    }
+
+
+def openssl_crls(path: Path) -> int:
+    """How many CRLs OpenSSL's file loader finds in *path* (raises if it cannot load it)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=str(path))  # X509_STORE_load_file, as mod_ssl
+    return ctx.cert_store_stats()["crl"]
+
+
+@pytest.mark.parametrize("armor", sorted(_armored(b"-\n-\n-\n")))
+def test_the_installed_file_is_the_verified_crl_as_openssl_reads_it(master, fake_ca, ca, armor):
+    """An answer whose CRL verifies but whose armor OpenSSL refuses must not become a file
+    Apache cannot load (a graceful restart with it kills Apache): what is installed is the
+    verified CRL itself, in the PEM every reader reads alike."""
+    good = ca_signer(ca).crl(4, serials=(17,))
+    fake_ca.body = _armored(good)[armor]
+    result = master.sync(fake_ca.url)
+    assert result.exit_code == Outcome.CRL_UPDATED, result.output
+    assert master.crl.read_bytes() == good
+    assert openssl_crls(master.crl) == 1
+    assert master.sync(fake_ca.url).exit_code == Outcome.CRL_UNCHANGED  # nothing to rewrite
+
+
+@pytest.fixture(scope="module")
+def stack(
+    ca: CertificateAuthority, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MasterStack]:
+    """A real Apache compile master (the vhost `apache-config` renders) on the module's CA;
+    the tests using it install CRLs only forward (each a higher number)."""
+    backend = start_backend()
+    try:
+        built = build_master_stack(ca, tmp_path_factory.mktemp("stack"), backend)
+    except BaseException:
+        backend.stop()
+        raise
+    yield built
+    stop_apache(built.apache)
+    backend.stop()
+
+
+def sync_into(stack: MasterStack, fake_ca: FakeCA) -> Result:
+    """`splitca sync-crl` into the stack's CRL file, reloading (and confirming) its Apache."""
+    return CliRunner().invoke(
+        cli,
+        [
+            "sync-crl",
+            "--ca-url", fake_ca.url,
+            "--ca-cert", str(stack.master.cacert),
+            "--dest", str(stack.crl),
+            "--reload-command", " ".join(stack.apache.graceful_command),
+            "--apache-pidfile", str(stack.apache.root / "httpd.pid"),
+            "--timeout", "10",
+        ],
+    )  # fmt: skip
+
+
+@pytest.mark.interop
+def test_real_apache_survives_an_oddly_armored_crl_and_refuses_the_revoked_agent(
+    stack, fake_ca, ca
+):
+    """The whole path on a real Apache: the CA's answer holds the right CRL in indented
+    armor (OpenSSL's loader skips an indented BEGIN line). sync-crl installs and reloads;
+    Apache must keep running, refuse the revoked agent and let the other one through."""
+    revoked, other = stack.agent("gone.example.com"), stack.agent("kept.example.com")
+    assert not stack.refuses(revoked) and not stack.refuses(other)
+    crl = ca_signer(ca).crl(9, serials=(revoked.certificate.serial_number,))
+    fake_ca.body = _armored(crl)["indented"]
+    result = sync_into(stack, fake_ca)
+    assert result.exit_code == Outcome.CRL_UPDATED, result.output + stack.apache.output()
+    assert stack.apache.proc is not None and stack.apache.proc.poll() is None
+    assert stack.refuses(revoked)
+    assert not stack.refuses(other)
+
+
+@pytest.mark.interop
+def test_a_crl_dated_ahead_of_this_hosts_clock_is_not_installed(stack, fake_ca, ca):
+    """Apache (OpenSSL) refuses every agent while its CRL's thisUpdate is in the future,
+    with no allowance for skew: a CRL from a CA whose clock is ahead of this master's is
+    kept out until this clock reaches it (a later run installs it), never installed to
+    lock every agent out meanwhile."""
+    agent = stack.agent("on-time.example.com")
+    before = stack.crl.read_bytes()
+    fake_ca.body = ca_signer(ca).crl(50, this_update=NOW + dt.timedelta(minutes=3))
+    result = sync_into(stack, fake_ca)
+    assert result.exit_code == 7, result.output
+    assert "CRL rejected (not-yet-valid)" in result.output and "clock" in result.output
+    assert stack.crl.read_bytes() == before
+    assert not stack.refuses(agent)

@@ -507,3 +507,55 @@ def test_an_error_answer_that_is_gzipped_is_shown_decoded(web: Callable[..., Web
     with _plain_client(server) as client, pytest.raises(RemoteError) as info:
         client.get(server.url + "/crl")
     assert str(info.value).endswith("answered HTTP 503: busy, try later")
+
+
+def test_text_from_the_server_reaches_messages_without_control_characters(
+    web: Callable[..., Web],
+) -> None:
+    """An error page's first line is shown to help the operator, but a terminal escape
+    sequence in it (ESC ... BEL retitles the terminal, ESC [2J clears it) must not reach
+    their terminal or the journal as such."""
+    page = b"\x1b]0;owned\x07\x1b[2Jbusy\r, try later\n"
+    server = web(lambda path: (503, {}, page))
+    with _plain_client(server) as client, pytest.raises(RemoteError) as info:
+        client.get(server.url + "/crl")
+    assert str(info.value).endswith("answered HTTP 503: ?]0;owned??[2Jbusy")
+
+
+def test_a_name_that_resolves_slowly_is_within_the_total_timeout(
+    web: Callable[..., Web],
+    tls: trustme.CA,
+    tls_bundle: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """getaddrinfo cannot be interrupted and no socket exists yet, so the deadline's
+    watchdog has nothing to shut down: a resolver that hangs (a DNS server dropping
+    queries costs the resolver's attempts times its timeout) held the request past its
+    total. It fails at the deadline instead; a name that resolves in time works."""
+    real = socket.getaddrinfo
+    release = threading.Event()
+    answered: list[str] = []
+
+    def resolver(host: Any, *args: Any, **kw: Any) -> Any:
+        if host == "ca.slow.test":
+            release.wait(60)  # a resolver that does not answer (set free at the end)
+            answered.append(host)
+        return real("127.0.0.1" if str(host).endswith(".test") else host, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.issue_cert("ca.slow.test", "ca.quick.test").configure_cert(ctx)
+    server = web(lambda path: (200, {}, b"ok"), ctx)
+    try:
+        quick = f"https://ca.quick.test:{server.port}"
+        with HTTPClient(quick, ca_bundle=tls_bundle, timeout=1) as client:
+            assert client.get(quick + "/x").body == b"ok"
+        slow = f"https://ca.slow.test:{server.port}"
+        with (
+            HTTPClient(slow, ca_bundle=tls_bundle, timeout=1) as client,
+            pytest.raises(RemoteError, match="did not answer within 1s"),
+        ):
+            client.get(slow + "/x")
+        assert answered == []  # given up while the resolver still hung
+    finally:
+        release.set()

@@ -28,11 +28,13 @@ from splitca.split.crlsync import (
     DEFAULT_RELOAD_COMMAND,
     SyncConfig,
     SyncResult,
+    check_crl_file,
     sync_once,
     watch,
 )
 from splitca.split.puppet import local_puppet
 
+from ..clock import utcnow
 from ..config import parse_duration
 from ..errors import ConfigError, SplitCAError
 from ._base import Ctx, Outcome, cli, echo_json, exit_code_for, finish, format_option, pass_ctx
@@ -270,7 +272,12 @@ def config_test(text: str, modules: tuple[str, ...], *, apache_bin: str, modules
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write here (atomically) instead of stdout.",
 )
-@click.option("--check", is_flag=True, help="Run Apache's config test on the result first.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Run Apache's config test on the result first (master: and load --crl as mod_ssl "
+    "does at start, which the config test does not).",
+)
 @click.option(
     "--apache-conf",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -394,6 +401,8 @@ def apache_config(
             apache_bin=find_apache(apache_bin),
             modules_dir=find_modules_dir(modules_dir),
         )
+        if isinstance(rendered, apache.MasterSite):  # what mod_ssl reads only at start
+            check_crl_file(rendered.crl, rendered.ca_cert, now=utcnow())
         click.echo("Apache's config test passed.", err=True)
     hint = None
     if isinstance(rendered, apache.MasterSite):
@@ -563,7 +572,8 @@ Checks a CRL must pass: {", ".join(CHECKS)}.
 @click.option(
     "--allow-rollback",
     is_flag=True,
-    help="Accept a CRL number lower than the installed one (after restoring the CA from a backup).",
+    help="Accept a CRL number lower than the installed one (after restoring the CA from a "
+    "backup); the whole CRL is fetched.",
 )
 @click.option(
     "--watch",
@@ -627,25 +637,27 @@ def sync_crl(
         conditional=not no_conditional,
         allow_rollback=allow_rollback,
     )
-    if interval is None:
-        try:
+    seconds = None if interval is None else parse_duration(interval, key="--watch").total_seconds()
+    try:
+        if seconds is None:
             result = sync_once(cfg)
-        except SplitCAError as exc:
-            if fmt != "json":
-                raise  # the group prints it as one line, with its exit code
-            _report(exc, fmt)
-            finish(exc)
-        _report(result, fmt)
-        finish(_outcome(result))
-    seconds = parse_duration(interval, key="--watch").total_seconds()
-    stop = threading.Event()
+        else:
+            stop = threading.Event()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+            def on_signal(signum: int, frame: FrameType | None) -> None:
+                stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    watch(cfg, seconds, stop=stop, report=lambda r: _report(r, fmt))
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+            watch(cfg, seconds, stop=stop, report=lambda r: _report(r, fmt))
+            return
+    except SplitCAError as exc:  # with --watch, only what ends it (a ConfigError)
+        if fmt != "json":
+            raise  # the group prints it as one line, with its exit code
+        _report(exc, fmt)  # the same object as every other run's, on stdout
+        finish(exc)
+    _report(result, fmt)
+    finish(_outcome(result))
 
 
 def _host_identity(ca_cert: Path) -> tuple[Path | None, Path | None]:

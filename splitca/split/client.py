@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import http.cookiejar
+import ipaddress
 import json
 import os
 import re
@@ -24,6 +25,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.response import HTTPResponse
 
 from splitca.config import is_loopback_address
@@ -101,8 +103,9 @@ class HTTPClient:
     registry. ``trust_env`` is off, so nothing in the environment (``REQUESTS_CA_BUNDLE``,
     ``CURL_CA_BUNDLE``, ``HTTPS_PROXY``, ``.netrc``) changes what is trusted or where the
     request goes. Redirects are not followed: a 3xx is an error. Every request is bounded
-    by *timeout*, per connect/read and in total (connect, TLS handshake, headers and body
-    together: a server that trickles bytes cannot hold it longer), and by *max_bytes* of
+    by *timeout*, per connect/read and in total (name lookup, connect, TLS handshake,
+    headers and body together: a server that trickles bytes, or a DNS server that drops
+    queries, cannot hold it longer), and by *max_bytes* of
     body, read by streaming so an oversized answer is never held in memory. A body sent
     with a ``Content-Encoding`` (Apache's mod_deflate gzips ``text/plain`` by default) is
     decoded while it is read, and *max_bytes* bounds the decoded body too, so a small
@@ -171,8 +174,8 @@ class HTTPClient:
     def get(
         self, url: str, *, if_modified_since: str | None = None, missing_ok: bool = False
     ) -> Fetched:
-        """GET *url*; 200 and 304 are answers (and 404/410 if *missing_ok*), anything else
-        is a RemoteError.
+        """GET *url*; 200 and, to an *if_modified_since* request, 304 are answers (and
+        404/410 if *missing_ok*), anything else is a RemoteError.
 
         The body is returned decoded from its ``Content-Encoding`` (gzip, deflate).
 
@@ -305,7 +308,10 @@ class HTTPClient:
             allow_redirects=False,
         ) as resp:
             lm, date = resp.headers.get("Last-Modified"), resp.headers.get("Date")
-            if resp.status_code == 304 or (missing_ok and resp.status_code in (404, 410)):
+            # 304 means "what you have is current" only to a conditional request: to any
+            # other it says nothing about what the caller has, and it is an error.
+            not_modified = resp.status_code == 304 and "If-Modified-Since" in headers
+            if not_modified or (missing_ok and resp.status_code in (404, 410)):
                 return Fetched(url, resp.status_code, None, lm, date)
             if resp.is_redirect:
                 raise RemoteError(
@@ -557,19 +563,79 @@ def _watch(conn: _WatchedConnection, sock: socket.socket | None) -> None:
 
 class _WatchedConnection(HTTPConnection):
     """Registers its socket with the calling thread's deadline: when made (before any TLS
-    handshake), and when a reused connection waits for a response."""
+    handshake), and when a reused connection waits for a response. Under a deadline the
+    host name is resolved within it (:func:`_resolve`) and its addresses tried in turn."""
 
     watched_by: _Deadline | None = None
 
     def _new_conn(self) -> socket.socket:
         self.watched_by = None
-        sock = super()._new_conn()
+        deadline: _Deadline | None = getattr(_current, "deadline", None)
+        sock = super()._new_conn() if deadline is None else self._connect_within(deadline)
         _watch(self, sock)
         return sock
+
+    def _connect_within(self, deadline: _Deadline) -> socket.socket:
+        name = self._dns_host
+        addresses = _resolve(self, name, deadline)
+        failed: Exception | None = None
+        try:
+            for address in addresses:  # what create_connection does, per address
+                if deadline.passed():
+                    break
+                self._dns_host = address  # connect to it; TLS still checks self.host
+                try:
+                    return super()._new_conn()
+                except (NewConnectionError, ConnectTimeoutError) as exc:
+                    failed = exc
+        finally:
+            self._dns_host = name
+        raise failed or ConnectTimeoutError(self, f"connecting to {name} took too long")
 
     def getresponse(self) -> HTTPResponse:  # type: ignore[override]
         _watch(self, self.sock)
         return super().getresponse()
+
+
+def _resolve(conn: HTTPConnection, name: str, deadline: _Deadline) -> list[str]:
+    """The addresses of *name*, resolved before *deadline*.
+
+    getaddrinfo cannot be interrupted, and before a socket exists the deadline's watchdog
+    has nothing to shut down; so it runs in a thread of its own, abandoned (it ends when
+    the resolver gives up) if the deadline comes first.
+    """
+    host = name.strip("[]")
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return [host]  # a literal address: nothing to look up
+    found: list[list[str] | Exception] = []
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            infos = socket.getaddrinfo(host, conn.port, 0, socket.SOCK_STREAM)
+            found.append(list(dict.fromkeys(_address(info[4]) for info in infos)))
+        except Exception as exc:  # UnicodeError for a name IDNA refuses, too
+            found.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="splitca-resolve", daemon=True).start()
+    if not done.wait(max(0.0, deadline.at - time.monotonic())):
+        raise ConnectTimeoutError(conn, f"resolving {host} took longer than the deadline")
+    result = found[0] if found else RuntimeError("no answer")
+    if isinstance(result, socket.gaierror):
+        raise NameResolutionError(host, conn, result)
+    if isinstance(result, Exception):
+        raise NewConnectionError(conn, f"cannot resolve {host}: {result}")
+    return result
+
+
+def _address(sockaddr: tuple[Any, ...]) -> str:
+    """The address of a getaddrinfo *sockaddr* as connect takes it (IPv6 with its scope)."""
+    if len(sockaddr) == 4 and sockaddr[3]:
+        return f"{sockaddr[0]}%{sockaddr[3]}"
+    return str(sockaddr[0])
 
 
 class _WatchedHTTPSConnection(_WatchedConnection, HTTPSConnection):
@@ -599,7 +665,13 @@ def _shown(url: str) -> str:
 
 def _short(data: bytes) -> str:
     text = data.decode("utf-8", "replace").strip().splitlines()
-    return f": {text[0][:160]}" if text else ""
+    return f": {_plain(text[0][:160])}" if text else ""
+
+
+def _plain(text: str) -> str:
+    """*text* (from the server) fit for a terminal or a log: control characters, such as
+    the ESC that starts a terminal escape sequence, become '?'."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _root(exc: BaseException) -> str:
@@ -614,4 +686,4 @@ def _root(exc: BaseException) -> str:
         if isinstance(arg, BaseException):
             seen = arg
     text = str(seen) or type(seen).__name__
-    return text.splitlines()[0][:300]
+    return _plain(text.splitlines()[0][:300])

@@ -8,6 +8,7 @@ import email.utils
 import hashlib
 import json
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_RELOAD_COMMAND",
     "SyncConfig",
     "SyncResult",
+    "check_crl_file",
     "installed_state",
     "sync_once",
     "upper_warnings",
@@ -60,11 +62,10 @@ CHECKS = {
     "signature": "a CRL's signature does not verify with the pinned CA's key",
     "duplicate": "two CRLs from the same issuer",
     "incomplete": "no CRL for a CA in the pinned --ca-cert (Apache's 'chain' check needs one each)",
-    "not-yet-valid": "a CRL's thisUpdate is in the future",
+    "not-yet-valid": "a CRL's thisUpdate is in the future (Apache would refuse every agent)",
     "expired": "a CRL's nextUpdate is missing or in the past",
     "crl-number": "a CRL's number is lower than the installed one's (a replayed or rolled-back CRL)",
 }
-CLOCK_SKEW = dt.timedelta(minutes=5)
 STRONG_VALIDATOR_AGE = dt.timedelta(seconds=60)  # RFC 9110 8.8.2.2
 
 
@@ -191,16 +192,23 @@ def verify_crl(
     """Check a CRL file fetched from the CA before anything is installed.
 
     Args:
-      data: the CA's answer, as received.
+      data: the CA's answer, as received (decoded from its content coding).
       cas: the pinned CA certificates (``--ca-cert``), trusted for nothing else.
       now: the current time.
       installed: the contents of the files about to be replaced; a CRL number lower
         than theirs (for the same issuer) is refused unless *allow_rollback*.
 
+    The file returned (``VerifiedCRL.data``) is not *data* but its CRLs written out
+    again, in order, as canonical PEM: the armor around the signed DER is not signed,
+    and armor cryptography reads but OpenSSL's file loader (mod_ssl's
+    SSLCARevocationFile) does not, an indented BEGIN line or a PEM header, would make
+    Apache refuse to start on the next reload. Every check runs on the file returned.
+
     Raises:
       CRLRejected: naming the first failed check (see ``CHECKS``).
     """
-    crls = parse_crls(data)
+    data = b"".join(pki.pem(crl) for crl in parse_crls(data))
+    crls = parse_crls(data, what="the CA's CRL as re-encoded")
     pinned = _by_subject(cas)
     seen: dict[x509.Name, x509.CertificateRevocationList] = {}
     for crl in crls:
@@ -219,10 +227,17 @@ def verify_crl(
         raise _reject("incomplete", f"the answer has no CRL for {', '.join(missing)}")
     for crl in crls:
         issuer = crl.issuer.rfc4514_string()
-        if crl.last_update_utc > now + CLOCK_SKEW:
+        # No allowance for clock skew: OpenSSL has none, and Apache refuses every agent
+        # while its CRL's thisUpdate is in the future. A later run installs it.
+        if crl.last_update_utc > now:
+            ahead = crl.last_update_utc - now
+            words = f"{ahead.seconds} seconds" if ahead < dt.timedelta(minutes=2) else None
             raise _reject(
                 "not-yet-valid",
-                f"the CRL from {issuer!r} is dated {crl.last_update_utc:%Y-%m-%d %H:%M:%S}Z, in the future",
+                f"the CRL from {issuer!r} is dated {crl.last_update_utc:%Y-%m-%d %H:%M:%S}Z, "
+                f"{words or pki.time_left_words(ahead)} ahead of this host's clock "
+                "(Apache would refuse every agent until then; is this host's clock right?); "
+                "a run after that time installs it",
             )
         nxt = crl.next_update_utc
         if nxt is None:
@@ -468,6 +483,34 @@ def load_pinned(path: Path) -> list[x509.Certificate]:
     return certs
 
 
+def check_crl_file(crl: Path, ca_cert: Path, *, now: dt.datetime) -> None:
+    """Check what ``apache2 -t`` does not: that mod_ssl can use the CRL file *crl* with
+    the CAs in *ca_cert* once Apache starts (``apache-config --check``).
+
+    Raises:
+      ConfigError: OpenSSL's file loader (mod_ssl's, at every start and reload) cannot read
+        *crl*, so Apache would not start; or it holds no current CRL of every CA, so Apache
+        would refuse every agent (the message names the failed check, as sync-crl does).
+    """
+    cas = load_pinned(ca_cert)
+    try:
+        data = crl.read_bytes()
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(crl))
+    except OSError as exc:  # ssl.SSLError is one
+        why = (exc.reason if isinstance(exc, ssl.SSLError) else exc.strerror) or exc
+        raise ConfigError(
+            f"--crl: {crl} cannot be loaded ({why}): Apache would not start; install the "
+            "CA's CRL there with 'splitca sync-crl'"
+        ) from None
+    try:
+        verify_crl(data, cas, now=now)
+    except CRLRejected as exc:
+        raise ConfigError(
+            f"--crl: {crl}: {exc}: Apache would refuse every agent; install the CA's current "
+            "CRL there with 'splitca sync-crl'"
+        ) from None
+
+
 def _read(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
@@ -561,10 +604,16 @@ def _sync_locked(
         if (
             cfg.conditional
             and not cfg.force_reload  # a 304 would leave nothing to reload with
+            # nor to roll back to: a CA restored from a backup may keep its CRL's old mtime
+            and not cfg.allow_rollback
             and state.get("url") == url
             and current is not None
             and all(c == current for c in installed)
             and state.get("sha256") == _sha256(current)
+            # Only while it is fresh: the CA's Last-Modified is its file's mtime, which can
+            # go back (its clock stepped back, a restored file, HA nodes' clocks), and a 304
+            # then must not keep an expiring CRL in place while the CA has a newer one.
+            and not installed_state(current, cas, warn_before=cfg.warn_before).stale(clock())
         ):
             since = state.get("last_modified")
         # --timeout bounds the whole answer: fetched (the client's own deadline), then
@@ -578,7 +627,7 @@ def _sync_locked(
             now = clock()
             if fetched.body is None:  # 304: what we have is what the CA has
                 fresh = installed_state(current, cas, warn_before=cfg.warn_before)
-                if fresh.stale(now):
+                if fresh.stale(now):  # it turned stale during the request
                     raise CRLStale(
                         f"{fresh.describe(now)}, and the CA has nothing newer: run "
                         "'splitca crl refresh' on the CA"

@@ -6,10 +6,12 @@ import logging
 import os
 import shlex
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from splitca.errors import (
     ReloadFailed,
@@ -37,11 +39,26 @@ def run_reload(command: Sequence[str], timeout: float, pidfile: Path | None = No
     before = None
     if pidfile is not None:
         before = _running(pidfile)
+    # Its output goes to files, not pipes: a child it leaves running (a script ending in
+    # `... &`) keeps them open, and waiting for a pipe's end would wait for that child.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        returncode = _run(command, shown, timeout, out, err)
+        detail = (_tail(err) or _tail(out)).decode("utf-8", "replace").strip().splitlines()
+    if returncode != 0:
+        why = f": {detail[-1][:200]}" if detail else ""
+        raise ReloadFailed(f"reload command {shown} exited with {returncode}{why}{_PENDING}")
+    if pidfile is not None and before is not None:
+        _confirm(pidfile, before, shown, timeout, deadline)
+
+
+def _run(command: Sequence[str], shown: str, timeout: float, out: IO[bytes], err: IO[bytes]) -> int:
+    """Run *command* (no shell) with its output to *out* and *err*; its exit status."""
     try:
         proc = subprocess.run(
             list(command),
             stdin=subprocess.DEVNULL,
-            capture_output=True,
+            stdout=out,
+            stderr=err,
             timeout=timeout,
             check=False,
         )
@@ -55,12 +72,14 @@ def run_reload(command: Sequence[str], timeout: float, pidfile: Path | None = No
         raise ReloadFailed(
             f"cannot run reload command {shown}: {exc.strerror or exc}{_PENDING}"
         ) from None
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).decode("utf-8", "replace").strip().splitlines()
-        why = f": {detail[-1][:200]}" if detail else ""
-        raise ReloadFailed(f"reload command {shown} exited with {proc.returncode}{why}{_PENDING}")
-    if pidfile is not None and before is not None:
-        _confirm(pidfile, before, shown, timeout, deadline)
+    return proc.returncode
+
+
+def _tail(f: IO[bytes], size: int = 4096) -> bytes:
+    """The last *size* bytes written to *f* (the end of a command's output)."""
+    end = f.seek(0, os.SEEK_END)
+    f.seek(max(0, end - size))
+    return f.read(size)
 
 
 _PENDING = "; the reload is still pending and the next run tries again"
