@@ -31,6 +31,15 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
     return [n.strip() for v in values for n in v.split(",") if n.strip()]
 
 
+def _given_names(values: tuple[str, ...]) -> list[str]:
+    """The names of a command that needs one: arguments given but naming nothing (an
+    empty "$HOST" in a script, or only commas) are a usage error, never a quiet success."""
+    names = _split_names(values)
+    if not names:
+        raise click.UsageError("no CERTNAME given (the arguments are empty or only commas)")
+    return names
+
+
 # --- setup and serve ------------------------------------------------------------------------
 
 
@@ -458,7 +467,7 @@ def revoke(c: Ctx, certnames: tuple[str, ...], reason: str, fmt: str) -> None:
     Names may be given as separate arguments or comma-separated. Names with
     nothing to revoke are reported and make the exit code 3.
     """
-    names = _split_names(certnames)
+    names = _given_names(certnames)
     ca = admin(c)
     already = ca.already_revoked(names)  # for the message only
     found, missing = ca.revoke(names, reason=_REASONS[reason])
@@ -490,7 +499,7 @@ def revoke(c: Ctx, certnames: tuple[str, ...], reason: str, fmt: str) -> None:
 @pass_ctx
 def clean(c: Ctx, certnames: tuple[str, ...], fmt: str) -> None:
     """Revoke and delete the certificates of CERTNAMEs so the hosts can re-enroll."""
-    done = admin(c).clean(_split_names(certnames))
+    done = admin(c).clean(_given_names(certnames))
     cleaned, pending, missing = done.cleaned, done.csr_deleted, done.not_found
     if fmt == "json":
         echo_json({"cleaned": cleaned, "csr_deleted": pending, "not_found": missing})
