@@ -343,10 +343,15 @@ class App:
                 raise
             error = exc
             resp = error_response(exc)
+        if resp.status == 204:
+            # RFC 9110 15.3.5 and 8.6: a 204 ends with its head, without Content-Length,
+            # whatever a handler gave it. A body sent after it is read by a keep-alive client
+            # (Ruby's Net::HTTP, so Puppet and `puppetserver ca`) as its next answer.
+            resp.body, resp.stream = b"", None
         headers = [("X-Puppet-Version", self.version)]
         if resp.content_type is not None:
             headers.append(("Content-Type", resp.content_type))
-        if resp.stream is None:
+        if resp.stream is None and resp.status != 204:
             headers.append(("Content-Length", str(len(resp.body))))
         headers.extend(resp.headers)
         status_line = _STATUS_LINES.get(resp.status) if resp.reason is None else None
