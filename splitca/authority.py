@@ -243,8 +243,18 @@ class CertificateAuthority:
             certnames,
         )
 
-    def sign_all(self, *, allow_alt_names: bool = False, actor: Actor = SYSTEM) -> BulkSignResult:
-        return self.sign_many(self.pending_names(), allow_alt_names=allow_alt_names, actor=actor)
+    def sign_all(
+        self,
+        *,
+        ttl: dt.timedelta | None = None,
+        allow_alt_names: bool = False,
+        actor: Actor = SYSTEM,
+    ) -> BulkSignResult:
+        """See :func:`usecases_sign.sign_all` (reserved names are left pending)."""
+        return usecases_sign.sign_all(
+            self.deps,
+            lambda n: self.sign(n, ttl=ttl, allow_alt_names=allow_alt_names, actor=actor),
+        )
 
     def generate(
         self,

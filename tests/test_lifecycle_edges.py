@@ -3,6 +3,7 @@ what names nothing is refused, a 204 carries nothing, and bulk signing never gra
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -15,7 +16,16 @@ from splitca.cli import cli
 from splitca.compose import open_ca
 from splitca.http.wsgiapp import make_app
 
-from .conftest import make_csr, require_program, setup_ca, snapshot, write_config, wsgi_call
+from .conftest import (
+    make_csr,
+    make_settings,
+    require_program,
+    setup_ca,
+    snapshot,
+    start_server,
+    write_config,
+    wsgi_call,
+)
 from .test_exchange import running
 
 V1 = "/puppet-ca/v1"
@@ -96,3 +106,84 @@ def test_deleting_a_csr_answers_a_204_without_content_and_the_connection_stays_i
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["204 nil", '200 "-----BEGIN X509 CRL-----\\n"']
     assert ca.csr_pem("del2.test") is None
+
+
+# --- bulk signing never grants the CA -----------------------------------------------------------
+
+
+def _reserved_ca(tmp_path: Path):
+    """A CA with an admin certname no one has enrolled yet, and a CSR for it from whoever
+    asked first (certificate_request is open to anyone), next to an ordinary one."""
+    settings = make_settings(tmp_path, admin_certnames=["boss.test"])
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    for name in ("boss.test", "web.test"):
+        ca.submit_csr(name, pki.pem(make_csr(name)))
+    return settings, ca
+
+
+RESERVED_LINE = (
+    "boss.test is a reserved name (the CA's own certname or an admin certname): a bulk "
+    "signing never signs it; check who asked for it, then 'splitca sign boss.test'"
+)
+
+
+def test_sign_all_over_the_api_leaves_a_reserved_name_pending(tmp_path: Path) -> None:
+    """POST sign/all signed a CSR for an admin certname along with the rest, and its
+    holder could then administer the CA. It is left pending among the signing errors."""
+    settings, ca = _reserved_ca(tmp_path)
+    app = make_app(ca=ca)
+    admin = x509.load_pem_x509_certificate(settings.effective_server_cert.read_bytes())
+    r = wsgi_call(app, "POST", f"{V1}/sign/all", b"{}", client=admin)
+    assert r.status == 200
+    assert json.loads(r.body) == {
+        "signed": ["web.test"],
+        "no-csr": [],
+        "signing-errors": ["boss.test"],
+    }
+    assert ca.state_of("boss.test") == "requested"
+    # Named, it is signed: that is the operator's deliberate act.
+    r = wsgi_call(app, "POST", f"{V1}/sign", b'{"certnames":["boss.test"]}', client=admin)
+    assert json.loads(r.body)["signed"] == ["boss.test"]
+
+
+def test_cli_sign_all_leaves_a_reserved_name_pending_and_says_why(tmp_path: Path) -> None:
+    settings, ca = _reserved_ca(tmp_path)
+    config = write_config(tmp_path / "splitca.yaml", settings)
+    result = CliRunner().invoke(cli, ["--config", str(config), "sign", "--all"])
+    assert result.exit_code == 4, result.output  # refused: one name could not be signed
+    assert result.stderr == f"Error: could not sign boss.test: {RESERVED_LINE}\n"
+    assert result.stdout.startswith("Signed certificate for web.test (serial ")
+    assert ca.state_of("boss.test") == "requested" and ca.state_of("web.test") == "signed"
+    named = CliRunner().invoke(cli, ["--config", str(config), "sign", "boss.test"])
+    assert named.exit_code == 0, named.output
+    assert ca.state_of("boss.test") == "signed"
+
+
+def test_remote_sign_all_leaves_a_reserved_name_pending_as_locally(tmp_path: Path) -> None:
+    settings, ca = _reserved_ca(tmp_path)
+    server = start_server(tmp_path, settings)
+    try:
+        ssl_dir = tmp_path / "ops-ssl"
+        generate = ["generate", "ops.test", "--ca-client", "--ssldir", str(ssl_dir)]
+        made = CliRunner().invoke(
+            cli, ["--config", str(server.config), *generate, "--key-size", "2048"]
+        )
+        assert made.exit_code == 0, made.output
+        identity = [
+            "--cert", str(ssl_dir / "certs" / "ops.test.pem"),
+            "--key", str(ssl_dir / "private_keys" / "ops.test.pem"),
+            "--ca-cert", str(ssl_dir / "certs" / "ca.pem"),
+        ]  # fmt: skip
+        remote = ["--ca-url", server.url, *identity]
+        result = CliRunner().invoke(
+            cli,
+            ["--cadir", "/nonexistent", "sign", "--all", "--format", "json", *remote],
+        )
+    finally:
+        server.stop()
+    assert result.exit_code == 4, result.output
+    done = {r["certname"]: r for r in json.loads(result.stdout)}
+    assert done["boss.test"] == {"certname": "boss.test", "signed": False, "error": RESERVED_LINE}
+    assert done["web.test"]["signed"] is True
+    assert ca.state_of("boss.test") == "requested"

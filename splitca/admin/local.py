@@ -21,7 +21,7 @@ from splitca.errors import ConfigError, StoreError
 from .port import CleanOutcome, EnrollOptions, SignResult
 
 if TYPE_CHECKING:
-    from splitca.authority import CertificateAuthority
+    from splitca.authority import BulkSignResult, CertificateAuthority
 
 __all__ = ["LocalAdmin"]
 
@@ -77,15 +77,11 @@ class LocalAdmin:
         outcome = self._ca().sign_many(
             certnames, ttl=ttl, allow_alt_names=allow_alt_names, actor=self.actor
         )
-        results = []
-        for name in certnames:
-            cert = outcome.certificates.get(name)
-            if cert is None:
-                results.append(SignResult(name, error=outcome.messages.get(name, "")))
-            else:
-                fingerprint = pki.fingerprints(pki.der(cert))["SHA256"]
-                results.append(SignResult(name, cert.serial_number, fingerprint))
-        return results
+        return _sign_results(certnames, outcome)
+
+    def sign_all(self, *, ttl: dt.timedelta | None, allow_alt_names: bool) -> list[SignResult]:
+        outcome = self._ca().sign_all(ttl=ttl, allow_alt_names=allow_alt_names, actor=self.actor)
+        return _sign_results(outcome.names, outcome)
 
     def revoke(
         self, certnames: Sequence[str], *, reason: x509.ReasonFlags
@@ -167,6 +163,18 @@ class LocalAdmin:
         enrollment.unregister(
             self._registry(), certname, audit=self._audit(), actor=self.registry_actor
         )
+
+
+def _sign_results(certnames: Sequence[str], outcome: BulkSignResult) -> list[SignResult]:
+    results = []
+    for name in certnames:
+        cert = outcome.certificates.get(name)
+        if cert is None:
+            results.append(SignResult(name, error=outcome.messages.get(name, "")))
+        else:
+            fingerprint = pki.fingerprints(pki.der(cert))["SHA256"]
+            results.append(SignResult(name, cert.serial_number, fingerprint))
+    return results
 
 
 MAX_CA_CERT_BYTES = 1024 * 1024  # a CA bundle is a few KiB

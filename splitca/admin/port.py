@@ -103,6 +103,11 @@ class Admin(Protocol):
         """Try every name (one failure never stops the others); one result per name."""
         ...
 
+    def sign_all(self, *, ttl: dt.timedelta | None, allow_alt_names: bool) -> list[SignResult]:
+        """Sign every pending CSR but those of reserved names (the CA's own certname and
+        admin certnames), which get a result with the error saying so; one per name."""
+        ...
+
     def revoke(
         self, certnames: Sequence[str], *, reason: x509.ReasonFlags
     ) -> tuple[dict[str, list[int]], list[str]]:

@@ -12,8 +12,9 @@ from cryptography import x509
 
 from splitca import pki
 from splitca.core.ports import Refusal, Row
+from splitca.core.usecases.common import RESERVED_PENDING
 from splitca.core.usecases.read import describe_from, revocation_details_from_crl
-from splitca.core.usecases.sign import nothing_to_sign
+from splitca.core.usecases.sign import nothing_to_sign, reserved_not_bulk
 from splitca.enrollment.registry import Classification
 from splitca.errors import (
     ConfigError,
@@ -200,6 +201,19 @@ class RemoteAdmin:
             fingerprint = pki.fingerprints(pki.der(cert))["SHA256"]
             results.append(SignResult(name, cert.serial_number, fingerprint))
         return results
+
+    def sign_all(self, *, ttl: dt.timedelta | None, allow_alt_names: bool) -> list[SignResult]:
+        # The CA says which pending CSRs are for reserved names (their pending_reason, as
+        # its own sign --all knows them); those are left pending, as there.
+        pending = list(self.statuses("requested"))
+        wanted = [row.name for row in pending if row.reason != RESERVED_PENDING]
+        results = {
+            r.certname: r for r in self.sign(wanted, ttl=ttl, allow_alt_names=allow_alt_names)
+        }
+        for row in pending:
+            if row.reason == RESERVED_PENDING:
+                results[row.name] = SignResult(row.name, error=reserved_not_bulk(row.name))
+        return [results[row.name] for row in pending]
 
     def _sign_refusal(self, name: str, got: Fetched) -> str:
         """The local words for a name with nothing to sign (Puppet's wire has its own)."""

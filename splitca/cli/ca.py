@@ -392,7 +392,12 @@ def _status_details(d: dict[str, object]) -> list[tuple[str, object]]:
 
 @cli.command()
 @click.argument("certnames", nargs=-1)
-@click.option("--all", "sign_all", is_flag=True, help="Sign every pending CSR.")
+@click.option(
+    "--all",
+    "sign_all",
+    is_flag=True,
+    help="Sign every pending CSR but those of reserved names (the CA's, admin_certnames).",
+)
 @click.option(
     "--allow-dns-alt-names",
     is_flag=True,
@@ -412,17 +417,21 @@ def sign(
 ) -> None:
     """Sign pending CSRs: 'splitca sign NAME...' or 'splitca sign --all'.
 
-    Exits non-zero if any name could not be signed (and says why).
+    --all leaves the CSRs of the CA's own certname and of admin_certnames pending
+    (their certificates administer the CA: anyone may ask for one first); sign
+    those by name. Exits non-zero if any name could not be signed (and says why).
     """
     names = _split_names(certnames)
     if sign_all == bool(names):
         raise click.UsageError("give CERTNAME(s) or --all, not both and not neither")
     ca = admin(c)
-    if sign_all:
-        names = ca.pending_names()
-    names = list(dict.fromkeys(names))
     lifetime = parse_duration(ttl, key="--ttl") if ttl else None
-    signed = ca.sign(names, ttl=lifetime, allow_alt_names=allow_dns_alt_names)
+    if sign_all:  # every pending CSR but the CA's own and admin certnames' (see --help)
+        signed = ca.sign_all(ttl=lifetime, allow_alt_names=allow_dns_alt_names)
+        names = [r.certname for r in signed]
+    else:
+        names = list(dict.fromkeys(names))
+        signed = ca.sign(names, ttl=lifetime, allow_alt_names=allow_dns_alt_names)
     results: list[dict[str, object]] = [
         {"certname": r.certname, "signed": True, "serial": r.serial, "fingerprint": r.fingerprint}
         if r.signed

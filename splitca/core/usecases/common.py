@@ -18,6 +18,7 @@ from splitca.core.ports import CAStore, Signer
 from splitca.errors import Conflict, PolicyViolation
 
 __all__ = [
+    "RESERVED_PENDING",
     "Deps",
     "cert_fields",
     "issue",
@@ -50,6 +51,10 @@ def rules_of(settings: Settings) -> CsrRules:
         allow_legacy_signatures=settings.allow_legacy_signatures,
         min_rsa_bits=settings.min_rsa_bits,
     )
+
+
+# The pending reason of a CSR for a reserved name (certificate_status ``pending_reason``).
+RESERVED_PENDING = "reserved name (CA or admin certname); sign it by hand"
 
 
 def reserved_names(settings: Settings) -> frozenset[str]:

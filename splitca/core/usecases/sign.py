@@ -13,10 +13,16 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from splitca import pki
 from splitca.core.audit import SYSTEM, Actor
 from splitca.core.policy import Approved, check_subject, vet
-from splitca.core.usecases.common import Deps, cert_fields, issue, refuse_taken
+from splitca.core.usecases.common import (
+    Deps,
+    cert_fields,
+    issue,
+    refuse_taken,
+    reserved_names,
+)
 from splitca.errors import Conflict, InvalidRequest, NotFound, PolicyViolation, SplitCAError
 
-__all__ = ["BulkSignResult", "generate", "sign", "sign_many"]
+__all__ = ["BulkSignResult", "generate", "reserved_not_bulk", "sign", "sign_all", "sign_many"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +34,7 @@ class BulkSignResult:
     signing_errors: list[str] = field(default_factory=list)
     messages: dict[str, str] = field(default_factory=dict)  # why a name was not signed
     certificates: dict[str, x509.Certificate] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)  # every name of the batch, in order
 
 
 def sign(
@@ -95,6 +102,7 @@ def sign_many(
     never stops the others."""
     result = BulkSignResult()
     for name in certnames:
+        result.names.append(name)
         try:
             cert = sign_one(name)
         except (NotFound, Conflict) as exc:
@@ -111,6 +119,32 @@ def sign_many(
             result.signed.append(name)
             result.certificates[name] = cert
     return result
+
+
+def sign_all(d: Deps, sign_one: Callable[[str], x509.Certificate]) -> BulkSignResult:
+    """Sign every pending CSR (POST sign/all, 'splitca sign --all') but those of reserved
+    names (the CA's own certname, ``admin_certnames``): their certificates administer the
+    CA, so, as for autosigning, a human signs them by name. A request for one, which anyone
+    may submit before its owner enrolls, never rides along with a routine bulk signing;
+    it is reported among the signing errors, with what to do.
+    """
+    reserved = reserved_names(d.settings)
+    pending = d.store.pending_names()
+    result = sign_many(sign_one, [n for n in pending if n not in reserved])
+    for name in pending:
+        if name in reserved:
+            result.names.append(name)
+            result.signing_errors.append(name)
+            result.messages[name] = reserved_not_bulk(name)
+    return result
+
+
+def reserved_not_bulk(certname: str) -> str:
+    """Why a bulk signing left *certname* pending (the same words wherever it ran)."""
+    return (
+        f"{certname} is a reserved name (the CA's own certname or an admin certname): a "
+        f"bulk signing never signs it; check who asked for it, then 'splitca sign {certname}'"
+    )
 
 
 def generate(

@@ -13,6 +13,7 @@ from splitca.core.autosign import AutosignDecision
 from splitca.core.policy import Approved, check_subject, vet
 from splitca.core.ports import Refusal
 from splitca.core.usecases.common import (
+    RESERVED_PENDING,
     Deps,
     cert_fields,
     issue,
@@ -248,7 +249,7 @@ def _decide(
 ) -> AutosignDecision:
     if certname in reserved_names(d.settings):
         # The CA's own name and the admin names grant CA administration: a human signs those.
-        decision = AutosignDecision(False, "reserved name (CA or admin certname); sign it by hand")
+        decision = AutosignDecision(False, RESERVED_PENDING)
     else:
         decision = d.autosigner().decide(certname, body, info)
     d.audit.event(
