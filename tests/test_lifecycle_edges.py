@@ -187,3 +187,35 @@ def test_remote_sign_all_leaves_a_reserved_name_pending_as_locally(tmp_path: Pat
     assert done["boss.test"] == {"certname": "boss.test", "signed": False, "error": RESERVED_LINE}
     assert done["web.test"]["signed"] is True
     assert ca.state_of("boss.test") == "requested"
+
+
+# --- alt names an operator types ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "alt",
+    ["DNS:", "puppet,DNS: ", "DNS:a b", "DNS:x/../y", "foo..bar", "DNS:-x", "a" * 64, "x.*"],
+)
+def test_generate_with_an_alt_name_that_is_no_dns_name_issues_nothing(
+    settings, tmp_path: Path, alt: str
+) -> None:
+    """`generate --dns-alt-names 'DNS:'` issued a certificate with an empty dNSName
+    (RFC 5280 4.2.1.6 forbids it; TLS stacks refuse or mismatch such names)."""
+    setup_ca(settings)
+    before = snapshot(settings.cadir)
+    config = write_config(tmp_path / "splitca.yaml", settings)
+    argv = ["generate", "m1.test", "--dns-alt-names", alt, "--ssldir", str(tmp_path / "m1")]
+    result = CliRunner().invoke(cli, ["--config", str(config), *argv, "--key-size", "2048"])
+    assert result.exit_code == 4, result.output
+    assert result.output.startswith("Error: --dns-alt-names: ") and result.output.count("\n") == 1
+    assert snapshot(settings.cadir) == before and not (tmp_path / "m1").exists()
+
+
+def test_alt_names_that_are_dns_names_are_taken_as_they_are() -> None:
+    names = pki.parse_alt_names(["puppet", "DNS:Master1.Example.COM.", "*.ex.org", "IP:::1"])
+    assert [pki.general_name_str(n) for n in names] == [
+        "DNS:puppet",
+        "DNS:master1.example.com.",
+        "DNS:*.ex.org",
+        "IP:::1",
+    ]

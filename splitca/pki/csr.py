@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -283,6 +284,20 @@ _PREFIXES: dict[type, str] = {
 }
 
 
+# A DNS alt name: labels of at most 63 letters, digits, '-' and '_' (certnames allow it),
+# neither starting nor ending with '-'; an optional leading '*.' and trailing '.'.
+_DNS_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_DNS_NAME_RE = re.compile(rf"(?:\*\.)?{_DNS_LABEL}(?:\.{_DNS_LABEL})*\.?")
+
+
+def _dns_name(value: str, item: str) -> str:
+    """*value* if it is a DNS name, else ValueError naming *item* (an empty or malformed
+    dNSName, which RFC 5280 forbids, must not reach a certificate)."""
+    if len(value) > 253 or _DNS_NAME_RE.fullmatch(value) is None:
+        raise ValueError(f"{item!r} is not a DNS name (or an IP address)")
+    return value
+
+
 def parse_alt_names(values: Iterable[str]) -> list[x509.GeneralName]:
     """``puppet,IP:10.0.0.1,DNS:ca.example.com`` style names to GeneralNames."""
     out: list[x509.GeneralName] = []
@@ -298,7 +313,7 @@ def parse_alt_names(values: Iterable[str]) -> list[x509.GeneralName]:
             try:
                 out.append(x509.IPAddress(ipaddress.ip_address(value)))
             except ValueError:
-                out.append(x509.DNSName(value.lower()))
+                out.append(x509.DNSName(_dns_name(value.lower(), item)))
         else:
             raise ValueError(f"unsupported alt name type in {item!r}; use DNS: or IP:")
     return out
