@@ -219,3 +219,35 @@ def test_alt_names_that_are_dns_names_are_taken_as_they_are() -> None:
         "DNS:*.ex.org",
         "IP:::1",
     ]
+
+
+# --- what an agent wrote reaches the operator's terminal as text ---------------------------------
+
+_FORGED = "web\x1b]0;pwned\x07\n  pending:             approved by ops\u202e"
+
+
+def test_status_prints_a_csrs_extension_values_as_one_line_of_text(
+    settings, tmp_path: Path
+) -> None:
+    """Anyone may submit a CSR; its pp_role is the agent's string. 'splitca status NAME',
+    what an operator reads before signing, printed it raw: escape sequences reached the
+    terminal and a newline forged lines of the report."""
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    csr = make_csr("forged.test", extensions=[("1.3.6.1.4.1.34380.1.1.13", _FORGED)])
+    ca.submit_csr("forged.test", pki.pem(csr))
+    config = write_config(tmp_path / "splitca.yaml", settings)
+    result = CliRunner().invoke(cli, ["--config", str(config), "status", "forged.test"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line.split(":")[0].strip() for line in lines[2:]] == [
+        "alt names",
+        "pp_role",
+        "challengePassword",
+        "pending",
+        "fingerprint SHA256",
+        "fingerprint SHA1",
+        "fingerprint SHA512",
+    ]
+    assert r"  pp_role:             web\x1b]0;pwned\x07\n  pending:" in result.output
+    assert not any(not c.isprintable() for c in result.output.replace("\n", "").replace("\t", ""))

@@ -220,7 +220,7 @@ def _text_line(row: Row, revocation: dict[str, object] | None = None) -> str:
     if auth:
         extra += f"\tauthorization extensions: {json.dumps(auth)}"
     if row.state == "requested" and row.reason:
-        extra += f"\tpending: {row.reason}"
+        extra += f"\tpending: {_shown(row.reason)}"
     if "not_after" in d:
         extra += f"\texpires: {d['not_after']}"
     if revocation is not None:
@@ -357,7 +357,20 @@ def status(c: Ctx, certname: str, fmt: str) -> None:
     click.echo(f"{row.name}: {row.state}")
     click.echo(_text_line(row))
     for label, value in _status_details(d):
-        click.echo(f"  {label + ':':<20} {value}")
+        click.echo(f"  {_shown(label) + ':':<20} {_shown(value)}")
+
+
+def _shown(value: object) -> str:
+    """*value* as one line of text: a character that does not print (a control, an escape,
+    a newline, a bidi override) is shown escaped. Alt names, extension values and pending
+    reasons are what an agent put in its CSR; they must not drive the operator's terminal
+    or forge lines of the report."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
 
 
 def _status_details(d: dict[str, object]) -> list[tuple[str, object]]:
