@@ -14,6 +14,7 @@ from cryptography import x509
 from splitca import pki
 from splitca.cli import cli
 from splitca.compose import open_ca
+from splitca.errors import PolicyViolation
 from splitca.http.wsgiapp import make_app
 
 from .conftest import (
@@ -251,3 +252,27 @@ def test_status_prints_a_csrs_extension_values_as_one_line_of_text(
     ]
     assert r"  pp_role:             web\x1b]0;pwned\x07\n  pending:" in result.output
     assert not any(not c.isprintable() for c in result.output.replace("\n", "").replace("\t", ""))
+
+
+@pytest.mark.parametrize("bad", ["", "x\ny", "a\x1b]0;pwned\x07", "a b", "foo..bar"])
+def test_a_csr_alt_name_that_is_no_dns_name_is_refused_even_when_alt_names_are_allowed(
+    tmp_path: Path, bad: str
+) -> None:
+    """With allow_subject_alt_names, whatever string a CSR carried as a dNSName was signed
+    into the certificate (an empty one, a newline for the logs that show it, escapes)."""
+    settings = make_settings(tmp_path, allow_subject_alt_names=True, autosign=True)
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    csr = make_csr("agent.test", raw_extensions=[_sans("agent.test", bad)])
+    with pytest.raises(PolicyViolation) as refused:
+        ca.submit_csr("agent.test", pki.pem(csr))
+    assert refused.value.kind == "disallowed-extension"
+    assert "is not a DNS name" in str(refused.value)
+    assert ca.state_of("agent.test") is None
+    # a DNS name (a wildcard too: allow_subject_alt_names trusts agents with them) is signed
+    fine = make_csr("ok.test", raw_extensions=[_sans("ok.test", "*.ok.example")])
+    assert ca.submit_csr("ok.test", pki.pem(fine)).signed
+
+
+def _sans(*dns: str) -> x509.SubjectAlternativeName:
+    return x509.SubjectAlternativeName([x509.DNSName(n) for n in dns])

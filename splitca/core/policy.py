@@ -160,6 +160,16 @@ def vet(
                 f"CSR '{certname}' contains a subject alternative name of an unsupported type "
                 f"({pki.general_name_str(name)}); only DNS and IP names are allowed.",
             )
+        if isinstance(name, x509.DNSName) and not pki.is_dns_name(name.value.lower()):
+            # Allowed alt names are the agent's strings: an empty one, spaces, newlines or
+            # escapes would be signed into the certificate and shown wherever it is read.
+            shown = name.value.encode("unicode_escape", "backslashreplace").decode("ascii")
+            raise PolicyViolation(
+                "disallowed-extension",
+                certname,
+                f"CSR '{certname}' contains a subject alternative name that is not a DNS "
+                f"name (DNS:{shown[:100]}).",
+            )
     auth = [e for e in info.extensions if e.oid.dotted_string.startswith(pki.PP_AUTH_ARC + ".")]
     if auth and not rules.allow_authorization_extensions:
         raise PolicyViolation(

@@ -290,10 +290,15 @@ _DNS_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _DNS_NAME_RE = re.compile(rf"(?:\*\.)?{_DNS_LABEL}(?:\.{_DNS_LABEL})*\.?")
 
 
+def is_dns_name(value: str) -> bool:
+    """True if *value* (lower case) can be a certificate's dNSName: an empty or malformed
+    one (RFC 5280 4.2.1.6), with spaces, controls or newlines, must not reach a certificate."""
+    return len(value) <= 253 and _DNS_NAME_RE.fullmatch(value) is not None
+
+
 def _dns_name(value: str, item: str) -> str:
-    """*value* if it is a DNS name, else ValueError naming *item* (an empty or malformed
-    dNSName, which RFC 5280 forbids, must not reach a certificate)."""
-    if len(value) > 253 or _DNS_NAME_RE.fullmatch(value) is None:
+    """*value* if it is a DNS name, else ValueError naming *item*."""
+    if not is_dns_name(value):
         raise ValueError(f"{item!r} is not a DNS name (or an IP address)")
     return value
 
