@@ -85,7 +85,7 @@ def test_deleting_a_csr_answers_a_204_without_content_and_the_connection_stays_i
     settings,
 ) -> None:
     """RFC 9110 15.3.5: a 204 ends with its head. puppetserver's handler gives its DELETE
-    certificate_request a body (Jetty and Apache drop it on the wire); sent as it was, a
+    certificate_request a body; sent on the wire after the 204's head, as it was, a
     keep-alive client reads none of it and takes it for the start of the next answer on
     the connection (Net::HTTP: "wrong status line: \"Deleted certificate request ...")."""
     ruby = require_program("ruby")

@@ -118,8 +118,8 @@ def _csr_refused(app: App, req: Request, p: dict[str, str], exc: SplitCAError) -
 
 
 def delete_certificate_request(app: App, req: Request, p: dict[str, str]) -> Response:
-    # puppetserver's handler words a body ("Deleted certificate request for X at PATH")
-    # that Jetty does not send: a 204 has none (see App.__call__). The audit log records it.
+    # puppetserver's handler words a body ("Deleted certificate request for X at PATH"),
+    # but a 204 has none (see App.__call__). The audit log records the deletion.
     app.ca.delete_csr(p["name"], actor=req.client.actor)
     return Response(204, b"", None)
 
