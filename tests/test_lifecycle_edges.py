@@ -276,3 +276,36 @@ def test_a_csr_alt_name_that_is_no_dns_name_is_refused_even_when_alt_names_are_a
 
 def _sans(*dns: str) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName([x509.DNSName(n) for n in dns])
+
+
+# --- a body too large or too slow is that, on every route ----------------------------------------
+
+
+class _Stalled:
+    """A request body whose client stopped sending (what a WSGI server's read raises)."""
+
+    def read(self, size: int = -1) -> bytes:
+        raise TimeoutError("timed out")
+
+
+def test_a_sign_body_too_large_or_too_slow_is_413_or_408_not_a_schema_violation(
+    settings,
+) -> None:
+    """POST sign answers a body that is not {"certnames": [...]} with puppetserver's 422;
+    that answer also took a body past max_body_bytes (413 everywhere else) and one that
+    stopped arriving (408): a client told its JSON is wrong would resend the same."""
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    app = make_app(ca=ca)
+    admin = x509.load_pem_x509_certificate(settings.effective_server_cert.read_bytes())
+    big = b'{"certnames":["' + b"a" * settings.max_body_bytes + b'"]}'
+    r = wsgi_call(app, "POST", f"{V1}/sign", big, client=admin)
+    assert (r.status, r.text) == (
+        413,
+        f"Request body is larger than {settings.max_body_bytes} bytes.",
+    )
+    slow = {"wsgi.input": _Stalled(), "CONTENT_LENGTH": "20"}
+    r = wsgi_call(app, "POST", f"{V1}/sign", client=admin, environ_extra=slow)  # type: ignore[dict-item]
+    assert (r.status, r.text) == (408, "The request body did not arrive in time.")
+    r = wsgi_call(app, "POST", f"{V1}/sign", b'{"certnames":"x"}', client=admin)
+    assert r.status == 422  # what the route's own answer is for

@@ -243,6 +243,11 @@ _STATUS: tuple[tuple[type[SplitCAError], int], ...] = (
 )
 
 
+# Reading the request went wrong, whatever the route: these InvalidRequests keep their own
+# status from _STATUS, never a route's override for InvalidRequest (POST sign's 422).
+_OWN_STATUS = (BodyTooLarge, RequestTimeout)
+
+
 def error_response(exc: BaseException) -> Response:
     """The answer for an error that reached the app: its status from ``_STATUS``, else 500."""
     for cls, status in _STATUS:
@@ -403,6 +408,8 @@ class App:
                 params["_legacy"] = legacy
             try:
                 return r.handler(self, req, params)
+            except _OWN_STATUS:
+                raise  # a body too large or too slow is that on every route: 413, 408
             except SplitCAError as exc:
                 # The route's own answer for this error class, if Puppet's wire has one;
                 # everything else goes to the one map (error_response).
