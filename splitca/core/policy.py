@@ -160,9 +160,14 @@ def vet(
                 f"CSR '{certname}' contains a subject alternative name of an unsupported type "
                 f"({pki.general_name_str(name)}); only DNS and IP names are allowed.",
             )
-        if isinstance(name, x509.DNSName) and not pki.is_dns_name(name.value.lower()):
+        if (
+            name in extra
+            and isinstance(name, x509.DNSName)
+            and not pki.is_dns_name(name.value.lower())
+        ):
             # Allowed alt names are the agent's strings: an empty one, spaces, newlines or
             # escapes would be signed into the certificate and shown wherever it is read.
+            # (DNS:<certname>, always allowed, passed the certname rules instead.)
             shown = name.value.encode("unicode_escape", "backslashreplace").decode("ascii")
             raise PolicyViolation(
                 "disallowed-extension",
