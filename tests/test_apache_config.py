@@ -8,6 +8,7 @@ import shlex
 import stat
 from pathlib import Path
 
+import click.testing
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
@@ -294,6 +295,23 @@ def master_files(ca: CertificateAuthority, tmp_path: Path) -> dict[str, Path]:
     return {"cert": ident.cert, "key": ident.key, "ca": ident.cacert, "crl": crl, "rack": rack}
 
 
+def check_master(files: dict[str, Path], crl: str | Path, *extra: str) -> click.testing.Result:
+    """`splitca apache-config --check` of master1.example.com with *files*' identity."""
+    return CliRunner().invoke(
+        cli,
+        [
+            "apache-config",
+            "--server-name", "master1.example.com",
+            "--cert", str(files["cert"]),
+            "--key", str(files["key"]),
+            "--ca-cert", str(files["ca"]),
+            "--crl", str(crl),
+            "--check",
+            *extra,
+        ],
+    )  # fmt: skip
+
+
 MASTER_VARIANTS = {
     "proxy": ["--backend", "proxy", "--backend-url", "http://127.0.0.1:18140"],
     "proxy-ca-url": ["--backend", "proxy", "--ca-url", "https://ca.example.com:8140"],
@@ -311,19 +329,13 @@ def test_every_master_variant_passes_apache_config_test(variant, master_files, t
     modules_dir()
     if "passenger" in variant:
         require_module("passenger")
-    args = [
-        "apache-config",
-        "--server-name", "master1.example.com",
-        "--cert", str(master_files["cert"]),
-        "--key", str(master_files["key"]),
-        "--ca-cert", str(master_files["ca"]),
-        "--crl", str(master_files["crl"]),
+    result = check_master(
+        master_files,
+        master_files["crl"],
         "--rack-root", str(master_files["rack"]),
         *MASTER_VARIANTS[variant],
-        "--check",
         "--output", str(tmp_path / "site.conf"),
-    ]  # fmt: skip
-    result = CliRunner().invoke(cli, args)
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "config test passed" in result.output
 
@@ -349,18 +361,7 @@ def test_ca_site_passes_apache_config_test(tmp_path, settings, ca, wsgi_python_h
 def test_check_reports_apaches_own_error(master_files):
     apache_binary()
     modules_dir()
-    result = CliRunner().invoke(
-        cli,
-        [
-            "apache-config",
-            "--server-name", "master1.example.com",
-            "--cert", str(master_files["cert"]),
-            "--key", str(master_files["key"]),
-            "--ca-cert", str(master_files["ca"]),
-            "--crl", "/nonexistent/crl.pem",
-            "--check",
-        ],
-    )  # fmt: skip
+    result = check_master(master_files, "/nonexistent/crl.pem")
     assert result.exit_code == 2
     assert "Apache's config test failed" in result.output
     assert "/nonexistent/crl.pem" in result.output
@@ -411,19 +412,7 @@ def test_check_refuses_a_crl_file_mod_ssl_cannot_use(case, why, master_files, ca
     modules_dir()
     master_files["crl"].write_bytes(_bad_crl(case, ca))
     out = tmp_path / "site.conf"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "apache-config",
-            "--server-name", "master1.example.com",
-            "--cert", str(master_files["cert"]),
-            "--key", str(master_files["key"]),
-            "--ca-cert", str(master_files["ca"]),
-            "--crl", str(master_files["crl"]),
-            "--check",
-            "--output", str(out),
-        ],
-    )  # fmt: skip
+    result = check_master(master_files, master_files["crl"], "--output", str(out))
     assert result.exit_code == 2, result.output
     assert f"--crl: {master_files['crl']}" in result.output and why in result.output
     assert "Traceback" not in result.output
