@@ -225,3 +225,29 @@ def test_many_agents_keep_their_connections(settings, server_factory) -> None:
         for tls in conns:
             with contextlib.suppress(OSError):
                 tls.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_stops_every_process_cleanly(settings, server_factory, workers: int) -> None:
+    """SIGHUP (a closed terminal, an operator's `kill -HUP`) stops the server as SIGTERM
+    does. It used to kill the process outright; with workers, only the supervisor died
+    and its workers went on serving the port, orphaned."""
+    setup_ca(settings)
+    server = server_factory(settings, workers=workers)
+    pids = {server.proc.pid} | _live_children(server.proc.pid)
+    assert len(pids) == 1 + (workers if workers > 1 else 0), pids
+    with session(server.cacert) as s:  # a keep-alive connection open across the signal
+        assert s.get(f"{server.url}/puppet-ca/v1/certificate/ca", timeout=10).status_code == 200
+        code = server.stop(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while live := {p for p in pids if Path(f"/proc/{p}").exists()}:
+        if time.monotonic() > deadline:
+            for p in live:
+                os.kill(p, signal.SIGKILL)
+            pytest.fail(f"processes left running after SIGHUP: {live}")
+        time.sleep(0.1)
+    log = server.log_text()
+    assert code == 0, log
+    # a worker logs the signal it got: SIGHUP alone, or SIGTERM from its supervisor
+    assert re.search(r"SIG(HUP|TERM): stopping after the requests in flight", log), log
+    assert "Traceback" not in log

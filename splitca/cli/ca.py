@@ -190,7 +190,8 @@ def serve(
 ) -> None:
     """Run the CA's HTTPS API (Puppet's /puppet-ca/v1 and legacy paths) in the foreground.
 
-    Stops cleanly on SIGTERM or Ctrl-C. Point agents at it with
+    Stops cleanly on SIGTERM, SIGHUP or Ctrl-C (it has no reload: restart it to apply
+    configuration changes). Point agents at it with
     'puppet ssl bootstrap --ca_server HOST --ca_port PORT'.
     """
     from splitca.http.server import serve as run

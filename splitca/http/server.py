@@ -473,21 +473,31 @@ def _make_server(settings: Settings, app: App, *, reuse_port: bool) -> cheroot_w
     return server
 
 
+# Each stops the server after its in-flight requests. SIGHUP too (a closed terminal, or an
+# operator expecting a reload, which serve does not do): by default it killed the process
+# at once, and with workers it killed only the supervisor, leaving its workers serving.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def _run_worker(
     settings: Settings, *, reuse_port: bool, on_ready: Callable[[], None] | None = None
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then finish in-flight requests and return."""
+    """Serve until SIGTERM/SIGINT/SIGHUP, then finish in-flight requests and return."""
     ca = open_ca(settings)  # after fork: own index connections
     server = _make_server(settings, make_app(settings, ca=ca), reuse_port=reuse_port)
     stopping = threading.Event()
 
+    def finish(signum: int) -> None:
+        log.info("%s: stopping after the requests in flight", signal.Signals(signum).name)
+        server.stop()
+
     def stop(signum: int, frame: FrameType | None) -> None:
         if not stopping.is_set():
             stopping.set()
-            threading.Thread(target=server.stop, daemon=True).start()
+            threading.Thread(target=finish, args=(signum,), daemon=True).start()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop)
     try:
         server.prepare()  # binds and listens
     except OSError as exc:
@@ -538,7 +548,7 @@ def _warn_crl_chain(ca: CertificateAuthority, warned: dict[str, float]) -> None:
 
 
 def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> int:
-    """Run the CA server in the foreground until SIGTERM/SIGINT. Returns an exit code."""
+    """Run the CA server in the foreground until SIGTERM/SIGINT/SIGHUP. Returns an exit code."""
     ca = open_ca(settings)
     build_ssl_context(settings)  # fail now, in the foreground, on a bad cert or key
     _check_listen(settings)  # and on a port in use, before forking any worker
@@ -636,7 +646,7 @@ def _run_workers(
             try:
                 # Until the worker installs its own handlers, a SIGTERM must simply end it: the
                 # inherited supervisor handler would run in the child and leave it serving.
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                for sig in (*STOP_SIGNALS, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
 
                 def tell() -> None:
@@ -659,8 +669,8 @@ def _run_workers(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
     for slot in range(workers):
         spawn(slot, True)
     os.close(ready_w)
