@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -311,3 +313,31 @@ def test_a_client_that_does_not_read_its_answers_is_closed_without_a_traceback(
         assert r.status_code == 200
     assert server.proc.poll() is None
     assert "Traceback" not in server.log_text(), server.log_text()[-2000:]
+
+
+@pytest.mark.slow
+def test_idle_connections_past_the_open_files_limit_do_not_lock_agents_out(
+    ca: CertificateAuthority, server_factory: Callable[..., Server]
+) -> None:
+    """More idle connections than the worker has file descriptors for: the longest idle
+    are closed so that an agent's new connection is served at once, with one warning.
+    cheroot's accept loop re-raised EMFILE: it logged a traceback and retried at once,
+    tens of thousands of lines a second, and accepted no one until idle ones expired."""
+    server = server_factory(
+        ca.settings.replace(threads=THREADS, socket_timeout=dt.timedelta(seconds=60)), workers=1
+    )
+    subprocess.run(["prlimit", "--pid", str(server.proc.pid), "--nofile=128:128"], check=True)
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(200)]
+    try:
+        for _ in range(3):
+            r = requests.get(
+                server.url + "/puppet-ca/v1/certificate/ca", verify=str(server.cacert), timeout=10
+            )
+            assert r.status_code == 200
+    finally:
+        for s in socks:
+            s.close()
+    assert server.proc.poll() is None
+    log = server.log_text()
+    assert "Traceback" not in log, log[-2000:]
+    assert len(re.findall("out of connections", log)) == 1, log[-2000:]

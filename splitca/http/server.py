@@ -37,6 +37,7 @@ from splitca.errors import (
     StoreError,
 )
 from splitca.http.app import App, error_response
+from splitca.http.descriptors import Connections, raise_descriptor_limit
 from splitca.http.exchange import Gateway, Request
 from splitca.http.metrics import MULTIPROC_ENV
 from splitca.http.reading import BodyReader, Budget, find_head_end, framing
@@ -197,6 +198,7 @@ class _Connection(cheroot_server.HTTPConnection):
     body: bytes | SplitCAError | None = None  # the request's body, for exchange.Request
     close_after = False  # its framing is uncertain: close once it is answered (exchange.Request)
     _later = b""  # what the client sent after this request (pipelining)
+    counted_by: Connections | None = None  # the manager counting this open connection
     HEAD_LIMIT = 65536
     FREE = 16384  # bytes a connection may hold outside the budget: an agent's whole request
 
@@ -376,7 +378,17 @@ class _Connection(cheroot_server.HTTPConnection):
         self._head, self._reader = b"", None
         return True
 
+    def evict(self) -> None:
+        """Closed to make room for a new connection (http/descriptors.py): a body being
+        read is answered 503, as when the worker's budget is spent."""
+        if self._reader is not None:
+            self._refuse(ServerBusy(_CROWDED))
+        self.close()
+
     def close(self) -> None:
+        counter, self.counted_by = self.counted_by, None
+        if counter is not None:
+            counter.closed()
         adapter = self.server.ssl_adapter
         if isinstance(adapter, _Adapter):
             self._charge(adapter.budget, 0)
@@ -405,6 +417,7 @@ class _Connection(cheroot_server.HTTPConnection):
 
 _LATE = "The request was not complete within the server's socket timeout."
 _BUSY = "The server is reading too many request bodies at once; retry later."
+_CROWDED = "The server has too many connections open; retry later."
 
 
 def _listen_error(settings: Settings, exc: OSError) -> ListenError:
@@ -503,6 +516,10 @@ def _run_worker(
     except OSError as exc:
         ca.close()
         raise _listen_error(settings, exc) from None
+    # cheroot's manager, made by prepare(), replaced by one bounded by the open-files limit
+    plain = server._connections  # type: ignore[attr-defined]
+    server._connections = Connections(server)  # type: ignore[attr-defined]
+    plain._selector.close()
     if on_ready:
         on_ready()
     try:
@@ -549,6 +566,7 @@ def _warn_crl_chain(ca: CertificateAuthority, warned: dict[str, float]) -> None:
 
 def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> int:
     """Run the CA server in the foreground until SIGTERM/SIGINT/SIGHUP. Returns an exit code."""
+    raise_descriptor_limit()  # each connection is a descriptor: as many as the system allows
     ca = open_ca(settings)
     build_ssl_context(settings)  # fail now, in the foreground, on a bad cert or key
     _check_listen(settings)  # and on a port in use, before forking any worker
