@@ -27,6 +27,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/splitca/splitca.yaml")
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdy]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "y": 365 * 86400}
 MAX_TTL = dt.timedelta(seconds=1576800000)  # puppetserver's 50-year ceiling
+SOCKET_TIMEOUT_MAX = dt.timedelta(hours=1)  # a whole request's time, not an idle session's
 
 
 def parse_duration(value: object, *, key: str = "duration") -> dt.timedelta:
@@ -242,6 +243,9 @@ class Settings:
             raise ConfigError("workers: must be 0 (one per CPU) to 64")
         if not 1 <= self.threads <= 1000:
             raise ConfigError("threads: must be 1 to 1000")
+        if self.socket_timeout > SOCKET_TIMEOUT_MAX:
+            # the socket's own timeout: 300y overflowed it on every connection, after start
+            raise ConfigError(f"socket_timeout: must be at most 1h, got {self.socket_timeout}")
         if not 1024 <= self.max_body_bytes <= 16 * 1024 * 1024:
             raise ConfigError("max_body_bytes: must be 1024 to 16777216")
         if self.max_buffered_bytes and not self.max_body_bytes <= self.max_buffered_bytes:

@@ -44,6 +44,8 @@ def test_bad_durations(bad: object) -> None:
         ({"admin_certnames": ["*"]}, "admin_certnames"),
         ({"allow_subject_alt_names": "yes"}, "allow_subject_alt_names"),
         ({"max_body_bytes": 10}, "max_body_bytes"),
+        ({"socket_timeout": "300y"}, "socket_timeout"),
+        ({"socket_timeout": "2h"}, "socket_timeout"),
         ({"listen": "not an address!"}, "listen"),
         ({"log_level": "LOUD"}, "log_level"),
         ({"cadir": ""}, "cadir"),

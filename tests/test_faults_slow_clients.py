@@ -205,7 +205,9 @@ def test_stalled_big_bodies_share_one_budget_per_worker(
     body_limit, budget, conns = 4 * 1024 * 1024, 8 * 1024 * 1024, 40
     server = server_factory(
         ca.settings.replace(
-            socket_timeout=60, max_body_bytes=body_limit, max_buffered_bytes=budget
+            socket_timeout=dt.timedelta(seconds=60),
+            max_body_bytes=body_limit,
+            max_buffered_bytes=budget,
         ),
         workers=2,
     )

@@ -8,6 +8,7 @@ must keep working now that the server reads bodies before a worker thread serves
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import socket
 import ssl
@@ -294,7 +295,7 @@ def test_a_head_too_long_to_pre_read_is_refused(serve: Callable[..., Server]) ->
 
 
 def test_a_body_that_stalls_is_408(ca: CertificateAuthority, serve: Callable[..., Server]) -> None:
-    server = serve(socket_timeout=TIMEOUT)
+    server = serve(socket_timeout=dt.timedelta(seconds=TIMEOUT))
     before = snapshot(ca.store.cadir.root)
     with tls(server.port, timeout=TIMEOUT * 10) as s:
         s.sendall(put_head("stall", "Content-Length: 1000", "Content-Type: text/plain") + b"x" * 10)
@@ -311,7 +312,7 @@ def test_a_body_that_trickles_past_the_timeout_is_408(
     ca: CertificateAuthority, serve: Callable[..., Server], framing: str
 ) -> None:
     """A byte now and then resets no clock: the whole request has socket_timeout."""
-    server = serve(socket_timeout=TIMEOUT)
+    server = serve(socket_timeout=dt.timedelta(seconds=TIMEOUT))
     header = "Content-Length: 1000" if framing == "content-length" else "Transfer-Encoding: chunked"
     with tls(server.port, timeout=TIMEOUT * 10) as s:
         s.sendall(put_head("trickle", header, "Content-Type: text/plain"))
