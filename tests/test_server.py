@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -251,3 +252,60 @@ def test_sighup_stops_every_process_cleanly(settings, server_factory, workers: i
     # a worker logs the signal it got: SIGHUP alone, or SIGTERM from its supervisor
     assert re.search(r"SIG(HUP|TERM): stopping after the requests in flight", log), log
     assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_lets_a_request_in_flight_finish(
+    settings, server_factory, tmp_path: Path, workers: int
+) -> None:
+    """A CSR being signed when SIGTERM arrives is signed and answered. With workers, the
+    worker process ended (os._exit) as soon as cheroot's serve() returned, which it does
+    when stopping begins: the agent's connection was closed without an answer."""
+    from cryptography.hazmat.primitives import serialization
+
+    from .conftest import make_csr
+
+    setup_ca(settings)
+    started, release = tmp_path / "started", tmp_path / "release"
+    policy = tmp_path / "policy.sh"  # holds the request in its thread until released
+    policy.write_text(
+        f"#!/bin/sh\ncat >/dev/null\ntouch {started}\n"
+        f"for i in $(seq 100); do [ -e {release} ] && exit 0; sleep 0.1; done\nexit 1\n"
+    )
+    policy.chmod(0o755)
+    server = server_factory(settings.replace(autosign=str(policy)), workers=workers)
+    name = "inflight.example.com"
+    answer: list[object] = []
+
+    def put() -> None:
+        try:
+            r = requests.put(
+                f"{server.url}/puppet-ca/v1/certificate_request/{name}",
+                data=make_csr(name).public_bytes(serialization.Encoding.PEM),
+                headers={"Content-Type": "text/plain"},
+                verify=str(server.cacert),
+                timeout=30,
+            )
+            answer.append(r.status_code)
+        except requests.RequestException as exc:
+            answer.append(exc)
+
+    client = threading.Thread(target=put)
+    client.start()
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline and client.is_alive(), server.log_text()
+        time.sleep(0.05)
+    server.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while "SIGTERM: stopping" not in server.log_text():  # the worker is stopping
+        assert time.monotonic() < deadline, server.log_text()
+        time.sleep(0.05)
+    # held past cheroot's selector wake-up (0.5 s), when serve() returns while stopping
+    time.sleep(1.5)
+    release.touch()
+    client.join(30)
+    assert answer == [200], (answer, server.log_text())
+    assert (settings.cadir / "signed" / f"{name}.pem").exists()
+    assert server.stop() == 0
+    assert "Traceback" not in server.log_text()

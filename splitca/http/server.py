@@ -499,6 +499,7 @@ def _run_worker(
     ca = open_ca(settings)  # after fork: own index connections
     server = _make_server(settings, make_app(settings, ca=ca), reuse_port=reuse_port)
     stopping = threading.Event()
+    stopper: list[threading.Thread] = []
 
     def finish(signum: int) -> None:
         log.info("%s: stopping after the requests in flight", signal.Signals(signum).name)
@@ -507,7 +508,8 @@ def _run_worker(
     def stop(signum: int, frame: FrameType | None) -> None:
         if not stopping.is_set():
             stopping.set()
-            threading.Thread(target=finish, args=(signum,), daemon=True).start()
+            stopper.append(threading.Thread(target=finish, args=(signum,), daemon=True))
+            stopper[0].start()
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, stop)
@@ -525,6 +527,11 @@ def _run_worker(
     try:
         server.serve()
     finally:
+        # serve() returns as soon as stop() begins; stop() then waits (shutdown_timeout) for
+        # the requests in flight. A worker process ends with os._exit, which would cut
+        # them off, and the CA must stay open for them.
+        for thread in stopper:
+            thread.join()
         ca.close()
 
 
