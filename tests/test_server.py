@@ -309,3 +309,20 @@ def test_sigterm_lets_a_request_in_flight_finish(
     assert (settings.cadir / "signed" / f"{name}.pem").exists()
     assert server.stop() == 0
     assert "Traceback" not in server.log_text()
+
+
+def test_plain_http_on_the_https_port_is_answered_400(settings, server_factory) -> None:
+    """`curl http://ca:8140/...` gets a 400 saying to use https://, as cheroot answers
+    it; the handshake done outside cheroot's accept loop closed such a client silently."""
+    setup_ca(settings)
+    server = server_factory(settings)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        raw.sendall(b"GET /puppet-ca/v1/certificate/ca HTTP/1.1\r\nHost: ca\r\n\r\n")
+        answer = b""
+        while chunk := raw.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+    assert answer.endswith(b"use https://.\n"), answer
+    with session(server.cacert) as s:  # TLS clients are served as before
+        assert s.get(f"{server.url}/puppet-ca/v1/certificate/ca", timeout=10).status_code == 200
+    assert "answered 400 and closed: plain HTTP on the HTTPS port" in server.log_text()

@@ -8,6 +8,7 @@ import datetime as dt
 import errno
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -249,6 +250,8 @@ class _Connection(cheroot_server.HTTPConnection):
         sock.setblocking(False)
         try:
             if not self._handshaken:
+                if self._plain_http(sock):
+                    return None
                 try:
                     sock.do_handshake()
                 except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
@@ -261,6 +264,25 @@ class _Connection(cheroot_server.HTTPConnection):
             return self._read_body(sock, adapter, limit)
         finally:
             sock.settimeout(limit)
+
+    def _plain_http(self, sock: _DeadlineSSLSocket) -> bool:
+        """The client speaks plain HTTP to this TLS port (``curl http://``): answered 400 in
+        plain text, as cheroot's own accept loop does, instead of a silent close."""
+        try:  # what the client sent, left unread for the handshake (a TLS record starts 0x16)
+            first = socket.socket.recv(sock, 8, socket.MSG_PEEK)
+        except OSError:
+            return False
+        if not _PLAIN_METHOD.match(first):
+            return False
+        body = _PLAIN.encode()
+        with contextlib.suppress(OSError):
+            socket.socket.send(
+                sock,
+                b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body),
+            )
+        log.info("%s: answered 400 and closed: plain HTTP on the HTTPS port", self.remote_addr)
+        return True
 
     def _late(self, sock: _DeadlineSSLSocket) -> bool | None:
         """socket_timeout has passed since the request's first byte."""
@@ -416,6 +438,8 @@ class _Connection(cheroot_server.HTTPConnection):
 
 
 _LATE = "The request was not complete within the server's socket timeout."
+_PLAIN = "This is an HTTPS port: the client sent a plain HTTP request; use https://.\n"
+_PLAIN_METHOD = re.compile(rb"[A-Z]{3,7} ")  # GET, PUT, DELETE...: not a TLS record (0x16)
 _BUSY = "The server is reading too many request bodies at once; retry later."
 _CROWDED = "The server has too many connections open; retry later."
 
