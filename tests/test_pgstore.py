@@ -387,3 +387,32 @@ def test_a_lock_taken_inside_an_empty_set_of_name_locks_is_held(replicas: Replic
     one, two = replicas.open("one"), replicas.open("two", lock_timeout=0.5)
     with one.names_locked([]), one.locked("crl"), pytest.raises(LockTimeout), two.locked("crl"):
         pass
+
+
+def test_a_crl_lock_lost_with_its_session_never_lets_a_revocation_escape_the_crl(
+    replicas: Replicas,
+) -> None:
+    """The crl lock's session ends (a DBA's pg_terminate_backend, a dropped connection)
+    while its holder builds a CRL from the revocations it read: another replica then takes
+    the lock and revokes. The first CRL, numbered above that one but built without its
+    revocation, must not be put in effect (the revocation would escape the CRL)."""
+    a, b = replicas.open("a"), replicas.open("b")
+    first = replicas.issue(a, "first").serial_number
+    other = replicas.issue(a, "other").serial_number
+    with a.locked("crl"):
+        entries = [*a.revocations(), (first, NOW.timestamp(), 1)]
+        b.db.execute("SELECT pg_terminate_backend(%s)", (a.db._local.conn.info.backend_pid,))
+        replicas.revoke(b, [other])  # b gets the lock: a's went with its session
+        number = a.crl_number() + 1
+        pem = pki.pem_crl(replicas.sign_crl(entries, number))
+        added = [pki.Revocation(first, NOW, x509.ReasonFlags.key_compromise)]
+        with pytest.raises(StoreError, match="changed"):
+            a.publish_crl(
+                pem, number=number, entries=entries, added=added, on_installed=lambda: None
+            )
+    crl = x509.load_pem_x509_crl(b.crl().data)
+    assert crl.get_revoked_certificate_by_serial_number(other) is not None
+    assert {e[0] for e in b.revocations()} == {other}
+    replicas.revoke(a, [first])  # a retry under a fresh lock has both
+    crl = x509.load_pem_x509_crl(b.crl().data)
+    assert {r.serial_number for r in crl} == {first, other}

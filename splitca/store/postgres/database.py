@@ -281,7 +281,8 @@ class Database:
         is released with the outermost (locks are taken names first, so holding an inner
         lock a little longer never inverts the order). A lost connection releases them all
         on the server; the work done meanwhile is guarded by the database's own
-        constraints (unique serials, increasing CRL numbers), so that is logged.
+        constraints (unique serials, increasing CRL numbers, a CRL installed only over the
+        version in effect when the crl lock was taken: PgStore), so that is logged.
         """
         wanted = sorted(set(keys))
         held: set[tuple[int, int]] | None = getattr(self._local, "held", None)

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,9 @@ class PgStore(PgQueries, PgRecords):
         self._ca_cache: Blob | None = None
         self._crl_cache: tuple[int, Blob] | None = None
         self._degraded = False  # serving cached copies while the database is unavailable
+        # Per thread: the CRL version in effect when this thread took the crl lock (see
+        # locked), which its publish_crl requires still to be in effect.
+        self._local = threading.local()
 
     @property
     def key_path(self) -> Path:
@@ -198,7 +201,27 @@ class PgStore(PgQueries, PgRecords):
 
     # --- locks ---------------------------------------------------------------------------
     def locked(self, name: str) -> contextlib.AbstractContextManager[None]:
+        if name == "crl":
+            return self._crl_locked()
         return self.db.advisory([lock_key("ca", name)], wait=self._lock_timeout)
+
+    @contextlib.contextmanager
+    def _crl_locked(self) -> Iterator[None]:
+        """The crl lock, and the CRL version in effect once it is taken: publish_crl puts a
+        CRL in effect only over that version. The lock lives in a database session; if that
+        session ends (a dropped connection, pg_terminate_backend), another replica may take
+        it and publish, and a CRL built from the revocations read before would leave that
+        replica's revocations out. The version check refuses it whatever the lock did."""
+        with self.db.advisory([lock_key("ca", "crl")], wait=self._lock_timeout):
+            if getattr(self._local, "crl_base", None) is not None:  # nested: the outer's
+                yield
+                return
+            row = self.db.fetchone("SELECT crl_version FROM ca WHERE id = 1")
+            self._local.crl_base = [int(row[0])] if row is not None else None
+            try:
+                yield
+            finally:
+                self._local.crl_base = None
 
     def names_locked(self, names: Iterable[str]) -> contextlib.AbstractContextManager[None]:
         """Advisory locks of every name, sorted, in one transaction (see Database.advisory)."""
@@ -388,16 +411,30 @@ class PgStore(PgQueries, PgRecords):
         """The CRL, its number and its revocations in one transaction; in effect at its commit.
 
         The number must be above the one in effect (checked in the same statement that
-        installs it), so CRL numbers strictly increase whatever a caller does.
+        installs it), so CRL numbers strictly increase whatever a caller does; and, under
+        the crl lock, the CRL in effect must still be the one in effect when the lock was
+        taken (see _crl_locked), so no CRL built from stale revocations is installed.
         *on_installed* runs after the commit: nothing is derived afterwards.
         """
+        base: list[int] | None = getattr(self._local, "crl_base", None)
         with self.db.transaction() as conn:
             done = conn.execute(
                 "UPDATE ca SET crl = %s, crl_number = %s, crl_modified = %s,"
-                " crl_version = crl_version + 1 WHERE id = 1 AND crl_number < %s",
-                (pem, number, time.time(), number),
+                " crl_version = crl_version + 1 WHERE id = 1 AND crl_number < %s"
+                + ("" if base is None else " AND crl_version = %s")
+                + " RETURNING crl_version",
+                (pem, number, time.time(), number, *([] if base is None else base)),
             )
-            if done.rowcount != 1:
+            installed = done.fetchone()
+            if installed is None:
+                now = conn.execute("SELECT crl_number, crl_version FROM ca WHERE id = 1")
+                row = now.fetchone()
+                if base is not None and row is not None and int(row[1]) != base[0]:
+                    raise StoreError(
+                        f"the CRL in {self.db.shown} changed while this replica held the crl "
+                        f"lock (its database session was lost?); CRL number {number} was not "
+                        "published: try again"
+                    )
                 raise StoreError(
                     f"CRL number {number} is not above the one in effect in {self.db.shown}"
                 )
@@ -413,4 +450,6 @@ class PgStore(PgQueries, PgRecords):
                     " reason = EXCLUDED.reason",
                     [(e.serial, e.date.timestamp(), pki.reason_code(e.reason)) for e in added],
                 )
+        if base is not None:
+            base[0] = int(installed[0])  # a second publish under the same lock builds on this
         on_installed()
