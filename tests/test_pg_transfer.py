@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from splitca.config import Settings
 from splitca.errors import LockTimeout
 from splitca.store.files.cadir import parse_inventory
 from splitca.store.files.filestore import FileStore
+from splitca.store.files.signer import LoadedKey
 from splitca.store.postgres.pgstore import PgStore
 from splitca.store.postgres.transfer import import_cadir
 
@@ -189,3 +191,38 @@ def test_an_import_waits_for_a_crl_being_published(
     finally:
         publisher.shutdown()
         importer.shutdown()
+
+
+def test_a_revoked_serial_above_the_inventory_and_counter_is_never_issued_again(
+    pg_config: Path, pg_settings: Settings, fixture_cadir: Path
+) -> None:
+    """A cadir whose CRL lists serials its inventory and serial file do not (an inventory
+    lost or a serial file restored from a backup): those serials were issued by this CA,
+    so after the import none is issued again (a new certificate would be born revoked,
+    and two certificates would share a serial)."""
+    files = FileStore(fixture_cadir)
+    files.prepare()
+    files.refresh()
+    counter = int((fixture_cadir / "serial").read_text(), 16)
+    extra = [counter, counter + 1]
+    key = LoadedKey(
+        pki.load_private_key((fixture_cadir / "ca_key.pem").read_bytes()),
+        pki.load_certificates((fixture_cadir / "ca_crt.pem").read_bytes())[0],
+    )
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    entries = [*files.revocations(), *((s, now.timestamp(), 1) for s in extra)]
+    der = key.sign_crl(
+        entries=entries,
+        number=files.crl_number() + 1,
+        this_update=now - dt.timedelta(minutes=1),
+        next_update=now + dt.timedelta(days=1),
+    )
+    (fixture_cadir / "ca_crl.pem").write_bytes(pki.pem_crl(der))
+    result = run(pg_config, "db", "import", str(fixture_cadir), "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["next_serial"] == counter + 2
+    ca = open_ca(pg_settings, autosign_at_start=False)
+    ca.submit_csr("after-import", pki.pem(make_csr("after-import")))
+    assert ca.sign("after-import").serial_number == counter + 2
+    row = ca.status("after-import")
+    assert row is not None and row.state == "signed"

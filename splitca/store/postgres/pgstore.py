@@ -40,12 +40,14 @@ _CACHED_WAIT = 1.0
 
 # splitca.reserve_serial's common case as one statement: the sequence's next value, taken
 # only if it is above every issued serial (else no row, and the function handles it).
+# The floor is splitca.top_serial()'s (schema.py), inlined: keep the two the same.
 _RESERVE = (
     "WITH n AS MATERIALIZED (SELECT nextval('splitca.serials')::numeric AS s)"
     " INSERT INTO inventory (serial, name, not_before, not_after, not_after_ts)"
     " SELECT n.s, %s, %s, %s, %s FROM n"
     " WHERE n.s > coalesce((SELECT max(serial) FROM inventory), 0)"
     " AND n.s > coalesce((SELECT max(serial) FROM certs), 0)"
+    " AND n.s > coalesce((SELECT max(serial) FROM revoked), 0)"
     " ON CONFLICT (serial) DO NOTHING RETURNING serial"
 )
 _PUBLISH = (

@@ -107,6 +107,15 @@ CREATE INDEX audit_at ON splitca.audit (at);
 CREATE INDEX audit_event ON splitca.audit (event, at);
 CREATE INDEX audit_certname ON splitca.audit (certname, at);
 """,
+    # A revoked serial was issued by this CA even when no inventory row or certificate
+    # says so (a cadir imported with its inventory lost or its serial file restored): the
+    # floor of new serials is above it too (pgstore._RESERVE inlines the same rule).
+    5: """
+CREATE OR REPLACE FUNCTION splitca.top_serial() RETURNS numeric LANGUAGE sql STABLE AS $$
+  SELECT greatest(coalesce((SELECT max(serial) FROM splitca.inventory), 0),
+                  coalesce((SELECT max(serial) FROM splitca.certs), 0),
+                  coalesce((SELECT max(serial) FROM splitca.revoked), 0)) $$;
+""",
 }
 LATEST = max(_STEPS)
 
