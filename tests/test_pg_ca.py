@@ -282,3 +282,32 @@ def test_an_enrollment_is_ten_statements(pg_settings: Settings, pg_server: PgSer
     # (a pooled connection idle for a second is checked with an empty query: not counted)
     statements = re.findall(r"LOG:  (?:statement|execute [^:]+): \S", text)
     assert len(statements) == 10, text
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        ("splitca-nobody@{host}/{db}", 'password authentication failed for user "splitca-nobody"'),
+        ("splitca@{host}/no_such_db", 'database "no_such_db" does not exist'),
+        ("splitca@{host}/{db}?sslmode=bogus", 'invalid sslmode value: "bogus"'),
+    ],
+    ids=["user", "database", "option"],
+)
+def test_a_wrong_store_url_says_why_in_one_line(
+    pg_settings: Settings, tmp_path: Path, where: str, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A URL the database refuses (a wrong user, a database that does not exist, a bad
+    option): the error names the database's own reason, once, not only "no connection
+    within 2s" after a page of the pool's retries."""
+    assert pg_settings.store
+    host, db = pg_settings.store.split("@", 1)[1].split("/", 1)
+    url = "postgresql://" + where.format(host=host, db=db)
+    settings = pg_settings.replace(store=url, database_timeout=dt.timedelta(seconds=2))
+    result = CliRunner().invoke(
+        cli, ["--config", str(write_config(tmp_path / "wrong.yaml", settings)), "db", "migrate"]
+    )
+    assert result.exit_code == 5, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and said in errors[0], result.output
+    retries = [r for r in caplog.records if "error connecting" in r.getMessage()]
+    assert len(retries) <= 2, retries  # once per pool, not once per retry
