@@ -226,3 +226,27 @@ def test_a_revoked_serial_above_the_inventory_and_counter_is_never_issued_again(
     assert ca.sign("after-import").serial_number == counter + 2
     row = ca.status("after-import")
     assert row is not None and row.state == "signed"
+
+
+def test_a_serial_the_inventory_lists_twice_stays_revocable_under_both_names(
+    pg_config: Path, pg_settings: Settings, fixture_cadir: Path, tmp_path: Path
+) -> None:
+    """puppetserver issued one serial twice (its serial file restored from a backup): the
+    inventory lists it under two names. After the import, revoking either name revokes it;
+    it is not silently dropped from one name's serials, nor from the exported inventory."""
+    inventory = fixture_cadir / "inventory.txt"
+    line = next(x for x in parse_inventory(inventory.read_bytes()) if x.certname == "big-9500")
+    with inventory.open("ab") as f:
+        f.write(f"0x{line.serial:04x} {line.not_before} {line.not_after} /CN=dup-host\n".encode())
+    result = run(pg_config, "db", "import", str(fixture_cadir), "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["inventory"] == len(inventory_of(fixture_cadir))
+    ca = open_ca(pg_settings, autosign_at_start=False)
+    assert ca.serials_for("big-9500") == ca.serials_for("dup-host") == [line.serial]
+    ca.revoke(["big-9500"])
+    assert ca.status("dup-host") is None  # no certificate file: its serial is on the CRL
+    crl = x509.load_pem_x509_crl(ca.crl_pem())
+    assert crl.get_revoked_certificate_by_serial_number(line.serial) is not None
+    out = tmp_path / "exported"
+    assert run(pg_config, "db", "export", str(out)).exit_code == 0
+    assert inventory_of(out) == inventory_of(fixture_cadir)

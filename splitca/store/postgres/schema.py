@@ -110,7 +110,15 @@ CREATE INDEX audit_certname ON splitca.audit (certname, at);
     # A revoked serial was issued by this CA even when no inventory row or certificate
     # says so (a cadir imported with its inventory lost or its serial file restored): the
     # floor of new serials is above it too (pgstore._RESERVE inlines the same rule).
+    # An imported inventory may list one serial under several names (a puppetserver whose
+    # serial file was restored issued it again): the inventory keeps one, inventory_also
+    # the others, so each name's serials are all revoked with it.
     5: """
+CREATE TABLE splitca.inventory_also (
+  serial numeric NOT NULL, name text COLLATE "C" NOT NULL,
+  not_before text NOT NULL, not_after text NOT NULL, not_after_ts bigint,
+  PRIMARY KEY (serial, name));
+CREATE INDEX inventory_also_name ON splitca.inventory_also (name);
 CREATE OR REPLACE FUNCTION splitca.top_serial() RETURNS numeric LANGUAGE sql STABLE AS $$
   SELECT greatest(coalesce((SELECT max(serial) FROM splitca.inventory), 0),
                   coalesce((SELECT max(serial) FROM splitca.certs), 0),
