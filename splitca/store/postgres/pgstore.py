@@ -16,16 +16,17 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
 from splitca import pki
-from splitca.core.ports import Blob, CRLEntry, Reservation
+from splitca.core.ports import Blob, Reservation
 from splitca.errors import StoreError, StoreUnavailable
 from splitca.store.postgres import schema
+from splitca.store.postgres.crl import PgCRL
 from splitca.store.postgres.database import Database, lock_key
 from splitca.store.postgres.hostfiles import CERT_FILE, KEY_FILE, HostFiles
 from splitca.store.postgres.queries import PgQueries
@@ -60,7 +61,7 @@ _PUBLISH = (
 _PUBLISH_DROPPING_CSR = "WITH dropped AS (DELETE FROM csrs WHERE name = %s) " + _PUBLISH
 
 
-class PgStore(PgQueries, PgRecords):
+class PgStore(PgCRL, PgQueries, PgRecords):
     """One CA in one database; safe to share between threads, processes and hosts.
 
     *key_dir* is this host's directory for the CA key (``ca_key.pem``) and a copy of the
@@ -87,9 +88,7 @@ class PgStore(PgQueries, PgRecords):
         self._ca_cache: Blob | None = None
         self._crl_cache: tuple[int, Blob] | None = None
         self._degraded = False  # serving cached copies while the database is unavailable
-        # Per thread: the CRL version in effect when this thread took the crl lock (see
-        # locked), which its publish_crl requires still to be in effect.
-        self._local = threading.local()
+        self._local = threading.local()  # per thread: PgCRL's crl_base
 
     @property
     def key_path(self) -> Path:
@@ -204,26 +203,8 @@ class PgStore(PgQueries, PgRecords):
     # --- locks ---------------------------------------------------------------------------
     def locked(self, name: str) -> contextlib.AbstractContextManager[None]:
         if name == "crl":
-            return self._crl_locked()
+            return self._crl_locked()  # with the CRL version (PgCRL)
         return self.db.advisory([lock_key("ca", name)], wait=self._lock_timeout)
-
-    @contextlib.contextmanager
-    def _crl_locked(self) -> Iterator[None]:
-        """The crl lock, and the CRL version in effect once it is taken: publish_crl puts a
-        CRL in effect only over that version. The lock lives in a database session; if that
-        session ends (a dropped connection, pg_terminate_backend), another replica may take
-        it and publish, and a CRL built from the revocations read before would leave that
-        replica's revocations out. The version check refuses it whatever the lock did."""
-        with self.db.advisory([lock_key("ca", "crl")], wait=self._lock_timeout):
-            if getattr(self._local, "crl_base", None) is not None:  # nested: the outer's
-                yield
-                return
-            row = self.db.fetchone("SELECT crl_version FROM ca WHERE id = 1")
-            self._local.crl_base = [int(row[0])] if row is not None else None
-            try:
-                yield
-            finally:
-                self._local.crl_base = None
 
     def names_locked(self, names: Iterable[str]) -> contextlib.AbstractContextManager[None]:
         """Advisory locks of every name, sorted, in one transaction (see Database.advisory)."""
@@ -399,59 +380,3 @@ class PgStore(PgQueries, PgRecords):
     def replace_ca_key(self, data: bytes) -> None:
         """Replace this host's copy of the key; each replica re-encodes its own."""
         self.host.write_key(data)
-
-    # --- revocation (reads: PgQueries) ---------------------------------------------------
-    def publish_crl(
-        self,
-        pem: bytes,
-        *,
-        number: int,
-        entries: Sequence[CRLEntry],
-        added: Sequence[pki.Revocation] | None,
-        on_installed: Callable[[], None],
-    ) -> None:
-        """The CRL, its number and its revocations in one transaction; in effect at its commit.
-
-        The number must be above the one in effect (checked in the same statement that
-        installs it), so CRL numbers strictly increase whatever a caller does; and, under
-        the crl lock, the CRL in effect must still be the one in effect when the lock was
-        taken (see _crl_locked), so no CRL built from stale revocations is installed.
-        *on_installed* runs after the commit: nothing is derived afterwards.
-        """
-        base: list[int] | None = getattr(self._local, "crl_base", None)
-        with self.db.transaction() as conn:
-            done = conn.execute(
-                "UPDATE ca SET crl = %s, crl_number = %s, crl_modified = %s,"
-                " crl_version = crl_version + 1 WHERE id = 1 AND crl_number < %s"
-                + ("" if base is None else " AND crl_version = %s")
-                + " RETURNING crl_version",
-                (pem, number, time.time(), number, *([] if base is None else base)),
-            )
-            installed = done.fetchone()
-            if installed is None:
-                now = conn.execute("SELECT crl_number, crl_version FROM ca WHERE id = 1")
-                row = now.fetchone()
-                if base is not None and row is not None and int(row[1]) != base[0]:
-                    raise StoreError(
-                        f"the CRL in {self.db.shown} changed while this replica held the crl "
-                        f"lock (its database session was lost?); CRL number {number} was not "
-                        "published: try again"
-                    )
-                raise StoreError(
-                    f"CRL number {number} is not above the one in effect in {self.db.shown}"
-                )
-            if added is None:
-                conn.execute("DELETE FROM revoked")
-                with conn.cursor().copy("COPY revoked (serial, date_ts, reason) FROM STDIN") as cp:
-                    for serial, ts, reason in entries:
-                        cp.write_row((serial, ts, reason))
-            elif added:
-                conn.cursor().executemany(
-                    "INSERT INTO revoked (serial, date_ts, reason) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (serial) DO UPDATE SET date_ts = EXCLUDED.date_ts,"
-                    " reason = EXCLUDED.reason",
-                    [(e.serial, e.date.timestamp(), pki.reason_code(e.reason)) for e in added],
-                )
-        if base is not None:
-            base[0] = int(installed[0])  # a second publish under the same lock builds on this
-        on_installed()
