@@ -311,3 +311,32 @@ def test_a_wrong_store_url_says_why_in_one_line(
     assert len(errors) == 1 and said in errors[0], result.output
     retries = [r for r in caplog.records if "error connecting" in r.getMessage()]
     assert len(retries) <= 2, retries  # once per pool, not once per retry
+
+
+def test_a_replica_on_a_read_only_database_fails_its_health_check(
+    pg_config: Path, pg_settings: Settings, pg_server: PgServer
+) -> None:
+    """A replica pointed at a database it cannot write (a hot standby, a read-only
+    default): every signing and revocation through it fails, so the load balancer's probe
+    must take it out rather than send agents to it. Nothing is written meanwhile."""
+    setup_ca(pg_settings)
+    assert pg_settings.store
+    name = pg_settings.store.rsplit("/", 1)[1]
+    pg_server.psql(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+    # another replica (its own sessions, which start read-only)
+    replica = pg_settings.replace(database_timeout=dt.timedelta(seconds=3))
+    app = make_app(replica, ca=open_ca(replica, autosign_at_start=False))
+    health = wsgi_call(app, "GET", "/status/v1/simple")
+    assert (health.status, health.text) == (503, "error")
+    assert wsgi_call(app, "GET", "/puppet-ca/v1/certificate/ca").status == 200
+    put = wsgi_call(
+        app,
+        "PUT",
+        "/puppet-ca/v1/certificate_request/n9",
+        pki.pem(make_csr("n9")),
+        headers={"Content-Type": "text/plain"},
+    )
+    assert put.status == 503, put
+    result = run(write_config(pg_config.with_name("replica.yaml"), replica), "generate", "n10")
+    assert result.exit_code == 5 and "read-only" in result.output, result.output
+    assert pg_server.psql("SELECT count(*) FROM splitca.csrs", name) == "0"

@@ -193,10 +193,21 @@ class PgStore(PgCRL, PgQueries, PgRecords):
         self.db.shutdown()
 
     def ping(self) -> None:
-        """A health check: answers within about a second, the database up or not."""
+        """A health check: answers within about a second, the database up or not. A database
+        this replica cannot write (a hot standby, a read-only default) fails it: every
+        signing and revocation through this replica would fail."""
         with self.db.connection(wait=_CACHED_WAIT) as conn:
-            if conn.execute("SELECT to_regclass('splitca.ca')").fetchone() == (None,):
+            found = conn.execute(
+                "SELECT to_regclass('splitca.ca') IS NOT NULL,"
+                " current_setting('transaction_read_only') = 'on'"
+            ).fetchone()
+            if found is None or not found[0]:
                 raise StoreUnavailable(f"the database {self.db.shown} has no splitca schema")
+            if found[1]:
+                raise StoreUnavailable(
+                    f"the database {self.db.shown} is read-only (a standby?): this replica "
+                    "can neither sign nor revoke"
+                )
             if conn.execute("SELECT 1 FROM ca WHERE id = 1").fetchone() is None:
                 raise StoreUnavailable(f"the database {self.db.shown} holds no CA")
 
