@@ -21,7 +21,7 @@ from splitca.store.files.signer import LoadedKey
 from splitca.store.postgres.pgstore import PgStore
 from splitca.store.postgres.transfer import import_cadir
 
-from .conftest import copy_fixture_cadir, make_csr, make_settings, write_config
+from .conftest import copy_fixture_cadir, fast_key, make_csr, make_settings, write_config
 from .pg_harness import PgServer
 
 
@@ -250,3 +250,20 @@ def test_a_serial_the_inventory_lists_twice_stays_revocable_under_both_names(
     out = tmp_path / "exported"
     assert run(pg_config, "db", "export", str(out)).exit_code == 0
     assert inventory_of(out) == inventory_of(fixture_cadir)
+
+
+def test_an_import_whose_key_is_not_the_cas_is_refused_and_changes_nothing(
+    pg_config: Path, pg_settings: Settings, pg_server: PgServer, fixture_cadir: Path
+) -> None:
+    """A cadir whose ca_key.pem is another CA's (a wrong copy): the database would hold a
+    CA no replica can sign for, and this host a key it would then refuse to replace."""
+    (fixture_cadir / "ca_key.pem").write_bytes(pki.private_key_pem(fast_key()))
+    result = run(pg_config, "db", "import", str(fixture_cadir))
+    assert result.exit_code != 0 and "does not match" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (pg_settings.cadir / "ca_key.pem").exists()
+    store = PgStore(pg_settings.store or "", key_dir=pg_settings.cadir, password=pg_server.password)
+    try:
+        assert "ca_crt.pem" in store.missing_parts()  # no CA in the database
+    finally:
+        store.shutdown()

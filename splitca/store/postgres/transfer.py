@@ -53,6 +53,7 @@ def import_cadir(pg: PgStore, source: Path, *, force: bool = False) -> dict[str,
     if own_key is not None and own_key != key:
         raise Conflict(f"{pg.key_path} holds another CA key; move it away to import {source}")
     cert = pki.load_certificates(ca_cert)[0]
+    _check_key(source, key, ca_cert)
     pub = c.capub.read_bytes() if c.capub.exists() else pki.public_key_pem(cert.public_key())
     crl = src.crl()
     # One row per serial (the last line naming it); a serial the file lists under other
@@ -137,6 +138,22 @@ def import_cadir(pg: PgStore, source: Path, *, force: bool = False) -> dict[str,
         pg.host.write_key(key)
     pg.prepare()  # this host's copy of the CA certificate
     return got
+
+
+def _check_key(source: Path, key: bytes, ca_cert: bytes) -> None:
+    """Refuse a key that signs for no certificate of the bundle (another CA's key): the
+    database would hold a CA no replica can sign for. An encrypted key is checked where
+    its passphrase is, when the CA opens."""
+    if pki.is_encrypted_key(key):
+        return
+    try:
+        found = pki.signing_certificate(pki.load_certificates(ca_cert), pki.load_private_key(key))
+    except (ValueError, TypeError) as exc:
+        raise StoreError(f"{source}/ca_key.pem is not a usable CA key: {exc}") from None
+    if found is None:
+        raise StoreError(
+            f"{source}/ca_key.pem does not match the CA certificate {source}/ca_crt.pem"
+        )
 
 
 def _has_ca(conn: Any) -> bool:
