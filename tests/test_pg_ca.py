@@ -340,3 +340,27 @@ def test_a_replica_on_a_read_only_database_fails_its_health_check(
     result = run(write_config(pg_config.with_name("replica.yaml"), replica), "generate", "n10")
     assert result.exit_code == 5 and "read-only" in result.output, result.output
     assert pg_server.psql("SELECT count(*) FROM splitca.csrs", name) == "0"
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("UPDATE splitca.meta SET value = 'v5'", "schema version 'v5'"),
+        ("DROP TABLE splitca.meta", "no schema version"),
+    ],
+    ids=["unreadable-version", "no-version"],
+)
+def test_a_database_whose_schema_version_is_unreadable_is_one_line_and_untouched(
+    pg_config: Path, pg_settings: Settings, pg_server: PgServer, damage: str, said: str
+) -> None:
+    """splitca's tables without a readable schema version (a damaged or hand-edited
+    database): a one-line error, never a traceback, and no migration run over them."""
+    setup_ca(pg_settings)
+    assert pg_settings.store
+    name = pg_settings.store.rsplit("/", 1)[1]
+    pg_server.psql(damage, name)
+    result = CliRunner().invoke(cli, ["--config", str(pg_config), "list", "--all"])
+    assert result.exit_code == 5, result.output
+    assert result.output.startswith("Error:") and said in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert pg_server.psql("SELECT count(*) FROM splitca.certs", name) == "1"

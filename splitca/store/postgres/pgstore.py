@@ -97,7 +97,7 @@ class PgStore(PgCRL, PgQueries, PgRecords):
     # --- lifecycle -----------------------------------------------------------------------
     def _db_parts(self) -> bool:
         with self.db.connection() as conn:
-            if conn.execute("SELECT to_regclass('splitca.ca')").fetchone() == (None,):
+            if schema.current_version(conn) == 0:  # (tables of no known version: StoreError)
                 return False
             return conn.execute("SELECT 1 FROM ca WHERE id = 1").fetchone() is not None
 

@@ -129,11 +129,31 @@ LATEST = max(_STEPS)
 
 
 def current_version(conn: psycopg.Connection[Any]) -> int:
-    """The schema version recorded in the database (0: none yet)."""
-    if conn.execute("SELECT to_regclass('splitca.meta')").fetchone() == (None,):
+    """The schema version recorded in the database (0: none yet, nor any table of splitca's).
+
+    Raises StoreError for splitca's tables without a readable version (a damaged or
+    hand-edited database): no migration may run over tables of an unknown version.
+    """
+    meta, ca = conn.execute(
+        "SELECT to_regclass('splitca.meta'), to_regclass('splitca.ca')"
+    ).fetchone() or (None, None)
+    row = None
+    if meta is not None:
+        row = conn.execute("SELECT value FROM splitca.meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        if ca is not None:
+            raise StoreError(
+                "the database holds splitca's tables but no schema version (splitca.meta):"
+                " damaged or not made by splitca; restore it from a backup"
+            )
         return 0
-    row = conn.execute("SELECT value FROM splitca.meta WHERE key = 'schema_version'").fetchone()
-    return 0 if row is None else int(row[0])
+    try:
+        return int(row[0])
+    except ValueError:
+        raise StoreError(
+            f"the database records schema version {row[0]!r}, not a number: damaged;"
+            " restore it from a backup"
+        ) from None
 
 
 def migrate(conn: psycopg.Connection[Any]) -> tuple[int, int]:
