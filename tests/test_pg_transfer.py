@@ -204,7 +204,7 @@ def test_a_revoked_serial_above_the_inventory_and_counter_is_never_issued_again(
     files.prepare()
     files.refresh()
     counter = int((fixture_cadir / "serial").read_text(), 16)
-    extra = [counter, counter + 1]
+    extra = [counter, counter + 1, 2**64]  # (the last beyond any serial splitca issues)
     key = LoadedKey(
         pki.load_private_key((fixture_cadir / "ca_key.pem").read_bytes()),
         pki.load_certificates((fixture_cadir / "ca_crt.pem").read_bytes())[0],

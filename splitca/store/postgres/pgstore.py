@@ -48,7 +48,8 @@ _RESERVE = (
     " SELECT n.s, %s, %s, %s, %s FROM n"
     " WHERE n.s > coalesce((SELECT max(serial) FROM inventory), 0)"
     " AND n.s > coalesce((SELECT max(serial) FROM certs), 0)"
-    " AND n.s > coalesce((SELECT max(serial) FROM revoked), 0)"
+    " AND n.s > coalesce((SELECT max(serial) FROM revoked"
+    " WHERE serial <= 9223372036854775807), 0)"
     " ON CONFLICT (serial) DO NOTHING RETURNING serial"
 )
 _PUBLISH = (

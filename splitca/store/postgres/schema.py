@@ -109,7 +109,8 @@ CREATE INDEX audit_certname ON splitca.audit (certname, at);
 """,
     # A revoked serial was issued by this CA even when no inventory row or certificate
     # says so (a cadir imported with its inventory lost or its serial file restored): the
-    # floor of new serials is above it too (pgstore._RESERVE inlines the same rule).
+    # floor of new serials is above it too (pgstore._RESERVE inlines the same rule), if
+    # the sequence (bigint) could reach it: a CRL may list another tool's 128-bit serials.
     # An imported inventory may list one serial under several names (a puppetserver whose
     # serial file was restored issued it again): the inventory keeps one, inventory_also
     # the others, so each name's serials are all revoked with it.
@@ -122,7 +123,8 @@ CREATE INDEX inventory_also_name ON splitca.inventory_also (name);
 CREATE OR REPLACE FUNCTION splitca.top_serial() RETURNS numeric LANGUAGE sql STABLE AS $$
   SELECT greatest(coalesce((SELECT max(serial) FROM splitca.inventory), 0),
                   coalesce((SELECT max(serial) FROM splitca.certs), 0),
-                  coalesce((SELECT max(serial) FROM splitca.revoked), 0)) $$;
+                  coalesce((SELECT max(serial) FROM splitca.revoked
+                            WHERE serial <= 9223372036854775807), 0)) $$;
 """,
 }
 LATEST = max(_STEPS)
