@@ -416,3 +416,24 @@ def test_a_crl_lock_lost_with_its_session_never_lets_a_revocation_escape_the_crl
     replicas.revoke(a, [first])  # a retry under a fresh lock has both
     crl = x509.load_pem_x509_crl(b.crl().data)
     assert {r.serial_number for r in crl} == {first, other}
+
+
+def test_a_crl_published_by_a_replica_whose_clock_is_behind_is_modified_since_the_last(
+    replicas: Replicas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Agents and sync-crl fetch the CRL with If-Modified-Since the Last-Modified they got:
+    a CRL published after it must never look older, or every replica answers 304 and the
+    new revocation escapes them. Replicas' clocks differ: here a's runs 10 minutes ahead."""
+    a, b = replicas.open("a"), replicas.open("b")
+    one = replicas.issue(a, "one").serial_number
+    two = replicas.issue(a, "two").serial_number
+    real = time.time
+    with monkeypatch.context() as m:
+        m.setattr(time, "time", lambda: real() + 600)
+        replicas.revoke(a, [one])
+    first = b.crl()
+    replicas.revoke(b, [two])
+    second = b.crl()
+    assert second.data != first.data
+    assert second.modified is not None and first.modified is not None
+    assert int(second.modified) >= int(first.modified)

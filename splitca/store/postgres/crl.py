@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 
 from splitca import pki
@@ -61,11 +60,15 @@ class PgCRL:
         base: list[int] | None = getattr(self._local, "crl_base", None)
         with self.db.transaction() as conn:
             done = conn.execute(
-                "UPDATE ca SET crl = %s, crl_number = %s, crl_modified = %s,"
+                # Last-Modified from the database's clock, never back: with each replica's
+                # own, one running behind would date a new CRL before the one agents hold,
+                # and their If-Modified-Since would get 304 from every replica.
+                "UPDATE ca SET crl = %s, crl_number = %s,"
+                " crl_modified = greatest(extract(epoch FROM clock_timestamp()), crl_modified),"
                 " crl_version = crl_version + 1 WHERE id = 1 AND crl_number < %s"
                 + ("" if base is None else " AND crl_version = %s")
                 + " RETURNING crl_version",
-                (pem, number, time.time(), number, *([] if base is None else base)),
+                (pem, number, number, *([] if base is None else base)),
             )
             installed = done.fetchone()
             if installed is None:
