@@ -437,3 +437,14 @@ def test_a_crl_published_by_a_replica_whose_clock_is_behind_is_modified_since_th
     assert second.data != first.data
     assert second.modified is not None and first.modified is not None
     assert int(second.modified) >= int(first.modified)
+    # the CA certificate's too (a renewed bundle, published by one replica)
+    a.prepare()
+    b.prepare()
+    with monkeypatch.context() as m:
+        m.setattr(time, "time", lambda: real() + 600)
+        a.publish_ca_cert(a.ca_cert().data, None)
+    before = a.ca_cert()
+    b.publish_ca_cert(before.data + b"\n", None)
+    after = b.ca_cert()
+    assert after.modified is not None and before.modified is not None
+    assert int(after.modified) >= int(before.modified)

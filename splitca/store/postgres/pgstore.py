@@ -380,7 +380,10 @@ class PgStore(PgCRL, PgQueries, PgRecords):
         then this host's copy; other hosts take theirs when they next open the store."""
         with self.db.connection() as conn:
             conn.execute(
-                "UPDATE ca SET cert = %s, cert_modified = %s WHERE id = 1", (pem, time.time())
+                # Last-Modified as the CRL's (see PgCRL.publish_crl): the database's clock.
+                "UPDATE ca SET cert = %s, cert_modified ="
+                " greatest(extract(epoch FROM clock_timestamp()), cert_modified) WHERE id = 1",
+                (pem,),
             )
         self._ca_cache = None
         self.host.write_cert(pem)
