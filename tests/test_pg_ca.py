@@ -282,3 +282,85 @@ def test_an_enrollment_is_ten_statements(pg_settings: Settings, pg_server: PgSer
     # (a pooled connection idle for a second is checked with an empty query: not counted)
     statements = re.findall(r"LOG:  (?:statement|execute [^:]+): \S", text)
     assert len(statements) == 10, text
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        ("splitca-nobody@{host}/{db}", 'password authentication failed for user "splitca-nobody"'),
+        ("splitca@{host}/no_such_db", 'database "no_such_db" does not exist'),
+        ("splitca@{host}/{db}?sslmode=bogus", 'invalid sslmode value: "bogus"'),
+    ],
+    ids=["user", "database", "option"],
+)
+def test_a_wrong_store_url_says_why_in_one_line(
+    pg_settings: Settings, tmp_path: Path, where: str, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A URL the database refuses (a wrong user, a database that does not exist, a bad
+    option): the error names the database's own reason, once, not only "no connection
+    within 2s" after a page of the pool's retries."""
+    assert pg_settings.store
+    host, db = pg_settings.store.split("@", 1)[1].split("/", 1)
+    url = "postgresql://" + where.format(host=host, db=db)
+    settings = pg_settings.replace(store=url, database_timeout=dt.timedelta(seconds=2))
+    result = CliRunner().invoke(
+        cli, ["--config", str(write_config(tmp_path / "wrong.yaml", settings)), "db", "migrate"]
+    )
+    assert result.exit_code == 5, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and said in errors[0], result.output
+    retries = [r for r in caplog.records if "error connecting" in r.getMessage()]
+    assert len(retries) <= 2, retries  # once per pool, not once per retry
+
+
+def test_a_replica_on_a_read_only_database_fails_its_health_check(
+    pg_config: Path, pg_settings: Settings, pg_server: PgServer
+) -> None:
+    """A replica pointed at a database it cannot write (a hot standby, a read-only
+    default): every signing and revocation through it fails, so the load balancer's probe
+    must take it out rather than send agents to it. Nothing is written meanwhile."""
+    setup_ca(pg_settings)
+    assert pg_settings.store
+    name = pg_settings.store.rsplit("/", 1)[1]
+    pg_server.psql(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+    # another replica (its own sessions, which start read-only)
+    replica = pg_settings.replace(database_timeout=dt.timedelta(seconds=3))
+    app = make_app(replica, ca=open_ca(replica, autosign_at_start=False))
+    health = wsgi_call(app, "GET", "/status/v1/simple")
+    assert (health.status, health.text) == (503, "error")
+    assert wsgi_call(app, "GET", "/puppet-ca/v1/certificate/ca").status == 200
+    put = wsgi_call(
+        app,
+        "PUT",
+        "/puppet-ca/v1/certificate_request/n9",
+        pki.pem(make_csr("n9")),
+        headers={"Content-Type": "text/plain"},
+    )
+    assert put.status == 503, put
+    result = run(write_config(pg_config.with_name("replica.yaml"), replica), "generate", "n10")
+    assert result.exit_code == 5 and "read-only" in result.output, result.output
+    assert pg_server.psql("SELECT count(*) FROM splitca.csrs", name) == "0"
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("UPDATE splitca.meta SET value = 'v5'", "schema version 'v5'"),
+        ("DROP TABLE splitca.meta", "no schema version"),
+    ],
+    ids=["unreadable-version", "no-version"],
+)
+def test_a_database_whose_schema_version_is_unreadable_is_one_line_and_untouched(
+    pg_config: Path, pg_settings: Settings, pg_server: PgServer, damage: str, said: str
+) -> None:
+    """splitca's tables without a readable schema version (a damaged or hand-edited
+    database): a one-line error, never a traceback, and no migration run over them."""
+    setup_ca(pg_settings)
+    assert pg_settings.store
+    name = pg_settings.store.rsplit("/", 1)[1]
+    pg_server.psql(damage, name)
+    result = CliRunner().invoke(cli, ["--config", str(pg_config), "list", "--all"])
+    assert result.exit_code == 5, result.output
+    assert result.output.startswith("Error:") and said in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert pg_server.psql("SELECT count(*) FROM splitca.certs", name) == "1"

@@ -437,11 +437,11 @@ def test_a_database_of_the_version_before_holding_a_ca_is_upgraded_in_place(
     from splitca.store.postgres import schema
 
     step = next(v for v, sql in schema._STEPS.items() if "splitca.registrations" in sql)
-    assert step == schema.LATEST  # (a later step: drop its objects below too)
     setup_ca(pg_settings)
     name = pg_settings.store.rsplit("/", 1)[1]
     pg_server.psql(  # what a splitca of the version before left
-        "DROP TABLE splitca.registrations, splitca.redeemed_tokens, splitca.audit;"
+        "DROP TABLE splitca.registrations, splitca.redeemed_tokens, splitca.audit,"
+        " splitca.inventory_also;"  # and what later steps added
         f" UPDATE splitca.meta SET value = '{step - 1}' WHERE key = 'schema_version'",
         name,
     )
@@ -449,7 +449,7 @@ def test_a_database_of_the_version_before_holding_a_ca_is_upgraded_in_place(
     migrated = run(config, "db", "migrate", "--format", "json")
     assert json.loads(migrated.output) == {
         "schema_version_before": step - 1,
-        "schema_version": step,
+        "schema_version": schema.LATEST,
     }
     assert pg_server.psql("SELECT name FROM splitca.certs", name) == "ca.test"
     _, token = register(open_registry(pg_settings), "up.example.com", WORKER, ttl=HOUR)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -16,10 +17,11 @@ from splitca.config import Settings
 from splitca.errors import LockTimeout
 from splitca.store.files.cadir import parse_inventory
 from splitca.store.files.filestore import FileStore
+from splitca.store.files.signer import LoadedKey
 from splitca.store.postgres.pgstore import PgStore
 from splitca.store.postgres.transfer import import_cadir
 
-from .conftest import copy_fixture_cadir, make_csr, make_settings, write_config
+from .conftest import copy_fixture_cadir, fast_key, make_csr, make_settings, write_config
 from .pg_harness import PgServer
 
 
@@ -189,3 +191,79 @@ def test_an_import_waits_for_a_crl_being_published(
     finally:
         publisher.shutdown()
         importer.shutdown()
+
+
+def test_a_revoked_serial_above_the_inventory_and_counter_is_never_issued_again(
+    pg_config: Path, pg_settings: Settings, fixture_cadir: Path
+) -> None:
+    """A cadir whose CRL lists serials its inventory and serial file do not (an inventory
+    lost or a serial file restored from a backup): those serials were issued by this CA,
+    so after the import none is issued again (a new certificate would be born revoked,
+    and two certificates would share a serial)."""
+    files = FileStore(fixture_cadir)
+    files.prepare()
+    files.refresh()
+    counter = int((fixture_cadir / "serial").read_text(), 16)
+    extra = [counter, counter + 1, 2**64]  # (the last beyond any serial splitca issues)
+    key = LoadedKey(
+        pki.load_private_key((fixture_cadir / "ca_key.pem").read_bytes()),
+        pki.load_certificates((fixture_cadir / "ca_crt.pem").read_bytes())[0],
+    )
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    entries = [*files.revocations(), *((s, now.timestamp(), 1) for s in extra)]
+    der = key.sign_crl(
+        entries=entries,
+        number=files.crl_number() + 1,
+        this_update=now - dt.timedelta(minutes=1),
+        next_update=now + dt.timedelta(days=1),
+    )
+    (fixture_cadir / "ca_crl.pem").write_bytes(pki.pem_crl(der))
+    result = run(pg_config, "db", "import", str(fixture_cadir), "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["next_serial"] == counter + 2
+    ca = open_ca(pg_settings, autosign_at_start=False)
+    ca.submit_csr("after-import", pki.pem(make_csr("after-import")))
+    assert ca.sign("after-import").serial_number == counter + 2
+    row = ca.status("after-import")
+    assert row is not None and row.state == "signed"
+
+
+def test_a_serial_the_inventory_lists_twice_stays_revocable_under_both_names(
+    pg_config: Path, pg_settings: Settings, fixture_cadir: Path, tmp_path: Path
+) -> None:
+    """puppetserver issued one serial twice (its serial file restored from a backup): the
+    inventory lists it under two names. After the import, revoking either name revokes it;
+    it is not silently dropped from one name's serials, nor from the exported inventory."""
+    inventory = fixture_cadir / "inventory.txt"
+    line = next(x for x in parse_inventory(inventory.read_bytes()) if x.certname == "big-9500")
+    with inventory.open("ab") as f:
+        f.write(f"0x{line.serial:04x} {line.not_before} {line.not_after} /CN=dup-host\n".encode())
+    result = run(pg_config, "db", "import", str(fixture_cadir), "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["inventory"] == len(inventory_of(fixture_cadir))
+    ca = open_ca(pg_settings, autosign_at_start=False)
+    assert ca.serials_for("big-9500") == ca.serials_for("dup-host") == [line.serial]
+    ca.revoke(["big-9500"])
+    assert ca.status("dup-host") is None  # no certificate file: its serial is on the CRL
+    crl = x509.load_pem_x509_crl(ca.crl_pem())
+    assert crl.get_revoked_certificate_by_serial_number(line.serial) is not None
+    out = tmp_path / "exported"
+    assert run(pg_config, "db", "export", str(out)).exit_code == 0
+    assert inventory_of(out) == inventory_of(fixture_cadir)
+
+
+def test_an_import_whose_key_is_not_the_cas_is_refused_and_changes_nothing(
+    pg_config: Path, pg_settings: Settings, pg_server: PgServer, fixture_cadir: Path
+) -> None:
+    """A cadir whose ca_key.pem is another CA's (a wrong copy): the database would hold a
+    CA no replica can sign for, and this host a key it would then refuse to replace."""
+    (fixture_cadir / "ca_key.pem").write_bytes(pki.private_key_pem(fast_key()))
+    result = run(pg_config, "db", "import", str(fixture_cadir))
+    assert result.exit_code != 0 and "does not match" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (pg_settings.cadir / "ca_key.pem").exists()
+    store = PgStore(pg_settings.store or "", key_dir=pg_settings.cadir, password=pg_server.password)
+    try:
+        assert "ca_crt.pem" in store.missing_parts()  # no CA in the database
+    finally:
+        store.shutdown()

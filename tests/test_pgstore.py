@@ -387,3 +387,64 @@ def test_a_lock_taken_inside_an_empty_set_of_name_locks_is_held(replicas: Replic
     one, two = replicas.open("one"), replicas.open("two", lock_timeout=0.5)
     with one.names_locked([]), one.locked("crl"), pytest.raises(LockTimeout), two.locked("crl"):
         pass
+
+
+def test_a_crl_lock_lost_with_its_session_never_lets_a_revocation_escape_the_crl(
+    replicas: Replicas,
+) -> None:
+    """The crl lock's session ends (a DBA's pg_terminate_backend, a dropped connection)
+    while its holder builds a CRL from the revocations it read: another replica then takes
+    the lock and revokes. The first CRL, numbered above that one but built without its
+    revocation, must not be put in effect (the revocation would escape the CRL)."""
+    a, b = replicas.open("a"), replicas.open("b")
+    first = replicas.issue(a, "first").serial_number
+    other = replicas.issue(a, "other").serial_number
+    with a.locked("crl"):
+        entries = [*a.revocations(), (first, NOW.timestamp(), 1)]
+        b.db.execute("SELECT pg_terminate_backend(%s)", (a.db._local.conn.info.backend_pid,))
+        replicas.revoke(b, [other])  # b gets the lock: a's went with its session
+        number = a.crl_number() + 1
+        pem = pki.pem_crl(replicas.sign_crl(entries, number))
+        added = [pki.Revocation(first, NOW, x509.ReasonFlags.key_compromise)]
+        with pytest.raises(StoreError, match="changed"):
+            a.publish_crl(
+                pem, number=number, entries=entries, added=added, on_installed=lambda: None
+            )
+    crl = x509.load_pem_x509_crl(b.crl().data)
+    assert crl.get_revoked_certificate_by_serial_number(other) is not None
+    assert {e[0] for e in b.revocations()} == {other}
+    replicas.revoke(a, [first])  # a retry under a fresh lock has both
+    crl = x509.load_pem_x509_crl(b.crl().data)
+    assert {r.serial_number for r in crl} == {first, other}
+
+
+def test_a_crl_published_by_a_replica_whose_clock_is_behind_is_modified_since_the_last(
+    replicas: Replicas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Agents and sync-crl fetch the CRL with If-Modified-Since the Last-Modified they got:
+    a CRL published after it must never look older, or every replica answers 304 and the
+    new revocation escapes them. Replicas' clocks differ: here a's runs 10 minutes ahead."""
+    a, b = replicas.open("a"), replicas.open("b")
+    one = replicas.issue(a, "one").serial_number
+    two = replicas.issue(a, "two").serial_number
+    real = time.time
+    with monkeypatch.context() as m:
+        m.setattr(time, "time", lambda: real() + 600)
+        replicas.revoke(a, [one])
+    first = b.crl()
+    replicas.revoke(b, [two])
+    second = b.crl()
+    assert second.data != first.data
+    assert second.modified is not None and first.modified is not None
+    assert int(second.modified) >= int(first.modified)
+    # the CA certificate's too (a renewed bundle, published by one replica)
+    a.prepare()
+    b.prepare()
+    with monkeypatch.context() as m:
+        m.setattr(time, "time", lambda: real() + 600)
+        a.publish_ca_cert(a.ca_cert().data, None)
+    before = a.ca_cert()
+    b.publish_ca_cert(before.data + b"\n", None)
+    after = b.ca_cert()
+    assert after.modified is not None and before.modified is not None
+    assert int(after.modified) >= int(before.modified)

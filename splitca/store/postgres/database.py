@@ -50,7 +50,45 @@ class _Connection(psycopg.Connection[Any]):
     kept: psycopg.Cursor[Any] | None = None
 
 
-_Pool = psycopg_pool.ConnectionPool[_Connection]
+class _Pool(psycopg_pool.ConnectionPool[_Connection]):
+    """A pool that remembers why its last connection attempt failed: a wait for a
+    connection that times out says so (a wrong user, database or option), not only that
+    it timed out."""
+
+    last_error: str | None = None
+
+    def _connect(self, timeout: float | None = None) -> _Connection:
+        try:
+            conn = super()._connect(timeout)
+        except psycopg.Error as exc:
+            self.last_error = _first_line(exc)
+            raise
+        if self.last_error is not None:
+            self.last_error = None
+            _REPEATS.seen.discard(self.name)
+        return conn
+
+
+class _RepeatedConnectErrors(logging.Filter):
+    """The pool logs every failed attempt (a retry every few seconds): a pool's attempts
+    failing alike are logged once, until one succeeds (then a new failure is logged)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "error connecting in %r: %s" or not isinstance(record.args, tuple):
+            return True
+        name = str(record.args[0])
+        if name in self.seen:
+            return False
+        self.seen.add(name)
+        return True
+
+
+_REPEATS = _RepeatedConnectErrors()
+logging.getLogger("psycopg.pool").addFilter(_REPEATS)
 
 
 def lock_key(kind: str, name: str) -> tuple[int, int]:
@@ -128,7 +166,7 @@ class Database:
         return kw
 
     def _make_pool(self, name: str, size: int) -> _Pool:
-        pool: _Pool = psycopg_pool.ConnectionPool(
+        pool = _Pool(
             self.url,
             connection_class=_Connection,
             kwargs=self._kwargs(),
@@ -196,10 +234,12 @@ class Database:
                         pool.close(timeout=5)
 
     # --- errors ----------------------------------------------------------------------------
-    def _translate(self, exc: BaseException) -> StoreError | LockTimeout:
+    def _translate(self, exc: BaseException, pool: _Pool | None = None) -> StoreError | LockTimeout:
         if isinstance(exc, psycopg_pool.PoolTimeout):
+            why = pool.last_error if pool is not None else None
             return StoreUnavailable(
-                f"the database {self.shown} is unavailable: no connection within {self.timeout:g}s"
+                f"the database {self.shown} is unavailable: "
+                + (why or f"no connection within {self.timeout:g}s")
             )
         if isinstance(exc, psycopg.errors.LockNotAvailable):
             return LockTimeout(f"a lock in the database {self.shown} was not free in time")
@@ -227,7 +267,7 @@ class Database:
         try:
             conn = pool.getconn(timeout=wait)
         except psycopg.Error as exc:
-            raise self._translate(exc) from exc
+            raise self._translate(exc, pool) from exc
         try:
             yield conn
         except psycopg.Error as exc:
@@ -256,7 +296,7 @@ class Database:
             finally:
                 self._put_back(pool, conn)
         except psycopg.Error as exc:
-            raise self._translate(exc) from exc
+            raise self._translate(exc, pool) from exc
 
     def fetchone(
         self, query: str, args: Sequence[object] = (), *, wait: float | None = None
@@ -281,7 +321,8 @@ class Database:
         is released with the outermost (locks are taken names first, so holding an inner
         lock a little longer never inverts the order). A lost connection releases them all
         on the server; the work done meanwhile is guarded by the database's own
-        constraints (unique serials, increasing CRL numbers), so that is logged.
+        constraints (unique serials, increasing CRL numbers, a CRL installed only over the
+        version in effect when the crl lock was taken: PgStore), so that is logged.
         """
         wanted = sorted(set(keys))
         held: set[tuple[int, int]] | None = getattr(self._local, "held", None)
@@ -291,8 +332,10 @@ class Database:
             yield
             return
         _, locks = self._pools()
-        with self.errors():
+        try:
             conn = locks.getconn()
+        except psycopg.Error as exc:
+            raise self._translate(exc, locks) from exc
         try:
             self._take(conn, wanted, wait, nested=False)
             self._local.held, self._local.conn = set(wanted), conn

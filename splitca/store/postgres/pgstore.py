@@ -16,16 +16,17 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
 from splitca import pki
-from splitca.core.ports import Blob, CRLEntry, Reservation
+from splitca.core.ports import Blob, Reservation
 from splitca.errors import StoreError, StoreUnavailable
 from splitca.store.postgres import schema
+from splitca.store.postgres.crl import PgCRL
 from splitca.store.postgres.database import Database, lock_key
 from splitca.store.postgres.hostfiles import CERT_FILE, KEY_FILE, HostFiles
 from splitca.store.postgres.queries import PgQueries
@@ -40,12 +41,15 @@ _CACHED_WAIT = 1.0
 
 # splitca.reserve_serial's common case as one statement: the sequence's next value, taken
 # only if it is above every issued serial (else no row, and the function handles it).
+# The floor is splitca.top_serial()'s (schema.py), inlined: keep the two the same.
 _RESERVE = (
     "WITH n AS MATERIALIZED (SELECT nextval('splitca.serials')::numeric AS s)"
     " INSERT INTO inventory (serial, name, not_before, not_after, not_after_ts)"
     " SELECT n.s, %s, %s, %s, %s FROM n"
     " WHERE n.s > coalesce((SELECT max(serial) FROM inventory), 0)"
     " AND n.s > coalesce((SELECT max(serial) FROM certs), 0)"
+    " AND n.s > coalesce((SELECT max(serial) FROM revoked"
+    " WHERE serial <= 9223372036854775807), 0)"
     " ON CONFLICT (serial) DO NOTHING RETURNING serial"
 )
 _PUBLISH = (
@@ -58,7 +62,7 @@ _PUBLISH = (
 _PUBLISH_DROPPING_CSR = "WITH dropped AS (DELETE FROM csrs WHERE name = %s) " + _PUBLISH
 
 
-class PgStore(PgQueries, PgRecords):
+class PgStore(PgCRL, PgQueries, PgRecords):
     """One CA in one database; safe to share between threads, processes and hosts.
 
     *key_dir* is this host's directory for the CA key (``ca_key.pem``) and a copy of the
@@ -85,6 +89,7 @@ class PgStore(PgQueries, PgRecords):
         self._ca_cache: Blob | None = None
         self._crl_cache: tuple[int, Blob] | None = None
         self._degraded = False  # serving cached copies while the database is unavailable
+        self._local = threading.local()  # per thread: PgCRL's crl_base
 
     @property
     def key_path(self) -> Path:
@@ -93,7 +98,7 @@ class PgStore(PgQueries, PgRecords):
     # --- lifecycle -----------------------------------------------------------------------
     def _db_parts(self) -> bool:
         with self.db.connection() as conn:
-            if conn.execute("SELECT to_regclass('splitca.ca')").fetchone() == (None,):
+            if schema.current_version(conn) == 0:  # (tables of no known version: StoreError)
                 return False
             return conn.execute("SELECT 1 FROM ca WHERE id = 1").fetchone() is not None
 
@@ -189,15 +194,28 @@ class PgStore(PgQueries, PgRecords):
         self.db.shutdown()
 
     def ping(self) -> None:
-        """A health check: answers within about a second, the database up or not."""
+        """A health check: answers within about a second, the database up or not. A database
+        this replica cannot write (a hot standby, a read-only default) fails it: every
+        signing and revocation through this replica would fail."""
         with self.db.connection(wait=_CACHED_WAIT) as conn:
-            if conn.execute("SELECT to_regclass('splitca.ca')").fetchone() == (None,):
+            found = conn.execute(
+                "SELECT to_regclass('splitca.ca') IS NOT NULL,"
+                " current_setting('transaction_read_only') = 'on'"
+            ).fetchone()
+            if found is None or not found[0]:
                 raise StoreUnavailable(f"the database {self.db.shown} has no splitca schema")
+            if found[1]:
+                raise StoreUnavailable(
+                    f"the database {self.db.shown} is read-only (a standby?): this replica "
+                    "can neither sign nor revoke"
+                )
             if conn.execute("SELECT 1 FROM ca WHERE id = 1").fetchone() is None:
                 raise StoreUnavailable(f"the database {self.db.shown} holds no CA")
 
     # --- locks ---------------------------------------------------------------------------
     def locked(self, name: str) -> contextlib.AbstractContextManager[None]:
+        if name == "crl":
+            return self._crl_locked()  # with the CRL version (PgCRL)
         return self.db.advisory([lock_key("ca", name)], wait=self._lock_timeout)
 
     def names_locked(self, names: Iterable[str]) -> contextlib.AbstractContextManager[None]:
@@ -362,7 +380,10 @@ class PgStore(PgQueries, PgRecords):
         then this host's copy; other hosts take theirs when they next open the store."""
         with self.db.connection() as conn:
             conn.execute(
-                "UPDATE ca SET cert = %s, cert_modified = %s WHERE id = 1", (pem, time.time())
+                # Last-Modified as the CRL's (see PgCRL.publish_crl): the database's clock.
+                "UPDATE ca SET cert = %s, cert_modified ="
+                " greatest(extract(epoch FROM clock_timestamp()), cert_modified) WHERE id = 1",
+                (pem,),
             )
         self._ca_cache = None
         self.host.write_cert(pem)
@@ -374,43 +395,3 @@ class PgStore(PgQueries, PgRecords):
     def replace_ca_key(self, data: bytes) -> None:
         """Replace this host's copy of the key; each replica re-encodes its own."""
         self.host.write_key(data)
-
-    # --- revocation (reads: PgQueries) ---------------------------------------------------
-    def publish_crl(
-        self,
-        pem: bytes,
-        *,
-        number: int,
-        entries: Sequence[CRLEntry],
-        added: Sequence[pki.Revocation] | None,
-        on_installed: Callable[[], None],
-    ) -> None:
-        """The CRL, its number and its revocations in one transaction; in effect at its commit.
-
-        The number must be above the one in effect (checked in the same statement that
-        installs it), so CRL numbers strictly increase whatever a caller does.
-        *on_installed* runs after the commit: nothing is derived afterwards.
-        """
-        with self.db.transaction() as conn:
-            done = conn.execute(
-                "UPDATE ca SET crl = %s, crl_number = %s, crl_modified = %s,"
-                " crl_version = crl_version + 1 WHERE id = 1 AND crl_number < %s",
-                (pem, number, time.time(), number),
-            )
-            if done.rowcount != 1:
-                raise StoreError(
-                    f"CRL number {number} is not above the one in effect in {self.db.shown}"
-                )
-            if added is None:
-                conn.execute("DELETE FROM revoked")
-                with conn.cursor().copy("COPY revoked (serial, date_ts, reason) FROM STDIN") as cp:
-                    for serial, ts, reason in entries:
-                        cp.write_row((serial, ts, reason))
-            elif added:
-                conn.cursor().executemany(
-                    "INSERT INTO revoked (serial, date_ts, reason) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (serial) DO UPDATE SET date_ts = EXCLUDED.date_ts,"
-                    " reason = EXCLUDED.reason",
-                    [(e.serial, e.date.timestamp(), pki.reason_code(e.reason)) for e in added],
-                )
-        on_installed()

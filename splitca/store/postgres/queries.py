@@ -105,8 +105,9 @@ class PgQueries:
         with self.db.connection() as conn:
             rows = conn.execute(
                 "SELECT name, serial FROM inventory WHERE name = ANY(%s)"
+                " UNION SELECT name, serial FROM inventory_also WHERE name = ANY(%s)"
                 " UNION SELECT name, serial FROM certs WHERE name = ANY(%s)",
-                (list(names), list(names)),
+                (list(names), list(names), list(names)),
             ).fetchall()
         found: dict[str, list[int]] = {}
         for name, serial in rows:
@@ -118,8 +119,9 @@ class PgQueries:
         with self.db.connection() as conn:
             rows = conn.execute(
                 "SELECT serial FROM inventory WHERE name = %s"
+                " UNION SELECT serial FROM inventory_also WHERE name = %s"
                 " UNION SELECT serial FROM certs WHERE name = %s",
-                (name, name),
+                (name, name, name),
             ).fetchall()
         return sorted(int(r[0]) for r in rows)
 
@@ -164,8 +166,13 @@ class PgQueries:
         return int(row[0]) if row else 0
 
     def expired_serials(self, now: dt.datetime) -> set[int]:
+        """Serials whose every certificate (a serial issued twice has two) has expired."""
+        ts = int(now.timestamp())
         with self.db.connection() as conn:
             rows = conn.execute(
-                "SELECT serial FROM inventory WHERE not_after_ts < %s", (int(now.timestamp()),)
+                "SELECT serial FROM inventory i WHERE not_after_ts < %s AND NOT EXISTS"
+                " (SELECT 1 FROM inventory_also a WHERE a.serial = i.serial"
+                "  AND (a.not_after_ts IS NULL OR a.not_after_ts >= %s))",
+                (ts, ts),
             )
             return {int(r[0]) for r in rows}

@@ -107,16 +107,55 @@ CREATE INDEX audit_at ON splitca.audit (at);
 CREATE INDEX audit_event ON splitca.audit (event, at);
 CREATE INDEX audit_certname ON splitca.audit (certname, at);
 """,
+    # A revoked serial was issued by this CA even when no inventory row or certificate
+    # says so (a cadir imported with its inventory lost or its serial file restored): the
+    # floor of new serials is above it too (pgstore._RESERVE inlines the same rule), if
+    # the sequence (bigint) could reach it: a CRL may list another tool's 128-bit serials.
+    # An imported inventory may list one serial under several names (a puppetserver whose
+    # serial file was restored issued it again): the inventory keeps one, inventory_also
+    # the others, so each name's serials are all revoked with it.
+    5: """
+CREATE TABLE splitca.inventory_also (
+  serial numeric NOT NULL, name text COLLATE "C" NOT NULL,
+  not_before text NOT NULL, not_after text NOT NULL, not_after_ts bigint,
+  PRIMARY KEY (serial, name));
+CREATE INDEX inventory_also_name ON splitca.inventory_also (name);
+CREATE OR REPLACE FUNCTION splitca.top_serial() RETURNS numeric LANGUAGE sql STABLE AS $$
+  SELECT greatest(coalesce((SELECT max(serial) FROM splitca.inventory), 0),
+                  coalesce((SELECT max(serial) FROM splitca.certs), 0),
+                  coalesce((SELECT max(serial) FROM splitca.revoked
+                            WHERE serial <= 9223372036854775807), 0)) $$;
+""",
 }
 LATEST = max(_STEPS)
 
 
 def current_version(conn: psycopg.Connection[Any]) -> int:
-    """The schema version recorded in the database (0: none yet)."""
-    if conn.execute("SELECT to_regclass('splitca.meta')").fetchone() == (None,):
+    """The schema version recorded in the database (0: none yet, nor any table of splitca's).
+
+    Raises StoreError for splitca's tables without a readable version (a damaged or
+    hand-edited database): no migration may run over tables of an unknown version.
+    """
+    meta, ca = conn.execute(
+        "SELECT to_regclass('splitca.meta'), to_regclass('splitca.ca')"
+    ).fetchone() or (None, None)
+    row = None
+    if meta is not None:
+        row = conn.execute("SELECT value FROM splitca.meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        if ca is not None:
+            raise StoreError(
+                "the database holds splitca's tables but no schema version (splitca.meta):"
+                " damaged or not made by splitca; restore it from a backup"
+            )
         return 0
-    row = conn.execute("SELECT value FROM splitca.meta WHERE key = 'schema_version'").fetchone()
-    return 0 if row is None else int(row[0])
+    try:
+        return int(row[0])
+    except ValueError:
+        raise StoreError(
+            f"the database records schema version {row[0]!r}, not a number: damaged;"
+            " restore it from a backup"
+        ) from None
 
 
 def migrate(conn: psycopg.Connection[Any]) -> tuple[int, int]:

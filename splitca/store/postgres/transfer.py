@@ -13,13 +13,14 @@ from splitca.store.postgres.pgstore import PgStore
 
 __all__ = ["export_cadir", "import_cadir"]
 
-_TABLES = "ca, inventory, certs, csrs, revoked"
+_TABLES = "ca, inventory, inventory_also, certs, csrs, revoked"
 
 
 def _counts(conn: Any) -> dict[str, int]:
     row = conn.execute(
         "SELECT (SELECT count(*) FROM certs), (SELECT count(*) FROM csrs),"
-        " (SELECT count(*) FROM inventory), (SELECT count(*) FROM revoked),"
+        " (SELECT count(*) FROM inventory) + (SELECT count(*) FROM inventory_also),"
+        " (SELECT count(*) FROM revoked),"
         " (SELECT coalesce(max(crl_number), 0) FROM ca),"
         " (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM serials),"
         " splitca.top_serial()"
@@ -52,12 +53,20 @@ def import_cadir(pg: PgStore, source: Path, *, force: bool = False) -> dict[str,
     if own_key is not None and own_key != key:
         raise Conflict(f"{pg.key_path} holds another CA key; move it away to import {source}")
     cert = pki.load_certificates(ca_cert)[0]
+    _check_key(source, key, ca_cert)
     pub = c.capub.read_bytes() if c.capub.exists() else pki.public_key_pem(cert.public_key())
     crl = src.crl()
+    # One row per serial (the last line naming it); a serial the file lists under other
+    # names too (issued twice) keeps those in inventory_also, each name's serial revocable.
     inventory: dict[int, tuple[int, str, str, str, int | None]] = {}
+    also: dict[tuple[int, str], tuple[int, str, str, str, int | None]] = {}
     for line in parse_inventory(c.inventory.read_bytes() if c.inventory.exists() else b""):
         na = line.not_after_dt
         ts = None if na is None else int(na.timestamp())
+        before = inventory.get(line.serial)
+        if before is not None and before[1] != line.certname:
+            also[(before[0], before[1])] = before
+        also.pop((line.serial, line.certname), None)
         inventory[line.serial] = (line.serial, line.certname, line.not_before, line.not_after, ts)
     certs, csrs = [], []
     for row in src.statuses():
@@ -73,7 +82,7 @@ def import_cadir(pg: PgStore, source: Path, *, force: bool = False) -> dict[str,
     expected = {
         "certificates": len(certs),
         "requests": len(csrs),
-        "inventory": len(inventory),
+        "inventory": len(inventory) + len(also),
         "revocations": len(revocations),
         "crl_number": src.crl_number(),
     }
@@ -110,6 +119,11 @@ def import_cadir(pg: PgStore, source: Path, *, force: bool = False) -> dict[str,
             "inventory (serial, name, not_before, not_after, not_after_ts)",
             inventory.values(),
         )
+        _copy(
+            conn,
+            "inventory_also (serial, name, not_before, not_after, not_after_ts)",
+            also.values(),
+        )
         _copy(conn, "certs (name, serial, not_after_ts, status, pem, modified)", certs)
         _copy(conn, "csrs (name, status, reason, pem, modified)", csrs)
         _copy(conn, "revoked (serial, date_ts, reason)", revocations)
@@ -124,6 +138,22 @@ def import_cadir(pg: PgStore, source: Path, *, force: bool = False) -> dict[str,
         pg.host.write_key(key)
     pg.prepare()  # this host's copy of the CA certificate
     return got
+
+
+def _check_key(source: Path, key: bytes, ca_cert: bytes) -> None:
+    """Refuse a key that signs for no certificate of the bundle (another CA's key): the
+    database would hold a CA no replica can sign for. An encrypted key is checked where
+    its passphrase is, when the CA opens."""
+    if pki.is_encrypted_key(key):
+        return
+    try:
+        found = pki.signing_certificate(pki.load_certificates(ca_cert), pki.load_private_key(key))
+    except (ValueError, TypeError) as exc:
+        raise StoreError(f"{source}/ca_key.pem is not a usable CA key: {exc}") from None
+    if found is None:
+        raise StoreError(
+            f"{source}/ca_key.pem does not match the CA certificate {source}/ca_crt.pem"
+        )
 
 
 def _has_ca(conn: Any) -> bool:
@@ -148,7 +178,9 @@ def export_cadir(pg: PgStore, dest: Path) -> dict[str, int]:
             raise StoreError(f"{pg.db.shown} holds no CA to export")
         counts = _counts(conn)
         inventory = conn.execute(
-            "SELECT serial, not_before, not_after, name FROM inventory ORDER BY serial"
+            "SELECT serial, not_before, not_after, name FROM inventory"
+            " UNION ALL SELECT serial, not_before, not_after, name FROM inventory_also"
+            " ORDER BY serial, name"
         ).fetchall()
         certs = conn.execute("SELECT name, pem FROM certs").fetchall()
         csrs = conn.execute("SELECT name, pem, reason FROM csrs").fetchall()
