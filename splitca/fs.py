@@ -473,30 +473,44 @@ def read_bytes(path: Path) -> bytes | None:
         return None
 
 
-def read_stat(path: os.PathLike[str] | str) -> tuple[bytes, os.stat_result]:
+def read_stat(
+    path: os.PathLike[str] | str, *, limit: int | None = None
+) -> tuple[bytes, os.stat_result]:
     """A file's bytes and its ``fstat`` from one open (follows links, like ``open``).
 
     Four system calls for a small file (open, fstat, read, close) where
     ``Path.read_bytes`` makes ten (its buffered reader's isatty, seeks and second read).
+    With *limit*, a file of more bytes than that is refused rather than read.
 
     Raises:
       UnsafePath: *path* is not a regular file (a FIFO would block a reader forever, a
         device could be read without end); it is opened without blocking to find out.
+        Or it holds more than *limit* bytes.
     """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise UnsafePath(f"{os.fspath(path)} is not a regular file; refusing to read it")
+        if limit is not None and st.st_size > limit:
+            raise _too_big(path, limit)
         data = os.read(fd, st.st_size + 1)  # one byte more: a file grown since is seen
         if len(data) != st.st_size:
             chunks = [data]  # grown or shrunk (or /proc, whose sizes are 0): read to the end
+            size = len(data)
             while chunk := os.read(fd, max(st.st_size, 65536)):
                 chunks.append(chunk)
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise _too_big(path, limit)
             data = b"".join(chunks)
         return data, st
     finally:
         os.close(fd)
+
+
+def _too_big(path: os.PathLike[str] | str, limit: int) -> UnsafePath:
+    return UnsafePath(f"{os.fspath(path)} holds more than {limit} bytes; refusing to read it")
 
 
 class _Slot:

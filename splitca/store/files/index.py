@@ -65,6 +65,9 @@ CREATE INDEX IF NOT EXISTS refusals_at ON refusals(at);
 # A CRL fetch record waits at most this long for SQLite's write lock, then gives up (logged):
 # it is written while a CRL is being served, which it must never hold up.
 _FETCH_BUSY_MS = 200
+# The most a file in signed/ or requests/ may hold to be indexed: a certificate or a CSR is
+# a few KiB (a CSR body is bounded by max_body_bytes, at most 16 MiB); a bigger one is hostile.
+MAX_PEM_FILE_BYTES = 16 * 1024 * 1024
 
 _REASONS = {r.name: i for i, r in enumerate(x509.ReasonFlags)}
 # The revoked.reason column holds a ReasonFlags position; CRLs hold RFC 5280 codes.
@@ -352,9 +355,11 @@ class Index:
             if known.get(name) == stamp:
                 continue
             try:
-                data = Path(entry.path).read_bytes()
+                # Never blocks (a FIFO) nor reads without bound (a huge file, a link to
+                # one): this runs holding the index's write lock, which every write waits on.
+                data, _ = fs.read_stat(entry.path, limit=MAX_PEM_FILE_BYTES)
                 values = load(name, data)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, StoreError) as exc:
                 log.warning("index: ignoring unreadable %s: %s", entry.path, exc)
                 values = None
             if values is None:
