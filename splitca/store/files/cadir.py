@@ -15,9 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from splitca import fs
-from splitca.errors import StoreError
+from splitca.errors import StoreError, UnsafePath
 
-__all__ = ["CADir", "InventoryLine", "format_serial", "parse_inventory", "parse_serial"]
+__all__ = [
+    "CADir",
+    "InventoryLine",
+    "format_serial",
+    "open_regular",
+    "parse_inventory",
+    "parse_serial",
+]
 
 CERT_MODE = 0o644
 KEY_MODE = 0o640  # puppetserver's rw-r----- for ca_key.pem
@@ -74,6 +81,24 @@ def name_reads_back(certname: str) -> bool:
     as itself: one printable line (``splitlines`` breaks at more than newlines) without
     another ``/CN=`` in it."""
     return certname.isprintable() and "/CN=" not in certname
+
+
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of the regular file *path* (the caller closes it), opened
+    without blocking: a FIFO planted there would block a reader for ever.
+
+    Raises:
+      UnsafePath: *path* is not a regular file.
+      OSError: anything else (FileNotFoundError, say).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafePath(f"{path} is not a regular file; refusing to read it")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def parse_inventory(data: bytes) -> Iterator[InventoryLine]:
@@ -219,7 +244,13 @@ class CADir:
             hit = self._file_cache.get(path)
             if hit and hit[0] == key:
                 return hit[1], st.st_mtime
-        data = path.read_bytes()
+        # Never blocks: a FIFO planted in place of the file is refused (UnsafePath), not
+        # waited on by every request (and by the index's re-indexing, under its lock).
+        try:
+            data, st = fs.read_stat(path)
+        except FileNotFoundError:
+            return None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)  # of the version read
         with self._cache_lock:
             self._file_cache[path] = (key, data)
         return data, st.st_mtime
@@ -244,7 +275,7 @@ class CADir:
 
     def read_ca_key(self) -> bytes:
         try:
-            return self.cakey.read_bytes()
+            return fs.read_stat(self.cakey)[0]  # never blocks on a planted FIFO
         except FileNotFoundError:
             raise StoreError(f"CA key {self.cakey} is missing") from None
         except PermissionError:
@@ -294,7 +325,7 @@ class CADir:
         being up to date: serials are appended in increasing order.
         """
         try:
-            fd = os.open(self.inventory, os.O_RDONLY | os.O_CLOEXEC)
+            fd = open_regular(self.inventory)
         except FileNotFoundError:
             return 0
         try:  # open, fstat, pread, close: no buffered reader's seeks

@@ -26,7 +26,7 @@ from splitca import fs, pki
 from splitca.core.ports import Row
 from splitca.errors import InvalidRequest, StoreError
 from splitca.pki import own_crl
-from splitca.store.files.cadir import INDEX_FILE_SUFFIXES, CADir, parse_inventory
+from splitca.store.files.cadir import INDEX_FILE_SUFFIXES, CADir, open_regular, parse_inventory
 
 __all__ = ["Index", "Row"]
 
@@ -410,7 +410,7 @@ class Index:
         if ino != st.st_ino or offset > st.st_size:
             conn.execute("DELETE FROM inventory")
             offset = 0
-        with open(path, "rb") as f:
+        with open(open_regular(path), "rb") as f:  # a planted FIFO: refused, not waited on
             f.seek(offset)
             tail = f.read()
         # Only index whole lines; a torn last line is picked up once it is completed.
