@@ -430,3 +430,80 @@ def test_batch_revokes_racing_renewals_in_threads_are_final_and_never_deadlock(
         for name, old, new in renewed:
             if old in found.get(name, ()):
                 assert new in found[name], f"renewal {old} -> {new} of {name} escaped a revoke"
+
+
+# --- a CRL file removed or damaged behind the CA's back ------------------------------------------
+
+
+def _file_crl_serials(path: Path) -> set[int]:
+    return {r.serial_number for r in pki.own_crl(path.read_bytes(), b"") or []}
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "missing":
+        path.unlink()
+    elif how == "empty":
+        path.write_bytes(b"")  # as a restore that stopped half-way, or a full disk, leaves it
+    else:
+        path.write_bytes(b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n")
+
+
+@pytest.mark.parametrize("how", ["missing", "empty", "garbage"])
+@pytest.mark.parametrize("then", ["revoke", "refresh"])
+def test_a_crl_file_lost_or_damaged_never_unrevokes_anything(
+    settings: Settings, how: str, then: str
+) -> None:
+    """The index re-read the CRL file when it changed and, finding no CRL of this CA in it
+    (removed, emptied, damaged), forgot every revocation: the next revoke signed a CRL of
+    its own serials only, and the server's CRL refresh (due at once, the CRL being unreadable)
+    an empty one, so every certificate revoked before was valid again, and said "signed".
+    A damaged file failed every write with a ValueError. The index now keeps the last CRL's
+    revocations, and the next CRL carries them, with a higher number."""
+    from splitca.compose import open_ca, setup_ca
+
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    old = agent_cert(ca, "revoked-before.example.com")
+    new = agent_cert(ca, "revoked-after.example.com")
+    ca.revoke(["revoked-before.example.com"])
+    crl = settings.cadir / "ca_crl.pem"
+    number = pki.crl_number(pki.own_crl(crl.read_bytes(), b""))  # type: ignore[arg-type]
+    _damage(crl, how)
+    if then == "revoke":
+        ca.revoke(["revoked-after.example.com"])
+        assert _file_crl_serials(crl) == {old.serial_number, new.serial_number}
+    else:
+        assert ca.refresh_crl() is True  # due: the CRL in effect is gone
+        assert _file_crl_serials(crl) == {old.serial_number}
+    assert pki.crl_number(pki.own_crl(crl.read_bytes(), b"")) == number + 1  # type: ignore[arg-type]
+    assert ca.status("revoked-before.example.com").state == "revoked"  # type: ignore[union-attr]
+    # and a CA opened afresh (another process) agrees
+    again = open_ca(settings, autosign_at_start=False)
+    assert again.status("revoked-before.example.com").state == "revoked"  # type: ignore[union-attr]
+
+
+def test_with_no_record_of_a_lost_crl_no_crl_is_signed(settings: Settings) -> None:
+    """An index built afresh (``splitca index rebuild``, a lost index) over a CRL file that is
+    gone has no record of what was revoked: rather than sign a CRL without those entries,
+    revoking and refreshing fail with a store error saying to restore the file; once it is
+    restored, both work and nothing was lost."""
+    from splitca.compose import open_ca, setup_ca
+    from splitca.errors import StoreError
+
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    old = agent_cert(ca, "revoked-before.example.com")
+    new = agent_cert(ca, "revoked-after.example.com")
+    ca.revoke(["revoked-before.example.com"])
+    crl = settings.cadir / "ca_crl.pem"
+    backup = crl.read_bytes()
+    crl.unlink()
+    ca.rebuild_index()
+    with pytest.raises(StoreError, match="restore it from a backup"):
+        ca.revoke(["revoked-after.example.com"])
+    with pytest.raises(StoreError, match="restore it from a backup"):
+        ca.refresh_crl(force=True)
+    assert not crl.exists()
+    crl.write_bytes(backup)
+    ca.revoke(["revoked-after.example.com"])
+    assert _file_crl_serials(crl) == {old.serial_number, new.serial_number}

@@ -382,14 +382,44 @@ class Index:
         self._reconcile_dir(conn, "csrs", self.cadir.csrdir, _csr_values, "status")
 
     def _reconcile_crl(self, conn: sqlite3.Connection) -> None:
-        data = self.cadir.read_cached(self.cadir.cacrl)
-        conn.execute("DELETE FROM revoked")
-        if data is None:
-            return
-        crl = own_crl(data, self.cadir.read_cached(self.cadir.cacert) or b"")
+        """Index the entries of the CRL file, if it holds this CA's CRL.
+
+        If it does not (removed, emptied, damaged), the index keeps the revocations and the
+        number of the last CRL it read or wrote: the next CRL is built from what the index
+        holds, and from nothing it would drop every revocation (the next revoke, or the
+        server's own refresh, would sign it). With nothing to keep (an index built afresh
+        over such a file), the revocations are unknown and :meth:`revocation_rows` refuses.
+        """
+        path = self.cadir.cacrl
+        data = self.cadir.read_cached(path)
+        crl = None
+        if data is not None:
+            try:
+                crl = own_crl(data, self.cadir.read_cached(self.cadir.cacert) or b"")
+            except ValueError as exc:
+                log.error("index: %s holds a CRL that cannot be read: %s", path, exc)
         if crl is None:
-            log.warning("index: %s holds no CRL of this CA", self.cadir.cacrl)
+            known = self._get_meta(conn, "crl_number")
+            what = "is missing" if data is None else "holds no CRL of this CA"
+            if known is None:
+                self._set_meta(conn, "crl_unknown", what)
+                log.error(
+                    "index: %s %s and the index has no record of its revocations; no CRL "
+                    "is signed until it is restored from a backup",
+                    path,
+                    what,
+                )
+            else:
+                log.error(
+                    "index: %s %s; the revocations of CRL number %s are kept, and the next "
+                    "CRL signed (the next revoke, or 'splitca crl refresh') carries them",
+                    path,
+                    what,
+                    known,
+                )
             return
+        conn.execute("DELETE FROM revoked")
+        conn.execute("DELETE FROM meta WHERE key = 'crl_unknown'")
         self._set_meta(conn, "crl_number", str(pki.crl_number(crl)))
         conn.executemany(
             "INSERT OR REPLACE INTO revoked(serial, date_ts, reason) VALUES (?, ?, ?)",
@@ -542,8 +572,19 @@ class Index:
 
     # --- queries ------------------------------------------------------------------------------
     def revocation_rows(self) -> list[tuple[int, float, int | None]]:
-        """Every revocation as (serial, unix time, CRLReason code), cheap at 100k entries."""
+        """Every revocation as (serial, unix time, CRLReason code), cheap at 100k entries.
+
+        Raises:
+          StoreError: they are unknown (see :meth:`_reconcile_crl`): a CRL built from
+            none would revoke nothing.
+        """
         self.refresh()
+        unknown = self._get_meta(self._conn(), "crl_unknown")
+        if unknown is not None:
+            raise StoreError(
+                f"{self.cadir.cacrl} {unknown} and the index has no record of the certificates "
+                "it revoked, so no new CRL can be signed: restore it from a backup"
+            )
         return [
             (int(serial), ts, None if reason is None else _CODE_BY_FLAG[reason])
             for serial, ts, reason in self._conn().execute(
