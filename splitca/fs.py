@@ -50,8 +50,8 @@ _pid = os.getpid()  # for staged files' names; reset in a forked child (a syscal
 
 def _symlink_refused(path: os.PathLike[str] | str) -> UnsafePath:
     return UnsafePath(
-        f"refusing to use {os.fspath(path)}: it is a symbolic link, and splitca never writes "
-        "through one (replace it with a regular file, and find out who made it)"
+        f"refusing to use {os.fspath(path)}: it is a symbolic link, and splitca never reads "
+        "or writes through one (replace it with a regular file, and find out who made it)"
     )
 
 
@@ -474,9 +474,10 @@ def read_bytes(path: Path) -> bytes | None:
 
 
 def read_stat(
-    path: os.PathLike[str] | str, *, limit: int | None = None
+    path: os.PathLike[str] | str, *, limit: int | None = None, follow: bool = True
 ) -> tuple[bytes, os.stat_result]:
-    """A file's bytes and its ``fstat`` from one open (follows links, like ``open``).
+    """A file's bytes and its ``fstat`` from one open (follows links, like ``open``, unless
+    ``follow=False``).
 
     Four system calls for a small file (open, fstat, read, close) where
     ``Path.read_bytes`` makes ten (its buffered reader's isatty, seeks and second read).
@@ -485,9 +486,10 @@ def read_stat(
     Raises:
       UnsafePath: *path* is not a regular file (a FIFO would block a reader forever, a
         device could be read without end); it is opened without blocking to find out.
-        Or it holds more than *limit* bytes.
+        Or it holds more than *limit* bytes, or (``follow=False``) it is a symbolic link.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+    fd = os.open(path, flags) if follow else _open_in(path, os.fspath(path), flags, 0, None)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

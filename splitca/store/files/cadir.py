@@ -18,6 +18,7 @@ from splitca import fs
 from splitca.errors import StoreError, UnsafePath
 
 __all__ = [
+    "MAX_PEM_FILE_BYTES",
     "CADir",
     "InventoryLine",
     "format_serial",
@@ -30,6 +31,9 @@ CERT_MODE = 0o644
 KEY_MODE = 0o640  # puppetserver's rw-r----- for ca_key.pem
 PRIVATE_MODE = 0o600
 LOCK_STRIPES = 64
+# The most a file in signed/ or requests/ may hold to be read (served, indexed): a certificate
+# or a CSR is a few KiB (a CSR body is bounded by max_body_bytes, at most 16 MiB).
+MAX_PEM_FILE_BYTES = 16 * 1024 * 1024
 INDEX_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")  # SQLite's database and side files
 
 _INVENTORY_RE = re.compile(r"^0x([0-9A-Fa-f]+) (\S+) (\S+) (.*)$")

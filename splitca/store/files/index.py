@@ -26,7 +26,13 @@ from splitca import fs, pki
 from splitca.core.ports import Row
 from splitca.errors import InvalidRequest, StoreError
 from splitca.pki import own_crl
-from splitca.store.files.cadir import INDEX_FILE_SUFFIXES, CADir, open_regular, parse_inventory
+from splitca.store.files.cadir import (
+    INDEX_FILE_SUFFIXES,
+    MAX_PEM_FILE_BYTES,
+    CADir,
+    open_regular,
+    parse_inventory,
+)
 
 __all__ = ["Index", "Row"]
 
@@ -65,9 +71,6 @@ CREATE INDEX IF NOT EXISTS refusals_at ON refusals(at);
 # A CRL fetch record waits at most this long for SQLite's write lock, then gives up (logged):
 # it is written while a CRL is being served, which it must never hold up.
 _FETCH_BUSY_MS = 200
-# The most a file in signed/ or requests/ may hold to be indexed: a certificate or a CSR is
-# a few KiB (a CSR body is bounded by max_body_bytes, at most 16 MiB); a bigger one is hostile.
-MAX_PEM_FILE_BYTES = 16 * 1024 * 1024
 
 _REASONS = {r.name: i for i, r in enumerate(x509.ReasonFlags)}
 # The revoked.reason column holds a ReasonFlags position; CRLs hold RFC 5280 codes.
@@ -355,9 +358,10 @@ class Index:
             if known.get(name) == stamp:
                 continue
             try:
-                # Never blocks (a FIFO) nor reads without bound (a huge file, a link to
-                # one): this runs holding the index's write lock, which every write waits on.
-                data, _ = fs.read_stat(entry.path, limit=MAX_PEM_FILE_BYTES)
+                # Never blocks (a FIFO) nor reads without bound (a huge file): this runs
+                # holding the index's write lock, which every write waits on. A link is not
+                # followed: what is indexed is what is served (see FileStore.cert).
+                data, _ = fs.read_stat(entry.path, limit=MAX_PEM_FILE_BYTES, follow=False)
                 values = load(name, data)
             except (OSError, ValueError, StoreError) as exc:
                 log.warning("index: ignoring unreadable %s: %s", entry.path, exc)
