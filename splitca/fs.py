@@ -36,6 +36,7 @@ __all__ = [
     "fsync_dir",
     "open_dir",
     "open_nofollow",
+    "open_regular",
     "publish",
     "read_bytes",
     "read_stat",
@@ -463,6 +464,24 @@ class SyncPoint:
             except OSError as exc:
                 raise StoreError(f"could not sync {self.path}: {exc.strerror or exc}") from exc
             self._durable = (st.st_ino, st.st_size)
+
+
+def open_regular(path: os.PathLike[str] | str) -> int:
+    """A read-only descriptor of the regular file *path* (the caller closes it), opened
+    without blocking: a FIFO planted there would block a reader for ever.
+
+    Raises:
+      UnsafePath: *path* is not a regular file.
+      OSError: anything else (FileNotFoundError, say).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafePath(f"{os.fspath(path)} is not a regular file; refusing to read it")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def read_bytes(path: Path) -> bytes | None:

@@ -15,24 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from splitca import fs
-from splitca.errors import StoreError, UnsafePath
+from splitca.errors import StoreError
 
-__all__ = [
-    "MAX_PEM_FILE_BYTES",
-    "CADir",
-    "InventoryLine",
-    "format_serial",
-    "open_regular",
-    "parse_inventory",
-    "parse_serial",
-]
+__all__ = ["CADir", "InventoryLine", "format_serial", "parse_inventory", "parse_serial"]
 
 CERT_MODE = 0o644
 KEY_MODE = 0o640  # puppetserver's rw-r----- for ca_key.pem
 PRIVATE_MODE = 0o600
 LOCK_STRIPES = 64
-# The most a file in signed/ or requests/ may hold to be read (served, indexed): a certificate
-# or a CSR is a few KiB (a CSR body is bounded by max_body_bytes, at most 16 MiB).
+# The most a signed/ or requests/ file may hold to be served or indexed (one is a few KiB).
 MAX_PEM_FILE_BYTES = 16 * 1024 * 1024
 INDEX_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")  # SQLite's database and side files
 
@@ -85,24 +76,6 @@ def name_reads_back(certname: str) -> bool:
     as itself: one printable line (``splitlines`` breaks at more than newlines) without
     another ``/CN=`` in it."""
     return certname.isprintable() and "/CN=" not in certname
-
-
-def open_regular(path: Path) -> int:
-    """A read-only descriptor of the regular file *path* (the caller closes it), opened
-    without blocking: a FIFO planted there would block a reader for ever.
-
-    Raises:
-      UnsafePath: *path* is not a regular file.
-      OSError: anything else (FileNotFoundError, say).
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UnsafePath(f"{path} is not a regular file; refusing to read it")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def parse_inventory(data: bytes) -> Iterator[InventoryLine]:
@@ -248,8 +221,7 @@ class CADir:
             hit = self._file_cache.get(path)
             if hit and hit[0] == key:
                 return hit[1], st.st_mtime
-        # Never blocks: a FIFO planted in place of the file is refused (UnsafePath), not
-        # waited on by every request (and by the index's re-indexing, under its lock).
+        # Never blocks: a FIFO planted in its place is refused (UnsafePath), not waited on.
         try:
             data, st = fs.read_stat(path)
         except FileNotFoundError:
@@ -329,7 +301,7 @@ class CADir:
         being up to date: serials are appended in increasing order.
         """
         try:
-            fd = open_regular(self.inventory)
+            fd = fs.open_regular(self.inventory)
         except FileNotFoundError:
             return 0
         try:  # open, fstat, pread, close: no buffered reader's seeks

@@ -30,7 +30,6 @@ from splitca.store.files.cadir import (
     INDEX_FILE_SUFFIXES,
     MAX_PEM_FILE_BYTES,
     CADir,
-    open_regular,
     parse_inventory,
 )
 
@@ -444,7 +443,7 @@ class Index:
         if ino != st.st_ino or offset > st.st_size:
             conn.execute("DELETE FROM inventory")
             offset = 0
-        with open(open_regular(path), "rb") as f:  # a planted FIFO: refused, not waited on
+        with open(fs.open_regular(path), "rb") as f:  # a planted FIFO: refused, not waited on
             f.seek(offset)
             tail = f.read()
         # Only index whole lines; a torn last line is picked up once it is completed.
