@@ -182,17 +182,31 @@ def _open_in(
         raise
 
 
-def unlink(path: Path | str, *, anchor: Path | None = None) -> None:
-    """Remove *path* (not there: fine), never through a linked directory below *anchor*."""
+def unlink(path: Path | str, *, anchor: Path | None = None, durable: bool = False) -> None:
+    """Remove *path* (not there: fine), never through a linked directory below *anchor*;
+    with *durable*, the removal is synced (else a crash can bring the file back).
+
+    Raises:
+      NotDurable: it is removed, but syncing its directory failed.
+      OSError: it could not be removed.
+    """
     directory, name = _dir_and_name(path)
     try:
         dir_fd = _open_dir(directory, None if anchor is None else _spelled(anchor))
     except FileNotFoundError:
         return
     try:
-        os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return
+        if durable:
+            try:
+                os.fsync(dir_fd)
+            except OSError as exc:
+                raise NotDurable(
+                    f"{path} is removed but the removal could not be synced: {exc.strerror}"
+                ) from exc
     finally:
         os.close(dir_fd)
 

@@ -347,14 +347,11 @@ class CADir:
         """Directory descriptors (below the cadir, no linked directory) for one batch."""
         return fs.OpenDirs(self.root)
 
-    def unlink(self, path: Path) -> None:
-        """Remove a file of the cadir (missing: fine), through no linked directory.
-
-        Raises:
-          StoreError: it exists but could not be removed.
-        """
+    def unlink(self, path: Path, *, durable: bool = True) -> None:
+        """Remove a file of the cadir (missing: fine), through no linked directory; synced
+        unless ``durable=False``. StoreError: it exists but could not be removed (or synced)."""
         try:
-            fs.unlink(path, anchor=self.root)
+            fs.unlink(path, anchor=self.root, durable=durable)
         except OSError as exc:
             raise StoreError(
                 f"Path {path} exists but could not be deleted: {exc.strerror}"

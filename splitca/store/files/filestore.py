@@ -338,8 +338,8 @@ class FileStore:
             for certname, path, tmp, cert, values, drop_csr in items:
                 self.cadir.publish(tmp, path, durable=False, dirs=dirs)
                 self.index.put_cert(conn, certname, cert, values=values, path=path)
-                if drop_csr:
-                    self.cadir.unlink(self.cadir.csr_path(certname))
+                if drop_csr:  # synced below, with the batch
+                    self.cadir.unlink(self.cadir.csr_path(certname), durable=False)
                     self.index.delete_csr(conn, certname)
             try:
                 os.fsync(dirs(self.cadir.signeddir))  # the descriptor the renames went through
