@@ -505,8 +505,9 @@ def test_a_crl_file_lost_or_damaged_never_unrevokes_anything(
 def test_with_no_record_of_a_lost_crl_no_crl_is_signed(settings: Settings) -> None:
     """An index built afresh (``splitca index rebuild``, a lost index) over a CRL file that is
     gone has no record of what was revoked: rather than sign a CRL without those entries,
-    revoking and refreshing fail with a store error saying to restore the file; once it is
-    restored, both work and nothing was lost."""
+    revoking and refreshing fail with a store error saying to restore the file, and so does
+    a renewal (a revoked certificate cannot be told from a valid one); once it is restored,
+    revoking works and nothing was lost."""
     from splitca.compose import open_ca, setup_ca
     from splitca.errors import StoreError
 
@@ -523,6 +524,8 @@ def test_with_no_record_of_a_lost_crl_no_crl_is_signed(settings: Settings) -> No
         ca.revoke(["revoked-after.example.com"])
     with pytest.raises(StoreError, match="restore it from a backup"):
         ca.refresh_crl(force=True)
+    with pytest.raises(StoreError, match="restore it from a backup"):
+        ca.renew(old)  # a revoked certificate is not renewed into an unrevoked one
     assert not crl.exists()
     crl.write_bytes(backup)
     ca.revoke(["revoked-after.example.com"])

@@ -582,18 +582,24 @@ class Index:
             none would revoke nothing.
         """
         self.refresh()
-        unknown = self._get_meta(self._conn(), "crl_unknown")
-        if unknown is not None:
-            raise StoreError(
-                f"{self.cadir.cacrl} {unknown} and the index has no record of the certificates "
-                "it revoked, so no new CRL can be signed: restore it from a backup"
-            )
+        self._refuse_unknown_revocations()
         return [
             (int(serial), ts, None if reason is None else _CODE_BY_FLAG[reason])
             for serial, ts, reason in self._conn().execute(
                 "SELECT serial, date_ts, reason FROM revoked ORDER BY rowid"
             )
         ]
+
+    def _refuse_unknown_revocations(self) -> None:
+        """Raise StoreError if the revocations are unknown (see :meth:`_reconcile_crl`):
+        a CRL built from none would revoke nothing, and no serial can be said not revoked."""
+        unknown = self._get_meta(self._conn(), "crl_unknown")
+        if unknown is not None:
+            raise StoreError(
+                f"{self.cadir.cacrl} {unknown} and the index has no record of the certificates "
+                "it revoked, so none can be told from a valid one and no new CRL can be "
+                "signed: restore it from a backup"
+            )
 
     def crl_number(self) -> int:
         self.refresh()
@@ -616,6 +622,7 @@ class Index:
 
     def is_revoked(self, serial: int) -> bool:
         self.refresh()
+        self._refuse_unknown_revocations()
         row = (
             self._conn()
             .execute("SELECT 1 FROM revoked WHERE serial = ?", (str(serial),))
@@ -625,6 +632,7 @@ class Index:
 
     def revoked_among(self, serials: Iterable[int]) -> set[int]:
         self.refresh()
+        self._refuse_unknown_revocations()
         wanted = [str(s) for s in set(serials)]
         found: set[int] = set()
         conn = self._conn()
