@@ -36,6 +36,7 @@ __all__ = [
     "fsync_dir",
     "open_dir",
     "open_nofollow",
+    "open_regular",
     "publish",
     "read_bytes",
     "read_stat",
@@ -50,8 +51,8 @@ _pid = os.getpid()  # for staged files' names; reset in a forked child (a syscal
 
 def _symlink_refused(path: os.PathLike[str] | str) -> UnsafePath:
     return UnsafePath(
-        f"refusing to use {os.fspath(path)}: it is a symbolic link, and splitca never writes "
-        "through one (replace it with a regular file, and find out who made it)"
+        f"refusing to use {os.fspath(path)}: it is a symbolic link, and splitca never reads "
+        "or writes through one (replace it with a regular file, and find out who made it)"
     )
 
 
@@ -181,17 +182,31 @@ def _open_in(
         raise
 
 
-def unlink(path: Path | str, *, anchor: Path | None = None) -> None:
-    """Remove *path* (not there: fine), never through a linked directory below *anchor*."""
+def unlink(path: Path | str, *, anchor: Path | None = None, durable: bool = False) -> None:
+    """Remove *path* (not there: fine), never through a linked directory below *anchor*;
+    with *durable*, the removal is synced (else a crash can bring the file back).
+
+    Raises:
+      NotDurable: it is removed, but syncing its directory failed.
+      OSError: it could not be removed.
+    """
     directory, name = _dir_and_name(path)
     try:
         dir_fd = _open_dir(directory, None if anchor is None else _spelled(anchor))
     except FileNotFoundError:
         return
     try:
-        os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return
+        if durable:
+            try:
+                os.fsync(dir_fd)
+            except OSError as exc:
+                raise NotDurable(
+                    f"{path} is removed but the removal could not be synced: {exc.strerror}"
+                ) from exc
     finally:
         os.close(dir_fd)
 
@@ -465,6 +480,24 @@ class SyncPoint:
             self._durable = (st.st_ino, st.st_size)
 
 
+def open_regular(path: os.PathLike[str] | str) -> int:
+    """A read-only descriptor of the regular file *path* (the caller closes it), opened
+    without blocking: a FIFO planted there would block a reader for ever.
+
+    Raises:
+      UnsafePath: *path* is not a regular file.
+      OSError: anything else (FileNotFoundError, say).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafePath(f"{os.fspath(path)} is not a regular file; refusing to read it")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def read_bytes(path: Path) -> bytes | None:
     """Return the file's bytes, or None if it does not exist."""
     try:
@@ -473,30 +506,46 @@ def read_bytes(path: Path) -> bytes | None:
         return None
 
 
-def read_stat(path: os.PathLike[str] | str) -> tuple[bytes, os.stat_result]:
-    """A file's bytes and its ``fstat`` from one open (follows links, like ``open``).
+def read_stat(
+    path: os.PathLike[str] | str, *, limit: int | None = None, follow: bool = True
+) -> tuple[bytes, os.stat_result]:
+    """A file's bytes and its ``fstat`` from one open (follows links, like ``open``, unless
+    ``follow=False``).
 
     Four system calls for a small file (open, fstat, read, close) where
     ``Path.read_bytes`` makes ten (its buffered reader's isatty, seeks and second read).
+    With *limit*, a file of more bytes than that is refused rather than read.
 
     Raises:
       UnsafePath: *path* is not a regular file (a FIFO would block a reader forever, a
         device could be read without end); it is opened without blocking to find out.
+        Or it holds more than *limit* bytes, or (``follow=False``) it is a symbolic link.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+    fd = os.open(path, flags) if follow else _open_in(path, os.fspath(path), flags, 0, None)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise UnsafePath(f"{os.fspath(path)} is not a regular file; refusing to read it")
+        if limit is not None and st.st_size > limit:
+            raise _too_big(path, limit)
         data = os.read(fd, st.st_size + 1)  # one byte more: a file grown since is seen
         if len(data) != st.st_size:
             chunks = [data]  # grown or shrunk (or /proc, whose sizes are 0): read to the end
+            size = len(data)
             while chunk := os.read(fd, max(st.st_size, 65536)):
                 chunks.append(chunk)
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise _too_big(path, limit)
             data = b"".join(chunks)
         return data, st
     finally:
         os.close(fd)
+
+
+def _too_big(path: os.PathLike[str] | str, limit: int) -> UnsafePath:
+    return UnsafePath(f"{os.fspath(path)} holds more than {limit} bytes; refusing to read it")
 
 
 class _Slot:

@@ -156,6 +156,52 @@ def test_a_log_replaced_by_a_symlink_is_not_followed(
     assert events(path) == ["after"]
 
 
+@pytest.mark.parametrize("reader", [False, True])
+def test_a_fifo_planted_as_the_log_is_refused_not_waited_on(
+    settings: Settings, caplog: pytest.LogCaptureFixture, reader: bool
+) -> None:
+    """Opening a FIFO for writing waits for a reader: a FIFO planted in place of audit.log
+    hung the revoke that wrote its ``crl-published`` event (inside the index transaction,
+    so every other signing and revocation queued behind it, for ever). The events are
+    refused (logged, as any failed audit write) and the operations go on; with a reader
+    attached to the FIFO (someone collecting the log elsewhere) nothing is sent to it."""
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    ca.generate("victim.example.com")
+    path = settings.cadir / "audit.log"
+    path.unlink()
+    os.mkfifo(path, 0o600)
+    held = os.open(path, os.O_RDONLY | os.O_NONBLOCK) if reader else None
+    outcome: list[object] = []
+
+    def act() -> None:
+        try:
+            ca.revoke(["victim.example.com"])
+            ca.generate("after-the-fifo.example.com")
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    try:
+        with caplog.at_level(logging.ERROR):
+            actor = threading.Thread(target=act, daemon=True)
+            actor.start()
+            actor.join(20)
+            if actor.is_alive():
+                os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))  # let the writer go
+                actor.join(10)
+                pytest.fail("an audited operation blocked on a FIFO in place of audit.log")
+        if held is not None:
+            assert os.read(held, 4096) == b""  # nothing was written to the FIFO
+    finally:
+        if held is not None:
+            os.close(held)
+    assert outcome == [None]
+    assert ca.status("victim.example.com").state == "revoked"  # type: ignore[union-attr]
+    assert ca.status("after-the-fifo.example.com").state == "signed"  # type: ignore[union-attr]
+    assert "'crl-published' not recorded" in caplog.text
+
+
 # --- a failed write drops the descriptor --------------------------------------------------------
 
 

@@ -512,3 +512,33 @@ def test_crl_show_of_a_file_that_holds_no_crl_names_the_file(tmp_path: Path) -> 
     result = splitca("--config", str(config), "crl", "show")
     assert result.exit_code == 5, result.output
     assert f"{settings.cadir / 'ca_crl.pem'} holds no CRL" in one_line_error(result)
+
+
+@pytest.mark.parametrize("where", ["signed", "requests"])
+def test_a_certificate_or_request_planted_as_a_link_is_never_served(
+    tmp_path: Path, where: str
+) -> None:
+    """GET certificate/<name> and certificate_request/<name> serve the file verbatim, to
+    anyone, without a client certificate. A symbolic link planted as signed/<name>.pem (or
+    requests/<name>.pem) by whoever can write the cadir was followed: the CA's private key
+    (or any file the server can read) was served to the network. A link there is refused
+    (HTTP 503 naming the file; the CLI a one-line error), its target untouched and unread."""
+    from splitca.http.wsgiapp import make_app
+
+    from .conftest import wsgi_call
+
+    settings = make_settings(tmp_path)
+    compose.setup_ca(settings)
+    ca = compose.open_ca(settings, autosign_at_start=False)
+    app = make_app(ca=ca)
+    link = settings.cadir / where / "planted.example.com.pem"
+    link.symlink_to(settings.cadir / "ca_key.pem")
+    route = "certificate" if where == "signed" else "certificate_request"
+    r = wsgi_call(app, "GET", f"/puppet-ca/v1/{route}/planted.example.com")
+    assert b"PRIVATE KEY" not in r.body
+    assert r.status == 503, (r.status, r.body[:200])
+    assert b"symbolic link" in r.body
+    # the CA goes on: nothing else is affected
+    ca.generate("after-the-plant.example.com")
+    r = wsgi_call(app, "GET", "/puppet-ca/v1/certificate/after-the-plant.example.com")
+    assert r.status == 200 and r.body.startswith(b"-----BEGIN CERTIFICATE-----")

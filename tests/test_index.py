@@ -416,3 +416,57 @@ def test_an_issued_serial_is_indexed_once_not_re_read_from_the_inventory(
         f.write(line)
     assert store.index.max_issued_serial() == cert.serial_number + 5
     assert re_read == [1]
+
+
+def _touch_dir(directory: Path) -> None:
+    """Move *directory*'s mtime on by a second, as a new entry would within a coarser tick:
+    the index must see the change (its stamp) whatever the filesystem's clock granularity."""
+    import os
+
+    st = os.stat(directory)
+    os.utime(directory, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+
+@pytest.mark.parametrize("where", ["signed", "requests"])
+@pytest.mark.parametrize("planted", ["fifo", "huge", "directory"])
+def test_a_hostile_file_in_a_watched_directory_is_skipped_not_waited_on(
+    ca: CertificateAuthority, settings: Settings, where: str, planted: str
+) -> None:
+    """Re-indexing signed/ or requests/ runs holding the index's write lock, which every
+    write (signing, revoking, a CSR) waits on. A FIFO planted there by a local user blocked
+    the re-index on its open forever (so the whole CA); a huge sparse file was read into
+    memory whole. Each is skipped (logged), the others are indexed, and writes go on."""
+    import os
+    import threading
+
+    path = settings.cadir / where / "planted.example.com.pem"
+    if planted == "fifo":
+        os.mkfifo(path, 0o600)
+    elif planted == "huge":
+        with open(path, "wb") as f:
+            f.truncate(64 * 1024 * 1024 * 1024)  # sparse: no disk used, 64 GiB to a reader
+    else:
+        path.mkdir()
+    _touch_dir(settings.cadir / where)
+    outcome: list[object] = []
+
+    def write() -> None:
+        try:
+            ca.generate("after-the-plant.example.com")
+            outcome.append(ca.status("after-the-plant.example.com"))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(30)
+    if writer.is_alive():
+        with open(path, "wb"):  # let the blocked re-index go before failing
+            pass
+        writer.join(10)
+        pytest.fail(f"re-indexing {where}/ blocked on a planted {planted}")
+    assert len(outcome) == 1 and isinstance(outcome[0], Row), outcome
+    assert outcome[0].state == "signed"
+    names = {r.name for r in ca.statuses()}
+    assert "planted.example.com" not in names
+    assert {"z-signed", "m-pending"} <= names

@@ -164,3 +164,65 @@ def test_after_a_power_cut_the_serial_file_is_not_older_than_at_the_last_sync(
     serial_file = int((cadir / "serial").read_bytes(), 16)
     assert serial_file >= told["serial_at_cut"]
     assert serial_file > max(_inventory(cadir))
+
+
+# Issue a certificate and take a request, sync, then clean the certificate (revoke + delete)
+# and delete the request, each answered; print when done.
+_REMOVER = """
+import json, os, sys
+from pathlib import Path
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from splitca.compose import open_ca
+from splitca.config import Settings
+
+ca = open_ca(Settings.load(Path(sys.argv[1])), autosign_at_start=False)
+key = ec.generate_private_key(ec.SECP256R1())
+def csr(name):
+    b = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+    return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+ca.submit_csr("cleaned.example.com", csr("cleaned.example.com"))
+ca.sign("cleaned.example.com")
+ca.submit_csr("rejected.example.com", csr("rejected.example.com"))
+os.sync()
+ca.clean(["cleaned.example.com"])
+ca.delete_csr("rejected.example.com")
+print(json.dumps({"done": True}), flush=True)
+sys.stdin.read()  # still running when the power goes
+"""
+
+
+def test_a_clean_or_a_rejected_request_answered_before_a_power_cut_stays_done(
+    ext4: tuple[Path, Path, str],
+) -> None:
+    """Removing signed/<name>.pem (clean) or requests/<name>.pem (DELETE certificate_request)
+    was not synced: after a power cut the cleaned certificate was back in signed/ (served
+    again, and the name could not enroll anew) and the rejected request back in requests/,
+    pending, for the next 'sign --all' to sign. An answered removal survives the cut."""
+    image, mnt, options = ext4
+    settings = make_settings(mnt, autosign=False)
+    setup_ca(settings)
+    config = write_config(mnt / "splitca.yaml", settings)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _REMOVER, str(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert writer.stdout is not None
+        line = writer.stdout.readline()
+        assert line, writer.communicate(timeout=60)[1]
+        _cut_power(mnt)
+    finally:
+        writer.kill()
+        writer.communicate(timeout=60)
+    _reboot(image, mnt, options)
+    cadir = settings.cadir
+    assert not (cadir / "signed" / "cleaned.example.com.pem").exists()
+    assert not (cadir / "requests" / "rejected.example.com.pem").exists()

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from splitca import pki
@@ -430,3 +431,102 @@ def test_batch_revokes_racing_renewals_in_threads_are_final_and_never_deadlock(
         for name, old, new in renewed:
             if old in found.get(name, ()):
                 assert new in found[name], f"renewal {old} -> {new} of {name} escaped a revoke"
+
+
+# --- a CRL file removed or damaged behind the CA's back ------------------------------------------
+
+
+def _file_crl_serials(path: Path) -> set[int]:
+    ours = pki.own_crl(path.read_bytes(), path.with_name("ca_crt.pem").read_bytes())
+    return {r.serial_number for r in ours or []}
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "missing":
+        path.unlink()
+    elif how == "empty":
+        path.write_bytes(b"")  # as a restore that stopped half-way, or a full disk, leaves it
+    elif how == "garbage":
+        path.write_bytes(b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n")
+    else:  # only another CA's CRL (a root's, say), which was taken for this CA's
+        import datetime as dt
+
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.x509.oid import NameOID
+
+        now = dt.datetime.now(dt.UTC)
+        other = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Another CA")]))
+            .last_update(now)
+            .next_update(now + dt.timedelta(days=30))
+            .add_extension(x509.CRLNumber(99), critical=False)
+            .sign(fast_key(), hashes.SHA256())
+        )
+        path.write_bytes(pki.pem_crl(other.public_bytes(serialization.Encoding.DER)))
+
+
+@pytest.mark.parametrize("how", ["missing", "empty", "garbage", "foreign"])
+@pytest.mark.parametrize("then", ["revoke", "refresh"])
+def test_a_crl_file_lost_or_damaged_never_unrevokes_anything(
+    settings: Settings, how: str, then: str
+) -> None:
+    """The index re-read the CRL file when it changed and, finding no CRL of this CA in it
+    (removed, emptied, damaged), forgot every revocation: the next revoke signed a CRL of
+    its own serials only, and the server's CRL refresh (due at once, the CRL being unreadable)
+    an empty one (a file holding only another CA's CRL was even taken for this CA's), so every certificate revoked before was valid again, and said "signed".
+    A damaged file failed every write with a ValueError. The index now keeps the last CRL's
+    revocations, and the next CRL carries them, with a higher number."""
+    from splitca.compose import open_ca, setup_ca
+
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    old = agent_cert(ca, "revoked-before.example.com")
+    new = agent_cert(ca, "revoked-after.example.com")
+    ca.revoke(["revoked-before.example.com"])
+    crl = settings.cadir / "ca_crl.pem"
+    ca_crt = (settings.cadir / "ca_crt.pem").read_bytes()
+    number = pki.crl_number(pki.own_crl(crl.read_bytes(), ca_crt))  # type: ignore[arg-type]
+    _damage(crl, how)
+    if then == "revoke":
+        ca.revoke(["revoked-after.example.com"])
+        assert _file_crl_serials(crl) == {old.serial_number, new.serial_number}
+    else:
+        assert ca.refresh_crl() is True  # due: the CRL in effect is gone
+        assert _file_crl_serials(crl) == {old.serial_number}
+    after = pki.own_crl(crl.read_bytes(), ca_crt)
+    assert after is not None and pki.crl_number(after) == number + 1
+    assert ca.status("revoked-before.example.com").state == "revoked"  # type: ignore[union-attr]
+    # and a CA opened afresh (another process) agrees
+    again = open_ca(settings, autosign_at_start=False)
+    assert again.status("revoked-before.example.com").state == "revoked"  # type: ignore[union-attr]
+
+
+def test_with_no_record_of_a_lost_crl_no_crl_is_signed(settings: Settings) -> None:
+    """An index built afresh (``splitca index rebuild``, a lost index) over a CRL file that is
+    gone has no record of what was revoked: rather than sign a CRL without those entries,
+    revoking and refreshing fail with a store error saying to restore the file, and so does
+    a renewal (a revoked certificate cannot be told from a valid one); once it is restored,
+    revoking works and nothing was lost."""
+    from splitca.compose import open_ca, setup_ca
+    from splitca.errors import StoreError
+
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    old = agent_cert(ca, "revoked-before.example.com")
+    new = agent_cert(ca, "revoked-after.example.com")
+    ca.revoke(["revoked-before.example.com"])
+    crl = settings.cadir / "ca_crl.pem"
+    backup = crl.read_bytes()
+    crl.unlink()
+    ca.rebuild_index()
+    with pytest.raises(StoreError, match="restore it from a backup"):
+        ca.revoke(["revoked-after.example.com"])
+    with pytest.raises(StoreError, match="restore it from a backup"):
+        ca.refresh_crl(force=True)
+    with pytest.raises(StoreError, match="restore it from a backup"):
+        ca.renew(old)  # a revoked certificate is not renewed into an unrevoked one
+    assert not crl.exists()
+    crl.write_bytes(backup)
+    ca.revoke(["revoked-after.example.com"])
+    assert _file_crl_serials(crl) == {old.serial_number, new.serial_number}

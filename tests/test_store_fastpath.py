@@ -368,6 +368,49 @@ def test_a_fifo_in_place_of_a_cadir_file_is_refused_not_waited_on(
         assert "not a regular file" in str(outcome[0])
 
 
+@pytest.mark.parametrize("which", ["ca_crl.pem", "inventory.txt", "ca_crt.pem", "ca_key.pem"])
+@pytest.mark.parametrize("op", ["generate", "revoke"])
+def test_a_fifo_in_place_of_a_ca_file_fails_the_operation_not_hangs_it(
+    tmp_path: Path, which: str, op: str
+) -> None:
+    """The CRL, the inventory, the CA certificate and key were read with a plain (blocking)
+    open: a FIFO planted in place of one by whoever can write the cadir hung every signing
+    and revocation for ever (the CRL and the inventory are read while the index's write
+    lock is held, so every other writer queued behind). Each is refused at once, as a
+    store error naming the file (HTTP 503, a one-line CLI error)."""
+    import threading
+
+    settings = make_settings(tmp_path)
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    ca.generate("fifo-victim.example.com")
+    target = settings.cadir / which
+    target.unlink()
+    os.mkfifo(target, 0o600)
+    outcome: list[BaseException | None] = []
+
+    def act() -> None:
+        try:
+            if op == "generate":
+                ca.generate("after-the-fifo.example.com")
+            else:
+                ca.revoke(["fifo-victim.example.com"])
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    actor = threading.Thread(target=act, daemon=True)
+    actor.start()
+    actor.join(20)
+    if actor.is_alive():
+        os.close(os.open(target, os.O_RDWR))  # let the blocked reader go before failing
+        actor.join(10)
+        pytest.fail(f"{op} blocked on a FIFO in place of {which}")
+    assert outcome and isinstance(outcome[0], StoreError), outcome
+    assert which in str(outcome[0]) and "not a regular file" in str(outcome[0])
+
+
 @pytest.mark.parametrize(
     "name",
     ["web01.example.com", "Puppet CA: ca.example.com", "a/CN=b", "x\u2028y", "v\x0bw", "é.example"],

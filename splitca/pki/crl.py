@@ -163,14 +163,13 @@ def build_crl_der(
 
 
 def own_crl(crl_pem: bytes, cacert_pem: bytes) -> x509.CertificateRevocationList | None:
-    """The CRL in *crl_pem* issued by the signing CA of *cacert_pem*; else the first CRL."""
+    """The CRL in *crl_pem* issued by the signing CA of *cacert_pem* (None if it holds none:
+    another CA's CRL is never taken for this one's); without a CA certificate, the first CRL."""
     blocks = split_pem(crl_pem, "X509 CRL")
     if not blocks:
         return None
     crls = [x509.load_pem_x509_crl(b) for b in blocks]
     signer = signing_certificate(load_certificates(cacert_pem) if cacert_pem else [])
     if signer is not None:
-        for crl in crls:
-            if crl.issuer == signer.subject:
-                return crl
+        return next((crl for crl in crls if crl.issuer == signer.subject), None)
     return crls[0]

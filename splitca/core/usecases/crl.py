@@ -91,11 +91,14 @@ def _other_crls(d: Deps, ca_cert: x509.Certificate) -> bytes:
     except StoreError:
         return b""
     issuer = ca_cert.subject.public_bytes()
-    return b"".join(
-        block + b"\n"
-        for block in pki.split_pem(existing, "X509 CRL")
-        if pki.crl_header(block).issuer != issuer
-    )
+    kept = []
+    for block in pki.split_pem(existing, "X509 CRL"):
+        try:
+            if pki.crl_header(block).issuer != issuer:
+                kept.append(block + b"\n")
+        except ValueError:  # a damaged block is not carried into the new file
+            log.warning("dropping a block of %s that is not a CRL", d.store.crl_location())
+    return b"".join(kept)
 
 
 def crl_needs_refresh(d: Deps) -> bool:
@@ -105,7 +108,11 @@ def crl_needs_refresh(d: Deps) -> bool:
     """
     issuer = d.signer.current().certificate.subject.public_bytes()
     header = None
-    for block in pki.split_pem(d.store.crl().data, "X509 CRL"):
+    try:
+        served = d.store.crl().data
+    except StoreError:  # missing (or not a file): re-issued from the store's revocations
+        return True
+    for block in pki.split_pem(served, "X509 CRL"):
         try:
             candidate = pki.crl_header(block)
         except ValueError:

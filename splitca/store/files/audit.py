@@ -7,6 +7,7 @@ import errno
 import json
 import logging
 import os
+import stat
 import threading
 import weakref
 from collections.abc import Sequence
@@ -96,10 +97,15 @@ class AuditLog:
             except OSError:
                 pass  # gone: reopen (and create) it below
             self._drop()
-        fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        # O_NONBLOCK: opening a FIFO planted there for writing would wait for a reader,
+        # for ever, and events are written holding locks (a CRL's, under the index lock).
+        # (It changes nothing for a regular file.)
+        fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o640)
         try:
             st = os.fstat(fd)
-        except OSError:
+            if not stat.S_ISREG(st.st_mode):
+                raise UnsafePath(f"{path} is not a regular file; refusing to write to it")
+        except BaseException:
             os.close(fd)
             raise
         self._fd, self._ident = fd, (st.st_dev, st.st_ino)

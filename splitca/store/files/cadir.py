@@ -23,6 +23,8 @@ CERT_MODE = 0o644
 KEY_MODE = 0o640  # puppetserver's rw-r----- for ca_key.pem
 PRIVATE_MODE = 0o600
 LOCK_STRIPES = 64
+# The most a signed/ or requests/ file may hold to be served or indexed (one is a few KiB).
+MAX_PEM_FILE_BYTES = 16 * 1024 * 1024
 INDEX_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")  # SQLite's database and side files
 
 _INVENTORY_RE = re.compile(r"^0x([0-9A-Fa-f]+) (\S+) (\S+) (.*)$")
@@ -219,7 +221,12 @@ class CADir:
             hit = self._file_cache.get(path)
             if hit and hit[0] == key:
                 return hit[1], st.st_mtime
-        data = path.read_bytes()
+        # Never blocks: a FIFO planted in its place is refused (UnsafePath), not waited on.
+        try:
+            data, st = fs.read_stat(path)
+        except FileNotFoundError:
+            return None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)  # of the version read
         with self._cache_lock:
             self._file_cache[path] = (key, data)
         return data, st.st_mtime
@@ -244,7 +251,7 @@ class CADir:
 
     def read_ca_key(self) -> bytes:
         try:
-            return self.cakey.read_bytes()
+            return fs.read_stat(self.cakey)[0]  # never blocks on a planted FIFO
         except FileNotFoundError:
             raise StoreError(f"CA key {self.cakey} is missing") from None
         except PermissionError:
@@ -294,7 +301,7 @@ class CADir:
         being up to date: serials are appended in increasing order.
         """
         try:
-            fd = os.open(self.inventory, os.O_RDONLY | os.O_CLOEXEC)
+            fd = fs.open_regular(self.inventory)
         except FileNotFoundError:
             return 0
         try:  # open, fstat, pread, close: no buffered reader's seeks
@@ -340,14 +347,11 @@ class CADir:
         """Directory descriptors (below the cadir, no linked directory) for one batch."""
         return fs.OpenDirs(self.root)
 
-    def unlink(self, path: Path) -> None:
-        """Remove a file of the cadir (missing: fine), through no linked directory.
-
-        Raises:
-          StoreError: it exists but could not be removed.
-        """
+    def unlink(self, path: Path, *, durable: bool = True) -> None:
+        """Remove a file of the cadir (missing: fine), through no linked directory; synced
+        unless ``durable=False``. StoreError: it exists but could not be removed (or synced)."""
         try:
-            fs.unlink(path, anchor=self.root)
+            fs.unlink(path, anchor=self.root, durable=durable)
         except OSError as exc:
             raise StoreError(
                 f"Path {path} exists but could not be deleted: {exc.strerror}"

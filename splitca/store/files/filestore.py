@@ -23,7 +23,13 @@ from splitca import fs, pki
 from splitca.core.ports import MAX_REFUSALS, Blob, CRLEntry, CRLFetch, Refusal, Reservation
 from splitca.errors import NotDurable, StoreError, StoreUnavailable
 from splitca.store.files.batch import GroupCommit
-from splitca.store.files.cadir import KEY_MODE, CADir, inventory_line, name_reads_back
+from splitca.store.files.cadir import (
+    KEY_MODE,
+    MAX_PEM_FILE_BYTES,
+    CADir,
+    inventory_line,
+    name_reads_back,
+)
 from splitca.store.files.index import Index, Row
 
 __all__ = ["FileStore"]
@@ -332,8 +338,8 @@ class FileStore:
             for certname, path, tmp, cert, values, drop_csr in items:
                 self.cadir.publish(tmp, path, durable=False, dirs=dirs)
                 self.index.put_cert(conn, certname, cert, values=values, path=path)
-                if drop_csr:
-                    self.cadir.unlink(self.cadir.csr_path(certname))
+                if drop_csr:  # synced below, with the batch
+                    self.cadir.unlink(self.cadir.csr_path(certname), durable=False)
                     self.index.delete_csr(conn, certname)
             try:
                 os.fsync(dirs(self.cadir.signeddir))  # the descriptor the renames went through
@@ -476,9 +482,13 @@ class FileStore:
 
 
 def _read_blob(path: Path | str) -> Blob | None:
-    """A file's bytes and mtime from one open (fstat, not a second path lookup)."""
+    """A certificate's or CSR's bytes and mtime from one open (fstat, not a second path lookup).
+
+    Served verbatim to anyone: a symbolic link planted there (to ca_key.pem, say) is refused,
+    never followed, and so is a file too big to be one (UnsafePath).
+    """
     try:
-        data, st = fs.read_stat(path)
+        data, st = fs.read_stat(path, limit=MAX_PEM_FILE_BYTES, follow=False)
     except FileNotFoundError:
         return None
     return Blob(data, st.st_mtime)

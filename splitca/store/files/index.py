@@ -26,7 +26,12 @@ from splitca import fs, pki
 from splitca.core.ports import Row
 from splitca.errors import InvalidRequest, StoreError
 from splitca.pki import own_crl
-from splitca.store.files.cadir import INDEX_FILE_SUFFIXES, CADir, parse_inventory
+from splitca.store.files.cadir import (
+    INDEX_FILE_SUFFIXES,
+    MAX_PEM_FILE_BYTES,
+    CADir,
+    parse_inventory,
+)
 
 __all__ = ["Index", "Row"]
 
@@ -352,9 +357,12 @@ class Index:
             if known.get(name) == stamp:
                 continue
             try:
-                data = Path(entry.path).read_bytes()
+                # Never blocks (a FIFO) nor reads without bound (a huge file): this runs
+                # holding the index's write lock, which every write waits on. A link is not
+                # followed: what is indexed is what is served (see FileStore.cert).
+                data, _ = fs.read_stat(entry.path, limit=MAX_PEM_FILE_BYTES, follow=False)
                 values = load(name, data)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, StoreError) as exc:
                 log.warning("index: ignoring unreadable %s: %s", entry.path, exc)
                 values = None
             if values is None:
@@ -377,14 +385,44 @@ class Index:
         self._reconcile_dir(conn, "csrs", self.cadir.csrdir, _csr_values, "status")
 
     def _reconcile_crl(self, conn: sqlite3.Connection) -> None:
-        data = self.cadir.read_cached(self.cadir.cacrl)
-        conn.execute("DELETE FROM revoked")
-        if data is None:
-            return
-        crl = own_crl(data, self.cadir.read_cached(self.cadir.cacert) or b"")
+        """Index the entries of the CRL file, if it holds this CA's CRL.
+
+        If it does not (removed, emptied, damaged), the index keeps the revocations and the
+        number of the last CRL it read or wrote: the next CRL is built from what the index
+        holds, and from nothing it would drop every revocation (the next revoke, or the
+        server's own refresh, would sign it). With nothing to keep (an index built afresh
+        over such a file), the revocations are unknown and :meth:`revocation_rows` refuses.
+        """
+        path = self.cadir.cacrl
+        data = self.cadir.read_cached(path)
+        crl = None
+        if data is not None:
+            try:
+                crl = own_crl(data, self.cadir.read_cached(self.cadir.cacert) or b"")
+            except ValueError as exc:
+                log.error("index: %s holds a CRL that cannot be read: %s", path, exc)
         if crl is None:
-            log.warning("index: %s holds no CRL of this CA", self.cadir.cacrl)
+            known = self._get_meta(conn, "crl_number")
+            what = "is missing" if data is None else "holds no CRL of this CA"
+            if known is None:
+                self._set_meta(conn, "crl_unknown", what)
+                log.error(
+                    "index: %s %s and the index has no record of its revocations; no CRL "
+                    "is signed until it is restored from a backup",
+                    path,
+                    what,
+                )
+            else:
+                log.error(
+                    "index: %s %s; the revocations of CRL number %s are kept, and the next "
+                    "CRL signed (the next revoke, or 'splitca crl refresh') carries them",
+                    path,
+                    what,
+                    known,
+                )
             return
+        conn.execute("DELETE FROM revoked")
+        conn.execute("DELETE FROM meta WHERE key = 'crl_unknown'")
         self._set_meta(conn, "crl_number", str(pki.crl_number(crl)))
         conn.executemany(
             "INSERT OR REPLACE INTO revoked(serial, date_ts, reason) VALUES (?, ?, ?)",
@@ -405,7 +443,7 @@ class Index:
         if ino != st.st_ino or offset > st.st_size:
             conn.execute("DELETE FROM inventory")
             offset = 0
-        with open(path, "rb") as f:
+        with open(fs.open_regular(path), "rb") as f:  # a planted FIFO: refused, not waited on
             f.seek(offset)
             tail = f.read()
         # Only index whole lines; a torn last line is picked up once it is completed.
@@ -537,14 +575,31 @@ class Index:
 
     # --- queries ------------------------------------------------------------------------------
     def revocation_rows(self) -> list[tuple[int, float, int | None]]:
-        """Every revocation as (serial, unix time, CRLReason code), cheap at 100k entries."""
+        """Every revocation as (serial, unix time, CRLReason code), cheap at 100k entries.
+
+        Raises:
+          StoreError: they are unknown (see :meth:`_reconcile_crl`): a CRL built from
+            none would revoke nothing.
+        """
         self.refresh()
+        self._refuse_unknown_revocations()
         return [
             (int(serial), ts, None if reason is None else _CODE_BY_FLAG[reason])
             for serial, ts, reason in self._conn().execute(
                 "SELECT serial, date_ts, reason FROM revoked ORDER BY rowid"
             )
         ]
+
+    def _refuse_unknown_revocations(self) -> None:
+        """Raise StoreError if the revocations are unknown (see :meth:`_reconcile_crl`):
+        a CRL built from none would revoke nothing, and no serial can be said not revoked."""
+        unknown = self._get_meta(self._conn(), "crl_unknown")
+        if unknown is not None:
+            raise StoreError(
+                f"{self.cadir.cacrl} {unknown} and the index has no record of the certificates "
+                "it revoked, so none can be told from a valid one and no new CRL can be "
+                "signed: restore it from a backup"
+            )
 
     def crl_number(self) -> int:
         self.refresh()
@@ -567,6 +622,7 @@ class Index:
 
     def is_revoked(self, serial: int) -> bool:
         self.refresh()
+        self._refuse_unknown_revocations()
         row = (
             self._conn()
             .execute("SELECT 1 FROM revoked WHERE serial = ?", (str(serial),))
@@ -576,6 +632,7 @@ class Index:
 
     def revoked_among(self, serials: Iterable[int]) -> set[int]:
         self.refresh()
+        self._refuse_unknown_revocations()
         wanted = [str(s) for s in set(serials)]
         found: set[int] = set()
         conn = self._conn()
