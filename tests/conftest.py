@@ -360,6 +360,18 @@ class Server:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def put_csr(self, name: str, *, timeout: float = 10) -> Any:
+        """An agent's PUT of a fresh CSR for *name*, over TLS (a requests.Response)."""
+        import requests
+
+        return requests.put(
+            f"{self.url}/puppet-ca/v1/certificate_request/{name}",
+            data=pki.pem(make_csr(name)),
+            headers={"Content-Type": "text/plain"},
+            verify=str(self.cacert),
+            timeout=timeout,
+        )
+
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run `splitca --config <this server's config> ARGS` as an operator would, beside the server."""
         return subprocess.run(

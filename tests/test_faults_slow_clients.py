@@ -228,13 +228,7 @@ def test_stalled_big_bodies_share_one_budget_per_worker(
         time.sleep(1)  # let the workers read what was sent
         growth = {pid: peak_rss_kb(pid) - before[pid] for pid in workers}
         name = "agent.example.com"
-        r = requests.put(
-            f"{server.url}/puppet-ca/v1/certificate_request/{name}",
-            data=make_csr(name).public_bytes(serialization.Encoding.PEM),
-            headers={"Content-Type": "text/plain"},
-            verify=str(server.cacert),
-            timeout=10,
-        )
+        r = server.put_csr(name)
         assert r.status_code == 200, r.text
     finally:
         for s in stalled:

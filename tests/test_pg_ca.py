@@ -19,10 +19,11 @@ from splitca.cli import cli
 from splitca.compose import open_ca, setup_ca
 from splitca.config import Settings
 from splitca.errors import ConfigError, StoreError
+from splitca.http.routes_ca import App
 from splitca.http.wsgiapp import make_app
 from splitca.store.postgres import schema
 
-from .conftest import fast_key, make_csr, make_settings, write_config, wsgi_call
+from .conftest import WsgiResult, fast_key, make_csr, make_settings, write_config, wsgi_call
 from .pg_harness import PgServer
 
 
@@ -48,6 +49,17 @@ def replica_settings(settings: Settings, tmp_path: Path, name: str) -> Settings:
     cadir.mkdir()
     shutil.copy2(settings.cadir / "ca_key.pem", cadir / "ca_key.pem")
     return settings.replace(cadir=cadir)
+
+
+def _put_csr(app: App, name: str) -> WsgiResult:
+    """An agent's PUT of a CSR for *name* through *app*."""
+    return wsgi_call(
+        app,
+        "PUT",
+        f"/puppet-ca/v1/certificate_request/{name}",
+        pki.pem(make_csr(name)),
+        headers={"Content-Type": "text/plain"},
+    )
 
 
 def test_setup_keeps_the_key_on_the_host_and_the_ca_in_the_database(
@@ -159,13 +171,7 @@ def test_a_database_outage_is_exit_5_and_http_503_without_the_password(
         result = CliRunner().invoke(cli, ["--config", str(pg_config), "list", "--all"])
         assert result.exit_code == 5, result.output
         assert "unavailable" in result.output and pg_server.password not in result.output
-        put = wsgi_call(
-            app,
-            "PUT",
-            "/puppet-ca/v1/certificate_request/n9",
-            pki.pem(make_csr("n9")),
-            headers={"Content-Type": "text/plain"},
-        )
+        put = _put_csr(app, "n9")
         assert put.status == 503, put
         assert "Retry-After" in put.headers and pg_server.password.encode() not in put.body
         # the CA certificate and the CRL are still served from this replica's copies
@@ -178,13 +184,7 @@ def test_a_database_outage_is_exit_5_and_http_503_without_the_password(
     while wsgi_call(app, "GET", "/status/v1/simple").status != 200:
         assert time.monotonic() < deadline, "the replica did not recover"
         time.sleep(0.2)
-    put = wsgi_call(
-        app,
-        "PUT",
-        "/puppet-ca/v1/certificate_request/n9",
-        pki.pem(make_csr("n9")),
-        headers={"Content-Type": "text/plain"},
-    )
+    put = _put_csr(app, "n9")
     assert put.status == 200, put
 
 
@@ -265,9 +265,7 @@ def test_an_enrollment_is_ten_statements(pg_settings: Settings, pg_server: PgSer
         app = make_app(settings, ca=open_ca(settings))
 
         def enroll(name: str) -> None:
-            csr = pki.pem(make_csr(name))
-            put = wsgi_call(app, "PUT", f"/puppet-ca/v1/certificate_request/{name}", csr,
-                            headers={"Content-Type": "text/plain"})  # fmt: skip
+            put = _put_csr(app, name)
             got = wsgi_call(app, "GET", f"/puppet-ca/v1/certificate/{name}")
             assert (put.status, got.status) == (200, 200), put.body
 
@@ -329,13 +327,7 @@ def test_a_replica_on_a_read_only_database_fails_its_health_check(
     health = wsgi_call(app, "GET", "/status/v1/simple")
     assert (health.status, health.text) == (503, "error")
     assert wsgi_call(app, "GET", "/puppet-ca/v1/certificate/ca").status == 200
-    put = wsgi_call(
-        app,
-        "PUT",
-        "/puppet-ca/v1/certificate_request/n9",
-        pki.pem(make_csr("n9")),
-        headers={"Content-Type": "text/plain"},
-    )
+    put = _put_csr(app, "n9")
     assert put.status == 503, put
     result = run(write_config(pg_config.with_name("replica.yaml"), replica), "generate", "n10")
     assert result.exit_code == 5 and "read-only" in result.output, result.output

@@ -30,26 +30,31 @@ from .conftest import REPO, make_settings, require, require_program, setup_ca, w
 _EXT4_IOC_SHUTDOWN = 0x8004587D  # _IOR('X', 125, __u32)
 _GOING_FLAGS_NOLOGFLUSH = 2  # drop what is not on the device, journal included
 
-# Enroll 20 agents, sync everything, enroll 3 more (each answered only when durable), then
-# (with "then-crl") a CRL refresh, which syncs the cadir directory; print what was handed out
-# and the serial file's value at the sync and at the end.
-_WRITER = """
+# What both programs below begin with: the CA of the config given as argv[1], and csr(name).
+_PROGRAM_HEAD = """
 import json, os, sys
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from pathlib import Path
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from cryptography.hazmat.primitives import hashes
 from splitca.compose import open_ca
 from splitca.config import Settings
 
-from pathlib import Path
 ca = open_ca(Settings.load(Path(sys.argv[1])), autosign_at_start=False)
 key = ec.generate_private_key(ec.SECP256R1())
 def csr(name):
     b = x509.CertificateSigningRequestBuilder().subject_name(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
     return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+"""
+
+# Enroll 20 agents, sync everything, enroll 3 more (each answered only when durable), then
+# (with "then-crl") a CRL refresh, which syncs the cadir directory; print what was handed out
+# and the serial file's value at the sync and at the end.
+_WRITER = (
+    _PROGRAM_HEAD
+    + """
 handed = {}
 def enroll(name):
     ca.submit_csr(name, csr(name))
@@ -67,6 +72,7 @@ at_cut = int(serial_file.read_bytes(), 16)
 print(json.dumps({"handed": handed, "serial_at_sync": at_sync, "serial_at_cut": at_cut}), flush=True)
 sys.stdin.read()  # still running, its index open, when the power goes
 """
+)
 
 
 def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
@@ -109,13 +115,18 @@ def _reboot(image: Path, mnt: Path, options: str) -> None:
     assert remounted.returncode == 0, remounted.stderr
 
 
-def _enroll_then_cut_power(ext4: tuple[Path, Path, str], then: str) -> tuple[Path, dict[str, Any]]:
+def _run_then_cut_power(
+    ext4: tuple[Path, Path, str], program: str, *args: str, autosign: bool
+) -> tuple[Path, dict[str, Any]]:
+    """Run *program* against a new CA on *ext4*; when it prints its JSON line (its last
+    answer given), cut the power under it, still running, and boot again. Returns the
+    cadir and what the program printed."""
     image, mnt, options = ext4
-    settings = make_settings(mnt, autosign=True)
+    settings = make_settings(mnt, autosign=autosign)
     setup_ca(settings)
     config = write_config(mnt / "splitca.yaml", settings)
     writer = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(config), then],
+        [sys.executable, "-c", program, str(config), *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -124,7 +135,7 @@ def _enroll_then_cut_power(ext4: tuple[Path, Path, str], then: str) -> tuple[Pat
     )
     try:
         assert writer.stdout is not None
-        line = writer.stdout.readline()  # the writer's last answer is given
+        line = writer.stdout.readline()  # the program's last answer is given
         assert line, writer.communicate(timeout=60)[1]
         told: dict[str, Any] = json.loads(line)
         _cut_power(mnt)  # while the CA process still runs: it gets no chance to tidy up
@@ -133,6 +144,10 @@ def _enroll_then_cut_power(ext4: tuple[Path, Path, str], then: str) -> tuple[Pat
         writer.communicate(timeout=60)
     _reboot(image, mnt, options)
     return settings.cadir, told
+
+
+def _enroll_then_cut_power(ext4: tuple[Path, Path, str], then: str) -> tuple[Path, dict[str, Any]]:
+    return _run_then_cut_power(ext4, _WRITER, then, autosign=True)
 
 
 def _inventory(cadir: Path) -> dict[int, object]:
@@ -168,22 +183,9 @@ def test_after_a_power_cut_the_serial_file_is_not_older_than_at_the_last_sync(
 
 # Issue a certificate and take a request, sync, then clean the certificate (revoke + delete)
 # and delete the request, each answered; print when done.
-_REMOVER = """
-import json, os, sys
-from pathlib import Path
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from splitca.compose import open_ca
-from splitca.config import Settings
-
-ca = open_ca(Settings.load(Path(sys.argv[1])), autosign_at_start=False)
-key = ec.generate_private_key(ec.SECP256R1())
-def csr(name):
-    b = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-    return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+_REMOVER = (
+    _PROGRAM_HEAD
+    + """
 ca.submit_csr("cleaned.example.com", csr("cleaned.example.com"))
 ca.sign("cleaned.example.com")
 ca.submit_csr("rejected.example.com", csr("rejected.example.com"))
@@ -193,6 +195,7 @@ ca.delete_csr("rejected.example.com")
 print(json.dumps({"done": True}), flush=True)
 sys.stdin.read()  # still running when the power goes
 """
+)
 
 
 def test_a_clean_or_a_rejected_request_answered_before_a_power_cut_stays_done(
@@ -202,27 +205,6 @@ def test_a_clean_or_a_rejected_request_answered_before_a_power_cut_stays_done(
     was not synced: after a power cut the cleaned certificate was back in signed/ (served
     again, and the name could not enroll anew) and the rejected request back in requests/,
     pending, for the next 'sign --all' to sign. An answered removal survives the cut."""
-    image, mnt, options = ext4
-    settings = make_settings(mnt, autosign=False)
-    setup_ca(settings)
-    config = write_config(mnt / "splitca.yaml", settings)
-    writer = subprocess.Popen(
-        [sys.executable, "-c", _REMOVER, str(config)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        assert writer.stdout is not None
-        line = writer.stdout.readline()
-        assert line, writer.communicate(timeout=60)[1]
-        _cut_power(mnt)
-    finally:
-        writer.kill()
-        writer.communicate(timeout=60)
-    _reboot(image, mnt, options)
-    cadir = settings.cadir
+    cadir, _ = _run_then_cut_power(ext4, _REMOVER, autosign=False)
     assert not (cadir / "signed" / "cleaned.example.com.pem").exists()
     assert not (cadir / "requests" / "rejected.example.com.pem").exists()

@@ -466,6 +466,18 @@ def _damage(path: Path, how: str) -> None:
         path.write_bytes(pki.pem_crl(other.public_bytes(serialization.Encoding.DER)))
 
 
+def _one_revoked_one_valid(
+    settings: Settings,
+) -> tuple[CertificateAuthority, x509.Certificate, x509.Certificate]:
+    """A new CA that revoked revoked-before.example.com and not revoked-after.example.com."""
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    old = agent_cert(ca, "revoked-before.example.com")
+    new = agent_cert(ca, "revoked-after.example.com")
+    ca.revoke(["revoked-before.example.com"])
+    return ca, old, new
+
+
 @pytest.mark.parametrize("how", ["missing", "empty", "garbage", "foreign"])
 @pytest.mark.parametrize("then", ["revoke", "refresh"])
 def test_a_crl_file_lost_or_damaged_never_unrevokes_anything(
@@ -474,16 +486,13 @@ def test_a_crl_file_lost_or_damaged_never_unrevokes_anything(
     """The index re-read the CRL file when it changed and, finding no CRL of this CA in it
     (removed, emptied, damaged), forgot every revocation: the next revoke signed a CRL of
     its own serials only, and the server's CRL refresh (due at once, the CRL being unreadable)
-    an empty one (a file holding only another CA's CRL was even taken for this CA's), so every certificate revoked before was valid again, and said "signed".
+    an empty one (a file holding only another CA's CRL was even taken for this CA's), so
+    every certificate revoked before was valid again, and said "signed".
     A damaged file failed every write with a ValueError. The index now keeps the last CRL's
     revocations, and the next CRL carries them, with a higher number."""
-    from splitca.compose import open_ca, setup_ca
+    from splitca.compose import open_ca
 
-    setup_ca(settings)
-    ca = open_ca(settings, autosign_at_start=False)
-    old = agent_cert(ca, "revoked-before.example.com")
-    new = agent_cert(ca, "revoked-after.example.com")
-    ca.revoke(["revoked-before.example.com"])
+    ca, old, new = _one_revoked_one_valid(settings)
     crl = settings.cadir / "ca_crl.pem"
     ca_crt = (settings.cadir / "ca_crt.pem").read_bytes()
     number = pki.crl_number(pki.own_crl(crl.read_bytes(), ca_crt))  # type: ignore[arg-type]
@@ -508,14 +517,9 @@ def test_with_no_record_of_a_lost_crl_no_crl_is_signed(settings: Settings) -> No
     revoking and refreshing fail with a store error saying to restore the file, and so does
     a renewal (a revoked certificate cannot be told from a valid one); once it is restored,
     revoking works and nothing was lost."""
-    from splitca.compose import open_ca, setup_ca
     from splitca.errors import StoreError
 
-    setup_ca(settings)
-    ca = open_ca(settings, autosign_at_start=False)
-    old = agent_cert(ca, "revoked-before.example.com")
-    new = agent_cert(ca, "revoked-after.example.com")
-    ca.revoke(["revoked-before.example.com"])
+    ca, old, new = _one_revoked_one_valid(settings)
     crl = settings.cadir / "ca_crl.pem"
     backup = crl.read_bytes()
     crl.unlink()

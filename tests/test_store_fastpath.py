@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID, ObjectIdentifier
 
 from splitca import fs, pki
+from splitca.authority import CertificateAuthority
 from splitca.compose import open_ca
 from splitca.config import Settings
 from splitca.core.audit import Actor
@@ -316,6 +317,42 @@ def test_a_refused_rename_removes_the_staged_file_with_or_without_a_batch(
     assert os.listdir(evil) == []
 
 
+def _ca_with_a_fifo_at(tmp_path: Path, rel: str) -> tuple[CertificateAuthority, Path]:
+    """A CA that issued fifo-victim.example.com, with a FIFO planted at cadir/*rel*."""
+    settings = make_settings(tmp_path)
+    setup_ca(settings)
+    ca = open_ca(settings, autosign_at_start=False)
+    ca.generate("fifo-victim.example.com")
+    target = settings.cadir / rel
+    target.unlink()
+    os.mkfifo(target, 0o600)
+    return ca, target
+
+
+def _outcome_beside_a_fifo(
+    act: Callable[[], object], fifo: Path, what: str
+) -> BaseException | None:
+    """What *act* raised (None: nothing); the test fails if *act* blocks on *fifo*."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            act()
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    actor = threading.Thread(target=run, daemon=True)
+    actor.start()
+    actor.join(20)
+    if actor.is_alive():
+        os.close(os.open(fifo, os.O_RDWR))  # let the blocked reader go before failing
+        actor.join(10)
+        pytest.fail(f"{what} blocked on a FIFO")
+    return outcome[0]
+
+
 @pytest.mark.parametrize("which", ["serial", "certificate"])
 def test_a_fifo_in_place_of_a_cadir_file_is_refused_not_waited_on(
     tmp_path: Path, which: str
@@ -324,48 +361,23 @@ def test_a_fifo_in_place_of_a_cadir_file_is_refused_not_waited_on(
     a certificate should be would hang the thread that reads it (a request, forever). The
     read is refused at once instead, as a store error (HTTP 503, never a hang or a 500);
     for the serial file that error is the usual "unreadable serial file" warning."""
-    import threading
-
-    settings = make_settings(tmp_path)
-    setup_ca(settings)
-    ca = open_ca(settings, autosign_at_start=False)
-    ca.generate("fifo-victim.example.com")
-    target = (
-        settings.cadir / "serial"
-        if which == "serial"
-        else settings.cadir / "signed" / "fifo-victim.example.com.pem"
-    )
-    target.unlink()
-    os.mkfifo(target, 0o600)
-    outcome: list[BaseException | None] = []
-
-    def read() -> None:
-        try:
-            if which == "serial":
-                ca.generate("after-the-fifo.example.com")
-            else:
-                ca.certificate_pem("fifo-victim.example.com")
-        except BaseException as exc:
-            outcome.append(exc)
-        else:
-            outcome.append(None)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(10)
-    if reader.is_alive():
-        with open(target, "wb"):  # let the blocked reader go before failing
-            pass
-        pytest.fail(f"reading the {which} blocked on a FIFO")
+    rel = "serial" if which == "serial" else "signed/fifo-victim.example.com.pem"
+    ca, target = _ca_with_a_fifo_at(tmp_path, rel)
     if which == "serial":
+        outcome = _outcome_beside_a_fifo(
+            lambda: ca.generate("after-the-fifo.example.com"), target, "reading the serial"
+        )
         # an unreadable serial file is a warning: the next serial comes from the inventory,
         # and the serial file is replaced by a regular one
-        assert outcome == [None]
+        assert outcome is None
         assert target.is_file() and not target.is_fifo()
         assert int(target.read_text(), 16) > 2
     else:
-        assert outcome and isinstance(outcome[0], StoreError), outcome
-        assert "not a regular file" in str(outcome[0])
+        outcome = _outcome_beside_a_fifo(
+            lambda: ca.certificate_pem("fifo-victim.example.com"), target, "reading a certificate"
+        )
+        assert isinstance(outcome, StoreError), outcome
+        assert "not a regular file" in str(outcome)
 
 
 @pytest.mark.parametrize("which", ["ca_crl.pem", "inventory.txt", "ca_crt.pem", "ca_key.pem"])
@@ -378,37 +390,16 @@ def test_a_fifo_in_place_of_a_ca_file_fails_the_operation_not_hangs_it(
     and revocation for ever (the CRL and the inventory are read while the index's write
     lock is held, so every other writer queued behind). Each is refused at once, as a
     store error naming the file (HTTP 503, a one-line CLI error)."""
-    import threading
-
-    settings = make_settings(tmp_path)
-    setup_ca(settings)
-    ca = open_ca(settings, autosign_at_start=False)
-    ca.generate("fifo-victim.example.com")
-    target = settings.cadir / which
-    target.unlink()
-    os.mkfifo(target, 0o600)
-    outcome: list[BaseException | None] = []
-
-    def act() -> None:
-        try:
-            if op == "generate":
-                ca.generate("after-the-fifo.example.com")
-            else:
-                ca.revoke(["fifo-victim.example.com"])
-        except BaseException as exc:
-            outcome.append(exc)
-        else:
-            outcome.append(None)
-
-    actor = threading.Thread(target=act, daemon=True)
-    actor.start()
-    actor.join(20)
-    if actor.is_alive():
-        os.close(os.open(target, os.O_RDWR))  # let the blocked reader go before failing
-        actor.join(10)
-        pytest.fail(f"{op} blocked on a FIFO in place of {which}")
-    assert outcome and isinstance(outcome[0], StoreError), outcome
-    assert which in str(outcome[0]) and "not a regular file" in str(outcome[0])
+    ca, target = _ca_with_a_fifo_at(tmp_path, which)
+    outcome = _outcome_beside_a_fifo(
+        (lambda: ca.generate("after-the-fifo.example.com"))
+        if op == "generate"
+        else (lambda: ca.revoke(["fifo-victim.example.com"])),
+        target,
+        f"{op} with {which}",
+    )
+    assert isinstance(outcome, StoreError), outcome
+    assert which in str(outcome) and "not a regular file" in str(outcome)
 
 
 @pytest.mark.parametrize(
