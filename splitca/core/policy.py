@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -17,6 +18,8 @@ __all__ = [
     "Approved",
     "CsrRules",
     "check_subject",
+    "extra_alt_names",
+    "is_authorization_extension",
     "vet",
 ]
 
@@ -124,6 +127,22 @@ def _key_kind(key: CertificatePublicKeyTypes) -> str:
     return f"a {type(key).__name__}"
 
 
+_AUTH_PREFIX = pki.PP_AUTH_ARC + "."
+
+
+def extra_alt_names(sans: Iterable[x509.GeneralName], certname: str) -> list[x509.GeneralName]:
+    """The alt names beyond DNS:<certname>, which every leaf carries: what
+    ``allow_subject_alt_names`` governs."""
+    own = x509.DNSName(certname)
+    return [n for n in sans if n != own]
+
+
+def is_authorization_extension(oid: str) -> bool:
+    """Whether the dotted *oid* is in Puppet's pp_auth arc: what
+    ``allow_authorization_extensions`` governs."""
+    return oid.startswith(_AUTH_PREFIX)
+
+
 def vet(
     csr: x509.CertificateSigningRequest,
     certname: str,
@@ -142,7 +161,7 @@ def vet(
     """
     info = info or pki.inspect_csr(csr)
     check_crypto(csr, certname, rules)
-    extra = [n for n in info.sans if n != x509.DNSName(certname)]
+    extra = extra_alt_names(info.sans, certname)
     if extra and not (rules.allow_subject_alt_names or allow_alt_names):
         names = ", ".join(pki.general_name_str(n) for n in extra)
         raise PolicyViolation(
@@ -175,7 +194,7 @@ def vet(
                 f"CSR '{certname}' contains a subject alternative name that is not a DNS "
                 f"name (DNS:{shown[:100]}).",
             )
-    auth = [e for e in info.extensions if e.oid.dotted_string.startswith(pki.PP_AUTH_ARC + ".")]
+    auth = [e for e in info.extensions if is_authorization_extension(e.oid.dotted_string)]
     if auth and not rules.allow_authorization_extensions:
         raise PolicyViolation(
             "disallowed-extension",

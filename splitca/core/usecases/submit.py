@@ -10,7 +10,13 @@ from cryptography import x509
 from splitca import pki
 from splitca.core.audit import SYSTEM, Actor
 from splitca.core.autosign import AutosignDecision
-from splitca.core.policy import Approved, check_subject, vet
+from splitca.core.policy import (
+    Approved,
+    check_subject,
+    extra_alt_names,
+    is_authorization_extension,
+    vet,
+)
 from splitca.core.ports import Refusal
 from splitca.core.usecases.common import (
     RESERVED_PENDING,
@@ -127,11 +133,11 @@ def _beyond_autosign(d: Deps, certname: str, state: str | None) -> str:
     for ext in extensions:
         oid = ext.oid.dotted_string
         if isinstance(ext.value, x509.SubjectAlternativeName):
-            extra = [n for n in ext.value if n != x509.DNSName(certname)]
+            extra = extra_alt_names(ext.value, certname)
             if extra and not d.rules.allow_subject_alt_names:
                 what.append("alt names " + ", ".join(map(pki.general_name_str, extra)))
         elif oid == pki.PP_CLI_AUTH.dotted_string or (
-            oid.startswith(pki.PP_AUTH_ARC + ".") and not d.rules.allow_authorization_extensions
+            is_authorization_extension(oid) and not d.rules.allow_authorization_extensions
         ):
             what.append(f"authorization extension {pki.SHORT_NAMES.get(oid, oid)}")
     if not what:
