@@ -522,16 +522,14 @@ def _run_worker(
     """Serve until SIGTERM/SIGINT/SIGHUP, then finish in-flight requests and return."""
     ca = open_ca(settings)  # after fork: own index connections
     server = _make_server(settings, make_app(settings, ca=ca), reuse_port=reuse_port)
-    stopping = threading.Event()
-    stopper: list[threading.Thread] = []
+    stopper: list[threading.Thread] = []  # the one thread stopping the server, once signalled
 
     def finish(signum: int) -> None:
         log.info("%s: stopping after the requests in flight", signal.Signals(signum).name)
         server.stop()
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        if not stopping.is_set():
-            stopping.set()
+        if not stopper:  # (signal handlers run in the main thread only: no race)
             stopper.append(threading.Thread(target=finish, args=(signum,), daemon=True))
             stopper[0].start()
 
