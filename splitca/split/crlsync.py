@@ -202,13 +202,13 @@ def verify_crl(
     again, in order, as canonical PEM: the armor around the signed DER is not signed,
     and armor cryptography reads but OpenSSL's file loader (mod_ssl's
     SSLCARevocationFile) does not, an indented BEGIN line or a PEM header, would make
-    Apache refuse to start on the next reload. Every check runs on the file returned.
+    Apache refuse to start on the next reload. Every check runs on the CRLs that file holds.
 
     Raises:
       CRLRejected: naming the first failed check (see ``CHECKS``).
     """
-    data = b"".join(pki.pem(crl) for crl in parse_crls(data))
-    crls = parse_crls(data, what="the CA's CRL as re-encoded")
+    crls = parse_crls(data)
+    data = b"".join(pki.pem(crl) for crl in crls)  # each CRL's DER as parsed, armored anew
     pinned = _by_subject(cas)
     seen: dict[x509.Name, x509.CertificateRevocationList] = {}
     for crl in crls:
