@@ -26,7 +26,7 @@ from splitca.errors import (
     SplitCAError,
     StoreError,
 )
-from splitca.split.client import Fetched, HTTPClient
+from splitca.split.client import Fetched, HTTPClient, printable
 
 from .identity import Identity, resolve
 from .port import CleanOutcome, EnrollOptions, RemoteTarget, SignResult
@@ -409,4 +409,4 @@ def _text(body: bytes | None) -> str:
     """An answer's text as one printable line (it ends up on the operator's terminal)."""
     text = (body or b"").decode("utf-8", "replace").strip()
     first = text.splitlines()[0] if text else ""
-    return "".join(c if c.isprintable() else "?" for c in first)[:500]
+    return printable(first)[:500]

@@ -31,7 +31,7 @@ from urllib3.response import HTTPResponse
 from splitca.config import is_loopback_address
 from splitca.errors import ConfigError, RemoteError, ResponseTooLarge
 
-__all__ = ["Fetched", "HTTPClient", "check_base_url", "system_ca_bundle"]
+__all__ = ["Fetched", "HTTPClient", "check_base_url", "printable", "system_ca_bundle"]
 
 USER_AGENT = "splitca"
 CRL_V1_PATH = "/puppet-ca/v1/certificate_revocation_list/ca"
@@ -389,7 +389,7 @@ class _Decoder:
                 continue
             if name not in _CODINGS:
                 raise RemoteError(
-                    f"{shown} sent its answer with Content-Encoding {_printable(name)!r}, which "
+                    f"{shown} sent its answer with Content-Encoding {printable(name, ascii=True)[:40]!r}, which "
                     f"splitca cannot decode (it asks for {ACCEPT_ENCODING})"
                 )
             names.append(name)
@@ -481,10 +481,6 @@ def _looks_zlib(data: bytes) -> bool:
         and data[0] >> 4 <= 7
         and (data[0] * 256 + data[1]) % 31 == 0
     )
-
-
-def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() and c.isascii() else "?" for c in text)[:40]
 
 
 # --- the total deadline ---------------------------------------------------------------------------
@@ -665,13 +661,14 @@ def _shown(url: str) -> str:
 
 def _short(data: bytes) -> str:
     text = data.decode("utf-8", "replace").strip().splitlines()
-    return f": {_plain(text[0][:160])}" if text else ""
+    return f": {printable(text[0][:160])}" if text else ""
 
 
-def _plain(text: str) -> str:
-    """*text* (from the server) fit for a terminal or a log: control characters, such as
-    the ESC that starts a terminal escape sequence, become '?'."""
-    return "".join(c if c.isprintable() else "?" for c in text)
+def printable(text: str, *, ascii: bool = False) -> str:
+    """*text* (from a server) fit for a terminal or a log: every character that does not
+    print (a control, such as the ESC that starts a terminal escape sequence; a newline)
+    becomes '?', and with *ascii* so does every non-ASCII one."""
+    return "".join(c if c.isprintable() and (c.isascii() or not ascii) else "?" for c in text)
 
 
 def _root(exc: BaseException) -> str:
@@ -686,4 +683,4 @@ def _root(exc: BaseException) -> str:
         if isinstance(arg, BaseException):
             seen = arg
     text = str(seen) or type(seen).__name__
-    return _plain(text.splitlines()[0][:300])
+    return printable(text.splitlines()[0][:300])
