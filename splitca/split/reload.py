@@ -43,10 +43,10 @@ def run_reload(command: Sequence[str], timeout: float, pidfile: Path | None = No
     # `... &`) keeps them open, and waiting for a pipe's end would wait for that child.
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         returncode = _run(command, shown, timeout, out, err)
-        detail = (_tail(err) or _tail(out)).decode("utf-8", "replace").strip().splitlines()
-    if returncode != 0:
-        why = f": {detail[-1][:200]}" if detail else ""
-        raise ReloadFailed(f"reload command {shown} exited with {returncode}{why}{_PENDING}")
+        if returncode != 0:  # its last line of output says why
+            detail = (_tail(err) or _tail(out)).decode("utf-8", "replace").strip().splitlines()
+            why = f": {detail[-1][:200]}" if detail else ""
+            raise ReloadFailed(f"reload command {shown} exited with {returncode}{why}{_PENDING}")
     if pidfile is not None and before is not None:
         _confirm(pidfile, before, shown, timeout, deadline)
 
