@@ -138,6 +138,12 @@ def make_csr(
     return builder.sign(key, hash_alg or hashes.SHA256())
 
 
+def signed(ca: CertificateAuthority, name: str, **csr_kw: Any) -> x509.Certificate:
+    """A certificate for *name*: a CSR (make_csr(name, **csr_kw)) submitted, then signed."""
+    ca.submit_csr(name, pki.pem(make_csr(name, **csr_kw)))
+    return ca.sign(name)
+
+
 # --- CAs -------------------------------------------------------------------------------------
 
 

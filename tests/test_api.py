@@ -18,7 +18,15 @@ from splitca.http import wsgiapp as splitca_wsgi
 from splitca.http.routes_ca import App
 from splitca.http.wsgiapp import make_app
 
-from .conftest import fast_key, make_csr, make_settings, setup_ca, write_config, wsgi_call
+from .conftest import (
+    fast_key,
+    make_csr,
+    make_settings,
+    setup_ca,
+    signed,
+    write_config,
+    wsgi_call,
+)
 
 V1 = "/puppet-ca/v1"
 
@@ -32,11 +40,6 @@ def put_csr(app: App, name: str, **kw: object) -> tuple[int, str]:
         headers={"Content-Type": "text/plain"},
     )
     return r.status, r.text
-
-
-def agent_cert(ca: CertificateAuthority, name: str) -> x509.Certificate:
-    ca.submit_csr(name, pki.pem(make_csr(name)))
-    return ca.sign(name)
 
 
 # --- every response --------------------------------------------------------------------------
@@ -105,7 +108,7 @@ def test_certificate_404_then_200_once_signed(app: App, ca: CertificateAuthority
         "Could not find certificate agent1",
         "text/plain",
     )
-    agent_cert(ca, "agent1")
+    signed(ca, "agent1")
     r = wsgi_call(app, "GET", f"{V1}/certificate/agent1")
     assert r.status == 200 and r.body == ca.store.cadir.cert_path("agent1").read_bytes()
 
@@ -195,7 +198,7 @@ def test_put_csr_200_empty_then_400_duplicate_as_puppet7_expects(app: App) -> No
 
 
 def test_duplicate_of_signed_and_revoked(app: App, ca: CertificateAuthority) -> None:
-    agent_cert(ca, "dup")
+    signed(ca, "dup")
     assert put_csr(app, "dup") == (
         400,
         "dup already has a signed certificate; ignoring certificate request",
@@ -245,7 +248,7 @@ ADMIN_ENDPOINTS = [
 
 @pytest.mark.parametrize(("method", "path", "body"), ADMIN_ENDPOINTS)
 def test_admin_endpoints_refuse_anonymous_and_plain_agents(app, ca, method, path, body) -> None:
-    plain = agent_cert(ca, "plain-agent")
+    plain = signed(ca, "plain-agent")
     for client in (None, plain):
         r = wsgi_call(app, method, path, body, client=client)
         assert r.status == 403, (client, r.text)
@@ -256,7 +259,7 @@ def test_admin_by_certname_list(tmp_path, settings) -> None:
     setup_ca(settings)
     ca = open_ca(settings.replace(admin_certnames=("ops1",)))
     app = make_app(ca=ca)
-    ops = agent_cert(ca, "ops1")
+    ops = signed(ca, "ops1")
     assert wsgi_call(app, "GET", f"{V1}/certificate_statuses/all", client=ops).status == 200
 
 
@@ -277,7 +280,7 @@ def test_client_certificate_counts_only_when_tls_verified_it(app, ca) -> None:
 
 def test_expirations_needs_a_certificate(app, ca) -> None:
     assert wsgi_call(app, "GET", f"{V1}/expirations").status == 403
-    r = wsgi_call(app, "GET", f"{V1}/expirations", client=agent_cert(ca, "exp-agent"))
+    r = wsgi_call(app, "GET", f"{V1}/expirations", client=signed(ca, "exp-agent"))
     assert r.status == 200 and r.headers["Content-Type"] == "application/json"
     body = json.loads(r.body)
     assert set(body) == {"ca-certs", "crls"}
@@ -428,8 +431,8 @@ def test_certificate_status_media_types(app, admin_cert) -> None:
 
 def test_certificate_statuses_order_and_state_filter(app, ca, admin_cert) -> None:
     put_csr(app, "pending1")
-    agent_cert(ca, "signed1")
-    agent_cert(ca, "revoked1")
+    signed(ca, "signed1")
+    signed(ca, "revoked1")
     ca.revoke(["revoked1"])
 
     def names(query: str) -> list[tuple[str, str]]:
@@ -465,7 +468,7 @@ def test_bulk_sign(app, ca, admin_cert) -> None:
 
 
 def test_certificate_renewal_only_for_the_holder(app, ca) -> None:
-    old = agent_cert(ca, "renew1")
+    old = signed(ca, "renew1")
     assert wsgi_call(app, "POST", f"{V1}/certificate_renewal").status == 403
     r = wsgi_call(app, "POST", f"{V1}/certificate_renewal", client=old)
     assert r.status == 200
@@ -766,7 +769,7 @@ def test_route_specific_error_answers_are_exact(tmp_path, settings, app, ca, adm
     )
     utf8 = "text/plain; charset=UTF-8"
     assert call("DELETE", "certificate_status/gone") == (404, utf8, "Invalid certificate subject.")
-    agent_cert(ca, "twice")
+    signed(ca, "twice")
     put_csr(app, "pending1")
     ca.sign("pending1")
     put_csr(app, "pending1")  # a CSR beside a valid certificate: signing it is refused

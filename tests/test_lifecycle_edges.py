@@ -22,6 +22,7 @@ from .conftest import (
     make_settings,
     require_program,
     setup_ca,
+    signed,
     snapshot,
     start_server,
     write_config,
@@ -30,11 +31,6 @@ from .conftest import (
 from .test_exchange import running
 
 V1 = "/puppet-ca/v1"
-
-
-def signed(ca, name: str) -> None:
-    ca.submit_csr(name, pki.pem(make_csr(name)))
-    ca.sign(name)
 
 
 # --- a command that names nothing -----------------------------------------------------------

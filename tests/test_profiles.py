@@ -16,15 +16,10 @@ from splitca.compose import open_ca
 from splitca.config import Settings
 from splitca.http.server import build_ssl_context
 
-from .conftest import make_csr, make_settings, openssl, openssl_verify
+from .conftest import make_settings, openssl, openssl_verify, signed
 
 PP_ROLE = "1.3.6.1.4.1.34380.1.1.13"
 FIXED = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
-
-
-def signed(ca: CertificateAuthority, name: str, **csr_kw: object) -> x509.Certificate:
-    ca.submit_csr(name, pki.pem(make_csr(name, **csr_kw)))  # type: ignore[arg-type]
-    return ca.sign(name)
 
 
 def test_ca_certificate_profile(ca: CertificateAuthority) -> None:

@@ -30,7 +30,7 @@ from splitca.core.usecases import revoke as usecases_revoke
 from splitca.errors import Conflict
 from splitca.store.files.cadir import parse_inventory
 
-from .conftest import Server, fast_key, make_csr, setup_ca, wsgi_call
+from .conftest import Server, fast_key, make_csr, setup_ca, signed, wsgi_call
 
 V1 = "/puppet-ca/v1"
 RENEWERS = 4  # threads renewing one agent's certificate at once
@@ -39,16 +39,6 @@ CLI_TRIALS = 4  # a CLI run costs an interpreter start-up
 WARMUP_RENEWALS = 2 * RENEWERS  # renewals that must have succeeded before the revoke starts
 AFTER_ATTEMPTS = 2  # renewal attempts each thread makes after the revoke answered
 DEADLINE = 30.0  # seconds any one phase of a trial may take, so a hang cannot stall the suite
-
-
-def agent_cert(ca: CertificateAuthority, name: str) -> x509.Certificate:
-    ca.submit_csr(name, pki.pem(make_csr(name)))
-    return ca.sign(name)
-
-
-def signed(ca: CertificateAuthority, name: str, **csr_kw: object) -> x509.Certificate:
-    ca.submit_csr(name, pki.pem(make_csr(name, **csr_kw)))  # type: ignore[arg-type]
-    return ca.sign(name)
 
 
 # --- what revoke and clean do ----------------------------------------------------------------
@@ -74,7 +64,7 @@ def test_crl_number_increments_and_revocations_batch_into_one_resign(
 
 
 def test_clean_endpoint(app, ca, admin_cert) -> None:
-    agent_cert(ca, "c1")
+    signed(ca, "c1")
     r = wsgi_call(app, "PUT", f"{V1}/clean", b'{"certnames":["c1"]}', client=admin_cert)
     assert (r.status, r.text) == (200, "Successfully cleaned all certs.")
     assert not ca.store.cadir.cert_path("c1").exists()
@@ -472,8 +462,8 @@ def _one_revoked_one_valid(
     """A new CA that revoked revoked-before.example.com and not revoked-after.example.com."""
     setup_ca(settings)
     ca = open_ca(settings, autosign_at_start=False)
-    old = agent_cert(ca, "revoked-before.example.com")
-    new = agent_cert(ca, "revoked-after.example.com")
+    old = signed(ca, "revoked-before.example.com")
+    new = signed(ca, "revoked-after.example.com")
     ca.revoke(["revoked-before.example.com"])
     return ca, old, new
 
